@@ -1,0 +1,75 @@
+//! The command-line surface both daemons share: `run` and `check`.
+
+use crate::config::{load, ConfigFile};
+use crate::exit;
+use crate::lifecycle::{self, Daemon};
+use crate::DaemonConfig;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// `run`: serve until stopped.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RunArgs {
+    /// Configuration file [default: the program's file under /etc]
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// `check`: validate a configuration file and exit, like `nginx -t`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CheckArgs {
+    /// Configuration file [default: the program's file under /etc]
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+}
+
+/// Parses the command line; `--help` and `--version` exit 0, a usage error exits 64.
+pub fn parse<T: clap::Parser>() -> Result<T, ExitCode> {
+    T::try_parse().map_err(|e| {
+        let usage_error = e.use_stderr();
+        // Printing can only fail on a closed terminal, where there is no one to tell.
+        let _ = e.print();
+        if usage_error {
+            exit::code(exit::USAGE)
+        } else {
+            ExitCode::SUCCESS
+        }
+    })
+}
+
+pub fn run<D: Daemon>(args: RunArgs) -> ExitCode {
+    let path = args
+        .config
+        .unwrap_or_else(|| PathBuf::from(D::Config::DEFAULT_PATH));
+    lifecycle::run::<D>(&path)
+}
+
+pub fn check<C: DaemonConfig>(args: CheckArgs) -> ExitCode {
+    let path = args.file.unwrap_or_else(|| PathBuf::from(C::DEFAULT_PATH));
+    check_file::<C>(C::PROGRAM, &path)
+}
+
+/// Validates `path` as a `T`: one line on stdout and exit 0 when valid; every problem on stderr
+/// and exit 78 otherwise.
+pub fn check_file<T: ConfigFile>(program: &str, path: &Path) -> ExitCode {
+    match load::<T>(path) {
+        Ok(config) => {
+            println!(
+                "{program}: configuration file {} is valid: {}",
+                path.display(),
+                config.summary()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            for line in e.lines() {
+                eprintln!("{program}: {line}");
+            }
+            eprintln!(
+                "{program}: configuration file {} test failed",
+                path.display()
+            );
+            exit::code(exit::CONFIG)
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! The runtime behaviour that `lab-lb` and `lab-vpn` share, written once.
+//!
+//! A daemon implements [`Daemon`] (start, reload, drain) for a config type that implements
+//! [`DaemonConfig`]; [`cli::run`] and [`cli::check`] then give it the conventions of DESIGN.md:
+//! TOML config refused with file, line, column and key ([`config`]), a Prometheus endpoint with
+//! process metrics ([`metrics`]), the systemd notify protocol ([`notify`]), `tracing` logs
+//! ([`logging`]) and the SIGHUP/SIGTERM lifecycle ([`lifecycle`]).
+
+pub mod cli;
+pub mod config;
+pub mod exit;
+pub mod lifecycle;
+pub mod logging;
+pub mod metrics;
+pub mod notify;
+
+pub use config::{
+    ConfigFile, DaemonConfig, Invalid, Issues, LogConfig, MetricsConfig, Name, ShutdownConfig,
+};
+pub use lifecycle::Daemon;

@@ -1,0 +1,283 @@
+//! The life of a daemon under systemd: start, `READY=1`, reload on SIGHUP, drain on SIGTERM.
+
+use crate::config::{load, ConfigError, ConfigFile, DaemonConfig};
+use crate::logging::Logging;
+use crate::metrics::{base_registry, MetricsServer, ReloadMetrics};
+use crate::{exit, notify};
+use prometheus_client::registry::Registry;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+/// What a daemon does; the lifecycle decides when.
+pub trait Daemon: Sized + Send + 'static {
+    type Config: DaemonConfig;
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Binds what the daemon serves and registers its metrics (already prefixed with
+    /// [`DaemonConfig::METRICS_PREFIX`]). `READY=1` is sent once this returns.
+    fn start(
+        config: Arc<Self::Config>,
+        metrics: &mut Registry,
+    ) -> impl Future<Output = Result<Self, Self::Error>> + Send;
+
+    /// Applies a config that passed validation. On error the previous config must still be
+    /// fully in effect; on success established connections and sessions are kept.
+    fn reload(
+        &mut self,
+        config: Arc<Self::Config>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Stops accepting new work and lets established work finish. The lifecycle stops waiting
+    /// after `timeout`.
+    fn drain(self, timeout: Duration) -> impl Future<Output = ()> + Send;
+}
+
+/// Runs daemon `D` with the config at `path` until SIGTERM or SIGINT; returns the exit status.
+pub fn run<D: Daemon>(path: &Path) -> ExitCode {
+    let config = match load::<D::Config>(path) {
+        Ok(config) => Arc::new(config),
+        Err(e) => {
+            for line in e.lines() {
+                eprintln!("{}: {line}", D::Config::PROGRAM);
+            }
+            return exit::code(exit::CONFIG);
+        }
+    };
+    let logging = Logging::init(config.log().level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name(D::Config::PROGRAM)
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return exit::code(exit::OS_ERROR);
+        }
+    };
+    runtime.block_on(serve::<D>(path.to_owned(), config, logging))
+}
+
+struct Signals {
+    hangup: Signal,
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            hangup: signal(SignalKind::hangup())?,
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+}
+
+enum Event {
+    Reload,
+    Stop(&'static str),
+    Watchdog,
+}
+
+/// Everything a reload may replace.
+struct Running<D: Daemon> {
+    path: PathBuf,
+    config: Arc<D::Config>,
+    daemon: D,
+    registry: Arc<Registry>,
+    metrics_server: MetricsServer,
+    reload_metrics: ReloadMetrics,
+    logging: Logging,
+}
+
+async fn serve<D: Daemon>(path: PathBuf, config: Arc<D::Config>, logging: Logging) -> ExitCode {
+    // Before anything else: SIGHUP's default action would kill a daemon that is still starting.
+    let mut signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install signal handlers");
+            return exit::code(exit::OS_ERROR);
+        }
+    };
+    let metrics_address = config.metrics().listen;
+    let metrics_listener = match bind_metrics(metrics_address).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            return exit::code(exit::OS_ERROR);
+        }
+    };
+    let (mut registry, reload_metrics) =
+        base_registry(D::Config::METRICS_PREFIX, env!("CARGO_PKG_VERSION"));
+    let daemon = match D::start(
+        config.clone(),
+        registry.sub_registry_with_prefix(D::Config::METRICS_PREFIX),
+    )
+    .await
+    {
+        Ok(daemon) => daemon,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            return exit::code(exit::OS_ERROR);
+        }
+    };
+    let registry = Arc::new(registry);
+    let metrics_server = match MetricsServer::serve(metrics_listener, registry.clone()) {
+        Ok(server) => server,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serve metrics");
+            return exit::code(exit::OS_ERROR);
+        }
+    };
+    reload_metrics.loaded();
+    let summary = config.summary();
+    tracing::info!(
+        config = %path.display(),
+        metrics = %metrics_server.address(),
+        %summary,
+        "started"
+    );
+    notify::ready(&format!("serving: {summary}"));
+
+    let mut running = Running {
+        path,
+        config,
+        daemon,
+        registry,
+        metrics_server,
+        reload_metrics,
+        logging,
+    };
+    let mut watchdog = notify::watchdog_interval().map(tokio::time::interval);
+    let reason = loop {
+        let event = tokio::select! {
+            _ = signals.hangup.recv() => Event::Reload,
+            _ = signals.terminate.recv() => Event::Stop("SIGTERM"),
+            _ = signals.interrupt.recv() => Event::Stop("SIGINT"),
+            _ = tick(&mut watchdog) => Event::Watchdog,
+        };
+        match event {
+            Event::Reload => running.reload().await,
+            Event::Watchdog => notify::watchdog(),
+            Event::Stop(reason) => break reason,
+        }
+    };
+
+    notify::stopping();
+    let timeout = running.config.shutdown().drain_timeout;
+    tracing::info!(signal = reason, timeout = ?timeout, "draining");
+    if tokio::time::timeout(timeout, running.daemon.drain(timeout))
+        .await
+        .is_err()
+    {
+        tracing::warn!(timeout = ?timeout, "drain timeout reached; closing what is left");
+    }
+    drop(running.metrics_server);
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+async fn tick(watchdog: &mut Option<tokio::time::Interval>) {
+    match watchdog {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ReloadError<E: std::error::Error + 'static> {
+    #[error(transparent)]
+    Config(ConfigError),
+    #[error("cannot listen for metrics on {address}: {source}")]
+    Metrics {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Daemon(E),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen for metrics on {address}: {source}")]
+struct MetricsBindError {
+    address: SocketAddr,
+    source: std::io::Error,
+}
+
+async fn bind_metrics(address: SocketAddr) -> Result<TcpListener, MetricsBindError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| MetricsBindError { address, source })
+}
+
+impl<D: Daemon> Running<D> {
+    async fn reload(&mut self) {
+        notify::reloading();
+        tracing::info!(config = %self.path.display(), "reloading configuration");
+        match self.try_reload().await {
+            Ok(()) => {
+                self.reload_metrics.reload_succeeded();
+                let summary = self.config.summary();
+                tracing::info!(%summary, "configuration reloaded");
+                notify::ready(&format!("serving: {summary}"));
+            }
+            Err(e) => {
+                self.reload_metrics.reload_failed();
+                let lines = match &e {
+                    ReloadError::Config(config) => config.lines(),
+                    other => vec![other.to_string()],
+                };
+                for line in &lines {
+                    tracing::error!(
+                        error = %line,
+                        "configuration reload refused; still running the previous configuration"
+                    );
+                }
+                let first = lines.first().map(String::as_str).unwrap_or("");
+                notify::ready(&format!(
+                    "reload refused, still serving the previous configuration: {first}"
+                ));
+            }
+        }
+    }
+
+    async fn try_reload(&mut self) -> Result<(), ReloadError<D::Error>> {
+        let config = Arc::new(load::<D::Config>(&self.path).map_err(ReloadError::Config)?);
+        let address = config.metrics().listen;
+        // Bind the new endpoint before touching the daemon, so a taken port refuses the reload
+        // while everything still runs on the old config.
+        let moved_metrics = if address != self.config.metrics().listen {
+            let listener = bind_metrics(address)
+                .await
+                .map_err(|e| ReloadError::Metrics {
+                    address: e.address,
+                    source: e.source,
+                })?;
+            Some(listener)
+        } else {
+            None
+        };
+        self.daemon
+            .reload(config.clone())
+            .await
+            .map_err(ReloadError::Daemon)?;
+        if let Some(listener) = moved_metrics {
+            match MetricsServer::serve(listener, self.registry.clone()) {
+                Ok(server) => self.metrics_server = server,
+                Err(e) => tracing::warn!(error = %e, "metrics endpoint kept on its old address"),
+            }
+        }
+        self.logging.set_level(config.log().level);
+        self.config = config;
+        Ok(())
+    }
+}

@@ -1,0 +1,122 @@
+//! A small HTTP/1.1 server for `GET /metrics`, on its own address so scraping never competes
+//! with the data path's listeners.
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, ACCEPT, ALLOW, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Encodes `registry` in OpenMetrics when the scraper asks for it (Prometheus does), otherwise in
+/// the Prometheus text format 0.0.4 that `curl`, `promtool` and older scrapers read.
+pub fn encode(registry: &Registry, accept: Option<&str>) -> Result<(&'static str, String), std::fmt::Error> {
+    let mut body = String::new();
+    let wants_openmetrics = accept.is_some_and(|a| a.contains("application/openmetrics-text"));
+    if wants_openmetrics {
+        prometheus_client::encoding::text::encode(&mut body, registry)?;
+        Ok((OPENMETRICS, body))
+    } else {
+        prometheus_client::encoding::prometheus_text::encode(&mut body, registry)?;
+        Ok((prometheus_client::encoding::prometheus_text::CONTENT_TYPE, body))
+    }
+}
+
+/// The running metrics endpoint; stops accepting when dropped.
+pub struct MetricsServer {
+    address: SocketAddr,
+    accept_loop: JoinHandle<()>,
+}
+
+impl MetricsServer {
+    /// Serves `registry` on an already bound listener (binding first lets a reload that moves the
+    /// endpoint fail before anything changes).
+    pub fn serve(listener: TcpListener, registry: Arc<Registry>) -> std::io::Result<Self> {
+        let address = listener.local_addr()?;
+        let accept_loop = tokio::spawn(accept_loop(listener, registry));
+        Ok(Self {
+            address,
+            accept_loop,
+        })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.accept_loop.abort();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, registry: Arc<Registry>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _peer)) => stream,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "metrics endpoint could not accept a connection");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let registry = registry.clone();
+                async move { Ok::<_, std::convert::Infallible>(respond(&registry, &request)) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "metrics connection ended with an error");
+            }
+        });
+    }
+}
+
+fn respond(registry: &Registry, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if request.uri().path() != "/metrics" {
+        return plain(StatusCode::NOT_FOUND, "not found; metrics are at /metrics\n");
+    }
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    let accept = request
+        .headers()
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    match encode(registry, accept) {
+        Ok((content_type, body)) => {
+            let mut response = Response::new(Full::new(Bytes::from(body)));
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+            response
+        }
+        Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "could not encode metrics\n"),
+    }
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
