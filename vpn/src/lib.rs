@@ -1,1 +1,12 @@
+//! `lab-vpn`: the WireGuard gateway that admin peers use to reach the administration network.
+//!
+//! [`config`] is the `vpn.toml` schema (also what `lab-bootstrap` serialises); [`key`] the
+//! WireGuard key type; [`daemon`] the service the shared lifecycle in `lab_daemon` runs.
 
+pub mod config;
+pub mod daemon;
+pub mod key;
+pub mod metrics;
+
+pub use config::VpnConfig;
+pub use daemon::VpnDaemon;

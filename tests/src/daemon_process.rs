@@ -1,0 +1,96 @@
+//! A daemon binary run as a child process, its stderr captured line by line.
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub struct DaemonProcess {
+    child: Child,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl DaemonProcess {
+    /// Starts `bin run --config <config>` with `NOTIFY_SOCKET` pointing at `notify_socket`.
+    pub fn start(bin: &str, config: &Path, notify_socket: &Path) -> Self {
+        let mut command = Command::new(bin);
+        command
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .env("NOTIFY_SOCKET", notify_socket)
+            .env_remove("RUST_LOG")
+            .env_remove("JOURNAL_STREAM")
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        if let Some(pipe) = child.stderr.take() {
+            let lines = stderr.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if let Ok(mut lines) = lines.lock() {
+                        lines.push(line);
+                    }
+                }
+            });
+        }
+        Self { child, stderr }
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        let pid = Pid::from_raw(self.child.id() as i32);
+        kill(pid, signal).unwrap_or_else(|e| panic!("kill -{signal} {pid}: {e}"));
+    }
+
+    /// Everything the daemon wrote to stderr so far.
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Waits until a stderr line satisfies `matches`; panics with the log after `timeout`.
+    pub fn expect_log(&self, matches: impl Fn(&str) -> bool, what: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.stderr().into_iter().find(|l| matches(l)) {
+                return line;
+            }
+            if Instant::now() > deadline {
+                panic!("no log line {what} within {timeout:?}; stderr:\n{}", self.stderr().join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the process to exit; panics (after killing it) if it outlives `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return status,
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Ok(None) => {
+                    let _ = self.child.kill();
+                    panic!("still running {timeout:?} after being asked to stop; stderr:\n{}", self.stderr().join("\n"));
+                }
+                Err(e) => panic!("wait: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Checks every daemon must pass, called from each crate's `tests/` with its binary and example.
+
+pub mod config_check;
+pub mod lifecycle;

@@ -1,0 +1,78 @@
+//! Unit files: `systemd-analyze verify` in a throw-away root, and reading their directives.
+
+use std::path::Path;
+use std::process::Command;
+
+/// Runs `systemd-analyze verify` on `unit` as installed: the unit under `/etc/systemd/system`,
+/// each binary at its path, the system's own units beside them, all inside a temporary root so
+/// nothing on this machine changes. `Err` holds every complaint (warnings included).
+pub fn verify(unit: &Path, binaries: &[(&str, &Path)]) -> Result<(), String> {
+    let root = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
+    let r = root.path();
+    let unit_name = unit
+        .file_name()
+        .ok_or_else(|| format!("{} has no file name", unit.display()))?;
+    let unit_dir = r.join("etc/systemd/system");
+    std::fs::create_dir_all(&unit_dir).map_err(|e| e.to_string())?;
+    let installed_unit = unit_dir.join(unit_name);
+    std::fs::copy(unit, &installed_unit).map_err(|e| format!("{}: {e}", unit.display()))?;
+    // The targets a service is ordered against (sysinit.target, …) come from the system.
+    copy_dir(Path::new("/usr/lib/systemd/system"), &r.join("usr/lib/systemd/system"))?;
+    for (installed_path, source) in binaries
+        .iter()
+        .copied()
+        .chain([("/bin/kill", Path::new("/bin/kill"))])
+    {
+        let target = r.join(installed_path.trim_start_matches('/'));
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+        }
+        std::fs::copy(source, &target).map_err(|e| format!("{}: {e}", source.display()))?;
+    }
+    let output = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(format!("--root={}", r.display()))
+        .arg(&installed_unit)
+        .output()
+        .map_err(|e| format!("cannot run systemd-analyze: {e}"))?;
+    let complaints = String::from_utf8_lossy(&output.stderr).into_owned();
+    if output.status.success() && complaints.trim().is_empty() {
+        Ok(())
+    } else {
+        Err(format!("exit {:?}: {complaints}", output.status.code()))
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+    }
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .map_err(|e| format!("cp: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("cp -a {} {} failed", from.display(), to.display()))
+    }
+}
+
+/// Every `Key=value` of `section` in a unit file, in order (repeated keys kept).
+pub fn directives(unit_text: &str, section: &str) -> Vec<(String, String)> {
+    let header = format!("[{section}]");
+    let mut inside = false;
+    let mut found = Vec::new();
+    for line in unit_text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            inside = line == header;
+        } else if inside && !line.starts_with('#') && !line.starts_with(';') {
+            if let Some((key, value)) = line.split_once('=') {
+                found.push((key.trim().to_owned(), value.trim().to_owned()));
+            }
+        }
+    }
+    found
+}
