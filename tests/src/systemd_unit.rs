@@ -76,3 +76,36 @@ pub fn directives(unit_text: &str, section: &str) -> Vec<(String, String)> {
     }
     found
 }
+
+/// What every daemon unit of this project must say: `Type=notify`, reload by SIGHUP, restart on
+/// failure, the config file under `/etc`, exactly the `capabilities` given, and the hardening
+/// baseline of DESIGN.md. Returns the `[Service]` directives for further checks.
+pub fn assert_daemon_unit(unit_text: &str, config_file: &str, capabilities: &str) -> Vec<(String, String)> {
+    let service = directives(unit_text, "Service");
+    let get = |key: &str| -> Vec<&str> {
+        service
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_eq!(get("Type"), ["notify"]);
+    assert_eq!(get("Restart"), ["on-failure"]);
+    assert!(get("ExecReload").iter().any(|v| v.contains("-HUP")), "no ExecReload with SIGHUP");
+    assert!(get("ExecStart").iter().any(|v| v.contains(config_file)), "ExecStart does not read {config_file}");
+    assert_eq!(get("CapabilityBoundingSet"), [capabilities]);
+    assert_eq!(get("AmbientCapabilities"), [capabilities]);
+    for (key, expected) in [
+        ("NoNewPrivileges", "yes"),
+        ("ProtectSystem", "strict"),
+        ("ProtectHome", "yes"),
+        ("PrivateTmp", "yes"),
+        ("SystemCallArchitectures", "native"),
+    ] {
+        assert_eq!(get(key), [expected], "{key}");
+    }
+    assert!(!get("RestrictAddressFamilies").is_empty(), "address families not restricted");
+    assert!(get("SystemCallFilter").contains(&"@system-service"), "no system-call filter");
+    assert!(!get("TimeoutStopSec").is_empty(), "no TimeoutStopSec for the drain to fit in");
+    service
+}
