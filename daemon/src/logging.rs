@@ -18,7 +18,9 @@ pub struct Logging {
 impl Logging {
     /// Installs the global subscriber. Call once, before anything logs.
     pub fn init(level: LogLevel) -> Self {
-        let env = std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty());
+        let env = std::env::var("RUST_LOG")
+            .ok()
+            .filter(|v| !v.trim().is_empty());
         let (filter, env_error) = match env.as_deref().map(EnvFilter::try_new) {
             Some(Ok(filter)) => (filter, None),
             Some(Err(e)) => (EnvFilter::new(level.as_str()), Some(e.to_string())),
@@ -38,7 +40,10 @@ impl Logging {
                 .with(fmt.without_time())
                 .try_init()
         } else {
-            tracing_subscriber::registry().with(filter).with(fmt).try_init()
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(fmt)
+                .try_init()
         };
         if let Err(e) = installed {
             eprintln!("logging already initialised: {e}");

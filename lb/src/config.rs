@@ -1,6 +1,8 @@
 //! `lb.toml`: listeners, the backends they send to, and the shared daemon sections.
 
-use lab_daemon::{ConfigFile, DaemonConfig, Issues, LogConfig, MetricsConfig, Name, ShutdownConfig};
+use lab_daemon::{
+    ConfigFile, DaemonConfig, Issues, LogConfig, MetricsConfig, Name, ShutdownConfig,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -133,15 +135,24 @@ pub fn addresses_clash(a: SocketAddr, b: SocketAddr) -> bool {
 impl LbConfig {
     fn validate_listeners(&self, issues: &mut Issues) {
         if self.listeners.is_empty() {
-            issues.add("listener", "no [[listener]] is configured; the balancer would serve nothing");
+            issues.add(
+                "listener",
+                "no [[listener]] is configured; the balancer would serve nothing",
+            );
         }
         let backends: HashSet<&Name> = self.backends.iter().map(|b| &b.name).collect();
         for (i, listener) in self.listeners.iter().enumerate() {
             let key = format!("listener[{i}]");
-            if let Some(first) = self.listeners[..i].iter().position(|l| l.name == listener.name) {
+            if let Some(first) = self.listeners[..i]
+                .iter()
+                .position(|l| l.name == listener.name)
+            {
                 issues.add(
                     format!("{key}.name"),
-                    format!("listener `{}` is already defined as listener[{first}]", listener.name),
+                    format!(
+                        "listener `{}` is already defined as listener[{first}]",
+                        listener.name
+                    ),
                 );
             }
             if let Some(first) = self.listeners[..i]
@@ -159,7 +170,10 @@ impl LbConfig {
             if addresses_clash(self.metrics.listen, listener.listen) {
                 issues.add(
                     format!("{key}.listen"),
-                    format!("{} is already taken by [metrics] listen ({})", listener.listen, self.metrics.listen),
+                    format!(
+                        "{} is already taken by [metrics] listen ({})",
+                        listener.listen, self.metrics.listen
+                    ),
                 );
             }
             if !backends.contains(&listener.backend) {
@@ -178,7 +192,10 @@ impl LbConfig {
             if let Some(first) = seen.insert(&backend.name, i) {
                 issues.add(
                     format!("{key}.name"),
-                    format!("backend `{}` is already defined as backend[{first}]", backend.name),
+                    format!(
+                        "backend `{}` is already defined as backend[{first}]",
+                        backend.name
+                    ),
                 );
             }
             if backend.servers.is_empty() {
@@ -189,23 +206,36 @@ impl LbConfig {
             }
             for (j, server) in backend.servers.iter().enumerate() {
                 let server_key = format!("{key}.server[{j}]");
-                if backend.servers[..j].iter().any(|s| s.address == server.address) {
+                if backend.servers[..j]
+                    .iter()
+                    .any(|s| s.address == server.address)
+                {
                     issues.add(
                         format!("{server_key}.address"),
-                        format!("{} is listed twice in backend `{}`", server.address, backend.name),
+                        format!(
+                            "{} is listed twice in backend `{}`",
+                            server.address, backend.name
+                        ),
                     );
                 }
                 if server.weight > Server::MAX_WEIGHT {
                     issues.add(
                         format!("{server_key}.weight"),
-                        format!("weight {} is above the maximum of {}", server.weight, Server::MAX_WEIGHT),
+                        format!(
+                            "weight {} is above the maximum of {}",
+                            server.weight,
+                            Server::MAX_WEIGHT
+                        ),
                     );
                 }
             }
             if !backend.servers.is_empty() && backend.servers.iter().all(|s| s.weight == 0) {
                 issues.add(
                     key,
-                    format!("every server of backend `{}` has weight 0, so none would get traffic", backend.name),
+                    format!(
+                        "every server of backend `{}` has weight 0, so none would get traffic",
+                        backend.name
+                    ),
                 );
             }
         }

@@ -37,7 +37,11 @@ fn two_listeners_on_one_address_are_refused() {
     std::fs::write(&file, config.to_string()).unwrap();
     let output = config_check::check(BIN, &file);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(config_check::EX_CONFIG), "{stderr}");
+    assert_eq!(
+        output.status.code(),
+        Some(config_check::EX_CONFIG),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("key `listener[1].listen`: 10.10.2.2:6443 is already taken by listener `kube-apiserver`"),
         "{stderr}"
@@ -50,7 +54,10 @@ fn two_listeners_on_one_address_are_refused() {
         .nth(1)
         .map(|(i, _)| i)
         .unwrap();
-    assert!(stderr.contains(&format!("lb.toml:{}:10:", second + 1)), "{stderr}");
+    assert!(
+        stderr.contains(&format!("lb.toml:{}:10:", second + 1)),
+        "{stderr}"
+    );
 }
 
 /// The example, moved onto loopback ports the test picked.
@@ -90,7 +97,9 @@ fn notify_metrics_reload_and_stop() {
 #[test]
 fn unit_passes_systemd_analyze_verify() {
     let unit = workspace::root().join("systemd/lab-lb.service");
-    if let Err(complaint) = systemd_unit::verify(&unit, &[("/usr/local/bin/lab-lb", Path::new(BIN))]) {
+    if let Err(complaint) =
+        systemd_unit::verify(&unit, &[("/usr/local/bin/lab-lb", Path::new(BIN))])
+    {
         panic!("systemd-analyze verify lab-lb.service: {complaint}");
     }
 }
@@ -98,6 +107,7 @@ fn unit_passes_systemd_analyze_verify() {
 #[test]
 fn unit_is_notify_reloadable_and_least_privileged() {
     let text = std::fs::read_to_string(workspace::root().join("systemd/lab-lb.service")).unwrap();
-    let service = systemd_unit::assert_daemon_unit(&text, "/etc/lab-lb/lb.toml", "CAP_NET_BIND_SERVICE");
+    let service =
+        systemd_unit::assert_daemon_unit(&text, "/etc/lab-lb/lb.toml", "CAP_NET_BIND_SERVICE");
     assert!(service.contains(&("PrivateDevices".to_owned(), "yes".to_owned())));
 }

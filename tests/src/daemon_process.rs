@@ -56,14 +56,22 @@ impl DaemonProcess {
     }
 
     /// Waits until a stderr line satisfies `matches`; panics with the log after `timeout`.
-    pub fn expect_log(&self, matches: impl Fn(&str) -> bool, what: &str, timeout: Duration) -> String {
+    pub fn expect_log(
+        &self,
+        matches: impl Fn(&str) -> bool,
+        what: &str,
+        timeout: Duration,
+    ) -> String {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(line) = self.stderr().into_iter().find(|l| matches(l)) {
                 return line;
             }
             if Instant::now() > deadline {
-                panic!("no log line {what} within {timeout:?}; stderr:\n{}", self.stderr().join("\n"));
+                panic!(
+                    "no log line {what} within {timeout:?}; stderr:\n{}",
+                    self.stderr().join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -75,10 +83,15 @@ impl DaemonProcess {
         loop {
             match self.child.try_wait() {
                 Ok(Some(status)) => return status,
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
                 Ok(None) => {
                     let _ = self.child.kill();
-                    panic!("still running {timeout:?} after being asked to stop; stderr:\n{}", self.stderr().join("\n"));
+                    panic!(
+                        "still running {timeout:?} after being asked to stop; stderr:\n{}",
+                        self.stderr().join("\n")
+                    );
                 }
                 Err(e) => panic!("wait: {e}"),
             }

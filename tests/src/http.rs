@@ -13,7 +13,14 @@ pub struct Response {
 pub fn get(address: SocketAddr, path: &str, headers: &[&str]) -> Response {
     let mut command = Command::new("curl");
     command
-        .args(["--silent", "--show-error", "--max-time", "10", "--output", "-"])
+        .args([
+            "--silent",
+            "--show-error",
+            "--max-time",
+            "10",
+            "--output",
+            "-",
+        ])
         .args(["--write-out", "\n%{http_code} %{content_type}"]);
     for header in headers {
         command.args(["--header", header]);

@@ -11,13 +11,17 @@ pub fn check_metrics(exposition: &str) -> Result<(), String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run promtool (installed by the README's test command?): {e}"))?;
+        .map_err(|e| {
+            format!("cannot run promtool (installed by the README's test command?): {e}")
+        })?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(exposition.as_bytes())
             .map_err(|e| format!("writing to promtool: {e}"))?;
     }
-    let output = child.wait_with_output().map_err(|e| format!("promtool: {e}"))?;
+    let output = child
+        .wait_with_output()
+        .map_err(|e| format!("promtool: {e}"))?;
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),

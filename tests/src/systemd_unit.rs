@@ -17,7 +17,10 @@ pub fn verify(unit: &Path, binaries: &[(&str, &Path)]) -> Result<(), String> {
     let installed_unit = unit_dir.join(unit_name);
     std::fs::copy(unit, &installed_unit).map_err(|e| format!("{}: {e}", unit.display()))?;
     // The targets a service is ordered against (sysinit.target, …) come from the system.
-    copy_dir(Path::new("/usr/lib/systemd/system"), &r.join("usr/lib/systemd/system"))?;
+    copy_dir(
+        Path::new("/usr/lib/systemd/system"),
+        &r.join("usr/lib/systemd/system"),
+    )?;
     for (installed_path, source) in binaries
         .iter()
         .copied()
@@ -80,7 +83,11 @@ pub fn directives(unit_text: &str, section: &str) -> Vec<(String, String)> {
 /// What every daemon unit of this project must say: `Type=notify`, reload by SIGHUP, restart on
 /// failure, the config file under `/etc`, exactly the `capabilities` given, and the hardening
 /// baseline of DESIGN.md. Returns the `[Service]` directives for further checks.
-pub fn assert_daemon_unit(unit_text: &str, config_file: &str, capabilities: &str) -> Vec<(String, String)> {
+pub fn assert_daemon_unit(
+    unit_text: &str,
+    config_file: &str,
+    capabilities: &str,
+) -> Vec<(String, String)> {
     let service = directives(unit_text, "Service");
     let get = |key: &str| -> Vec<&str> {
         service
@@ -91,8 +98,14 @@ pub fn assert_daemon_unit(unit_text: &str, config_file: &str, capabilities: &str
     };
     assert_eq!(get("Type"), ["notify"]);
     assert_eq!(get("Restart"), ["on-failure"]);
-    assert!(get("ExecReload").iter().any(|v| v.contains("-HUP")), "no ExecReload with SIGHUP");
-    assert!(get("ExecStart").iter().any(|v| v.contains(config_file)), "ExecStart does not read {config_file}");
+    assert!(
+        get("ExecReload").iter().any(|v| v.contains("-HUP")),
+        "no ExecReload with SIGHUP"
+    );
+    assert!(
+        get("ExecStart").iter().any(|v| v.contains(config_file)),
+        "ExecStart does not read {config_file}"
+    );
     assert_eq!(get("CapabilityBoundingSet"), [capabilities]);
     assert_eq!(get("AmbientCapabilities"), [capabilities]);
     for (key, expected) in [
@@ -104,8 +117,17 @@ pub fn assert_daemon_unit(unit_text: &str, config_file: &str, capabilities: &str
     ] {
         assert_eq!(get(key), [expected], "{key}");
     }
-    assert!(!get("RestrictAddressFamilies").is_empty(), "address families not restricted");
-    assert!(get("SystemCallFilter").contains(&"@system-service"), "no system-call filter");
-    assert!(!get("TimeoutStopSec").is_empty(), "no TimeoutStopSec for the drain to fit in");
+    assert!(
+        !get("RestrictAddressFamilies").is_empty(),
+        "address families not restricted"
+    );
+    assert!(
+        get("SystemCallFilter").contains(&"@system-service"),
+        "no system-call filter"
+    );
+    assert!(
+        !get("TimeoutStopSec").is_empty(),
+        "no TimeoutStopSec for the drain to fit in"
+    );
     service
 }

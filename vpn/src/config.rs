@@ -6,7 +6,9 @@
 
 use crate::key::PublicKey;
 use ipnet::IpNet;
-use lab_daemon::{ConfigFile, DaemonConfig, Issues, LogConfig, MetricsConfig, Name, ShutdownConfig};
+use lab_daemon::{
+    ConfigFile, DaemonConfig, Issues, LogConfig, MetricsConfig, Name, ShutdownConfig,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -149,7 +151,10 @@ impl VpnConfig {
             );
         }
         if interface.address.is_empty() {
-            issues.add("interface.address", "the gateway needs at least one tunnel address");
+            issues.add(
+                "interface.address",
+                "the gateway needs at least one tunnel address",
+            );
         }
         let min_mtu = if interface.address.iter().any(|a| matches!(a, IpNet::V6(_))) {
             1280
@@ -159,7 +164,10 @@ impl VpnConfig {
         if interface.mtu < min_mtu {
             issues.add(
                 "interface.mtu",
-                format!("MTU {} is below the minimum of {min_mtu} for these addresses", interface.mtu),
+                format!(
+                    "MTU {} is below the minimum of {min_mtu} for these addresses",
+                    interface.mtu
+                ),
             );
         }
         if interface.reach.is_empty() {
@@ -201,7 +209,10 @@ impl VpnConfig {
             if peer.allowed_ips.is_empty() {
                 issues.add(
                     format!("{key}.allowed_ips"),
-                    format!("peer `{}` has no allowed IPs, so no packet could reach it", peer.name),
+                    format!(
+                        "peer `{}` has no allowed IPs, so no packet could reach it",
+                        peer.name
+                    ),
                 );
             }
             for (j, net) in peer.allowed_ips.iter().enumerate() {
@@ -212,7 +223,12 @@ impl VpnConfig {
                         format!("{net} has host bits set; did you mean {}?", net.trunc()),
                     );
                 }
-                if let Some(own) = self.interface.address.iter().find(|a| net.contains(&a.addr())) {
+                if let Some(own) = self
+                    .interface
+                    .address
+                    .iter()
+                    .find(|a| net.contains(&a.addr()))
+                {
                     issues.add(
                         net_key.clone(),
                         format!("{net} contains the gateway's own address {}", own.addr()),

@@ -79,6 +79,9 @@ mod tests {
     #[test]
     fn refuses_wrong_length_and_garbage() {
         assert_eq!("AAAA".parse::<PublicKey>(), Err(KeyError::WrongLength(3)));
-        assert!(matches!("not a key!".parse::<PublicKey>(), Err(KeyError::NotBase64(_))));
+        assert!(matches!(
+            "not a key!".parse::<PublicKey>(),
+            Err(KeyError::NotBase64(_))
+        ));
     }
 }

@@ -33,8 +33,15 @@ fn check_refuses(config: &DocumentMut, expected: &str) {
     std::fs::write(&file, config.to_string()).unwrap();
     let output = config_check::check(BIN, &file);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(config_check::EX_CONFIG), "{stderr}");
-    assert!(stderr.contains(expected), "expected `{expected}` in:\n{stderr}");
+    assert_eq!(
+        output.status.code(),
+        Some(config_check::EX_CONFIG),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(expected),
+        "expected `{expected}` in:\n{stderr}"
+    );
 }
 
 fn second_peer(config: &mut DocumentMut, name: &str, key: &str, allowed: &str) {
@@ -50,12 +57,20 @@ fn second_peer(config: &mut DocumentMut, name: &str, key: &str, allowed: &str) {
 #[test]
 fn overlapping_allowed_ips_and_bad_keys_are_refused() {
     let mut config = workspace::config_document("vpn.toml");
-    second_peer(&mut config, "phone", "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=", "10.10.100.0/30");
+    second_peer(
+        &mut config,
+        "phone",
+        "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=",
+        "10.10.100.0/30",
+    );
     check_refuses(&config, "key `peer[1].allowed_ips[0]`: 10.10.100.0/30 overlaps 10.10.100.2/32 of peer `admin-laptop`");
 
     let mut config = workspace::config_document("vpn.toml");
     config["peer"][0]["public_key"] = value("c2hvcnQ=");
-    check_refuses(&config, "key `peer[0].public_key`: a WireGuard key is 32 bytes");
+    check_refuses(
+        &config,
+        "key `peer[0].public_key`: a WireGuard key is 32 bytes",
+    );
 }
 
 /// The example, moved onto loopback ports the test picked.
@@ -67,7 +82,12 @@ fn loopback_config() -> DocumentMut {
 }
 
 fn add_peer(config: &mut DocumentMut) {
-    second_peer(config, "phone", "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=", "10.10.100.3/32");
+    second_peer(
+        config,
+        "phone",
+        "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=",
+        "10.10.100.3/32",
+    );
     assert!(matches!(config["peer"], Item::ArrayOfTables(_)));
 }
 
@@ -85,7 +105,9 @@ fn notify_metrics_reload_and_stop() {
 #[test]
 fn unit_passes_systemd_analyze_verify() {
     let unit = workspace::root().join("systemd/lab-vpn.service");
-    if let Err(complaint) = systemd_unit::verify(&unit, &[("/usr/local/bin/lab-vpn", Path::new(BIN))]) {
+    if let Err(complaint) =
+        systemd_unit::verify(&unit, &[("/usr/local/bin/lab-vpn", Path::new(BIN))])
+    {
         panic!("systemd-analyze verify lab-vpn.service: {complaint}");
     }
 }
@@ -97,5 +119,8 @@ fn unit_is_notify_reloadable_and_least_privileged() {
     let has = |k: &str, v: &str| service.contains(&(k.to_owned(), v.to_owned()));
     assert!(has("DeviceAllow", "/dev/net/tun rw"));
     assert!(has("DevicePolicy", "closed"));
-    assert!(has("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX AF_NETLINK"));
+    assert!(has(
+        "RestrictAddressFamilies",
+        "AF_INET AF_INET6 AF_UNIX AF_NETLINK"
+    ));
 }

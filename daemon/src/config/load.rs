@@ -1,6 +1,6 @@
 //! Reading a config file into its type, refusing bad input with file, line, column and key.
 
-use super::{locate_key, line_column, Invalid, Issues};
+use super::{line_column, locate_key, Invalid, Issues};
 use serde::de::DeserializeOwned;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -164,6 +164,7 @@ mod tests {
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Listener {
+        #[allow(dead_code)]
         name: String,
         port: u16,
     }
@@ -194,32 +195,45 @@ mod tests {
     #[test]
     fn misspelt_key_names_key_line_and_column() {
         let msg = refuse("[[listener]]\nname = \"a\"\nprot = 1\n");
-        assert!(msg.starts_with("x.toml:3:1: key `listener[0].prot`: unknown field `prot`"), "{msg}");
+        assert!(
+            msg.starts_with("x.toml:3:1: key `listener[0].prot`: unknown field `prot`"),
+            "{msg}"
+        );
         assert!(msg.contains("expected `name` or `port`"), "{msg}");
     }
 
     #[test]
     fn wrong_type_names_the_value() {
         let msg = refuse("[[listener]]\nname = \"a\"\nport = 70000\n");
-        assert!(msg.starts_with("x.toml:3:8: key `listener[0].port`:"), "{msg}");
+        assert!(
+            msg.starts_with("x.toml:3:8: key `listener[0].port`:"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn semantic_problem_points_at_its_key() {
-        let msg = refuse("[[listener]]\nname = \"a\"\nport = 1\n[[listener]]\nname = \"b\"\nport = 1\n");
+        let msg =
+            refuse("[[listener]]\nname = \"a\"\nport = 1\n[[listener]]\nname = \"b\"\nport = 1\n");
         assert_eq!(msg, "x.toml:6:8: key `listener[1].port`: port already used");
     }
 
     #[test]
     fn not_toml_and_empty_are_named() {
         assert!(refuse("this is not toml").starts_with("x.toml:1:6: not valid TOML: "));
-        assert_eq!(refuse(" \n"), "x.toml: the file is empty; expected an example configuration");
+        assert_eq!(
+            refuse(" \n"),
+            "x.toml: the file is empty; expected an example configuration"
+        );
     }
 
     #[test]
     fn missing_file_says_so() {
         let e = load::<Example>(Path::new("/nonexistent/x.toml")).err();
         let msg = e.map(|e| e.to_string()).unwrap_or_default();
-        assert!(msg.starts_with("/nonexistent/x.toml: cannot read: No such file"), "{msg}");
+        assert!(
+            msg.starts_with("/nonexistent/x.toml: cannot read: No such file"),
+            "{msg}"
+        );
     }
 }

@@ -46,7 +46,10 @@ pub struct MetricsConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShutdownConfig {
-    #[serde(with = "humantime_serde", default = "ShutdownConfig::default_drain_timeout")]
+    #[serde(
+        with = "humantime_serde",
+        default = "ShutdownConfig::default_drain_timeout"
+    )]
     pub drain_timeout: Duration,
 }
 

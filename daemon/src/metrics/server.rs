@@ -16,7 +16,10 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 
 /// Encodes `registry` in OpenMetrics when the scraper asks for it (Prometheus does), otherwise in
 /// the Prometheus text format 0.0.4 that `curl`, `promtool` and older scrapers read.
-pub fn encode(registry: &Registry, accept: Option<&str>) -> Result<(&'static str, String), std::fmt::Error> {
+pub fn encode(
+    registry: &Registry,
+    accept: Option<&str>,
+) -> Result<(&'static str, String), std::fmt::Error> {
     let mut body = String::new();
     let wants_openmetrics = accept.is_some_and(|a| a.contains("application/openmetrics-text"));
     if wants_openmetrics {
@@ -24,7 +27,10 @@ pub fn encode(registry: &Registry, accept: Option<&str>) -> Result<(&'static str
         Ok((OPENMETRICS, body))
     } else {
         prometheus_client::encoding::prometheus_text::encode(&mut body, registry)?;
-        Ok((prometheus_client::encoding::prometheus_text::CONTENT_TYPE, body))
+        Ok((
+            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+            body,
+        ))
     }
 }
 
@@ -86,7 +92,10 @@ async fn accept_loop(listener: TcpListener, registry: Arc<Registry>) {
 
 fn respond(registry: &Registry, request: &Request<Incoming>) -> Response<Full<Bytes>> {
     if request.uri().path() != "/metrics" {
-        return plain(StatusCode::NOT_FOUND, "not found; metrics are at /metrics\n");
+        return plain(
+            StatusCode::NOT_FOUND,
+            "not found; metrics are at /metrics\n",
+        );
     }
     if request.method() != Method::GET && request.method() != Method::HEAD {
         let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
@@ -95,10 +104,7 @@ fn respond(registry: &Registry, request: &Request<Incoming>) -> Response<Full<By
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return response;
     }
-    let accept = request
-        .headers()
-        .get(ACCEPT)
-        .and_then(|v| v.to_str().ok());
+    let accept = request.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
     match encode(registry, accept) {
         Ok((content_type, body)) => {
             let mut response = Response::new(Full::new(Bytes::from(body)));
@@ -107,7 +113,10 @@ fn respond(registry: &Registry, request: &Request<Incoming>) -> Response<Full<By
                 .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
             response
         }
-        Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "could not encode metrics\n"),
+        Err(_) => plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "could not encode metrics\n",
+        ),
     }
 }
 

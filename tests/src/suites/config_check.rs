@@ -32,8 +32,16 @@ pub fn example_passes(bin: &str, example: &str) {
     let path = workspace::config_path(example);
     let output = check(bin, &path);
     let stdout = text(&output.stdout);
-    assert!(output.status.success(), "{example} refused:\n{}", text(&output.stderr));
-    assert_eq!(stdout.lines().count(), 1, "not a one-line summary: {stdout}");
+    assert!(
+        output.status.success(),
+        "{example} refused:\n{}",
+        text(&output.stderr)
+    );
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "not a one-line summary: {stdout}"
+    );
     assert!(
         stdout.contains(&path.display().to_string()) && stdout.contains("is valid"),
         "{stdout}"
@@ -68,17 +76,31 @@ pub fn misspelt_key_refused(bin: &str, example: &str, key: &str, misspelt: &str)
     assert_eq!(output.status.code(), Some(EX_CONFIG), "{stderr}");
     let position = format!("{}:{}:1:", file.display(), line_index + 1);
     assert!(stderr.contains(&position), "no `{position}` in:\n{stderr}");
-    assert!(stderr.contains(&format!("unknown field `{misspelt}`")), "{stderr}");
-    assert!(stderr.contains(&format!("expected one of")) || stderr.contains("expected `"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("unknown field `{misspelt}`")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("expected one of") || stderr.contains("expected `"),
+        "{stderr}"
+    );
 }
 
 /// A file that is not TOML, an empty file and a missing file: exit 78, one clear message each.
 pub fn unreadable_files_refused(bin: &str) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let cases = [
-        ("not-toml.toml", Some("this is { not toml\n"), "not valid TOML"),
+        (
+            "not-toml.toml",
+            Some("this is { not toml\n"),
+            "not valid TOML",
+        ),
         ("empty.toml", Some(""), "the file is empty"),
-        ("missing.toml", None, "cannot read: No such file or directory"),
+        (
+            "missing.toml",
+            None,
+            "cannot read: No such file or directory",
+        ),
     ];
     for (name, content, expected) in cases {
         let file = dir.path().join(name);
@@ -88,8 +110,14 @@ pub fn unreadable_files_refused(bin: &str) {
         let output = check(bin, &file);
         let stderr = text(&output.stderr);
         assert_eq!(output.status.code(), Some(EX_CONFIG), "{name}: {stderr}");
-        assert!(stderr.contains(&file.display().to_string()), "{name}: file not named in {stderr}");
-        assert!(stderr.contains(expected), "{name}: expected `{expected}` in {stderr}");
+        assert!(
+            stderr.contains(&file.display().to_string()),
+            "{name}: file not named in {stderr}"
+        );
+        assert!(
+            stderr.contains(expected),
+            "{name}: expected `{expected}` in {stderr}"
+        );
     }
 }
 
@@ -113,5 +141,8 @@ pub fn run_refuses_bad_file(bin: &str) {
     let output = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(EX_CONFIG), "{stderr}");
-    assert!(stderr.contains(&format!("{}:1:", file.display())), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:1:", file.display())),
+        "{stderr}"
+    );
 }

@@ -79,7 +79,9 @@ pub fn run(test: Lifecycle<'_>) {
         "process_cpu_seconds_total",
     ] {
         assert!(
-            exposition.lines().any(|l| l.starts_with(&format!("{family} "))),
+            exposition
+                .lines()
+                .any(|l| l.starts_with(&format!("{family} "))),
             "no {family} in:\n{exposition}"
         );
     }
@@ -87,8 +89,14 @@ pub fn run(test: Lifecycle<'_>) {
         exposition.contains(&format!("{prefix}_build_info{{version=\"")),
         "no build info in:\n{exposition}"
     );
-    assert!(has_line(&exposition, &format!("{prefix}_config_last_reload_successful 1")));
-    assert!(!has_line(&exposition, changed_metric), "{changed_metric} before the change");
+    assert!(has_line(
+        &exposition,
+        &format!("{prefix}_config_last_reload_successful 1")
+    ));
+    assert!(
+        !has_line(&exposition, changed_metric),
+        "{changed_metric} before the change"
+    );
 
     let openmetrics = http::get(
         metrics,
@@ -96,11 +104,17 @@ pub fn run(test: Lifecycle<'_>) {
         &["Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"],
     );
     assert!(
-        openmetrics.content_type.starts_with("application/openmetrics-text"),
+        openmetrics
+            .content_type
+            .starts_with("application/openmetrics-text"),
         "{}",
         openmetrics.content_type
     );
-    assert!(openmetrics.body.trim_end().ends_with("# EOF"), "{}", openmetrics.body);
+    assert!(
+        openmetrics.body.trim_end().ends_with("# EOF"),
+        "{}",
+        openmetrics.body
+    );
 
     // Reload with a valid, changed config: RELOADING=1 with MONOTONIC_USEC, then READY=1, and
     // the change is in effect.
@@ -119,12 +133,22 @@ pub fn run(test: Lifecycle<'_>) {
     );
     notify.expect(&["READY=1"], NOTIFY_TIMEOUT);
     let exposition = scrape(metrics);
-    assert!(has_line(&exposition, changed_metric), "reload did not apply {changed_metric}:\n{exposition}");
-    assert!(has_line(&exposition, &format!("{prefix}_config_reloads_total{{result=\"success\"}} 1")));
+    assert!(
+        has_line(&exposition, changed_metric),
+        "reload did not apply {changed_metric}:\n{exposition}"
+    );
+    assert!(has_line(
+        &exposition,
+        &format!("{prefix}_config_reloads_total{{result=\"success\"}} 1")
+    ));
 
     // Reload with a broken config: refused, logged with the key, the old config still serves.
     let broken = changed.to_string().replacen("level =", "levle =", 1);
-    assert_ne!(broken, changed.to_string(), "example has no `level =` to break");
+    assert_ne!(
+        broken,
+        changed.to_string(),
+        "example has no `level =` to break"
+    );
     write_atomically(&config_path, &broken);
     daemon.signal(Signal::SIGHUP);
     notify.expect(&["RELOADING=1"], NOTIFY_TIMEOUT);
@@ -138,17 +162,33 @@ pub fn run(test: Lifecycle<'_>) {
         "naming the refused key",
         NOTIFY_TIMEOUT,
     );
-    assert!(logged.contains("daemon.toml:"), "error does not name the file: {logged}");
+    assert!(
+        logged.contains("daemon.toml:"),
+        "error does not name the file: {logged}"
+    );
     let exposition = scrape(metrics);
-    assert!(has_line(&exposition, changed_metric), "the running config was lost:\n{exposition}");
-    assert!(has_line(&exposition, &format!("{prefix}_config_last_reload_successful 0")));
-    assert!(has_line(&exposition, &format!("{prefix}_config_reloads_total{{result=\"failure\"}} 1")));
+    assert!(
+        has_line(&exposition, changed_metric),
+        "the running config was lost:\n{exposition}"
+    );
+    assert!(has_line(
+        &exposition,
+        &format!("{prefix}_config_last_reload_successful 0")
+    ));
+    assert!(has_line(
+        &exposition,
+        &format!("{prefix}_config_reloads_total{{result=\"failure\"}} 1")
+    ));
 
     // Stop: STOPPING=1, drain, exit 0 within the unit's stop timeout.
     daemon.signal(Signal::SIGTERM);
     notify.expect(&["STOPPING=1"], NOTIFY_TIMEOUT);
     let status = daemon.wait_exit(STOP_TIMEOUT);
-    assert!(status.success(), "exit status {status:?}; stderr:\n{}", daemon.stderr().join("\n"));
+    assert!(
+        status.success(),
+        "exit status {status:?}; stderr:\n{}",
+        daemon.stderr().join("\n")
+    );
     let log = daemon.stderr().join("\n");
     assert!(!log.contains("panicked"), "{log}");
 }

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs every check the project has: formatting, clippy with -D warnings, and all tests.
+# Installs what the suite needs first (only what is missing), so it works on a new machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the suite (and pingora's build) needs, by the command that proves each present.
+declare -A needs=(
+  [cmake]=cmake                    # pingora's libz-ng-sys
+  [promtool]=prometheus            # `promtool check metrics`
+  [systemd-analyze]=systemd        # `systemd-analyze verify` on the units
+  [curl]=curl                      # real HTTP client in the daemon tests
+  [openssl]=openssl
+  [ip]=iproute2
+)
+missing=()
+for command in "${!needs[@]}"; do
+  command -v "$command" >/dev/null 2>&1 || missing+=("${needs[$command]}")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  if [[ $(id -u) -eq 0 ]]; then sudo=(); else sudo=(sudo); fi
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update -qq
+  # prometheus' package would start a server where systemd runs; the tests only need promtool.
+  "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked
