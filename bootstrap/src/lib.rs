@@ -1,1 +1,9 @@
+//! `lab-bootstrap`: one `lab.toml` to a running lab.
+//!
+//! [`model`] is the `lab.toml` schema and its validation; [`mac`] the deterministic MAC addresses
+//! machines get. Planning, the Proxmox and local drivers come with their own issues.
 
+pub mod mac;
+pub mod model;
+
+pub use model::Lab;

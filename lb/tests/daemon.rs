@@ -1,6 +1,7 @@
 //! lab-lb as a user and systemd see it: `check`, the notify protocol, metrics, reload, stop.
 
-use lab_tests::suites::{config_check, lifecycle};
+use lab_tests::suites::config_check::{self, Checker};
+use lab_tests::suites::lifecycle;
 use lab_tests::{ports, systemd_unit, workspace};
 use std::path::Path;
 use toml_edit::{value, DocumentMut, InlineTable};
@@ -9,17 +10,17 @@ const BIN: &str = env!("CARGO_BIN_EXE_lab-lb");
 
 #[test]
 fn example_config_passes_check() {
-    config_check::example_passes(BIN, "lb.toml");
+    config_check::example_passes(Checker::daemon(BIN), "lb.toml");
 }
 
 #[test]
 fn misspelt_key_is_refused_with_line_and_column() {
-    config_check::misspelt_key_refused(BIN, "lb.toml", "balance", "balence");
+    config_check::misspelt_key_refused(Checker::daemon(BIN), "lb.toml", "balance", "balence");
 }
 
 #[test]
 fn not_toml_empty_and_missing_files_are_refused_clearly() {
-    config_check::unreadable_files_refused(BIN);
+    config_check::unreadable_files_refused(Checker::daemon(BIN));
 }
 
 #[test]
@@ -35,7 +36,7 @@ fn two_listeners_on_one_address_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("lb.toml");
     std::fs::write(&file, config.to_string()).unwrap();
-    let output = config_check::check(BIN, &file);
+    let output = config_check::check(Checker::daemon(BIN), &file);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(
         output.status.code(),

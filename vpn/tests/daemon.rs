@@ -1,6 +1,7 @@
 //! lab-vpn as a user and systemd see it: `check`, the notify protocol, metrics, reload, stop.
 
-use lab_tests::suites::{config_check, lifecycle};
+use lab_tests::suites::config_check::{self, Checker};
+use lab_tests::suites::lifecycle;
 use lab_tests::{ports, systemd_unit, workspace};
 use std::path::Path;
 use toml_edit::{value, Array, DocumentMut, Item, Table};
@@ -9,17 +10,22 @@ const BIN: &str = env!("CARGO_BIN_EXE_lab-vpn");
 
 #[test]
 fn example_config_passes_check() {
-    config_check::example_passes(BIN, "vpn.toml");
+    config_check::example_passes(Checker::daemon(BIN), "vpn.toml");
 }
 
 #[test]
 fn misspelt_key_is_refused_with_line_and_column() {
-    config_check::misspelt_key_refused(BIN, "vpn.toml", "listen_port", "listen_prot");
+    config_check::misspelt_key_refused(
+        Checker::daemon(BIN),
+        "vpn.toml",
+        "listen_port",
+        "listen_prot",
+    );
 }
 
 #[test]
 fn not_toml_empty_and_missing_files_are_refused_clearly() {
-    config_check::unreadable_files_refused(BIN);
+    config_check::unreadable_files_refused(Checker::daemon(BIN));
 }
 
 #[test]
@@ -31,7 +37,7 @@ fn check_refuses(config: &DocumentMut, expected: &str) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("vpn.toml");
     std::fs::write(&file, config.to_string()).unwrap();
-    let output = config_check::check(BIN, &file);
+    let output = config_check::check(Checker::daemon(BIN), &file);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(
         output.status.code(),

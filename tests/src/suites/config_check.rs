@@ -8,9 +8,27 @@ use std::time::Duration;
 
 pub const EX_CONFIG: i32 = 78;
 
-pub fn check(bin: &str, file: &Path) -> Output {
+/// The command that checks a file: `lab-lb check`, `lab-bootstrap validate`.
+#[derive(Debug, Clone, Copy)]
+pub struct Checker<'a> {
+    pub bin: &'a str,
+    pub subcommand: &'a str,
+}
+
+impl<'a> Checker<'a> {
+    /// `<bin> check`, as both daemons spell it.
+    pub fn daemon(bin: &'a str) -> Self {
+        Self {
+            bin,
+            subcommand: "check",
+        }
+    }
+}
+
+pub fn check(checker: Checker<'_>, file: &Path) -> Output {
+    let Checker { bin, subcommand } = checker;
     let output = Command::new(bin)
-        .arg("check")
+        .arg(subcommand)
         .arg(file)
         .env("RUST_BACKTRACE", "1")
         .output()
@@ -28,9 +46,9 @@ fn text(bytes: &[u8]) -> String {
 }
 
 /// `configs/<example>` passes `check` with a one-line summary on stdout.
-pub fn example_passes(bin: &str, example: &str) {
+pub fn example_passes(checker: Checker<'_>, example: &str) {
     let path = workspace::config_path(example);
-    let output = check(bin, &path);
+    let output = check(checker, &path);
     let stdout = text(&output.stdout);
     assert!(
         output.status.success(),
@@ -50,7 +68,7 @@ pub fn example_passes(bin: &str, example: &str) {
 
 /// A copy of `configs/<example>` with `key` (first occurrence at the start of a line)
 /// misspelt as `misspelt` exits 78 naming the key, its line and column.
-pub fn misspelt_key_refused(bin: &str, example: &str, key: &str, misspelt: &str) {
+pub fn misspelt_key_refused(checker: Checker<'_>, example: &str, key: &str, misspelt: &str) {
     let original = workspace::config_text(example);
     let line_index = original
         .lines()
@@ -71,7 +89,7 @@ pub fn misspelt_key_refused(bin: &str, example: &str, key: &str, misspelt: &str)
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let file = dir.path().join(example);
     std::fs::write(&file, broken).unwrap_or_else(|e| panic!("{e}"));
-    let output = check(bin, &file);
+    let output = check(checker, &file);
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(EX_CONFIG), "{stderr}");
     let position = format!("{}:{}:1:", file.display(), line_index + 1);
@@ -86,8 +104,18 @@ pub fn misspelt_key_refused(bin: &str, example: &str, key: &str, misspelt: &str)
     );
 }
 
+/// `file` is refused with exit 78 and every one of `expected` in the message.
+pub fn refused_with(checker: Checker<'_>, file: &Path, expected: &[&str]) {
+    let output = check(checker, file);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(EX_CONFIG), "{stderr}");
+    for e in expected {
+        assert!(stderr.contains(e), "expected `{e}` in:\n{stderr}");
+    }
+}
+
 /// A file that is not TOML, an empty file and a missing file: exit 78, one clear message each.
-pub fn unreadable_files_refused(bin: &str) {
+pub fn unreadable_files_refused(checker: Checker<'_>) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let cases = [
         (
@@ -107,7 +135,7 @@ pub fn unreadable_files_refused(bin: &str) {
         if let Some(content) = content {
             std::fs::write(&file, content).unwrap_or_else(|e| panic!("{e}"));
         }
-        let output = check(bin, &file);
+        let output = check(checker, &file);
         let stderr = text(&output.stderr);
         assert_eq!(output.status.code(), Some(EX_CONFIG), "{name}: {stderr}");
         assert!(

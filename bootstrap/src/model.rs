@@ -1,0 +1,597 @@
+//! `lab.toml`: the Proxmox host, the three networks, the machines and the cluster, and every
+//! check that can be made before anything is touched.
+
+use crate::mac::MacAddr;
+use ipnet::{IpNet, Ipv4Net};
+use lab_daemon::{ConfigFile, Issues, Name};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lab {
+    pub proxmox: Proxmox,
+    pub networks: Networks,
+    pub cluster: Cluster,
+    #[serde(rename = "machine")]
+    pub machines: Vec<Machine>,
+}
+
+/// `[proxmox]`: the host everything runs on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Proxmox {
+    /// Node name as Proxmox knows it (`pvesh get /nodes`).
+    pub node: String,
+    /// Storage for VM disks and container root filesystems.
+    pub storage: String,
+    /// Storage with the `snippets` and `vztmpl` content types (cloud-init, container templates).
+    pub file_storage: String,
+    /// The host's memory; what the machines ask for must fit with `host_reserve_mib` to spare.
+    pub memory_mib: u32,
+    #[serde(default = "Proxmox::default_host_reserve_mib")]
+    pub host_reserve_mib: u32,
+}
+
+impl Proxmox {
+    /// What Proxmox itself, ZFS ARC limits aside, needs to stay responsive.
+    pub const DEFAULT_HOST_RESERVE_MIB: u32 = 2048;
+
+    fn default_host_reserve_mib() -> u32 {
+        Self::DEFAULT_HOST_RESERVE_MIB
+    }
+}
+
+/// `[networks]`: the uplink and the two lab networks, each with its fixed role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Networks {
+    /// The existing uplink bridge; the home router does its DHCP. Never created or changed.
+    pub net0: Network,
+    /// Administration: reachable only through the VPN and from the host.
+    pub net1: Network,
+    /// Application traffic from the load balancer to the nodes.
+    pub net2: Network,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkId {
+    Net0,
+    Net1,
+    Net2,
+}
+
+impl NetworkId {
+    pub const ALL: [NetworkId; 3] = [NetworkId::Net0, NetworkId::Net1, NetworkId::Net2];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkId::Net0 => "net0",
+            NetworkId::Net1 => "net1",
+            NetworkId::Net2 => "net2",
+        }
+    }
+}
+
+impl Networks {
+    pub fn get(&self, id: NetworkId) -> &Network {
+        match id {
+            NetworkId::Net0 => &self.net0,
+            NetworkId::Net1 => &self.net1,
+            NetworkId::Net2 => &self.net2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// Linux bridge on the host: `vmbr1`.
+    pub bridge: String,
+    pub cidr: Ipv4Net,
+    /// The host's address on this bridge (the lab networks' router).
+    pub host: Ipv4Addr,
+    /// The next hop to the internet; on net0 the home router.
+    #[serde(default)]
+    pub gateway: Option<Ipv4Addr>,
+    /// Dynamic range served by the host's dnsmasq; static reservations are always served.
+    #[serde(default)]
+    pub dhcp: Option<DhcpRange>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DhcpRange {
+    pub start: Ipv4Addr,
+    pub end: Ipv4Addr,
+}
+
+impl DhcpRange {
+    pub fn contains(&self, address: Ipv4Addr) -> bool {
+        self.start <= address && address <= self.end
+    }
+}
+
+/// `[cluster]`: the Talos Kubernetes cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    pub name: Name,
+    /// Talos release the machine configs target: `v1.13.0`.
+    pub talos_version: String,
+    /// Kubernetes release; unset means the default of `talos_version`.
+    #[serde(default)]
+    pub kubernetes_version: Option<String>,
+    /// The Kubernetes API endpoint: the load balancer's net2 address.
+    pub endpoint: String,
+    pub pod_cidr: IpNet,
+    pub service_cidr: IpNet,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// LXC container running lab-lb.
+    Lb,
+    /// LXC container running lab-vpn.
+    Vpn,
+    /// VM with talosctl, kubectl and GitOps tooling.
+    Manager,
+    ControlPlane,
+    Worker,
+}
+
+impl Role {
+    pub fn is_container(self) -> bool {
+        matches!(self, Role::Lb | Role::Vpn)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Lb => "lb",
+            Role::Vpn => "vpn",
+            Role::Manager => "manager",
+            Role::ControlPlane => "control-plane",
+            Role::Worker => "worker",
+        }
+    }
+}
+
+/// `[[machine]]`: a container or VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Machine {
+    pub name: Name,
+    pub role: Role,
+    pub vmid: u32,
+    pub cores: u16,
+    pub memory_mib: u32,
+    pub disk_gib: u32,
+    #[serde(rename = "nic")]
+    pub nics: Vec<Nic>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Nic {
+    pub network: NetworkId,
+    pub address: Ipv4Addr,
+    /// Derived from the VMID and NIC index under Proxmox's prefix when not given.
+    #[serde(default)]
+    pub mac: Option<MacAddr>,
+}
+
+impl Machine {
+    /// The MAC of NIC `index`: the one given, or the derived one.
+    pub fn mac(&self, index: usize) -> Option<MacAddr> {
+        let nic = self.nics.get(index)?;
+        Some(
+            nic.mac
+                .unwrap_or_else(|| MacAddr::derived(self.vmid, index as u8)),
+        )
+    }
+
+    pub fn address_on(&self, network: NetworkId) -> Option<Ipv4Addr> {
+        self.nics
+            .iter()
+            .find(|n| n.network == network)
+            .map(|n| n.address)
+    }
+}
+
+/// Proxmox refuses VMIDs below 100.
+pub const MIN_VMID: u32 = 100;
+pub const MAX_VMID: u32 = 999_999_999;
+
+/// NICs a Proxmox guest can have (net0..net31); derived MACs cover the first 16.
+const MAX_NICS: usize = 16;
+
+impl ConfigFile for Lab {
+    const WHAT: &'static str =
+        "a lab description ([proxmox], [networks.net0..2], [cluster], [[machine]])";
+
+    fn validate(&self, issues: &mut Issues) {
+        self.validate_networks(issues);
+        self.validate_machines(issues);
+        self.validate_roles(issues);
+        self.validate_cluster(issues);
+        self.validate_memory(issues);
+    }
+
+    fn summary(&self) -> String {
+        let count = |role| self.machines.iter().filter(|m| m.role == role).count();
+        format!(
+            "cluster {}: {} control planes, {} workers, {} other machines on {} ({} MiB of {} MiB)",
+            self.cluster.name,
+            count(Role::ControlPlane),
+            count(Role::Worker),
+            self.machines.len() - count(Role::ControlPlane) - count(Role::Worker),
+            self.proxmox.node,
+            self.machines
+                .iter()
+                .map(|m| u64::from(m.memory_mib))
+                .sum::<u64>(),
+            self.proxmox.memory_mib
+        )
+    }
+}
+
+fn is_usable_host(net: &Ipv4Net, address: Ipv4Addr) -> bool {
+    net.contains(&address) && address != net.network() && address != net.broadcast()
+}
+
+fn usable_host_problem(net: &Ipv4Net, address: Ipv4Addr) -> Option<String> {
+    if !net.contains(&address) {
+        Some(format!("{address} is outside {net}"))
+    } else if address == net.network() {
+        Some(format!("{address} is the network address of {net}"))
+    } else if address == net.broadcast() {
+        Some(format!("{address} is the broadcast address of {net}"))
+    } else {
+        None
+    }
+}
+
+impl Lab {
+    fn validate_networks(&self, issues: &mut Issues) {
+        let mut bridges: HashMap<&str, NetworkId> = HashMap::new();
+        for (i, id) in NetworkId::ALL.into_iter().enumerate() {
+            let net = self.networks.get(id);
+            let key = format!("networks.{}", id.as_str());
+            if let Some(other) = bridges.insert(net.bridge.as_str(), id) {
+                issues.add(
+                    format!("{key}.bridge"),
+                    format!("bridge {} is already {}'s", net.bridge, other.as_str()),
+                );
+            }
+            for earlier in &NetworkId::ALL[..i] {
+                let other = self.networks.get(*earlier);
+                if net.cidr.contains(&other.cidr.network())
+                    || other.cidr.contains(&net.cidr.network())
+                {
+                    issues.add(
+                        format!("{key}.cidr"),
+                        format!(
+                            "{} overlaps {} ({})",
+                            net.cidr,
+                            earlier.as_str(),
+                            other.cidr
+                        ),
+                    );
+                }
+            }
+            if let Some(problem) = usable_host_problem(&net.cidr, net.host) {
+                issues.add(format!("{key}.host"), problem);
+            }
+            if let Some(gateway) = net.gateway {
+                if let Some(problem) = usable_host_problem(&net.cidr, gateway) {
+                    issues.add(format!("{key}.gateway"), problem);
+                }
+            }
+            if let Some(range) = &net.dhcp {
+                if id == NetworkId::Net0 {
+                    issues.add(
+                        format!("{key}.dhcp"),
+                        "net0 is the existing uplink; its DHCP belongs to the home router",
+                    );
+                }
+                for (field, address) in [("start", range.start), ("end", range.end)] {
+                    if !is_usable_host(&net.cidr, address) {
+                        issues.add(
+                            format!("{key}.dhcp.{field}"),
+                            format!("{address} is not a usable address of {}", net.cidr),
+                        );
+                    }
+                }
+                if range.start > range.end {
+                    issues.add(
+                        format!("{key}.dhcp.end"),
+                        format!(
+                            "the range ends ({}) before it starts ({})",
+                            range.end, range.start
+                        ),
+                    );
+                }
+                if range.contains(net.host) {
+                    issues.add(
+                        format!("{key}.dhcp"),
+                        format!(
+                            "the range {}-{} contains the host's address {}",
+                            range.start, range.end, net.host
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    fn validate_machines(&self, issues: &mut Issues) {
+        let mut names: HashMap<&Name, usize> = HashMap::new();
+        let mut vmids: HashMap<u32, usize> = HashMap::new();
+        let mut macs: HashMap<MacAddr, String> = HashMap::new();
+        let mut addresses: HashMap<Ipv4Addr, String> = HashMap::new();
+        for id in NetworkId::ALL {
+            let net = self.networks.get(id);
+            addresses.insert(net.host, format!("the host's {} address", id.as_str()));
+            if let Some(gateway) = net.gateway {
+                addresses.insert(gateway, format!("the {} gateway", id.as_str()));
+            }
+        }
+        for (i, machine) in self.machines.iter().enumerate() {
+            let key = format!("machine[{i}]");
+            if let Some(first) = names.insert(&machine.name, i) {
+                issues.add(
+                    format!("{key}.name"),
+                    format!(
+                        "machine `{}` is already defined as machine[{first}]",
+                        machine.name
+                    ),
+                );
+            }
+            if !(MIN_VMID..=MAX_VMID).contains(&machine.vmid) {
+                issues.add(
+                    format!("{key}.vmid"),
+                    format!(
+                        "VMID {} is outside Proxmox's range {MIN_VMID}..={MAX_VMID}",
+                        machine.vmid
+                    ),
+                );
+            }
+            if let Some(first) = vmids.insert(machine.vmid, i) {
+                issues.add(
+                    format!("{key}.vmid"),
+                    format!(
+                        "VMID {} is already used by `{}`",
+                        machine.vmid, self.machines[first].name
+                    ),
+                );
+            }
+            if machine.cores == 0 {
+                issues.add(format!("{key}.cores"), "a machine needs at least one core");
+            }
+            if machine.nics.is_empty() {
+                issues.add(
+                    format!("{key}.nic"),
+                    format!("machine `{}` has no [[machine.nic]]", machine.name),
+                );
+            }
+            if machine.nics.len() > MAX_NICS {
+                issues.add(
+                    format!("{key}.nic"),
+                    format!("at most {MAX_NICS} NICs per machine"),
+                );
+            }
+            for (j, nic) in machine.nics.iter().enumerate() {
+                let nic_key = format!("{key}.nic[{j}]");
+                if machine.nics[..j].iter().any(|n| n.network == nic.network) {
+                    issues.add(
+                        format!("{nic_key}.network"),
+                        format!(
+                            "`{}` already has a NIC on {}",
+                            machine.name,
+                            nic.network.as_str()
+                        ),
+                    );
+                }
+                let net = self.networks.get(nic.network);
+                if let Some(problem) = usable_host_problem(&net.cidr, nic.address) {
+                    issues.add(
+                        format!("{nic_key}.address"),
+                        format!("{problem} ({})", nic.network.as_str()),
+                    );
+                }
+                let owner = format!("`{}` ({})", machine.name, nic.network.as_str());
+                if let Some(other) = addresses.insert(nic.address, owner.clone()) {
+                    issues.add(
+                        format!("{nic_key}.address"),
+                        format!("{} is already {other}", nic.address),
+                    );
+                }
+                if net.dhcp.as_ref().is_some_and(|r| r.contains(nic.address)) {
+                    issues.add(
+                        format!("{nic_key}.address"),
+                        format!(
+                            "{} is inside {}'s DHCP range; static addresses must be outside it",
+                            nic.address,
+                            nic.network.as_str()
+                        ),
+                    );
+                }
+                if let Some(mac) = machine.mac(j) {
+                    if mac.is_multicast() {
+                        issues.add(
+                            format!("{nic_key}.mac"),
+                            format!("{mac} is a multicast address"),
+                        );
+                    }
+                    if let Some(other) = macs.insert(mac, owner) {
+                        issues.add(
+                            format!("{nic_key}.mac"),
+                            format!("MAC {mac} is already {other}'s"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn validate_roles(&self, issues: &mut Issues) {
+        let count = |role| self.machines.iter().filter(|m| m.role == role).count();
+        for (role, needs) in [
+            (Role::Lb, [NetworkId::Net0, NetworkId::Net2]),
+            (Role::Vpn, [NetworkId::Net0, NetworkId::Net1]),
+        ] {
+            if count(role) != 1 {
+                issues.add(
+                    "machine",
+                    format!(
+                        "the lab needs exactly one machine with role = \"{}\", found {}",
+                        role.as_str(),
+                        count(role)
+                    ),
+                );
+            }
+            for (i, machine) in self
+                .machines
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.role == role)
+            {
+                for network in needs {
+                    if machine.address_on(network).is_none() {
+                        issues.add(
+                            format!("machine[{i}].nic"),
+                            format!(
+                                "the {} machine needs a NIC on {}",
+                                role.as_str(),
+                                network.as_str()
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        if count(Role::ControlPlane) == 0 {
+            issues.add(
+                "machine",
+                "the cluster needs at least one machine with role = \"control-plane\"",
+            );
+        } else if count(Role::ControlPlane) % 2 == 0 {
+            issues.add(
+                "machine",
+                format!(
+                    "{} control planes cannot keep etcd quorum better than {}; use an odd number",
+                    count(Role::ControlPlane),
+                    count(Role::ControlPlane) - 1
+                ),
+            );
+        }
+        for (i, machine) in self.machines.iter().enumerate() {
+            let talos = matches!(machine.role, Role::ControlPlane | Role::Worker);
+            for network in [NetworkId::Net1, NetworkId::Net2] {
+                if talos && machine.address_on(network).is_none() {
+                    issues.add(
+                        format!("machine[{i}].nic"),
+                        format!(
+                            "Talos node `{}` needs a NIC on {}",
+                            machine.name,
+                            network.as_str()
+                        ),
+                    );
+                }
+            }
+            if talos && machine.address_on(NetworkId::Net0).is_some() {
+                issues.add(
+                    format!("machine[{i}].nic"),
+                    format!(
+                        "Talos node `{}` must not be on net0: only the lb and vpn face the outside",
+                        machine.name
+                    ),
+                );
+            }
+        }
+    }
+
+    fn validate_cluster(&self, issues: &mut Issues) {
+        let cluster = &self.cluster;
+        let lb_address = self
+            .machines
+            .iter()
+            .find(|m| m.role == Role::Lb)
+            .and_then(|m| m.address_on(NetworkId::Net2));
+        if let Some(lb) = lb_address {
+            let expected = format!("https://{lb}:6443");
+            if cluster.endpoint != expected {
+                issues.add(
+                    "cluster.endpoint",
+                    format!("the Kubernetes endpoint is the load balancer's net2 address: expected `{expected}`, found `{}`", cluster.endpoint),
+                );
+            }
+        }
+        if !cluster.talos_version.starts_with("v1.") {
+            issues.add(
+                "cluster.talos_version",
+                format!(
+                    "`{}` is not a Talos release like `v1.13.0`",
+                    cluster.talos_version
+                ),
+            );
+        }
+        let mut ranges: Vec<(String, IpNet)> = NetworkId::ALL
+            .into_iter()
+            .map(|id| {
+                (
+                    id.as_str().to_owned(),
+                    IpNet::V4(self.networks.get(id).cidr),
+                )
+            })
+            .collect();
+        for (field, net) in [
+            ("pod_cidr", cluster.pod_cidr),
+            ("service_cidr", cluster.service_cidr),
+        ] {
+            if let Some((name, other)) = ranges
+                .iter()
+                .find(|(_, o)| o.contains(&net.network()) || net.contains(&o.network()))
+            {
+                issues.add(
+                    format!("cluster.{field}"),
+                    format!("{net} overlaps {name} ({other})"),
+                );
+            }
+            ranges.push((field.to_owned(), net));
+        }
+    }
+
+    fn validate_memory(&self, issues: &mut Issues) {
+        let wanted: u64 = self.machines.iter().map(|m| u64::from(m.memory_mib)).sum();
+        let available = u64::from(self.proxmox.memory_mib)
+            .saturating_sub(u64::from(self.proxmox.host_reserve_mib));
+        if wanted > available {
+            issues.add(
+                "proxmox.memory_mib",
+                format!(
+                    "the machines ask for {wanted} MiB but the host has {} MiB, {} of them kept for Proxmox itself",
+                    self.proxmox.memory_mib, self.proxmox.host_reserve_mib
+                ),
+            );
+        }
+        for (i, machine) in self.machines.iter().enumerate() {
+            // Talos refuses to install below these (its documented minimums).
+            let minimum = match machine.role {
+                Role::ControlPlane => 2048,
+                Role::Worker => 1024,
+                Role::Manager => 512,
+                Role::Lb | Role::Vpn => 128,
+            };
+            if machine.memory_mib < minimum {
+                issues.add(
+                    format!("machine[{i}].memory_mib"),
+                    format!("a {} needs at least {minimum} MiB", machine.role.as_str()),
+                );
+            }
+        }
+    }
+}

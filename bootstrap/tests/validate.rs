@@ -1,0 +1,123 @@
+//! `lab-bootstrap validate`: everything a user can get wrong in lab.toml is caught before
+//! anything is touched, each with the key, its line and what is wrong.
+
+use lab_tests::suites::config_check::{self, Checker};
+use lab_tests::workspace;
+use toml_edit::{value, DocumentMut};
+
+const VALIDATE: Checker<'static> = Checker {
+    bin: env!("CARGO_BIN_EXE_lab-bootstrap"),
+    subcommand: "validate",
+};
+
+#[test]
+fn example_lab_passes_validate() {
+    config_check::example_passes(VALIDATE, "lab.toml");
+}
+
+#[test]
+fn misspelt_key_is_refused_with_line_and_column() {
+    config_check::misspelt_key_refused(VALIDATE, "lab.toml", "vmid", "vmdi");
+}
+
+#[test]
+fn not_toml_empty_and_missing_files_are_refused_clearly() {
+    config_check::unreadable_files_refused(VALIDATE);
+}
+
+/// Applies `edit` to the example and expects `validate` to refuse it naming `expected`.
+fn refused(edit: impl FnOnce(&mut DocumentMut), expected: &[&str]) {
+    let mut lab = workspace::config_document("lab.toml");
+    edit(&mut lab);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lab.toml");
+    std::fs::write(&file, lab.to_string()).unwrap();
+    config_check::refused_with(VALIDATE, &file, expected);
+}
+
+fn line_of(needle: &str) -> usize {
+    let text = workspace::config_text("lab.toml");
+    text.lines().position(|l| l.starts_with(needle)).unwrap() + 1
+}
+
+#[test]
+fn overlapping_networks_are_refused() {
+    refused(
+        |lab| lab["networks"]["net2"]["cidr"] = value("10.10.0.0/16"),
+        &["key `networks.net2.cidr`: 10.10.0.0/16 overlaps net1 (10.10.1.0/24)"],
+    );
+}
+
+#[test]
+fn address_outside_its_network_or_on_its_edges_is_refused() {
+    refused(
+        |lab| lab["machine"][2]["nic"][0]["address"] = value("10.10.2.5"),
+        &["key `machine[2].nic[0].address`: 10.10.2.5 is outside 10.10.1.0/24 (net1)"],
+    );
+    refused(
+        |lab| lab["machine"][2]["nic"][0]["address"] = value("10.10.1.255"),
+        &["10.10.1.255 is the broadcast address of 10.10.1.0/24"],
+    );
+    refused(
+        |lab| lab["networks"]["net1"]["host"] = value("10.10.1.0"),
+        &["key `networks.net1.host`: 10.10.1.0 is the network address of 10.10.1.0/24"],
+    );
+}
+
+#[test]
+fn duplicate_vmid_ip_name_and_mac_are_refused() {
+    let vmid_line = line_of("vmid = 201");
+    refused(
+        |lab| lab["machine"][1]["vmid"] = value(200),
+        &[&format!(
+            "lab.toml:{vmid_line}:8: key `machine[1].vmid`: VMID 200 is already used by `lb`"
+        )],
+    );
+    refused(
+        |lab| lab["machine"][4]["nic"][0]["address"] = value("10.10.1.11"),
+        &["key `machine[4].nic[0].address`: 10.10.1.11 is already `cp1` (net1)"],
+    );
+    refused(
+        |lab| lab["machine"][4]["name"] = value("cp1"),
+        &["key `machine[4].name`: machine `cp1` is already defined as machine[3]"],
+    );
+    refused(
+        |lab| lab["machine"][2]["nic"][0]["mac"] = value("BC:24:11:00:0C:80"),
+        &["key `machine[2].nic[0].mac`: MAC BC:24:11:00:0C:80 is already `lb` (net0)'s"],
+    );
+}
+
+#[test]
+fn static_address_inside_dhcp_range_is_refused() {
+    refused(
+        |lab| lab["machine"][2]["nic"][0]["address"] = value("10.10.1.150"),
+        &["key `machine[2].nic[0].address`: 10.10.1.150 is inside net1's DHCP range"],
+    );
+}
+
+#[test]
+fn more_memory_than_the_host_has_is_refused() {
+    refused(
+        |lab| lab["machine"][6]["memory_mib"] = value(8192),
+        &["key `proxmox.memory_mib`: the machines ask for 19200 MiB but the host has 16384 MiB"],
+    );
+}
+
+#[test]
+fn endpoint_must_be_the_load_balancers_net2_address() {
+    refused(
+        |lab| lab["cluster"]["endpoint"] = value("https://10.10.1.11:6443"),
+        &["key `cluster.endpoint`: the Kubernetes endpoint is the load balancer's net2 address: expected `https://10.10.2.2:6443`"],
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    refused(
+        |lab| {
+            lab["machine"][1]["vmid"] = value(200);
+            lab["networks"]["net2"]["cidr"] = value("10.10.0.0/16");
+        },
+        &["key `machine[1].vmid`", "key `networks.net2.cidr`"],
+    );
+}
