@@ -16,6 +16,12 @@ pub struct DaemonProcess {
 impl DaemonProcess {
     /// Starts `bin run --config <config>` with `NOTIFY_SOCKET` pointing at `notify_socket`.
     pub fn start(bin: &str, config: &Path, notify_socket: &Path) -> Self {
+        Self::spawn(Self::command(bin, config, notify_socket))
+    }
+
+    /// The command [`start`](Self::start) runs, for tests that add to its environment or
+    /// redirect its stderr before [`spawn`](Self::spawn)ing it.
+    pub fn command(bin: &str, config: &Path, notify_socket: &Path) -> Command {
         let mut command = Command::new(bin);
         command
             .arg("run")
@@ -28,9 +34,14 @@ impl DaemonProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        command
+    }
+
+    /// Runs `command`; its stderr is captured when it is piped.
+    pub fn spawn(mut command: Command) -> Self {
         let mut child = command
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", command.get_program()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
         if let Some(pipe) = child.stderr.take() {
             let lines = stderr.clone();

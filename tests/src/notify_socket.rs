@@ -54,6 +54,11 @@ impl NotifySocket {
         }
     }
 
+    /// Takes in whatever has arrived, without waiting.
+    pub fn drain(&mut self) {
+        while self.recv(Duration::from_millis(1)).is_some() {}
+    }
+
     fn recv(&mut self, timeout: Duration) -> Option<String> {
         self.socket
             .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))

@@ -1,7 +1,7 @@
 //! lab-vpn as a user and systemd see it: `check`, the notify protocol, metrics, reload, stop.
 
 use lab_tests::suites::config_check::{self, Checker};
-use lab_tests::suites::lifecycle;
+use lab_tests::suites::{lifecycle, systemd_env};
 use lab_tests::{ports, systemd_unit, workspace};
 use std::path::Path;
 use toml_edit::{value, Array, DocumentMut, Item, Table};
@@ -106,6 +106,17 @@ fn notify_metrics_reload_and_stop() {
         change: &add_peer,
         changed_metric: "lab_vpn_peers_configured 2",
     });
+}
+
+#[test]
+fn watchdog_is_fed_when_systemd_asks() {
+    systemd_env::watchdog_is_fed(BIN, &loopback_config());
+    systemd_env::watchdog_of_another_process_is_ignored(BIN, &loopback_config());
+}
+
+#[test]
+fn logs_have_no_timestamps_under_journald() {
+    systemd_env::no_timestamps_under_journald(BIN, &loopback_config());
 }
 
 #[test]

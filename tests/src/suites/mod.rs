@@ -2,3 +2,4 @@
 
 pub mod config_check;
 pub mod lifecycle;
+pub mod systemd_env;

@@ -1,0 +1,90 @@
+//! What a daemon does with the environment systemd gives it: `WATCHDOG_USEC` and
+//! `JOURNAL_STREAM`.
+
+use crate::{DaemonProcess, NotifySocket};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+use toml_edit::DocumentMut;
+
+fn write_config(dir: &Path, config: &DocumentMut) -> std::path::PathBuf {
+    let path = dir.join("daemon.toml");
+    std::fs::write(&path, config.to_string()).unwrap_or_else(|e| panic!("{e}"));
+    path
+}
+
+/// With `WATCHDOG_USEC` set (as `WatchdogSec=` does), `WATCHDOG=1` keeps arriving.
+pub fn watchdog_is_fed(bin: &str, config: &DocumentMut) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = write_config(dir.path(), config);
+    let mut notify = NotifySocket::new();
+    let mut command = DaemonProcess::command(bin, &path, notify.path());
+    command.env("WATCHDOG_USEC", "400000");
+    let daemon = DaemonProcess::spawn(command);
+    notify.expect(&["READY=1"], Duration::from_secs(20));
+    for _ in 0..3 {
+        notify.expect(&["WATCHDOG=1"], Duration::from_secs(2));
+    }
+    drop(daemon);
+}
+
+/// A watchdog meant for another process (`WATCHDOG_PID` not ours) is left alone.
+pub fn watchdog_of_another_process_is_ignored(bin: &str, config: &DocumentMut) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = write_config(dir.path(), config);
+    let mut notify = NotifySocket::new();
+    let mut command = DaemonProcess::command(bin, &path, notify.path());
+    command
+        .env("WATCHDOG_USEC", "200000")
+        .env("WATCHDOG_PID", "1");
+    let daemon = DaemonProcess::spawn(command);
+    notify.expect(&["READY=1"], Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(600));
+    notify.drain();
+    assert!(
+        !notify
+            .received
+            .iter()
+            .any(|m| m.lines().any(|l| l == "WATCHDOG=1")),
+        "pinged a watchdog set for PID 1: {:?}",
+        notify.received
+    );
+    drop(daemon);
+}
+
+/// Under journald (stderr is the stream `JOURNAL_STREAM` names) lines carry no timestamp;
+/// elsewhere they do.
+pub fn no_timestamps_under_journald(bin: &str, config: &DocumentMut) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = write_config(dir.path(), config);
+    for journald in [true, false] {
+        let log_path = dir.path().join(format!("stderr-{journald}.log"));
+        let log = std::fs::File::create(&log_path).unwrap_or_else(|e| panic!("{e}"));
+        let meta = log.metadata().unwrap_or_else(|e| panic!("{e}"));
+        let mut notify = NotifySocket::new();
+        let mut command = DaemonProcess::command(bin, &path, notify.path());
+        if journald {
+            command.env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()));
+        }
+        command.stderr(Stdio::from(log));
+        let daemon = DaemonProcess::spawn(command);
+        notify.expect(&["READY=1"], Duration::from_secs(20));
+        drop(daemon);
+        let text = std::fs::read_to_string(&log_path).unwrap_or_else(|e| panic!("{e}"));
+        let started = text
+            .lines()
+            .find(|l| l.contains("started"))
+            .unwrap_or_else(|| panic!("no start-up line in:\n{text}"));
+        let starts_with_time = started.starts_with(|c: char| c.is_ascii_digit());
+        assert_eq!(
+            starts_with_time, !journald,
+            "journald={journald}, but the line reads: {started}"
+        );
+        assert!(started.contains("INFO"), "{started}");
+        assert!(
+            !started.contains('\u{1b}'),
+            "colour codes in a log file: {started:?}"
+        );
+    }
+}
