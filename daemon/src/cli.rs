@@ -23,18 +23,64 @@ pub struct CheckArgs {
     pub file: Option<PathBuf>,
 }
 
+/// The commands every daemon has; a daemon with more flattens this into its own.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum DaemonCommand {
+    /// Serve (the default)
+    Run(RunArgs),
+    /// Check a configuration file and exit
+    Check(CheckArgs),
+}
+
+impl DaemonCommand {
+    pub fn execute<D: Daemon>(self) -> ExitCode {
+        match self {
+            DaemonCommand::Run(args) => run::<D>(args),
+            DaemonCommand::Check(args) => check::<D::Config>(args),
+        }
+    }
+}
+
+#[derive(Debug, clap::Parser)]
+#[command(version)]
+struct DaemonCli {
+    #[command(subcommand)]
+    command: Option<DaemonCommand>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// The whole `main` of a daemon whose only commands are `run` (the default) and `check`.
+pub fn main<D: Daemon>(about: &'static str) -> ExitCode {
+    use clap::{CommandFactory, FromArgMatches};
+    let command = DaemonCli::command().name(D::Config::PROGRAM).about(about);
+    let cli = command
+        .try_get_matches()
+        .and_then(|matches| DaemonCli::from_arg_matches(&matches));
+    match cli {
+        Ok(DaemonCli {
+            command: Some(command),
+            ..
+        }) => command.execute::<D>(),
+        Ok(DaemonCli { command: None, run }) => self::run::<D>(run),
+        Err(e) => usage_error(e),
+    }
+}
+
 /// Parses the command line; `--help` and `--version` exit 0, a usage error exits 64.
 pub fn parse<T: clap::Parser>() -> Result<T, ExitCode> {
-    T::try_parse().map_err(|e| {
-        let usage_error = e.use_stderr();
-        // Printing can only fail on a closed terminal, where there is no one to tell.
-        let _ = e.print();
-        if usage_error {
-            exit::code(exit::USAGE)
-        } else {
-            ExitCode::SUCCESS
-        }
-    })
+    T::try_parse().map_err(usage_error)
+}
+
+fn usage_error(e: clap::Error) -> ExitCode {
+    let usage_error = e.use_stderr();
+    // Printing can only fail on a closed terminal, where there is no one to tell.
+    let _ = e.print();
+    if usage_error {
+        exit::code(exit::USAGE)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 pub fn run<D: Daemon>(args: RunArgs) -> ExitCode {

@@ -1,31 +1,21 @@
 //! lab-lb as a user and systemd see it: `check`, the notify protocol, metrics, reload, stop.
 
 use lab_tests::suites::config_check::{self, Checker};
-use lab_tests::suites::{lifecycle, systemd_env};
-use lab_tests::{ports, systemd_unit, workspace};
-use std::path::Path;
+use lab_tests::{daemon_conventions, ports, systemd_unit, workspace};
 use toml_edit::{value, DocumentMut, InlineTable};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lab-lb");
 
-#[test]
-fn example_config_passes_check() {
-    config_check::example_passes(Checker::daemon(BIN), "lb.toml");
-}
-
-#[test]
-fn misspelt_key_is_refused_with_line_and_column() {
-    config_check::misspelt_key_refused(Checker::daemon(BIN), "lb.toml", "balance", "balence");
-}
-
-#[test]
-fn not_toml_empty_and_missing_files_are_refused_clearly() {
-    config_check::unreadable_files_refused(Checker::daemon(BIN));
-}
-
-#[test]
-fn run_refuses_a_bad_file_with_exit_78() {
-    config_check::run_refuses_bad_file(BIN);
+daemon_conventions! {
+    bin: BIN,
+    example: "lb.toml",
+    misspell: ("balance", "balence"),
+    metrics_prefix: "lab_lb",
+    loopback_config: loopback_config,
+    change: add_server_to_workers_http,
+    changed_metric: "lab_lb_backend_servers{backend=\"workers-http\"} 3",
+    unit: "lab-lb.service",
+    installed_at: "/usr/local/bin/lab-lb",
 }
 
 #[test]
@@ -82,38 +72,6 @@ fn add_server_to_workers_http(config: &mut DocumentMut) {
     let mut server = InlineTable::new();
     server.insert("address", "10.10.2.23:80".into());
     workers["server"].as_array_mut().unwrap().push(server);
-}
-
-#[test]
-fn notify_metrics_reload_and_stop() {
-    lifecycle::run(lifecycle::Lifecycle {
-        bin: BIN,
-        prefix: "lab_lb",
-        config: loopback_config(),
-        change: &add_server_to_workers_http,
-        changed_metric: "lab_lb_backend_servers{backend=\"workers-http\"} 3",
-    });
-}
-
-#[test]
-fn watchdog_is_fed_when_systemd_asks() {
-    systemd_env::watchdog_is_fed(BIN, &loopback_config());
-    systemd_env::watchdog_of_another_process_is_ignored(BIN, &loopback_config());
-}
-
-#[test]
-fn logs_have_no_timestamps_under_journald() {
-    systemd_env::no_timestamps_under_journald(BIN, &loopback_config());
-}
-
-#[test]
-fn unit_passes_systemd_analyze_verify() {
-    let unit = workspace::root().join("systemd/lab-lb.service");
-    if let Err(complaint) =
-        systemd_unit::verify(&unit, &[("/usr/local/bin/lab-lb", Path::new(BIN))])
-    {
-        panic!("systemd-analyze verify lab-lb.service: {complaint}");
-    }
 }
 
 #[test]

@@ -1,36 +1,21 @@
 //! lab-vpn as a user and systemd see it: `check`, the notify protocol, metrics, reload, stop.
 
 use lab_tests::suites::config_check::{self, Checker};
-use lab_tests::suites::{lifecycle, systemd_env};
-use lab_tests::{ports, systemd_unit, workspace};
-use std::path::Path;
+use lab_tests::{daemon_conventions, ports, systemd_unit, workspace};
 use toml_edit::{value, Array, DocumentMut, Item, Table};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lab-vpn");
 
-#[test]
-fn example_config_passes_check() {
-    config_check::example_passes(Checker::daemon(BIN), "vpn.toml");
-}
-
-#[test]
-fn misspelt_key_is_refused_with_line_and_column() {
-    config_check::misspelt_key_refused(
-        Checker::daemon(BIN),
-        "vpn.toml",
-        "listen_port",
-        "listen_prot",
-    );
-}
-
-#[test]
-fn not_toml_empty_and_missing_files_are_refused_clearly() {
-    config_check::unreadable_files_refused(Checker::daemon(BIN));
-}
-
-#[test]
-fn run_refuses_a_bad_file_with_exit_78() {
-    config_check::run_refuses_bad_file(BIN);
+daemon_conventions! {
+    bin: BIN,
+    example: "vpn.toml",
+    misspell: ("listen_port", "listen_prot"),
+    metrics_prefix: "lab_vpn",
+    loopback_config: loopback_config,
+    change: add_peer,
+    changed_metric: "lab_vpn_peers_configured 2",
+    unit: "lab-vpn.service",
+    installed_at: "/usr/local/bin/lab-vpn",
 }
 
 fn check_refuses(config: &DocumentMut, expected: &str) {
@@ -95,38 +80,6 @@ fn add_peer(config: &mut DocumentMut) {
         "10.10.100.3/32",
     );
     assert!(matches!(config["peer"], Item::ArrayOfTables(_)));
-}
-
-#[test]
-fn notify_metrics_reload_and_stop() {
-    lifecycle::run(lifecycle::Lifecycle {
-        bin: BIN,
-        prefix: "lab_vpn",
-        config: loopback_config(),
-        change: &add_peer,
-        changed_metric: "lab_vpn_peers_configured 2",
-    });
-}
-
-#[test]
-fn watchdog_is_fed_when_systemd_asks() {
-    systemd_env::watchdog_is_fed(BIN, &loopback_config());
-    systemd_env::watchdog_of_another_process_is_ignored(BIN, &loopback_config());
-}
-
-#[test]
-fn logs_have_no_timestamps_under_journald() {
-    systemd_env::no_timestamps_under_journald(BIN, &loopback_config());
-}
-
-#[test]
-fn unit_passes_systemd_analyze_verify() {
-    let unit = workspace::root().join("systemd/lab-vpn.service");
-    if let Err(complaint) =
-        systemd_unit::verify(&unit, &[("/usr/local/bin/lab-vpn", Path::new(BIN))])
-    {
-        panic!("systemd-analyze verify lab-vpn.service: {complaint}");
-    }
 }
 
 #[test]
