@@ -29,10 +29,7 @@ fn not_toml_empty_and_missing_files_are_refused_clearly() {
 fn refused(edit: impl FnOnce(&mut DocumentMut), expected: &[&str]) {
     let mut lab = workspace::config_document("lab.toml");
     edit(&mut lab);
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("lab.toml");
-    std::fs::write(&file, lab.to_string()).unwrap();
-    config_check::refused_with(VALIDATE, &file, expected);
+    config_check::document_refused_with(VALIDATE, "lab.toml", &lab, expected);
 }
 
 fn line_of(needle: &str) -> usize {

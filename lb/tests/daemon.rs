@@ -23,31 +23,37 @@ fn two_listeners_on_one_address_are_refused() {
     let mut config = workspace::config_document("lb.toml");
     let first = config["listener"][0]["listen"].as_str().map(str::to_owned);
     config["listener"][1]["listen"] = value(first.unwrap_or_default());
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("lb.toml");
-    std::fs::write(&file, config.to_string()).unwrap();
-    let output = config_check::check(Checker::daemon(BIN), &file);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        output.status.code(),
-        Some(config_check::EX_CONFIG),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("key `listener[1].listen`: 10.10.2.2:6443 is already taken by listener `kube-apiserver`"),
-        "{stderr}"
-    );
-    let text = config.to_string();
-    let second = text
+    let second_line = config
+        .to_string()
         .lines()
         .enumerate()
         .filter(|(_, l)| l.starts_with("listen = \"10.10.2.2:6443\""))
         .nth(1)
-        .map(|(i, _)| i)
+        .map(|(i, _)| i + 1)
         .unwrap();
-    assert!(
-        stderr.contains(&format!("lb.toml:{}:10:", second + 1)),
-        "{stderr}"
+    config_check::document_refused_with(
+        Checker::daemon(BIN),
+        "lb.toml",
+        &config,
+        &[&format!(
+            "lb.toml:{second_line}:10: key `listener[1].listen`: 10.10.2.2:6443 is already taken by listener `kube-apiserver`"
+        )],
+    );
+}
+
+#[test]
+fn listener_to_a_missing_backend_and_backend_without_servers_are_refused() {
+    let mut config = workspace::config_document("lb.toml");
+    config["listener"][0]["backend"] = value("nowhere");
+    config["backend"][3]["server"] = value(toml_edit::Array::new());
+    config_check::document_refused_with(
+        Checker::daemon(BIN),
+        "lb.toml",
+        &config,
+        &[
+            "key `listener[0].backend`: no [[backend]] is named `nowhere`",
+            "key `backend[3]`: backend `workers-https` has no [[backend.server]]",
+        ],
     );
 }
 

@@ -19,20 +19,7 @@ daemon_conventions! {
 }
 
 fn check_refuses(config: &DocumentMut, expected: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("vpn.toml");
-    std::fs::write(&file, config.to_string()).unwrap();
-    let output = config_check::check(Checker::daemon(BIN), &file);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        output.status.code(),
-        Some(config_check::EX_CONFIG),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains(expected),
-        "expected `{expected}` in:\n{stderr}"
-    );
+    config_check::document_refused_with(Checker::daemon(BIN), "vpn.toml", config, &[expected]);
 }
 
 fn second_peer(config: &mut DocumentMut, name: &str, key: &str, allowed: &str) {

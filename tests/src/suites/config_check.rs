@@ -114,6 +114,20 @@ pub fn refused_with(checker: Checker<'_>, file: &Path, expected: &[&str]) {
     }
 }
 
+/// `document`, written to a file named `file_name`, is refused with exit 78 and every one of
+/// `expected` in the message.
+pub fn document_refused_with(
+    checker: Checker<'_>,
+    file_name: &str,
+    document: &toml_edit::DocumentMut,
+    expected: &[&str],
+) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.path().join(file_name);
+    std::fs::write(&file, document.to_string()).unwrap_or_else(|e| panic!("{e}"));
+    refused_with(checker, &file, expected);
+}
+
 /// A file that is not TOML, an empty file and a missing file: exit 78, one clear message each.
 pub fn unreadable_files_refused(checker: Checker<'_>) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
