@@ -6,6 +6,7 @@ use lab_daemon::{
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +29,42 @@ pub struct Listener {
     pub name: Name,
     pub listen: SocketAddr,
     pub mode: ListenerMode,
+    /// Where connections go; for `tls-passthrough`, those whose SNI matches no `route`.
+    pub backend: Name,
+    /// `tls-passthrough` only: SNI names (exact, or `*.suffix`) and the backend for each; the
+    /// first match wins.
+    #[serde(default, rename = "route", skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<SniRoute>,
+    /// Connections open at once; more are refused (and counted). Unlimited when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// A connection with no bytes either way for this long is closed. Long by default: `kubectl
+    /// exec`, `logs -f` and watches sit idle for minutes.
+    #[serde(with = "humantime_serde", default = "Listener::default_idle_timeout")]
+    pub idle_timeout: Duration,
+    /// How long a client may take to send its TLS ClientHello (`tls-passthrough`).
+    #[serde(with = "humantime_serde", default = "Listener::default_hello_timeout")]
+    pub hello_timeout: Duration,
+}
+
+impl Listener {
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+    pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+    fn default_idle_timeout() -> Duration {
+        Self::DEFAULT_IDLE_TIMEOUT
+    }
+
+    fn default_hello_timeout() -> Duration {
+        Self::DEFAULT_HELLO_TIMEOUT
+    }
+}
+
+/// `[[listener.route]]`: TLS connections whose SNI matches one of `sni` go to `backend`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SniRoute {
+    pub sni: Vec<String>,
     pub backend: Name,
 }
 
@@ -59,6 +96,33 @@ pub struct Backend {
     pub balance: Balance,
     #[serde(default, rename = "server")]
     pub servers: Vec<Server>,
+    /// How long to wait for a server to accept a connection before trying the next one.
+    #[serde(with = "humantime_serde", default = "Backend::default_connect_timeout")]
+    pub connect_timeout: Duration,
+    /// Further servers tried when connecting fails (each server at most once per connection).
+    #[serde(default = "Backend::default_retries")]
+    pub retries: u32,
+    /// A server that refused or timed out a connection gets no new ones for this long.
+    #[serde(with = "humantime_serde", default = "Backend::default_failure_hold")]
+    pub failure_hold: Duration,
+}
+
+impl Backend {
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const DEFAULT_RETRIES: u32 = 2;
+    pub const DEFAULT_FAILURE_HOLD: Duration = Duration::from_secs(10);
+
+    fn default_connect_timeout() -> Duration {
+        Self::DEFAULT_CONNECT_TIMEOUT
+    }
+
+    fn default_retries() -> u32 {
+        Self::DEFAULT_RETRIES
+    }
+
+    fn default_failure_hold() -> Duration {
+        Self::DEFAULT_FAILURE_HOLD
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -181,6 +245,41 @@ impl LbConfig {
                     format!("{key}.backend"),
                     format!("no [[backend]] is named `{}`", listener.backend),
                 );
+            }
+            if listener.max_connections == Some(0) {
+                issues.add(
+                    format!("{key}.max_connections"),
+                    "0 would refuse every connection; leave it out for no limit",
+                );
+            }
+            if !listener.routes.is_empty() && listener.mode != ListenerMode::TlsPassthrough {
+                issues.add(
+                    format!("{key}.route"),
+                    format!(
+                        "routes by SNI need mode = \"tls-passthrough\", not \"{}\"",
+                        listener.mode.as_str()
+                    ),
+                );
+            }
+            for (j, route) in listener.routes.iter().enumerate() {
+                let route_key = format!("{key}.route[{j}]");
+                if !backends.contains(&route.backend) {
+                    issues.add(
+                        format!("{route_key}.backend"),
+                        format!("no [[backend]] is named `{}`", route.backend),
+                    );
+                }
+                if route.sni.is_empty() {
+                    issues.add(
+                        format!("{route_key}.sni"),
+                        "a route needs at least one name",
+                    );
+                }
+                for (k, name) in route.sni.iter().enumerate() {
+                    if let Err(problem) = crate::sni::SniPattern::parse(name) {
+                        issues.add(format!("{route_key}.sni[{k}]"), problem);
+                    }
+                }
             }
         }
     }

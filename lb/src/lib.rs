@@ -7,6 +7,7 @@ pub mod balance;
 pub mod config;
 pub mod daemon;
 pub mod metrics;
+pub mod sni;
 
 pub use config::LbConfig;
 pub use daemon::LbDaemon;
