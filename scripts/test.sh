@@ -10,6 +10,7 @@ declare -A needs=(
   [promtool]=prometheus            # `promtool check metrics`
   [systemd-analyze]=systemd        # `systemd-analyze verify` on the units
   [curl]=curl                      # real HTTP client in the daemon tests
+  [nginx]=nginx-light              # real backends behind lab-lb
   [openssl]=openssl
   [ip]=iproute2
 )

@@ -1,42 +1,218 @@
-//! The balancer as the shared lifecycle runs it.
-//!
-//! The proxying data path (listeners, balancing, health checks) lands with its own issue; until
-//! then the daemon loads, validates, reloads and reports its configuration.
+//! The balancer as the shared lifecycle runs it: listeners bound from the config, rebuilt on
+//! reload without dropping a connection, drained on stop.
 
-use crate::config::LbConfig;
+use crate::config::{LbConfig, Listener, ListenerMode};
+use crate::listener::{self, BindError, ListenerSlot};
 use crate::metrics::LbMetrics;
-use lab_daemon::Daemon;
+use crate::pool::{Pool, ServerStates};
+use crate::proxy::{L4Proxy, Routing};
+use crate::sni::SniPattern;
+use lab_daemon::{Daemon, Name};
+use pingora_core::connectors::TransportConnector;
 use prometheus_client::registry::Registry;
-use std::convert::Infallible;
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::task::TaskTracker;
 
 pub struct LbDaemon {
     config: Arc<LbConfig>,
     metrics: LbMetrics,
+    connector: Arc<TransportConnector>,
+    states: ServerStates,
+    pools: HashMap<Name, Arc<Pool>>,
+    slots: Vec<ListenerSlot>,
+    connections: TaskTracker,
+    health_refresh: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LbError {
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error("listener `{listener}` names backend `{backend}`, which is not configured")]
+    UnknownBackend { listener: Name, backend: Name },
+    #[error("listener `{listener}`: {problem}")]
+    BadRoute { listener: Name, problem: String },
 }
 
 impl LbDaemon {
     pub fn config(&self) -> &LbConfig {
         &self.config
     }
-}
 
-impl Daemon for LbDaemon {
-    type Config = LbConfig;
-    type Error = Infallible;
-
-    async fn start(config: Arc<LbConfig>, registry: &mut Registry) -> Result<Self, Infallible> {
-        let metrics = LbMetrics::register(registry);
-        metrics.describe(&config);
-        Ok(Self { config, metrics })
+    fn build_pools(
+        config: &LbConfig,
+        states: &mut ServerStates,
+        metrics: &LbMetrics,
+    ) -> HashMap<Name, Arc<Pool>> {
+        config
+            .backends
+            .iter()
+            .map(|b| (b.name.clone(), Arc::new(Pool::new(b, states, metrics))))
+            .collect()
     }
 
-    async fn reload(&mut self, config: Arc<LbConfig>) -> Result<(), Infallible> {
+    fn build_proxy(
+        &self,
+        listener: &Listener,
+        pools: &HashMap<Name, Arc<Pool>>,
+    ) -> Result<Arc<L4Proxy>, LbError> {
+        let pool = |backend: &Name| {
+            pools
+                .get(backend)
+                .cloned()
+                .ok_or_else(|| LbError::UnknownBackend {
+                    listener: listener.name.clone(),
+                    backend: backend.clone(),
+                })
+        };
+        let mut by_sni = Vec::new();
+        for route in &listener.routes {
+            let target = pool(&route.backend)?;
+            for name in &route.sni {
+                let pattern = SniPattern::parse(name).map_err(|problem| LbError::BadRoute {
+                    listener: listener.name.clone(),
+                    problem,
+                })?;
+                by_sni.push((pattern, target.clone()));
+            }
+        }
+        Ok(Arc::new(L4Proxy {
+            listener: listener.name.clone(),
+            routing: Routing {
+                default: pool(&listener.backend)?,
+                by_sni,
+                passthrough: listener.mode == ListenerMode::TlsPassthrough,
+                idle_timeout: listener.idle_timeout,
+                hello_timeout: listener.hello_timeout,
+            },
+            metrics: self.metrics.listener(listener.name.as_str()),
+            connector: self.connector.clone(),
+            max_connections: listener.max_connections.map(|m| m as usize),
+        }))
+    }
+
+    /// Makes the running listeners those of `config`: sockets whose address stays are kept and
+    /// get the new proxy; new addresses are bound first, so a taken port changes nothing.
+    async fn apply(&mut self, config: Arc<LbConfig>) -> Result<(), LbError> {
+        let mut states = self.states.clone();
+        let pools = Self::build_pools(&config, &mut states, &self.metrics);
+        let mut proxies = Vec::with_capacity(config.listeners.len());
+        for listener in &config.listeners {
+            proxies.push((listener.listen, self.build_proxy(listener, &pools)?));
+        }
+        let mut new_sockets = HashMap::new();
+        for (address, _) in &proxies {
+            if !self.slots.iter().any(|s| s.address == *address) {
+                new_sockets.insert(*address, listener::bind(*address).await?);
+            }
+        }
+        // Nothing below fails: the new configuration takes over.
+        let mut kept = Vec::new();
+        for slot in std::mem::take(&mut self.slots) {
+            match proxies.iter().find(|(address, _)| *address == slot.address) {
+                Some((_, proxy)) => {
+                    slot.replace_app(proxy.clone());
+                    kept.push(slot);
+                }
+                None => {
+                    tracing::info!(address = %slot.address, "listener removed; its connections drain");
+                    slot.stop_accepting().await;
+                }
+            }
+        }
+        for (address, proxy) in proxies {
+            if let Some(socket) = new_sockets.remove(&address) {
+                tracing::info!(listener = %proxy.listener, %address, "listening");
+                kept.push(ListenerSlot::start(
+                    socket,
+                    address,
+                    proxy,
+                    self.connections.clone(),
+                ));
+            }
+        }
+        self.slots = kept;
+        self.metrics.forget_removed_servers(&self.config, &config);
         self.metrics.describe(&config);
+        states.retain(|(backend, address), _| {
+            config
+                .backends
+                .iter()
+                .any(|b| &b.name == backend && b.servers.iter().any(|s| &s.address == address))
+        });
+        self.states = states;
+        self.pools = pools;
         self.config = config;
         Ok(())
     }
 
-    async fn drain(self, _timeout: Duration) {}
+    /// The addresses being listened on now.
+    pub fn listening(&self) -> Vec<SocketAddr> {
+        self.slots.iter().map(|s| s.address).collect()
+    }
+}
+
+impl Daemon for LbDaemon {
+    type Config = LbConfig;
+    type Error = LbError;
+
+    async fn start(config: Arc<LbConfig>, registry: &mut Registry) -> Result<Self, LbError> {
+        let metrics = LbMetrics::register(registry);
+        let empty = Arc::new(LbConfig {
+            listeners: Vec::new(),
+            backends: Vec::new(),
+            ..(*config).clone()
+        });
+        let mut daemon = Self {
+            config: empty,
+            metrics,
+            connector: Arc::new(TransportConnector::new(None)),
+            states: ServerStates::new(),
+            pools: HashMap::new(),
+            slots: Vec::new(),
+            connections: TaskTracker::new(),
+            health_refresh: tokio::spawn(async {}),
+        };
+        daemon.apply(config).await?;
+        daemon.health_refresh = tokio::spawn(refresh_server_up(daemon.pools_handle()));
+        Ok(daemon)
+    }
+
+    async fn reload(&mut self, config: Arc<LbConfig>) -> Result<(), LbError> {
+        self.apply(config).await?;
+        self.health_refresh.abort();
+        self.health_refresh = tokio::spawn(refresh_server_up(self.pools_handle()));
+        Ok(())
+    }
+
+    async fn drain(self, _timeout: Duration) {
+        self.health_refresh.abort();
+        for slot in self.slots {
+            slot.stop_accepting().await;
+        }
+        self.connections.close();
+        // The lifecycle bounds this wait by the drain timeout.
+        self.connections.wait().await;
+    }
+}
+
+impl LbDaemon {
+    fn pools_handle(&self) -> Vec<Arc<Pool>> {
+        self.pools.values().cloned().collect()
+    }
+}
+
+/// Held-down servers come back on their own once their hold runs out; keep `server_up` true to
+/// that without waiting for the next connection.
+async fn refresh_server_up(pools: Vec<Arc<Pool>>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        for pool in &pools {
+            pool.refresh_health_metrics();
+        }
+    }
 }

@@ -4,10 +4,15 @@
 //! service the shared lifecycle in `lab_daemon` runs.
 
 pub mod balance;
+mod clock;
 pub mod config;
 pub mod daemon;
+pub mod listener;
 pub mod metrics;
+pub mod pool;
+pub mod proxy;
 pub mod sni;
+pub mod splice;
 
 pub use config::LbConfig;
 pub use daemon::LbDaemon;

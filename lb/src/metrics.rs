@@ -1,10 +1,14 @@
-//! `lab_lb_*` metrics describing what the balancer is configured to do.
+//! `lab_lb_*` metrics: what the balancer is configured to do, and what it does per listener and
+//! per backend server. Handles are resolved once per listener and server, so the data path only
+//! touches atomics.
 
 use crate::config::LbConfig;
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BackendLabel {
@@ -19,16 +23,113 @@ pub struct ListenerLabels {
     pub backend: String,
 }
 
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabel {
+    pub listener: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    pub listener: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerLabels {
+    pub backend: String,
+    pub server: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn duration_histogram() -> Histogram {
+    // From a health probe's milliseconds to an hour-long `kubectl logs -f`.
+    Histogram::new([0.005, 0.05, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0])
+}
+
+/// Why a connection was closed without reaching a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The listener's `max_connections` was reached.
+    Limit,
+    /// No server of the backend was up, or every one tried failed to connect.
+    NoServer,
+    /// `tls-passthrough`: no ClientHello, a malformed one, or none in time.
+    BadHello,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Limit => "limit",
+            Refusal::NoServer => "no_server",
+            Refusal::BadHello => "bad_hello",
+        }
+    }
+}
+
+#[derive(Clone)]
 pub struct LbMetrics {
     listeners: Family<ListenerLabels, Gauge>,
     backend_servers: Family<BackendLabel, Gauge>,
+    accepted: Family<ListenerLabel, Counter>,
+    active: Family<ListenerLabel, Gauge>,
+    refused: Family<RefusedLabels, Counter>,
+    received: Family<ListenerLabel, Counter>,
+    sent: Family<ListenerLabel, Counter>,
+    duration: HistogramFamily<ListenerLabel>,
+    server_up: Family<ServerLabels, Gauge>,
+    server_active: Family<ServerLabels, Gauge>,
+    server_connect_failures: Family<ServerLabels, Counter>,
+}
+
+/// One listener's handles.
+#[derive(Clone)]
+pub struct ListenerMetrics {
+    pub accepted: Counter,
+    pub active: Gauge,
+    pub received_bytes: Counter,
+    pub sent_bytes: Counter,
+    pub duration: Histogram,
+    refused: Family<RefusedLabels, Counter>,
+    name: String,
+}
+
+impl ListenerMetrics {
+    pub fn refused(&self, why: Refusal) {
+        self.refused
+            .get_or_create(&RefusedLabels {
+                listener: self.name.clone(),
+                reason: why.as_str().to_owned(),
+            })
+            .inc();
+    }
+}
+
+/// One backend server's handles.
+#[derive(Clone)]
+pub struct ServerMetrics {
+    pub up: Gauge,
+    pub active: Gauge,
+    pub connect_failures: Counter,
 }
 
 impl LbMetrics {
     /// Registers on a registry already prefixed with `lab_lb`.
     pub fn register(registry: &mut Registry) -> Self {
-        let metrics = Self::default();
+        let metrics = Self {
+            listeners: Family::default(),
+            backend_servers: Family::default(),
+            accepted: Family::default(),
+            active: Family::default(),
+            refused: Family::default(),
+            received: Family::default(),
+            sent: Family::default(),
+            duration: Family::new_with_constructor(duration_histogram),
+            server_up: Family::default(),
+            server_active: Family::default(),
+            server_connect_failures: Family::default(),
+        };
         registry.register(
             "listener_configured",
             "Listeners in the running configuration (always 1; the labels describe each)",
@@ -39,11 +140,92 @@ impl LbMetrics {
             "Servers configured in each backend",
             metrics.backend_servers.clone(),
         );
+        registry.register(
+            "connections_accepted",
+            "Connections accepted, per listener",
+            metrics.accepted.clone(),
+        );
+        registry.register(
+            "connections_active",
+            "Connections open now, per listener",
+            metrics.active.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections closed without reaching a server, per listener and reason",
+            metrics.refused.clone(),
+        );
+        registry.register_with_unit(
+            "client_received",
+            "Bytes received from clients, per listener",
+            Unit::Bytes,
+            metrics.received.clone(),
+        );
+        registry.register_with_unit(
+            "client_sent",
+            "Bytes sent to clients, per listener",
+            Unit::Bytes,
+            metrics.sent.clone(),
+        );
+        registry.register_with_unit(
+            "connection_duration",
+            "How long proxied connections lasted, per listener",
+            Unit::Seconds,
+            metrics.duration.clone(),
+        );
+        registry.register(
+            "server_up",
+            "Whether a backend server takes new connections (1) or is held down (0)",
+            metrics.server_up.clone(),
+        );
+        registry.register(
+            "server_active_connections",
+            "Connections open now to each backend server",
+            metrics.server_active.clone(),
+        );
+        registry.register(
+            "server_connect_failures",
+            "Connections to a backend server that failed or timed out",
+            metrics.server_connect_failures.clone(),
+        );
         metrics
     }
 
-    /// Makes the configuration metrics describe `config`, dropping series of removed listeners
-    /// and backends.
+    pub fn listener(&self, name: &str) -> ListenerMetrics {
+        let label = ListenerLabel {
+            listener: name.to_owned(),
+        };
+        for reason in [Refusal::Limit, Refusal::NoServer, Refusal::BadHello] {
+            drop(self.refused.get_or_create(&RefusedLabels {
+                listener: name.to_owned(),
+                reason: reason.as_str().to_owned(),
+            }));
+        }
+        ListenerMetrics {
+            accepted: self.accepted.get_or_create(&label).clone(),
+            active: self.active.get_or_create(&label).clone(),
+            received_bytes: self.received.get_or_create(&label).clone(),
+            sent_bytes: self.sent.get_or_create(&label).clone(),
+            duration: self.duration.get_or_create(&label).clone(),
+            refused: self.refused.clone(),
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn server(&self, backend: &str, server: &str) -> ServerMetrics {
+        let labels = ServerLabels {
+            backend: backend.to_owned(),
+            server: server.to_owned(),
+        };
+        ServerMetrics {
+            up: self.server_up.get_or_create(&labels).clone(),
+            active: self.server_active.get_or_create(&labels).clone(),
+            connect_failures: self.server_connect_failures.get_or_create(&labels).clone(),
+        }
+    }
+
+    /// Makes the configuration metrics describe `config`, dropping series of removed listeners,
+    /// backends and servers.
     pub fn describe(&self, config: &LbConfig) {
         self.listeners.clear();
         for listener in &config.listeners {
@@ -63,6 +245,28 @@ impl LbMetrics {
                     backend: backend.name.to_string(),
                 })
                 .set(backend.servers.len() as i64);
+        }
+    }
+
+    /// Drops the series of servers that `previous` had and `current` no longer has.
+    pub fn forget_removed_servers(&self, previous: &LbConfig, current: &LbConfig) {
+        let servers = |config: &LbConfig| -> Vec<ServerLabels> {
+            config
+                .backends
+                .iter()
+                .flat_map(|b| {
+                    b.servers.iter().map(|s| ServerLabels {
+                        backend: b.name.to_string(),
+                        server: s.address.to_string(),
+                    })
+                })
+                .collect()
+        };
+        let kept = servers(current);
+        for gone in servers(previous).into_iter().filter(|s| !kept.contains(s)) {
+            self.server_up.remove(&gone);
+            self.server_active.remove(&gone);
+            self.server_connect_failures.remove(&gone);
         }
     }
 }

@@ -118,3 +118,41 @@ impl Drop for DaemonProcess {
         }
     }
 }
+
+/// A daemon started on a config of the test's and known to be ready.
+pub struct Started {
+    pub process: DaemonProcess,
+    pub notify: crate::NotifySocket,
+    pub config_path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Started {
+    /// Writes `config` to a file, starts `bin` on it and waits for `READY=1`.
+    pub fn start(bin: &str, config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let config_path = dir.path().join("daemon.toml");
+        std::fs::write(&config_path, config).unwrap_or_else(|e| panic!("{e}"));
+        let mut notify = crate::NotifySocket::new();
+        let process = DaemonProcess::start(bin, &config_path, notify.path());
+        notify.expect(&["READY=1"], Duration::from_secs(20));
+        Self {
+            process,
+            notify,
+            config_path,
+            _dir: dir,
+        }
+    }
+
+    /// Replaces the config file atomically, sends SIGHUP and waits for the reload to finish;
+    /// returns the `READY=1` notification (its `STATUS=` says whether it was refused).
+    pub fn reload(&mut self, config: &str) -> String {
+        let temp = self.config_path.with_extension("new");
+        std::fs::write(&temp, config).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::rename(&temp, &self.config_path).unwrap_or_else(|e| panic!("{e}"));
+        self.process.signal(Signal::SIGHUP);
+        self.notify
+            .expect(&["RELOADING=1"], Duration::from_secs(20));
+        self.notify.expect(&["READY=1"], Duration::from_secs(20))
+    }
+}

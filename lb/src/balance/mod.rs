@@ -15,6 +15,7 @@ pub use weighted_round_robin::WeightedRoundRobin;
 use crate::config::Balance as Algorithm;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// What an algorithm may know about a server.
 #[derive(Debug)]
@@ -22,16 +23,21 @@ pub struct Candidate {
     pub address: SocketAddr,
     /// Relative share of connections; 0 means never chosen.
     pub weight: u32,
-    /// Connections currently proxied to this server.
-    pub active: AtomicUsize,
+    /// Connections currently proxied to this server. Shared with the previous configuration's
+    /// candidate for the same server, so a reload does not forget the load.
+    pub active: Arc<AtomicUsize>,
 }
 
 impl Candidate {
     pub fn new(address: SocketAddr, weight: u32) -> Self {
+        Self::with_counter(address, weight, Arc::default())
+    }
+
+    pub fn with_counter(address: SocketAddr, weight: u32, active: Arc<AtomicUsize>) -> Self {
         Self {
             address,
             weight,
-            active: AtomicUsize::new(0),
+            active,
         }
     }
 

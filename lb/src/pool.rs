@@ -1,0 +1,195 @@
+//! A backend as it runs: its servers, their passive health, the balancing algorithm, and
+//! connecting to one server with bounded retries.
+
+use crate::balance::{self, Balance, Candidate};
+use crate::clock;
+use crate::config::Backend;
+use crate::metrics::{LbMetrics, ServerMetrics};
+use lab_daemon::Name;
+use pingora_core::connectors::TransportConnector;
+use pingora_core::protocols::Stream;
+use pingora_core::upstreams::peer::BasicPeer;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// State of one server that outlives a reload: load, and when a failed server may be tried again.
+#[derive(Debug, Default)]
+pub struct ServerState {
+    pub active: Arc<AtomicUsize>,
+    /// `clock::now_ms()` until which the server gets no new connections; 0 when never held.
+    held_until: AtomicU64,
+}
+
+impl ServerState {
+    pub fn available(&self, now: u64) -> bool {
+        self.held_until.load(Ordering::Relaxed) <= now
+    }
+
+    fn hold(&self, until: u64) {
+        self.held_until.fetch_max(until, Ordering::Relaxed);
+    }
+}
+
+/// Server states by (backend, address), carried from one configuration to the next.
+pub type ServerStates = HashMap<(Name, SocketAddr), Arc<ServerState>>;
+
+struct Server {
+    peer: BasicPeer,
+    state: Arc<ServerState>,
+    metrics: ServerMetrics,
+}
+
+pub struct Pool {
+    pub name: Name,
+    candidates: Vec<Candidate>,
+    servers: Vec<Server>,
+    balance: Box<dyn Balance>,
+    connect_timeout: Duration,
+    retries: u32,
+    failure_hold: Duration,
+}
+
+/// A connection to a server, counted as active until dropped.
+pub struct Upstream {
+    pub stream: Stream,
+    pub server: SocketAddr,
+    _active: ActiveGuard,
+}
+
+struct ActiveGuard {
+    counter: Arc<AtomicUsize>,
+    gauge: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Ordering::Relaxed);
+        self.gauge.dec();
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("no server of backend `{0}` is up")]
+    NoServerUp(Name),
+    #[error("every server tried in backend `{backend}` failed; last: {last}")]
+    AllFailed { backend: Name, last: String },
+}
+
+impl Pool {
+    /// Builds the runtime of `backend`, reusing the states in `states` for servers it had before.
+    pub fn new(backend: &Backend, states: &mut ServerStates, metrics: &LbMetrics) -> Self {
+        let mut candidates = Vec::with_capacity(backend.servers.len());
+        let mut servers = Vec::with_capacity(backend.servers.len());
+        for server in &backend.servers {
+            let state = states
+                .entry((backend.name.clone(), server.address))
+                .or_default()
+                .clone();
+            candidates.push(Candidate::with_counter(
+                server.address,
+                server.weight,
+                state.active.clone(),
+            ));
+            let mut peer = BasicPeer::new(&server.address.to_string());
+            peer.options.connection_timeout = Some(backend.connect_timeout);
+            let server_metrics = metrics.server(backend.name.as_str(), &server.address.to_string());
+            server_metrics
+                .up
+                .set(i64::from(state.available(clock::now_ms())));
+            servers.push(Server {
+                peer,
+                state,
+                metrics: server_metrics,
+            });
+        }
+        let balance = balance::build(backend.balance, &candidates);
+        Self {
+            name: backend.name.clone(),
+            candidates,
+            servers,
+            balance,
+            connect_timeout: backend.connect_timeout,
+            retries: backend.retries,
+            failure_hold: backend.failure_hold,
+        }
+    }
+
+    /// Connects to a server for `client`: the one the algorithm picks among those up; on failure
+    /// that server is held down and the next is tried, at most `retries` more times.
+    pub async fn connect(
+        &self,
+        client: IpAddr,
+        connector: &TransportConnector,
+    ) -> Result<Upstream, ConnectError> {
+        let mut tried: Vec<usize> = Vec::new();
+        let mut last_error = None;
+        for _ in 0..=self.retries {
+            let now = clock::now_ms();
+            let eligible = |i: usize| !tried.contains(&i) && self.servers[i].state.available(now);
+            let Some(i) = self.balance.pick(client, &self.candidates, &eligible) else {
+                break;
+            };
+            tried.push(i);
+            let server = &self.servers[i];
+            let address = self.candidates[i].address;
+            // Counted before connecting so concurrent picks see the load on the way.
+            server.state.active.fetch_add(1, Ordering::Relaxed);
+            server.metrics.active.inc();
+            let guard = ActiveGuard {
+                counter: server.state.active.clone(),
+                gauge: server.metrics.active.clone(),
+            };
+            let attempt =
+                tokio::time::timeout(self.connect_timeout, connector.new_stream(&server.peer))
+                    .await;
+            let error = match attempt {
+                Ok(Ok(stream)) => {
+                    server.metrics.up.set(1);
+                    return Ok(Upstream {
+                        stream,
+                        server: address,
+                        _active: guard,
+                    });
+                }
+                Ok(Err(e)) => e.root_cause().to_string(),
+                Err(_) => format!("no answer within {:?}", self.connect_timeout),
+            };
+            drop(guard);
+            server.metrics.connect_failures.inc();
+            server.metrics.up.set(0);
+            server
+                .state
+                .hold(clock::now_ms() + clock::ms(self.failure_hold));
+            tracing::warn!(
+                backend = %self.name,
+                server = %address,
+                error = %error,
+                hold = ?self.failure_hold,
+                "server failed to connect; holding it down"
+            );
+            last_error = Some(error);
+        }
+        Err(match last_error {
+            None => ConnectError::NoServerUp(self.name.clone()),
+            Some(last) => ConnectError::AllFailed {
+                backend: self.name.clone(),
+                last,
+            },
+        })
+    }
+
+    /// Refreshes `server_up` for servers whose hold has run out.
+    pub fn refresh_health_metrics(&self) {
+        let now = clock::now_ms();
+        for server in &self.servers {
+            server
+                .metrics
+                .up
+                .set(i64::from(server.state.available(now)));
+        }
+    }
+}

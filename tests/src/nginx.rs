@@ -1,0 +1,161 @@
+//! Real nginx backends on loopback, each answering with its own name, so a test can see which
+//! server a request reached.
+
+use crate::ports;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A certificate and key for `name`, made with the real `openssl`.
+pub struct Certificate {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+pub fn self_signed(dir: &Path, name: &str) -> Certificate {
+    let cert = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .args([
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            &format!("subjectAltName=DNS:{name}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run openssl: {e}"));
+    assert!(status.success(), "openssl req failed for {name}");
+    Certificate { cert, key }
+}
+
+pub struct Nginx {
+    pub name: String,
+    pub address: SocketAddr,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+/// Size of `/big`, served slowly (`limit_rate`) for tests that need a long-lived stream.
+pub const BIG_BYTES: usize = 512 * 1024;
+
+impl Nginx {
+    /// Plain HTTP: `GET /` answers `<name>\n`.
+    pub fn http(name: &str) -> Self {
+        Self::start(name, None)
+    }
+
+    /// HTTPS with a certificate for `name`: `GET /` answers `<name>\n`.
+    pub fn https(name: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let certificate = self_signed(dir.path(), name);
+        Self::start_in(dir, name, Some(certificate))
+    }
+
+    fn start(name: &str, certificate: Option<Certificate>) -> Self {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        Self::start_in(dir, name, certificate)
+    }
+
+    fn start_in(dir: tempfile::TempDir, name: &str, certificate: Option<Certificate>) -> Self {
+        let address = ports::free_tcp();
+        let d = dir.path().display();
+        let (ssl, tls_lines) = match &certificate {
+            Some(c) => (
+                " ssl",
+                format!(
+                    "ssl_certificate {}; ssl_certificate_key {};",
+                    c.cert.display(),
+                    c.key.display()
+                ),
+            ),
+            None => ("", String::new()),
+        };
+        std::fs::write(dir.path().join("big"), vec![b'x'; BIG_BYTES])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let config = format!(
+            "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+  keepalive_timeout 60s;
+  server {{
+    listen {address}{ssl};
+    {tls_lines}
+    location = / {{ default_type text/plain; return 200 \"{name}\\n\"; }}
+    location = /big {{ alias {d}/big; limit_rate 128k; }}
+  }}
+}}
+"
+        );
+        std::fs::write(dir.path().join("nginx.conf"), config).unwrap_or_else(|e| panic!("{e}"));
+        let mut nginx = Self {
+            name: name.to_owned(),
+            address,
+            dir,
+            child: None,
+        };
+        nginx.restart();
+        nginx
+    }
+
+    /// (Re)starts nginx on the same address and waits until it accepts connections.
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(self.dir.path())
+            .arg("-c")
+            .arg(self.dir.path().join("nginx.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run nginx (installed by the README's test command?): {e}")
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(self.address).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nginx {} did not start on {}",
+                self.name,
+                self.address
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops nginx; its port refuses connections afterwards.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
