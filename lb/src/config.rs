@@ -105,6 +105,79 @@ pub struct Backend {
     /// A server that refused or timed out a connection gets no new ones for this long.
     #[serde(with = "humantime_serde", default = "Backend::default_failure_hold")]
     pub failure_hold: Duration,
+    /// Active checks; without them a server counts as up unless connecting to it fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+}
+
+/// `[backend.health_check]`: how servers are probed, and how many results flip their state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    pub kind: HealthCheckKind,
+    #[serde(with = "humantime_serde", default = "HealthCheck::default_interval")]
+    pub interval: Duration,
+    #[serde(with = "humantime_serde", default = "HealthCheck::default_timeout")]
+    pub timeout: Duration,
+    /// Consecutive successes that bring a down server up.
+    #[serde(default = "HealthCheck::default_rise")]
+    pub rise: u32,
+    /// Consecutive failures that take an up server down.
+    #[serde(default = "HealthCheck::default_fall")]
+    pub fall: u32,
+    /// `http` and `https`: the path requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// `http` and `https`: statuses that count as alive. The kube-apiserver answers anonymous
+    /// `/readyz` with 401 when anonymous auth is off, so `[200, 401]` suits it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expect_status: Vec<u16>,
+    /// `Host` header and TLS server name; the server's IP when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthCheckKind {
+    /// The server accepts a TCP connection.
+    Tcp,
+    /// The server completes a TLS handshake (its certificate is not verified: liveness only).
+    Tls,
+    Http,
+    Https,
+}
+
+impl HealthCheck {
+    fn default_interval() -> Duration {
+        Duration::from_secs(2)
+    }
+
+    fn default_timeout() -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn default_rise() -> u32 {
+        2
+    }
+
+    fn default_fall() -> u32 {
+        3
+    }
+
+    /// The path an HTTP(S) check requests.
+    pub fn path(&self) -> &str {
+        self.path.as_deref().unwrap_or("/")
+    }
+
+    /// Statuses an HTTP(S) check accepts.
+    pub fn expected_statuses(&self) -> Vec<u16> {
+        if self.expect_status.is_empty() {
+            vec![200]
+        } else {
+            self.expect_status.clone()
+        }
+    }
 }
 
 impl Backend {
@@ -328,6 +401,9 @@ impl LbConfig {
                     );
                 }
             }
+            if let Some(check) = &backend.health_check {
+                validate_health_check(check, &format!("{key}.health_check"), issues);
+            }
             if !backend.servers.is_empty() && backend.servers.iter().all(|s| s.weight == 0) {
                 issues.add(
                     key,
@@ -337,6 +413,65 @@ impl LbConfig {
                     ),
                 );
             }
+        }
+    }
+}
+
+fn validate_health_check(check: &HealthCheck, key: &str, issues: &mut Issues) {
+    for (field, value) in [("rise", check.rise), ("fall", check.fall)] {
+        if value == 0 {
+            issues.add(format!("{key}.{field}"), "must be at least 1");
+        }
+    }
+    if check.interval.is_zero() {
+        issues.add(format!("{key}.interval"), "must be longer than 0s");
+    }
+    if check.timeout.is_zero() || check.timeout > check.interval {
+        issues.add(
+            format!("{key}.timeout"),
+            format!(
+                "must be longer than 0s and at most the interval ({:?})",
+                check.interval
+            ),
+        );
+    }
+    let http = matches!(check.kind, HealthCheckKind::Http | HealthCheckKind::Https);
+    if !http && (check.path.is_some() || !check.expect_status.is_empty()) {
+        issues.add(
+            key.to_owned(),
+            "`path` and `expect_status` apply to kind = \"http\" or \"https\" only",
+        );
+    }
+    if let Some(path) = &check.path {
+        if !path.starts_with('/')
+            || path
+                .chars()
+                .any(|c| c.is_ascii_whitespace() || c.is_ascii_control())
+        {
+            issues.add(
+                format!("{key}.path"),
+                format!("`{path}` is not a request path like `/readyz`"),
+            );
+        }
+    }
+    for (i, status) in check.expect_status.iter().enumerate() {
+        if !(100..=599).contains(status) {
+            issues.add(
+                format!("{key}.expect_status[{i}]"),
+                format!("{status} is not an HTTP status"),
+            );
+        }
+    }
+    if let Some(host) = &check.host {
+        if host.is_empty()
+            || host
+                .chars()
+                .any(|c| c.is_ascii_whitespace() || c.is_ascii_control())
+        {
+            issues.add(
+                format!("{key}.host"),
+                format!("`{host}` is not a host name"),
+            );
         }
     }
 }

@@ -2,6 +2,7 @@
 //! reload without dropping a connection, drained on stop.
 
 use crate::config::{LbConfig, Listener, ListenerMode};
+use crate::health;
 use crate::listener::{self, BindError, ListenerSlot};
 use crate::metrics::LbMetrics;
 use crate::pool::{Pool, ServerStates};
@@ -24,7 +25,8 @@ pub struct LbDaemon {
     pools: HashMap<Name, Arc<Pool>>,
     slots: Vec<ListenerSlot>,
     connections: TaskTracker,
-    health_refresh: tokio::task::JoinHandle<()>,
+    /// The `server_up` refresher and the active health checks of the running pools.
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -174,22 +176,23 @@ impl Daemon for LbDaemon {
             pools: HashMap::new(),
             slots: Vec::new(),
             connections: TaskTracker::new(),
-            health_refresh: tokio::spawn(async {}),
+            background: Vec::new(),
         };
         daemon.apply(config).await?;
-        daemon.health_refresh = tokio::spawn(refresh_server_up(daemon.pools_handle()));
+        daemon.restart_background();
         Ok(daemon)
     }
 
     async fn reload(&mut self, config: Arc<LbConfig>) -> Result<(), LbError> {
         self.apply(config).await?;
-        self.health_refresh.abort();
-        self.health_refresh = tokio::spawn(refresh_server_up(self.pools_handle()));
+        self.restart_background();
         Ok(())
     }
 
     async fn drain(self, _timeout: Duration) {
-        self.health_refresh.abort();
+        for task in &self.background {
+            task.abort();
+        }
         for slot in self.slots {
             slot.stop_accepting().await;
         }
@@ -200,8 +203,20 @@ impl Daemon for LbDaemon {
 }
 
 impl LbDaemon {
-    fn pools_handle(&self) -> Vec<Arc<Pool>> {
-        self.pools.values().cloned().collect()
+    /// (Re)starts the tasks that watch the running pools: health checks and `server_up`.
+    fn restart_background(&mut self) {
+        for task in self.background.drain(..) {
+            task.abort();
+        }
+        let pools: Vec<Arc<Pool>> = self.pools.values().cloned().collect();
+        for backend in &self.config.backends {
+            if let (Some(check), Some(pool)) =
+                (&backend.health_check, self.pools.get(&backend.name))
+            {
+                self.background.extend(health::spawn_checks(pool, check));
+            }
+        }
+        self.background.push(tokio::spawn(refresh_server_up(pools)));
     }
 }
 

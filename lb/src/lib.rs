@@ -7,6 +7,7 @@ pub mod balance;
 mod clock;
 pub mod config;
 pub mod daemon;
+pub mod health;
 pub mod listener;
 pub mod metrics;
 pub mod pool;

@@ -40,6 +40,13 @@ pub struct ServerLabels {
     pub server: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckLabels {
+    pub backend: String,
+    pub server: String,
+    pub result: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn duration_histogram() -> Histogram {
@@ -81,6 +88,12 @@ pub struct LbMetrics {
     server_up: Family<ServerLabels, Gauge>,
     server_active: Family<ServerLabels, Gauge>,
     server_connect_failures: Family<ServerLabels, Counter>,
+    health_checks: Family<CheckLabels, Counter>,
+    health_check_duration: HistogramFamily<ServerLabels>,
+}
+
+fn check_duration_histogram() -> Histogram {
+    Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0])
 }
 
 /// One listener's handles.
@@ -112,6 +125,9 @@ pub struct ServerMetrics {
     pub up: Gauge,
     pub active: Gauge,
     pub connect_failures: Counter,
+    pub checks_passed: Counter,
+    pub checks_failed: Counter,
+    pub check_duration: Histogram,
 }
 
 impl LbMetrics {
@@ -129,6 +145,8 @@ impl LbMetrics {
             server_up: Family::default(),
             server_active: Family::default(),
             server_connect_failures: Family::default(),
+            health_checks: Family::default(),
+            health_check_duration: Family::new_with_constructor(check_duration_histogram),
         };
         registry.register(
             "listener_configured",
@@ -188,6 +206,17 @@ impl LbMetrics {
             "Connections to a backend server that failed or timed out",
             metrics.server_connect_failures.clone(),
         );
+        registry.register(
+            "health_checks",
+            "Active health checks of each backend server, by result",
+            metrics.health_checks.clone(),
+        );
+        registry.register_with_unit(
+            "health_check_duration",
+            "How long active health checks took",
+            Unit::Seconds,
+            metrics.health_check_duration.clone(),
+        );
         metrics
     }
 
@@ -217,10 +246,22 @@ impl LbMetrics {
             backend: backend.to_owned(),
             server: server.to_owned(),
         };
+        let check = |result: &str| {
+            self.health_checks
+                .get_or_create(&CheckLabels {
+                    backend: backend.to_owned(),
+                    server: server.to_owned(),
+                    result: result.to_owned(),
+                })
+                .clone()
+        };
         ServerMetrics {
             up: self.server_up.get_or_create(&labels).clone(),
             active: self.server_active.get_or_create(&labels).clone(),
             connect_failures: self.server_connect_failures.get_or_create(&labels).clone(),
+            checks_passed: check("passed"),
+            checks_failed: check("failed"),
+            check_duration: self.health_check_duration.get_or_create(&labels).clone(),
         }
     }
 
@@ -267,6 +308,14 @@ impl LbMetrics {
             self.server_up.remove(&gone);
             self.server_active.remove(&gone);
             self.server_connect_failures.remove(&gone);
+            self.health_check_duration.remove(&gone);
+            for result in ["passed", "failed"] {
+                self.health_checks.remove(&CheckLabels {
+                    backend: gone.backend.clone(),
+                    server: gone.server.clone(),
+                    result: result.to_owned(),
+                });
+            }
         }
     }
 }

@@ -11,21 +11,42 @@ use pingora_core::protocols::Stream;
 use pingora_core::upstreams::peer::BasicPeer;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// State of one server that outlives a reload: load, and when a failed server may be tried again.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ServerState {
     pub active: Arc<AtomicUsize>,
     /// `clock::now_ms()` until which the server gets no new connections; 0 when never held.
     held_until: AtomicU64,
+    /// What the active health check last decided; true for servers without checks.
+    healthy: AtomicBool,
+}
+
+impl Default for ServerState {
+    fn default() -> Self {
+        Self {
+            active: Arc::default(),
+            held_until: AtomicU64::new(0),
+            healthy: AtomicBool::new(true),
+        }
+    }
 }
 
 impl ServerState {
+    /// Takes new connections: healthy and not held down after a failed connect.
     pub fn available(&self, now: u64) -> bool {
-        self.held_until.load(Ordering::Relaxed) <= now
+        self.is_healthy() && self.held_until.load(Ordering::Relaxed) <= now
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Relaxed);
     }
 
     fn hold(&self, until: u64) {
@@ -40,6 +61,23 @@ struct Server {
     peer: BasicPeer,
     state: Arc<ServerState>,
     metrics: ServerMetrics,
+}
+
+/// What a health checker needs of one server.
+#[derive(Clone)]
+pub struct ServerRef {
+    pub address: SocketAddr,
+    pub state: Arc<ServerState>,
+    pub metrics: ServerMetrics,
+}
+
+impl ServerRef {
+    /// Makes `server_up` say what the state says now.
+    pub fn refresh_up(&self) {
+        self.metrics
+            .up
+            .set(i64::from(self.state.available(clock::now_ms())));
+    }
 }
 
 pub struct Pool {
@@ -148,7 +186,6 @@ impl Pool {
                     .await;
             let error = match attempt {
                 Ok(Ok(stream)) => {
-                    server.metrics.up.set(1);
                     return Ok(Upstream {
                         stream,
                         server: address,
@@ -180,6 +217,18 @@ impl Pool {
                 last,
             },
         })
+    }
+
+    pub fn server_refs(&self) -> Vec<ServerRef> {
+        self.candidates
+            .iter()
+            .zip(&self.servers)
+            .map(|(candidate, server)| ServerRef {
+                address: candidate.address,
+                state: server.state.clone(),
+                metrics: server.metrics.clone(),
+            })
+            .collect()
     }
 
     /// Refreshes `server_up` for servers whose hold has run out.

@@ -57,13 +57,25 @@ fn listener_to_a_missing_backend_and_backend_without_servers_are_refused() {
     );
 }
 
-/// The example, moved onto loopback ports the test picked.
+/// The example, moved onto loopback ports the test picked: listeners, metrics, and the backend
+/// servers too (health checks must never probe the lab's real addresses from a test).
 fn loopback_config() -> DocumentMut {
     let mut config = workspace::config_document("lb.toml");
     config["metrics"]["listen"] = value(ports::free_tcp().to_string());
     if let Some(listeners) = config["listener"].as_array_of_tables_mut() {
         for listener in listeners.iter_mut() {
             listener["listen"] = value(ports::free_tcp().to_string());
+        }
+    }
+    if let Some(backends) = config["backend"].as_array_of_tables_mut() {
+        for backend in backends.iter_mut() {
+            if let Some(servers) = backend["server"].as_array_mut() {
+                for server in servers.iter_mut() {
+                    if let Some(table) = server.as_inline_table_mut() {
+                        table.insert("address", ports::free_tcp().to_string().into());
+                    }
+                }
+            }
         }
     }
     config
@@ -76,7 +88,7 @@ fn add_server_to_workers_http(config: &mut DocumentMut) {
         .find(|b| b["name"].as_str() == Some("workers-http"))
         .unwrap();
     let mut server = InlineTable::new();
-    server.insert("address", "10.10.2.23:80".into());
+    server.insert("address", ports::free_tcp().to_string().into());
     workers["server"].as_array_mut().unwrap().push(server);
 }
 
@@ -86,4 +98,20 @@ fn unit_is_notify_reloadable_and_least_privileged() {
     let service =
         systemd_unit::assert_daemon_unit(&text, "/etc/lab-lb/lb.toml", "CAP_NET_BIND_SERVICE");
     assert!(service.contains(&("PrivateDevices".to_owned(), "yes".to_owned())));
+}
+
+#[test]
+fn health_check_mistakes_are_refused() {
+    let mut config = workspace::config_document("lb.toml");
+    config["backend"][2]["health_check"]["path"] = value("/healthz");
+    config["backend"][0]["health_check"]["timeout"] = value("5s");
+    config_check::document_refused_with(
+        Checker::daemon(BIN),
+        "lb.toml",
+        &config,
+        &[
+            "key `backend[2].health_check`: `path` and `expect_status` apply to kind = \"http\" or \"https\" only",
+            "key `backend[0].health_check.timeout`: must be longer than 0s and at most the interval (2s)",
+        ],
+    );
 }

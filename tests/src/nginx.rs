@@ -57,7 +57,8 @@ pub struct Nginx {
 pub const BIG_BYTES: usize = 512 * 1024;
 
 impl Nginx {
-    /// Plain HTTP: `GET /` answers `<name>\n`.
+    /// Plain HTTP: `GET /` answers `<name>\n`, `GET /readyz` 401 (as an apiserver does to an
+    /// anonymous client), `GET /big` a slow download.
     pub fn http(name: &str) -> Self {
         Self::start(name, None)
     }
@@ -103,6 +104,7 @@ http {{
     {tls_lines}
     location = / {{ default_type text/plain; return 200 \"{name}\\n\"; }}
     location = /big {{ alias {d}/big; limit_rate 128k; }}
+    location = /readyz {{ return 401; }}
   }}
 }}
 "
