@@ -1,5 +1,6 @@
 //! `lb.toml`: listeners, the backends they send to, and the shared daemon sections.
 
+use ipnet::IpNet;
 use lab_daemon::{
     ConfigFile, DaemonConfig, Issues, LogConfig, MetricsConfig, Name, ShutdownConfig,
 };
@@ -42,9 +43,15 @@ pub struct Listener {
     /// exec`, `logs -f` and watches sit idle for minutes.
     #[serde(with = "humantime_serde", default = "Listener::default_idle_timeout")]
     pub idle_timeout: Duration,
-    /// How long a client may take to send its TLS ClientHello (`tls-passthrough`).
+    /// How long a client may take to send its TLS ClientHello (`tls-passthrough`) or PROXY
+    /// header, and how long an untrusted client's first bytes are awaited.
     #[serde(with = "humantime_serde", default = "Listener::default_hello_timeout")]
     pub hello_timeout: Duration,
+    /// Upstream proxies (CIDRs) whose connections start with a PROXY protocol header (v1 or v2)
+    /// naming the real client. A header from any other source is refused. Meant for protocols
+    /// where the client speaks first (TLS, HTTP).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accept_proxy_from: Vec<IpNet>,
 }
 
 impl Listener {
@@ -105,6 +112,9 @@ pub struct Backend {
     /// A server that refused or timed out a connection gets no new ones for this long.
     #[serde(with = "humantime_serde", default = "Backend::default_failure_hold")]
     pub failure_hold: Duration,
+    /// Send a PROXY protocol header with the real client's address to every server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<crate::proxy_protocol::Version>,
     /// Active checks; without them a server counts as up unless connecting to it fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,

@@ -89,6 +89,7 @@ impl LbDaemon {
                 passthrough: listener.mode == ListenerMode::TlsPassthrough,
                 idle_timeout: listener.idle_timeout,
                 hello_timeout: listener.hello_timeout,
+                accept_proxy_from: listener.accept_proxy_from.clone(),
             },
             metrics: self.metrics.listener(listener.name.as_str()),
             connector: self.connector.clone(),

@@ -12,6 +12,7 @@ pub mod listener;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod sni;
 pub mod splice;
 

@@ -63,6 +63,10 @@ pub enum Refusal {
     NoServer,
     /// `tls-passthrough`: no ClientHello, a malformed one, or none in time.
     BadHello,
+    /// A trusted upstream sent no valid PROXY header.
+    BadProxyHeader,
+    /// A PROXY header from a source not in `accept_proxy_from`.
+    UntrustedProxyHeader,
 }
 
 impl Refusal {
@@ -71,6 +75,8 @@ impl Refusal {
             Refusal::Limit => "limit",
             Refusal::NoServer => "no_server",
             Refusal::BadHello => "bad_hello",
+            Refusal::BadProxyHeader => "bad_proxy_header",
+            Refusal::UntrustedProxyHeader => "untrusted_proxy_header",
         }
     }
 }
@@ -224,7 +230,13 @@ impl LbMetrics {
         let label = ListenerLabel {
             listener: name.to_owned(),
         };
-        for reason in [Refusal::Limit, Refusal::NoServer, Refusal::BadHello] {
+        for reason in [
+            Refusal::Limit,
+            Refusal::NoServer,
+            Refusal::BadHello,
+            Refusal::BadProxyHeader,
+            Refusal::UntrustedProxyHeader,
+        ] {
             drop(self.refused.get_or_create(&RefusedLabels {
                 listener: name.to_owned(),
                 reason: reason.as_str().to_owned(),

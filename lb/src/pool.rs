@@ -82,6 +82,8 @@ impl ServerRef {
 
 pub struct Pool {
     pub name: Name,
+    /// Header sent to servers before the client's bytes.
+    pub proxy_protocol: Option<crate::proxy_protocol::Version>,
     candidates: Vec<Candidate>,
     servers: Vec<Server>,
     balance: Box<dyn Balance>,
@@ -147,6 +149,7 @@ impl Pool {
         let balance = balance::build(backend.balance, &candidates);
         Self {
             name: backend.name.clone(),
+            proxy_protocol: backend.proxy_protocol,
             candidates,
             servers,
             balance,

@@ -1,17 +1,21 @@
-//! The L4 proxy, as a pingora [`ServerApp`]: pick a backend (by SNI for `tls-passthrough`),
-//! connect to one of its servers, splice, log one line.
+//! The L4 proxy, as a pingora [`ServerApp`]: learn who the client is (PROXY header from a
+//! trusted upstream), pick a backend (by SNI for `tls-passthrough`), connect to one of its
+//! servers, send what was read so far (after a PROXY header if the backend wants one), splice,
+//! and log one line.
 
 use crate::metrics::{ListenerMetrics, Refusal};
 use crate::pool::Pool;
+use crate::proxy_protocol::{self, Parsed};
 use crate::sni::{parse_client_hello, Hello, SniPattern};
 use crate::splice::{splice, Spliced};
 use async_trait::async_trait;
+use ipnet::IpNet;
 use lab_daemon::Name;
 use pingora_core::apps::ServerApp;
 use pingora_core::connectors::TransportConnector;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,6 +28,7 @@ pub struct Routing {
     pub passthrough: bool,
     pub idle_timeout: Duration,
     pub hello_timeout: Duration,
+    pub accept_proxy_from: Vec<IpNet>,
 }
 
 impl Routing {
@@ -51,80 +56,167 @@ pub struct L4Proxy {
 
 /// Facts about one connection, for its access-log line.
 struct Connection {
+    /// The real client: the peer, or what a trusted PROXY header said.
     client: SocketAddr,
+    /// The address the client connected to, as the client sees it.
+    destination: SocketAddr,
     started: Instant,
     server_name: Option<String>,
 }
 
+/// What reading the client's first bytes decided.
+enum Early {
+    /// Proceed; these bytes were read and must be forwarded.
+    Proceed(Vec<u8>),
+    Refuse(Refusal, &'static str),
+}
+
+fn unspecified() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
+}
+
+/// Reads more from `client` into `received` until `done` says it has enough.
+async fn read_until(
+    client: &mut Stream,
+    received: &mut Vec<u8>,
+    timeout: Duration,
+    mut done: impl FnMut(&[u8]) -> bool,
+) -> Result<(), &'static str> {
+    let read = async {
+        let mut chunk = [0u8; 4096];
+        while !done(received) {
+            match client.read(&mut chunk).await {
+                Ok(0) => return Err("client closed before sending enough"),
+                Ok(n) => received.extend_from_slice(&chunk[..n]),
+                Err(_) => return Err("client connection failed"),
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or(Err("client sent too little in time"))
+}
+
 impl L4Proxy {
-    fn client_address(stream: &Stream) -> SocketAddr {
-        stream
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet().copied()))
-            .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+    fn addresses(stream: &Stream) -> (SocketAddr, SocketAddr) {
+        let digest = stream.get_socket_digest();
+        let inet = |a: Option<&pingora_core::protocols::l4::socket::SocketAddr>| {
+            a.and_then(|a| a.as_inet().copied())
+                .unwrap_or_else(unspecified)
+        };
+        match digest {
+            Some(d) => (inet(d.peer_addr()), inet(d.local_addr())),
+            None => (unspecified(), unspecified()),
+        }
     }
 
-    /// Reads until the ClientHello is complete; returns the bytes read (to forward untouched)
-    /// and the server name.
-    async fn read_hello(
-        client: &mut Stream,
-        timeout: Duration,
-    ) -> Result<(Vec<u8>, Option<String>), &'static str> {
-        let mut received = Vec::with_capacity(1024);
-        let read = async {
-            let mut chunk = [0u8; 4096];
-            loop {
-                match parse_client_hello(&received) {
-                    Hello::Complete { server_name } => return Ok(server_name),
-                    Hello::Invalid(reason) => return Err(reason),
-                    Hello::NeedMore => {}
+    /// PROXY header handling for listeners that accept one: required from trusted sources,
+    /// refused from everyone else.
+    async fn learn_client(&self, client: &mut Stream, connection: &mut Connection) -> Early {
+        let routing = &self.routing;
+        let mut received = Vec::new();
+        if routing.accept_proxy_from.is_empty() {
+            return Early::Proceed(received);
+        }
+        let trusted = routing
+            .accept_proxy_from
+            .iter()
+            .any(|net| net.contains(&connection.client.ip()));
+        if trusted {
+            let read = read_until(client, &mut received, routing.hello_timeout, |r| {
+                !matches!(proxy_protocol::parse(r), Parsed::NeedMore)
+            })
+            .await;
+            if let Err(reason) = read {
+                return Early::Refuse(Refusal::BadProxyHeader, reason);
+            }
+            match proxy_protocol::parse(&received) {
+                Parsed::Header { length, addresses } => {
+                    if let Some((source, destination)) = addresses {
+                        connection.client = source;
+                        connection.destination = destination;
+                    }
+                    Early::Proceed(received.split_off(length))
                 }
-                match client.read(&mut chunk).await {
-                    Ok(0) => return Err("client closed before its ClientHello was complete"),
-                    Ok(n) => received.extend_from_slice(&chunk[..n]),
-                    Err(_) => return Err("client connection failed during the ClientHello"),
+                Parsed::Invalid(reason) => Early::Refuse(Refusal::BadProxyHeader, reason),
+                Parsed::NeedMore => {
+                    Early::Refuse(Refusal::BadProxyHeader, "PROXY header incomplete")
                 }
             }
-        };
-        match tokio::time::timeout(timeout, read).await {
-            Ok(Ok(server_name)) => Ok((received, server_name)),
-            Ok(Err(reason)) => Err(reason),
-            Err(_) => Err("no complete ClientHello in time"),
+        } else {
+            // Enough bytes to tell a PROXY header from anything else; a client that says
+            // nothing in time is let through (its first bytes, when they come, are spliced).
+            let _ = read_until(client, &mut received, routing.hello_timeout, |r| {
+                !r.is_empty() && (!proxy_protocol::looks_like_header(r) || r.len() >= 12)
+            })
+            .await;
+            if proxy_protocol::looks_like_header(&received) {
+                Early::Refuse(
+                    Refusal::UntrustedProxyHeader,
+                    "PROXY header from a source not in accept_proxy_from",
+                )
+            } else {
+                Early::Proceed(received)
+            }
         }
     }
 
     async fn serve(&self, mut client: Stream) {
         let routing = &self.routing;
+        let (peer, local) = Self::addresses(&client);
         let mut connection = Connection {
-            client: Self::client_address(&client),
+            client: peer,
+            destination: local,
             started: Instant::now(),
             server_name: None,
         };
-        let mut first_bytes = Vec::new();
+        let mut received = match self.learn_client(&mut client, &mut connection).await {
+            Early::Proceed(received) => received,
+            Early::Refuse(why, detail) => {
+                self.refuse(&connection, why, detail);
+                return;
+            }
+        };
         if routing.passthrough {
-            match Self::read_hello(&mut client, routing.hello_timeout).await {
-                Ok((bytes, server_name)) => {
-                    first_bytes = bytes;
-                    connection.server_name = server_name;
-                }
-                Err(reason) => {
+            let read = read_until(&mut client, &mut received, routing.hello_timeout, |r| {
+                !matches!(parse_client_hello(r), Hello::NeedMore)
+            })
+            .await;
+            let hello = match read {
+                Ok(()) => parse_client_hello(&received),
+                Err(reason) => Hello::Invalid(reason),
+            };
+            match hello {
+                Hello::Complete { server_name } => connection.server_name = server_name,
+                Hello::Invalid(reason) => {
                     self.refuse(&connection, Refusal::BadHello, reason);
+                    return;
+                }
+                Hello::NeedMore => {
+                    self.refuse(&connection, Refusal::BadHello, "ClientHello incomplete");
                     return;
                 }
             }
         }
         let pool = routing.pool_for(connection.server_name.as_deref());
-        let client_ip: IpAddr = connection.client.ip();
-        let mut upstream = match pool.connect(client_ip, &self.connector).await {
+        let mut upstream = match pool.connect(connection.client.ip(), &self.connector).await {
             Ok(upstream) => upstream,
             Err(e) => {
                 self.refuse(&connection, Refusal::NoServer, &e.to_string());
                 return;
             }
         };
-        if !first_bytes.is_empty() {
+        let mut first = match pool.proxy_protocol {
+            Some(version) => {
+                proxy_protocol::encode(version, connection.client, connection.destination)
+            }
+            None => Vec::new(),
+        };
+        first.extend_from_slice(&received);
+        if !first.is_empty() {
             let forwarded = async {
-                upstream.stream.write_all(&first_bytes).await?;
+                upstream.stream.write_all(&first).await?;
                 upstream.stream.flush().await
             };
             if let Err(e) = forwarded.await {
@@ -137,7 +229,7 @@ impl L4Proxy {
                 );
                 return;
             }
-            self.metrics.received_bytes.inc_by(first_bytes.len() as u64);
+            self.metrics.received_bytes.inc_by(received.len() as u64);
         }
         let spliced = splice(
             &mut client,
@@ -148,7 +240,7 @@ impl L4Proxy {
         )
         .await;
         let spliced = Spliced {
-            from_client: spliced.from_client + first_bytes.len() as u64,
+            from_client: spliced.from_client + received.len() as u64,
             ..spliced
         };
         self.metrics
@@ -168,6 +260,7 @@ impl L4Proxy {
     pub fn refuse_client(&self, client: SocketAddr, why: Refusal, detail: &str) {
         let connection = Connection {
             client,
+            destination: unspecified(),
             started: Instant::now(),
             server_name: None,
         };

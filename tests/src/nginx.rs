@@ -63,19 +63,31 @@ impl Nginx {
         Self::start(name, None)
     }
 
+    /// Plain HTTP behind a PROXY protocol header (v1 or v2, as nginx detects): `GET /` answers
+    /// the client address and port the header announced, `<ip> <port>\n`.
+    pub fn http_behind_proxy_protocol(name: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        Self::start_in(dir, name, None, true)
+    }
+
     /// HTTPS with a certificate for `name`: `GET /` answers `<name>\n`.
     pub fn https(name: &str) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let certificate = self_signed(dir.path(), name);
-        Self::start_in(dir, name, Some(certificate))
+        Self::start_in(dir, name, Some(certificate), false)
     }
 
     fn start(name: &str, certificate: Option<Certificate>) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        Self::start_in(dir, name, certificate)
+        Self::start_in(dir, name, certificate, false)
     }
 
-    fn start_in(dir: tempfile::TempDir, name: &str, certificate: Option<Certificate>) -> Self {
+    fn start_in(
+        dir: tempfile::TempDir,
+        name: &str,
+        certificate: Option<Certificate>,
+        proxy_protocol: bool,
+    ) -> Self {
         let address = ports::free_tcp();
         let d = dir.path().display();
         let (ssl, tls_lines) = match &certificate {
@@ -89,6 +101,14 @@ impl Nginx {
             ),
             None => ("", String::new()),
         };
+        let (proxy, answer) = if proxy_protocol {
+            (
+                " proxy_protocol",
+                "$proxy_protocol_addr $proxy_protocol_port".to_owned(),
+            )
+        } else {
+            ("", name.to_owned())
+        };
         std::fs::write(dir.path().join("big"), vec![b'x'; BIG_BYTES])
             .unwrap_or_else(|e| panic!("{e}"));
         let config = format!(
@@ -100,9 +120,9 @@ http {{
   uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
   keepalive_timeout 60s;
   server {{
-    listen {address}{ssl};
+    listen {address}{ssl}{proxy};
     {tls_lines}
-    location = / {{ default_type text/plain; return 200 \"{name}\\n\"; }}
+    location = / {{ default_type text/plain; return 200 \"{answer}\\n\"; }}
     location = /big {{ alias {d}/big; limit_rate 128k; }}
     location = /readyz {{ return 401; }}
   }}
