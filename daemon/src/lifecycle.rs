@@ -2,7 +2,7 @@
 
 use crate::config::{load, ConfigError, ConfigFile, DaemonConfig};
 use crate::logging::Logging;
-use crate::metrics::{base_registry, MetricsServer, ReloadMetrics};
+use crate::metrics::{base_registry, MetricsServer, Pages, ReloadMetrics, StatusPage};
 use crate::{exit, notify};
 use prometheus_client::registry::Registry;
 use std::future::Future;
@@ -36,6 +36,12 @@ pub trait Daemon: Sized + Send + 'static {
     /// Stops accepting new work and lets established work finish. The lifecycle stops waiting
     /// after `timeout`.
     fn drain(self, timeout: Duration) -> impl Future<Output = ()> + Send;
+
+    /// What `GET /status` on the metrics address shows, if the daemon has a status page. Asked
+    /// once after start; the page must follow reloads itself.
+    fn status_page(&self) -> Option<Arc<dyn StatusPage>> {
+        None
+    }
 }
 
 /// Runs daemon `D` with the config at `path` until SIGTERM or SIGINT; returns the exit status.
@@ -91,7 +97,7 @@ struct Running<D: Daemon> {
     path: PathBuf,
     config: Arc<D::Config>,
     daemon: D,
-    registry: Arc<Registry>,
+    pages: Pages,
     metrics_server: MetricsServer,
     reload_metrics: ReloadMetrics,
     logging: Logging,
@@ -128,8 +134,11 @@ async fn serve<D: Daemon>(path: PathBuf, config: Arc<D::Config>, logging: Loggin
             return exit::code(exit::OS_ERROR);
         }
     };
-    let registry = Arc::new(registry);
-    let metrics_server = match MetricsServer::serve(metrics_listener, registry.clone()) {
+    let pages = Pages {
+        registry: Arc::new(registry),
+        status: daemon.status_page(),
+    };
+    let metrics_server = match MetricsServer::serve(metrics_listener, pages.clone()) {
         Ok(server) => server,
         Err(e) => {
             tracing::error!(error = %e, "cannot serve metrics");
@@ -150,7 +159,7 @@ async fn serve<D: Daemon>(path: PathBuf, config: Arc<D::Config>, logging: Loggin
         path,
         config,
         daemon,
-        registry,
+        pages,
         metrics_server,
         reload_metrics,
         logging,
@@ -271,7 +280,7 @@ impl<D: Daemon> Running<D> {
             .await
             .map_err(ReloadError::Daemon)?;
         if let Some(listener) = moved_metrics {
-            match MetricsServer::serve(listener, self.registry.clone()) {
+            match MetricsServer::serve(listener, self.pages.clone()) {
                 Ok(server) => self.metrics_server = server,
                 Err(e) => tracing::warn!(error = %e, "metrics endpoint kept on its old address"),
             }

@@ -219,6 +219,18 @@ pub enum Balance {
     ConsistentHash,
 }
 
+impl Balance {
+    /// As written in `lb.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::RoundRobin => "round-robin",
+            Balance::WeightedRoundRobin => "weighted-round-robin",
+            Balance::LeastConnections => "least-connections",
+            Balance::ConsistentHash => "consistent-hash",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Server {

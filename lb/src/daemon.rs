@@ -8,6 +8,8 @@ use crate::metrics::LbMetrics;
 use crate::pool::{Pool, ServerStates};
 use crate::proxy::{L4Proxy, Routing};
 use crate::sni::SniPattern;
+use crate::status::{LbStatus, Snapshot};
+use lab_daemon::metrics::StatusPage;
 use lab_daemon::{Daemon, Name};
 use pingora_core::connectors::TransportConnector;
 use prometheus_client::registry::Registry;
@@ -27,6 +29,7 @@ pub struct LbDaemon {
     connections: TaskTracker,
     /// The `server_up` refresher and the active health checks of the running pools.
     background: Vec<tokio::task::JoinHandle<()>>,
+    status: Arc<LbStatus>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,8 +106,11 @@ impl LbDaemon {
         let mut states = self.states.clone();
         let pools = Self::build_pools(&config, &mut states, &self.metrics);
         let mut proxies = Vec::with_capacity(config.listeners.len());
+        let mut status_listeners = Vec::with_capacity(config.listeners.len());
         for listener in &config.listeners {
-            proxies.push((listener.listen, self.build_proxy(listener, &pools)?));
+            let proxy = self.build_proxy(listener, &pools)?;
+            status_listeners.push((listener.clone(), proxy.metrics.clone()));
+            proxies.push((listener.listen, proxy));
         }
         let mut new_sockets = HashMap::new();
         for (address, _) in &proxies {
@@ -147,6 +153,14 @@ impl LbDaemon {
                 .any(|b| &b.name == backend && b.servers.iter().any(|s| &s.address == address))
         });
         self.states = states;
+        self.status.update(Snapshot {
+            listeners: status_listeners,
+            pools: config
+                .backends
+                .iter()
+                .filter_map(|b| pools.get(&b.name).cloned())
+                .collect(),
+        });
         self.pools = pools;
         self.config = config;
         Ok(())
@@ -178,6 +192,7 @@ impl Daemon for LbDaemon {
             slots: Vec::new(),
             connections: TaskTracker::new(),
             background: Vec::new(),
+            status: Arc::new(LbStatus::default()),
         };
         daemon.apply(config).await?;
         daemon.restart_background();
@@ -188,6 +203,10 @@ impl Daemon for LbDaemon {
         self.apply(config).await?;
         self.restart_background();
         Ok(())
+    }
+
+    fn status_page(&self) -> Option<Arc<dyn StatusPage>> {
+        Some(self.status.clone())
     }
 
     async fn drain(self, _timeout: Duration) {

@@ -15,6 +15,7 @@ pub mod proxy;
 pub mod proxy_protocol;
 pub mod sni;
 pub mod splice;
+pub mod status;
 
 pub use config::LbConfig;
 pub use daemon::LbDaemon;

@@ -38,7 +38,12 @@ impl Default for ServerState {
 impl ServerState {
     /// Takes new connections: healthy and not held down after a failed connect.
     pub fn available(&self, now: u64) -> bool {
-        self.is_healthy() && self.held_until.load(Ordering::Relaxed) <= now
+        self.is_healthy() && !self.is_held(now)
+    }
+
+    /// Held down after a failed connect.
+    pub fn is_held(&self, now: u64) -> bool {
+        self.held_until.load(Ordering::Relaxed) > now
     }
 
     pub fn is_healthy(&self) -> bool {
@@ -67,6 +72,7 @@ struct Server {
 #[derive(Clone)]
 pub struct ServerRef {
     pub address: SocketAddr,
+    pub weight: u32,
     pub state: Arc<ServerState>,
     pub metrics: ServerMetrics,
 }
@@ -82,6 +88,7 @@ impl ServerRef {
 
 pub struct Pool {
     pub name: Name,
+    pub algorithm: crate::config::Balance,
     /// Header sent to servers before the client's bytes.
     pub proxy_protocol: Option<crate::proxy_protocol::Version>,
     candidates: Vec<Candidate>,
@@ -149,6 +156,7 @@ impl Pool {
         let balance = balance::build(backend.balance, &candidates);
         Self {
             name: backend.name.clone(),
+            algorithm: backend.balance,
             proxy_protocol: backend.proxy_protocol,
             candidates,
             servers,
@@ -228,6 +236,7 @@ impl Pool {
             .zip(&self.servers)
             .map(|(candidate, server)| ServerRef {
                 address: candidate.address,
+                weight: candidate.weight,
                 state: server.state.clone(),
                 metrics: server.metrics.clone(),
             })

@@ -511,3 +511,68 @@ fn reload_onto_a_taken_port_changes_nothing() {
     assert!(ready.contains("reload refused"), "{ready}");
     assert_eq!(fetch(lb, None).as_deref(), Some("a"));
 }
+
+#[test]
+fn slow_and_abandoned_clients_do_not_hurt_others_and_fds_return_to_baseline() {
+    let backend = Nginx::https("a.example");
+    let (lb, metrics) = (ports::free_tcp(), ports::free_tcp());
+    let _daemon = Started::start(
+        BIN,
+        &config(
+            metrics,
+            &format!(
+                "[[listener]]\nname = \"https\"\nlisten = \"{lb}\"\nmode = \"tls-passthrough\"\nbackend = \"a\"\n\
+                 hello_timeout = \"2s\"\n\n\
+                 [[backend]]\nname = \"a\"\nserver = [{{ address = \"{}\" }}]\n",
+                backend.address
+            ),
+        ),
+    );
+    // Warm up (first TLS, first metrics scrape) before taking the baseline.
+    assert_eq!(fetch_tls(lb, "a.example").0, "a.example");
+    let baseline = metric(metrics, "process_open_fds");
+
+    // A client dripping one byte of a ClientHello per second is cut at the hello timeout,
+    // while others are served meanwhile.
+    let slow = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(lb).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let started = Instant::now();
+        for byte in [0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01] {
+            if stream.write_all(&[byte]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        let mut buf = [0u8; 8];
+        let n = stream.read(&mut buf).unwrap_or(0);
+        (n, started.elapsed())
+    });
+    for _ in 0..3 {
+        assert_eq!(fetch_tls(lb, "a.example").0, "a.example");
+    }
+    let (n, took) = slow.join().unwrap();
+    assert_eq!(n, 0);
+    assert!(
+        took < Duration::from_secs(8),
+        "slow client held for {took:?}"
+    );
+
+    // 1000 connections opened and abandoned (bounded: 1000 sockets, each closed at once).
+    for _ in 0..1000 {
+        drop(TcpStream::connect(lb).unwrap());
+    }
+    assert_eq!(fetch_tls(lb, "a.example").0, "a.example");
+    wait_for(
+        "all abandoned connections to be closed",
+        Duration::from_secs(10),
+        || metric(metrics, "lab_lb_connections_active{listener=\"https\"}") == 0.0,
+    );
+    wait_for(
+        "file descriptors back to baseline",
+        Duration::from_secs(10),
+        || metric(metrics, "process_open_fds") <= baseline,
+    );
+}

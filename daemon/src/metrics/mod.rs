@@ -7,7 +7,7 @@ mod server;
 
 pub use process::ProcessCollector;
 pub use reload::ReloadMetrics;
-pub use server::{encode, MetricsServer};
+pub use server::{encode, MetricsServer, Pages, StatusPage};
 
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;

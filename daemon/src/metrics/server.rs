@@ -1,5 +1,5 @@
-//! A small HTTP/1.1 server for `GET /metrics`, on its own address so scraping never competes
-//! with the data path's listeners.
+//! A small HTTP/1.1 server for `GET /metrics` (and a daemon's `GET /status`), on its own address
+//! so scraping never competes with the data path's listeners.
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -11,6 +11,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+
+/// A daemon's JSON description of what it is doing right now, served at `GET /status`.
+pub trait StatusPage: Send + Sync + 'static {
+    fn json(&self) -> String;
+}
+
+/// What the endpoint serves.
+#[derive(Clone)]
+pub struct Pages {
+    pub registry: Arc<Registry>,
+    pub status: Option<Arc<dyn StatusPage>>,
+}
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -43,9 +55,9 @@ pub struct MetricsServer {
 impl MetricsServer {
     /// Serves `registry` on an already bound listener (binding first lets a reload that moves the
     /// endpoint fail before anything changes).
-    pub fn serve(listener: TcpListener, registry: Arc<Registry>) -> std::io::Result<Self> {
+    pub fn serve(listener: TcpListener, pages: Pages) -> std::io::Result<Self> {
         let address = listener.local_addr()?;
-        let accept_loop = tokio::spawn(accept_loop(listener, registry));
+        let accept_loop = tokio::spawn(accept_loop(listener, pages));
         Ok(Self {
             address,
             accept_loop,
@@ -63,7 +75,7 @@ impl Drop for MetricsServer {
     }
 }
 
-async fn accept_loop(listener: TcpListener, registry: Arc<Registry>) {
+async fn accept_loop(listener: TcpListener, pages: Pages) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _peer)) => stream,
@@ -74,11 +86,11 @@ async fn accept_loop(listener: TcpListener, registry: Arc<Registry>) {
                 continue;
             }
         };
-        let registry = registry.clone();
+        let pages = pages.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
-                let registry = registry.clone();
-                async move { Ok::<_, std::convert::Infallible>(respond(&registry, &request)) }
+                let pages = pages.clone();
+                async move { Ok::<_, std::convert::Infallible>(respond(&pages, &request)) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
@@ -90,8 +102,10 @@ async fn accept_loop(listener: TcpListener, registry: Arc<Registry>) {
     }
 }
 
-fn respond(registry: &Registry, request: &Request<Incoming>) -> Response<Full<Bytes>> {
-    if request.uri().path() != "/metrics" {
+fn respond(pages: &Pages, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = request.uri().path();
+    let status = pages.status.as_ref().filter(|_| path == "/status");
+    if path != "/metrics" && status.is_none() {
         return plain(
             StatusCode::NOT_FOUND,
             "not found; metrics are at /metrics\n",
@@ -104,8 +118,15 @@ fn respond(registry: &Registry, request: &Request<Incoming>) -> Response<Full<By
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return response;
     }
+    if let Some(status) = status {
+        let mut response = Response::new(Full::new(Bytes::from(status.json())));
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        return response;
+    }
     let accept = request.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
-    match encode(registry, accept) {
+    match encode(&pages.registry, accept) {
         Ok((content_type, body)) => {
             let mut response = Response::new(Full::new(Bytes::from(body)));
             response
