@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod notify;
 
 pub use config::{
-    ConfigFile, DaemonConfig, Invalid, Issues, LogConfig, MetricsConfig, Name, ShutdownConfig,
+    ConfigFile, DaemonConfig, Invalid, Issues, LogConfig, MetricsConfig, Name, RuntimeConfig,
+    ShutdownConfig,
 };
 pub use lifecycle::Daemon;

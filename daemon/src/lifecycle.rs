@@ -56,11 +56,18 @@ pub fn run<D: Daemon>(path: &Path) -> ExitCode {
         }
     };
     let logging = Logging::init(config.log().level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name(D::Config::PROGRAM)
-        .build()
-    {
+    // One thread means one event loop, without the work-stealing scheduler's hand-offs.
+    let mut builder = match config.runtime().worker_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(threads) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(threads.max(1));
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder.enable_all().thread_name(D::Config::PROGRAM);
+    let runtime = match builder.build() {
         Ok(runtime) => runtime,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");

@@ -2,7 +2,7 @@
 
 use ipnet::IpNet;
 use lab_daemon::{
-    ConfigFile, DaemonConfig, Issues, LogConfig, MetricsConfig, Name, ShutdownConfig,
+    ConfigFile, DaemonConfig, Issues, LogConfig, MetricsConfig, Name, RuntimeConfig, ShutdownConfig,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -17,6 +17,8 @@ pub struct LbConfig {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
     #[serde(default, rename = "listener")]
     pub listeners: Vec<Listener>,
     #[serde(default, rename = "backend")]
@@ -282,6 +284,10 @@ impl DaemonConfig for LbConfig {
 
     fn shutdown(&self) -> &ShutdownConfig {
         &self.shutdown
+    }
+
+    fn runtime(&self) -> &RuntimeConfig {
+        &self.runtime
     }
 }
 

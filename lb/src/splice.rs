@@ -82,6 +82,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<'_, S> {
     }
 }
 
+/// Bytes moved per read in each direction. tokio's default (8 KiB) costs bulk transfers a
+/// third of their throughput in system calls; 64 KiB matches a loopback or LAN window's worth.
+const COPY_BUFFER: usize = 64 * 1024;
+
 /// Resolves once `last_activity` is older than `idle`.
 async fn idle_for(last_activity: &AtomicU64, idle: Duration) {
     let idle_ms = clock::ms(idle);
@@ -123,7 +127,7 @@ where
         last_activity: last_activity.clone(),
     };
     let ending = tokio::select! {
-        copied = tokio::io::copy_bidirectional(&mut client, &mut server) => match copied {
+        copied = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut server, COPY_BUFFER, COPY_BUFFER) => match copied {
             Ok(_) => Ending::Closed,
             Err(_) => Ending::Error,
         },

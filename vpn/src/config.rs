@@ -7,7 +7,7 @@
 use crate::key::PublicKey;
 use ipnet::IpNet;
 use lab_daemon::{
-    ConfigFile, DaemonConfig, Issues, LogConfig, MetricsConfig, Name, ShutdownConfig,
+    ConfigFile, DaemonConfig, Issues, LogConfig, MetricsConfig, Name, RuntimeConfig, ShutdownConfig,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -23,6 +23,8 @@ pub struct VpnConfig {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
     pub interface: Interface,
     #[serde(default, rename = "peer")]
     pub peers: Vec<Peer>,
@@ -121,6 +123,10 @@ impl DaemonConfig for VpnConfig {
 
     fn shutdown(&self) -> &ShutdownConfig {
         &self.shutdown
+    }
+
+    fn runtime(&self) -> &RuntimeConfig {
+        &self.runtime
     }
 }
 

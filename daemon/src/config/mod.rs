@@ -12,7 +12,7 @@ pub use issues::{Invalid, Issues};
 pub use load::{load, parse, ConfigError, ConfigErrorKind, ConfigFile};
 pub use locate::{line_column, locate_key};
 pub use name::{Name, NameError};
-pub use sections::{LogConfig, LogLevel, MetricsConfig, ShutdownConfig};
+pub use sections::{LogConfig, LogLevel, MetricsConfig, RuntimeConfig, ShutdownConfig};
 
 /// A daemon's configuration file: what it is called and the sections the runtime reads.
 pub trait DaemonConfig: ConfigFile + Send + Sync + 'static {
@@ -26,4 +26,5 @@ pub trait DaemonConfig: ConfigFile + Send + Sync + 'static {
     fn log(&self) -> &LogConfig;
     fn metrics(&self) -> &MetricsConfig;
     fn shutdown(&self) -> &ShutdownConfig;
+    fn runtime(&self) -> &RuntimeConfig;
 }

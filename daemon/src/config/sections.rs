@@ -69,3 +69,12 @@ impl Default for ShutdownConfig {
         }
     }
 }
+
+/// `[runtime]`: how the daemon uses the machine.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Threads serving connections; one per CPU when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_threads: Option<usize>,
+}
