@@ -11,7 +11,6 @@ use crate::sni::SniPattern;
 use crate::status::{LbStatus, Snapshot};
 use lab_daemon::metrics::StatusPage;
 use lab_daemon::{Daemon, Name};
-use pingora_core::connectors::TransportConnector;
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,7 +21,6 @@ use tokio_util::task::TaskTracker;
 pub struct LbDaemon {
     config: Arc<LbConfig>,
     metrics: LbMetrics,
-    connector: Arc<TransportConnector>,
     states: ServerStates,
     pools: HashMap<Name, Arc<Pool>>,
     slots: Vec<ListenerSlot>,
@@ -95,7 +93,6 @@ impl LbDaemon {
                 accept_proxy_from: listener.accept_proxy_from.clone(),
             },
             metrics: self.metrics.listener(listener.name.as_str()),
-            connector: self.connector.clone(),
             max_connections: listener.max_connections.map(|m| m as usize),
         }))
     }
@@ -186,7 +183,6 @@ impl Daemon for LbDaemon {
         let mut daemon = Self {
             config: empty,
             metrics,
-            connector: Arc::new(TransportConnector::new(None)),
             states: ServerStates::new(),
             pools: HashMap::new(),
             slots: Vec::new(),

@@ -4,6 +4,7 @@
 //! service the shared lifecycle in `lab_daemon` runs.
 
 pub mod balance;
+mod client_socket;
 mod clock;
 pub mod config;
 pub mod daemon;

@@ -4,15 +4,13 @@
 //! swaps the proxy behind it, and closes sockets whose listener went away, while every accepted
 //! connection runs to its end under a task tracker the drain waits on.
 
+use crate::client_socket::ClientSocket;
 use crate::metrics::Refusal;
 use crate::proxy::L4Proxy;
 use arc_swap::ArcSwap;
 use pingora_core::apps::ServerApp;
-use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::Stream;
-use pingora_core::protocols::{GetSocketDigest, SocketDigest};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,10 +112,7 @@ async fn accept_loop(
         open.fetch_add(1, Ordering::Relaxed);
         let guard = OpenGuard(open.clone());
         let _ = tcp.set_nodelay(true);
-        let fd = tcp.as_raw_fd();
-        let mut stream = L4Stream::from(tcp);
-        stream.set_socket_digest(SocketDigest::from_raw_fd(fd));
-        let stream: Stream = Box::new(stream);
+        let stream: Stream = Box::new(ClientSocket::new(tcp, client));
         let shutdown = stop.clone();
         connections.spawn(async move {
             let _guard = guard;

@@ -6,14 +6,12 @@ use crate::clock;
 use crate::config::Backend;
 use crate::metrics::{LbMetrics, ServerMetrics};
 use lab_daemon::Name;
-use pingora_core::connectors::TransportConnector;
-use pingora_core::protocols::Stream;
-use pingora_core::upstreams::peer::BasicPeer;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::net::TcpStream;
 
 /// State of one server that outlives a reload: load, and when a failed server may be tried again.
 #[derive(Debug)]
@@ -63,7 +61,6 @@ impl ServerState {
 pub type ServerStates = HashMap<(Name, SocketAddr), Arc<ServerState>>;
 
 struct Server {
-    peer: BasicPeer,
     state: Arc<ServerState>,
     metrics: ServerMetrics,
 }
@@ -101,7 +98,7 @@ pub struct Pool {
 
 /// A connection to a server, counted as active until dropped.
 pub struct Upstream {
-    pub stream: Stream,
+    pub stream: TcpStream,
     pub server: SocketAddr,
     _active: ActiveGuard,
 }
@@ -141,14 +138,11 @@ impl Pool {
                 server.weight,
                 state.active.clone(),
             ));
-            let mut peer = BasicPeer::new(&server.address.to_string());
-            peer.options.connection_timeout = Some(backend.connect_timeout);
             let server_metrics = metrics.server(backend.name.as_str(), &server.address.to_string());
             server_metrics
                 .up
                 .set(i64::from(state.available(clock::now_ms())));
             servers.push(Server {
-                peer,
                 state,
                 metrics: server_metrics,
             });
@@ -169,11 +163,7 @@ impl Pool {
 
     /// Connects to a server for `client`: the one the algorithm picks among those up; on failure
     /// that server is held down and the next is tried, at most `retries` more times.
-    pub async fn connect(
-        &self,
-        client: IpAddr,
-        connector: &TransportConnector,
-    ) -> Result<Upstream, ConnectError> {
+    pub async fn connect(&self, client: IpAddr) -> Result<Upstream, ConnectError> {
         let mut tried: Vec<usize> = Vec::new();
         let mut last_error = None;
         for _ in 0..=self.retries {
@@ -193,17 +183,18 @@ impl Pool {
                 gauge: server.metrics.active.clone(),
             };
             let attempt =
-                tokio::time::timeout(self.connect_timeout, connector.new_stream(&server.peer))
-                    .await;
+                tokio::time::timeout(self.connect_timeout, TcpStream::connect(address)).await;
             let error = match attempt {
                 Ok(Ok(stream)) => {
+                    // Small request/response exchanges must not wait for Nagle.
+                    let _ = stream.set_nodelay(true);
                     return Ok(Upstream {
                         stream,
                         server: address,
                         _active: guard,
                     });
                 }
-                Ok(Err(e)) => e.root_cause().to_string(),
+                Ok(Err(e)) => e.to_string(),
                 Err(_) => format!("no answer within {:?}", self.connect_timeout),
             };
             drop(guard);

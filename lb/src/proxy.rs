@@ -3,6 +3,7 @@
 //! servers, send what was read so far (after a PROXY header if the backend wants one), splice,
 //! and log one line.
 
+use crate::client_socket::ClientSocket;
 use crate::metrics::{ListenerMetrics, Refusal};
 use crate::pool::Pool;
 use crate::proxy_protocol::{self, Parsed};
@@ -12,7 +13,6 @@ use async_trait::async_trait;
 use ipnet::IpNet;
 use lab_daemon::Name;
 use pingora_core::apps::ServerApp;
-use pingora_core::connectors::TransportConnector;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -49,7 +49,6 @@ pub struct L4Proxy {
     pub listener: Name,
     pub routing: Routing,
     pub metrics: ListenerMetrics,
-    pub connector: Arc<TransportConnector>,
     /// Connections open at once before new ones are refused.
     pub max_connections: Option<usize>,
 }
@@ -100,6 +99,9 @@ async fn read_until(
 
 impl L4Proxy {
     fn addresses(stream: &Stream) -> (SocketAddr, SocketAddr) {
+        if let Some(socket) = stream.as_any().downcast_ref::<ClientSocket>() {
+            return (socket.peer, socket.local);
+        }
         let digest = stream.get_socket_digest();
         let inet = |a: Option<&pingora_core::protocols::l4::socket::SocketAddr>| {
             a.and_then(|a| a.as_inet().copied())
@@ -200,7 +202,7 @@ impl L4Proxy {
             }
         }
         let pool = routing.pool_for(connection.server_name.as_deref());
-        let mut upstream = match pool.connect(connection.client.ip(), &self.connector).await {
+        let mut upstream = match pool.connect(connection.client.ip()).await {
             Ok(upstream) => upstream,
             Err(e) => {
                 self.refuse(&connection, Refusal::NoServer, &e.to_string());

@@ -576,3 +576,41 @@ fn slow_and_abandoned_clients_do_not_hurt_others_and_fds_return_to_baseline() {
         || metric(metrics, "process_open_fds") <= baseline,
     );
 }
+
+#[test]
+fn sigterm_stops_accepting_and_lets_established_connections_finish() {
+    let backend = Nginx::http("a");
+    let (lb, metrics) = (ports::free_tcp(), ports::free_tcp());
+    let mut daemon = Started::start(
+        BIN,
+        &config(
+            metrics,
+            &format!(
+                "[[listener]]\nname = \"web\"\nlisten = \"{lb}\"\nmode = \"tcp\"\nbackend = \"web\"\n\n\
+                 [[backend]]\nname = \"web\"\nserver = [{{ address = \"{}\" }}]\n",
+                backend.address
+            ),
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (mut download, file) = slow_download(lb, dir.path(), "big");
+    wait_for("the download to start", Duration::from_secs(5), || {
+        std::fs::metadata(&file)
+            .map(|m| m.len() > 0)
+            .unwrap_or(false)
+    });
+    daemon.process.signal(nix::sys::signal::Signal::SIGTERM);
+    daemon
+        .notify
+        .expect(&["STOPPING=1"], Duration::from_secs(5));
+    wait_for("the listener to close", Duration::from_secs(5), || {
+        TcpStream::connect(lb).is_err()
+    });
+    let status = download.wait().unwrap();
+    assert!(
+        status.success(),
+        "the download was cut by SIGTERM: {status:?}"
+    );
+    assert_eq!(std::fs::metadata(&file).unwrap().len() as usize, BIG_BYTES);
+    assert!(daemon.process.wait_exit(Duration::from_secs(30)).success());
+}
