@@ -84,9 +84,10 @@ fn a_stopped_server_is_taken_out_within_interval_times_fall_and_comes_back_after
         0.0,
         Duration::from_secs(10),
     );
-    // interval × fall, plus one interval for the phase of the first failing check and the
-    // timeout of the last one.
-    assert!(took <= interval * 5, "down after {took:?}");
+    // interval × fall, plus one interval for the phase of the first failing check, plus
+    // scheduling slack on a busy two-core CI machine.
+    let slack = Duration::from_millis(500);
+    assert!(took <= interval * 4 + slack, "down after {took:?}");
     let failed_connects = metric(
         metrics,
         &format!("lab_lb_server_connect_failures_total{b_series}"),
@@ -119,7 +120,7 @@ fn a_stopped_server_is_taken_out_within_interval_times_fall_and_comes_back_after
         1.0,
         Duration::from_secs(10),
     );
-    assert!(took <= interval * 4, "up after {took:?}");
+    assert!(took <= interval * 3 + slack, "up after {took:?}");
     let mut both: Vec<String> = (0..4).map(|_| fetch(lb)).collect();
     both.sort();
     assert_eq!(both, ["a", "a", "b", "b"]);
