@@ -1,32 +1,16 @@
 //! PROXY protocol: lab-lb tells real nginx servers who the client is, and believes a PROXY
 //! header only from the upstreams it trusts.
 
-use lab_tests::daemon_process::Started;
+mod support;
+
 use lab_tests::nginx::Nginx;
-use lab_tests::{http, ports, workspace};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::Duration;
+use support::Setup;
 
-const BIN: &str = env!("CARGO_BIN_EXE_lab-lb");
-
-fn config(metrics: SocketAddr, body: &str) -> String {
-    let mut doc = workspace::config_document("lb.toml");
-    doc.remove("listener");
-    doc.remove("backend");
-    doc["metrics"]["listen"] = toml_edit::value(metrics.to_string());
-    format!("{doc}\n{body}")
-}
-
-fn metric(metrics: SocketAddr, series: &str) -> f64 {
-    let body = http::get(metrics, "/metrics", &[]).body;
-    body.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in:\n{body}"))
-}
-
-/// `curl` from `source`; the body and whether curl succeeded.
+/// `curl` from `source`; whether it succeeded, and the body.
 fn curl(lb: SocketAddr, source: &str, extra: &[&str]) -> (bool, String) {
     let output = Command::new("curl")
         .args(["--silent", "--max-time", "5", "--interface", source])
@@ -64,20 +48,15 @@ fn request_after(lb: SocketAddr, header: &[u8]) -> String {
 fn backends_receive_the_real_client_in_v1_and_v2_headers() {
     for version in ["v1", "v2"] {
         let backend = Nginx::http_behind_proxy_protocol("pp");
-        let (lb, metrics) = (ports::free_tcp(), ports::free_tcp());
-        let _daemon = Started::start(
-            BIN,
-            &config(
-                metrics,
-                &format!(
-                    "[[listener]]\nname = \"web\"\nlisten = \"{lb}\"\nmode = \"tcp\"\nbackend = \"web\"\n\n\
-                     [[backend]]\nname = \"web\"\nproxy_protocol = \"{version}\"\nserver = [{{ address = \"{}\" }}]\n",
-                    backend.address
-                ),
-            ),
-        );
+        let setup = Setup::new();
+        let _daemon = setup.start(&setup.single(
+            "tcp",
+            "",
+            &format!("proxy_protocol = \"{version}\""),
+            &[backend.address],
+        ));
         for source in ["127.0.0.7", "127.0.0.9"] {
-            let (ok, body) = curl(lb, source, &[]);
+            let (ok, body) = curl(setup.lb, source, &[]);
             assert!(ok, "{version} from {source}");
             let (ip, port) = body.split_once(' ').unwrap_or_default();
             assert_eq!(ip, source, "{version}: backend saw {body:?}");
@@ -92,19 +71,14 @@ fn backends_receive_the_real_client_in_v1_and_v2_headers() {
 #[test]
 fn a_trusted_upstreams_header_is_believed_and_anyone_elses_refused() {
     let backend = Nginx::http_behind_proxy_protocol("pp");
-    let (lb, metrics) = (ports::free_tcp(), ports::free_tcp());
-    let _daemon = Started::start(
-        BIN,
-        &config(
-            metrics,
-            &format!(
-                "[[listener]]\nname = \"web\"\nlisten = \"{lb}\"\nmode = \"tcp\"\nbackend = \"web\"\n\
-                 accept_proxy_from = [\"127.0.0.1/32\"]\nhello_timeout = \"1s\"\n\n\
-                 [[backend]]\nname = \"web\"\nproxy_protocol = \"v2\"\nserver = [{{ address = \"{}\" }}]\n",
-                backend.address
-            ),
-        ),
-    );
+    let setup = Setup::new();
+    let _daemon = setup.start(&setup.single(
+        "tcp",
+        "accept_proxy_from = [\"127.0.0.1/32\"]\nhello_timeout = \"1s\"",
+        "proxy_protocol = \"v2\"",
+        &[backend.address],
+    ));
+    let lb = setup.lb;
     // From the trusted upstream (127.0.0.1), v1 and v2 headers name the real client.
     assert_eq!(
         request_after(lb, b"PROXY TCP4 203.0.113.7 10.10.2.2 40001 80\r\n"),
@@ -118,8 +92,7 @@ fn a_trusted_upstreams_header_is_believed_and_anyone_elses_refused() {
     // The trusted upstream must send a header.
     assert_eq!(request_after(lb, b""), "");
     assert_eq!(
-        metric(
-            metrics,
+        setup.metric(
             "lab_lb_connections_refused_total{listener=\"web\",reason=\"bad_proxy_header\"}"
         ),
         1.0
@@ -128,8 +101,7 @@ fn a_trusted_upstreams_header_is_believed_and_anyone_elses_refused() {
     let (ok, _) = curl(lb, "127.0.0.2", &["--haproxy-protocol"]);
     assert!(!ok, "a PROXY header from an untrusted source was accepted");
     assert_eq!(
-        metric(
-            metrics,
+        setup.metric(
             "lab_lb_connections_refused_total{listener=\"web\",reason=\"untrusted_proxy_header\"}"
         ),
         1.0
