@@ -3,10 +3,15 @@
 //! [`config`] is the `vpn.toml` schema (also what `lab-bootstrap` serialises); [`key`] the
 //! WireGuard key type; [`daemon`] the service the shared lifecycle in `lab_daemon` runs.
 
+pub mod allowed_ips;
 pub mod config;
+pub mod conn;
 pub mod daemon;
+pub mod device;
 pub mod key;
 pub mod metrics;
+pub mod netlink;
+pub mod tun;
 
 pub use config::VpnConfig;
 pub use daemon::VpnDaemon;

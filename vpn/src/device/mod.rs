@@ -1,0 +1,109 @@
+//! The device: the logic between the TUN device ([`crate::tun`]) and the UDP socket
+//! ([`crate::conn`]), laid out as wireguard-go lays out its `device/`: batches of packets flow
+//! outbound (TUN → encrypt → UDP), inbound (UDP → decrypt → TUN), and timers keep sessions alive.
+
+mod inbound;
+mod outbound;
+pub mod peer;
+pub mod peers;
+mod timers;
+
+pub use peer::{Endpoint, Peer, PeerSettings};
+pub use peers::PeerSet;
+
+use crate::conn::Conn;
+use crate::key::PrivateKey;
+use crate::metrics::DeviceMetrics;
+use crate::tun::Tun;
+use arc_swap::ArcSwap;
+use boringtun::noise::rate_limiter::RateLimiter;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+/// Handshake initiations per second, over all peers, before cookie replies are required (the
+/// value wireguard-go and boringtun use).
+const HANDSHAKE_RATE_LIMIT: u64 = 100;
+
+pub struct Device {
+    pub interface: String,
+    key: PrivateKey,
+    public: boringtun::x25519::PublicKey,
+    limiter: Arc<RateLimiter>,
+    peers: ArcSwap<PeerSet>,
+    next_index: AtomicU32,
+    conn: Conn,
+    tun: Tun,
+    pub metrics: DeviceMetrics,
+}
+
+/// A datagram to send: where, from which local address, what.
+pub struct Outgoing {
+    pub destination: SocketAddr,
+    pub local: Option<IpAddr>,
+    pub datagram: Vec<u8>,
+}
+
+impl Device {
+    pub fn new(
+        interface: String,
+        key: PrivateKey,
+        conn: Conn,
+        tun: Tun,
+        metrics: DeviceMetrics,
+    ) -> Self {
+        let public = boringtun::x25519::PublicKey::from(key.secret());
+        Self {
+            interface,
+            limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
+            key,
+            public,
+            peers: ArcSwap::from_pointee(PeerSet::default()),
+            next_index: AtomicU32::new(1),
+            conn,
+            tun,
+            metrics,
+        }
+    }
+
+    pub fn public_key(&self) -> crate::key::PublicKey {
+        self.key.public_key()
+    }
+
+    pub fn listen_port(&self) -> u16 {
+        self.conn.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn peers(&self) -> Arc<PeerSet> {
+        self.peers.load_full()
+    }
+
+    /// Makes the peers those of `wanted`; unchanged peers keep their sessions.
+    pub fn set_peers(&self, wanted: &[PeerSettings]) {
+        let previous = self.peers.load();
+        let next = PeerSet::build(wanted, &previous, &self.key, &self.next_index);
+        self.peers.store(Arc::new(next));
+    }
+
+    /// Starts the inbound, outbound and timer loops; they run until the handles are aborted.
+    pub fn spawn(self: &Arc<Self>) -> Vec<JoinHandle<()>> {
+        vec![
+            tokio::spawn(inbound::run(self.clone())),
+            tokio::spawn(outbound::run(self.clone())),
+            tokio::spawn(timers::run(self.clone())),
+        ]
+    }
+
+    async fn send_all(&self, outgoing: &mut Vec<Outgoing>) {
+        for out in outgoing.drain(..) {
+            if let Err(e) = self
+                .conn
+                .send(out.destination, out.local, &out.datagram)
+                .await
+            {
+                tracing::debug!(destination = %out.destination, error = %e, "send failed");
+            }
+        }
+    }
+}
