@@ -12,6 +12,7 @@ daemon_conventions! {
     misspell: ("balance", "balence"),
     metrics_prefix: "lab_lb",
     loopback_config: loopback_config,
+    in_netns: false,
     change: add_server_to_workers_http,
     changed_metric: "lab_lb_backend_servers{backend=\"workers-http\"} 3",
     unit: "lab-lb.service",
@@ -59,7 +60,7 @@ fn listener_to_a_missing_backend_and_backend_without_servers_are_refused() {
 
 /// The example, moved onto loopback ports the test picked: listeners, metrics, and the backend
 /// servers too (health checks must never probe the lab's real addresses from a test).
-fn loopback_config() -> DocumentMut {
+fn loopback_config(_dir: &std::path::Path) -> DocumentMut {
     let mut config = workspace::config_document("lb.toml");
     config["metrics"]["listen"] = value(ports::free_tcp().to_string());
     if let Some(listeners) = config["listener"].as_array_of_tables_mut() {

@@ -22,7 +22,21 @@ impl DaemonProcess {
     /// The command [`start`](Self::start) runs, for tests that add to its environment or
     /// redirect its stderr before [`spawn`](Self::spawn)ing it.
     pub fn command(bin: &str, config: &Path, notify_socket: &Path) -> Command {
-        let mut command = Command::new(bin);
+        Self::command_in(None, bin, config, notify_socket)
+    }
+
+    /// [`command`](Self::command), inside `netns` when given (`ip netns exec` execs the
+    /// daemon, so signals reach it directly).
+    pub fn command_in(
+        netns: Option<&crate::netns::Netns>,
+        bin: &str,
+        config: &Path,
+        notify_socket: &Path,
+    ) -> Command {
+        let mut command = match netns {
+            Some(netns) => netns.command(bin),
+            None => Command::new(bin),
+        };
         command
             .arg("run")
             .arg("--config")

@@ -11,7 +11,20 @@ pub struct Response {
 
 /// `GET http://<address><path>` with optional extra headers; panics if curl cannot connect.
 pub fn get(address: SocketAddr, path: &str, headers: &[&str]) -> Response {
-    let mut command = Command::new("curl");
+    get_in(None, address, path, headers)
+}
+
+/// [`get`] from inside `netns` when given.
+pub fn get_in(
+    netns: Option<&crate::netns::Netns>,
+    address: SocketAddr,
+    path: &str,
+    headers: &[&str],
+) -> Response {
+    let mut command = match netns {
+        Some(netns) => netns.command("curl"),
+        None => Command::new("curl"),
+    };
     command
         .args([
             "--silent",

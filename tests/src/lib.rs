@@ -7,6 +7,7 @@
 
 pub mod daemon_process;
 pub mod http;
+pub mod netns;
 pub mod nginx;
 pub mod notify_socket;
 pub mod ports;

@@ -92,6 +92,20 @@ impl ConfigFile for VpnConfig {
         self.validate_peers(issues);
     }
 
+    fn resolve_paths(&mut self, dir: &std::path::Path) {
+        let resolve = |path: &mut PathBuf| {
+            if path.is_relative() {
+                *path = dir.join(&*path);
+            }
+        };
+        resolve(&mut self.interface.private_key_file);
+        for peer in &mut self.peers {
+            if let Some(psk) = &mut peer.preshared_key_file {
+                resolve(psk);
+            }
+        }
+    }
+
     fn summary(&self) -> String {
         format!(
             "interface {} on UDP {}, {} peers, reaching {}",

@@ -1,42 +1,182 @@
-//! The gateway as the shared lifecycle runs it.
-//!
-//! The WireGuard data path (TUN device, noise sessions, control socket) lands with its own issue;
-//! until then the daemon loads, validates, reloads and reports its configuration.
+//! The gateway as the shared lifecycle runs it: keys read, TUN device created and configured,
+//! UDP socket bound, the device's loops running; peers follow reloads without dropping the
+//! sessions of unchanged ones.
 
 use crate::config::VpnConfig;
-use crate::metrics::VpnMetrics;
+use crate::conn::Conn;
+use crate::device::{Device, PeerSettings};
+use crate::key::{read_key_file, KeyFileError, PrivateKey};
+use crate::metrics::{PeerCollector, VpnMetrics};
+use crate::netlink::{self, NetlinkError};
+use crate::tun::Tun;
+use ipnet::IpNet;
 use lab_daemon::Daemon;
 use prometheus_client::registry::Registry;
-use std::convert::Infallible;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::task::JoinHandle;
 
 pub struct VpnDaemon {
     config: Arc<VpnConfig>,
     metrics: VpnMetrics,
+    device: Arc<Device>,
+    loops: Vec<JoinHandle<()>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VpnError {
+    #[error("private key: {0}")]
+    Key(KeyFileError),
+    #[error("peer `{peer}`: preshared key: {source}")]
+    PresharedKey { peer: String, source: KeyFileError },
+    #[error("cannot create TUN device {name}: {source} (needs CAP_NET_ADMIN and /dev/net/tun)")]
+    Tun {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("cannot configure {name}: {source}")]
+    Netlink { name: String, source: NetlinkError },
+    #[error("cannot listen on UDP port {port}: {source}")]
+    Bind { port: u16, source: std::io::Error },
+    #[error("{0} changed; the [interface] section takes effect on restart, not reload")]
+    InterfaceChanged(&'static str),
+}
+
+fn peer_settings(config: &VpnConfig) -> Result<Vec<PeerSettings>, VpnError> {
+    config
+        .peers
+        .iter()
+        .map(|peer| {
+            PeerSettings::from_config(peer).map_err(|source| VpnError::PresharedKey {
+                peer: peer.name.to_string(),
+                source,
+            })
+        })
+        .collect()
+}
+
+/// Routes the kernel needs towards the tunnel: every allowed IP outside the interface's own
+/// networks (those are routed by their address already).
+fn tunnel_routes(config: &VpnConfig) -> Vec<IpNet> {
+    let own: Vec<IpNet> = config.interface.address.iter().map(IpNet::trunc).collect();
+    let mut routes: Vec<IpNet> = config
+        .peers
+        .iter()
+        .flat_map(|p| p.allowed_ips.iter().copied())
+        .filter(|net| !own.iter().any(|o| o.contains(net)))
+        .collect();
+    routes.sort();
+    routes.dedup();
+    routes
 }
 
 impl VpnDaemon {
     pub fn config(&self) -> &VpnConfig {
         &self.config
     }
+
+    pub fn device(&self) -> &Arc<Device> {
+        &self.device
+    }
 }
 
 impl Daemon for VpnDaemon {
     type Config = VpnConfig;
-    type Error = Infallible;
+    type Error = VpnError;
 
-    async fn start(config: Arc<VpnConfig>, registry: &mut Registry) -> Result<Self, Infallible> {
+    async fn start(config: Arc<VpnConfig>, registry: &mut Registry) -> Result<Self, VpnError> {
+        let interface = &config.interface;
+        let key = PrivateKey::from_bytes(
+            read_key_file(&interface.private_key_file).map_err(VpnError::Key)?,
+        );
+        let peers = peer_settings(&config)?;
+        let tun = Tun::create(&interface.name, interface.mtu).map_err(|source| VpnError::Tun {
+            name: interface.name.clone(),
+            source,
+        })?;
+        netlink::configure(
+            &interface.name,
+            &interface.address,
+            interface.mtu,
+            &tunnel_routes(&config),
+        )
+        .await
+        .map_err(|source| VpnError::Netlink {
+            name: interface.name.clone(),
+            source,
+        })?;
+        let conn = Conn::bind(SocketAddr::from((
+            Ipv4Addr::UNSPECIFIED,
+            interface.listen_port,
+        )))
+        .map_err(|source| VpnError::Bind {
+            port: interface.listen_port,
+            source,
+        })?;
         let metrics = VpnMetrics::register(registry);
         metrics.describe(&config);
-        Ok(Self { config, metrics })
+        let device = Arc::new(Device::new(
+            interface.name.clone(),
+            key,
+            conn,
+            tun,
+            metrics.device.clone(),
+        ));
+        device.set_peers(&peers);
+        registry.register_collector(Box::new(PeerCollector {
+            device: device.clone(),
+        }));
+        let loops = device.spawn();
+        tracing::info!(
+            interface = %interface.name,
+            public_key = %device.public_key(),
+            port = device.listen_port(),
+            peers = peers.len(),
+            "WireGuard interface up"
+        );
+        Ok(Self {
+            config,
+            metrics,
+            device,
+            loops,
+        })
     }
 
-    async fn reload(&mut self, config: Arc<VpnConfig>) -> Result<(), Infallible> {
+    async fn reload(&mut self, config: Arc<VpnConfig>) -> Result<(), VpnError> {
+        let (old, new) = (&self.config.interface, &config.interface);
+        if old.name != new.name {
+            return Err(VpnError::InterfaceChanged("interface.name"));
+        }
+        if old.listen_port != new.listen_port {
+            return Err(VpnError::InterfaceChanged("interface.listen_port"));
+        }
+        if old.address != new.address || old.mtu != new.mtu {
+            return Err(VpnError::InterfaceChanged(
+                "interface.address or interface.mtu",
+            ));
+        }
+        let key = read_key_file(&new.private_key_file).map_err(VpnError::Key)?;
+        if PrivateKey::from_bytes(key).public_key() != self.device.public_key() {
+            return Err(VpnError::InterfaceChanged("the private key"));
+        }
+        let peers = peer_settings(&config)?;
+        netlink::configure(&new.name, &new.address, new.mtu, &tunnel_routes(&config))
+            .await
+            .map_err(|source| VpnError::Netlink {
+                name: new.name.clone(),
+                source,
+            })?;
+        self.device.set_peers(&peers);
         self.metrics.describe(&config);
         self.config = config;
         Ok(())
     }
 
-    async fn drain(self, _timeout: Duration) {}
+    async fn drain(self, _timeout: Duration) {
+        // Nothing to finish: stopping the loops and dropping the device removes the interface.
+        for task in self.loops {
+            task.abort();
+        }
+    }
 }

@@ -2,6 +2,9 @@
 
 use lab_tests::suites::config_check::{self, Checker};
 use lab_tests::{daemon_conventions, ports, systemd_unit, workspace};
+use lab_vpn::key::PrivateKey;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use toml_edit::{value, Array, DocumentMut, Item, Table};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lab-vpn");
@@ -12,6 +15,7 @@ daemon_conventions! {
     misspell: ("listen_port", "listen_prot"),
     metrics_prefix: "lab_vpn",
     loopback_config: loopback_config,
+    in_netns: true,
     change: add_peer,
     changed_metric: "lab_vpn_peers_configured 2",
     unit: "lab-vpn.service",
@@ -51,11 +55,15 @@ fn overlapping_allowed_ips_and_bad_keys_are_refused() {
     );
 }
 
-/// The example, moved onto loopback ports the test picked.
-fn loopback_config() -> DocumentMut {
+/// The example with a private key of its own next to it (0600) and metrics on loopback; it
+/// runs in a namespace of its own, so the example's interface name and port stay.
+fn loopback_config(dir: &Path) -> DocumentMut {
+    let key = dir.join("private.key");
+    std::fs::write(&key, PrivateKey::generate().expose_base64()).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let mut config = workspace::config_document("vpn.toml");
     config["metrics"]["listen"] = value(ports::free_tcp().to_string());
-    config["interface"]["listen_port"] = value(i64::from(ports::free_udp().port()));
+    config["interface"]["private_key_file"] = value("private.key");
     config
 }
 

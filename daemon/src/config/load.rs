@@ -14,6 +14,10 @@ pub trait ConfigFile: DeserializeOwned {
 
     /// One line describing what the file configures, for `check` and the start-up log.
     fn summary(&self) -> String;
+
+    /// Makes relative paths in the file relative to `dir`, the file's own directory (as a user
+    /// reading the file would take them), not to the daemon's working directory.
+    fn resolve_paths(&mut self, _dir: &Path) {}
 }
 
 /// Why a config file was refused. Its `Display` is the message a user sees.
@@ -120,7 +124,7 @@ pub fn parse<T: ConfigFile>(path: &Path, source: &str) -> Result<T, ConfigError>
             message: e.message().to_owned(),
         })
     })?;
-    let config: T = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+    let mut config: T = serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let key = e.path().to_string();
         let key = (key != ".").then_some(key);
         let inner = e.into_inner();
@@ -136,6 +140,9 @@ pub fn parse<T: ConfigFile>(path: &Path, source: &str) -> Result<T, ConfigError>
             message: inner.message().to_owned(),
         })
     })?;
+    if let Some(dir) = path.parent() {
+        config.resolve_paths(dir);
+    }
     let mut issues = Issues::new();
     config.validate(&mut issues);
     if !issues.is_empty() {

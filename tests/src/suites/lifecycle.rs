@@ -1,6 +1,7 @@
 //! A daemon under a test-owned `NOTIFY_SOCKET`, taken through start, scrape, reload, refused
 //! reload and stop, as systemd and Prometheus would drive it.
 
+use crate::netns::Netns;
 use crate::notify_socket::field;
 use crate::{http, promtool, DaemonProcess, NotifySocket};
 use nix::sys::signal::Signal;
@@ -18,8 +19,12 @@ pub struct Lifecycle<'a> {
     pub bin: &'a str,
     /// Metric name prefix: `lab_lb`.
     pub prefix: &'a str,
-    /// The example config, already made to run on loopback.
-    pub config: DocumentMut,
+    /// The example config made to run on loopback, given the directory it will live in (for
+    /// files it refers to, such as keys).
+    pub config: &'a dyn Fn(&Path) -> DocumentMut,
+    /// Run the daemon (and every client) in a namespace of its own: for daemons that create
+    /// interfaces.
+    pub in_netns: bool,
     /// A valid edit whose effect shows in `/metrics`...
     pub change: &'a dyn Fn(&mut DocumentMut),
     /// ...as this line, absent before the change.
@@ -32,8 +37,8 @@ fn write_atomically(path: &Path, text: &str) {
     std::fs::rename(&temp, path).unwrap_or_else(|e| panic!("{e}"));
 }
 
-fn scrape(address: SocketAddr) -> String {
-    let response = http::get(address, "/metrics", &[]);
+fn scrape(netns: Option<&Netns>, address: SocketAddr) -> String {
+    let response = http::get_in(netns, address, "/metrics", &[]);
     assert_eq!(response.status, 200, "{}", response.body);
     response.body
 }
@@ -52,22 +57,31 @@ pub fn run(test: Lifecycle<'_>) {
         bin,
         prefix,
         config,
+        in_netns,
         change,
         changed_metric,
     } = test;
+    let netns = in_netns.then(|| Netns::new("daemon"));
+    let netns = netns.as_ref();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let config = config(dir.path());
     let metrics: SocketAddr = config["metrics"]["listen"]
         .as_str()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("test config has no [metrics] listen"));
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let config_path = dir.path().join("daemon.toml");
     write_atomically(&config_path, &config.to_string());
     let mut notify = NotifySocket::new();
-    let mut daemon = DaemonProcess::start(bin, &config_path, notify.path());
+    let mut daemon = DaemonProcess::spawn(DaemonProcess::command_in(
+        netns,
+        bin,
+        &config_path,
+        notify.path(),
+    ));
 
     // Start: READY=1 only once listening, so the scrape right after must succeed.
     notify.expect(&["READY=1"], NOTIFY_TIMEOUT);
-    let exposition = scrape(metrics);
+    let exposition = scrape(netns, metrics);
     if let Err(complaint) = promtool::check_metrics(&exposition) {
         panic!("promtool check metrics refused /metrics: {complaint}\n{exposition}");
     }
@@ -98,7 +112,8 @@ pub fn run(test: Lifecycle<'_>) {
         "{changed_metric} before the change"
     );
 
-    let openmetrics = http::get(
+    let openmetrics = http::get_in(
+        netns,
         metrics,
         "/metrics",
         &["Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"],
@@ -132,7 +147,7 @@ pub fn run(test: Lifecycle<'_>) {
         "MONOTONIC_USEC={usec} is not the time of the reload"
     );
     notify.expect(&["READY=1"], NOTIFY_TIMEOUT);
-    let exposition = scrape(metrics);
+    let exposition = scrape(netns, metrics);
     assert!(
         has_line(&exposition, changed_metric),
         "reload did not apply {changed_metric}:\n{exposition}"
@@ -166,7 +181,7 @@ pub fn run(test: Lifecycle<'_>) {
         logged.contains("daemon.toml:"),
         "error does not name the file: {logged}"
     );
-    let exposition = scrape(metrics);
+    let exposition = scrape(netns, metrics);
     assert!(
         has_line(&exposition, changed_metric),
         "the running config was lost:\n{exposition}"

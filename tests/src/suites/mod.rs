@@ -8,7 +8,8 @@ pub mod systemd_env;
 /// Defines, in the calling test crate, one `#[test]` per convention of DESIGN.md that every daemon
 /// follows: `check` on the example and on bad files, the notify protocol through start, reload,
 /// refused reload and stop, metrics that pass `promtool`, the watchdog, journald logging, and
-/// `systemd-analyze verify` on the unit.
+/// `systemd-analyze verify` on the unit. `loopback_config` gets the directory the config will
+/// be written to; `in_netns` runs each daemon in a namespace of its own.
 #[macro_export]
 macro_rules! daemon_conventions {
     (
@@ -17,6 +18,7 @@ macro_rules! daemon_conventions {
         misspell: ($key:literal, $misspelt:literal),
         metrics_prefix: $prefix:literal,
         loopback_config: $loopback:path,
+        in_netns: $netns:literal,
         change: $change:path,
         changed_metric: $metric:expr,
         unit: $unit:literal,
@@ -57,21 +59,30 @@ macro_rules! daemon_conventions {
                 lifecycle::run(lifecycle::Lifecycle {
                     bin: $bin,
                     prefix: $prefix,
-                    config: $loopback(),
+                    config: &$loopback,
+                    in_netns: $netns,
                     change: &$change,
                     changed_metric: $metric,
                 });
             }
 
+            fn setup() -> systemd_env::Setup<'static> {
+                systemd_env::Setup {
+                    bin: $bin,
+                    config: &$loopback,
+                    in_netns: $netns,
+                }
+            }
+
             #[test]
             fn watchdog_is_fed_when_systemd_asks() {
-                systemd_env::watchdog_is_fed($bin, &$loopback());
-                systemd_env::watchdog_of_another_process_is_ignored($bin, &$loopback());
+                systemd_env::watchdog_is_fed(&setup());
+                systemd_env::watchdog_of_another_process_is_ignored(&setup());
             }
 
             #[test]
             fn logs_have_no_timestamps_under_journald() {
-                systemd_env::no_timestamps_under_journald($bin, &$loopback());
+                systemd_env::no_timestamps_under_journald(&setup());
             }
 
             #[test]

@@ -1,6 +1,7 @@
 //! What a daemon does with the environment systemd gives it: `WATCHDOG_USEC` and
 //! `JOURNAL_STREAM`.
 
+use crate::netns::Netns;
 use crate::{DaemonProcess, NotifySocket};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -8,18 +9,43 @@ use std::process::Stdio;
 use std::time::Duration;
 use toml_edit::DocumentMut;
 
-fn write_config(dir: &Path, config: &DocumentMut) -> std::path::PathBuf {
-    let path = dir.join("daemon.toml");
+/// How a daemon is set up for these checks: its config for a directory, and whether it needs a
+/// namespace of its own.
+pub struct Setup<'a> {
+    pub bin: &'a str,
+    pub config: &'a dyn Fn(&Path) -> DocumentMut,
+    pub in_netns: bool,
+}
+
+/// A config written to a fresh directory, and the namespace to run in.
+struct Prepared {
+    dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    netns: Option<Netns>,
+}
+
+fn prepare(setup: &Setup<'_>) -> Prepared {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("daemon.toml");
+    let config = (setup.config)(dir.path());
     std::fs::write(&path, config.to_string()).unwrap_or_else(|e| panic!("{e}"));
-    path
+    Prepared {
+        dir,
+        path,
+        netns: setup.in_netns.then(|| Netns::new("daemon")),
+    }
 }
 
 /// With `WATCHDOG_USEC` set (as `WatchdogSec=` does), `WATCHDOG=1` keeps arriving.
-pub fn watchdog_is_fed(bin: &str, config: &DocumentMut) {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let path = write_config(dir.path(), config);
+pub fn watchdog_is_fed(setup: &Setup<'_>) {
+    let prepared = prepare(setup);
     let mut notify = NotifySocket::new();
-    let mut command = DaemonProcess::command(bin, &path, notify.path());
+    let mut command = DaemonProcess::command_in(
+        prepared.netns.as_ref(),
+        setup.bin,
+        &prepared.path,
+        notify.path(),
+    );
     command.env("WATCHDOG_USEC", "400000");
     let daemon = DaemonProcess::spawn(command);
     notify.expect(&["READY=1"], Duration::from_secs(20));
@@ -30,11 +56,15 @@ pub fn watchdog_is_fed(bin: &str, config: &DocumentMut) {
 }
 
 /// A watchdog meant for another process (`WATCHDOG_PID` not ours) is left alone.
-pub fn watchdog_of_another_process_is_ignored(bin: &str, config: &DocumentMut) {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let path = write_config(dir.path(), config);
+pub fn watchdog_of_another_process_is_ignored(setup: &Setup<'_>) {
+    let prepared = prepare(setup);
     let mut notify = NotifySocket::new();
-    let mut command = DaemonProcess::command(bin, &path, notify.path());
+    let mut command = DaemonProcess::command_in(
+        prepared.netns.as_ref(),
+        setup.bin,
+        &prepared.path,
+        notify.path(),
+    );
     command
         .env("WATCHDOG_USEC", "200000")
         .env("WATCHDOG_PID", "1");
@@ -55,15 +85,19 @@ pub fn watchdog_of_another_process_is_ignored(bin: &str, config: &DocumentMut) {
 
 /// Under journald (stderr is the stream `JOURNAL_STREAM` names) lines carry no timestamp;
 /// elsewhere they do.
-pub fn no_timestamps_under_journald(bin: &str, config: &DocumentMut) {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let path = write_config(dir.path(), config);
+pub fn no_timestamps_under_journald(setup: &Setup<'_>) {
+    let prepared = prepare(setup);
     for journald in [true, false] {
-        let log_path = dir.path().join(format!("stderr-{journald}.log"));
+        let log_path = prepared.dir.path().join(format!("stderr-{journald}.log"));
         let log = std::fs::File::create(&log_path).unwrap_or_else(|e| panic!("{e}"));
         let meta = log.metadata().unwrap_or_else(|e| panic!("{e}"));
         let mut notify = NotifySocket::new();
-        let mut command = DaemonProcess::command(bin, &path, notify.path());
+        let mut command = DaemonProcess::command_in(
+            prepared.netns.as_ref(),
+            setup.bin,
+            &prepared.path,
+            notify.path(),
+        );
         if journald {
             command.env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()));
         }
