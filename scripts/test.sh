@@ -13,6 +13,9 @@ declare -A needs=(
   [nginx]=nginx-light              # real backends behind lab-lb
   [openssl]=openssl
   [ip]=iproute2
+  [ping]=iputils-ping              # reachability through the tunnel
+  [wireguard-go]=wireguard-go      # the peer lab-vpn is tested against
+  [wg]=wireguard-tools
 )
 missing=()
 for command in "${!needs[@]}"; do

@@ -19,8 +19,10 @@ pub trait Daemon: Sized + Send + 'static {
     type Config: DaemonConfig;
     type Error: std::error::Error + Send + Sync + 'static;
 
-    /// Binds what the daemon serves and registers its metrics (already prefixed with
-    /// [`DaemonConfig::METRICS_PREFIX`]). `READY=1` is sent once this returns.
+    /// Binds what the daemon serves and registers its metrics in `metrics`, the root registry:
+    /// the daemon's own go under [`DaemonConfig::METRICS_PREFIX`]
+    /// (`metrics.sub_registry_with_prefix(..)`), names other tools expect as they are.
+    /// `READY=1` is sent once this returns.
     fn start(
         config: Arc<Self::Config>,
         metrics: &mut Registry,
@@ -129,12 +131,7 @@ async fn serve<D: Daemon>(path: PathBuf, config: Arc<D::Config>, logging: Loggin
     };
     let (mut registry, reload_metrics) =
         base_registry(D::Config::METRICS_PREFIX, env!("CARGO_PKG_VERSION"));
-    let daemon = match D::start(
-        config.clone(),
-        registry.sub_registry_with_prefix(D::Config::METRICS_PREFIX),
-    )
-    .await
-    {
+    let daemon = match D::start(config.clone(), &mut registry).await {
         Ok(daemon) => daemon,
         Err(e) => {
             tracing::error!(error = %e, "cannot start");

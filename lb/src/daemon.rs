@@ -10,7 +10,7 @@ use crate::proxy::{L4Proxy, Routing};
 use crate::sni::SniPattern;
 use crate::status::{LbStatus, Snapshot};
 use lab_daemon::metrics::StatusPage;
-use lab_daemon::{Daemon, Name};
+use lab_daemon::{Daemon, DaemonConfig, Name};
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -174,7 +174,8 @@ impl Daemon for LbDaemon {
     type Error = LbError;
 
     async fn start(config: Arc<LbConfig>, registry: &mut Registry) -> Result<Self, LbError> {
-        let metrics = LbMetrics::register(registry);
+        let metrics =
+            LbMetrics::register(registry.sub_registry_with_prefix(LbConfig::METRICS_PREFIX));
         let empty = Arc::new(LbConfig {
             listeners: Vec::new(),
             backends: Vec::new(),

@@ -144,11 +144,21 @@ pub struct Started {
 impl Started {
     /// Writes `config` to a file, starts `bin` on it and waits for `READY=1`.
     pub fn start(bin: &str, config: &str) -> Self {
+        Self::start_in(None, bin, config)
+    }
+
+    /// [`start`](Self::start) inside `netns` when given.
+    pub fn start_in(netns: Option<&crate::netns::Netns>, bin: &str, config: &str) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let config_path = dir.path().join("daemon.toml");
         std::fs::write(&config_path, config).unwrap_or_else(|e| panic!("{e}"));
         let mut notify = crate::NotifySocket::new();
-        let process = DaemonProcess::start(bin, &config_path, notify.path());
+        let process = DaemonProcess::spawn(DaemonProcess::command_in(
+            netns,
+            bin,
+            &config_path,
+            notify.path(),
+        ));
         notify.expect(&["READY=1"], Duration::from_secs(20));
         Self {
             process,

@@ -10,7 +10,7 @@ use crate::metrics::{PeerCollector, VpnMetrics};
 use crate::netlink::{self, NetlinkError};
 use crate::tun::Tun;
 use ipnet::IpNet;
-use lab_daemon::Daemon;
+use lab_daemon::{Daemon, DaemonConfig};
 use prometheus_client::registry::Registry;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -114,7 +114,8 @@ impl Daemon for VpnDaemon {
             port: interface.listen_port,
             source,
         })?;
-        let metrics = VpnMetrics::register(registry);
+        let metrics =
+            VpnMetrics::register(registry.sub_registry_with_prefix(VpnConfig::METRICS_PREFIX));
         metrics.describe(&config);
         let device = Arc::new(Device::new(
             interface.name.clone(),

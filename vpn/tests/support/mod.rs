@@ -1,0 +1,298 @@
+//! The namespaces of the kernel's WireGuard netns selftest, for lab-vpn: a client (wireguard-go
+//! configured with `wg`, or another lab-vpn), the gateway running lab-vpn, and a server on net1
+//! behind it. Addresses are the namespaces' own; nothing leaves them.
+
+#![allow(dead_code)] // each test file uses its own part
+
+use lab_tests::daemon_process::Started;
+use lab_tests::netns::Netns;
+use lab_tests::{http, workspace};
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_lab-vpn");
+
+/// The underlay between client and gateway (net0 in the lab).
+pub const CLIENT_UNDERLAY: &str = "198.51.100.2";
+pub const GATEWAY_UNDERLAY: &str = "198.51.100.1";
+/// net1: the gateway's leg and the server behind it.
+pub const GATEWAY_NET1: &str = "10.10.1.2";
+pub const SERVER: &str = "10.10.1.5";
+/// The tunnel.
+pub const GATEWAY_TUNNEL: &str = "10.10.100.1";
+pub const CLIENT_TUNNEL: &str = "10.10.100.2";
+pub const PORT: u16 = 51820;
+pub const METRICS: &str = "127.0.0.1:9586";
+
+/// `wg genkey` / `wg pubkey` / `wg genpsk`, the real tools.
+pub fn wg(args: &[&str], input: Option<&str>) -> String {
+    use std::io::Write;
+    let mut child = Command::new("wg")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run wg (wireguard-tools): {e}"));
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin.write_all(text.as_bytes()).unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "wg {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+pub struct KeyPair {
+    pub private: String,
+    pub public: String,
+}
+
+pub fn key_pair() -> KeyPair {
+    let private = wg(&["genkey"], None);
+    let public = wg(&["pubkey"], Some(&private));
+    KeyPair { private, public }
+}
+
+/// Writes `text` to `dir/name` with mode 0600.
+pub fn secret_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// Three namespaces wired as the lab wires them.
+pub struct Topology {
+    pub client: Netns,
+    pub gateway: Netns,
+    pub server: Netns,
+    pub dir: tempfile::TempDir,
+}
+
+fn link(a: &Netns, a_address: &str, b: &Netns, b_address: &str, prefix: u8) {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let (a_name, b_name) = (
+        format!("va{}x{n}", std::process::id() % 10000),
+        format!("vb{}x{n}", std::process::id() % 10000),
+    );
+    // Created inside `a`, then one end moved into `b`: the root namespace never sees them.
+    a.run(&[
+        "ip", "link", "add", &a_name, "type", "veth", "peer", "name", &b_name,
+    ]);
+    a.run(&["ip", "link", "set", &b_name, "netns", &b.name]);
+    a.run(&[
+        "ip",
+        "address",
+        "add",
+        &format!("{a_address}/{prefix}"),
+        "dev",
+        &a_name,
+    ]);
+    b.run(&[
+        "ip",
+        "address",
+        "add",
+        &format!("{b_address}/{prefix}"),
+        "dev",
+        &b_name,
+    ]);
+    a.run(&["ip", "link", "set", &a_name, "up"]);
+    b.run(&["ip", "link", "set", &b_name, "up"]);
+}
+
+impl Topology {
+    pub fn new() -> Self {
+        let topology = Self {
+            client: Netns::new("client"),
+            gateway: Netns::new("gw"),
+            server: Netns::new("srv"),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        link(
+            &topology.client,
+            CLIENT_UNDERLAY,
+            &topology.gateway,
+            GATEWAY_UNDERLAY,
+            24,
+        );
+        link(
+            &topology.gateway,
+            GATEWAY_NET1,
+            &topology.server,
+            SERVER,
+            24,
+        );
+        topology
+            .gateway
+            .run(&["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
+        topology
+            .server
+            .run(&["ip", "route", "add", "10.10.100.0/24", "via", GATEWAY_NET1]);
+        topology
+    }
+
+    /// The example vpn.toml for the gateway: its own key, `peers` (TOML `[[peer]]` text) in
+    /// place of the example's.
+    pub fn gateway_config(&self, gateway_key: &KeyPair, peers: &str) -> String {
+        let key = secret_file(self.dir.path(), "gateway.key", &gateway_key.private);
+        let mut doc = workspace::config_document("vpn.toml");
+        doc.remove("peer");
+        doc["metrics"]["listen"] = toml_edit::value(METRICS);
+        doc["interface"]["private_key_file"] = toml_edit::value(key.display().to_string());
+        format!("{doc}\n{peers}")
+    }
+
+    /// lab-vpn started in the gateway namespace.
+    pub fn start_gateway(&self, config: &str) -> Started {
+        Started::start_in(Some(&self.gateway), BIN, config)
+    }
+
+    /// A server on net1 answering HTTP with "behind the gateway".
+    pub fn start_server(&self) -> Child {
+        let root = self.dir.path().join("www");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("index.html"), "behind the gateway\n").unwrap();
+        let child = self
+            .server
+            .command("python3")
+            .args(["-m", "http.server", "80", "--bind", SERVER, "--directory"])
+            .arg(&root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self
+            .server
+            .command("curl")
+            .args(["-s", "-o", "/dev/null", &format!("http://{SERVER}/")])
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            assert!(Instant::now() < deadline, "the net1 server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child
+    }
+
+    /// A metric of the gateway, read from inside its namespace.
+    pub fn gateway_metric(&self, series: &str) -> Option<f64> {
+        let address: SocketAddr = METRICS.parse().unwrap();
+        let body = http::get_in(Some(&self.gateway), address, "/metrics", &[]).body;
+        body.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    pub fn gateway_metrics(&self) -> String {
+        let address: SocketAddr = METRICS.parse().unwrap();
+        http::get_in(Some(&self.gateway), address, "/metrics", &[]).body
+    }
+}
+
+/// A wireguard-go client in the client namespace, configured with `wg`.
+pub struct WireguardGo {
+    pub interface: String,
+    child: Child,
+}
+
+impl WireguardGo {
+    /// Starts `wireguard-go` with a unique interface name (the UAPI socket directory is shared
+    /// between namespaces) and gives it `address`.
+    pub fn start(netns: &Netns, address: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let interface = format!(
+            "wgc{}x{}",
+            std::process::id() % 100000,
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let child = netns
+            .command("wireguard-go")
+            .args(["-f", &interface])
+            .env("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run wireguard-go: {e}"));
+        let socket = PathBuf::from(format!("/var/run/wireguard/{interface}.sock"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "wireguard-go did not create {}",
+                socket.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        netns.run(&[
+            "ip",
+            "address",
+            "add",
+            &format!("{address}/32"),
+            "dev",
+            &interface,
+        ]);
+        netns.run(&["ip", "link", "set", &interface, "up"]);
+        Self { interface, child }
+    }
+
+    /// `wg <args>` against this interface, from the client namespace.
+    pub fn wg(&self, netns: &Netns, args: &[&str]) {
+        netns.run(&[&["wg"], args].concat());
+    }
+
+    pub fn route(&self, netns: &Netns, net: &str) {
+        netns.run(&["ip", "route", "add", net, "dev", &self.interface]);
+    }
+}
+
+impl Drop for WireguardGo {
+    fn drop(&mut self) {
+        // SIGTERM lets wireguard-go remove its UAPI socket; the socket directory is the
+        // machine's, shared by every namespace.
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(format!("/var/run/wireguard/{}.sock", self.interface));
+    }
+}
+
+/// `ping -c <count>` from `netns`; whether every reply came.
+pub fn ping(netns: &Netns, target: &str, extra: &[&str]) -> bool {
+    netns
+        .command("ping")
+        .args(["-c", "3", "-i", "0.2", "-W", "2", "-q"])
+        .args(extra)
+        .arg(target)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `curl http://<target>/` from `netns`.
+pub fn fetch(netns: &Netns, target: &str) -> Option<String> {
+    let output = netns
+        .command("curl")
+        .args(["-s", "--max-time", "5"])
+        .arg(format!("http://{target}/"))
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}

@@ -1,0 +1,175 @@
+//! lab-vpn against the real wireguard-go and `wg`, in namespaces shaped like the kernel's
+//! WireGuard netns selftest: handshake, ping and HTTP to net1 through the gateway, allowed-IPs
+//! enforcement, preshared keys.
+
+mod support;
+
+use support::*;
+
+fn admin_peer(client: &KeyPair, extra: &str) -> String {
+    format!(
+        "[[peer]]\nname = \"admin\"\npublic_key = \"{}\"\nallowed_ips = [\"{CLIENT_TUNNEL}/32\"]\n{extra}\n",
+        client.public
+    )
+}
+
+/// wireguard-go in the client namespace, pointed at the gateway, routing the tunnel and net1.
+fn client(
+    topology: &Topology,
+    client: &KeyPair,
+    gateway: &KeyPair,
+    psk: Option<&str>,
+) -> WireguardGo {
+    let go = WireguardGo::start(&topology.client, CLIENT_TUNNEL);
+    let key = secret_file(topology.dir.path(), "client.key", &client.private);
+    let mut args = vec![
+        "set".to_owned(),
+        go.interface.clone(),
+        "private-key".to_owned(),
+        key.display().to_string(),
+        "peer".to_owned(),
+        gateway.public.clone(),
+        "endpoint".to_owned(),
+        format!("{GATEWAY_UNDERLAY}:{PORT}"),
+        "allowed-ips".to_owned(),
+        "10.10.100.0/24,10.10.1.0/24".to_owned(),
+    ];
+    if let Some(psk) = psk {
+        let path = secret_file(topology.dir.path(), "client.psk", psk);
+        args.extend(["preshared-key".to_owned(), path.display().to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    go.wg(&topology.client, &args);
+    go.route(&topology.client, "10.10.100.0/24");
+    go.route(&topology.client, "10.10.1.0/24");
+    go
+}
+
+#[test]
+fn wireguard_go_reaches_net1_through_the_gateway() {
+    let topology = Topology::new();
+    let (gateway_key, client_key) = (key_pair(), key_pair());
+    let _gateway = topology
+        .start_gateway(&topology.gateway_config(&gateway_key, &admin_peer(&client_key, "")));
+    let mut server = topology.start_server();
+    let _go = client(&topology, &client_key, &gateway_key, None);
+
+    assert!(
+        ping(&topology.client, GATEWAY_TUNNEL, &[]),
+        "no ping through the tunnel"
+    );
+    assert_eq!(
+        fetch(&topology.client, SERVER).as_deref(),
+        Some("behind the gateway")
+    );
+
+    let labels = format!(
+        "{{interface=\"wg0\",public_key=\"{}\",allowed_ips=\"{CLIENT_TUNNEL}/32\",friendly_name=\"admin\"}}",
+        client_key.public
+    );
+    let handshake = topology
+        .gateway_metric(&format!("wireguard_latest_handshake_seconds{labels}"))
+        .unwrap_or(0.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (now - handshake).abs() < 30.0,
+        "latest handshake {handshake}, now {now}"
+    );
+    assert!(
+        topology
+            .gateway_metric(&format!("wireguard_received_bytes_total{labels}"))
+            .unwrap_or(0.0)
+            > 0.0
+    );
+    assert!(
+        topology
+            .gateway_metric(&format!("wireguard_sent_bytes_total{labels}"))
+            .unwrap_or(0.0)
+            > 0.0
+    );
+    assert_eq!(topology.gateway_metric("lab_vpn_peers_active"), Some(1.0));
+    if let Err(complaint) = lab_tests::promtool::check_metrics(&topology.gateway_metrics()) {
+        panic!("promtool: {complaint}");
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+#[test]
+fn a_source_outside_the_peers_allowed_ips_never_reaches_net1() {
+    let topology = Topology::new();
+    let (gateway_key, client_key) = (key_pair(), key_pair());
+    let _gateway = topology
+        .start_gateway(&topology.gateway_config(&gateway_key, &admin_peer(&client_key, "")));
+    let mut server = topology.start_server();
+    let go = client(&topology, &client_key, &gateway_key, None);
+    assert!(ping(&topology.client, GATEWAY_TUNNEL, &[]));
+    // Another inner source on the client's tunnel: the gateway must drop it.
+    topology.client.run(&[
+        "ip",
+        "address",
+        "add",
+        "10.10.100.9/32",
+        "dev",
+        &go.interface,
+    ]);
+    let before = topology
+        .gateway_metric("lab_vpn_packets_dropped_total{reason=\"source_not_allowed\"}")
+        .unwrap_or(0.0);
+    assert!(
+        !ping(&topology.client, SERVER, &["-I", "10.10.100.9"]),
+        "a spoofed source got through"
+    );
+    let after = topology
+        .gateway_metric("lab_vpn_packets_dropped_total{reason=\"source_not_allowed\"}")
+        .unwrap_or(0.0);
+    assert!(after >= before + 3.0, "drops {before} -> {after}");
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+#[test]
+fn preshared_keys_must_match() {
+    let topology = Topology::new();
+    let (gateway_key, client_key) = (key_pair(), key_pair());
+    let psk = wg(&["genpsk"], None);
+    let psk_file = secret_file(topology.dir.path(), "gateway.psk", &psk);
+    let peer = admin_peer(
+        &client_key,
+        &format!("preshared_key_file = \"{}\"", psk_file.display()),
+    );
+    let _gateway = topology.start_gateway(&topology.gateway_config(&gateway_key, &peer));
+    {
+        let _go = client(&topology, &client_key, &gateway_key, Some(&psk));
+        assert!(
+            ping(&topology.client, GATEWAY_TUNNEL, &[]),
+            "matching PSKs did not connect"
+        );
+    }
+    // A client with another PSK never completes a handshake.
+    let topology2 = Topology::new();
+    let psk_file2 = secret_file(topology2.dir.path(), "gateway.psk", &psk);
+    let peer2 = admin_peer(
+        &client_key,
+        &format!("preshared_key_file = \"{}\"", psk_file2.display()),
+    );
+    let _gateway2 = topology2.start_gateway(&topology2.gateway_config(&gateway_key, &peer2));
+    let _go = client(
+        &topology2,
+        &client_key,
+        &gateway_key,
+        Some(&wg(&["genpsk"], None)),
+    );
+    assert!(!ping(&topology2.client, GATEWAY_TUNNEL, &[]));
+    let labels = format!(
+        "{{interface=\"wg0\",public_key=\"{}\",allowed_ips=\"{CLIENT_TUNNEL}/32\",friendly_name=\"admin\"}}",
+        client_key.public
+    );
+    assert_eq!(
+        topology2.gateway_metric(&format!("wireguard_latest_handshake_seconds{labels}")),
+        Some(0.0)
+    );
+}
