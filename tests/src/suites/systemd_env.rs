@@ -36,9 +36,12 @@ fn prepare(setup: &Setup<'_>) -> Prepared {
     }
 }
 
-/// With `WATCHDOG_USEC` set (as `WatchdogSec=` does), `WATCHDOG=1` keeps arriving.
-pub fn watchdog_is_fed(setup: &Setup<'_>) {
-    let prepared = prepare(setup);
+/// Starts the daemon with `env` added and waits for `READY=1`.
+fn start_ready(
+    setup: &Setup<'_>,
+    prepared: &Prepared,
+    env: &[(&str, &str)],
+) -> (DaemonProcess, NotifySocket) {
     let mut notify = NotifySocket::new();
     let mut command = DaemonProcess::command_in(
         prepared.netns.as_ref(),
@@ -46,9 +49,16 @@ pub fn watchdog_is_fed(setup: &Setup<'_>) {
         &prepared.path,
         notify.path(),
     );
-    command.env("WATCHDOG_USEC", "400000");
+    command.envs(env.iter().copied());
     let daemon = DaemonProcess::spawn(command);
     notify.expect(&["READY=1"], Duration::from_secs(20));
+    (daemon, notify)
+}
+
+/// With `WATCHDOG_USEC` set (as `WatchdogSec=` does), `WATCHDOG=1` keeps arriving.
+pub fn watchdog_is_fed(setup: &Setup<'_>) {
+    let prepared = prepare(setup);
+    let (daemon, mut notify) = start_ready(setup, &prepared, &[("WATCHDOG_USEC", "400000")]);
     for _ in 0..3 {
         notify.expect(&["WATCHDOG=1"], Duration::from_secs(2));
     }
@@ -58,18 +68,11 @@ pub fn watchdog_is_fed(setup: &Setup<'_>) {
 /// A watchdog meant for another process (`WATCHDOG_PID` not ours) is left alone.
 pub fn watchdog_of_another_process_is_ignored(setup: &Setup<'_>) {
     let prepared = prepare(setup);
-    let mut notify = NotifySocket::new();
-    let mut command = DaemonProcess::command_in(
-        prepared.netns.as_ref(),
-        setup.bin,
-        &prepared.path,
-        notify.path(),
+    let (daemon, mut notify) = start_ready(
+        setup,
+        &prepared,
+        &[("WATCHDOG_USEC", "200000"), ("WATCHDOG_PID", "1")],
     );
-    command
-        .env("WATCHDOG_USEC", "200000")
-        .env("WATCHDOG_PID", "1");
-    let daemon = DaemonProcess::spawn(command);
-    notify.expect(&["READY=1"], Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(600));
     notify.drain();
     assert!(
