@@ -9,6 +9,7 @@ use crate::key::{read_key_file, KeyFileError, PrivateKey};
 use crate::metrics::{PeerCollector, VpnMetrics};
 use crate::netlink::{self, NetlinkError};
 use crate::tun::Tun;
+use crate::uapi::ControlSocket;
 use ipnet::IpNet;
 use lab_daemon::{Daemon, DaemonConfig};
 use prometheus_client::registry::Registry;
@@ -22,6 +23,8 @@ pub struct VpnDaemon {
     metrics: VpnMetrics,
     device: Arc<Device>,
     loops: Vec<JoinHandle<()>>,
+    /// Removed (socket file and all) when the daemon stops.
+    _control: ControlSocket,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +42,8 @@ pub enum VpnError {
     Netlink { name: String, source: NetlinkError },
     #[error("cannot listen on UDP port {port}: {source}")]
     Bind { port: u16, source: std::io::Error },
+    #[error("cannot serve the control socket: {0}")]
+    Control(std::io::Error),
     #[error("{0} changed; the [interface] section takes effect on restart, not reload")]
     InterfaceChanged(&'static str),
 }
@@ -128,6 +133,7 @@ impl Daemon for VpnDaemon {
         registry.register_collector(Box::new(PeerCollector {
             device: device.clone(),
         }));
+        let control = ControlSocket::start(device.clone()).map_err(VpnError::Control)?;
         let loops = device.spawn();
         tracing::info!(
             interface = %interface.name,
@@ -141,6 +147,7 @@ impl Daemon for VpnDaemon {
             metrics,
             device,
             loops,
+            _control: control,
         })
     }
 

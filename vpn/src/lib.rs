@@ -12,6 +12,7 @@ pub mod key;
 pub mod metrics;
 pub mod netlink;
 pub mod tun;
+pub mod uapi;
 
 pub use config::VpnConfig;
 pub use daemon::VpnDaemon;

@@ -64,6 +64,10 @@ fn loopback_config(dir: &Path) -> DocumentMut {
     let mut config = workspace::config_document("vpn.toml");
     config["metrics"]["listen"] = value(ports::free_tcp().to_string());
     config["interface"]["private_key_file"] = value("private.key");
+    // `wg` sockets live in one directory for every namespace: no two tests share a name.
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    config["interface"]["name"] = value(format!("wgt{}x{n}", std::process::id() % 100000));
     config
 }
 

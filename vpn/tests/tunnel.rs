@@ -64,8 +64,8 @@ fn wireguard_go_reaches_net1_through_the_gateway() {
     );
 
     let labels = format!(
-        "{{interface=\"wg0\",public_key=\"{}\",allowed_ips=\"{CLIENT_TUNNEL}/32\",friendly_name=\"admin\"}}",
-        client_key.public
+        "{{interface=\"{}\",public_key=\"{}\",allowed_ips=\"{CLIENT_TUNNEL}/32\",friendly_name=\"admin\"}}",
+        topology.interface, client_key.public
     );
     let handshake = topology
         .gateway_metric(&format!("wireguard_latest_handshake_seconds{labels}"))
@@ -165,11 +165,134 @@ fn preshared_keys_must_match() {
     );
     assert!(!ping(&topology2.client, GATEWAY_TUNNEL, &[]));
     let labels = format!(
-        "{{interface=\"wg0\",public_key=\"{}\",allowed_ips=\"{CLIENT_TUNNEL}/32\",friendly_name=\"admin\"}}",
-        client_key.public
+        "{{interface=\"{}\",public_key=\"{}\",allowed_ips=\"{CLIENT_TUNNEL}/32\",friendly_name=\"admin\"}}",
+        topology2.interface, client_key.public
     );
     assert_eq!(
         topology2.gateway_metric(&format!("wireguard_latest_handshake_seconds{labels}")),
         Some(0.0)
     );
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn wg_show_and_wg_set_work_against_lab_vpn() {
+    let topology = Topology::new();
+    let (gateway_key, client_key) = (key_pair(), key_pair());
+    let _gateway = topology
+        .start_gateway(&topology.gateway_config(&gateway_key, &admin_peer(&client_key, "")));
+    let go = client(&topology, &client_key, &gateway_key, None);
+    assert!(ping(&topology.client, GATEWAY_TUNNEL, &[]));
+
+    // wg show: keys, port, endpoint, allowed IPs, a handshake just now, bytes both ways.
+    let (interface, peers) = wg_dump(&topology.gateway, &topology.interface);
+    assert_eq!(interface[1], gateway_key.public);
+    assert_eq!(interface[2], PORT.to_string());
+    assert_eq!(peers.len(), 1);
+    let peer = &peers[0];
+    assert_eq!(peer[0], client_key.public);
+    assert!(
+        peer[2].starts_with(&format!("{CLIENT_UNDERLAY}:")),
+        "endpoint {}",
+        peer[2]
+    );
+    assert_eq!(peer[3], format!("{CLIENT_TUNNEL}/32"));
+    let handshake: u64 = peer[4].parse().unwrap();
+    assert!(
+        now().abs_diff(handshake) < 30,
+        "latest handshake {handshake}"
+    );
+    let (rx, tx): (u64, u64) = (peer[5].parse().unwrap(), peer[6].parse().unwrap());
+    assert!(rx > 0 && tx > 0, "transfer {rx} {tx}");
+
+    // wg set: a live peer's allowed IPs grow without a new handshake.
+    topology.client.run(&[
+        "ip",
+        "address",
+        "add",
+        "10.10.100.9/32",
+        "dev",
+        &go.interface,
+    ]);
+    assert!(!ping(
+        &topology.client,
+        GATEWAY_TUNNEL,
+        &["-I", "10.10.100.9"]
+    ));
+    topology.gateway.run(&[
+        "wg",
+        "set",
+        &topology.interface,
+        "peer",
+        &client_key.public,
+        "allowed-ips",
+        &format!("{CLIENT_TUNNEL}/32,10.10.100.9/32"),
+    ]);
+    assert!(ping(
+        &topology.client,
+        GATEWAY_TUNNEL,
+        &["-I", "10.10.100.9"]
+    ));
+    let (_, peers) = wg_dump(&topology.gateway, &topology.interface);
+    assert_eq!(
+        peers[0][4],
+        handshake.to_string(),
+        "the session was restarted"
+    );
+
+    // wg set: remove the peer; nothing gets through any more.
+    topology.gateway.run(&[
+        "wg",
+        "set",
+        &topology.interface,
+        "peer",
+        &client_key.public,
+        "remove",
+    ]);
+    assert!(wg_dump(&topology.gateway, &topology.interface).1.is_empty());
+    assert!(!ping(&topology.client, GATEWAY_TUNNEL, &[]));
+
+    // wg set: a new peer added at run time can connect.
+    drop(go);
+    let newcomer = key_pair();
+    let go = WireguardGo::start(&topology.client, "10.10.100.3");
+    let key = secret_file(topology.dir.path(), "newcomer.key", &newcomer.private);
+    go.wg(
+        &topology.client,
+        &[
+            "set",
+            &go.interface,
+            "private-key",
+            &key.display().to_string(),
+            "peer",
+            &gateway_key.public,
+            "endpoint",
+            &format!("{GATEWAY_UNDERLAY}:{PORT}"),
+            "allowed-ips",
+            "10.10.100.0/24",
+        ],
+    );
+    go.route(&topology.client, "10.10.100.0/24");
+    topology.gateway.run(&[
+        "wg",
+        "set",
+        &topology.interface,
+        "peer",
+        &newcomer.public,
+        "allowed-ips",
+        "10.10.100.3/32",
+    ]);
+    assert!(
+        ping(&topology.client, GATEWAY_TUNNEL, &[]),
+        "the peer added with wg set did not connect"
+    );
+    let (_, peers) = wg_dump(&topology.gateway, &topology.interface);
+    assert_eq!(peers.len(), 1);
+    assert_eq!(peers[0][0], newcomer.public);
 }

@@ -8,7 +8,7 @@ pub mod peer;
 pub mod peers;
 mod timers;
 
-pub use peer::{Endpoint, Peer, PeerSettings};
+pub use peer::{Endpoint, Peer, PeerSettings, SessionKeys};
 pub use peers::PeerSet;
 
 use crate::conn::Conn;
@@ -32,6 +32,8 @@ pub struct Device {
     public: boringtun::x25519::PublicKey,
     limiter: Arc<RateLimiter>,
     peers: ArcSwap<PeerSet>,
+    /// What `peers` was built from; changes go through it so they are never lost.
+    settings: std::sync::Mutex<Vec<PeerSettings>>,
     next_index: AtomicU32,
     conn: Conn,
     tun: Tun,
@@ -60,6 +62,7 @@ impl Device {
             key,
             public,
             peers: ArcSwap::from_pointee(PeerSet::default()),
+            settings: std::sync::Mutex::new(Vec::new()),
             next_index: AtomicU32::new(1),
             conn,
             tun,
@@ -81,9 +84,40 @@ impl Device {
 
     /// Makes the peers those of `wanted`; unchanged peers keep their sessions.
     pub fn set_peers(&self, wanted: &[PeerSettings]) {
+        let mut settings = self.settings.lock().unwrap_or_else(|p| p.into_inner());
         let previous = self.peers.load();
         let next = PeerSet::build(wanted, &previous, &self.key, &self.next_index);
         self.peers.store(Arc::new(next));
+        *settings = wanted.to_vec();
+    }
+
+    /// The peers as last set (by the config or the control socket), in order.
+    pub fn peer_settings(&self) -> Vec<PeerSettings> {
+        self.settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Changes the peers with `edit` applied to their current settings, atomically with respect
+    /// to other changes.
+    pub fn edit_peers<E>(
+        &self,
+        edit: impl FnOnce(&mut Vec<PeerSettings>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut settings = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+        let mut wanted = settings.clone();
+        edit(&mut wanted)?;
+        let previous = self.peers.load();
+        let next = PeerSet::build(&wanted, &previous, &self.key, &self.next_index);
+        self.peers.store(Arc::new(next));
+        *settings = wanted;
+        Ok(())
+    }
+
+    /// The private key, for the control socket's `get` (served to root only).
+    pub fn private_key(&self) -> &PrivateKey {
+        &self.key
     }
 
     /// Starts the inbound, outbound and timer loops; they run until the handles are aborted.

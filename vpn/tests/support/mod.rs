@@ -28,6 +28,17 @@ pub const CLIENT_TUNNEL: &str = "10.10.100.2";
 pub const PORT: u16 = 51820;
 pub const METRICS: &str = "127.0.0.1:9586";
 
+/// An interface name no other test uses (`wg` finds interfaces by name in a directory every
+/// namespace shares), at most 15 characters.
+pub fn unique_interface(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}{}x{}",
+        std::process::id() % 100000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 /// `wg genkey` / `wg pubkey` / `wg genpsk`, the real tools.
 pub fn wg(args: &[&str], input: Option<&str>) -> String {
     use std::io::Write;
@@ -75,6 +86,8 @@ pub struct Topology {
     pub gateway: Netns,
     pub server: Netns,
     pub dir: tempfile::TempDir,
+    /// lab-vpn's interface in the gateway namespace.
+    pub interface: String,
 }
 
 fn link(a: &Netns, a_address: &str, b: &Netns, b_address: &str, prefix: u8) {
@@ -116,6 +129,7 @@ impl Topology {
             gateway: Netns::new("gw"),
             server: Netns::new("srv"),
             dir: tempfile::tempdir().unwrap(),
+            interface: unique_interface("wgg"),
         };
         link(
             &topology.client,
@@ -147,6 +161,7 @@ impl Topology {
         let mut doc = workspace::config_document("vpn.toml");
         doc.remove("peer");
         doc["metrics"]["listen"] = toml_edit::value(METRICS);
+        doc["interface"]["name"] = toml_edit::value(&self.interface);
         doc["interface"]["private_key_file"] = toml_edit::value(key.display().to_string());
         format!("{doc}\n{peers}")
     }
@@ -295,4 +310,25 @@ pub fn fetch(netns: &Netns, target: &str) -> Option<String> {
         .status
         .success()
         .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// `wg show <interface> dump` from `netns`: the interface line and one line per peer, split
+/// at tabs.
+pub fn wg_dump(netns: &Netns, interface: &str) -> (Vec<String>, Vec<Vec<String>>) {
+    let output = netns
+        .command("wg")
+        .args(["show", interface, "dump"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "wg show dump: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let mut lines = text
+        .lines()
+        .map(|l| l.split('\t').map(str::to_owned).collect::<Vec<_>>());
+    let interface_line = lines.next().unwrap_or_default();
+    (interface_line, lines.collect())
 }

@@ -1,0 +1,294 @@
+//! The cross-platform WireGuard userspace API on `/var/run/wireguard/<interface>.sock`, so
+//! `wg show`, `wg showconf` and `wg set` work against lab-vpn unchanged. Changes made here last
+//! until the next reload, as with `wg` against a wg-quick interface.
+
+use crate::device::{Device, PeerSettings, SessionKeys};
+use crate::key::PublicKey;
+use ipnet::IpNet;
+use lab_daemon::Name;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+use tokio::task::JoinHandle;
+
+pub const SOCKET_DIR: &str = "/var/run/wireguard";
+
+/// Errno values `wg` understands.
+const EINVAL: i32 = 22;
+const EPROTO: i32 = 71;
+const ENOTSUP: i32 = 95;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+fn unhex(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The answer to `get=1`.
+pub fn get(device: &Device) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "private_key={}",
+        hex(&device.private_key().secret().to_bytes())
+    );
+    let _ = writeln!(out, "listen_port={}", device.listen_port());
+    let peers = device.peers();
+    for settings in device.peer_settings() {
+        let Some(peer) = peers.by_key.get(&settings.keys.public_key) else {
+            continue;
+        };
+        let _ = writeln!(out, "public_key={}", hex(peer.keys.public_key.as_bytes()));
+        if let Some(psk) = &peer.keys.preshared_key {
+            let _ = writeln!(out, "preshared_key={}", hex(psk));
+        }
+        let _ = writeln!(out, "protocol_version=1");
+        if let Some(endpoint) = peer.endpoint() {
+            let _ = writeln!(out, "endpoint={}", endpoint.address);
+        }
+        let (seconds, nanos) = peer
+            .last_handshake()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or((0, 0), |d| (d.as_secs(), d.subsec_nanos()));
+        let _ = writeln!(out, "last_handshake_time_sec={seconds}");
+        let _ = writeln!(out, "last_handshake_time_nsec={nanos}");
+        let (received, sent) = peer.transfer();
+        let _ = writeln!(out, "tx_bytes={sent}");
+        let _ = writeln!(out, "rx_bytes={received}");
+        let _ = writeln!(
+            out,
+            "persistent_keepalive_interval={}",
+            peer.keys.keepalive.unwrap_or(0)
+        );
+        for net in peer.allowed_ips() {
+            let _ = writeln!(out, "allowed_ip={net}");
+        }
+    }
+    out.push_str("errno=0\n\n");
+    out
+}
+
+/// A peer's name when `wg set` adds it: `wg-` and the start of its key, hex.
+fn name_for(key: &PublicKey) -> Option<Name> {
+    format!("wg-{}", &hex(key.as_bytes())[..12]).parse().ok()
+}
+
+/// Applies a `set=1` request's lines; `Err` is the errno to answer.
+pub fn set(device: &Device, lines: &[String]) -> Result<(), i32> {
+    device.edit_peers(|peers| apply(device, peers, lines))
+}
+
+fn apply(device: &Device, peers: &mut Vec<PeerSettings>, lines: &[String]) -> Result<(), i32> {
+    // Index into `peers` of the peer being edited; None before the first public_key=, or when
+    // the current one is being removed / was update_only and absent.
+    let mut current: Option<usize> = None;
+    // The current peer was added by this request's public_key= line.
+    let mut current_is_new = false;
+    let mut skipping = false;
+    for line in lines {
+        let (key, value) = line.split_once('=').ok_or(EPROTO)?;
+        match key {
+            "private_key" => {
+                let bytes = unhex(value).ok_or(EINVAL)?;
+                if bytes != device.private_key().secret().to_bytes() {
+                    return Err(ENOTSUP);
+                }
+            }
+            "listen_port" => {
+                let port: u16 = value.parse().map_err(|_| EINVAL)?;
+                if port != device.listen_port() {
+                    return Err(ENOTSUP);
+                }
+            }
+            "fwmark" => {}
+            "replace_peers" => {
+                if value != "true" {
+                    return Err(EINVAL);
+                }
+                peers.clear();
+            }
+            "public_key" => {
+                let key = PublicKey::from_bytes(unhex(value).ok_or(EINVAL)?);
+                skipping = false;
+                current_is_new = false;
+                current = match peers.iter().position(|p| p.keys.public_key == key) {
+                    Some(index) => Some(index),
+                    None => {
+                        current_is_new = true;
+                        peers.push(PeerSettings {
+                            name: name_for(&key).ok_or(EINVAL)?,
+                            keys: SessionKeys {
+                                public_key: key,
+                                preshared_key: None,
+                                keepalive: None,
+                            },
+                            allowed_ips: Vec::new(),
+                            endpoint: None,
+                        });
+                        Some(peers.len() - 1)
+                    }
+                };
+            }
+            _ if skipping => {}
+            "update_only" => {
+                // Only change a peer that exists: one this request just added is dropped again.
+                if let (Some(index), true) = (current, current_is_new) {
+                    peers.remove(index);
+                    current = None;
+                    skipping = true;
+                }
+            }
+            "remove" => {
+                let index = current.ok_or(EPROTO)?;
+                if value == "true" {
+                    peers.remove(index);
+                    current = None;
+                    skipping = true;
+                }
+            }
+            "preshared_key" => {
+                let index = current.ok_or(EPROTO)?;
+                let psk = unhex(value).ok_or(EINVAL)?;
+                peers[index].keys.preshared_key = (psk != [0u8; 32]).then_some(psk);
+            }
+            "endpoint" => {
+                let index = current.ok_or(EPROTO)?;
+                let address: SocketAddr = value
+                    .trim_matches(['[', ']'])
+                    .parse()
+                    .or_else(|_| value.parse())
+                    .map_err(|_| EINVAL)?;
+                peers[index].endpoint = Some(address);
+            }
+            "persistent_keepalive_interval" => {
+                let index = current.ok_or(EPROTO)?;
+                let seconds: u16 = value.parse().map_err(|_| EINVAL)?;
+                peers[index].keys.keepalive = (seconds > 0).then_some(seconds);
+            }
+            "replace_allowed_ips" => {
+                let index = current.ok_or(EPROTO)?;
+                if value == "true" {
+                    peers[index].allowed_ips.clear();
+                }
+            }
+            "allowed_ip" => {
+                let index = current.ok_or(EPROTO)?;
+                let net: IpNet = value.parse().map_err(|_| EINVAL)?;
+                let net = net.trunc();
+                // A prefix moves to the peer that claims it last, as in WireGuard.
+                for other in peers.iter_mut() {
+                    other.allowed_ips.retain(|n| *n != net);
+                }
+                peers[index].allowed_ips.push(net);
+            }
+            "protocol_version" => {
+                if value != "1" {
+                    return Err(EINVAL);
+                }
+            }
+            _ => return Err(EINVAL),
+        }
+    }
+    Ok(())
+}
+
+/// The control socket: created 0600 (root only: it hands out the private key), removed on drop.
+pub struct ControlSocket {
+    path: PathBuf,
+    task: JoinHandle<()>,
+}
+
+impl ControlSocket {
+    pub fn start(device: Arc<Device>) -> std::io::Result<Self> {
+        Self::start_at(Path::new(SOCKET_DIR), device)
+    }
+
+    pub fn start_at(dir: &Path, device: Arc<Device>) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+        let path = dir.join(format!("{}.sock", device.interface));
+        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!(
+                    "{} is served by another process (another WireGuard interface of this name?)",
+                    path.display()
+                ),
+            ));
+        }
+        // A socket left by a crashed run would make bind fail.
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        let task = tokio::spawn(serve(listener, device));
+        Ok(Self { path, task })
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+async fn serve(listener: UnixListener, device: Arc<Device>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let device = device.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut lines = BufReader::new(read).lines();
+            // One request per connection is what `wg` sends; serve until it closes.
+            while let Ok(Some(command)) = lines.next_line().await {
+                let answer = match command.as_str() {
+                    "get=1" => {
+                        // The request ends with an empty line.
+                        let _ = lines.next_line().await;
+                        get(&device)
+                    }
+                    "set=1" => {
+                        let mut body = Vec::new();
+                        while let Ok(Some(line)) = lines.next_line().await {
+                            if line.is_empty() {
+                                break;
+                            }
+                            body.push(line);
+                        }
+                        match set(&device, &body) {
+                            Ok(()) => "errno=0\n\n".to_owned(),
+                            Err(errno) => format!("errno={errno}\n\n"),
+                        }
+                    }
+                    "" => continue,
+                    _ => format!("errno={EPROTO}\n\n"),
+                };
+                if write.write_all(answer.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
