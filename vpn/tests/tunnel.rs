@@ -45,14 +45,41 @@ fn client(
     go
 }
 
-#[test]
-fn wireguard_go_reaches_net1_through_the_gateway() {
+/// A gateway with one admin peer, and that peer connected with wireguard-go. Bind every field
+/// you destructure that must live (`_gateway`, `go`): `..` drops the rest at once.
+struct Connected {
+    topology: Topology,
+    gateway_key: KeyPair,
+    client_key: KeyPair,
+    _gateway: lab_tests::daemon_process::Started,
+    go: WireguardGo,
+}
+
+fn connected() -> Connected {
     let topology = Topology::new();
     let (gateway_key, client_key) = (key_pair(), key_pair());
-    let _gateway = topology
+    let gateway = topology
         .start_gateway(&topology.gateway_config(&gateway_key, &admin_peer(&client_key, "")));
+    let go = client(&topology, &client_key, &gateway_key, None);
+    Connected {
+        topology,
+        gateway_key,
+        client_key,
+        _gateway: gateway,
+        go,
+    }
+}
+
+#[test]
+fn wireguard_go_reaches_net1_through_the_gateway() {
+    let Connected {
+        topology,
+        client_key,
+        _gateway,
+        go: _go,
+        ..
+    } = connected();
     let mut server = topology.start_server();
-    let _go = client(&topology, &client_key, &gateway_key, None);
 
     assert!(
         ping(&topology.client, GATEWAY_TUNNEL, &[]),
@@ -100,12 +127,13 @@ fn wireguard_go_reaches_net1_through_the_gateway() {
 
 #[test]
 fn a_source_outside_the_peers_allowed_ips_never_reaches_net1() {
-    let topology = Topology::new();
-    let (gateway_key, client_key) = (key_pair(), key_pair());
-    let _gateway = topology
-        .start_gateway(&topology.gateway_config(&gateway_key, &admin_peer(&client_key, "")));
+    let Connected {
+        topology,
+        go,
+        _gateway,
+        ..
+    } = connected();
     let mut server = topology.start_server();
-    let go = client(&topology, &client_key, &gateway_key, None);
     assert!(ping(&topology.client, GATEWAY_TUNNEL, &[]));
     // Another inner source on the client's tunnel: the gateway must drop it.
     topology.client.run(&[
@@ -183,11 +211,13 @@ fn now() -> u64 {
 
 #[test]
 fn wg_show_and_wg_set_work_against_lab_vpn() {
-    let topology = Topology::new();
-    let (gateway_key, client_key) = (key_pair(), key_pair());
-    let _gateway = topology
-        .start_gateway(&topology.gateway_config(&gateway_key, &admin_peer(&client_key, "")));
-    let go = client(&topology, &client_key, &gateway_key, None);
+    let Connected {
+        topology,
+        gateway_key,
+        client_key,
+        _gateway,
+        go,
+    } = connected();
     assert!(ping(&topology.client, GATEWAY_TUNNEL, &[]));
 
     // wg show: keys, port, endpoint, allowed IPs, a handshake just now, bytes both ways.
