@@ -5,5 +5,6 @@
 
 pub mod mac;
 pub mod model;
+pub mod proxmox;
 
 pub use model::Lab;
