@@ -16,6 +16,10 @@ declare -A needs=(
   [ping]=iputils-ping              # reachability through the tunnel
   [wireguard-go]=wireguard-go      # the peer lab-vpn is tested against
   [wg]=wireguard-tools
+  [dnsmasq]=dnsmasq-base           # the DHCP server lab-bootstrap renders for (no system service)
+  [udhcpc]=udhcpc                  # real DHCP clients that must get their reservation
+  [nft]=nftables                   # the rendered ruleset, loaded in a namespace router
+  [busybox]=busybox                # `nc` for the firewall matrix
 )
 missing=()
 for command in "${!needs[@]}"; do

@@ -6,5 +6,6 @@
 pub mod mac;
 pub mod model;
 pub mod proxmox;
+pub mod render;
 
 pub use model::Lab;

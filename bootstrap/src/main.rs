@@ -1,7 +1,8 @@
 use clap::{Parser, Subcommand};
-use lab_bootstrap::Lab;
-use lab_daemon::cli;
-use std::path::PathBuf;
+use lab_bootstrap::{render, Lab};
+use lab_daemon::config::load;
+use lab_daemon::{cli, exit};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// From one lab.toml to a running lab on a Proxmox host.
@@ -20,6 +21,15 @@ enum Command {
         #[arg(value_name = "FILE", default_value = "lab.toml")]
         file: PathBuf,
     },
+    /// Write the host's files (dnsmasq, nftables, sysctl, units) under DIR as they go on the host
+    Render {
+        /// Where `/` of the host is: `/` to install, any directory to look first
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        root: PathBuf,
+        /// The lab description
+        #[arg(value_name = "FILE", default_value = "lab.toml")]
+        file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -29,5 +39,37 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Validate { file } => cli::check_file::<Lab>("lab-bootstrap", &file),
+        Command::Render { root, file } => render(&root, &file),
+    }
+}
+
+fn render(root: &Path, file: &Path) -> ExitCode {
+    let lab = match load::<Lab>(file) {
+        Ok(lab) => lab,
+        Err(e) => {
+            for line in e.lines() {
+                eprintln!("lab-bootstrap: {line}");
+            }
+            return exit::code(exit::CONFIG);
+        }
+    };
+    let files = match render::host_files(&lab) {
+        Ok(files) => files,
+        Err(e) => {
+            eprintln!("lab-bootstrap: {}: {e}", file.display());
+            return exit::code(exit::CONFIG);
+        }
+    };
+    match render::files::write_tree(root, &files) {
+        Ok(written) => {
+            for (path, outcome) in written {
+                println!("{outcome:>9} {}", path.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("lab-bootstrap: cannot write: {e}");
+            exit::code(exit::OS_ERROR)
+        }
     }
 }

@@ -1,0 +1,113 @@
+//! The host-side files lab-bootstrap installs, rendered from `lab.toml` as text: one dnsmasq
+//! per lab bridge, the nftables table, the sysctl drop-in and the units that start them.
+//! Rendering is pure; [`files`] writes the result.
+
+pub mod daemons;
+pub mod dnsmasq;
+pub mod files;
+pub mod nftables;
+pub mod sysctl;
+
+use crate::model::{Lab, NetworkId, Role};
+use ipnet::Ipv4Net;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+/// Where the host's lab configuration lives; dnsmasq's own `/etc/dnsmasq.d` is avoided so a
+/// system dnsmasq, if one is installed, never picks these files up.
+pub const CONFIG_DIR: &str = "/etc/lab";
+/// Leases survive restarts here (systemd's `StateDirectory=lab`).
+pub const STATE_DIR: &str = "/var/lib/lab";
+
+/// The network lab-vpn gives its peers (`configs/vpn.toml`'s `[interface] address`); the host
+/// routes it to the vpn container so the firewall sees real peer addresses.
+pub const VPN_TUNNEL: Ipv4Net = match Ipv4Net::new(Ipv4Addr::new(10, 10, 100, 0), 24) {
+    Ok(net) => net,
+    Err(_) => panic!("10.10.100.0/24 is a valid network"),
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error(
+        "the lab has no machine with role = \"{role}\" on {network}; run `lab-bootstrap validate`"
+    )]
+    MissingRole {
+        role: &'static str,
+        network: &'static str,
+    },
+}
+
+/// A file as it is installed on the host: absolute path, contents and permission bits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedFile {
+    pub path: PathBuf,
+    pub contents: String,
+    pub mode: u32,
+}
+
+/// A static route the host needs: `destination via gateway dev bridge`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub destination: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub bridge: String,
+}
+
+/// The lab networks the host serves with DHCP: net1 and net2, never the uplink. Without a
+/// `dhcp` range a network still gets its reservations.
+pub const DHCP_NETWORKS: [NetworkId; 2] = [NetworkId::Net1, NetworkId::Net2];
+
+/// The address of the machine with `role` on `network`.
+pub fn role_address(lab: &Lab, role: Role, network: NetworkId) -> Result<Ipv4Addr, RenderError> {
+    lab.machines
+        .iter()
+        .find(|m| m.role == role)
+        .and_then(|m| m.address_on(network))
+        .ok_or(RenderError::MissingRole {
+            role: role.as_str(),
+            network: network.as_str(),
+        })
+}
+
+/// VPN peers reach the lab through the vpn container's net1 address.
+pub fn routes(lab: &Lab) -> Result<Vec<Route>, RenderError> {
+    Ok(vec![Route {
+        destination: VPN_TUNNEL,
+        gateway: role_address(lab, Role::Vpn, NetworkId::Net1)?,
+        bridge: lab.networks.net1.bridge.clone(),
+    }])
+}
+
+/// Every host file, in a stable order.
+pub fn host_files(lab: &Lab) -> Result<Vec<RenderedFile>, RenderError> {
+    let mut out = Vec::new();
+    for id in DHCP_NETWORKS {
+        let bridge = &lab.networks.get(id).bridge;
+        out.push(RenderedFile {
+            path: dnsmasq::config_path(bridge),
+            contents: dnsmasq::config(lab, id, &dnsmasq::lease_path(bridge)),
+            mode: 0o644,
+        });
+    }
+    out.push(RenderedFile {
+        path: PathBuf::from(daemons::DNSMASQ_UNIT_PATH),
+        contents: daemons::dnsmasq_unit(),
+        mode: 0o644,
+    });
+    out.push(RenderedFile {
+        path: PathBuf::from(nftables::PATH),
+        contents: nftables::ruleset(lab)?,
+        mode: 0o644,
+    });
+    out.push(RenderedFile {
+        path: PathBuf::from(daemons::NETWORK_UNIT_PATH),
+        contents: daemons::network_unit(&routes(lab)?),
+        mode: 0o644,
+    });
+    out.push(RenderedFile {
+        path: PathBuf::from(sysctl::PATH),
+        contents: sysctl::dropin(),
+        mode: 0o644,
+    });
+    Ok(out)
+}

@@ -1,0 +1,84 @@
+//! `table inet lab`: the policy of DESIGN.md between the host's bridges, and nothing else.
+//!
+//! Only routed traffic crosses the forward chain. The lb and vpn containers sit on net0 and on
+//! a lab bridge themselves, so "outside → LB 80/443" and "outside → VPN UDP 51820" are switched
+//! inside vmbr0, never forwarded; what the host forwards is lab networks to the internet, VPN
+//! peers (routed to the vpn container's net1 address) into net2, and whatever must be stopped
+//! (net0 into the lab, net2 into net1, peers to the internet).
+
+use super::{role_address, RenderError, VPN_TUNNEL};
+use crate::model::{Lab, NetworkId, Role};
+use std::fmt::Write;
+
+pub const PATH: &str = "/etc/lab/lab.nft";
+
+/// The host's management ports kept open on every bridge: SSH and the Proxmox UI.
+pub const MANAGEMENT_PORTS: [u16; 2] = [22, 8006];
+
+/// The ruleset, loaded with `nft -f`: it replaces `table inet lab` in one transaction and
+/// leaves every other table alone.
+pub fn ruleset(lab: &Lab) -> Result<String, RenderError> {
+    let n0 = &lab.networks.net0;
+    let n1 = &lab.networks.net1;
+    let n2 = &lab.networks.net2;
+    let lb_net0 = role_address(lab, Role::Lb, NetworkId::Net0)?;
+    let (b0, b1, b2) = (&n0.bridge, &n1.bridge, &n2.bridge);
+    let (c1, c2) = (n1.cidr, n2.cidr);
+    let tunnel = VPN_TUNNEL;
+    let management = MANAGEMENT_PORTS.map(|p| p.to_string()).join(", ");
+
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        r#"#!/usr/sbin/nft -f
+# Written by lab-bootstrap from lab.toml. `nft -f` applies the whole file as one transaction:
+# the table is created if missing, deleted and defined anew; other tables are not touched.
+table inet lab {{}}
+delete table inet lab
+
+table inet lab {{
+	chain input {{
+		# Accept by default: the host's own access is never cut, only the lab bridges are narrowed.
+		type filter hook input priority filter; policy accept;
+		ct state established,related accept
+		ct state invalid drop
+		iifname "lo" accept
+		# The host's management (SSH, Proxmox UI) stays reachable from the uplink.
+		iifname "{b0}" tcp dport {{ {management} }} accept
+		meta l4proto icmp accept
+		# DHCP from the lab networks to the host's dnsmasq.
+		iifname {{ "{b1}", "{b2}" }} udp dport 67 accept
+		# Administration and VPN peers may reach the host; net2 only gets DHCP and replies.
+		iifname "{b1}" accept
+		iifname "{b2}" drop
+	}}
+
+	chain forward {{
+		type filter hook forward priority filter; policy drop;
+		ct state established,related accept
+		ct state invalid drop
+
+		# VPN peers, routed in through the vpn container's net1 address: administration only.
+		iifname "{b1}" ip saddr {tunnel} oifname {{ "{b1}", "{b2}" }} accept
+		iifname "{b1}" ip saddr {tunnel} oifname "{b0}" ip daddr {lb_net0} tcp dport {{ 80, 443 }} accept
+		iifname "{b1}" ip saddr {tunnel} drop
+
+		# Administration reaches everything, the internet through NAT.
+		iifname "{b1}" ip saddr {c1} accept
+
+		# Application traffic: its own network and the internet, never into net1 (replies only).
+		iifname "{b2}" ip saddr {c2} oifname "{b2}" accept
+		iifname "{b2}" ip saddr {c2} oifname "{b0}" accept
+
+		# Nothing from net0 is forwarded into the lab: the LB and the VPN carry what may enter.
+	}}
+
+	chain postrouting {{
+		type nat hook postrouting priority srcnat; policy accept;
+		oifname "{b0}" ip saddr {{ {c1}, {c2} }} masquerade
+	}}
+}}
+"#
+    );
+    Ok(out)
+}
