@@ -1,0 +1,3 @@
+//! Test support shared by the Proxmox tests.
+
+pub mod proxmox_sim;
