@@ -7,5 +7,6 @@ pub mod mac;
 pub mod model;
 pub mod proxmox;
 pub mod render;
+pub mod talos;
 
 pub use model::Lab;

@@ -1,0 +1,252 @@
+//! The Talos secrets bundle, generated once and kept: the same shape as `talosctl gen secrets`
+//! writes (so either tool can read the other's), stored 0600 in the 0700 state directory.
+//!
+//! Regenerating it would lock the user out of a running cluster, so an existing file is always
+//! loaded, never replaced.
+
+use super::files;
+use super::pki::{self, CertAndKey, KeyType, PkiError};
+use super::random;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The bundle's file name inside the state directory.
+pub const SECRETS_FILE: &str = "talos-secrets.yaml";
+
+/// `talosctl gen secrets`'s `secrets.yaml`. Certificates and keys are base64 of their PEM text,
+/// as Talos machine configs carry them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Secrets {
+    pub cluster: ClusterIdentity,
+    pub secrets: ClusterTokens,
+    pub trustdinfo: TrustdInfo,
+    pub certs: Certs,
+}
+
+/// Cluster discovery's identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterIdentity {
+    pub id: String,
+    pub secret: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterTokens {
+    /// `[a-z0-9]{6}.[a-z0-9]{16}`: kubelet TLS bootstrap.
+    pub bootstraptoken: String,
+    /// Key of the kube-apiserver's secretbox encryption of Secrets at rest.
+    pub secretboxencryptionsecret: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustdInfo {
+    /// What a node presents to trustd to get its Talos API certificate.
+    pub token: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Certs {
+    pub etcd: EncodedCertAndKey,
+    pub k8s: EncodedCertAndKey,
+    pub k8saggregator: EncodedCertAndKey,
+    pub k8sserviceaccount: EncodedKey,
+    /// The Talos API's CA.
+    pub os: EncodedCertAndKey,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncodedCertAndKey {
+    pub crt: String,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncodedKey {
+    pub key: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+    #[error(
+        "{} has mode {mode:04o}: it holds the cluster's keys and must be readable by its owner only (chmod 600)",
+        path.display()
+    )]
+    Exposed { path: PathBuf, mode: u32 },
+    #[error("generating the Talos secrets: {0}")]
+    Generate(#[from] PkiError),
+}
+
+impl Secrets {
+    /// The bundle in `state_dir`, generated and written (0600, in a 0700 directory) only when
+    /// there is none yet.
+    pub fn load_or_generate(state_dir: &Path) -> Result<Self, SecretsError> {
+        let path = state_dir.join(SECRETS_FILE);
+        if path.symlink_metadata().is_ok() {
+            return Self::load(&path);
+        }
+        let io_error = |source| SecretsError::Io {
+            path: path.clone(),
+            source,
+        };
+        files::private_dir(state_dir).map_err(|source| SecretsError::Io {
+            path: state_dir.to_owned(),
+            source,
+        })?;
+        let secrets = Self::generate()?;
+        let yaml = secrets.to_yaml().map_err(|message| SecretsError::Invalid {
+            path: path.clone(),
+            message,
+        })?;
+        match files::write_new_private(&path, yaml.as_bytes()) {
+            Ok(()) => Ok(secrets),
+            // Another run wrote it first: theirs is the one the cluster will use.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Self::load(&path),
+            Err(e) => Err(io_error(e)),
+        }
+    }
+
+    /// Reads and checks a bundle written by this program or by `talosctl gen secrets`.
+    pub fn load(path: &Path) -> Result<Self, SecretsError> {
+        let invalid = |message: String| SecretsError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        let mode = files::mode(path).map_err(|source| SecretsError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        if !files::is_private(mode) {
+            return Err(SecretsError::Exposed {
+                path: path.to_owned(),
+                mode,
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(|source| SecretsError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let secrets: Secrets = serde_norway::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        secrets.check().map_err(invalid)?;
+        Ok(secrets)
+    }
+
+    /// A fresh bundle, as `talosctl gen secrets` makes one for Talos 1.13.
+    pub fn generate() -> Result<Self, PkiError> {
+        let encode = |ca: CertAndKey| EncodedCertAndKey {
+            crt: STANDARD.encode(ca.crt),
+            key: STANDARD.encode(ca.key),
+        };
+        let (_, service_account) = pki::generate_key(KeyType::EcdsaP256)?;
+        Ok(Self {
+            cluster: ClusterIdentity {
+                id: URL_SAFE.encode(random::bytes::<32>()),
+                secret: STANDARD.encode(random::bytes::<32>()),
+            },
+            secrets: ClusterTokens {
+                bootstraptoken: random::token(6, 16),
+                secretboxencryptionsecret: STANDARD.encode(random::bytes::<32>()),
+            },
+            trustdinfo: TrustdInfo {
+                token: random::token(6, 16),
+            },
+            certs: Certs {
+                etcd: encode(pki::new_ca("etcd", KeyType::EcdsaP256)?),
+                k8s: encode(pki::new_ca("kubernetes", KeyType::EcdsaP256)?),
+                k8saggregator: encode(pki::new_ca("kubernetes-aggregator", KeyType::EcdsaP256)?),
+                k8sserviceaccount: EncodedKey {
+                    key: STANDARD.encode(service_account),
+                },
+                os: encode(pki::new_ca("talos", KeyType::Ed25519)?),
+            },
+        })
+    }
+
+    pub fn to_yaml(&self) -> Result<String, String> {
+        serde_norway::to_string(self).map_err(|e| e.to_string())
+    }
+
+    /// The Talos OS CA, decoded: what signs Talos API client certificates.
+    pub(crate) fn os_ca(&self) -> Result<CertAndKey, String> {
+        Ok(CertAndKey {
+            crt: decode_pem("certs.os.crt", &self.certs.os.crt)?,
+            key: decode_pem("certs.os.key", &self.certs.os.key)?,
+        })
+    }
+
+    /// Every field present and in the shape Talos expects; every key readable.
+    fn check(&self) -> Result<(), String> {
+        for (key, token) in [
+            ("secrets.bootstraptoken", &self.secrets.bootstraptoken),
+            ("trustdinfo.token", &self.trustdinfo.token),
+        ] {
+            if !random::is_token(token, 6, 16) {
+                return Err(format!(
+                    "{key}: expected a token like abcdef.0123456789abcdef"
+                ));
+            }
+        }
+        for (key, value) in [
+            ("cluster.id", &self.cluster.id),
+            ("cluster.secret", &self.cluster.secret),
+            (
+                "secrets.secretboxencryptionsecret",
+                &self.secrets.secretboxencryptionsecret,
+            ),
+        ] {
+            if value.is_empty() {
+                return Err(format!("{key}: must not be empty"));
+            }
+        }
+        let cas = [
+            ("certs.etcd", &self.certs.etcd, KeyType::EcdsaP256),
+            ("certs.k8s", &self.certs.k8s, KeyType::EcdsaP256),
+            (
+                "certs.k8saggregator",
+                &self.certs.k8saggregator,
+                KeyType::EcdsaP256,
+            ),
+            ("certs.os", &self.certs.os, KeyType::Ed25519),
+        ];
+        for (key, ca, kind) in cas {
+            let crt = decode_pem(&format!("{key}.crt"), &ca.crt)?;
+            match pem::parse(&crt) {
+                Ok(block) if block.tag() == "CERTIFICATE" => {}
+                _ => return Err(format!("{key}.crt: expected a PEM certificate")),
+            }
+            check_key(&format!("{key}.key"), &ca.key, kind)?;
+        }
+        check_key(
+            "certs.k8sserviceaccount.key",
+            &self.certs.k8sserviceaccount.key,
+            KeyType::EcdsaP256,
+        )
+    }
+}
+
+fn check_key(key: &str, encoded: &str, kind: KeyType) -> Result<(), String> {
+    let text = decode_pem(key, encoded)?;
+    pki::load_key(&text, kind)
+        .map(|_| ())
+        .map_err(|e| format!("{key}: {e}"))
+}
+
+fn decode_pem(key: &str, encoded: &str) -> Result<String, String> {
+    let bytes = STANDARD
+        .decode(encoded)
+        .map_err(|e| format!("{key}: not base64: {e}"))?;
+    String::from_utf8(bytes).map_err(|_| format!("{key}: not base64 of PEM text"))
+}
