@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod config;
 pub mod exit;
+pub mod files;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;

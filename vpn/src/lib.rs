@@ -4,6 +4,7 @@
 //! WireGuard key type; [`daemon`] the service the shared lifecycle in `lab_daemon` runs.
 
 pub mod allowed_ips;
+pub mod client_config;
 pub mod config;
 pub mod conn;
 pub mod daemon;
@@ -11,8 +12,11 @@ pub mod device;
 pub mod key;
 pub mod metrics;
 pub mod netlink;
+pub mod peer_admin;
+pub mod qr;
 pub mod tun;
 pub mod uapi;
+pub mod uapi_client;
 
 pub use config::VpnConfig;
 pub use daemon::VpnDaemon;

@@ -79,7 +79,7 @@ fn wireguard_go_reaches_net1_through_the_gateway() {
         go: _go,
         ..
     } = connected();
-    let mut server = topology.start_server();
+    let _server = topology.start_server();
 
     assert!(
         ping(&topology.client, GATEWAY_TUNNEL, &[]),
@@ -121,8 +121,6 @@ fn wireguard_go_reaches_net1_through_the_gateway() {
     if let Err(complaint) = lab_tests::promtool::check_metrics(&topology.gateway_metrics()) {
         panic!("promtool: {complaint}");
     }
-    let _ = server.kill();
-    let _ = server.wait();
 }
 
 #[test]
@@ -133,7 +131,7 @@ fn a_source_outside_the_peers_allowed_ips_never_reaches_net1() {
         _gateway,
         ..
     } = connected();
-    let mut server = topology.start_server();
+    let _server = topology.start_server();
     assert!(ping(&topology.client, GATEWAY_TUNNEL, &[]));
     // Another inner source on the client's tunnel: the gateway must drop it.
     topology.client.run(&[
@@ -155,8 +153,6 @@ fn a_source_outside_the_peers_allowed_ips_never_reaches_net1() {
         .gateway_metric("lab_vpn_packets_dropped_total{reason=\"source_not_allowed\"}")
         .unwrap_or(0.0);
     assert!(after >= before + 3.0, "drops {before} -> {after}");
-    let _ = server.kill();
-    let _ = server.wait();
 }
 
 #[test]

@@ -171,8 +171,8 @@ impl Topology {
         Started::start_in(Some(&self.gateway), BIN, config)
     }
 
-    /// A server on net1 answering HTTP with "behind the gateway".
-    pub fn start_server(&self) -> Child {
+    /// A server on net1 answering HTTP with "behind the gateway", stopped when dropped.
+    pub fn start_server(&self) -> Server {
         let root = self.dir.path().join("www");
         std::fs::create_dir_all(&root).unwrap();
         std::fs::write(root.join("index.html"), "behind the gateway\n").unwrap();
@@ -196,7 +196,7 @@ impl Topology {
             assert!(Instant::now() < deadline, "the net1 server did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        child
+        Server(child)
     }
 
     /// A metric of the gateway, read from inside its namespace.
@@ -213,6 +213,16 @@ impl Topology {
     }
 }
 
+/// The net1 server process.
+pub struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A wireguard-go client in the client namespace, configured with `wg`.
 pub struct WireguardGo {
     pub interface: String,
@@ -223,12 +233,13 @@ impl WireguardGo {
     /// Starts `wireguard-go` with a unique interface name (the UAPI socket directory is shared
     /// between namespaces) and gives it `address`.
     pub fn start(netns: &Netns, address: &str) -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let interface = format!(
-            "wgc{}x{}",
-            std::process::id() % 100000,
-            N.fetch_add(1, Ordering::Relaxed)
-        );
+        Self::start_named(netns, &unique_interface("wgc"), address)
+    }
+
+    /// [`start`](Self::start) with an interface name the test chose (from
+    /// [`unique_interface`]).
+    pub fn start_named(netns: &Netns, interface: &str, address: &str) -> Self {
+        let interface = interface.to_owned();
         let child = netns
             .command("wireguard-go")
             .args(["-f", &interface])

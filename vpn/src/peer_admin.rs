@@ -1,0 +1,474 @@
+//! `lab-vpn peer add | remove | list`: managing admin peers in `vpn.toml`, the file staying the
+//! one source of truth. Edits keep the file's comments and layout (toml_edit), are validated as
+//! the daemon would validate them before anything is written, are written atomically, and reach
+//! a running daemon by the same reload `systemctl reload` does, confirmed on its control socket.
+
+use crate::client_config::ClientConfig;
+use crate::config::VpnConfig;
+use crate::key::{PrivateKey, PublicKey};
+use crate::uapi_client::{Control, PeerStatus};
+use ipnet::IpNet;
+use lab_daemon::config::{parse, ConfigError};
+use lab_daemon::Name;
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How long a running daemon gets to show a change after the reload signal.
+const RELOAD_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("{0}")]
+    Config(ConfigError),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Refused(String),
+    #[error("the edited file would not be valid (nothing was written): {0}")]
+    WouldBeInvalid(ConfigError),
+    #[error("{0}")]
+    Qr(#[from] crate::qr::QrError),
+    #[error("cannot reach the running daemon: {0}")]
+    Control(std::io::Error),
+}
+
+impl PeerError {
+    /// Whether the configuration file itself is at fault (exit 78, as `check` would).
+    pub fn is_config(&self) -> bool {
+        matches!(self, PeerError::Config(_))
+    }
+}
+
+/// What `peer add` is asked for.
+#[derive(Debug, Default)]
+pub struct AddRequest {
+    pub name: String,
+    /// The peer's own public key; a key pair is generated when absent.
+    pub public_key: Option<PublicKey>,
+    /// The peer's tunnel address; the next free one when absent.
+    pub address: Option<IpAddr>,
+    /// Generate a preshared key for the peer (stored next to vpn.toml, 0600).
+    pub preshared_key: bool,
+    /// `Endpoint` for the client; the interface's `public_endpoint` when absent.
+    pub endpoint: Option<String>,
+    /// The client's `PersistentKeepalive`, seconds; 0 leaves it out.
+    pub keepalive: u16,
+}
+
+/// What `peer add` did.
+pub struct Added {
+    pub client: ClientConfig,
+    /// Whether a running daemon now has the peer (None: no daemon running).
+    pub live: Option<bool>,
+}
+
+/// The file as text and as the daemon reads it.
+struct ConfigSource {
+    path: PathBuf,
+    text: String,
+    config: VpnConfig,
+}
+
+impl ConfigSource {
+    fn read(path: &Path) -> Result<Self, PeerError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PeerError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let config = parse::<VpnConfig>(path, &text).map_err(PeerError::Config)?;
+        Ok(Self {
+            path: path.to_owned(),
+            text,
+            config,
+        })
+    }
+
+    fn document(&self) -> Result<toml_edit::DocumentMut, PeerError> {
+        // Already parsed as TOML above, so this only fails if the two parsers disagree.
+        self.text
+            .parse()
+            .map_err(|e| PeerError::Refused(format!("{}: {e}", self.path.display())))
+    }
+
+    /// Validates `document` as the daemon would, then replaces the file with it, atomically and
+    /// with the file's mode kept.
+    fn replace(&self, document: &toml_edit::DocumentMut) -> Result<VpnConfig, PeerError> {
+        let text = document.to_string();
+        let config = parse::<VpnConfig>(&self.path, &text).map_err(PeerError::WouldBeInvalid)?;
+        let mode = std::fs::metadata(&self.path)
+            .map(|m| m.permissions().mode() & 0o7777)
+            .unwrap_or(0o644);
+        lab_daemon::files::write_atomic(&self.path, text.as_bytes(), mode).map_err(|source| {
+            PeerError::Write {
+                path: self.path.display().to_string(),
+                source,
+            }
+        })?;
+        Ok(config)
+    }
+}
+
+/// The first host address of the tunnel network that is neither the gateway's nor inside any
+/// peer's allowed IPs.
+pub fn next_free_address(config: &VpnConfig) -> Option<IpNet> {
+    let tunnel = config.interface.address.first()?;
+    let taken = |candidate: IpAddr| {
+        config
+            .interface
+            .address
+            .iter()
+            .any(|a| a.addr() == candidate)
+            || config
+                .peers
+                .iter()
+                .flat_map(|p| &p.allowed_ips)
+                .any(|net| net.contains(&candidate))
+    };
+    let host_prefix = match tunnel {
+        IpNet::V4(_) => 32,
+        IpNet::V6(_) => 128,
+    };
+    // Bounded: a /16 or larger tunnel network is searched in its first 65536 addresses.
+    tunnel
+        .trunc()
+        .hosts()
+        .take(65536)
+        .find(|candidate| !taken(*candidate))
+        .and_then(|address| IpNet::new(address, host_prefix).ok())
+}
+
+fn client_allowed_ips(config: &VpnConfig) -> Vec<IpNet> {
+    let mut nets: Vec<IpNet> = config.interface.address.iter().map(IpNet::trunc).collect();
+    nets.extend(config.interface.reach.iter().copied());
+    nets
+}
+
+pub fn add(path: &Path, request: &AddRequest) -> Result<Added, PeerError> {
+    let source = ConfigSource::read(path)?;
+    let config = &source.config;
+    let name: Name = request
+        .name
+        .parse()
+        .map_err(|e| PeerError::Refused(format!("peer name `{}`: {e}", request.name)))?;
+    if config.peers.iter().any(|p| p.name == name) {
+        return Err(PeerError::Refused(format!(
+            "a peer named `{name}` already exists in {}",
+            path.display()
+        )));
+    }
+    let address = match request.address {
+        Some(address) => IpNet::new(address, if address.is_ipv4() { 32 } else { 128 })
+            .map_err(|e| PeerError::Refused(e.to_string()))?,
+        None => next_free_address(config).ok_or_else(|| {
+            PeerError::Refused("no free address left in the tunnel network".to_owned())
+        })?,
+    };
+    let endpoint = request
+        .endpoint
+        .clone()
+        .or_else(|| config.interface.public_endpoint.clone())
+        .ok_or_else(|| {
+            PeerError::Refused(
+                "clients need the gateway's address: set interface.public_endpoint in the config, or pass --endpoint HOST:PORT".to_owned(),
+            )
+        })?;
+    let (private_key, public_key) = match request.public_key {
+        Some(key) => (None, key),
+        None => {
+            let key = PrivateKey::generate();
+            let public = key.public_key();
+            (Some(key), public)
+        }
+    };
+    let gateway_key = PrivateKey::from_bytes(
+        crate::key::read_key_file(&config.interface.private_key_file)
+            .map_err(|e| PeerError::Refused(format!("the gateway's private key: {e}")))?,
+    )
+    .public_key();
+
+    let mut document = source.document()?;
+    let mut peer = toml_edit::Table::new();
+    peer["name"] = toml_edit::value(name.to_string());
+    peer["public_key"] = toml_edit::value(public_key.to_string());
+    let preshared_key = if request.preshared_key {
+        let mut psk = [0u8; 32];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut psk);
+        let psk_path = psk_file(path, &name);
+        write_new_secret(&psk_path, &psk)?;
+        peer["preshared_key_file"] = toml_edit::value(psk_path.display().to_string());
+        Some(psk)
+    } else {
+        None
+    };
+    let mut allowed = toml_edit::Array::new();
+    allowed.push(address.to_string());
+    peer["allowed_ips"] = toml_edit::value(allowed);
+    append_peer(&mut document, peer)?;
+    let written = source.replace(&document);
+    if let (Err(_), true) = (&written, preshared_key.is_some()) {
+        // Nothing refers to it: do not leave a secret lying about.
+        let _ = std::fs::remove_file(psk_file(path, &name));
+    }
+    let written = written?;
+
+    let live = apply_live(&written, |peers| {
+        peers.iter().any(|p| p.public_key == Some(public_key))
+    })?;
+    Ok(Added {
+        client: ClientConfig {
+            name: name.to_string(),
+            private_key,
+            address,
+            dns: written.interface.dns.clone(),
+            gateway_key,
+            preshared_key,
+            endpoint,
+            allowed_ips: client_allowed_ips(&written),
+            keepalive: (request.keepalive > 0).then_some(request.keepalive),
+        },
+        live,
+    })
+}
+
+fn psk_file(config_path: &Path, name: &Name) -> PathBuf {
+    let dir = config_path.parent().unwrap_or(Path::new("."));
+    dir.join(format!("{name}.psk"))
+}
+
+/// Creates `path` 0600 with the key in `wg genpsk` form; an existing file is never overwritten.
+fn write_new_secret(path: &Path, key: &[u8; 32]) -> Result<(), PeerError> {
+    use base64::Engine;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let shown = path.display().to_string();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| PeerError::Write {
+            path: shown.clone(),
+            source,
+        })?;
+    let text = format!(
+        "{}\n",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    );
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|source| PeerError::Write {
+            path: shown,
+            source,
+        })
+}
+
+fn append_peer(
+    document: &mut toml_edit::DocumentMut,
+    peer: toml_edit::Table,
+) -> Result<(), PeerError> {
+    let item = document
+        .entry("peer")
+        .or_insert(toml_edit::Item::ArrayOfTables(
+            toml_edit::ArrayOfTables::new(),
+        ));
+    match item.as_array_of_tables_mut() {
+        Some(peers) => {
+            peers.push(peer);
+            Ok(())
+        }
+        None => Err(PeerError::Refused(
+            "`peer` in the config is not written as [[peer]] tables; edit it by hand".to_owned(),
+        )),
+    }
+}
+
+/// Removes peer `name` from the file and from a running daemon.
+pub fn remove(path: &Path, name: &str) -> Result<Option<bool>, PeerError> {
+    let source = ConfigSource::read(path)?;
+    let Some(index) = source
+        .config
+        .peers
+        .iter()
+        .position(|p| p.name.to_string() == name)
+    else {
+        return Err(PeerError::Refused(format!(
+            "no peer named `{name}` in {}",
+            path.display()
+        )));
+    };
+    let public_key = source.config.peers[index].public_key;
+    let mut document = source.document()?;
+    let peers = document
+        .get_mut("peer")
+        .and_then(toml_edit::Item::as_array_of_tables_mut)
+        .ok_or_else(|| {
+            PeerError::Refused(
+                "`peer` in the config is not written as [[peer]] tables; edit it by hand"
+                    .to_owned(),
+            )
+        })?;
+    peers.remove(index);
+    if peers.is_empty() {
+        document.remove("peer");
+    }
+    let written = source.replace(&document)?;
+    apply_live(&written, |peers| {
+        !peers.iter().any(|p| p.public_key == Some(public_key))
+    })
+}
+
+/// Signals a running daemon to reload, as `systemctl reload` would, and waits until its control
+/// socket shows `done`. `None` when no daemon runs for the interface; `Some(false)` when it did
+/// not take the change in time (a refused reload: its log says why).
+fn apply_live(
+    config: &VpnConfig,
+    done: impl Fn(&[PeerStatus]) -> bool,
+) -> Result<Option<bool>, PeerError> {
+    let interface = &config.interface.name;
+    let Some(control) = Control::connect(interface).map_err(PeerError::Control)? else {
+        return Ok(None);
+    };
+    let pid = control.server_pid().map_err(PeerError::Control)?;
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP)
+        .map_err(|e| PeerError::Control(e.into()))?;
+    let deadline = Instant::now() + RELOAD_WAIT;
+    while Instant::now() < deadline {
+        if let Some(mut control) = Control::connect(interface).map_err(PeerError::Control)? {
+            if done(&control.peers().map_err(PeerError::Control)?) {
+                return Ok(Some(true));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(Some(false))
+}
+
+/// One line of `peer list`.
+pub struct Listed {
+    pub name: String,
+    pub allowed_ips: Vec<IpNet>,
+    /// `None` when the daemon is not running.
+    pub status: Option<PeerStatus>,
+}
+
+/// The configured peers with what the running daemon knows of them, then any peer the daemon
+/// has that the file does not (added with `wg set`), named by its key.
+pub fn list(path: &Path) -> Result<(Vec<Listed>, bool), PeerError> {
+    let source = ConfigSource::read(path)?;
+    let live = match Control::connect(&source.config.interface.name).map_err(PeerError::Control)? {
+        Some(mut control) => Some(control.peers().map_err(PeerError::Control)?),
+        None => None,
+    };
+    let mut listed: Vec<Listed> = source
+        .config
+        .peers
+        .iter()
+        .map(|peer| Listed {
+            name: peer.name.to_string(),
+            allowed_ips: peer.allowed_ips.clone(),
+            status: live.as_ref().map(|statuses| {
+                statuses
+                    .iter()
+                    .find(|s| s.public_key == Some(peer.public_key))
+                    .cloned()
+                    .unwrap_or_default()
+            }),
+        })
+        .collect();
+    for status in live.iter().flatten() {
+        let known = source
+            .config
+            .peers
+            .iter()
+            .any(|p| Some(p.public_key) == status.public_key);
+        if !known {
+            listed.push(Listed {
+                name: status
+                    .public_key
+                    .map_or_else(|| "?".to_owned(), |k| format!("(not in file) {k}")),
+                allowed_ips: status.allowed_ips.clone(),
+                status: Some(status.clone()),
+            });
+        }
+    }
+    Ok((listed, live.is_some()))
+}
+
+/// "3 minutes, 2 seconds ago" in `wg show`'s manner, or "never".
+pub fn ago(when: Option<SystemTime>) -> String {
+    let Some(elapsed) = when.and_then(|t| SystemTime::now().duration_since(t).ok()) else {
+        return "never".to_owned();
+    };
+    let seconds = elapsed.as_secs();
+    let (h, m, s) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
+    let parts: Vec<String> = [(h, "hour"), (m, "minute"), (s, "second")]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n} {unit}{}", if *n == 1 { "" } else { "s" }))
+        .collect();
+    if parts.is_empty() {
+        "now".to_owned()
+    } else {
+        format!("{} ago", parts.join(", "))
+    }
+}
+
+/// Bytes as `wg show` prints transfer: B, KiB, MiB, GiB.
+pub fn bytes(count: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = count as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{count} B")
+    } else {
+        format!("{value:.2} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(peers: &str) -> VpnConfig {
+        let text = format!(
+            "[metrics]\nlisten = \"127.0.0.1:9586\"\n[interface]\nname = \"wg0\"\nprivate_key_file = \"/k\"\nlisten_port = 51820\naddress = [\"10.10.100.1/24\"]\nreach = [\"10.10.1.0/24\"]\n{peers}"
+        );
+        parse::<VpnConfig>(Path::new("/vpn.toml"), &text).unwrap()
+    }
+
+    #[test]
+    fn the_next_address_skips_the_gateway_and_every_peer() {
+        assert_eq!(
+            next_free_address(&config("")).unwrap().to_string(),
+            "10.10.100.2/32"
+        );
+        let peers = "[[peer]]\nname = \"a\"\npublic_key = \"PlDxK2P0RXcx9wY0OZizdDpbKz5EKh3ywta4oUaLiYE=\"\nallowed_ips = [\"10.10.100.2/31\"]\n";
+        assert_eq!(
+            next_free_address(&config(peers)).unwrap().to_string(),
+            "10.10.100.4/32"
+        );
+    }
+
+    #[test]
+    fn handshake_ages_read_like_wg_show() {
+        assert_eq!(ago(None), "never");
+        let then = SystemTime::now() - Duration::from_secs(62);
+        assert_eq!(ago(Some(then)), "1 minute, 2 seconds ago");
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(3 * 1024 * 1024 / 2), "1.50 MiB");
+    }
+}
