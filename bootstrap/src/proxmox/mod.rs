@@ -2,4 +2,5 @@
 //! client transports and the plan/apply of bridges, containers and VMs.
 
 pub mod client;
+pub mod https;
 pub mod schema;

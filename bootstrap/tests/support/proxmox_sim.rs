@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -48,7 +48,16 @@ pub struct State {
 pub struct Simulator {
     pub addr: SocketAddr,
     pub state: Arc<Mutex<State>>,
+    /// The server certificate (DER) when serving HTTPS.
+    pub certificate: Option<Vec<u8>>,
     dir: tempfile::TempDir,
+}
+
+/// What an HTTPS simulator serves with and expects.
+struct Tls {
+    config: Arc<rustls::ServerConfig>,
+    /// The whole expected `Authorization` header value.
+    authorization: String,
 }
 
 pub fn schema_path() -> PathBuf {
@@ -58,6 +67,34 @@ pub fn schema_path() -> PathBuf {
 impl Simulator {
     /// Starts the server on an ephemeral loopback port; it lives as long as the test process.
     pub fn start() -> Simulator {
+        Self::spawn(None)
+    }
+
+    /// Serves HTTPS with a fresh self-signed certificate for `localhost`, and accepts only
+    /// `Authorization: PVEAPIToken=<token_id>=<secret>`.
+    pub fn start_https(token_id: &str, secret: &str) -> Simulator {
+        let key = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let cert = key.cert.der().to_vec();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.clone().into()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into()),
+            )
+            .unwrap();
+        let mut sim = Self::spawn(Some(Tls {
+            config: Arc::new(config),
+            authorization: format!("PVEAPIToken={token_id}={secret}"),
+        }));
+        sim.certificate = Some(cert);
+        sim
+    }
+
+    fn spawn(tls: Option<Tls>) -> Simulator {
+        let tls = tls.map(Arc::new);
         let schema = Arc::new(Schema::load(&schema_path()).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -65,15 +102,28 @@ impl Simulator {
         let shared = state.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (schema, state) = (schema.clone(), shared.clone());
+                let (schema, state, tls) = (schema.clone(), shared.clone(), tls.clone());
                 std::thread::spawn(move || {
-                    let _ = serve(stream, &schema, &state);
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                    match tls {
+                        None => {
+                            let _ = serve(stream, &schema, &state, None);
+                        }
+                        Some(tls) => {
+                            let Ok(conn) = rustls::ServerConnection::new(tls.config.clone()) else {
+                                return;
+                            };
+                            let stream = rustls::StreamOwned::new(conn, stream);
+                            let _ = serve(stream, &schema, &state, Some(&tls.authorization));
+                        }
+                    }
                 });
             }
         });
         Simulator {
             addr,
             state,
+            certificate: None,
             dir: tempfile::tempdir().unwrap(),
         }
     }
@@ -126,9 +176,13 @@ printf '%s\n' "$body"
     }
 }
 
-fn serve(stream: TcpStream, schema: &Schema, state: &Mutex<State>) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
+fn serve(
+    mut stream: impl Read + Write,
+    schema: &Schema,
+    state: &Mutex<State>,
+    authorization: Option<&str>,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(&mut stream);
     let mut head = Vec::new();
     // Bounded: a request head is at most 64 lines.
     for _ in 0..64 {
@@ -153,6 +207,7 @@ fn serve(stream: TcpStream, schema: &Schema, state: &Mutex<State>) -> std::io::R
             .map(|h| String::from_utf8_lossy(h.value).into_owned())
     };
     let pvesh = header("x-pvesh").is_some();
+    let authorized = authorization.is_none_or(|a| header("authorization").as_deref() == Some(a));
     let length: usize = header("content-length")
         .and_then(|l| l.parse().ok())
         .unwrap_or(0);
@@ -167,7 +222,12 @@ fn serve(stream: TcpStream, schema: &Schema, state: &Mutex<State>) -> std::io::R
         path,
         params,
     };
-    let (code, data) = handle(schema, state, call);
+    drop(reader);
+    let (code, data) = if authorized {
+        handle(schema, state, call)
+    } else {
+        (401, Value::String("authentication failure".into()))
+    };
     let body = if code == 200 {
         if pvesh {
             data.to_string()
@@ -179,7 +239,6 @@ fn serve(stream: TcpStream, schema: &Schema, state: &Mutex<State>) -> std::io::R
     } else {
         json!({ "data": null, "message": data }).to_string()
     };
-    let mut stream = stream;
     write!(
         stream,
         "HTTP/1.1 {code} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
