@@ -526,7 +526,18 @@ fn a_fresh_bundle_differs_from_the_last() {
 fn talosconfig_reaches_the_control_planes_as_admin() {
     let lab = lab();
     let secrets = &secrets().1;
-    let yaml: Value = serde_norway::from_str(&talos::talosconfig(&lab, secrets).unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let admin = talos::AdminCredentials::load_or_generate(&state, secrets).unwrap();
+    // Kept like the bundle: a second run gets the same certificate, so the same talosconfig.
+    assert_eq!(
+        talos::AdminCredentials::load_or_generate(&state, secrets).unwrap(),
+        admin
+    );
+    assert_eq!(mode(&state.join(talos::talosconfig::ADMIN_FILE)), 0o600);
+    let text = talos::talosconfig(&lab, secrets, &admin).unwrap();
+    assert_eq!(text, talos::talosconfig(&lab, secrets, &admin).unwrap());
+    let yaml: Value = serde_norway::from_str(&text).unwrap();
     assert_eq!(yaml["context"], "homelab");
     let context = &yaml["contexts"]["homelab"];
     let control_planes: Vec<Value> = lab

@@ -11,4 +11,4 @@ pub mod talosconfig;
 pub use machine_config::{machine_configs, MachineConfigError};
 pub use pki::PkiError;
 pub use secrets::{Secrets, SecretsError};
-pub use talosconfig::talosconfig;
+pub use talosconfig::{talosconfig, AdminCredentials};

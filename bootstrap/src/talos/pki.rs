@@ -27,6 +27,8 @@ pub enum PkiError {
     Ecdsa(String),
     #[error("not a PEM document: {0}")]
     Pem(#[from] pem::PemError),
+    #[error("the secrets bundle: {0}")]
+    Bundle(String),
     #[error("expected a PEM `{expected}` block, found `{found}`")]
     Label {
         expected: &'static str,

@@ -9,6 +9,7 @@ use super::pki::{self, CertAndKey, KeyType, PkiError};
 use super::random;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -94,54 +95,12 @@ impl Secrets {
     /// The bundle in `state_dir`, generated and written (0600, in a 0700 directory) only when
     /// there is none yet.
     pub fn load_or_generate(state_dir: &Path) -> Result<Self, SecretsError> {
-        let path = state_dir.join(SECRETS_FILE);
-        if path.symlink_metadata().is_ok() {
-            return Self::load(&path);
-        }
-        let io_error = |source| SecretsError::Io {
-            path: path.clone(),
-            source,
-        };
-        files::private_dir(state_dir).map_err(|source| SecretsError::Io {
-            path: state_dir.to_owned(),
-            source,
-        })?;
-        let secrets = Self::generate()?;
-        let yaml = secrets.to_yaml().map_err(|message| SecretsError::Invalid {
-            path: path.clone(),
-            message,
-        })?;
-        match files::write_new_private(&path, yaml.as_bytes()) {
-            Ok(()) => Ok(secrets),
-            // Another run wrote it first: theirs is the one the cluster will use.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Self::load(&path),
-            Err(e) => Err(io_error(e)),
-        }
+        load_or_create(state_dir, SECRETS_FILE, Self::generate, Self::check)
     }
 
     /// Reads and checks a bundle written by this program or by `talosctl gen secrets`.
     pub fn load(path: &Path) -> Result<Self, SecretsError> {
-        let invalid = |message: String| SecretsError::Invalid {
-            path: path.to_owned(),
-            message,
-        };
-        let mode = files::mode(path).map_err(|source| SecretsError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        if !files::is_private(mode) {
-            return Err(SecretsError::Exposed {
-                path: path.to_owned(),
-                mode,
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(|source| SecretsError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        let secrets: Secrets = serde_norway::from_str(&text).map_err(|e| invalid(e.to_string()))?;
-        secrets.check().map_err(invalid)?;
-        Ok(secrets)
+        load_private(path, Self::check)
     }
 
     /// A fresh bundle, as `talosctl gen secrets` makes one for Talos 1.13.
@@ -173,10 +132,6 @@ impl Secrets {
                 os: encode(pki::new_ca("talos", KeyType::Ed25519)?),
             },
         })
-    }
-
-    pub fn to_yaml(&self) -> Result<String, String> {
-        serde_norway::to_string(self).map_err(|e| e.to_string())
     }
 
     /// The Talos OS CA, decoded: what signs Talos API client certificates.
@@ -237,16 +192,71 @@ impl Secrets {
     }
 }
 
-fn check_key(key: &str, encoded: &str, kind: KeyType) -> Result<(), String> {
+pub(crate) fn check_key(key: &str, encoded: &str, kind: KeyType) -> Result<(), String> {
     let text = decode_pem(key, encoded)?;
     pki::load_key(&text, kind)
         .map(|_| ())
         .map_err(|e| format!("{key}: {e}"))
 }
 
-fn decode_pem(key: &str, encoded: &str) -> Result<String, String> {
+pub(crate) fn decode_pem(key: &str, encoded: &str) -> Result<String, String> {
     let bytes = STANDARD
         .decode(encoded)
         .map_err(|e| format!("{key}: not base64: {e}"))?;
     String::from_utf8(bytes).map_err(|_| format!("{key}: not base64 of PEM text"))
+}
+
+/// The state file `name` in `state_dir`, created by `create` only when there is none yet: it is
+/// written 0600 in a 0700 directory, atomically, and never replaced.
+pub(crate) fn load_or_create<T: Serialize + DeserializeOwned>(
+    state_dir: &Path,
+    name: &str,
+    create: impl FnOnce() -> Result<T, PkiError>,
+    check: impl Fn(&T) -> Result<(), String>,
+) -> Result<T, SecretsError> {
+    let path = state_dir.join(name);
+    if path.symlink_metadata().is_ok() {
+        return load_private(&path, check);
+    }
+    files::private_dir(state_dir).map_err(|source| SecretsError::Io {
+        path: state_dir.to_owned(),
+        source,
+    })?;
+    let value = create()?;
+    let yaml = serde_norway::to_string(&value).map_err(|e| SecretsError::Invalid {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    match files::write_new_private(&path, yaml.as_bytes()) {
+        Ok(()) => Ok(value),
+        // Another run wrote it first: theirs is the one in use.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => load_private(&path, check),
+        Err(source) => Err(SecretsError::Io { path, source }),
+    }
+}
+
+/// Reads a state file, refusing one that others can read and one that fails `check`.
+pub(crate) fn load_private<T: DeserializeOwned>(
+    path: &Path,
+    check: impl Fn(&T) -> Result<(), String>,
+) -> Result<T, SecretsError> {
+    let io_error = |source| SecretsError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mode = files::mode(path).map_err(io_error)?;
+    if !files::is_private(mode) {
+        return Err(SecretsError::Exposed {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    let invalid = |message: String| SecretsError::Invalid {
+        path: path.to_owned(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(io_error)?;
+    let value: T = serde_norway::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+    check(&value).map_err(invalid)?;
+    Ok(value)
 }

@@ -1,17 +1,61 @@
 //! The admin's `talosconfig`: one context named after the cluster, the control planes' net1
-//! addresses as endpoints, and a fresh `os:admin` client certificate from the Talos OS CA.
+//! addresses as endpoints, and an `os:admin` client certificate from the Talos OS CA.
+//!
+//! The client certificate is kept in the state directory like the secrets bundle, so rendering
+//! the talosconfig again gives the same file (a re-run writes nothing).
 
-use super::pki::{self, KeyType};
-use super::secrets::Secrets;
-use super::PkiError;
+use super::pki::{self, KeyType, PkiError};
+use super::secrets::{self, Secrets, SecretsError};
 use crate::model::{Lab, NetworkId, Role};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::path::Path;
 
 /// The Talos role with every permission.
 pub const ADMIN_ROLE: &str = "os:admin";
+/// The admin credentials' file name inside the state directory.
+pub const ADMIN_FILE: &str = "talos-admin.yaml";
+
+/// The admin's client certificate and key, base64 of their PEM text as talosconfig carries them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminCredentials {
+    pub crt: String,
+    pub key: String,
+}
+
+impl AdminCredentials {
+    /// The credentials in `state_dir`, issued by the bundle's Talos OS CA when there are none.
+    pub fn load_or_generate(state_dir: &Path, secrets: &Secrets) -> Result<Self, SecretsError> {
+        secrets::load_or_create(
+            state_dir,
+            ADMIN_FILE,
+            || Self::generate(secrets),
+            Self::check,
+        )
+    }
+
+    /// A new `os:admin` certificate (valid one year) from the bundle's Talos OS CA.
+    pub fn generate(secrets: &Secrets) -> Result<Self, PkiError> {
+        let ca = secrets.os_ca().map_err(PkiError::Bundle)?;
+        let admin = pki::new_client(&ca, KeyType::Ed25519, ADMIN_ROLE)?;
+        Ok(Self {
+            crt: STANDARD.encode(admin.crt),
+            key: STANDARD.encode(admin.key),
+        })
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let crt = secrets::decode_pem("crt", &self.crt)?;
+        match pem::parse(&crt) {
+            Ok(block) if block.tag() == "CERTIFICATE" => {}
+            _ => return Err("crt: expected a PEM certificate".to_owned()),
+        }
+        secrets::check_key("key", &self.key, KeyType::Ed25519)
+    }
+}
 
 #[derive(Serialize)]
 struct TalosConfig {
@@ -27,21 +71,12 @@ struct Context {
     key: String,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum TalosconfigError {
-    #[error("the secrets bundle: {0}")]
-    Secrets(String),
-    #[error("issuing the admin certificate: {0}")]
-    Certificate(#[from] PkiError),
-    #[error("serialising the talosconfig: {0}")]
-    Serialise(String),
-}
-
-/// A talosconfig for the admin. Each call issues a new client certificate (valid one year), so
-/// callers write it once rather than on every run.
-pub fn talosconfig(lab: &Lab, secrets: &Secrets) -> Result<String, TalosconfigError> {
-    let ca = secrets.os_ca().map_err(TalosconfigError::Secrets)?;
-    let admin = pki::new_client(&ca, KeyType::Ed25519, ADMIN_ROLE)?;
+/// The admin's talosconfig; the same inputs always give the same text.
+pub fn talosconfig(
+    lab: &Lab,
+    secrets: &Secrets,
+    admin: &AdminCredentials,
+) -> Result<String, serde_norway::Error> {
     let endpoints = lab
         .machines
         .iter()
@@ -57,10 +92,10 @@ pub fn talosconfig(lab: &Lab, secrets: &Secrets) -> Result<String, TalosconfigEr
             Context {
                 endpoints,
                 ca: secrets.certs.os.crt.clone(),
-                crt: STANDARD.encode(admin.crt),
-                key: STANDARD.encode(admin.key),
+                crt: admin.crt.clone(),
+                key: admin.key.clone(),
             },
         )]),
     };
-    serde_norway::to_string(&config).map_err(|e| TalosconfigError::Serialise(e.to_string()))
+    serde_norway::to_string(&config)
 }
