@@ -55,11 +55,18 @@ table inet lab {{
 
 	chain forward {{
 		type filter hook forward priority filter; policy drop;
+		# Frames switched inside one bridge pass here too when br_netfilter is loaded (Proxmox's
+		# firewall loads it): outside to the lb and vpn on net0, nodes to each other. They are
+		# not routed by the host, and net1's replies to VPN peers hairpin through it (the vpn
+		# container does not masquerade), so conntrack has seen only one direction of them.
+		iifname "{b0}" oifname "{b0}" accept
+		iifname "{b1}" oifname "{b1}" accept
+		iifname "{b2}" oifname "{b2}" accept
 		ct state established,related accept
 		ct state invalid drop
 
 		# VPN peers, routed in through the vpn container's net1 address: administration only.
-		iifname "{b1}" ip saddr {tunnel} oifname {{ "{b1}", "{b2}" }} accept
+		iifname "{b1}" ip saddr {tunnel} oifname "{b2}" accept
 		iifname "{b1}" ip saddr {tunnel} oifname "{b0}" ip daddr {lb_net0} tcp dport {{ 80, 443 }} accept
 		iifname "{b1}" ip saddr {tunnel} drop
 
@@ -67,7 +74,6 @@ table inet lab {{
 		iifname "{b1}" ip saddr {c1} accept
 
 		# Application traffic: its own network and the internet, never into net1 (replies only).
-		iifname "{b2}" ip saddr {c2} oifname "{b2}" accept
 		iifname "{b2}" ip saddr {c2} oifname "{b0}" accept
 
 		# Nothing from net0 is forwarded into the lab: the LB and the VPN carry what may enter.
