@@ -322,3 +322,68 @@ fn wg_show_and_wg_set_work_against_lab_vpn() {
     assert_eq!(peers.len(), 1);
     assert_eq!(peers[0][0], newcomer.public);
 }
+
+#[test]
+fn the_session_follows_a_client_whose_underlay_address_changes() {
+    let Connected {
+        topology,
+        _gateway,
+        go: _go,
+        ..
+    } = connected();
+    assert!(ping(&topology.client, GATEWAY_TUNNEL, &[]));
+    let handshake_before = wg_dump(&topology.gateway, &topology.interface).1[0][4].clone();
+    let roamed = "198.51.100.3";
+    let link = &topology.client_link;
+    // As a laptop moving networks: the old address goes, a new one comes.
+    topology.client.run(&[
+        "ip",
+        "address",
+        "del",
+        &format!("{CLIENT_UNDERLAY}/24"),
+        "dev",
+        link,
+    ]);
+    topology
+        .client
+        .run(&["ip", "address", "add", &format!("{roamed}/24"), "dev", link]);
+    // wireguard-go keeps sending from the address it last used until its socket is rebound,
+    // as a phone's app rebinds when it changes networks; a new port is NAT rebinding as well.
+    let port = 40000 + std::process::id() % 20000;
+    topology.client.run(&[
+        "wg",
+        "set",
+        &_go.interface,
+        "listen-port",
+        &port.to_string(),
+    ]);
+    assert!(
+        ping(&topology.client, GATEWAY_TUNNEL, &[]),
+        "the session did not survive the move"
+    );
+    let (_, peers) = wg_dump(&topology.gateway, &topology.interface);
+    assert_eq!(peers[0][4], handshake_before, "a new handshake was needed");
+    assert!(
+        peers[0][2] == format!("{roamed}:{port}"),
+        "the gateway still answers {}",
+        peers[0][2]
+    );
+}
+
+#[test]
+fn transfer_counters_match_what_the_other_side_counted() {
+    let Connected {
+        topology,
+        _gateway,
+        go,
+        ..
+    } = connected();
+    assert!(ping(&topology.client, GATEWAY_TUNNEL, &["-s", "1000"]));
+    let (_, gateway_view) = wg_dump(&topology.gateway, &topology.interface);
+    let (_, client_view) = wg_dump(&topology.client, &go.interface);
+    let count = |row: &Vec<String>, i: usize| row[i].parse::<u64>().unwrap();
+    // received by one side = sent by the other, byte for byte
+    assert_eq!(count(&gateway_view[0], 5), count(&client_view[0], 6));
+    assert_eq!(count(&gateway_view[0], 6), count(&client_view[0], 5));
+    assert!(count(&gateway_view[0], 5) > 3 * 1000);
+}

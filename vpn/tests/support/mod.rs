@@ -88,9 +88,12 @@ pub struct Topology {
     pub dir: tempfile::TempDir,
     /// lab-vpn's interface in the gateway namespace.
     pub interface: String,
+    /// The client's end of the underlay link.
+    pub client_link: String,
 }
 
-fn link(a: &Netns, a_address: &str, b: &Netns, b_address: &str, prefix: u8) {
+/// A veth pair between `a` and `b` with an address on each end; returns `a`'s end's name.
+fn link(a: &Netns, a_address: &str, b: &Netns, b_address: &str, prefix: u8) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
     let (a_name, b_name) = (
@@ -120,24 +123,21 @@ fn link(a: &Netns, a_address: &str, b: &Netns, b_address: &str, prefix: u8) {
     ]);
     a.run(&["ip", "link", "set", &a_name, "up"]);
     b.run(&["ip", "link", "set", &b_name, "up"]);
+    a_name
 }
 
 impl Topology {
     pub fn new() -> Self {
+        let (client, gateway) = (Netns::new("client"), Netns::new("gw"));
+        let client_link = link(&client, CLIENT_UNDERLAY, &gateway, GATEWAY_UNDERLAY, 24);
         let topology = Self {
-            client: Netns::new("client"),
-            gateway: Netns::new("gw"),
+            client,
+            gateway,
             server: Netns::new("srv"),
             dir: tempfile::tempdir().unwrap(),
             interface: unique_interface("wgg"),
+            client_link,
         };
-        link(
-            &topology.client,
-            CLIENT_UNDERLAY,
-            &topology.gateway,
-            GATEWAY_UNDERLAY,
-            24,
-        );
         link(
             &topology.gateway,
             GATEWAY_NET1,
@@ -342,4 +342,73 @@ pub fn wg_dump(netns: &Netns, interface: &str) -> (Vec<String>, Vec<Vec<String>>
         .map(|l| l.split('\t').map(str::to_owned).collect::<Vec<_>>());
     let interface_line = lines.next().unwrap_or_default();
     (interface_line, lines.collect())
+}
+
+/// An nftables counter in `netns` of the UDP datagrams that match `selector` (nft syntax, e.g.
+/// `udp sport 51820 udp length 40`) arriving there: packets seen on the wire, not as any
+/// WireGuard implementation reports them.
+pub struct WireCounter<'n> {
+    netns: &'n Netns,
+    table: String,
+}
+
+impl<'n> WireCounter<'n> {
+    pub fn new(netns: &'n Netns, selector: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let table = format!("wire{}", N.fetch_add(1, Ordering::Relaxed));
+        let ruleset = format!(
+            "table inet {table} {{\n counter seen {{}}\n chain input {{\n  type filter hook input priority -300; policy accept;\n  {selector} counter name seen\n }}\n}}\n"
+        );
+        let path = std::env::temp_dir().join(format!("{}-{table}.nft", netns.name));
+        std::fs::write(&path, ruleset).unwrap();
+        netns.run(&["nft", "-f", path.to_str().unwrap()]);
+        let _ = std::fs::remove_file(&path);
+        Self { netns, table }
+    }
+
+    pub fn packets(&self) -> u64 {
+        let output = self
+            .netns
+            .command("nft")
+            .args(["list", "counter", "inet", &self.table, "seen"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout);
+        text.split_whitespace()
+            .skip_while(|w| *w != "packets")
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no counter in: {text}"))
+    }
+}
+
+/// A lab-vpn config for a client of the gateway: its own tunnel address, the gateway as its one
+/// peer with `endpoint`, routing the gateway's tunnel address and net1 through it.
+pub fn client_config(
+    dir: &Path,
+    interface: &str,
+    client_key: &KeyPair,
+    gateway_key: &KeyPair,
+    extra_peer: &str,
+) -> String {
+    let key = secret_file(dir, "client-lab-vpn.key", &client_key.private);
+    format!(
+        r#"[metrics]
+listen = "127.0.0.1:9586"
+[interface]
+name = "{interface}"
+private_key_file = "{key}"
+listen_port = {PORT}
+address = ["{CLIENT_TUNNEL}/32"]
+reach = ["10.10.1.0/24"]
+[[peer]]
+name = "gateway"
+public_key = "{gateway}"
+allowed_ips = ["{GATEWAY_TUNNEL}/32", "10.10.1.0/24"]
+endpoint = "{GATEWAY_UNDERLAY}:{PORT}"
+{extra_peer}
+"#,
+        key = key.display(),
+        gateway = gateway_key.public,
+    )
 }
