@@ -1,0 +1,299 @@
+//! The rendered `table inet lab`, loaded with the real `nft` into a namespace router shaped
+//! like the host (the three bridges and host addresses of configs/lab.toml, the rendered sysctl
+//! and route), enforces DESIGN.md's policy matrix on real TCP connections, and replacing it
+//! leaves every other table alone. br_netfilter is on in these namespaces (as Proxmox's
+//! firewall turns it on), so switched traffic crosses the same chains.
+
+use lab_bootstrap::model::{NetworkId, Role};
+use lab_bootstrap::render::{self, nftables, sysctl};
+use lab_bootstrap::Lab;
+use lab_tests::bridged::Bridged;
+use lab_tests::netns::Netns;
+use lab_tests::workspace;
+use std::path::Path;
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn lab() -> Lab {
+    lab_daemon::config::load(&workspace::config_path("lab.toml")).unwrap()
+}
+
+fn ruleset_file(lab: &Lab, dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("lab.nft");
+    std::fs::write(&path, nftables::ruleset(lab).unwrap()).unwrap();
+    path
+}
+
+fn nft(ns: &Netns, args: &[&str]) -> Output {
+    ns.command("nft").args(args).output().unwrap()
+}
+
+fn nft_ok(ns: &Netns, args: &[&str]) -> String {
+    let out = nft(ns, args);
+    assert!(
+        out.status.success(),
+        "nft {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn nft_accepts_the_rendered_ruleset() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = ruleset_file(&lab(), dir.path());
+    let ns = Netns::new("nftc");
+    nft_ok(&ns, &["-c", "-f", file.to_str().unwrap()]);
+}
+
+#[test]
+fn loading_twice_replaces_only_table_inet_lab() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = ruleset_file(&lab(), dir.path());
+    let file = file.to_str().unwrap();
+    let ns = Netns::new("nftr");
+    nft_ok(
+        &ns,
+        &[
+            "add table inet other; add chain inet other keep { type filter hook forward priority 10; policy accept; }; add rule inet other keep counter accept",
+        ],
+    );
+    let other_before = nft_ok(&ns, &["list", "table", "inet", "other"]);
+    nft_ok(&ns, &["-f", file]);
+    let lab_once = nft_ok(&ns, &["list", "table", "inet", "lab"]);
+    nft_ok(&ns, &["-f", file]);
+    let lab_twice = nft_ok(&ns, &["list", "table", "inet", "lab"]);
+    assert_eq!(lab_once, lab_twice, "a second load changed the table");
+    assert_eq!(lab_twice.matches("chain forward").count(), 1);
+    assert_eq!(
+        nft_ok(&ns, &["list", "table", "inet", "other"]),
+        other_before
+    );
+    let tables = nft_ok(&ns, &["list", "tables"]);
+    assert!(
+        tables.contains("table inet other") && tables.contains("table inet lab"),
+        "{tables}"
+    );
+}
+
+/// A `busybox nc` server that accepts and closes every connection, killed with the test.
+struct Listener(Child);
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn listen(ns: &Netns, port: u16) -> Listener {
+    Listener(
+        ns.command("busybox")
+            .args(["nc", "-ll", "-p", &port.to_string(), "-e", "/bin/true"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// A TCP connection from `ns` to `address:port` completes within 2 seconds.
+fn connects(ns: &Netns, address: &str, port: u16) -> bool {
+    ns.command("busybox")
+        .args(["nc", "-w", "2", address, &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// Waits (bounded) until a listener answers inside its own namespace.
+fn wait_listening(ns: &Netns, address: &str, port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !connects(ns, address, port) {
+        assert!(
+            Instant::now() < deadline,
+            "{address}:{port} never listened in {}",
+            ns.name
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A namespace plugged into `bridge` with `address/24` and a default route via `gateway`.
+fn client(router: &Bridged, role: &str, bridge: &str, address: &str, gateway: &str) -> Netns {
+    let ns = Netns::new(role);
+    router.attach(bridge, &ns, "eth0", None);
+    ns.run(&["ip", "addr", "add", &format!("{address}/24"), "dev", "eth0"]);
+    ns.run(&["ip", "route", "add", "default", "via", gateway]);
+    ns
+}
+
+fn sysctl_set(ns: &Netns, key: &str, value: &str) {
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    ns.run(&["sh", "-c", &format!("echo {value} > {path}")]);
+}
+
+#[test]
+fn policy_matrix_holds_across_the_router() {
+    let lab = lab();
+    let nets = &lab.networks;
+    let (n0, n1, n2) = (&nets.net0, &nets.net1, &nets.net2);
+    let gateway = n0.gateway.unwrap().to_string();
+    let h = |net: &lab_bootstrap::model::Network| net.host.to_string();
+    let address_of = |role, net| render::role_address(&lab, role, net).unwrap().to_string();
+    let lb0 = address_of(Role::Lb, NetworkId::Net0);
+    let vpn1 = address_of(Role::Vpn, NetworkId::Net1);
+    let machine = |name: &str, net| {
+        lab.machines
+            .iter()
+            .find(|m| m.name.to_string() == name)
+            .and_then(|m| m.address_on(net))
+            .unwrap()
+            .to_string()
+    };
+    let cp1 = machine("cp1", NetworkId::Net1);
+    let w1 = machine("w1", NetworkId::Net2);
+
+    // The host: three bridges, the rendered sysctl and route, an uplink via the home router.
+    let router = Bridged::new("fw");
+    for net in [n0, n1, n2] {
+        router.bridge(
+            &net.bridge,
+            &format!("{}/{}", net.host, net.cidr.prefix_len()),
+        );
+    }
+    router
+        .ns
+        .run(&["ip", "route", "add", "default", "via", &gateway]);
+    for (key, value) in sysctl::SETTINGS {
+        sysctl_set(&router.ns, key, value);
+    }
+    if Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists() {
+        sysctl_set(&router.ns, "net.bridge.bridge-nf-call-iptables", "1");
+    }
+
+    // The internet: the home router, with a public address it reaches nothing in 10.10/16
+    // from, so a lab host getting through proves the masquerade.
+    let internet = client(&router, "inet", &n0.bridge, &gateway, &h(n0));
+    internet.run(&["ip", "route", "del", "default"]);
+    internet.run(&["ip", "addr", "add", "198.51.100.1/32", "dev", "lo"]);
+    let public = "198.51.100.1";
+    // Someone on net0 who routes the lab's networks via the host anyway.
+    let outside = client(&router, "out", &n0.bridge, "192.168.1.100", &gateway);
+    outside.run(&["ip", "route", "add", "10.10.0.0/16", "via", &h(n0)]);
+    // The lb container's net0 side, publishing 443.
+    let lb = client(&router, "lb", &n0.bridge, &lb0, &gateway);
+    lb.run(&[
+        "ip",
+        "route",
+        "add",
+        &render::VPN_TUNNEL.to_string(),
+        "via",
+        &h(n0),
+    ]);
+    let node1 = client(&router, "cp1", &n1.bridge, &cp1, &h(n1));
+    let node2 = client(&router, "w1", &n2.bridge, &w1, &h(n2));
+    // The vpn container on net1, forwarding for a peer behind its tunnel (a veth here).
+    let vpn = client(&router, "vpn", &n1.bridge, &vpn1, &h(n1));
+    sysctl_set(&vpn, "net.ipv4.ip_forward", "1");
+    let peer = Netns::new("peer");
+    vpn.run(&[
+        "ip", "link", "add", "wg0", "type", "veth", "peer", "name", "eth0", "netns", &peer.name,
+    ]);
+    vpn.run(&["ip", "addr", "add", "10.10.100.1/24", "dev", "wg0"]);
+    vpn.run(&["ip", "link", "set", "wg0", "up"]);
+    peer.run(&["ip", "addr", "add", "10.10.100.2/24", "dev", "eth0"]);
+    peer.run(&["ip", "link", "set", "eth0", "up"]);
+    peer.run(&["ip", "route", "add", "default", "via", "10.10.100.1"]);
+    for route in render::routes(&lab).unwrap() {
+        router.ns.run(&[
+            "ip",
+            "route",
+            "replace",
+            &route.destination.to_string(),
+            "via",
+            &route.gateway.to_string(),
+            "dev",
+            &route.bridge,
+        ]);
+    }
+
+    let _listeners = [
+        listen(&internet, 80),
+        listen(&lb, 443),
+        listen(&node1, 50000),
+        listen(&node2, 80),
+        listen(&router.ns, 22),
+        listen(&router.ns, 8006),
+    ];
+    wait_listening(&internet, public, 80);
+    wait_listening(&lb, &lb0, 443);
+    wait_listening(&node1, &cp1, 50000);
+    wait_listening(&node2, &w1, 80);
+    wait_listening(&router.ns, &h(n0), 22);
+    wait_listening(&router.ns, &h(n0), 8006);
+
+    type Cell<'a> = (&'a str, &'a Netns, String, u16);
+    let allowed: Vec<Cell> = vec![
+        ("outside -> LB 443 on net0", &outside, lb0.clone(), 443),
+        ("outside -> host SSH", &outside, h(n0), 22),
+        ("outside -> host Proxmox UI", &outside, h(n0), 8006),
+        ("VPN peer -> net2", &peer, w1.clone(), 80),
+        ("VPN peer -> net1", &peer, cp1.clone(), 50000),
+        ("VPN peer -> LB 443 on net0", &peer, lb0.clone(), 443),
+        ("net1 -> net2", &node1, w1.clone(), 80),
+        ("net1 -> internet (NAT)", &node1, public.to_owned(), 80),
+        ("net1 -> host SSH", &node1, h(n1), 22),
+        ("net2 -> internet (NAT)", &node2, public.to_owned(), 80),
+    ];
+    let denied: Vec<Cell> = vec![
+        ("outside -> net1", &outside, cp1.clone(), 50000),
+        ("outside -> net2", &outside, w1.clone(), 80),
+        ("VPN peer -> internet", &peer, public.to_owned(), 80),
+        ("net2 -> net1", &node2, cp1.clone(), 50000),
+        ("net2 -> host SSH", &node2, h(n2), 22),
+    ];
+    let check = |cells: &[Cell]| -> Vec<(String, bool)> {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = cells
+                .iter()
+                .map(|(name, ns, address, port)| {
+                    scope.spawn(move || (name.to_string(), connects(ns, address, *port)))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    };
+
+    // Without the table, the denied cells that need no NAT do connect: what stops them below
+    // is the ruleset.
+    let open: Vec<Cell> = denied
+        .iter()
+        .filter(|(name, ..)| !name.contains("internet"))
+        .cloned()
+        .collect();
+    for (name, connected) in check(&open) {
+        assert!(connected, "{name}: not reachable even without the ruleset");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = ruleset_file(&lab, dir.path());
+    nft_ok(&router.ns, &["-f", file.to_str().unwrap()]);
+
+    let mut wrong = Vec::new();
+    for (name, connected) in check(&allowed) {
+        if !connected {
+            wrong.push(format!("{name}: refused, should pass"));
+        }
+    }
+    for (name, connected) in check(&denied) {
+        if connected {
+            wrong.push(format!("{name}: connected, should be refused"));
+        }
+    }
+    assert!(wrong.is_empty(), "policy matrix:\n{}", wrong.join("\n"));
+}
