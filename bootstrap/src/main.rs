@@ -1,5 +1,5 @@
 use clap::{Parser, Subcommand};
-use lab_bootstrap::{render, Lab};
+use lab_bootstrap::{proxmox, render, Lab};
 use lab_daemon::config::load;
 use lab_daemon::{cli, exit};
 use std::path::{Path, PathBuf};
@@ -30,6 +30,12 @@ enum Command {
         #[arg(value_name = "FILE", default_value = "lab.toml")]
         file: PathBuf,
     },
+    /// Show what apply would change on the Proxmox node (exit 0: nothing, 2: changes)
+    Plan(proxmox::cli::Args),
+    /// Create, update and replace what the plan shows, waiting on every Proxmox task
+    Apply(proxmox::cli::Args),
+    /// Remove every bridge, container and VM lab-bootstrap created, and nothing else
+    Destroy(proxmox::cli::Args),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +46,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate { file } => cli::check_file::<Lab>("lab-bootstrap", &file),
         Command::Render { root, file } => render(&root, &file),
+        Command::Plan(args) => proxmox::cli::run(proxmox::cli::Op::Plan, &args),
+        Command::Apply(args) => proxmox::cli::run(proxmox::cli::Op::Apply, &args),
+        Command::Destroy(args) => proxmox::cli::run(proxmox::cli::Op::Destroy, &args),
     }
 }
 

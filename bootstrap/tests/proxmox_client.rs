@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use lab_bootstrap::proxmox::client::{ApiError, Method, ProxmoxApi, Pvesh, wait_task};
+use lab_bootstrap::proxmox::client::{wait_task, ApiError, Method, ProxmoxApi, Pvesh};
 use support::proxmox_sim::Simulator;
 
 fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

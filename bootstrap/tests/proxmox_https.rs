@@ -4,7 +4,7 @@
 mod support;
 
 use lab_bootstrap::proxmox::client::ProxmoxApi;
-use lab_bootstrap::proxmox::https::{Https, Trust, fingerprint};
+use lab_bootstrap::proxmox::https::{fingerprint, Https, Trust};
 use support::proxmox_sim::Simulator;
 
 const TOKEN_ID: &str = "root@pam!lab";

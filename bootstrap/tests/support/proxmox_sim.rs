@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lab_bootstrap::proxmox::schema::Schema;
-use serde_json::{Value, json};
+use serde_json::{json, Value};
 
 /// One call the simulator saw.
 #[derive(Debug, Clone)]

@@ -1,0 +1,190 @@
+//! `lab-bootstrap plan|apply|destroy`: the command-line side of the Proxmox driver.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use lab_daemon::config::load;
+use lab_daemon::exit;
+
+use super::apply::apply;
+use super::client::{ProxmoxApi, Pvesh};
+use super::desired::{desired, Sources};
+use super::https::{read_secret, Https, Trust};
+use super::plan::{destroy_plan, plan, read_live, Plan};
+use crate::Lab;
+
+/// `plan` found changes (as `terraform plan -detailed-exitcode` does).
+const CHANGES: u8 = 2;
+/// The node or the API refused, or the lab conflicts with what is there.
+const FAILED: u8 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// `pvesh` on the Proxmox host, as root@pam (can do everything)
+    Pvesh,
+    /// The API over HTTPS with a token (cannot pass /dev/net/tun into the vpn container)
+    Https,
+}
+
+/// Options shared by plan, apply and destroy.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// How to reach the Proxmox API
+    #[arg(long, value_enum, default_value = "pvesh")]
+    pub api: Transport,
+    /// The pvesh program (for --api pvesh)
+    #[arg(long, value_name = "PATH", default_value = "pvesh")]
+    pub pvesh: PathBuf,
+    /// https://HOST[:PORT] of the node (for --api https)
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// API token id, USER@REALM!TOKENID (for --api https)
+    #[arg(long, value_name = "ID")]
+    pub token_id: Option<String>,
+    /// File holding the token secret; or set LAB_PROXMOX_TOKEN_SECRET
+    #[arg(long, value_name = "FILE")]
+    pub token_secret_file: Option<PathBuf>,
+    /// SHA-256 fingerprint of the node's certificate, AA:BB:... (as the UI shows it)
+    #[arg(long, value_name = "SHA256", conflicts_with = "ca_file")]
+    pub fingerprint: Option<String>,
+    /// CA certificate(s) that signed the node's certificate (PEM), e.g. pve-root-ca.pem
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Do not ask for confirmation
+    #[arg(long)]
+    pub yes: bool,
+    /// The lab description
+    #[arg(value_name = "FILE", default_value = "lab.toml")]
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Plan,
+    Apply,
+    Destroy,
+}
+
+/// Runs one operation; the exit code says what happened.
+pub fn run(op: Op, args: &Args) -> ExitCode {
+    let lab = match load::<Lab>(&args.file) {
+        Ok(lab) => lab,
+        Err(e) => {
+            for line in e.lines() {
+                eprintln!("lab-bootstrap: {line}");
+            }
+            return exit::code(exit::CONFIG);
+        }
+    };
+    let api = match connect(args) {
+        Ok(api) => api,
+        Err(Failure(code, message)) => {
+            eprintln!("lab-bootstrap: {message}");
+            return exit::code(code);
+        }
+    };
+    match execute(op, args, &lab, api.as_ref()) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("lab-bootstrap: {message}");
+            exit::code(FAILED)
+        }
+    }
+}
+
+struct Failure(u8, String);
+
+fn connect(args: &Args) -> Result<Box<dyn ProxmoxApi>, Failure> {
+    let usage = |m: &str| Failure(exit::USAGE, m.to_owned());
+    match args.api {
+        Transport::Pvesh => Ok(Box::new(Pvesh::new(&args.pvesh))),
+        Transport::Https => {
+            let url = args
+                .url
+                .as_deref()
+                .ok_or_else(|| usage("--api https needs --url"))?;
+            let id = args
+                .token_id
+                .as_deref()
+                .ok_or_else(|| usage("--api https needs --token-id USER@REALM!TOKENID"))?;
+            let secret = match &args.token_secret_file {
+                Some(path) => read_secret(path).map_err(|e| {
+                    Failure(
+                        exit::CONFIG,
+                        format!("{}: cannot read the token secret: {e}", path.display()),
+                    )
+                })?,
+                None => std::env::var("LAB_PROXMOX_TOKEN_SECRET").map_err(|_| {
+                    usage("--api https needs --token-secret-file or LAB_PROXMOX_TOKEN_SECRET")
+                })?,
+            };
+            let trust = match (&args.fingerprint, &args.ca_file) {
+                (Some(fp), _) => Trust::Fingerprint(fp.clone()),
+                (None, Some(ca)) => Trust::CaFile(ca.clone()),
+                (None, None) => {
+                    return Err(usage(
+                        "--api https needs --fingerprint or --ca-file: the node's certificate is always verified",
+                    ));
+                }
+            };
+            let https = Https::new(url, id, &secret, &trust)
+                .map_err(|e| Failure(exit::CONFIG, e.to_string()))?;
+            Ok(Box::new(https))
+        }
+    }
+}
+
+fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitCode, String> {
+    let node = &lab.proxmox.node;
+    let live = read_live(api, node).map_err(|e| e.to_string())?;
+    let plan: Plan = match op {
+        Op::Destroy => destroy_plan(node, &live),
+        _ => {
+            let wanted = desired(lab, &Sources::defaults(lab));
+            plan(node, &wanted, &live).map_err(|e| e.to_string())?
+        }
+    };
+    print!("{}", plan.render());
+    if op == Op::Plan {
+        return Ok(if plan.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            exit::code(CHANGES)
+        });
+    }
+    if plan.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !args.yes && !confirm(op)? {
+        println!("Nothing changed.");
+        return Ok(exit::code(FAILED));
+    }
+    let mut stdout = std::io::stdout();
+    let done = apply(api, &plan, &mut stdout).map_err(|e| e.to_string())?;
+    println!(
+        "{} complete: {done} changes.",
+        if op == Op::Destroy {
+            "Destroy"
+        } else {
+            "Apply"
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn confirm(op: Op) -> Result<bool, String> {
+    let what = if op == Op::Destroy {
+        "destroy everything above"
+    } else {
+        "make these changes"
+    };
+    print!("\nDo you want to {what}? Only 'yes' will be accepted: ");
+    let _ = std::io::stdout().flush();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the answer: {e}"))?;
+    Ok(line.trim() == "yes")
+}

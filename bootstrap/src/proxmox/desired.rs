@@ -1,0 +1,279 @@
+//! What the lab should look like on the Proxmox node, in the API's own terms: the lab bridges,
+//! the `lb` and `vpn` containers, the manager VM and the Talos VMs, each as the parameters of
+//! the call that creates it. Everything here is marked as ours (bridge comments, guest tags)
+//! so `destroy` can tell it from what the user made by hand.
+
+use std::collections::BTreeMap;
+
+use crate::model::{Lab, Machine, NetworkId, Role};
+
+/// The tag on every guest we create, and the mark in every bridge's comments.
+pub const MANAGED_TAG: &str = "lab-bootstrap";
+pub const MANAGED_COMMENT: &str = "managed by lab-bootstrap";
+
+/// Where the images and templates come from; `lab.toml` has no keys for them yet, so these are
+/// the defaults on the node's file storage (`[proxmox] file_storage`).
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// Debian LXC template (`pveam download local debian-12-standard_…`).
+    pub ostemplate: String,
+    /// Talos nocloud disk image, imported as each Talos VM's disk.
+    pub talos_image: String,
+    /// Debian generic cloud image for the manager VM.
+    pub manager_image: String,
+    /// The manager VM's cloud-init user and authorized keys (OpenSSH lines).
+    pub manager_user: String,
+    pub manager_ssh_keys: Option<String>,
+}
+
+impl Sources {
+    pub fn defaults(lab: &Lab) -> Self {
+        let files = &lab.proxmox.file_storage;
+        Self {
+            ostemplate: format!("{files}:vztmpl/debian-12-standard_12.12-1_amd64.tar.zst"),
+            talos_image: format!(
+                "{files}:import/talos-{}-nocloud-amd64.raw",
+                lab.cluster.talos_version
+            ),
+            manager_image: format!("{files}:import/debian-12-genericcloud-amd64.qcow2"),
+            manager_user: "lab".to_owned(),
+            manager_ssh_keys: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    Bridge,
+    Container,
+    Vm,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Bridge => "bridge",
+            Kind::Container => "container",
+            Kind::Vm => "vm",
+        }
+    }
+
+    /// The API collection of guests of this kind.
+    pub fn api(self) -> &'static str {
+        match self {
+            Kind::Bridge => "network",
+            Kind::Container => "lxc",
+            Kind::Vm => "qemu",
+        }
+    }
+}
+
+/// One resource as the lab wants it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resource {
+    pub kind: Kind,
+    /// The bridge name or the VMID.
+    pub id: String,
+    /// A human name: the network or the machine.
+    pub name: String,
+    /// The parameters of the create call, in wire form.
+    pub create: BTreeMap<String, String>,
+}
+
+impl Resource {
+    /// Parameters that only matter when creating (templates, disk imports, sizes): never
+    /// compared with the live config, never sent as updates.
+    pub fn create_only(&self, key: &str) -> bool {
+        matches!(
+            (self.kind, key),
+            (_, "vmid" | "iface" | "type" | "start" | "pool")
+                | (Kind::Container, "ostemplate" | "rootfs" | "storage")
+                | (Kind::Vm, "efidisk0" | "scsi0" | "ide2")
+        )
+    }
+
+    /// Parameters the API cannot change on an existing guest: a difference means replace.
+    pub fn forces_replace(&self, key: &str) -> bool {
+        matches!((self.kind, key), (Kind::Container, "unprivileged"))
+    }
+}
+
+/// Everything the lab wants on the node, bridges first, in the order they are created.
+pub fn desired(lab: &Lab, sources: &Sources) -> Vec<Resource> {
+    let mut out = Vec::new();
+    for id in [NetworkId::Net1, NetworkId::Net2] {
+        let net = lab.networks.get(id);
+        let cidr = format!("{}/{}", net.host, net.cidr.prefix_len());
+        out.push(Resource {
+            kind: Kind::Bridge,
+            id: net.bridge.clone(),
+            name: id.as_str().to_owned(),
+            create: params(&[
+                ("iface", net.bridge.as_str()),
+                ("type", "bridge"),
+                ("cidr", &cidr),
+                ("autostart", "1"),
+                (
+                    "comments",
+                    &format!(
+                        "{MANAGED_COMMENT}: {} of lab {}",
+                        id.as_str(),
+                        lab.cluster.name
+                    ),
+                ),
+            ]),
+        });
+    }
+    let mut machines: Vec<&Machine> = lab.machines.iter().collect();
+    machines.sort_by_key(|m| (!m.role.is_container(), m.vmid));
+    for m in machines {
+        out.push(if m.role.is_container() {
+            container(lab, sources, m)
+        } else {
+            vm(lab, sources, m)
+        });
+    }
+    out
+}
+
+fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn description(lab: &Lab, m: &Machine) -> String {
+    format!(
+        "{}: {} of lab {}; {MANAGED_COMMENT}",
+        m.name.as_str(),
+        m.role.as_str(),
+        lab.cluster.name
+    )
+}
+
+fn tags(m: &Machine) -> String {
+    format!("{MANAGED_TAG};{}", m.role.as_str())
+}
+
+fn container(lab: &Lab, sources: &Sources, m: &Machine) -> Resource {
+    let storage = &lab.proxmox.storage;
+    let mut create = params(&[
+        ("vmid", &m.vmid.to_string()),
+        ("hostname", m.name.as_str()),
+        ("ostemplate", &sources.ostemplate),
+        ("unprivileged", "1"),
+        // The daemons' units sandbox themselves with mount namespaces, which need nesting.
+        ("features", "nesting=1"),
+        ("cores", &m.cores.to_string()),
+        ("memory", &m.memory_mib.to_string()),
+        ("swap", "0"),
+        ("rootfs", &format!("{storage}:{}", m.disk_gib)),
+        ("onboot", "1"),
+        ("tags", &tags(m)),
+        ("description", &description(lab, m)),
+    ]);
+    for (i, nic) in m.nics.iter().enumerate() {
+        let net = lab.networks.get(nic.network);
+        let mac = m.mac(i).map(|mac| mac.to_string()).unwrap_or_default();
+        let mut value = format!(
+            "name=eth{i},bridge={},hwaddr={mac},ip={}/{}",
+            net.bridge,
+            nic.address,
+            net.cidr.prefix_len()
+        );
+        // The default route goes out of the first NIC: the uplink's gateway, else the host.
+        if i == 0 {
+            let gw = net.gateway.unwrap_or(net.host);
+            value.push_str(&format!(",gw={gw}"));
+        }
+        value.push_str(",type=veth");
+        create.insert(format!("net{i}"), value);
+    }
+    if m.role == Role::Vpn {
+        create.insert("dev0".to_owned(), "/dev/net/tun".to_owned());
+    }
+    Resource {
+        kind: Kind::Container,
+        id: m.vmid.to_string(),
+        name: m.name.as_str().to_owned(),
+        create,
+    }
+}
+
+fn vm(lab: &Lab, sources: &Sources, m: &Machine) -> Resource {
+    let storage = &lab.proxmox.storage;
+    let image = if m.role == Role::Manager {
+        &sources.manager_image
+    } else {
+        &sources.talos_image
+    };
+    let mut create = params(&[
+        ("vmid", &m.vmid.to_string()),
+        ("name", m.name.as_str()),
+        ("machine", "q35"),
+        ("bios", "ovmf"),
+        (
+            "efidisk0",
+            &format!("{storage}:1,efitype=4m,pre-enrolled-keys=0"),
+        ),
+        ("cpu", "host"),
+        ("cores", &m.cores.to_string()),
+        ("sockets", "1"),
+        ("memory", &m.memory_mib.to_string()),
+        ("scsihw", "virtio-scsi-pci"),
+        (
+            "scsi0",
+            &format!("{storage}:0,import-from={image},discard=on,ssd=1"),
+        ),
+        ("ide2", &format!("{storage}:cloudinit")),
+        ("boot", "order=scsi0"),
+        ("ostype", "l26"),
+        ("agent", "1"),
+        ("onboot", "1"),
+        ("tags", &tags(m)),
+        ("description", &description(lab, m)),
+    ]);
+    for (i, nic) in m.nics.iter().enumerate() {
+        let net = lab.networks.get(nic.network);
+        let mac = m.mac(i).map(|mac| mac.to_string()).unwrap_or_default();
+        create.insert(
+            format!("net{i}"),
+            format!("virtio={mac},bridge={}", net.bridge),
+        );
+    }
+    if m.role == Role::Manager {
+        let net1 = &lab.networks.net1;
+        if let Some(address) = m.address_on(NetworkId::Net1) {
+            create.insert(
+                "ipconfig0".to_owned(),
+                format!("ip={address}/{},gw={}", net1.cidr.prefix_len(), net1.host),
+            );
+        }
+        create.insert("nameserver".to_owned(), net1.host.to_string());
+        create.insert("ciuser".to_owned(), sources.manager_user.clone());
+        if let Some(keys) = &sources.manager_ssh_keys {
+            // The API takes `sshkeys` URL-encoded (spaces as %20, not `+`).
+            let encoded =
+                percent_encoding::utf8_percent_encode(keys, percent_encoding::NON_ALPHANUMERIC)
+                    .to_string();
+            create.insert("sshkeys".to_owned(), encoded);
+        }
+    } else {
+        // The Talos machine config arrives as cloud-init user-data from the snippets storage.
+        create.insert(
+            "cicustom".to_owned(),
+            format!(
+                "user={}:snippets/lab-{}.yaml",
+                lab.proxmox.file_storage,
+                m.name.as_str()
+            ),
+        );
+    }
+    Resource {
+        kind: Kind::Vm,
+        id: m.vmid.to_string(),
+        name: m.name.as_str().to_owned(),
+        create,
+    }
+}

@@ -1,0 +1,387 @@
+//! The live state of the node, read through the API, compared with what the lab wants: an
+//! ordered list of changes (create, update in place, replace, delete) printed like
+//! `terraform plan`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use super::client::{ApiError, ProxmoxApi};
+use super::desired::{Kind, Resource, MANAGED_COMMENT, MANAGED_TAG};
+use crate::mac::MacAddr;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("reading the node's state: {0}")]
+    Api(#[from] ApiError),
+    #[error(
+        "{what} already exists and is not managed by lab-bootstrap ({why}); change lab.toml or remove it by hand"
+    )]
+    Conflict { what: String, why: String },
+    #[error("GET {path}: unexpected answer: {answer}")]
+    Shape { path: String, answer: String },
+}
+
+/// A guest or bridge as the node has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveResource {
+    pub kind: Kind,
+    pub config: BTreeMap<String, String>,
+    pub running: bool,
+}
+
+impl LiveResource {
+    pub fn managed(&self) -> bool {
+        match self.kind {
+            Kind::Bridge => self
+                .config
+                .get("comments")
+                .is_some_and(|c| c.contains(MANAGED_COMMENT)),
+            _ => self
+                .config
+                .get("tags")
+                .is_some_and(|t| t.split([';', ',', ' ']).any(|t| t == MANAGED_TAG)),
+        }
+    }
+}
+
+/// Bridges by name and guests by VMID.
+#[derive(Debug, Clone, Default)]
+pub struct Live {
+    pub bridges: BTreeMap<String, LiveResource>,
+    pub guests: BTreeMap<u32, LiveResource>,
+}
+
+/// Reads bridges, containers and VMs (with their configs) from `node`.
+pub fn read_live(api: &dyn ProxmoxApi, node: &str) -> Result<Live, PlanError> {
+    let mut live = Live::default();
+    let path = format!("/nodes/{node}/network");
+    for iface in list(api, &path)? {
+        let config = flatten(&iface);
+        if config.get("type").map(String::as_str) != Some("bridge") {
+            continue;
+        }
+        if let Some(name) = config.get("iface").cloned() {
+            live.bridges.insert(
+                name,
+                LiveResource {
+                    kind: Kind::Bridge,
+                    config,
+                    running: false,
+                },
+            );
+        }
+    }
+    for kind in [Kind::Container, Kind::Vm] {
+        let path = format!("/nodes/{node}/{}", kind.api());
+        for guest in list(api, &path)? {
+            let vmid = guest
+                .get("vmid")
+                .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
+                .and_then(|v| u32::try_from(v).ok())
+                .ok_or_else(|| PlanError::Shape {
+                    path: path.clone(),
+                    answer: guest.to_string(),
+                })?;
+            let running = guest.get("status").and_then(Value::as_str) == Some("running");
+            let config = api.get(&format!("{path}/{vmid}/config"))?;
+            live.guests.insert(
+                vmid,
+                LiveResource {
+                    kind,
+                    config: flatten(&config),
+                    running,
+                },
+            );
+        }
+    }
+    Ok(live)
+}
+
+fn list(api: &dyn ProxmoxApi, path: &str) -> Result<Vec<Value>, PlanError> {
+    match api.get(path)? {
+        Value::Array(items) => Ok(items),
+        Value::Null => Ok(Vec::new()),
+        other => Err(PlanError::Shape {
+            path: path.to_owned(),
+            answer: other.to_string(),
+        }),
+    }
+}
+
+/// The API answers with numbers and strings; compared in wire form.
+fn flatten(object: &Value) -> BTreeMap<String, String> {
+    object
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| {
+            let text = match v {
+                Value::String(s) => s.trim_end().to_owned(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => u8::from(*b).to_string(),
+                _ => return None,
+            };
+            Some((k.clone(), text))
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Create,
+    Update,
+    Replace,
+    Delete,
+}
+
+/// One key that differs: its live value (none when unset) and the wanted one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diff {
+    pub key: String,
+    pub live: Option<String>,
+    pub wanted: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub action: Action,
+    pub resource: Resource,
+    pub diffs: Vec<Diff>,
+    /// A guest that must be stopped before it is deleted or replaced.
+    pub running: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub node: String,
+    pub changes: Vec<Change>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    fn count(&self, action: Action) -> usize {
+        self.changes.iter().filter(|c| c.action == action).count()
+    }
+
+    /// `terraform plan`-style text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if self.is_empty() {
+            let _ = writeln!(out, "No changes. The node {} matches lab.toml.", self.node);
+            return out;
+        }
+        let _ = writeln!(
+            out,
+            "lab-bootstrap will perform the following actions on node {}:\n",
+            self.node
+        );
+        for c in &self.changes {
+            let r = &c.resource;
+            let (sign, verb) = match c.action {
+                Action::Create => ("+", "will be created"),
+                Action::Update => ("~", "will be updated in place"),
+                Action::Replace => ("-/+", "must be replaced"),
+                Action::Delete => ("-", "will be destroyed"),
+            };
+            let _ = writeln!(out, "  # {} {} ({}) {verb}", r.kind.as_str(), r.id, r.name);
+            let _ = writeln!(out, "  {sign} {} \"{}\"", r.kind.as_str(), r.id);
+            match c.action {
+                Action::Create => {
+                    for (k, v) in &r.create {
+                        let _ = writeln!(out, "      + {k:<12} = {v:?}");
+                    }
+                }
+                Action::Update | Action::Replace => {
+                    for d in &c.diffs {
+                        let live = d.live.as_deref().unwrap_or("(unset)");
+                        let note = if r.forces_replace(&d.key) {
+                            " # forces replacement"
+                        } else {
+                            ""
+                        };
+                        let _ = writeln!(
+                            out,
+                            "      ~ {:<12} = {live:?} -> {:?}{note}",
+                            d.key, d.wanted
+                        );
+                    }
+                }
+                Action::Delete => {}
+            }
+            let _ = writeln!(out);
+        }
+        let _ = writeln!(
+            out,
+            "Plan: {} to add, {} to change, {} to replace, {} to destroy.",
+            self.count(Action::Create),
+            self.count(Action::Update),
+            self.count(Action::Replace),
+            self.count(Action::Delete)
+        );
+        out
+    }
+}
+
+/// Compares the wanted resources with the live ones. Creates and updates come in the order of
+/// `wanted` (bridges before the guests on them), then deletions of what is ours but no longer
+/// wanted: guests before bridges.
+pub fn plan(node: &str, wanted: &[Resource], live: &Live) -> Result<Plan, PlanError> {
+    let mut changes = Vec::new();
+    for r in wanted {
+        let existing = match r.kind {
+            Kind::Bridge => live.bridges.get(&r.id),
+            _ => r.id.parse().ok().and_then(|id: u32| live.guests.get(&id)),
+        };
+        let Some(existing) = existing else {
+            changes.push(Change {
+                action: Action::Create,
+                resource: r.clone(),
+                diffs: Vec::new(),
+                running: false,
+            });
+            continue;
+        };
+        let what = format!("{} {} ({})", r.kind.as_str(), r.id, r.name);
+        if existing.kind != r.kind {
+            return Err(PlanError::Conflict {
+                what,
+                why: format!("it is a {}", existing.kind.as_str()),
+            });
+        }
+        let diffs = diff(r, &existing.config);
+        if diffs.is_empty() {
+            continue;
+        }
+        if !existing.managed() {
+            return Err(PlanError::Conflict {
+                what,
+                why: format!("it differs in {}", keys(&diffs)),
+            });
+        }
+        let action = if diffs.iter().any(|d| r.forces_replace(&d.key)) {
+            Action::Replace
+        } else {
+            Action::Update
+        };
+        changes.push(Change {
+            action,
+            resource: r.clone(),
+            diffs,
+            running: existing.running,
+        });
+    }
+    changes.extend(deletions(live, |kind, id| {
+        wanted.iter().any(|r| r.kind == kind && r.id == id)
+    }));
+    Ok(Plan {
+        node: node.to_owned(),
+        changes,
+    })
+}
+
+/// Removing everything of ours: guests first, then bridges.
+pub fn destroy_plan(node: &str, live: &Live) -> Plan {
+    Plan {
+        node: node.to_owned(),
+        changes: deletions(live, |_, _| false),
+    }
+}
+
+fn deletions(live: &Live, keep: impl Fn(Kind, &str) -> bool) -> Vec<Change> {
+    let guests = live
+        .guests
+        .iter()
+        .map(|(id, l)| (id.to_string(), l))
+        .collect::<Vec<_>>();
+    let bridges = live.bridges.iter().map(|(n, l)| (n.clone(), l));
+    guests
+        .into_iter()
+        .chain(bridges)
+        .filter(|(id, l)| l.managed() && !keep(l.kind, id))
+        .map(|(id, l)| Change {
+            action: Action::Delete,
+            resource: Resource {
+                kind: l.kind,
+                name: l
+                    .config
+                    .get("hostname")
+                    .or(l.config.get("name"))
+                    .cloned()
+                    .unwrap_or_else(|| id.clone()),
+                id,
+                create: BTreeMap::new(),
+            },
+            diffs: Vec::new(),
+            running: l.running,
+        })
+        .collect()
+}
+
+fn keys(diffs: &[Diff]) -> String {
+    diffs
+        .iter()
+        .map(|d| d.key.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The keys of `r` whose live value differs from the wanted one.
+fn diff(r: &Resource, live: &BTreeMap<String, String>) -> Vec<Diff> {
+    r.create
+        .iter()
+        .filter(|(k, _)| !r.create_only(k))
+        .filter(|(k, v)| live.get(*k).is_none_or(|l| !same(k, v, l)))
+        .map(|(k, v)| Diff {
+            key: k.clone(),
+            live: live.get(k).cloned(),
+            wanted: v.clone(),
+        })
+        .collect()
+}
+
+/// Whether a live value already says what the wanted one says. Property strings are compared
+/// key by key (the node adds keys of its own, like `type=veth` or a disk's `size`); MACs
+/// ignoring case; tag lists as sets.
+fn same(key: &str, wanted: &str, live: &str) -> bool {
+    if key == "tags" {
+        let set = |s: &str| {
+            let mut v: Vec<String> = s
+                .split([';', ',', ' '])
+                .filter(|t| !t.is_empty())
+                .map(str::to_ascii_lowercase)
+                .collect();
+            v.sort();
+            v
+        };
+        return set(wanted) == set(live);
+    }
+    if !wanted.contains('=') {
+        return norm(wanted) == norm(live.split(',').next().unwrap_or(live))
+            || norm(wanted) == norm(live);
+    }
+    let live_parts = parts(live);
+    parts(wanted)
+        .iter()
+        .all(|(k, v)| live_parts.get(k).is_some_and(|l| norm(l) == norm(v)))
+}
+
+fn parts(s: &str) -> BTreeMap<String, String> {
+    s.split(',')
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (k.to_owned(), v.to_owned()),
+            None => (String::new(), p.to_owned()),
+        })
+        .collect()
+}
+
+fn norm(v: &str) -> String {
+    match v.parse::<MacAddr>() {
+        Ok(mac) => mac.to_string(),
+        Err(_) => v.trim().to_owned(),
+    }
+}

@@ -1,0 +1,239 @@
+//! `lab-bootstrap plan|apply|destroy` end to end against the API simulator, through the pvesh
+//! transport: every call is checked against the real Proxmox schema by the simulator.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use lab_bootstrap::Lab;
+use support::proxmox_sim::Simulator;
+
+fn lab_toml() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/lab.toml")
+}
+
+fn lab() -> Lab {
+    lab_daemon::config::load::<Lab>(&lab_toml()).unwrap()
+}
+
+fn run(sim: &Simulator, op: &str, file: &Path, extra: &[&str], stdin: &str) -> Output {
+    let shim = sim.pvesh_shim();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lab-bootstrap"))
+        .arg(op)
+        .args(["--api", "pvesh", "--pvesh"])
+        .arg(&shim)
+        .args(extra)
+        .arg(file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The uplink bridge and a VM of the user's own, as on a real node before the lab.
+fn seed_users_own(sim: &Simulator) {
+    let mut s = sim.state.lock().unwrap();
+    let vmbr0: BTreeMap<String, String> = [
+        ("type", "bridge"),
+        ("cidr", "192.168.1.10/24"),
+        ("autostart", "1"),
+        ("bridge_ports", "eno1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    s.network
+        .entry("pve".into())
+        .or_default()
+        .insert("vmbr0".into(), vmbr0);
+    let vm: BTreeMap<String, String> = [("name", "my-own-vm"), ("memory", "1024")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    s.qemu.insert(900, ("pve".into(), vm));
+}
+
+fn apply_all(sim: &Simulator, file: &Path) {
+    let out = run(sim, "apply", file, &["--yes"], "");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(sim.rejected().is_empty(), "{:?}", sim.rejected());
+}
+
+#[test]
+fn plan_on_an_empty_node_lists_every_create() {
+    let sim = Simulator::start();
+    seed_users_own(&sim);
+    let out = run(&sim, "plan", &lab_toml(), &[], "");
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    let lab = lab();
+    for bridge in ["vmbr1", "vmbr2"] {
+        assert!(t.contains(&format!("+ bridge \"{bridge}\"")), "{t}");
+    }
+    assert!(!t.contains("\"vmbr0\""), "the uplink is never touched: {t}");
+    for m in &lab.machines {
+        let kind = if m.role.is_container() {
+            "container"
+        } else {
+            "vm"
+        };
+        assert!(t.contains(&format!("+ {kind} \"{}\"", m.vmid)), "{t}");
+    }
+    let expected = format!("Plan: {} to add, 0 to change", lab.machines.len() + 2);
+    assert!(t.contains(&expected), "{t}");
+    // Plan only reads.
+    assert!(sim.writes().is_empty(), "{:?}", sim.writes());
+    assert!(sim.rejected().is_empty(), "{:?}", sim.rejected());
+}
+
+#[test]
+fn apply_creates_everything_and_a_second_apply_writes_nothing() {
+    let sim = Simulator::start();
+    seed_users_own(&sim);
+    apply_all(&sim, &lab_toml());
+    let lab = lab();
+    {
+        let s = sim.state.lock().unwrap();
+        let bridges = &s.network["pve"];
+        assert_eq!(bridges["vmbr1"]["cidr"], "10.10.1.1/24");
+        assert_eq!(bridges["vmbr2"]["cidr"], "10.10.2.1/24");
+        assert!(
+            s.pending.get("pve").is_none_or(|p| p.is_empty()),
+            "network applied"
+        );
+        for m in &lab.machines {
+            let guests = if m.role.is_container() {
+                &s.lxc
+            } else {
+                &s.qemu
+            };
+            let (_, config) = &guests[&m.vmid];
+            assert_eq!(config["memory"], m.memory_mib.to_string());
+            let mac = m.mac(0).unwrap().to_string();
+            assert!(
+                config["net0"].contains(&mac),
+                "{}: {}",
+                m.vmid,
+                config["net0"]
+            );
+        }
+        let (_, vpn) = &s.lxc[&201];
+        assert_eq!(vpn["dev0"], "/dev/net/tun");
+        assert_eq!(vpn["unprivileged"], "1");
+    }
+
+    sim.clear_calls();
+    let out = run(&sim, "plan", &lab_toml(), &[], "");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("No changes"), "{}", text(&out));
+    let out = run(&sim, "apply", &lab_toml(), &["--yes"], "");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(sim.writes().is_empty(), "{:?}", sim.writes());
+    assert!(sim.rejected().is_empty(), "{:?}", sim.rejected());
+}
+
+#[test]
+fn a_memory_change_is_one_update_in_place() {
+    let sim = Simulator::start();
+    apply_all(&sim, &lab_toml());
+    sim.clear_calls();
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lab.toml");
+    let mut doc: toml_edit::DocumentMut = std::fs::read_to_string(lab_toml())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let machines = doc["machine"].as_array_of_tables_mut().unwrap();
+    let w1 = machines
+        .iter_mut()
+        .find(|m| m["name"].as_str() == Some("w1"))
+        .unwrap();
+    let vmid = w1["vmid"].as_integer().unwrap();
+    w1["memory_mib"] = toml_edit::value(2560);
+    std::fs::write(&file, doc.to_string()).unwrap();
+
+    let out = run(&sim, "plan", &file, &[], "");
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(t.contains(&format!("~ vm \"{vmid}\"")), "{t}");
+    assert!(t.contains("\"3072\" -> \"2560\""), "{t}");
+    assert!(
+        t.contains("0 to add, 1 to change, 0 to replace, 0 to destroy"),
+        "{t}"
+    );
+
+    apply_all(&sim, &file);
+    let writes = sim.writes();
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    assert_eq!(writes[0].method, "PUT");
+    assert_eq!(writes[0].path, format!("/nodes/pve/qemu/{vmid}/config"));
+    assert_eq!(
+        writes[0].params,
+        vec![("memory".to_owned(), "2560".to_owned())]
+    );
+}
+
+#[test]
+fn destroy_removes_only_what_is_ours() {
+    let sim = Simulator::start();
+    seed_users_own(&sim);
+    apply_all(&sim, &lab_toml());
+
+    // Without --yes and without a "yes" answer nothing is removed.
+    sim.clear_calls();
+    let out = run(&sim, "destroy", &lab_toml(), &[], "no\n");
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(sim.writes().is_empty(), "{:?}", sim.writes());
+
+    let out = run(&sim, "destroy", &lab_toml(), &[], "yes\n");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(sim.rejected().is_empty(), "{:?}", sim.rejected());
+    let s = sim.state.lock().unwrap();
+    assert!(s.lxc.is_empty(), "{:?}", s.lxc.keys());
+    assert_eq!(s.qemu.keys().copied().collect::<Vec<_>>(), vec![900]);
+    assert_eq!(
+        s.network["pve"].keys().cloned().collect::<Vec<_>>(),
+        vec!["vmbr0".to_owned()]
+    );
+}
+
+#[test]
+fn a_vmid_taken_by_something_else_is_refused_before_any_write() {
+    let sim = Simulator::start();
+    {
+        let mut s = sim.state.lock().unwrap();
+        let vm: BTreeMap<String, String> = [("name", "someone-elses"), ("memory", "512")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        s.qemu.insert(221, ("pve".into(), vm));
+    }
+    let out = run(&sim, "apply", &lab_toml(), &["--yes"], "");
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("vm 221 (w1) already exists and is not managed"),
+        "{t}"
+    );
+    assert!(sim.writes().is_empty(), "{:?}", sim.writes());
+}
