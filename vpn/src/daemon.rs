@@ -5,6 +5,7 @@
 use crate::config::VpnConfig;
 use crate::conn::Conn;
 use crate::device::{Device, PeerSettings};
+use crate::forwarding::{ForwardingError, ForwardingPolicy};
 use crate::key::{read_key_file, KeyFileError, PrivateKey};
 use crate::metrics::{PeerCollector, VpnMetrics};
 use crate::netlink::{self, NetlinkError};
@@ -25,6 +26,8 @@ pub struct VpnDaemon {
     loops: Vec<JoinHandle<()>>,
     /// Removed (socket file and all) when the daemon stops.
     _control: ControlSocket,
+    /// Removed (the nftables table) when the daemon stops.
+    forwarding: ForwardingPolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +45,8 @@ pub enum VpnError {
     Netlink { name: String, source: NetlinkError },
     #[error("cannot listen on UDP port {port}: {source}")]
     Bind { port: u16, source: std::io::Error },
+    #[error("{0}")]
+    Forwarding(ForwardingError),
     #[error("cannot serve the control socket: {0}")]
     Control(std::io::Error),
     #[error("{0} changed; the [interface] section takes effect on restart, not reload")]
@@ -111,6 +116,9 @@ impl Daemon for VpnDaemon {
             name: interface.name.clone(),
             source,
         })?;
+        let forwarding =
+            ForwardingPolicy::install(&interface.name, &interface.reach, interface.masquerade)
+                .map_err(VpnError::Forwarding)?;
         let conn = Conn::bind(SocketAddr::from((
             Ipv4Addr::UNSPECIFIED,
             interface.listen_port,
@@ -148,6 +156,7 @@ impl Daemon for VpnDaemon {
             device,
             loops,
             _control: control,
+            forwarding,
         })
     }
 
@@ -169,6 +178,11 @@ impl Daemon for VpnDaemon {
             return Err(VpnError::InterfaceChanged("the private key"));
         }
         let peers = peer_settings(&config)?;
+        if (&old.reach, old.masquerade) != (&new.reach, new.masquerade) {
+            self.forwarding
+                .update(&new.name, &new.reach, new.masquerade)
+                .map_err(VpnError::Forwarding)?;
+        }
         netlink::configure(&new.name, &new.address, new.mtu, &tunnel_routes(&config))
             .await
             .map_err(|source| VpnError::Netlink {

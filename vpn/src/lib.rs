@@ -9,6 +9,7 @@ pub mod config;
 pub mod conn;
 pub mod daemon;
 pub mod device;
+pub mod forwarding;
 pub mod key;
 pub mod metrics;
 pub mod netlink;

@@ -1,0 +1,141 @@
+//! What the gateway lets through besides the tunnel (nothing), masquerading towards networks
+//! that have no route back, and the routes it keeps through its interface across reloads.
+
+mod support;
+
+use support::*;
+
+fn route_via(netns: &lab_tests::netns::Netns, net: &str, via: &str) {
+    netns.run(&["ip", "route", "add", net, "via", via]);
+}
+
+#[test]
+fn net0_never_reaches_net1_around_the_tunnel() {
+    let topology = Topology::new();
+    // Everything a host on net0 needs to try: a route to net1 via the gateway, and one back.
+    route_via(&topology.client, "10.10.1.0/24", GATEWAY_UNDERLAY);
+    route_via(&topology.server, "198.51.100.0/24", GATEWAY_NET1);
+    let _server = topology.start_server();
+    assert_eq!(
+        fetch(&topology.client, SERVER).as_deref(),
+        Some("behind the gateway"),
+        "the namespace router itself forwards (the test would prove nothing)"
+    );
+
+    let gateway = topology.start_gateway(&topology.gateway_config(&key_pair(), ""));
+    assert_eq!(fetch(&topology.client, SERVER), None, "net0 reached net1");
+    assert!(!ping(&topology.client, SERVER, &[]));
+
+    // Its table goes with it: the namespace forwards as before.
+    drop(gateway);
+    let tables = topology
+        .gateway
+        .command("nft")
+        .args(["list", "tables"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&tables.stdout).contains("lab_vpn_"),
+        "the forwarding policy outlived the daemon"
+    );
+}
+
+#[test]
+fn masquerade_reaches_a_network_without_a_route_back_and_follows_reloads() {
+    let topology = Topology::new();
+    topology
+        .server
+        .run(&["ip", "route", "del", "10.10.100.0/24"]);
+    let _server = topology.start_server();
+    let (gateway_key, client_key) = (key_pair(), key_pair());
+    let peer = format!(
+        "[[peer]]\nname = \"admin\"\npublic_key = \"{}\"\nallowed_ips = [\"{CLIENT_TUNNEL}/32\"]\n",
+        client_key.public
+    );
+    let plain = topology.gateway_config(&gateway_key, &peer);
+    let mut gateway = topology.start_gateway(&plain);
+    let client_interface = unique_interface("wgl");
+    let _client = lab_tests::daemon_process::Started::start_in(
+        Some(&topology.client),
+        BIN,
+        &client_config(
+            topology.dir.path(),
+            &client_interface,
+            &client_key,
+            &gateway_key,
+            "",
+        ),
+    );
+    assert!(ping(&topology.client, GATEWAY_TUNNEL, &[]));
+    assert_eq!(
+        fetch(&topology.client, SERVER),
+        None,
+        "net1 answered a tunnel address it has no route to"
+    );
+
+    let masquerading = plain.replace("masquerade = false", "masquerade = true");
+    assert_ne!(masquerading, plain);
+    let ready = gateway.reload(&masquerading);
+    assert!(!ready.contains("refused"), "{ready}");
+    assert_eq!(
+        fetch(&topology.client, SERVER).as_deref(),
+        Some("behind the gateway")
+    );
+
+    let ready = gateway.reload(&plain);
+    assert!(!ready.contains("refused"), "{ready}");
+    assert_eq!(fetch(&topology.client, SERVER), None);
+}
+
+fn routes(topology: &Topology) -> String {
+    let output = topology
+        .gateway
+        .command("ip")
+        .args(["route", "show", "dev", &topology.interface])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn reload_removes_the_routes_of_allowed_ips_that_are_gone() {
+    let topology = Topology::new();
+    let gateway_key = key_pair();
+    let peer = |allowed: &str| {
+        format!(
+            "[[peer]]\nname = \"site\"\npublic_key = \"{}\"\nallowed_ips = [{allowed}]\n",
+            key_pair().public
+        )
+    };
+    let mut gateway = topology.start_gateway(
+        &topology.gateway_config(&gateway_key, &peer(r#""10.10.100.2/32", "10.20.0.0/24""#)),
+    );
+    assert!(
+        routes(&topology).contains("10.20.0.0/24"),
+        "{}",
+        routes(&topology)
+    );
+    // A route an admin added by hand is not the daemon's to remove.
+    topology.gateway.run(&[
+        "ip",
+        "route",
+        "add",
+        "10.30.0.0/24",
+        "dev",
+        &topology.interface,
+    ]);
+
+    let ready =
+        gateway.reload(&topology.gateway_config(&gateway_key, &peer(r#""10.10.100.2/32""#)));
+    assert!(!ready.contains("refused"), "{ready}");
+    let now = routes(&topology);
+    assert!(!now.contains("10.20.0.0/24"), "stale route kept: {now}");
+    assert!(
+        now.contains("10.30.0.0/24"),
+        "the admin's route went: {now}"
+    );
+    assert!(
+        now.contains("10.10.100.0/24"),
+        "the tunnel's own route went: {now}"
+    );
+}
