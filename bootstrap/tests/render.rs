@@ -2,19 +2,22 @@
 //! render changes nothing, a file edited by hand is backed up before it is replaced, and the
 //! units pass `systemd-analyze verify`.
 
+use lab_tests::binaries::workspace_bin;
 use lab_tests::{systemd_unit, workspace};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_lab-bootstrap");
 
-const EXPECTED: [&str; 6] = [
+const EXPECTED: [&str; 8] = [
     "etc/lab/dnsmasq-vmbr1.conf",
     "etc/lab/dnsmasq-vmbr2.conf",
     "etc/lab/lab.nft",
     "etc/sysctl.d/90-lab.conf",
     "etc/systemd/system/lab-dnsmasq@.service",
     "etc/systemd/system/lab-network.service",
+    "var/lib/lab/containers/lb/etc/lab-lb/lb.toml",
+    "var/lib/lab/containers/vpn/etc/lab-vpn/vpn.toml",
 ];
 
 /// Runs `render --root root` on the example lab; returns stdout's lines.
@@ -142,4 +145,89 @@ fn rendered_units_pass_systemd_analyze_verify() {
     let instance = root.path().join("lab-dnsmasq@vmbr1.service");
     std::fs::copy(units.join("lab-dnsmasq@.service"), &instance).unwrap();
     systemd_unit::verify(&instance, &[("/usr/sbin/dnsmasq", dnsmasq)]).unwrap();
+}
+
+/// Runs `program check file`; returns its one line of output.
+fn check(program: &str, file: &Path) -> String {
+    let output = Command::new(workspace_bin(program))
+        .arg("check")
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{program} check {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn rendered_lb_toml_passes_lab_lb_check_and_balances_the_right_nodes() {
+    let root = tempfile::tempdir().unwrap();
+    render(root.path());
+    let file = root
+        .path()
+        .join("var/lib/lab/containers/lb/etc/lab-lb/lb.toml");
+    let summary = check("lab-lb", &file);
+    assert!(
+        summary.contains("4 listeners, 4 backends, 10 servers"),
+        "{summary}"
+    );
+    let lb: toml_edit::DocumentMut = std::fs::read_to_string(&file).unwrap().parse().unwrap();
+    let listeners = lb["listener"].as_array_of_tables().unwrap();
+    let backends = lb["backend"].as_array_of_tables().unwrap();
+    let servers_of = |listen: &str| -> Vec<String> {
+        let listener = listeners
+            .iter()
+            .find(|l| l["listen"].as_str() == Some(listen))
+            .unwrap_or_else(|| panic!("no listener on {listen}"));
+        let backend = backends
+            .iter()
+            .find(|b| b["name"].as_str() == listener["backend"].as_str())
+            .unwrap();
+        backend["server"]
+            .as_array_of_tables()
+            .unwrap()
+            .iter()
+            .map(|s| s["address"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // From configs/lab.toml: control planes cp1..3 and workers w1, w2 on net2.
+    let cps = |port| {
+        (11..=13)
+            .map(|i| format!("10.10.2.{i}:{port}"))
+            .collect::<Vec<_>>()
+    };
+    let workers = |port| [21, 22].map(|i| format!("10.10.2.{i}:{port}")).to_vec();
+    assert_eq!(servers_of("10.10.2.2:6443"), cps(6443));
+    assert_eq!(servers_of("10.10.2.2:50000"), cps(50000));
+    assert_eq!(servers_of("192.168.1.50:80"), workers(80));
+    assert_eq!(servers_of("192.168.1.50:443"), workers(443));
+}
+
+#[test]
+fn rendered_vpn_toml_passes_lab_vpn_check_and_reaches_net1_and_net2() {
+    let root = tempfile::tempdir().unwrap();
+    render(root.path());
+    let file = root
+        .path()
+        .join("var/lib/lab/containers/vpn/etc/lab-vpn/vpn.toml");
+    let summary = check("lab-vpn", &file);
+    assert!(
+        summary
+            .contains("interface wg0 on UDP 51820, 0 peers, reaching 10.10.1.0/24, 10.10.2.0/24"),
+        "{summary}"
+    );
+    let vpn: toml_edit::DocumentMut = std::fs::read_to_string(&file).unwrap().parse().unwrap();
+    assert_eq!(
+        vpn["interface"]["address"].to_string().trim(),
+        r#"["10.10.100.1/24"]"#
+    );
+    assert_eq!(
+        vpn["interface"]["public_endpoint"].as_str(),
+        Some("192.168.1.51:51820")
+    );
+    assert_eq!(vpn["metrics"]["listen"].as_str(), Some("10.10.1.2:9586"));
 }

@@ -5,6 +5,7 @@
 //! [`suites`] holds the checks both daemons must pass, written once and called from each crate's
 //! `tests/`.
 
+pub mod binaries;
 pub mod bridged;
 pub mod daemon_process;
 pub mod http;

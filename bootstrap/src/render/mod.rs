@@ -2,6 +2,7 @@
 //! per lab bridge, the nftables table, the sysctl drop-in and the units that start them.
 //! Rendering is pure; [`files`] writes the result.
 
+pub mod containers;
 pub mod daemons;
 pub mod dnsmasq;
 pub mod files;
@@ -35,6 +36,10 @@ pub enum RenderError {
         role: &'static str,
         network: &'static str,
     },
+    #[error("`{name}` is not a valid name: {reason}")]
+    Name { name: String, reason: String },
+    #[error("cannot write {what}'s file: {reason}")]
+    Serialize { what: String, reason: String },
 }
 
 /// A file as it is installed on the host: absolute path, contents and permission bits.
@@ -109,5 +114,6 @@ pub fn host_files(lab: &Lab) -> Result<Vec<RenderedFile>, RenderError> {
         contents: sysctl::dropin(),
         mode: 0o644,
     });
+    out.extend(containers::files(lab)?);
     Ok(out)
 }
