@@ -78,10 +78,34 @@ struct ReasonLabel {
     reason: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoleLabel {
+    role: &'static str,
+}
+
+/// Which side of a completed handshake the gateway was.
+#[derive(Debug, Clone, Copy)]
+pub enum HandshakeRole {
+    /// The peer initiated; the gateway answered.
+    Responder,
+    /// The gateway initiated (it has an endpoint for the peer); the peer answered.
+    Initiator,
+}
+
+impl HandshakeRole {
+    fn as_str(self) -> &'static str {
+        match self {
+            HandshakeRole::Responder => "responder",
+            HandshakeRole::Initiator => "initiator",
+        }
+    }
+}
+
 /// What the data path counts as it goes.
 #[derive(Clone, Default)]
 pub struct DeviceMetrics {
     dropped: Family<ReasonLabel, Counter>,
+    handshakes: Family<RoleLabel, Counter>,
     pub cookie_replies: Counter,
 }
 
@@ -90,6 +114,14 @@ impl DeviceMetrics {
         self.dropped
             .get_or_create(&ReasonLabel {
                 reason: reason.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn handshake(&self, role: HandshakeRole) {
+        self.handshakes
+            .get_or_create(&RoleLabel {
+                role: role.as_str(),
             })
             .inc();
     }
@@ -118,6 +150,16 @@ impl VpnMetrics {
         for reason in Drop::ALL {
             drop(metrics.device.dropped.get_or_create(&ReasonLabel {
                 reason: reason.as_str(),
+            }));
+        }
+        registry.register(
+            "handshakes",
+            "Handshakes completed, by the gateway's role in them",
+            metrics.device.handshakes.clone(),
+        );
+        for role in [HandshakeRole::Responder, HandshakeRole::Initiator] {
+            drop(metrics.device.handshakes.get_or_create(&RoleLabel {
+                role: role.as_str(),
             }));
         }
         registry.register(

@@ -5,7 +5,7 @@
 use super::{Device, Endpoint, Outgoing, Peer, PeerSet};
 use crate::conn::{Received, RecvBatch};
 use crate::key::PublicKey;
-use crate::metrics::Drop;
+use crate::metrics::{Drop, HandshakeRole};
 use crate::tun::MAX_PACKET;
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::handshake::parse_handshake_anon;
@@ -44,6 +44,14 @@ pub async fn run(device: Arc<Device>) {
             to_tun.clear();
         }
     }
+}
+
+#[derive(Clone, Copy)]
+enum MessageKind {
+    Initiation,
+    Response,
+    CookieReply,
+    Data,
 }
 
 fn drop_reason(error: &WireGuardError) -> Drop {
@@ -137,10 +145,14 @@ impl Device {
         let Some(peer) = self.peer_for(peers, received, datagram, replies) else {
             return;
         };
-        let is_cookie_reply = matches!(
-            Tunn::parse_incoming_packet(datagram),
-            Ok(Packet::PacketCookieReply(_))
-        );
+        let kind = Tunn::parse_incoming_packet(datagram).map(|p| match p {
+            Packet::HandshakeInit(_) => MessageKind::Initiation,
+            Packet::HandshakeResponse(_) => MessageKind::Response,
+            Packet::PacketCookieReply(_) => MessageKind::CookieReply,
+            Packet::PacketData(_) => MessageKind::Data,
+        });
+        let is_cookie_reply = matches!(kind, Ok(MessageKind::CookieReply));
+        let mut handshake_counted = false;
         let mut tunn = peer.tunn();
         let mut result = tunn.decapsulate(Some(received.source.ip()), datagram, decrypted);
         let mut authenticated = false;
@@ -156,6 +168,19 @@ impl Device {
                 }
                 TunnResult::WriteToNetwork(datagram) => {
                     authenticated = true;
+                    if !handshake_counted {
+                        // Answering an initiation, or confirming our own with a keepalive.
+                        match kind {
+                            Ok(MessageKind::Initiation) => {
+                                self.metrics.handshake(HandshakeRole::Responder)
+                            }
+                            Ok(MessageKind::Response) => {
+                                self.metrics.handshake(HandshakeRole::Initiator)
+                            }
+                            _ => {}
+                        }
+                        handshake_counted = true;
+                    }
                     peer.count_sent(datagram.len());
                     replies.push(Outgoing {
                         destination: received.source,

@@ -1,0 +1,274 @@
+//! Traffic an attacker on net0 can send: garbage datagrams, truncated handshakes, replayed data
+//! packets, a peer claiming another's address, a handshake flood. Each is dropped and counted,
+//! cookie replies engage under load, and the gateway keeps serving its real peer throughout.
+//! The attacker is a WireGuard implementation of its own here: boringtun's `Tunn`, driven by
+//! the test over a UDP socket in the client namespace.
+
+mod support;
+
+use boringtun::noise::{Tunn, TunnResult};
+use lab_tests::netns::Netns;
+use lab_vpn::key::{PrivateKey, PublicKey};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
+use std::time::Duration;
+use support::*;
+
+/// A UDP socket bound in `netns` (sockets stay in the namespace they were made in, whichever
+/// thread uses them later).
+fn udp_socket_in(netns: &Netns, address: &str) -> UdpSocket {
+    let path = format!("/run/netns/{}", netns.name);
+    let address = address.to_owned();
+    std::thread::spawn(move || {
+        let namespace = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(namespace.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let socket = UdpSocket::bind(address).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        socket
+    })
+    .join()
+    .unwrap()
+}
+
+fn checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An ICMP echo request from `source` to `destination`, as an IPv4 packet.
+fn echo_request(source: Ipv4Addr, destination: Ipv4Addr, sequence: u16) -> Vec<u8> {
+    let mut icmp = vec![8, 0, 0, 0, 0x12, 0x34];
+    icmp.extend(sequence.to_be_bytes());
+    icmp.extend(b"lab-vpn hostile test");
+    let sum = checksum(&icmp);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    let total = (20 + icmp.len()) as u16;
+    let mut packet = vec![0x45, 0];
+    packet.extend(total.to_be_bytes());
+    packet.extend([0, 0, 0x40, 0, 64, 1, 0, 0]);
+    packet.extend(source.octets());
+    packet.extend(destination.octets());
+    let sum = checksum(&packet);
+    packet[10..12].copy_from_slice(&sum.to_be_bytes());
+    packet.extend(icmp);
+    packet
+}
+
+/// A peer of the gateway speaking WireGuard from the test itself.
+struct TestPeer {
+    tunn: Tunn,
+    socket: UdpSocket,
+    gateway: SocketAddr,
+}
+
+impl TestPeer {
+    fn new(netns: &Netns, key: &KeyPair, gateway_key: &KeyPair, index: u32) -> Self {
+        let own: PrivateKey = key.private.parse().unwrap();
+        let theirs: PublicKey = gateway_key.public.parse().unwrap();
+        Self {
+            tunn: Tunn::new(
+                own.secret().clone(),
+                boringtun::x25519::PublicKey::from(*theirs.as_bytes()),
+                None,
+                None,
+                index,
+                None,
+            ),
+            socket: udp_socket_in(netns, &format!("{CLIENT_UNDERLAY}:0")),
+            gateway: format!("{GATEWAY_UNDERLAY}:{PORT}").parse().unwrap(),
+        }
+    }
+
+    fn receive(&self) -> Option<Vec<u8>> {
+        let mut buffer = [0u8; 2048];
+        let (n, _) = self.socket.recv_from(&mut buffer).ok()?;
+        Some(buffer[..n].to_vec())
+    }
+
+    fn handshake(&mut self) {
+        let mut buffer = [0u8; 2048];
+        let TunnResult::WriteToNetwork(init) =
+            self.tunn.format_handshake_initiation(&mut buffer, false)
+        else {
+            panic!("no initiation");
+        };
+        self.socket.send_to(init, self.gateway).unwrap();
+        let response = self.receive().expect("no handshake response");
+        if let TunnResult::WriteToNetwork(keepalive) =
+            self.tunn.decapsulate(None, &response, &mut buffer)
+        {
+            self.socket.send_to(keepalive, self.gateway).unwrap();
+        }
+    }
+
+    /// Encrypts `packet` and sends it; returns the datagram, for replaying.
+    fn send(&mut self, packet: &[u8]) -> Vec<u8> {
+        let mut buffer = [0u8; 2048];
+        let TunnResult::WriteToNetwork(datagram) = self.tunn.encapsulate(packet, &mut buffer)
+        else {
+            panic!("no session to send on");
+        };
+        self.socket.send_to(datagram, self.gateway).unwrap();
+        datagram.to_vec()
+    }
+
+    /// The next packet the gateway tunnels to us, if one comes within the socket timeout.
+    fn receive_packet(&mut self) -> Option<Vec<u8>> {
+        let mut buffer = [0u8; 2048];
+        for _ in 0..5 {
+            let datagram = self.receive()?;
+            if let TunnResult::WriteToTunnelV4(packet, _) =
+                self.tunn.decapsulate(None, &datagram, &mut buffer)
+            {
+                if !packet.is_empty() {
+                    return Some(packet.to_vec());
+                }
+            }
+        }
+        None
+    }
+}
+
+fn is_echo_reply_to(packet: &[u8], address: Ipv4Addr) -> bool {
+    packet.len() > 28 && packet[9] == 1 && packet[20] == 0 && packet[16..20] == address.octets()
+}
+
+fn dropped(topology: &Topology, reason: &str) -> f64 {
+    topology
+        .gateway_metric(&format!(
+            "lab_vpn_packets_dropped_total{{reason=\"{reason}\"}}"
+        ))
+        .unwrap_or_else(|| panic!("no drop counter for {reason}"))
+}
+
+#[test]
+fn hostile_traffic_is_dropped_and_counted_while_the_real_peer_carries_on() {
+    let topology = Topology::new();
+    let (gateway_key, admin_key, other_key) = (key_pair(), key_pair(), key_pair());
+    let other_address: Ipv4Addr = "10.10.100.3".parse().unwrap();
+    let peers = format!(
+        "[[peer]]\nname = \"admin\"\npublic_key = \"{}\"\nallowed_ips = [\"{CLIENT_TUNNEL}/32\"]\n\
+         [[peer]]\nname = \"other\"\npublic_key = \"{}\"\nallowed_ips = [\"{other_address}/32\"]\n",
+        admin_key.public, other_key.public
+    );
+    let _gateway = topology.start_gateway(&topology.gateway_config(&gateway_key, &peers));
+    let gateway_tunnel: Ipv4Addr = GATEWAY_TUNNEL.parse().unwrap();
+
+    // The real peer: a session from the test, pinging the gateway through the tunnel.
+    let mut admin = TestPeer::new(&topology.client, &admin_key, &gateway_key, 1);
+    admin.handshake();
+    let client_tunnel: Ipv4Addr = CLIENT_TUNNEL.parse().unwrap();
+    let echo = admin.send(&echo_request(client_tunnel, gateway_tunnel, 1));
+    let reply = admin
+        .receive_packet()
+        .expect("no echo reply through the tunnel");
+    assert!(is_echo_reply_to(&reply, client_tunnel));
+    assert_eq!(
+        topology.gateway_metric("lab_vpn_handshakes_total{role=\"responder\"}"),
+        Some(1.0)
+    );
+
+    // Replayed: the same datagram again is refused, and no second reply comes.
+    let replays = dropped(&topology, "replay");
+    admin.socket.send_to(&echo, admin.gateway).unwrap();
+    assert_eq!(
+        admin.receive_packet(),
+        None,
+        "a replayed packet was answered"
+    );
+    assert_eq!(dropped(&topology, "replay"), replays + 1.0);
+
+    // Garbage and truncated messages, from an address with no session.
+    let attacker = udp_socket_in(&topology.client, &format!("{CLIENT_UNDERLAY}:0"));
+    let garbage: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0xff],
+        vec![1, 0, 0, 0],
+        vec![1, 0, 0, 0, 9, 9, 9],
+        [vec![2, 0, 0, 0], vec![7; 40]].concat(),
+        [vec![4, 0, 0, 0], vec![0; 12]].concat(),
+        vec![0x41; 1400],
+    ];
+    let invalid = dropped(&topology, "invalid");
+    for datagram in &garbage {
+        attacker.send_to(datagram, admin.gateway).unwrap();
+    }
+    // A well-formed initiation for some other gateway: its MAC does not verify.
+    let stranger = key_pair();
+    let mut misdirected = TestPeer::new(&topology.client, &admin_key, &stranger, 9);
+    let mut buffer = [0u8; 256];
+    let TunnResult::WriteToNetwork(init) = misdirected
+        .tunn
+        .format_handshake_initiation(&mut buffer, false)
+    else {
+        panic!()
+    };
+    attacker.send_to(init, admin.gateway).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        dropped(&topology, "invalid") >= invalid + 5.0,
+        "garbage not counted"
+    );
+    assert!(dropped(&topology, "bad_mac") >= 1.0);
+
+    // Another configured peer sending with the admin's address is not let through.
+    let mut other = TestPeer::new(&topology.client, &other_key, &gateway_key, 2);
+    other.handshake();
+    let impersonations = dropped(&topology, "source_not_allowed");
+    other.send(&echo_request(client_tunnel, gateway_tunnel, 2));
+    assert_eq!(other.receive_packet(), None);
+    assert_eq!(
+        admin.receive_packet(),
+        None,
+        "the impersonation was answered"
+    );
+    assert_eq!(
+        dropped(&topology, "source_not_allowed"),
+        impersonations + 1.0
+    );
+
+    // A flood of valid-looking initiations from a key the gateway does not know: past the
+    // rate limit it answers with cookie replies instead of doing the Diffie-Hellman work.
+    let flooder_key = key_pair();
+    let mut flooder = TestPeer::new(&topology.client, &flooder_key, &gateway_key, 3);
+    flooder
+        .socket
+        .set_read_timeout(Some(Duration::from_millis(1)))
+        .unwrap();
+    let mut cookies_seen = 0;
+    for _ in 0..400 {
+        let mut buffer = [0u8; 256];
+        if let TunnResult::WriteToNetwork(init) =
+            flooder.tunn.format_handshake_initiation(&mut buffer, true)
+        {
+            flooder.socket.send_to(init, flooder.gateway).unwrap();
+        }
+        while let Some(reply) = flooder.receive() {
+            // A cookie reply is message type 3.
+            cookies_seen += usize::from(reply.first() == Some(&3));
+        }
+    }
+    let cookie_replies = topology
+        .gateway_metric("lab_vpn_cookie_replies_total")
+        .unwrap();
+    assert!(
+        cookie_replies > 0.0 && cookies_seen > 0,
+        "no cookie replies under a flood (metric {cookie_replies}, seen {cookies_seen})"
+    );
+
+    // Through all of it, the real peer's session works.
+    admin.send(&echo_request(client_tunnel, gateway_tunnel, 3));
+    let reply = admin
+        .receive_packet()
+        .expect("the real peer lost its service");
+    assert!(is_echo_reply_to(&reply, client_tunnel));
+    lab_tests::promtool::check_metrics(&topology.gateway_metrics()).unwrap();
+}
