@@ -81,3 +81,77 @@ fn an_unrelated_ca_is_refused() {
     assert!(err.contains("TLS"), "{err}");
     assert!(sim.state.lock().unwrap().calls.is_empty());
 }
+
+#[test]
+fn the_cli_plans_over_https_and_says_what_a_token_cannot_do() {
+    let sim = Simulator::start_https(TOKEN_ID, SECRET);
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("token");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let lab = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/lab.toml");
+    let pin = fingerprint(sim.certificate.as_ref().unwrap());
+    let run = |op: &str, pin: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_lab-bootstrap"))
+            .args([
+                op,
+                "--api",
+                "https",
+                "--url",
+                &url(&sim),
+                "--token-id",
+                TOKEN_ID,
+            ])
+            .arg("--token-secret-file")
+            .arg(&secret_file)
+            .args(["--fingerprint", pin, "--yes"])
+            .arg(&lab)
+            .output()
+            .unwrap()
+    };
+    let text = |out: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+
+    let out = run("plan", &pin);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(!text(&out).contains(SECRET));
+
+    // The vpn container needs /dev/net/tun, which only root@pam may pass: refused up front.
+    let out = run("apply", &pin);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("container 201 (vpn): dev0") && t.contains("--api pvesh"),
+        "{t}"
+    );
+    assert!(sim.writes().is_empty(), "{:?}", sim.writes());
+
+    let mut wrong = sim.certificate.clone().unwrap();
+    wrong[1] ^= 1;
+    let out = run("plan", &fingerprint(&wrong));
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("not the pinned") && !t.contains(SECRET), "{t}");
+}
+
+#[test]
+fn the_cluster_ca_is_trusted_from_a_file() {
+    let (sim, ca_pem) = Simulator::start_https_with_ca(TOKEN_ID, SECRET);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("pve-root-ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let api = Https::new(&url(&sim), TOKEN_ID, SECRET, &Trust::CaFile(ca.clone())).unwrap();
+    assert_eq!(
+        api.get("/nodes/pve/network").unwrap(),
+        serde_json::json!([])
+    );
+    // The same CA does not vouch for another name.
+    let other = format!("https://127.0.0.1:{}", sim.addr.port());
+    let api = Https::new(&other, TOKEN_ID, SECRET, &Trust::CaFile(ca)).unwrap();
+    let err = api.get("/nodes/pve/network").unwrap_err().to_string();
+    assert!(err.contains("TLS"), "{err}");
+}

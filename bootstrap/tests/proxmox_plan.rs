@@ -237,3 +237,55 @@ fn a_vmid_taken_by_something_else_is_refused_before_any_write() {
     );
     assert!(sim.writes().is_empty(), "{:?}", sim.writes());
 }
+
+#[test]
+fn a_change_the_api_cannot_make_in_place_is_a_replace() {
+    let sim = Simulator::start();
+    apply_all(&sim, &lab_toml());
+    {
+        // Someone made the lb container privileged by hand, and it is running.
+        let mut s = sim.state.lock().unwrap();
+        s.lxc
+            .get_mut(&200)
+            .unwrap()
+            .1
+            .insert("unprivileged".into(), "0".into());
+        s.running.insert(200);
+    }
+    sim.clear_calls();
+    let out = run(&sim, "plan", &lab_toml(), &[], "");
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(t.contains("-/+ container \"200\""), "{t}");
+    assert!(t.contains("forces replacement"), "{t}");
+
+    apply_all(&sim, &lab_toml());
+    let writes: Vec<(String, String)> = sim
+        .writes()
+        .into_iter()
+        .map(|c| (c.method, c.path))
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("POST", "/nodes/pve/lxc/200/status/stop"),
+        ("DELETE", "/nodes/pve/lxc/200"),
+        ("POST", "/nodes/pve/lxc"),
+    ]
+    .into_iter()
+    .map(|(m, p)| (m.to_owned(), p.to_owned()))
+    .collect();
+    assert_eq!(writes, expected);
+    assert_eq!(sim.state.lock().unwrap().lxc[&200].1["unprivileged"], "1");
+}
+
+#[test]
+fn destroy_stops_running_guests_first() {
+    let sim = Simulator::start();
+    apply_all(&sim, &lab_toml());
+    sim.state.lock().unwrap().running.extend([201, 211]);
+    let out = run(&sim, "destroy", &lab_toml(), &["--yes"], "");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(sim.rejected().is_empty(), "{:?}", sim.rejected());
+    let s = sim.state.lock().unwrap();
+    assert!(s.lxc.is_empty() && s.qemu.is_empty());
+    assert!(s.running.is_empty());
+}

@@ -11,7 +11,7 @@ use super::apply::apply;
 use super::client::{ProxmoxApi, Pvesh};
 use super::desired::{desired, Sources};
 use super::https::{read_secret, Https, Trust};
-use super::plan::{destroy_plan, plan, read_live, Plan};
+use super::plan::{destroy_plan, plan, read_live, Action, Plan};
 use crate::Lab;
 
 /// `plan` found changes (as `terraform plan -detailed-exitcode` does).
@@ -156,6 +156,15 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
     if plan.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
+    if args.api == Transport::Https {
+        let needs_root = root_only(&plan);
+        if !needs_root.is_empty() {
+            return Err(format!(
+                "{} need root@pam, which an API token is not: run this on the Proxmox host with --api pvesh",
+                needs_root.join(", ")
+            ));
+        }
+    }
     if !args.yes && !confirm(op)? {
         println!("Nothing changed.");
         return Ok(exit::code(FAILED));
@@ -187,4 +196,27 @@ fn confirm(op: Op) -> Result<bool, String> {
         .read_line(&mut line)
         .map_err(|e| format!("cannot read the answer: {e}"))?;
     Ok(line.trim() == "yes")
+}
+
+/// Changes only `root@pam` may make: passing a device node into a container (`dev0`).
+fn root_only(plan: &Plan) -> Vec<String> {
+    plan.changes
+        .iter()
+        .filter(|c| c.action != Action::Delete)
+        .filter(|c| {
+            let keys: Vec<&str> = match c.action {
+                Action::Update => c.diffs.iter().map(|d| d.key.as_str()).collect(),
+                _ => c.resource.create.keys().map(String::as_str).collect(),
+            };
+            keys.iter().any(|k| k.starts_with("dev"))
+        })
+        .map(|c| {
+            format!(
+                "{} {} ({}): dev0",
+                c.resource.kind.as_str(),
+                c.resource.id,
+                c.resource.name
+            )
+        })
+        .collect()
 }

@@ -40,6 +40,8 @@ pub struct State {
     pub qemu: BTreeMap<u32, (String, BTreeMap<String, String>)>,
     /// node/storage → volume ids.
     pub content: BTreeMap<String, Vec<String>>,
+    /// VMIDs of guests that are running.
+    pub running: std::collections::BTreeSet<u32>,
     pub calls: Vec<Call>,
     pub rejected: Vec<(Call, String)>,
     tasks: u32,
@@ -74,7 +76,40 @@ impl Simulator {
     /// `Authorization: PVEAPIToken=<token_id>=<secret>`.
     pub fn start_https(token_id: &str, secret: &str) -> Simulator {
         let key = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        let cert = key.cert.der().to_vec();
+        Self::start_https_with(
+            key.cert.der().to_vec(),
+            key.signing_key.serialize_der(),
+            token_id,
+            secret,
+        )
+    }
+
+    /// Like [`Self::start_https`], with a certificate for `localhost` issued by a fresh CA, as
+    /// a cluster's pve-root-ca signs its nodes' certificates; returns the CA's PEM too.
+    pub fn start_https_with_ca(token_id: &str, secret: &str) -> (Simulator, String) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Proxmox Virtual Environment");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&leaf_key, &issuer)
+            .unwrap();
+        let sim = Self::start_https_with(
+            leaf.der().to_vec(),
+            leaf_key.serialize_der(),
+            token_id,
+            secret,
+        );
+        (sim, ca_cert.pem())
+    }
+
+    fn start_https_with(cert: Vec<u8>, key: Vec<u8>, token_id: &str, secret: &str) -> Simulator {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -82,7 +117,7 @@ impl Simulator {
             .with_no_client_auth()
             .with_single_cert(
                 vec![cert.clone().into()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into()),
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.into()),
             )
             .unwrap();
         let mut sim = Self::spawn(Some(Tls {
@@ -368,7 +403,8 @@ fn route(
                     .filter(|(_, (n, _))| *n == node)
                     .map(|(id, (_, c))| {
                         json!({ "vmid": id, "name": c.get("hostname").or(c.get("name")),
-                                "status": "stopped", "tags": c.get("tags") })
+                                "status": if s.running.contains(id) { "running" } else { "stopped" },
+                                "tags": c.get("tags") })
                     })
                     .collect(),
             ))
@@ -428,7 +464,16 @@ fn route(
                 Ok(Value::Null)
             }
         }
+        ("POST", "/nodes/{node}/lxc/{vmid}/status/stop")
+        | ("POST", "/nodes/{node}/qemu/{vmid}/status/stop") => {
+            s.running.remove(&vmid);
+            Ok(upid(s, &node, "vzstop", &vmid.to_string()))
+        }
         ("DELETE", "/nodes/{node}/lxc/{vmid}") | ("DELETE", "/nodes/{node}/qemu/{vmid}") => {
+            // As on a real node: a running guest cannot be destroyed.
+            if s.running.contains(&vmid) {
+                return Err(format!("unable to destroy guest {vmid}: it is running"));
+            }
             let lxc = template.contains("/lxc/");
             let guests = if lxc { &mut s.lxc } else { &mut s.qemu };
             guests
