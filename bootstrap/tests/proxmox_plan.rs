@@ -289,3 +289,38 @@ fn destroy_stops_running_guests_first() {
     assert!(s.lxc.is_empty() && s.qemu.is_empty());
     assert!(s.running.is_empty());
 }
+
+#[test]
+fn a_drifted_bridge_is_updated_in_place_and_the_network_reloaded() {
+    let sim = Simulator::start();
+    apply_all(&sim, &lab_toml());
+    {
+        let mut s = sim.state.lock().unwrap();
+        let vmbr2 = s.network.get_mut("pve").unwrap().get_mut("vmbr2").unwrap();
+        vmbr2.insert("cidr".into(), "10.10.2.254/24".into());
+    }
+    sim.clear_calls();
+    let out = run(&sim, "plan", &lab_toml(), &[], "");
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(t.contains("~ bridge \"vmbr2\""), "{t}");
+    assert!(t.contains("\"10.10.2.254/24\" -> \"10.10.2.1/24\""), "{t}");
+
+    apply_all(&sim, &lab_toml());
+    let writes: Vec<(String, String)> = sim
+        .writes()
+        .into_iter()
+        .map(|c| (c.method, c.path))
+        .collect();
+    assert_eq!(
+        writes,
+        vec![
+            ("PUT".to_owned(), "/nodes/pve/network/vmbr2".to_owned()),
+            ("PUT".to_owned(), "/nodes/pve/network".to_owned()),
+        ]
+    );
+    assert_eq!(
+        sim.state.lock().unwrap().network["pve"]["vmbr2"]["cidr"],
+        "10.10.2.1/24"
+    );
+}

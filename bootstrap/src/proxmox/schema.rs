@@ -6,10 +6,11 @@
 //! Parameters are validated in their wire form (strings), as Proxmox receives them from a form
 //! body or from `pvesh --name value`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
-use regex::Regex;
+use regex::{Regex, RegexBuilder};
 use serde_json::{Map, Value};
 
 /// Why the schema could not be loaded, or why a call does not conform to it.
@@ -367,18 +368,38 @@ fn check_string(schema: &Value, value: &str) -> Result<(), String> {
     }
 }
 
-/// PVE anchors every pattern (`^(?:pattern)$`); Perl's `(?^:…)` / `(?^i:…)` groups and `\0`
-/// are translated to what the `regex` crate reads. A pattern it still cannot read is not
-/// enforced rather than rejecting every value.
+/// PVE anchors every pattern (`^(?:pattern)$`). Perl syntax the `regex` crate lacks is
+/// translated: `(?^:…)` / `(?^i:…)` groups, `\0`, `{,n}` (Perl 5.34+: up to n), and atomic
+/// groups `(?>…)`, read as plain groups (which can only accept more, never refuse a valid
+/// value). A pattern that still cannot be compiled is not enforced rather than refusing every
+/// value; a unit test checks that every pattern of the schema compiles.
 fn pattern_matches(pattern: &str, value: &str) -> bool {
-    let translated = pattern
-        .replace("(?^:", "(?:")
-        .replace("(?^i:", "(?i:")
-        .replace("\\0", "\\x00");
-    match Regex::new(&format!("^(?:{translated})$")) {
+    match compile(pattern) {
         Ok(re) => re.is_match(value),
         Err(_) => true,
     }
+}
+
+fn compile(pattern: &str) -> Result<Regex, regex::Error> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Regex>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(re) = cache.lock().ok().and_then(|c| c.get(pattern).cloned()) {
+        return Ok(re);
+    }
+    let translated = pattern
+        .replace("(?^:", "(?:")
+        .replace("(?^i:", "(?i:")
+        .replace("(?>", "(?:")
+        .replace("{,", "{0,")
+        .replace("\\0", "\\x00");
+    // Unicode classes repeated up to 256 times (`[\w\d\s]{0,256}`) outgrow the default limit.
+    let re = RegexBuilder::new(&format!("^(?:{translated})$"))
+        .size_limit(1 << 27)
+        .build()?;
+    if let Ok(mut c) = cache.lock() {
+        c.insert(pattern.to_owned(), re.clone());
+    }
+    Ok(re)
 }
 
 /// A property string: `[default-key-value][,key=value]...`, each key checked against the format.
@@ -716,6 +737,32 @@ mod tests {
             e.contains("`ipconfig0`") && e.contains("unknown key `gateway`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn every_pattern_in_the_schema_compiles() {
+        fn walk(v: &Value, bad: &mut Vec<String>, count: &mut usize) {
+            match v {
+                Value::Object(map) => {
+                    if let Some(Value::String(p)) = map.get("pattern") {
+                        *count += 1;
+                        if let Err(e) = compile(p) {
+                            bad.push(format!("{p}: {e}"));
+                        }
+                    }
+                    map.values().for_each(|v| walk(v, bad, count));
+                }
+                Value::Array(items) => items.iter().for_each(|v| walk(v, bad, count)),
+                _ => {}
+            }
+        }
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/reference/proxmox/apidata.json");
+        let tree: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let (mut bad, mut count) = (Vec::new(), 0);
+        walk(&tree, &mut bad, &mut count);
+        assert!(count > 100, "{count} patterns");
+        assert!(bad.is_empty(), "{bad:#?}");
     }
 
     #[test]
