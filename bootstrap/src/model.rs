@@ -16,6 +16,37 @@ pub struct Lab {
     pub cluster: Cluster,
     #[serde(rename = "machine")]
     pub machines: Vec<Machine>,
+    #[serde(default)]
+    pub vpn: Vpn,
+}
+
+/// `[vpn]`: the network lab-vpn gives its peers. The host routes it to the vpn container's net1
+/// address, so the firewall sees real peer addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vpn {
+    #[serde(default = "Vpn::default_tunnel")]
+    pub tunnel: Ipv4Net,
+}
+
+impl Vpn {
+    /// configs/vpn.toml's `[interface] address`.
+    pub const DEFAULT_TUNNEL: Ipv4Net = match Ipv4Net::new(Ipv4Addr::new(10, 10, 100, 0), 24) {
+        Ok(net) => net,
+        Err(_) => panic!("10.10.100.0/24 is a network"),
+    };
+
+    fn default_tunnel() -> Ipv4Net {
+        Self::DEFAULT_TUNNEL
+    }
+}
+
+impl Default for Vpn {
+    fn default() -> Self {
+        Self {
+            tunnel: Self::DEFAULT_TUNNEL,
+        }
+    }
 }
 
 /// `[proxmox]`: the host everything runs on.
@@ -218,6 +249,7 @@ impl ConfigFile for Lab {
         self.validate_roles(issues);
         self.validate_cluster(issues);
         self.validate_memory(issues);
+        self.validate_vpn(issues);
     }
 
     fn summary(&self) -> String {
@@ -591,6 +623,32 @@ impl Lab {
                     format!("machine[{i}].memory_mib"),
                     format!("a {} needs at least {minimum} MiB", machine.role.as_str()),
                 );
+            }
+        }
+    }
+    fn validate_vpn(&self, issues: &mut Issues) {
+        let tunnel = self.vpn.tunnel;
+        if tunnel.prefix_len() > 30 {
+            issues.add(
+                "vpn.tunnel",
+                format!("{tunnel} has no room for the gateway and a peer; use /30 or wider"),
+            );
+        }
+        let mut others: Vec<(String, IpNet)> = NetworkId::ALL
+            .into_iter()
+            .map(|id| {
+                (
+                    id.as_str().to_owned(),
+                    IpNet::V4(self.networks.get(id).cidr),
+                )
+            })
+            .collect();
+        others.push(("cluster.pod_cidr".to_owned(), self.cluster.pod_cidr));
+        others.push(("cluster.service_cidr".to_owned(), self.cluster.service_cidr));
+        let tunnel = IpNet::V4(tunnel);
+        for (name, other) in others {
+            if tunnel.contains(&other.network()) || other.contains(&tunnel.network()) {
+                issues.add("vpn.tunnel", format!("{tunnel} overlaps {name} ({other})"));
             }
         }
     }

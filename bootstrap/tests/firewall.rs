@@ -187,7 +187,7 @@ fn policy_matrix_holds_across_the_router() {
         "ip",
         "route",
         "add",
-        &render::VPN_TUNNEL.to_string(),
+        &lab.vpn.tunnel.to_string(),
         "via",
         &h(n0),
     ]);
@@ -201,7 +201,7 @@ fn policy_matrix_holds_across_the_router() {
         "ip",
         "route",
         "add",
-        &render::VPN_TUNNEL.to_string(),
+        &lab.vpn.tunnel.to_string(),
         "via",
         &h(n0),
     ]);

@@ -118,3 +118,21 @@ fn every_problem_is_reported_at_once() {
         &["key `machine[1].vmid`", "key `networks.net2.cidr`"],
     );
 }
+
+#[test]
+fn vpn_tunnel_overlapping_a_network_or_too_small_is_refused() {
+    refused(
+        |lab| {
+            lab["vpn"] = toml_edit::table();
+            lab["vpn"]["tunnel"] = value("10.10.1.0/25");
+        },
+        &["key `vpn.tunnel`: 10.10.1.0/25 overlaps net1 (10.10.1.0/24)"],
+    );
+    refused(
+        |lab| {
+            lab["vpn"] = toml_edit::table();
+            lab["vpn"]["tunnel"] = value("10.10.100.0/31");
+        },
+        &["key `vpn.tunnel`: 10.10.100.0/31 has no room for the gateway and a peer"],
+    );
+}

@@ -2,7 +2,7 @@
 //! and serialised, so the three programs can never disagree about a field. They are staged on
 //! the host under [`STAGING_DIR`]`/<machine>/` mirroring the container's own paths.
 
-use super::{role_address, RenderError, RenderedFile, VPN_TUNNEL};
+use super::{role_address, RenderError, RenderedFile};
 use crate::model::{Lab, NetworkId, Role};
 use ipnet::{IpNet, Ipv4Net};
 use lab_daemon::{LogConfig, MetricsConfig, Name, RuntimeConfig, ShutdownConfig};
@@ -189,8 +189,9 @@ pub fn lb_config(lab: &Lab) -> Result<LbConfig, RenderError> {
 pub fn vpn_config(lab: &Lab) -> Result<VpnConfig, RenderError> {
     let net0 = role_address(lab, Role::Vpn, NetworkId::Net0)?;
     let net1 = role_address(lab, Role::Vpn, NetworkId::Net1)?;
-    let gateway = VPN_TUNNEL.hosts().next().unwrap_or(VPN_TUNNEL.network());
-    let tunnel = Ipv4Net::new(gateway, VPN_TUNNEL.prefix_len()).unwrap_or(VPN_TUNNEL);
+    let network = lab.vpn.tunnel;
+    let gateway = network.hosts().next().unwrap_or(network.network());
+    let tunnel = Ipv4Net::new(gateway, network.prefix_len()).unwrap_or(network);
     Ok(VpnConfig {
         log: LogConfig::default(),
         metrics: MetricsConfig {

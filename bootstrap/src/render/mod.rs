@@ -20,13 +20,6 @@ pub const CONFIG_DIR: &str = "/etc/lab";
 /// Leases survive restarts here (systemd's `StateDirectory=lab`).
 pub const STATE_DIR: &str = "/var/lib/lab";
 
-/// The network lab-vpn gives its peers (`configs/vpn.toml`'s `[interface] address`); the host
-/// routes it to the vpn container so the firewall sees real peer addresses.
-pub const VPN_TUNNEL: Ipv4Net = match Ipv4Net::new(Ipv4Addr::new(10, 10, 100, 0), 24) {
-    Ok(net) => net,
-    Err(_) => panic!("10.10.100.0/24 is a valid network"),
-};
-
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
     #[error(
@@ -77,7 +70,7 @@ pub fn role_address(lab: &Lab, role: Role, network: NetworkId) -> Result<Ipv4Add
 /// VPN peers reach the lab through the vpn container's net1 address.
 pub fn routes(lab: &Lab) -> Result<Vec<Route>, RenderError> {
     Ok(vec![Route {
-        destination: VPN_TUNNEL,
+        destination: lab.vpn.tunnel,
         gateway: role_address(lab, Role::Vpn, NetworkId::Net1)?,
         bridge: lab.networks.net1.bridge.clone(),
     }])

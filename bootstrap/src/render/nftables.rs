@@ -6,7 +6,7 @@
 //! peers (routed to the vpn container's net1 address) into net2, and whatever must be stopped
 //! (net0 into the lab, net2 into net1, peers to the internet).
 
-use super::{role_address, RenderError, VPN_TUNNEL};
+use super::{role_address, RenderError};
 use crate::model::{Lab, NetworkId, Role};
 use std::fmt::Write;
 
@@ -24,7 +24,7 @@ pub fn ruleset(lab: &Lab) -> Result<String, RenderError> {
     let lb_net0 = role_address(lab, Role::Lb, NetworkId::Net0)?;
     let (b0, b1, b2) = (&n0.bridge, &n1.bridge, &n2.bridge);
     let (c1, c2) = (n1.cidr, n2.cidr);
-    let tunnel = VPN_TUNNEL;
+    let tunnel = lab.vpn.tunnel;
     let management = MANAGEMENT_PORTS.map(|p| p.to_string()).join(", ");
 
     let mut out = String::new();
