@@ -1,6 +1,7 @@
 //! The UDP side: one socket, read in batches with `recvmmsg` (and GRO where the kernel offers
 //! it), each datagram with the local address it arrived on, so replies leave from that address
-//! (the gateway container has two networks).
+//! (the gateway container has two networks); written in batches too, runs of datagrams to one
+//! peer going out as one UDP GSO send.
 
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use std::io::{self, IoSliceMut};
@@ -17,6 +18,16 @@ pub struct Conn {
     socket: UdpSocket,
     state: UdpSocketState,
 }
+
+/// A datagram to send: where, from which local address, what.
+pub struct Outgoing {
+    pub destination: SocketAddr,
+    pub local: Option<IpAddr>,
+    pub datagram: Vec<u8>,
+}
+
+/// The most bytes one GSO send carries (the UDP length limit, with room for headers).
+const MAX_GSO_BYTES: usize = 65000;
 
 /// One received datagram: where it came from and which local address it reached.
 #[derive(Debug, Clone, Copy)]
@@ -91,18 +102,74 @@ impl Conn {
         Ok(())
     }
 
-    /// Sends one datagram to `destination`, from `local` when known.
-    pub async fn send(
+    /// Sends `outgoing` in order. A run of datagrams to the same peer from the same address, of
+    /// one size (the last may be shorter), goes out as one GSO send; where the kernel or device
+    /// refuses GSO, quinn-udp turns it off and the run is sent datagram by datagram.
+    pub async fn send_batch(&self, outgoing: &[Outgoing]) {
+        let max_segments = self.state.max_gso_segments();
+        let mut joined = Vec::new();
+        let mut start = 0;
+        while start < outgoing.len() {
+            let first = &outgoing[start];
+            let size = first.datagram.len();
+            let mut end = start + 1;
+            let mut bytes = size;
+            while end < outgoing.len() && end - start < max_segments {
+                let next = &outgoing[end];
+                let len = next.datagram.len();
+                if next.destination != first.destination
+                    || next.local != first.local
+                    || len > size
+                    || len == 0
+                    || bytes + len > MAX_GSO_BYTES
+                {
+                    break;
+                }
+                end += 1;
+                bytes += len;
+                if len < size {
+                    break; // only the last segment may be shorter
+                }
+            }
+            let run = &outgoing[start..end];
+            let sent = if run.len() > 1 {
+                joined.clear();
+                for out in run {
+                    joined.extend_from_slice(&out.datagram);
+                }
+                self.send(first.destination, first.local, &joined, Some(size))
+                    .await
+            } else {
+                Err(io::ErrorKind::Unsupported.into())
+            };
+            if sent.is_err() {
+                for out in run {
+                    if let Err(e) = self
+                        .send(out.destination, out.local, &out.datagram, None)
+                        .await
+                    {
+                        tracing::debug!(destination = %out.destination, error = %e, "send failed");
+                    }
+                }
+            }
+            start = end;
+        }
+    }
+
+    /// Sends `contents` to `destination`, from `local` when known; as GSO segments of
+    /// `segment_size` when given.
+    async fn send(
         &self,
         destination: SocketAddr,
         local: Option<IpAddr>,
-        datagram: &[u8],
+        contents: &[u8],
+        segment_size: Option<usize>,
     ) -> io::Result<()> {
         let transmit = Transmit {
             destination,
             ecn: None,
-            contents: datagram,
-            segment_size: None,
+            contents,
+            segment_size,
             src_ip: local,
         };
         self.socket

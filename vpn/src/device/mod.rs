@@ -12,12 +12,12 @@ pub use peer::{Endpoint, Peer, PeerSettings, SessionKeys};
 pub use peers::PeerSet;
 
 use crate::conn::Conn;
+pub use crate::conn::Outgoing;
 use crate::key::PrivateKey;
 use crate::metrics::DeviceMetrics;
 use crate::tun::Tun;
 use arc_swap::ArcSwap;
 use boringtun::noise::rate_limiter::RateLimiter;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
@@ -38,13 +38,6 @@ pub struct Device {
     conn: Conn,
     tun: Tun,
     pub metrics: DeviceMetrics,
-}
-
-/// A datagram to send: where, from which local address, what.
-pub struct Outgoing {
-    pub destination: SocketAddr,
-    pub local: Option<IpAddr>,
-    pub datagram: Vec<u8>,
 }
 
 impl Device {
@@ -130,14 +123,7 @@ impl Device {
     }
 
     async fn send_all(&self, outgoing: &mut Vec<Outgoing>) {
-        for out in outgoing.drain(..) {
-            if let Err(e) = self
-                .conn
-                .send(out.destination, out.local, &out.datagram)
-                .await
-            {
-                tracing::debug!(destination = %out.destination, error = %e, "send failed");
-            }
-        }
+        self.conn.send_batch(outgoing).await;
+        outgoing.clear();
     }
 }
