@@ -30,11 +30,10 @@ fn pvesh_creates_and_applies_a_bridge() {
         ]),
     )
     .unwrap();
-    // Pending until applied, as on a real node.
-    assert_eq!(
-        api.get("/nodes/pve/network").unwrap(),
-        serde_json::json!([])
-    );
+    // Written but not up until applied, as on a real node.
+    let pending = api.get("/nodes/pve/network").unwrap();
+    assert_eq!(pending[0]["iface"], "vmbr1");
+    assert!(pending[0].get("active").is_none(), "{pending}");
     let upid = api.put("/nodes/pve/network", &[]).unwrap();
     wait_task(
         &api,
@@ -46,6 +45,7 @@ fn pvesh_creates_and_applies_a_bridge() {
     let list = api.get("/nodes/pve/network").unwrap();
     assert_eq!(list[0]["iface"], "vmbr1");
     assert_eq!(list[0]["cidr"], "10.10.1.1/24");
+    assert_eq!(list[0]["active"], 1);
     assert!(sim.rejected().is_empty(), "{:?}", sim.rejected());
 }
 

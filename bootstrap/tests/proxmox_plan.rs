@@ -8,6 +8,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use lab_bootstrap::proxmox::client::{ProxmoxApi, Pvesh};
+use lab_bootstrap::proxmox::desired::{desired, Kind, Sources};
 use lab_bootstrap::Lab;
 use support::proxmox_sim::Simulator;
 
@@ -323,4 +325,39 @@ fn a_drifted_bridge_is_updated_in_place_and_the_network_reloaded() {
         sim.state.lock().unwrap().network["pve"]["vmbr2"]["cidr"],
         "10.10.2.1/24"
     );
+}
+
+#[test]
+fn an_apply_interrupted_before_the_network_reload_converges() {
+    let sim = Simulator::start();
+    // The bridges were written, then the run died before `PUT /nodes/pve/network`.
+    let api = Pvesh::new(sim.pvesh_shim());
+    let lab = lab();
+    for bridge in desired(&lab, &Sources::defaults(&lab))
+        .iter()
+        .filter(|r| r.kind == Kind::Bridge)
+    {
+        let params: Vec<(String, String)> = bridge.create.clone().into_iter().collect();
+        api.post("/nodes/pve/network", &params).unwrap();
+    }
+    sim.clear_calls();
+    let out = run(&sim, "plan", &lab_toml(), &[], "");
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(t.contains("~ network of pve"), "{t}");
+    assert!(!t.contains("+ bridge"), "{t}");
+
+    apply_all(&sim, &lab_toml());
+    let writes = sim.writes();
+    assert_eq!(
+        (writes[0].method.as_str(), writes[0].path.as_str()),
+        ("PUT", "/nodes/pve/network"),
+        "{writes:?}"
+    );
+    assert!(!writes
+        .iter()
+        .any(|c| c.method == "POST" && c.path == "/nodes/pve/network"));
+    sim.clear_calls();
+    let out = run(&sim, "plan", &lab_toml(), &[], "");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }

@@ -30,14 +30,13 @@ pub fn apply(
     progress: &mut dyn Write,
 ) -> Result<usize, ApplyError> {
     let node = &plan.node;
-    let bridges_changed = plan.changes.iter().any(|c| c.resource.kind == Kind::Bridge);
     // Bridges the guests need are applied before any guest is touched; bridges that go away
     // go last, once nothing of ours sits on them.
     let (bridge_deletes, rest): (Vec<&Change>, Vec<&Change>) = plan
         .changes
         .iter()
         .partition(|c| c.resource.kind == Kind::Bridge && c.action == Action::Delete);
-    let mut network_pending = false;
+    let mut network_pending = plan.reload_network;
     let mut done = 0;
     for change in rest {
         if change.resource.kind != Kind::Bridge && network_pending {
@@ -53,7 +52,7 @@ pub fn apply(
         network_pending = true;
         done += 1;
     }
-    if network_pending && bridges_changed {
+    if network_pending {
         reload_network(api, node, progress)?;
     }
     Ok(done)

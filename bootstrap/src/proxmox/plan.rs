@@ -157,11 +157,14 @@ pub struct Change {
 pub struct Plan {
     pub node: String,
     pub changes: Vec<Change>,
+    /// Bridges of ours exist but are not up yet (an apply was interrupted between writing
+    /// them and reloading the node's network): the reload is still due.
+    pub reload_network: bool,
 }
 
 impl Plan {
     pub fn is_empty(&self) -> bool {
-        self.changes.is_empty()
+        self.changes.is_empty() && !self.reload_network
     }
 
     fn count(&self, action: Action) -> usize {
@@ -180,6 +183,13 @@ impl Plan {
             "lab-bootstrap will perform the following actions on node {}:\n",
             self.node
         );
+        if self.reload_network {
+            let _ = writeln!(
+                out,
+                "  # the node's pending network changes will be applied\n  ~ network of {}\n",
+                self.node
+            );
+        }
         for c in &self.changes {
             let r = &c.resource;
             let (sign, verb) = match c.action {
@@ -232,6 +242,7 @@ impl Plan {
 /// wanted: guests before bridges.
 pub fn plan(node: &str, wanted: &[Resource], live: &Live) -> Result<Plan, PlanError> {
     let mut changes = Vec::new();
+    let mut reload_network = false;
     for r in wanted {
         let existing = match r.kind {
             Kind::Bridge => live.bridges.get(&r.id),
@@ -254,6 +265,10 @@ pub fn plan(node: &str, wanted: &[Resource], live: &Live) -> Result<Plan, PlanEr
             });
         }
         let diffs = diff(r, &existing.config);
+        if r.kind == Kind::Bridge && existing.config.get("active").map(String::as_str) != Some("1")
+        {
+            reload_network = true;
+        }
         if diffs.is_empty() {
             continue;
         }
@@ -281,6 +296,7 @@ pub fn plan(node: &str, wanted: &[Resource], live: &Live) -> Result<Plan, PlanEr
     Ok(Plan {
         node: node.to_owned(),
         changes,
+        reload_network,
     })
 }
 
@@ -289,6 +305,7 @@ pub fn destroy_plan(node: &str, live: &Live) -> Plan {
     Plan {
         node: node.to_owned(),
         changes: deletions(live, |_, _| false),
+        reload_network: false,
     }
 }
 
@@ -361,8 +378,11 @@ fn same(key: &str, wanted: &str, live: &str) -> bool {
         return set(wanted) == set(live);
     }
     if !wanted.contains('=') {
-        return norm(wanted) == norm(live.split(',').next().unwrap_or(live))
-            || norm(wanted) == norm(live);
+        // A lone value is the format's default key, which the node may print with its name
+        // (`/dev/net/tun` comes back as `path=/dev/net/tun` or as it was given).
+        let first = live.split(',').next().unwrap_or(live);
+        let value = first.split_once('=').map_or(first, |(_, v)| v);
+        return norm(wanted) == norm(first) || norm(wanted) == norm(value);
     }
     let live_parts = parts(live);
     parts(wanted)

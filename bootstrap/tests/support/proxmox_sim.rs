@@ -338,12 +338,19 @@ fn route(
     let m = call.method.as_str();
     match (m, template) {
         ("GET", "/nodes/{node}/network") => {
-            let ifaces = s.network.get(&node).cloned().unwrap_or_default();
+            // As on a node: the list shows written (pending) interfaces too; only running
+            // ones are `active`.
+            let running = s.network.get(&node).cloned().unwrap_or_default();
+            let mut ifaces = running.clone();
+            ifaces.extend(s.pending.get(&node).cloned().unwrap_or_default());
             Ok(Value::Array(
                 ifaces
                     .into_iter()
                     .map(|(name, props)| {
-                        let mut o = json!({ "iface": name, "active": 1 });
+                        let mut o = json!({ "iface": name });
+                        if running.contains_key(&name) {
+                            o["active"] = json!(1);
+                        }
                         for (k, v) in props {
                             o[k] = Value::String(v);
                         }
