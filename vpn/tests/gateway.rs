@@ -139,3 +139,93 @@ fn reload_removes_the_routes_of_allowed_ips_that_are_gone() {
         "the tunnel's own route went: {now}"
     );
 }
+
+/// A 32-byte key in the forms it could leak in: base64 as configured, hex as the UAPI has it.
+fn key_forms(base64_key: &str) -> [String; 2] {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(base64_key)
+        .unwrap();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    [base64_key.to_owned(), hex]
+}
+
+#[test]
+fn secrets_stay_out_of_logs_and_metrics_and_the_interface_goes_with_the_daemon() {
+    use nix::sys::signal::Signal;
+    let topology = Topology::new();
+    let (gateway_key, client_key) = (key_pair(), key_pair());
+    let psk = wg(&["genpsk"], None);
+    let psk_file = secret_file(topology.dir.path(), "admin.psk", &psk);
+    let peer = format!(
+        "[[peer]]\nname = \"admin\"\npublic_key = \"{}\"\npreshared_key_file = \"{}\"\nallowed_ips = [\"{CLIENT_TUNNEL}/32\"]\n",
+        client_key.public,
+        psk_file.display()
+    );
+    // Debug logging: the most a misconfigured deployment would print.
+    let config = topology
+        .gateway_config(&gateway_key, &peer)
+        .replace("level = \"info\"", "level = \"debug\"");
+    assert!(config.contains("level = \"debug\""));
+    let mut gateway = topology.start_gateway(&config);
+    let socket =
+        std::path::PathBuf::from(format!("/var/run/wireguard/{}.sock", topology.interface));
+    assert!(socket.exists());
+
+    // Traffic, a handshake with a PSK, a reload, a scrape: everything that logs.
+    let client_key_file = secret_file(topology.dir.path(), "client.key", &client_key.private);
+    let client_psk_file = secret_file(topology.dir.path(), "client.psk", &psk);
+    let go = WireguardGo::start(&topology.client, CLIENT_TUNNEL);
+    go.wg(
+        &topology.client,
+        &[
+            "set",
+            &go.interface,
+            "private-key",
+            client_key_file.to_str().unwrap(),
+            "peer",
+            &gateway_key.public,
+            "preshared-key",
+            client_psk_file.to_str().unwrap(),
+            "endpoint",
+            &format!("{GATEWAY_UNDERLAY}:{PORT}"),
+            "allowed-ips",
+            "10.10.100.0/24",
+        ],
+    );
+    go.route(&topology.client, "10.10.100.0/24");
+    assert!(ping(&topology.client, GATEWAY_TUNNEL, &[]));
+    let ready = gateway.reload(&config);
+    assert!(!ready.contains("refused"), "{ready}");
+    let metrics = topology.gateway_metrics();
+
+    gateway.process.signal(Signal::SIGTERM);
+    assert!(gateway
+        .process
+        .wait_exit(std::time::Duration::from_secs(30))
+        .success());
+    let logs = gateway.process.stderr().join("\n");
+    assert!(
+        logs.contains("DEBUG") || logs.contains("debug"),
+        "no debug logs: {logs}"
+    );
+    for secret in [&gateway_key.private, &psk] {
+        for form in key_forms(secret) {
+            assert!(!logs.contains(&form), "a secret is in the log");
+            assert!(!metrics.contains(&form), "a secret is in the metrics");
+        }
+    }
+
+    // Stopped: no interface, no control socket, no forwarding table left behind.
+    let links = topology
+        .gateway
+        .command("ip")
+        .args(["link"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&links.stdout).contains(&topology.interface),
+        "the TUN device outlived the daemon"
+    );
+    assert!(!socket.exists(), "the control socket outlived the daemon");
+}
