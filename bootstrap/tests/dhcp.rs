@@ -1,9 +1,10 @@
 //! The rendered dnsmasq config, served by the real dnsmasq on a bridge named like the lab's,
 //! hands every machine NIC its reservation and strangers an address from the dynamic range;
-//! the clients are real `udhcpc`s with the machines' MACs, each in a namespace of its own.
+//! the clients are real `udhcpc`s with the machines' MACs, each in a namespace of its own, and
+//! the host's rendered ruleset is loaded while they ask.
 
 use lab_bootstrap::model::NetworkId;
-use lab_bootstrap::render::dnsmasq;
+use lab_bootstrap::render::{dnsmasq, nftables};
 use lab_bootstrap::Lab;
 use lab_tests::bridged::Bridged;
 use lab_tests::netns::Netns;
@@ -83,6 +84,11 @@ fn serves_reservations_and_range(network: NetworkId) {
         &net.bridge,
         &format!("{}/{}", net.host, net.cidr.prefix_len()),
     );
+    // The host's firewall is loaded: DHCP must get through its input chain (net2 gets little
+    // else).
+    let ruleset = dir.path().join("lab.nft");
+    std::fs::write(&ruleset, nftables::ruleset(&lab).unwrap()).unwrap();
+    host.ns.run(&["nft", "-f", ruleset.to_str().unwrap()]);
 
     // Every machine NIC on this network, plus one MAC lab.toml does not know.
     let mut clients: Vec<(Netns, Option<Ipv4Addr>)> = Vec::new();

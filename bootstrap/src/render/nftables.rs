@@ -45,7 +45,7 @@ table inet lab {{
 		iifname "lo" accept
 		# The host's management (SSH, Proxmox UI) stays reachable from the uplink.
 		iifname "{b0}" tcp dport {{ {management} }} accept
-		meta l4proto icmp accept
+		meta l4proto {{ icmp, ipv6-icmp }} accept
 		# DHCP from the lab networks to the host's dnsmasq.
 		iifname {{ "{b1}", "{b2}" }} udp dport 67 accept
 		# Administration and VPN peers may reach the host; net2 only gets DHCP and replies.
