@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use x509_parser::prelude::*;
 
-const SCHEMA: &str = "../shared/reference/talos/config.schema.v1.13.9.json";
+const SCHEMA: &str = "talos/config.schema.v1.13.9.json";
 const OID_ED25519: &str = "1.3.101.112";
 const OID_EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
 const OID_P256: &str = "1.2.840.10045.3.1.7";
@@ -44,7 +44,7 @@ struct TalosSchema {
 
 impl TalosSchema {
     fn load() -> Self {
-        let path = workspace::root().join(SCHEMA);
+        let path = workspace::reference_path(SCHEMA);
         let root: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let mut kinds = HashMap::new();
         for alternative in root["oneOf"].as_array().unwrap() {

@@ -25,3 +25,8 @@ pub fn config_document(name: &str) -> toml_edit::DocumentMut {
         .parse()
         .unwrap_or_else(|e| panic!("configs/{name} is not TOML: {e}"))
 }
+
+/// `reference/<name>`: the real systems' schemas the tests validate against.
+pub fn reference_path(name: &str) -> PathBuf {
+    root().join("reference").join(name)
+}

@@ -553,8 +553,7 @@ mod tests {
     use super::*;
 
     fn schema() -> Schema {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/reference/proxmox/apidata.json");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../reference/proxmox/apidata.json");
         Schema::load(&path).unwrap()
     }
 
@@ -756,8 +755,7 @@ mod tests {
                 _ => {}
             }
         }
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/reference/proxmox/apidata.json");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../reference/proxmox/apidata.json");
         let tree: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         let (mut bad, mut count) = (Vec::new(), 0);
         walk(&tree, &mut bad, &mut count);
