@@ -1,6 +1,16 @@
 //! `lab.toml`: the Proxmox host, the three networks, the machines and the cluster, and every
 //! check that can be made before anything is touched.
 
+mod access;
+mod images;
+mod lb;
+mod peers;
+
+pub use access::{Host, Manager};
+pub use images::{Image, Images};
+pub use lb::{default_routes, Lb, LbRoute};
+pub use peers::{PeerKeyError, VpnPeer};
+
 use crate::mac::MacAddr;
 use ipnet::{IpNet, Ipv4Net};
 use lab_daemon::{ConfigFile, Issues, Name};
@@ -18,6 +28,14 @@ pub struct Lab {
     pub machines: Vec<Machine>,
     #[serde(default)]
     pub vpn: Vpn,
+    #[serde(default)]
+    pub lb: Lb,
+    #[serde(default)]
+    pub images: Images,
+    #[serde(default)]
+    pub manager: Manager,
+    #[serde(default)]
+    pub host: Host,
 }
 
 /// `[vpn]`: the network lab-vpn gives its peers. The host routes it to the vpn container's net1
@@ -27,6 +45,8 @@ pub struct Lab {
 pub struct Vpn {
     #[serde(default = "Vpn::default_tunnel")]
     pub tunnel: Ipv4Net,
+    #[serde(default, rename = "peer")]
+    pub peers: Vec<VpnPeer>,
 }
 
 impl Vpn {
@@ -45,6 +65,7 @@ impl Default for Vpn {
     fn default() -> Self {
         Self {
             tunnel: Self::DEFAULT_TUNNEL,
+            peers: Vec::new(),
         }
     }
 }
@@ -250,6 +271,27 @@ impl ConfigFile for Lab {
         self.validate_cluster(issues);
         self.validate_memory(issues);
         self.validate_vpn(issues);
+        self.validate_peers(issues);
+        self.validate_lb(issues);
+        self.validate_images(issues);
+        self.validate_access(issues);
+    }
+
+    /// Key files are named relative to lab.toml, as a user reading it takes them.
+    fn resolve_paths(&mut self, dir: &std::path::Path) {
+        let resolve = |path: &mut std::path::PathBuf| {
+            if path.is_relative() {
+                *path = dir.join(&*path);
+            }
+        };
+        for peer in &mut self.vpn.peers {
+            if let Some(file) = &mut peer.public_key_file {
+                resolve(file);
+            }
+        }
+        if let Some(file) = &mut self.manager.ssh_keys_file {
+            resolve(file);
+        }
     }
 
     fn summary(&self) -> String {

@@ -217,7 +217,7 @@ fn rendered_vpn_toml_passes_lab_vpn_check_and_reaches_net1_and_net2() {
     let summary = check("lab-vpn", &file);
     assert!(
         summary
-            .contains("interface wg0 on UDP 51820, 0 peers, reaching 10.10.1.0/24, 10.10.2.0/24"),
+            .contains("interface wg0 on UDP 51820, 1 peers, reaching 10.10.1.0/24, 10.10.2.0/24"),
         "{summary}"
     );
     let vpn: toml_edit::DocumentMut = std::fs::read_to_string(&file).unwrap().parse().unwrap();

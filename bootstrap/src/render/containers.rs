@@ -3,16 +3,13 @@
 //! the host under [`STAGING_DIR`]`/<machine>/` mirroring the container's own paths.
 
 use super::{role_address, RenderError, RenderedFile};
-use crate::model::{Lab, NetworkId, Role};
+use crate::model::{Lab, LbRoute, NetworkId, Role};
 use ipnet::{IpNet, Ipv4Net};
-use lab_daemon::{LogConfig, MetricsConfig, Name, RuntimeConfig, ShutdownConfig};
-use lab_lb::config::{
-    Backend, Balance, HealthCheck, HealthCheckKind, LbConfig, Listener, ListenerMode, Server,
-};
-use lab_vpn::config::{Interface, VpnConfig};
+use lab_daemon::{LogConfig, MetricsConfig, RuntimeConfig, ShutdownConfig};
+use lab_lb::config::{Backend, LbConfig, Listener, Server};
+use lab_vpn::config::{Interface, Peer, VpnConfig};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// Where container files wait on the host before they are pushed in.
 pub const STAGING_DIR: &str = "/var/lib/lab/containers";
@@ -23,13 +20,6 @@ pub const VPN_PORT: u16 = 51820;
 /// The metrics ports of configs/lb.toml and configs/vpn.toml (9586: the WireGuard exporters').
 pub const LB_METRICS_PORT: u16 = 8404;
 pub const VPN_METRICS_PORT: u16 = 9586;
-
-fn name(s: &str) -> Result<Name, RenderError> {
-    s.parse().map_err(|e| RenderError::Name {
-        name: s.to_owned(),
-        reason: format!("{e}"),
-    })
-}
 
 /// The staged host path of `path` inside the container of the machine with `role`.
 pub fn staged_path(lab: &Lab, role: Role, path: &str) -> PathBuf {
@@ -42,135 +32,52 @@ pub fn staged_path(lab: &Lab, role: Role, path: &str) -> PathBuf {
     PathBuf::from(format!("{STAGING_DIR}/{machine}{path}"))
 }
 
-/// The net2 addresses of every machine with `role`, each with `port`.
-fn servers(lab: &Lab, role: Role, port: u16) -> Vec<Server> {
-    lab.machines
-        .iter()
-        .filter(|m| m.role == role)
+fn backend(route: &LbRoute, lab: &Lab) -> Backend {
+    let servers = route
+        .targets(lab)
+        .into_iter()
         .filter_map(|m| m.address_on(NetworkId::Net2))
         .map(|address| Server {
-            address: SocketAddr::new(IpAddr::V4(address), port),
+            address: SocketAddr::new(IpAddr::V4(address), route.target_port()),
             weight: 1,
         })
-        .collect()
-}
-
-fn health(kind: HealthCheckKind, path: Option<&str>, expect_status: &[u16]) -> HealthCheck {
-    HealthCheck {
-        kind,
-        interval: Duration::from_secs(2),
-        timeout: Duration::from_secs(1),
-        rise: 2,
-        fall: 3,
-        path: path.map(str::to_owned),
-        expect_status: expect_status.to_vec(),
-        host: None,
-    }
-}
-
-fn backend(
-    name_: &str,
-    balance: Balance,
-    servers: Vec<Server>,
-    check: HealthCheck,
-) -> Result<Backend, RenderError> {
-    Ok(Backend {
-        name: name(name_)?,
-        balance,
+        .collect();
+    Backend {
+        name: route.name.clone(),
+        balance: route.balance,
         servers,
         connect_timeout: Backend::DEFAULT_CONNECT_TIMEOUT,
         retries: Backend::DEFAULT_RETRIES,
         failure_hold: Backend::DEFAULT_FAILURE_HOLD,
         proxy_protocol: None,
-        health_check: Some(check),
-    })
+        health_check: route.health_check.clone(),
+    }
 }
 
-fn listener(
-    name_: &str,
-    address: Ipv4Addr,
-    port: u16,
-    mode: ListenerMode,
-    backend: &str,
-) -> Result<Listener, RenderError> {
-    Ok(Listener {
-        name: name(name_)?,
-        listen: SocketAddr::new(IpAddr::V4(address), port),
-        mode,
-        backend: name(backend)?,
+fn listener(route: &LbRoute, address: Ipv4Addr) -> Listener {
+    Listener {
+        name: route.name.clone(),
+        listen: SocketAddr::new(IpAddr::V4(address), route.port),
+        mode: route.mode,
+        backend: route.name.clone(),
         routes: Vec::new(),
         max_connections: None,
         idle_timeout: Listener::DEFAULT_IDLE_TIMEOUT,
         hello_timeout: Listener::DEFAULT_HELLO_TIMEOUT,
         accept_proxy_from: Vec::new(),
-    })
+        http: None,
+    }
 }
 
-/// The balancer: the API (6443) and Talos (50000) on its net2 address to the control planes,
-/// ingress (80, 443) on its net0 address to the workers, all over net2.
+/// The balancer: one listener and backend per route of lab.toml (or the default routes: API
+/// and Talos to the control planes on net2, ingress to the workers on net0), servers on net2.
 pub fn lb_config(lab: &Lab) -> Result<LbConfig, RenderError> {
-    let net0 = role_address(lab, Role::Lb, NetworkId::Net0)?;
     let net2 = role_address(lab, Role::Lb, NetworkId::Net2)?;
-    let mut listeners = vec![
-        listener(
-            "kube-apiserver",
-            net2,
-            6443,
-            ListenerMode::Tcp,
-            "control-plane-apiserver",
-        )?,
-        listener(
-            "talos-api",
-            net2,
-            50000,
-            ListenerMode::Tcp,
-            "control-plane-talos",
-        )?,
-    ];
-    let mut backends = vec![
-        backend(
-            "control-plane-apiserver",
-            Balance::LeastConnections,
-            servers(lab, Role::ControlPlane, 6443),
-            // Anonymous /readyz gets 401 when anonymous auth is off: still a live apiserver.
-            health(HealthCheckKind::Https, Some("/readyz"), &[200, 401]),
-        )?,
-        backend(
-            "control-plane-talos",
-            Balance::LeastConnections,
-            servers(lab, Role::ControlPlane, 50000),
-            health(HealthCheckKind::Tls, None, &[]),
-        )?,
-    ];
-    // A lab without workers publishes no ingress (a backend without servers is refused).
-    let http = servers(lab, Role::Worker, 80);
-    if !http.is_empty() {
-        listeners.push(listener(
-            "ingress-http",
-            net0,
-            80,
-            ListenerMode::Tcp,
-            "workers-http",
-        )?);
-        listeners.push(listener(
-            "ingress-https",
-            net0,
-            443,
-            ListenerMode::TlsPassthrough,
-            "workers-https",
-        )?);
-        backends.push(backend(
-            "workers-http",
-            Balance::RoundRobin,
-            http,
-            health(HealthCheckKind::Tcp, None, &[]),
-        )?);
-        backends.push(backend(
-            "workers-https",
-            Balance::ConsistentHash,
-            servers(lab, Role::Worker, 443),
-            health(HealthCheckKind::Tcp, None, &[]),
-        )?);
+    let mut listeners = Vec::new();
+    let mut backends = Vec::new();
+    for route in lab.lb_routes() {
+        listeners.push(listener(&route, role_address(lab, Role::Lb, route.listen)?));
+        backends.push(backend(&route, lab));
     }
     Ok(LbConfig {
         log: LogConfig::default(),
@@ -184,13 +91,13 @@ pub fn lb_config(lab: &Lab) -> Result<LbConfig, RenderError> {
     })
 }
 
-/// The gateway: the tunnel's first address, reaching net1 and net2; no peers until
-/// `lab-vpn peer add` (lab.toml has none).
+/// The gateway: the tunnel's first address, reaching net1 and net2, with lab.toml's peers
+/// (more can come with `lab-vpn peer add`).
 pub fn vpn_config(lab: &Lab) -> Result<VpnConfig, RenderError> {
     let net0 = role_address(lab, Role::Vpn, NetworkId::Net0)?;
     let net1 = role_address(lab, Role::Vpn, NetworkId::Net1)?;
     let network = lab.vpn.tunnel;
-    let gateway = network.hosts().next().unwrap_or(network.network());
+    let gateway = lab.vpn_gateway();
     let tunnel = Ipv4Net::new(gateway, network.prefix_len()).unwrap_or(network);
     Ok(VpnConfig {
         log: LogConfig::default(),
@@ -215,8 +122,28 @@ pub fn vpn_config(lab: &Lab) -> Result<VpnConfig, RenderError> {
             dns: Vec::new(),
             public_endpoint: Some(SocketAddr::new(IpAddr::V4(net0), VPN_PORT).to_string()),
         },
-        peers: Vec::new(),
+        peers: peers(lab)?,
     })
+}
+
+fn peers(lab: &Lab) -> Result<Vec<Peer>, RenderError> {
+    lab.vpn
+        .peers
+        .iter()
+        .map(|peer| {
+            Ok(Peer {
+                name: peer.name.clone(),
+                public_key: peer.key().map_err(|source| RenderError::PeerKey {
+                    peer: peer.name.to_string(),
+                    source,
+                })?,
+                preshared_key_file: None,
+                allowed_ips: vec![IpNet::V4(Ipv4Net::from(peer.address))],
+                endpoint: None,
+                persistent_keepalive: None,
+            })
+        })
+        .collect()
 }
 
 fn toml_text<T: serde::Serialize>(what: &str, value: &T) -> Result<String, RenderError> {

@@ -6,6 +6,7 @@ pub mod containers;
 pub mod daemons;
 pub mod dnsmasq;
 pub mod files;
+pub mod guest_routes;
 pub mod nftables;
 pub mod sysctl;
 
@@ -31,6 +32,11 @@ pub enum RenderError {
     },
     #[error("`{name}` is not a valid name: {reason}")]
     Name { name: String, reason: String },
+    #[error("vpn.peer `{peer}`: {source}")]
+    PeerKey {
+        peer: String,
+        source: crate::model::PeerKeyError,
+    },
     #[error("cannot write {what}'s file: {reason}")]
     Serialize { what: String, reason: String },
 }

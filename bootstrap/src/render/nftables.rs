@@ -12,9 +12,6 @@ use std::fmt::Write;
 
 pub const PATH: &str = "/etc/lab/lab.nft";
 
-/// The host's management ports kept open on every bridge: SSH and the Proxmox UI.
-pub const MANAGEMENT_PORTS: [u16; 2] = [22, 8006];
-
 /// The ruleset, loaded with `nft -f`: it replaces `table inet lab` in one transaction and
 /// leaves every other table alone.
 pub fn ruleset(lab: &Lab) -> Result<String, RenderError> {
@@ -25,7 +22,19 @@ pub fn ruleset(lab: &Lab) -> Result<String, RenderError> {
     let (b0, b1, b2) = (&n0.bridge, &n1.bridge, &n2.bridge);
     let (c1, c2) = (n1.cidr, n2.cidr);
     let tunnel = lab.vpn.tunnel;
-    let management = MANAGEMENT_PORTS.map(|p| p.to_string()).join(", ");
+    let ports = &lab.host.management_access;
+    // `dport { }` is a syntax error: an empty list keeps no port open explicitly.
+    let management = if ports.is_empty() {
+        "# [host] management_access is empty: no port of the host is kept open explicitly."
+            .to_owned()
+    } else {
+        let list = ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("# The host's management (lab.toml [host] management_access) stays reachable from the uplink.\n\t\tiifname \"{b0}\" tcp dport {{ {list} }} accept")
+    };
 
     let mut out = String::new();
     let _ = write!(
@@ -43,8 +52,7 @@ table inet lab {{
 		ct state established,related accept
 		ct state invalid drop
 		iifname "lo" accept
-		# The host's management (SSH, Proxmox UI) stays reachable from the uplink.
-		iifname "{b0}" tcp dport {{ {management} }} accept
+		{management}
 		meta l4proto {{ icmp, ipv6-icmp }} accept
 		# DHCP from the lab networks to the host's dnsmasq.
 		iifname {{ "{b1}", "{b2}" }} udp dport 67 accept

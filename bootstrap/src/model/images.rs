@@ -1,0 +1,121 @@
+//! `[images]`: where the Talos disk image, the manager's cloud image and the containers'
+//! template come from, each pinned by checksum.
+
+use super::Lab;
+use lab_daemon::Issues;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Images {
+    /// Talos nocloud disk image (Image Factory `nocloud-amd64.raw`).
+    #[serde(default)]
+    pub talos: Option<Image>,
+    /// Debian generic cloud image for the manager VM.
+    #[serde(default)]
+    pub debian: Option<Image>,
+    /// Debian LXC template for the lb and vpn containers.
+    #[serde(default)]
+    pub lxc_template: Option<Image>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Image {
+    pub url: String,
+    /// Exactly one of the two, as published next to the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha512: Option<String>,
+    /// The name it is stored under; the URL's last segment when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+impl Image {
+    pub fn file_name(&self) -> &str {
+        match &self.file {
+            Some(file) => file,
+            None => self
+                .url
+                .split(['?', '#'])
+                .next()
+                .and_then(|u| u.rsplit('/').next())
+                .unwrap_or(""),
+        }
+    }
+
+    /// Proxmox's `checksum-algorithm` and `checksum`.
+    pub fn checksum(&self) -> Option<(&'static str, &str)> {
+        match (&self.sha256, &self.sha512) {
+            (Some(sum), None) => Some(("sha256", sum)),
+            (None, Some(sum)) => Some(("sha512", sum)),
+            _ => None,
+        }
+    }
+}
+
+fn validate_image(image: &Image, key: &str, extensions: &[&str], issues: &mut Issues) {
+    if !(image.url.starts_with("https://") || image.url.starts_with("http://")) {
+        issues.add(
+            format!("{key}.url"),
+            format!("`{}` is not an http(s) URL", image.url),
+        );
+    }
+    let file = image.file_name();
+    let file_key = if image.file.is_some() { "file" } else { "url" };
+    if file.is_empty()
+        || file.starts_with('.')
+        || !file
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-+".contains(c))
+    {
+        issues.add(
+            format!("{key}.{file_key}"),
+            format!("`{file}` is not a file name Proxmox storage accepts"),
+        );
+    } else if !extensions.iter().any(|ext| file.ends_with(ext)) {
+        issues.add(
+            format!("{key}.{file_key}"),
+            format!("`{file}` should end with one of {}", extensions.join(", ")),
+        );
+    }
+    match (&image.sha256, &image.sha512) {
+        (Some(_), Some(_)) | (None, None) => issues.add(
+            key.to_owned(),
+            "give exactly one of `sha256` and `sha512` (the download is checked against it)",
+        ),
+        (Some(sum), None) => check_hex(sum, 64, &format!("{key}.sha256"), issues),
+        (None, Some(sum)) => check_hex(sum, 128, &format!("{key}.sha512"), issues),
+    }
+}
+
+fn check_hex(sum: &str, len: usize, key: &str, issues: &mut Issues) {
+    if sum.len() != len || !sum.chars().all(|c| c.is_ascii_hexdigit()) {
+        issues.add(
+            key.to_owned(),
+            format!("expected {len} hexadecimal digits, found `{sum}`"),
+        );
+    }
+}
+
+impl Lab {
+    pub(super) fn validate_images(&self, issues: &mut Issues) {
+        let images = &self.images;
+        // Proxmox's `import` content takes raw and qcow2 disks; `vztmpl` compressed tarballs.
+        for (field, image, extensions) in [
+            ("talos", &images.talos, &[".raw", ".qcow2", ".img"][..]),
+            ("debian", &images.debian, &[".raw", ".qcow2", ".img"][..]),
+            (
+                "lxc_template",
+                &images.lxc_template,
+                &[".tar.zst", ".tar.gz", ".tar.xz"][..],
+            ),
+        ] {
+            if let Some(image) = image {
+                validate_image(image, &format!("images.{field}"), extensions, issues);
+            }
+        }
+    }
+}

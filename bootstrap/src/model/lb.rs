@@ -1,0 +1,231 @@
+//! `[[lb.route]]`: what the load balancer publishes and to which machines.
+
+use super::{Lab, NetworkId, Role};
+use lab_daemon::{Issues, Name};
+use lab_lb::config::{Balance, HealthCheck, HealthCheckKind, ListenerMode};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// `[lb]`: without any `[[lb.route]]`, the routes of [`default_routes`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lb {
+    #[serde(default, rename = "route", skip_serializing_if = "Option::is_none")]
+    pub routes: Option<Vec<LbRoute>>,
+}
+
+/// One listener of lab-lb and the machines behind it, reached on their net2 addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LbRoute {
+    /// Names the listener and its backend in lb.toml.
+    pub name: Name,
+    /// Which of the lb's addresses listens: net0 (the outside) or net2 (the nodes' side).
+    pub listen: NetworkId,
+    pub port: u16,
+    #[serde(default = "LbRoute::default_mode")]
+    pub mode: ListenerMode,
+    /// Every machine with one of these roles…
+    #[serde(default)]
+    pub roles: Vec<Role>,
+    /// …and these machines by name.
+    #[serde(default)]
+    pub machines: Vec<Name>,
+    /// The machines' port; the listener's when unset.
+    #[serde(default)]
+    pub target_port: Option<u16>,
+    #[serde(default)]
+    pub balance: Balance,
+    #[serde(default)]
+    pub health_check: Option<HealthCheck>,
+}
+
+impl LbRoute {
+    fn default_mode() -> ListenerMode {
+        ListenerMode::Tcp
+    }
+
+    pub fn target_port(&self) -> u16 {
+        self.target_port.unwrap_or(self.port)
+    }
+
+    /// The machines behind this route, in lab.toml order, each once.
+    pub fn targets<'a>(&self, lab: &'a Lab) -> Vec<&'a super::Machine> {
+        lab.machines
+            .iter()
+            .filter(|m| self.roles.contains(&m.role) || self.machines.contains(&m.name))
+            .collect()
+    }
+}
+
+fn check(kind: HealthCheckKind, path: Option<&str>, expect_status: &[u16]) -> HealthCheck {
+    HealthCheck {
+        kind,
+        interval: std::time::Duration::from_secs(2),
+        timeout: std::time::Duration::from_secs(1),
+        rise: 2,
+        fall: 3,
+        path: path.map(str::to_owned),
+        expect_status: expect_status.to_vec(),
+        host: None,
+    }
+}
+
+fn route(
+    name: &str,
+    listen: NetworkId,
+    port: u16,
+    mode: ListenerMode,
+    role: Role,
+    balance: Balance,
+    health_check: HealthCheck,
+) -> Option<LbRoute> {
+    Some(LbRoute {
+        name: name.parse().ok()?,
+        listen,
+        port,
+        mode,
+        roles: vec![role],
+        machines: Vec::new(),
+        target_port: None,
+        balance,
+        health_check: Some(health_check),
+    })
+}
+
+/// The API (6443) and Talos (50000) on the lb's net2 address to the control planes; ingress
+/// (80, 443) on its net0 address to the workers, only when there are workers (a backend
+/// without servers is refused).
+pub fn default_routes(lab: &Lab) -> Vec<LbRoute> {
+    let mut out = vec![
+        route(
+            "kube-apiserver",
+            NetworkId::Net2,
+            6443,
+            ListenerMode::Tcp,
+            Role::ControlPlane,
+            Balance::LeastConnections,
+            // Anonymous /readyz gets 401 when anonymous auth is off: still a live apiserver.
+            check(HealthCheckKind::Https, Some("/readyz"), &[200, 401]),
+        ),
+        route(
+            "talos-api",
+            NetworkId::Net2,
+            50000,
+            ListenerMode::Tcp,
+            Role::ControlPlane,
+            Balance::LeastConnections,
+            check(HealthCheckKind::Tls, None, &[]),
+        ),
+    ];
+    if lab.machines.iter().any(|m| m.role == Role::Worker) {
+        out.push(route(
+            "ingress-http",
+            NetworkId::Net0,
+            80,
+            ListenerMode::Tcp,
+            Role::Worker,
+            Balance::RoundRobin,
+            check(HealthCheckKind::Tcp, None, &[]),
+        ));
+        out.push(route(
+            "ingress-https",
+            NetworkId::Net0,
+            443,
+            ListenerMode::TlsPassthrough,
+            Role::Worker,
+            Balance::ConsistentHash,
+            check(HealthCheckKind::Tcp, None, &[]),
+        ));
+    }
+    out.into_iter().flatten().collect()
+}
+
+impl Lab {
+    /// The routes lab-lb serves: lab.toml's, or the defaults.
+    pub fn lb_routes(&self) -> Vec<LbRoute> {
+        match &self.lb.routes {
+            Some(routes) => routes.clone(),
+            None => default_routes(self),
+        }
+    }
+
+    pub(super) fn validate_lb(&self, issues: &mut Issues) {
+        let Some(routes) = &self.lb.routes else {
+            return;
+        };
+        let mut names: HashMap<&Name, usize> = HashMap::new();
+        let mut ports: HashMap<(NetworkId, u16), usize> = HashMap::new();
+        for (i, route) in routes.iter().enumerate() {
+            let key = format!("lb.route[{i}]");
+            if let Some(first) = names.insert(&route.name, i) {
+                issues.add(
+                    format!("{key}.name"),
+                    format!("route `{}` is already lb.route[{first}]", route.name),
+                );
+            }
+            if route.listen == NetworkId::Net1 {
+                issues.add(
+                    format!("{key}.listen"),
+                    "the lb is on net0 and net2 only; listen on one of them",
+                );
+            }
+            for (field, port) in [
+                ("port", Some(route.port)),
+                ("target_port", route.target_port),
+            ] {
+                if port == Some(0) {
+                    issues.add(format!("{key}.{field}"), "port 0 is not a port");
+                }
+            }
+            if let Some(first) = ports.insert((route.listen, route.port), i) {
+                issues.add(
+                    format!("{key}.port"),
+                    format!(
+                        "{} port {} is already lb.route[{first}]'s",
+                        route.listen.as_str(),
+                        route.port
+                    ),
+                );
+            }
+            if route.roles.is_empty() && route.machines.is_empty() {
+                issues.add(
+                    key.clone(),
+                    "a route needs `roles` or `machines` to send connections to",
+                );
+            }
+            for (j, role) in route.roles.iter().enumerate() {
+                if !self.machines.iter().any(|m| m.role == *role) {
+                    issues.add(
+                        format!("{key}.roles[{j}]"),
+                        format!("no machine has role = \"{}\"", role.as_str()),
+                    );
+                }
+            }
+            for (j, name) in route.machines.iter().enumerate() {
+                match self.machines.iter().find(|m| &m.name == name) {
+                    None => issues.add(
+                        format!("{key}.machines[{j}]"),
+                        format!("there is no machine named `{name}`"),
+                    ),
+                    Some(m) if m.address_on(NetworkId::Net2).is_none() => issues.add(
+                        format!("{key}.machines[{j}]"),
+                        format!("`{name}` has no net2 address the lb could reach"),
+                    ),
+                    Some(_) => {}
+                }
+            }
+            for (j, role) in route.roles.iter().enumerate() {
+                if matches!(role, Role::Lb | Role::Vpn | Role::Manager) {
+                    issues.add(
+                        format!("{key}.roles[{j}]"),
+                        format!(
+                            "the lb sends connections to Talos nodes, not to the {}",
+                            role.as_str()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
