@@ -1,5 +1,5 @@
 use clap::{Parser, Subcommand};
-use lab_bootstrap::{proxmox, render, Lab};
+use lab_bootstrap::{local, proxmox, render, Lab};
 use lab_daemon::config::load;
 use lab_daemon::{cli, exit};
 use std::path::{Path, PathBuf};
@@ -36,6 +36,50 @@ enum Command {
     Apply(proxmox::cli::Args),
     /// Remove every bridge, container and VM lab-bootstrap created, and nothing else
     Destroy(proxmox::cli::Args),
+    /// Build the lab in network namespaces on this machine (`--local`), with the real programs
+    Up {
+        #[command(flatten)]
+        local: LocalArgs,
+        /// Also connect a wireguard-go client with the admin peer's config from `outside`
+        #[arg(long)]
+        connect: bool,
+        /// Where lab-lb and lab-vpn are [default: beside lab-bootstrap, then PATH]
+        #[arg(long, value_name = "DIR")]
+        binaries: Option<PathBuf>,
+        /// The lab description
+        #[arg(value_name = "FILE", default_value = "lab.toml")]
+        file: PathBuf,
+    },
+    /// Remove a local lab: every namespace, process and file it made
+    Down {
+        #[command(flatten)]
+        local: LocalArgs,
+    },
+    /// Show a local lab: machines, addresses, what runs there, healthy or not
+    Status {
+        #[command(flatten)]
+        local: LocalArgs,
+    },
+    /// A stand-in for a VM's services in a local lab (run by `up --local`)
+    #[command(hide = true)]
+    StandIn {
+        name: String,
+        #[arg(long = "http", value_name = "PORT")]
+        http: Vec<u16>,
+        #[arg(long = "tls", value_name = "PORT")]
+        tls: Vec<u16>,
+    },
+}
+
+#[derive(clap::Args)]
+struct LocalArgs {
+    /// In network namespaces on this machine (the only place up/down/status work; on Proxmox
+    /// it is apply/destroy/plan)
+    #[arg(long, required = true)]
+    local: bool,
+    /// The lab's name: prefix of its namespaces and interfaces, so labs never collide
+    #[arg(long, value_name = "NAME", default_value = "lab")]
+    name: String,
 }
 
 fn main() -> ExitCode {
@@ -49,6 +93,37 @@ fn main() -> ExitCode {
         Command::Plan(args) => proxmox::cli::run(proxmox::cli::Op::Plan, &args),
         Command::Apply(args) => proxmox::cli::run(proxmox::cli::Op::Apply, &args),
         Command::Destroy(args) => proxmox::cli::run(proxmox::cli::Op::Destroy, &args),
+        Command::Up {
+            local,
+            connect,
+            binaries,
+            file,
+        } => local_result(local::up(&local::UpOptions {
+            lab_file: file,
+            name: local.name,
+            connect,
+            binaries,
+        })),
+        Command::Down { local } => local_result(local::down(&local.name)),
+        Command::Status { local } => local_result(local::status(&local.name)),
+        Command::StandIn { name, http, tls } => {
+            local_result(local::stand_in::serve(&name, &http, &tls))
+        }
+    }
+}
+
+fn local_result(result: Result<(), local::LocalError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            for line in e.to_string().lines() {
+                eprintln!("lab-bootstrap: {line}");
+            }
+            match e {
+                local::LocalError::Usage(_) => exit::code(exit::CONFIG),
+                _ => ExitCode::FAILURE,
+            }
+        }
     }
 }
 

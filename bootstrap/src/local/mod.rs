@@ -1,0 +1,555 @@
+//! `up --local`, `down --local`, `status --local`: the lab of a `lab.toml` on this machine, out
+//! of network namespaces, with the real programs: the host's rendered nftables table and
+//! dnsmasq configs, lab-lb and lab-vpn with the configs rendered for their containers, and
+//! stand-ins where Talos nodes would run. Nothing is changed in the machine's own namespace.
+
+pub mod build;
+pub mod names;
+pub mod report;
+pub mod services;
+pub mod shell;
+pub mod stand_in;
+
+use crate::model::{Lab, NetworkId, Role};
+use crate::render;
+use lab_vpn::client_config::ClientConfig;
+use lab_vpn::key::PrivateKey;
+use names::LocalLab;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{what}: {problem}")]
+    Command { what: String, problem: String },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Render(#[from] render::RenderError),
+    #[error("{machine} {interface}: DHCP gave {got:?}, the reservation is {expected}")]
+    Dhcp {
+        machine: String,
+        interface: String,
+        expected: String,
+        got: String,
+    },
+    #[error("{0} is not installed; it is needed for the local lab")]
+    MissingTool(String),
+    #[error("{0}")]
+    MissingBinary(String),
+    #[error("{what} did not become ready within {seconds}s; its log: {log}")]
+    NotReady {
+        what: String,
+        seconds: u64,
+        log: String,
+    },
+    #[error("stand-in: {0}")]
+    StandIn(String),
+    #[error("no local lab named `{0}` (none is up)")]
+    NotUp(String),
+}
+
+pub struct UpOptions {
+    pub lab_file: PathBuf,
+    pub name: String,
+    /// Start a wireguard-go client with the admin peer's config in the outside namespace.
+    pub connect: bool,
+    /// Where lab-lb and lab-vpn are; next to this program, then `PATH`, when absent.
+    pub binaries: Option<PathBuf>,
+}
+
+/// The tools the local lab runs, by the Debian package that has them.
+const TOOLS: [(&str, &str); 5] = [
+    ("ip", "iproute2"),
+    ("nft", "nftables"),
+    ("dnsmasq", "dnsmasq-base"),
+    ("udhcpc", "udhcpc"),
+    ("sysctl", "procps"),
+];
+
+fn on_path(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+            .map(|dir| dir.join(program))
+            .find(|candidate| candidate.is_file())
+    })
+}
+
+fn find_binary(name: &str, dir: Option<&Path>) -> Result<PathBuf, LocalError> {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join(name)));
+    dir.map(|d| d.join(name))
+        .into_iter()
+        .chain(beside)
+        .find(|p| p.is_file())
+        .or_else(|| on_path(name))
+        .ok_or_else(|| {
+            LocalError::MissingBinary(format!(
+                "{name} not found (beside lab-bootstrap, in --binaries, or on PATH); build it with `cargo build --workspace`"
+            ))
+        })
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LocalError {
+    let what = what.into();
+    move |source| LocalError::Io { what, source }
+}
+
+fn write(path: &Path, contents: &str, mode: u32) -> Result<(), LocalError> {
+    lab_daemon::files::write_atomic(path, contents.as_bytes(), mode)
+        .map_err(io(format!("writing {}", path.display())))
+}
+
+/// Waits until `address` accepts TCP connections from inside `ns`.
+fn wait_ready(
+    ns: &str,
+    address: SocketAddr,
+    what: &str,
+    log: &Path,
+    timeout: Duration,
+) -> Result<(), LocalError> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if shell::tcp_reachable(ns, address, Duration::from_millis(300)) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(LocalError::NotReady {
+        what: what.to_owned(),
+        seconds: timeout.as_secs(),
+        log: log.display().to_string(),
+    })
+}
+
+fn step(text: &str) {
+    println!("  ✓ {text}");
+}
+
+fn load(path: &Path) -> Result<Lab, LocalError> {
+    lab_daemon::config::load::<Lab>(path).map_err(|e| LocalError::Usage(e.lines().join("\n")))
+}
+
+const DONE_MARK: &str = "up.complete";
+
+pub fn up(options: &UpOptions) -> Result<(), LocalError> {
+    let names = LocalLab::new(&options.name)?;
+    let lab = load(&options.lab_file)?;
+    for (tool, package) in TOOLS {
+        if on_path(tool).is_none() {
+            return Err(LocalError::MissingTool(format!("{tool} ({package})")));
+        }
+    }
+    let lb_binary = find_binary("lab-lb", options.binaries.as_deref())?;
+    let vpn_binary = find_binary("lab-vpn", options.binaries.as_deref())?;
+    let self_binary = std::env::current_exe().map_err(io("locating lab-bootstrap"))?;
+    let state = names.state_dir();
+
+    if !names.existing_namespaces().is_empty() {
+        if state.join(DONE_MARK).exists() {
+            println!("local lab `{}` is already up", names.prefix);
+            report::print(&lab, &names, &state);
+            return Ok(());
+        }
+        println!(
+            "local lab `{}`: a previous `up` did not finish; removing what it made",
+            names.prefix
+        );
+        down(&names.prefix)?;
+    }
+    println!(
+        "local lab `{}` from {}:",
+        names.prefix,
+        options.lab_file.display()
+    );
+    std::fs::create_dir_all(&state).map_err(io(format!("creating {}", state.display())))?;
+    std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .map_err(io(format!("securing {}", state.display())))?;
+    let lab_text = std::fs::read_to_string(&options.lab_file)
+        .map_err(io(format!("reading {}", options.lab_file.display())))?;
+    write(&state.join("lab.toml"), &lab_text, 0o644)?;
+
+    // Namespaces and wiring.
+    build::add_namespace(&names.host_ns())?;
+    build::add_namespace(&names.outside_ns())?;
+    for machine in &lab.machines {
+        build::add_namespace(&names.machine_ns(&machine.name.to_string()))?;
+    }
+    build::bridges(&lab, &names)?;
+    build::outside(&lab, &names)?;
+    for machine in &lab.machines {
+        build::machine_links(&lab, &names, machine)?;
+    }
+    step(&format!(
+        "namespaces: host with {} {} {}, outside, {} machines",
+        lab.networks.net0.bridge,
+        lab.networks.net1.bridge,
+        lab.networks.net2.bridge,
+        lab.machines.len()
+    ));
+
+    // The host: forwarding, the rendered firewall, the route to the VPN tunnel.
+    let host = names.host_ns();
+    build::forwarding(&host)?;
+    let ruleset = state.join("lab.nft");
+    write(&ruleset, &render::nftables::ruleset(&lab)?, 0o644)?;
+    shell::in_ns(&host, "nft", &["-f", &ruleset.display().to_string()])?;
+    for route in render::routes(&lab)? {
+        shell::run(
+            "ip",
+            &[
+                "-n",
+                &host,
+                "route",
+                "replace",
+                &route.destination.to_string(),
+                "via",
+                &route.gateway.to_string(),
+                "dev",
+                &route.bridge,
+            ],
+        )?;
+    }
+    step("host: IP forwarding, table inet lab loaded, route to the VPN tunnel");
+
+    // DHCP servers, then every machine's addresses from them.
+    for id in render::DHCP_NETWORKS {
+        let bridge = &lab.networks.get(id).bridge;
+        let config = state.join(format!("dnsmasq-{bridge}.conf"));
+        let leases = state.join(format!("dnsmasq-{bridge}.leases"));
+        write(&config, &render::dnsmasq::config(&lab, id, &leases), 0o644)?;
+        std::fs::write(&leases, "").map_err(io(format!("creating {}", leases.display())))?;
+        services::start(
+            &state,
+            &host,
+            &format!("dnsmasq-{bridge}"),
+            &[
+                "dnsmasq".to_owned(),
+                "--keep-in-foreground".to_owned(),
+                "--pid-file=".to_owned(),
+                "--log-facility=-".to_owned(),
+                "--log-dhcp".to_owned(),
+                format!("--conf-file={}", config.display()),
+            ],
+        )?;
+    }
+    // dnsmasq binds as the bridges are up already; give it a moment to open its sockets.
+    std::thread::sleep(Duration::from_millis(300));
+    let script = state.join("udhcpc.script");
+    write(&script, build::DHCP_SCRIPT, 0o755)?;
+    for machine in &lab.machines {
+        build::machine_addresses(&lab, &names, machine, &script)?;
+    }
+    step("dnsmasq on the lab bridges; every machine got its reserved address by DHCP");
+
+    // Stand-ins where the VMs would run.
+    for machine in &lab.machines {
+        let (http, tls) = stand_in::ports(machine.role);
+        if http.is_empty() && tls.is_empty() {
+            continue;
+        }
+        let name = machine.name.to_string();
+        let ns = names.machine_ns(&name);
+        let mut argv = vec![
+            self_binary.display().to_string(),
+            "stand-in".to_owned(),
+            name.clone(),
+        ];
+        for port in &http {
+            argv.extend(["--http".to_owned(), port.to_string()]);
+        }
+        for port in &tls {
+            argv.extend(["--tls".to_owned(), port.to_string()]);
+        }
+        let service = format!("stand-in-{name}");
+        services::start(&state, &ns, &service, &argv)?;
+        for port in http.iter().chain(&tls) {
+            wait_ready(
+                &ns,
+                SocketAddr::from(([127, 0, 0, 1], *port)),
+                &service,
+                &services::log_path(&state, &service),
+                Duration::from_secs(10),
+            )?;
+        }
+    }
+    step("stand-ins serving on the control planes, workers and manager");
+
+    // The balancer.
+    let lb_ns = machine_ns_by_role(&lab, &names, Role::Lb)?;
+    let lb_config = render::containers::lb_config(&lab)?;
+    let lb_file = state.join("lb.toml");
+    write(&lb_file, &toml_text(&lb_config)?, 0o644)?;
+    services::start(
+        &state,
+        &lb_ns,
+        "lab-lb",
+        &[
+            lb_binary.display().to_string(),
+            "run".to_owned(),
+            "--config".to_owned(),
+            lb_file.display().to_string(),
+        ],
+    )?;
+    wait_ready(
+        &lb_ns,
+        lb_config.metrics.listen,
+        "lab-lb",
+        &services::log_path(&state, "lab-lb"),
+        Duration::from_secs(20),
+    )?;
+    step(&format!(
+        "lab-lb in `lb` with the rendered lb.toml ({} listeners)",
+        lb_config.listeners.len()
+    ));
+
+    // The gateway, with one admin peer whose client config is kept for the user.
+    let vpn_ns = machine_ns_by_role(&lab, &names, Role::Vpn)?;
+    build::forwarding(&vpn_ns)?;
+    let (vpn_config, client) = vpn_setup(&lab, &names, &state)?;
+    let vpn_file = state.join("vpn.toml");
+    write(&vpn_file, &toml_text(&vpn_config)?, 0o644)?;
+    services::start(
+        &state,
+        &vpn_ns,
+        "lab-vpn",
+        &[
+            vpn_binary.display().to_string(),
+            "run".to_owned(),
+            "--config".to_owned(),
+            vpn_file.display().to_string(),
+        ],
+    )?;
+    wait_ready(
+        &vpn_ns,
+        vpn_config.metrics.listen,
+        "lab-vpn",
+        &services::log_path(&state, "lab-vpn"),
+        Duration::from_secs(20),
+    )?;
+    let client_file = state.join("admin.conf");
+    write(&client_file, &client.to_string(), 0o600)?;
+    step(&format!(
+        "lab-vpn in `vpn` ({}); admin peer config: {}",
+        vpn_config.interface.name,
+        client_file.display()
+    ));
+
+    if options.connect {
+        connect(&names, &state, &client_file)?;
+        step("wireguard-go client in `outside` connected with the admin peer's config");
+    }
+    write(&state.join(DONE_MARK), "", 0o644)?;
+    println!();
+    report::print(&lab, &names, &state);
+    Ok(())
+}
+
+fn machine_ns_by_role(lab: &Lab, names: &LocalLab, role: Role) -> Result<String, LocalError> {
+    lab.machines
+        .iter()
+        .find(|m| m.role == role)
+        .map(|m| names.machine_ns(&m.name.to_string()))
+        .ok_or_else(|| {
+            LocalError::Usage(format!(
+                "the lab has no machine with role = \"{}\"",
+                role.as_str()
+            ))
+        })
+}
+
+fn toml_text<T: serde::Serialize>(value: &T) -> Result<String, LocalError> {
+    toml::to_string(value).map_err(|e| LocalError::Usage(format!("cannot write a config: {e}")))
+}
+
+/// The rendered vpn.toml made local: an interface name of this lab's, the key in the state
+/// directory, and an admin peer with a key pair of its own.
+fn vpn_setup(
+    lab: &Lab,
+    names: &LocalLab,
+    state: &Path,
+) -> Result<(lab_vpn::VpnConfig, ClientConfig), LocalError> {
+    let mut config = render::containers::vpn_config(lab)?;
+    let gateway_key = PrivateKey::generate();
+    let key_file = state.join("vpn.key");
+    write(
+        &key_file,
+        &format!("{}\n", gateway_key.expose_base64()),
+        0o600,
+    )?;
+    config.interface.name = names.vpn_interface();
+    config.interface.private_key_file = key_file;
+    let admin_key = PrivateKey::generate();
+    let address = lab_vpn::peer_admin::next_free_address(&config)
+        .ok_or_else(|| LocalError::Usage("the VPN tunnel network has no free address".into()))?;
+    config.peers.push(lab_vpn::config::Peer {
+        name: "local-admin"
+            .parse()
+            .map_err(|e| LocalError::Usage(format!("peer name: {e}")))?,
+        public_key: admin_key.public_key(),
+        preshared_key_file: None,
+        allowed_ips: vec![address],
+        endpoint: None,
+        persistent_keepalive: None,
+    });
+    let mut allowed_ips: Vec<ipnet::IpNet> =
+        config.interface.address.iter().map(|a| a.trunc()).collect();
+    allowed_ips.extend(config.interface.reach.iter().copied());
+    let client = ClientConfig {
+        name: "local-admin".to_owned(),
+        private_key: Some(admin_key),
+        address,
+        dns: config.interface.dns.clone(),
+        gateway_key: gateway_key.public_key(),
+        preshared_key: None,
+        endpoint: config.interface.public_endpoint.clone().unwrap_or_default(),
+        allowed_ips,
+        keepalive: Some(25),
+    };
+    Ok((config, client))
+}
+
+/// wireguard-go in the outside namespace with the admin peer's wg-quick config, applied as
+/// wg-quick would: `wg-quick strip` for `wg setconf`, then address and routes.
+fn connect(names: &LocalLab, state: &Path, client_file: &Path) -> Result<(), LocalError> {
+    for (tool, package) in [
+        ("wireguard-go", "wireguard-go"),
+        ("wg-quick", "wireguard-tools"),
+    ] {
+        if on_path(tool).is_none() {
+            return Err(LocalError::MissingTool(format!("{tool} ({package})")));
+        }
+    }
+    let ns = names.outside_ns();
+    let interface = names.client_interface();
+    // wg-quick names the interface after the file.
+    let named = state.join(format!("{interface}.conf"));
+    std::fs::copy(client_file, &named).map_err(io(format!("writing {}", named.display())))?;
+    let stripped = shell::run("wg-quick", &["strip", &named.display().to_string()])?;
+    let stripped_file = state.join("admin.stripped.conf");
+    write(&stripped_file, &stripped, 0o600)?;
+    let client_text = std::fs::read_to_string(client_file)
+        .map_err(io(format!("reading {}", client_file.display())))?;
+    services::start(
+        state,
+        &ns,
+        "wireguard-go",
+        &[
+            "env".to_owned(),
+            "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1".to_owned(),
+            "wireguard-go".to_owned(),
+            "-f".to_owned(),
+            interface.clone(),
+        ],
+    )?;
+    let socket = PathBuf::from(format!("/var/run/wireguard/{interface}.sock"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        if Instant::now() > deadline {
+            return Err(LocalError::NotReady {
+                what: "wireguard-go".into(),
+                seconds: 10,
+                log: services::log_path(state, "wireguard-go")
+                    .display()
+                    .to_string(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    shell::in_ns(
+        &ns,
+        "wg",
+        &["setconf", &interface, &stripped_file.display().to_string()],
+    )?;
+    let setting = |key: &str| -> Vec<String> {
+        client_text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .filter(|(k, _)| k.trim() == key)
+            .flat_map(|(_, v)| {
+                v.split(',')
+                    .map(|s| s.trim().to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    for address in setting("Address") {
+        shell::run(
+            "ip",
+            &["-n", &ns, "address", "add", &address, "dev", &interface],
+        )?;
+    }
+    shell::run(
+        "ip",
+        &["-n", &ns, "link", "set", &interface, "mtu", "1420", "up"],
+    )?;
+    for net in setting("AllowedIPs") {
+        shell::run(
+            "ip",
+            &["-n", &ns, "route", "replace", &net, "dev", &interface],
+        )?;
+    }
+    Ok(())
+}
+
+/// Removes every namespace, process and file of the lab `name`, whatever state it is in.
+pub fn down(name: &str) -> Result<(), LocalError> {
+    let names = LocalLab::new(name)?;
+    let namespaces = names.existing_namespaces();
+    let state = names.state_dir();
+    if namespaces.is_empty() && !state.exists() {
+        println!("local lab `{name}`: nothing to remove");
+        return Ok(());
+    }
+    for ns in &namespaces {
+        services::stop_namespace(ns);
+    }
+    for ns in &namespaces {
+        // Deleting a namespace deletes its links, and with them the veths' other ends.
+        shell::run("ip", &["netns", "del", ns])?;
+    }
+    for interface in [names.vpn_interface(), names.client_interface()] {
+        let _ = std::fs::remove_file(format!("/var/run/wireguard/{interface}.sock"));
+    }
+    if state.exists() {
+        std::fs::remove_dir_all(&state).map_err(io(format!("removing {}", state.display())))?;
+    }
+    println!(
+        "local lab `{name}`: removed {} namespaces and their processes, and {}",
+        namespaces.len(),
+        state.display()
+    );
+    Ok(())
+}
+
+pub fn status(name: &str) -> Result<(), LocalError> {
+    let names = LocalLab::new(name)?;
+    let state = names.state_dir();
+    let lab_file = state.join("lab.toml");
+    if names.existing_namespaces().is_empty() || !lab_file.exists() {
+        return Err(LocalError::NotUp(name.to_owned()));
+    }
+    let lab = load(&lab_file)?;
+    if !state.join(DONE_MARK).exists() {
+        println!("local lab `{name}`: `up` did not finish; `down --local` cleans up");
+    }
+    report::print(&lab, &names, &state);
+    Ok(())
+}
+
+/// The networks a machine is on, as `net1 10.10.1.11`.
+pub fn addresses(machine: &crate::model::Machine) -> Vec<(NetworkId, std::net::Ipv4Addr)> {
+    machine
+        .nics
+        .iter()
+        .map(|n| (n.network, n.address))
+        .collect()
+}

@@ -1,0 +1,170 @@
+//! What `up` prints at the end and `status` prints: a table of machines (networks, addresses,
+//! what runs there, healthy or not) and commands to try.
+
+use super::names::LocalLab;
+use super::{services, shell, stand_in};
+use crate::model::{Lab, Machine, NetworkId, Role};
+use crate::render;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+fn reachable(ns: &str, address: SocketAddr) -> bool {
+    shell::tcp_reachable(ns, address, Duration::from_millis(500))
+}
+
+/// What runs on a machine, whether it is healthy, and why not.
+fn machine_row(lab: &Lab, names: &LocalLab, state: &Path, machine: &Machine) -> (String, String) {
+    let name = machine.name.to_string();
+    let ns = names.machine_ns(&name);
+    let service_health = |service: &str, address: Option<SocketAddr>| -> String {
+        match (services::running(state, service), address) {
+            (None, _) => format!("DOWN ({service} not running)"),
+            (Some(_), Some(address)) if !reachable(&ns, address) => {
+                format!("DOWN ({address} not answering)")
+            }
+            (Some(_), _) => "healthy".to_owned(),
+        }
+    };
+    match machine.role {
+        Role::Lb => {
+            let metrics = render::containers::lb_config(lab)
+                .ok()
+                .map(|c| c.metrics.listen);
+            (
+                "lab-lb (process; no LXC here)".to_owned(),
+                service_health("lab-lb", metrics),
+            )
+        }
+        Role::Vpn => {
+            let metrics = machine
+                .address_on(NetworkId::Net1)
+                .map(|a| SocketAddr::from((a, render::containers::VPN_METRICS_PORT)));
+            (
+                format!("lab-vpn {} (process; no LXC here)", names.vpn_interface()),
+                service_health("lab-vpn", metrics),
+            )
+        }
+        role => {
+            let (http, tls) = stand_in::ports(role);
+            let mut what = Vec::new();
+            if !http.is_empty() {
+                what.push(format!("http {http:?}"));
+            }
+            if !tls.is_empty() {
+                what.push(format!("tls {tls:?}"));
+            }
+            let service = format!("stand-in-{name}");
+            let health = match services::running(state, &service) {
+                None => format!("DOWN ({service} not running)"),
+                Some(_) => {
+                    let down: Vec<u16> = http
+                        .iter()
+                        .chain(&tls)
+                        .copied()
+                        .filter(|p| !reachable(&ns, SocketAddr::from(([127, 0, 0, 1], *p))))
+                        .collect();
+                    if down.is_empty() {
+                        "healthy".to_owned()
+                    } else {
+                        format!("DOWN (ports {down:?} not answering)")
+                    }
+                }
+            };
+            (
+                format!("stand-in for {} ({})", role.as_str(), what.join(", ")),
+                health,
+            )
+        }
+    }
+}
+
+pub fn print(lab: &Lab, names: &LocalLab, state: &Path) {
+    println!(
+        "{:<10} {:<14} {:<34} {:<44} STATUS",
+        "MACHINE", "NAMESPACE", "ADDRESSES", "RUNS"
+    );
+    let dhcp: Vec<String> = render::DHCP_NETWORKS
+        .iter()
+        .map(|id| {
+            let bridge = &lab.networks.get(*id).bridge;
+            let up = services::running(state, &format!("dnsmasq-{bridge}")).is_some();
+            format!("{bridge}:{}", if up { "up" } else { "DOWN" })
+        })
+        .collect();
+    let host_addresses: Vec<String> = NetworkId::ALL
+        .iter()
+        .map(|id| format!("{} {}", id.as_str(), lab.networks.get(*id).host))
+        .collect();
+    println!(
+        "{:<10} {:<14} {:<34} {:<44} {}",
+        "host",
+        names.host_ns(),
+        host_addresses.join(", "),
+        "router, table inet lab, dnsmasq",
+        dhcp.join(" ")
+    );
+    for machine in &lab.machines {
+        let name = machine.name.to_string();
+        let addresses: Vec<String> = machine
+            .nics
+            .iter()
+            .map(|n| format!("{} {}", n.network.as_str(), n.address))
+            .collect();
+        let (runs, health) = machine_row(lab, names, state, machine);
+        println!(
+            "{:<10} {:<14} {:<34} {:<44} {}",
+            name,
+            names.machine_ns(&name),
+            addresses.join(", "),
+            runs,
+            health
+        );
+    }
+    let outside_runs = if services::running(state, "wireguard-go").is_some() {
+        format!("home router; wireguard-go {}", names.client_interface())
+    } else {
+        "home router and the internet".to_owned()
+    };
+    println!(
+        "{:<10} {:<14} {:<34} {:<44}",
+        "outside",
+        names.outside_ns(),
+        format!("net0 {}", super::build::home_router(lab)),
+        outside_runs
+    );
+
+    let lb_net0 = render::role_address(lab, Role::Lb, NetworkId::Net0).ok();
+    let lb_net2 = render::role_address(lab, Role::Lb, NetworkId::Net2).ok();
+    let manager = lab.machines.iter().find(|m| m.role == Role::Manager);
+    let vpn = lab.machines.iter().find(|m| m.role == Role::Vpn);
+    println!("\nTry:");
+    if let Some(address) = lb_net0 {
+        println!(
+            "  ip netns exec {} curl -s http://{address}/            # ingress: lab-lb to the workers' stand-ins",
+            names.outside_ns()
+        );
+    }
+    if let (Some(manager), Some(address)) = (manager, lb_net2) {
+        let ns = names.machine_ns(&manager.name.to_string());
+        println!(
+            "  ip netns exec {ns} curl -sk https://{address}:6443/   # the API through lab-lb, from net1"
+        );
+        println!(
+            "  ip netns exec {ns} curl -s http://{address}:{}/metrics  # lab-lb's metrics",
+            render::containers::LB_METRICS_PORT
+        );
+    }
+    if let Some(vpn) = vpn {
+        println!(
+            "  ip netns exec {} wg show {}",
+            names.machine_ns(&vpn.name.to_string()),
+            names.vpn_interface()
+        );
+    }
+    println!(
+        "  cat {}                    # the admin peer's wg-quick config",
+        state.join("admin.conf").display()
+    );
+    println!("  lab-bootstrap down --local --name {}", names.prefix);
+}
