@@ -27,6 +27,7 @@ impl Manager {
             .as_ref()
             .map(std::fs::read_to_string)
             .transpose()
+            .map(|keys| keys.map(|k| k.trim_end().to_owned()))
     }
 }
 

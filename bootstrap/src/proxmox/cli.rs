@@ -141,7 +141,7 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
     let plan: Plan = match op {
         Op::Destroy => destroy_plan(node, &live),
         _ => {
-            let wanted = desired(lab, &Sources::defaults(lab));
+            let wanted = desired(lab, &Sources::read(lab)?);
             plan(node, &wanted, &live).map_err(|e| e.to_string())?
         }
     };

@@ -5,14 +5,15 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::{Lab, Machine, NetworkId, Role};
+use crate::model::{Image, Lab, Machine, NetworkId, Role};
+use std::path::Path;
 
 /// The tag on every guest we create, and the mark in every bridge's comments.
 pub const MANAGED_TAG: &str = "lab-bootstrap";
 pub const MANAGED_COMMENT: &str = "managed by lab-bootstrap";
 
-/// Where the images and templates come from; `lab.toml` has no keys for them yet, so these are
-/// the defaults on the node's file storage (`[proxmox] file_storage`).
+/// Where the images and templates come from on the node's file storage
+/// (`[proxmox] file_storage`): `[images]`' file names, or the defaults; and the manager's login.
 #[derive(Debug, Clone)]
 pub struct Sources {
     /// Debian LXC template (`pveam download local debian-12-standard_…`).
@@ -26,19 +27,57 @@ pub struct Sources {
     pub manager_ssh_keys: Option<String>,
 }
 
+fn file_of(image: &Option<Image>, default: String) -> String {
+    image
+        .as_ref()
+        .map(|i| i.file_name().to_owned())
+        .unwrap_or(default)
+}
+
 impl Sources {
+    /// Everything lab.toml says without reading any other file: no SSH keys.
     pub fn defaults(lab: &Lab) -> Self {
         let files = &lab.proxmox.file_storage;
+        let images = &lab.images;
         Self {
-            ostemplate: format!("{files}:vztmpl/debian-12-standard_12.12-1_amd64.tar.zst"),
-            talos_image: format!(
-                "{files}:import/talos-{}-nocloud-amd64.raw",
-                lab.cluster.talos_version
+            ostemplate: format!(
+                "{files}:vztmpl/{}",
+                file_of(
+                    &images.lxc_template,
+                    "debian-12-standard_12.12-1_amd64.tar.zst".to_owned()
+                )
             ),
-            manager_image: format!("{files}:import/debian-12-genericcloud-amd64.qcow2"),
-            manager_user: "lab".to_owned(),
+            talos_image: format!(
+                "{files}:import/{}",
+                file_of(
+                    &images.talos,
+                    format!("talos-{}-nocloud-amd64.raw", lab.cluster.talos_version)
+                )
+            ),
+            manager_image: format!(
+                "{files}:import/{}",
+                file_of(
+                    &images.debian,
+                    "debian-12-genericcloud-amd64.qcow2".to_owned()
+                )
+            ),
+            manager_user: lab.manager.user.clone(),
             manager_ssh_keys: None,
         }
+    }
+
+    /// [`Sources::defaults`] with the manager's keys from `[manager] ssh_keys_file`.
+    pub fn read(lab: &Lab) -> Result<Self, String> {
+        let mut sources = Self::defaults(lab);
+        sources.manager_ssh_keys = lab.manager.ssh_keys().map_err(|e| {
+            let file = lab
+                .manager
+                .ssh_keys_file
+                .as_deref()
+                .unwrap_or(Path::new(""));
+            format!("manager.ssh_keys_file: cannot read {}: {e}", file.display())
+        })?;
+        Ok(sources)
     }
 }
 

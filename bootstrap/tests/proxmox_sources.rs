@@ -1,0 +1,127 @@
+//! lab.toml's `[images]` and `[manager]` reach the Proxmox calls: the template and disk images
+//! by their file names on the file storage, the manager's cloud-init user and SSH keys. Run
+//! end to end through `lab-bootstrap apply` against the schema-checking simulator.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use support::proxmox_sim::Simulator;
+
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq7yJ0p1nY3v1m4c0Hn8p8pX2bq0k7o3O6Xo1Zk8v1Q ops@laptop";
+
+fn example() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/lab.toml"))
+        .unwrap()
+}
+
+/// The example with images, a manager user and a keys file next to it.
+fn lab_with_sources(dir: &Path) -> PathBuf {
+    std::fs::write(dir.join("authorized_keys"), format!("{KEY}\n")).unwrap();
+    let sha = "0".repeat(128);
+    let text = example().replace(
+        "user = \"lab\"\n# ssh_keys_file = \"manager_authorized_keys\"",
+        "user = \"ops\"\nssh_keys_file = \"authorized_keys\"",
+    ) + &format!(
+        r#"
+[images.talos]
+url = "https://factory.talos.dev/image/abc/v1.13.9/nocloud-amd64.raw"
+file = "talos-v1.13.9-factory-abc.raw"
+sha512 = "{sha}"
+
+[images.debian]
+url = "https://cloud.debian.org/images/cloud/trixie/latest/debian-13-genericcloud-amd64.qcow2"
+sha512 = "{sha}"
+
+[images.lxc_template]
+url = "http://download.proxmox.com/images/system/debian-13-standard_13.1-2_amd64.tar.zst"
+sha512 = "{sha}"
+"#
+    );
+    assert!(text.contains("ssh_keys_file = \"authorized_keys\""));
+    let file = dir.join("lab.toml");
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+fn apply(sim: &Simulator, file: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_lab-bootstrap"))
+        .args(["apply", "--yes", "--api", "pvesh", "--pvesh"])
+        .arg(sim.pvesh_shim())
+        .arg(file)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn images_and_the_manager_login_come_from_lab_toml() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = lab_with_sources(dir.path());
+    let sim = Simulator::start();
+    let out = apply(&sim, &file);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(sim.rejected().is_empty(), "{:?}", sim.rejected());
+    let writes = sim.writes();
+    let create = |path: &str, name: &str| -> Vec<(String, String)> {
+        writes
+            .iter()
+            .find(|c| {
+                c.method == "POST"
+                    && c.path == path
+                    && c.params
+                        .iter()
+                        .any(|(k, v)| (k == "name" || k == "hostname") && v == name)
+            })
+            .unwrap_or_else(|| panic!("no create of {name}: {writes:?}"))
+            .params
+            .clone()
+    };
+    let param = |params: &[(String, String)], key: &str| -> String {
+        params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let lb = create("/nodes/pve/lxc", "lb");
+    assert_eq!(
+        param(&lb, "ostemplate"),
+        "local:vztmpl/debian-13-standard_13.1-2_amd64.tar.zst"
+    );
+    let cp1 = create("/nodes/pve/qemu", "cp1");
+    assert!(
+        param(&cp1, "scsi0").contains("import-from=local:import/talos-v1.13.9-factory-abc.raw"),
+        "{cp1:?}"
+    );
+    let manager = create("/nodes/pve/qemu", "manager");
+    assert!(
+        param(&manager, "scsi0")
+            .contains("import-from=local:import/debian-13-genericcloud-amd64.qcow2"),
+        "{manager:?}"
+    );
+    assert_eq!(param(&manager, "ciuser"), "ops");
+    let keys = percent_encoding::percent_decode_str(&param(&manager, "sshkeys"))
+        .decode_utf8()
+        .unwrap()
+        .into_owned();
+    assert_eq!(keys, KEY);
+}
+
+#[test]
+fn a_keys_file_gone_before_apply_is_refused_before_any_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = lab_with_sources(dir.path());
+    std::fs::remove_file(dir.path().join("authorized_keys")).unwrap();
+    let sim = Simulator::start();
+    let out = apply(&sim, &file);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("key `manager.ssh_keys_file`"), "{stderr}");
+    assert!(sim.writes().is_empty(), "{:?}", sim.writes());
+}
