@@ -54,6 +54,9 @@ pub struct Listener {
     /// where the client speaks first (TLS, HTTP).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub accept_proxy_from: Vec<IpNet>,
+    /// `http` and `https`: routes, certificates, forwarding and limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<crate::http_config::HttpListener>,
 }
 
 impl Listener {
@@ -84,6 +87,10 @@ pub enum ListenerMode {
     Tcp,
     /// TLS left untouched, routed by the SNI of its ClientHello.
     TlsPassthrough,
+    /// HTTP/1.1 (and cleartext h2 with prior knowledge) proxied per request.
+    Http,
+    /// TLS terminated here (certificates by SNI), then as `http`.
+    Https,
 }
 
 impl ListenerMode {
@@ -92,6 +99,8 @@ impl ListenerMode {
         match self {
             ListenerMode::Tcp => "tcp",
             ListenerMode::TlsPassthrough => "tls-passthrough",
+            ListenerMode::Http => "http",
+            ListenerMode::Https => "https",
         }
     }
 }
@@ -361,6 +370,24 @@ impl LbConfig {
                         listener.mode.as_str()
                     ),
                 );
+            }
+            let l7 = matches!(listener.mode, ListenerMode::Http | ListenerMode::Https);
+            match (&listener.http, l7) {
+                (Some(_), false) => issues.add(
+                    format!("{key}.http"),
+                    format!(
+                        "[listener.http] needs mode = \"http\" or \"https\", not \"{}\"",
+                        listener.mode.as_str()
+                    ),
+                ),
+                (http, true) => crate::http_config::validate(
+                    &http.clone().unwrap_or_default(),
+                    listener.mode == ListenerMode::Https,
+                    &backends,
+                    &format!("{key}.http"),
+                    issues,
+                ),
+                (None, false) => {}
             }
             for (j, route) in listener.routes.iter().enumerate() {
                 let route_key = format!("{key}.route[{j}]");

@@ -3,12 +3,16 @@
 
 use crate::config::{LbConfig, Listener, ListenerMode};
 use crate::health;
-use crate::listener::{self, BindError, ListenerSlot};
+use crate::http_listener::HttpApp;
+use crate::http_metrics::HttpMetrics;
+use crate::http_proxy::HttpRouter;
+use crate::listener::{self, App, BindError, ListenerSlot};
 use crate::metrics::LbMetrics;
 use crate::pool::{Pool, ServerStates};
 use crate::proxy::{L4Proxy, Routing};
 use crate::sni::SniPattern;
 use crate::status::{LbStatus, Snapshot};
+use crate::tls_certs::{CertError, CertStore};
 use lab_daemon::metrics::StatusPage;
 use lab_daemon::{Daemon, DaemonConfig, Name};
 use prometheus_client::registry::Registry;
@@ -18,9 +22,15 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::task::TaskTracker;
 
+/// How often certificate files are checked for renewal.
+const CERT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
 pub struct LbDaemon {
     config: Arc<LbConfig>,
     metrics: LbMetrics,
+    http_metrics: HttpMetrics,
+    /// Certificates of the running `https` listeners, watched for renewal.
+    cert_stores: Vec<Arc<CertStore>>,
     states: ServerStates,
     pools: HashMap<Name, Arc<Pool>>,
     slots: Vec<ListenerSlot>,
@@ -38,6 +48,13 @@ pub enum LbError {
     UnknownBackend { listener: Name, backend: Name },
     #[error("listener `{listener}`: {problem}")]
     BadRoute { listener: Name, problem: String },
+    #[error("listener `{listener}`: {source}")]
+    Cert { listener: Name, source: CertError },
+    #[error("listener `{listener}`: TLS setup: {source}")]
+    Tls {
+        listener: Name,
+        source: rustls::Error,
+    },
 }
 
 impl LbDaemon {
@@ -55,6 +72,55 @@ impl LbDaemon {
             .iter()
             .map(|b| (b.name.clone(), Arc::new(Pool::new(b, states, metrics))))
             .collect()
+    }
+
+    /// An `http`/`https` listener's app; its certificate store, for watching, when `https`.
+    fn build_http(
+        &self,
+        listener: &Listener,
+        pools: &HashMap<Name, Arc<Pool>>,
+    ) -> Result<(Arc<App>, Option<Arc<CertStore>>), LbError> {
+        let default =
+            pools
+                .get(&listener.backend)
+                .cloned()
+                .ok_or_else(|| LbError::UnknownBackend {
+                    listener: listener.name.clone(),
+                    backend: listener.backend.clone(),
+                })?;
+        let http = listener.http.clone().unwrap_or_default();
+        let https = listener.mode == ListenerMode::Https;
+        let (tls, store) = if https {
+            let store = CertStore::load(&http.certs).map_err(|source| LbError::Cert {
+                listener: listener.name.clone(),
+                source,
+            })?;
+            let config =
+                crate::tls_certs::server_config(store.clone()).map_err(|source| LbError::Tls {
+                    listener: listener.name.clone(),
+                    source,
+                })?;
+            (Some(config), Some(store))
+        } else {
+            (None, None)
+        };
+        let router = HttpRouter::new(
+            listener.name.clone(),
+            https,
+            &http,
+            default,
+            pools,
+            self.http_metrics.clone(),
+        );
+        let app = HttpApp::new(
+            router,
+            tls,
+            listener.hello_timeout,
+            self.metrics.listener(listener.name.as_str()),
+            self.http_metrics.clone(),
+            listener.max_connections.map(|m| m as usize),
+        );
+        Ok((Arc::new(App::Http(Arc::new(app))), store))
     }
 
     fn build_proxy(
@@ -104,9 +170,19 @@ impl LbDaemon {
         let pools = Self::build_pools(&config, &mut states, &self.metrics);
         let mut proxies = Vec::with_capacity(config.listeners.len());
         let mut status_listeners = Vec::with_capacity(config.listeners.len());
+        let mut cert_stores = Vec::new();
         for listener in &config.listeners {
-            let proxy = self.build_proxy(listener, &pools)?;
-            status_listeners.push((listener.clone(), proxy.metrics.clone()));
+            let proxy = match listener.mode {
+                ListenerMode::Http | ListenerMode::Https => {
+                    let (app, store) = self.build_http(listener, &pools)?;
+                    cert_stores.extend(store);
+                    app
+                }
+                ListenerMode::Tcp | ListenerMode::TlsPassthrough => {
+                    Arc::new(App::L4(self.build_proxy(listener, &pools)?))
+                }
+            };
+            status_listeners.push((listener.clone(), proxy.metrics().clone()));
             proxies.push((listener.listen, proxy));
         }
         let mut new_sockets = HashMap::new();
@@ -131,7 +207,7 @@ impl LbDaemon {
         }
         for (address, proxy) in proxies {
             if let Some(socket) = new_sockets.remove(&address) {
-                tracing::info!(listener = %proxy.listener, %address, "listening");
+                tracing::info!(listener = %proxy.name(), %address, "listening");
                 kept.push(ListenerSlot::start(
                     socket,
                     address,
@@ -159,6 +235,7 @@ impl LbDaemon {
                 .collect(),
         });
         self.pools = pools;
+        self.cert_stores = cert_stores;
         self.config = config;
         Ok(())
     }
@@ -176,6 +253,8 @@ impl Daemon for LbDaemon {
     async fn start(config: Arc<LbConfig>, registry: &mut Registry) -> Result<Self, LbError> {
         let metrics =
             LbMetrics::register(registry.sub_registry_with_prefix(LbConfig::METRICS_PREFIX));
+        let http_metrics =
+            HttpMetrics::register(registry.sub_registry_with_prefix(LbConfig::METRICS_PREFIX));
         let empty = Arc::new(LbConfig {
             listeners: Vec::new(),
             backends: Vec::new(),
@@ -184,6 +263,8 @@ impl Daemon for LbDaemon {
         let mut daemon = Self {
             config: empty,
             metrics,
+            http_metrics,
+            cert_stores: Vec::new(),
             states: ServerStates::new(),
             pools: HashMap::new(),
             slots: Vec::new(),
@@ -234,6 +315,10 @@ impl LbDaemon {
             }
         }
         self.background.push(tokio::spawn(refresh_server_up(pools)));
+        for store in &self.cert_stores {
+            self.background
+                .push(tokio::spawn(store.clone().watch(CERT_POLL_INTERVAL)));
+        }
     }
 }
 

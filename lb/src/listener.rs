@@ -5,7 +5,8 @@
 //! connection runs to its end under a task tracker the drain waits on.
 
 use crate::client_socket::ClientSocket;
-use crate::metrics::Refusal;
+use crate::http_listener::HttpApp;
+use crate::metrics::{ListenerMetrics, Refusal};
 use crate::proxy::L4Proxy;
 use arc_swap::ArcSwap;
 use pingora_core::apps::ServerApp;
@@ -19,10 +20,39 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
+/// What a listener does with its connections: splice them (L4) or speak HTTP (L7).
+pub enum App {
+    L4(Arc<L4Proxy>),
+    Http(Arc<HttpApp>),
+}
+
+impl App {
+    pub fn metrics(&self) -> &ListenerMetrics {
+        match self {
+            App::L4(p) => &p.metrics,
+            App::Http(h) => &h.metrics,
+        }
+    }
+
+    fn max_connections(&self) -> Option<usize> {
+        match self {
+            App::L4(p) => p.max_connections,
+            App::Http(h) => h.max_connections,
+        }
+    }
+
+    pub fn name(&self) -> &lab_daemon::Name {
+        match self {
+            App::L4(p) => &p.listener,
+            App::Http(h) => &h.listener,
+        }
+    }
+}
+
 /// A bound socket with its accept loop.
 pub struct ListenerSlot {
     pub address: SocketAddr,
-    app: Arc<ArcSwap<L4Proxy>>,
+    app: Arc<ArcSwap<App>>,
     stop: watch::Sender<bool>,
     accept_loop: JoinHandle<()>,
 }
@@ -44,7 +74,7 @@ impl ListenerSlot {
     pub fn start(
         socket: TcpListener,
         address: SocketAddr,
-        app: Arc<L4Proxy>,
+        app: Arc<App>,
         connections: TaskTracker,
     ) -> Self {
         let app = Arc::new(ArcSwap::new(app));
@@ -59,7 +89,7 @@ impl ListenerSlot {
     }
 
     /// New connections go to `app`; established ones keep theirs.
-    pub fn replace_app(&self, app: Arc<L4Proxy>) {
+    pub fn replace_app(&self, app: Arc<App>) {
         self.app.store(app);
     }
 
@@ -81,7 +111,7 @@ impl Drop for OpenGuard {
 
 async fn accept_loop(
     socket: TcpListener,
-    app: Arc<ArcSwap<L4Proxy>>,
+    app: Arc<ArcSwap<App>>,
     mut stop: watch::Receiver<bool>,
     connections: TaskTracker,
 ) {
@@ -100,11 +130,16 @@ async fn accept_loop(
                 continue;
             }
         };
-        let proxy = app.load_full();
-        proxy.metrics.accepted.inc();
-        if let Some(limit) = proxy.max_connections {
+        let app = app.load_full();
+        app.metrics().accepted.inc();
+        if let Some(limit) = app.max_connections() {
             if open.load(Ordering::Relaxed) >= limit {
-                proxy.refuse_client(client, Refusal::Limit, "max_connections reached");
+                match &*app {
+                    App::L4(proxy) => {
+                        proxy.refuse_client(client, Refusal::Limit, "max_connections reached")
+                    }
+                    App::Http(_) => app.metrics().refused(Refusal::Limit),
+                }
                 drop(tcp);
                 continue;
             }
@@ -112,11 +147,17 @@ async fn accept_loop(
         open.fetch_add(1, Ordering::Relaxed);
         let guard = OpenGuard(open.clone());
         let _ = tcp.set_nodelay(true);
-        let stream: Stream = Box::new(ClientSocket::new(tcp, client));
+        let socket = ClientSocket::new(tcp, client);
         let shutdown = stop.clone();
         connections.spawn(async move {
             let _guard = guard;
-            proxy.process_new(stream, &shutdown).await;
+            match &*app {
+                App::L4(proxy) => {
+                    let stream: Stream = Box::new(socket);
+                    proxy.process_new(stream, &shutdown).await;
+                }
+                App::Http(http) => http.serve(socket, &shutdown).await,
+            }
         });
     }
 }

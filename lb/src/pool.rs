@@ -221,6 +221,39 @@ impl Pool {
         })
     }
 
+    /// For the HTTP proxy, which connects through pingora's pool: the server the algorithm picks
+    /// for `client` among those up and not in `tried`, and its index.
+    pub fn pick(&self, client: IpAddr, tried: &[usize]) -> Option<(usize, SocketAddr)> {
+        let now = clock::now_ms();
+        let eligible = |i: usize| !tried.contains(&i) && self.servers[i].state.available(now);
+        let i = self.balance.pick(client, &self.candidates, &eligible)?;
+        Some((i, self.candidates[i].address))
+    }
+
+    /// Further servers a request may try after a connect failure.
+    pub fn retries(&self) -> u32 {
+        self.retries
+    }
+
+    /// Server `i` failed to connect: it gets no new requests for the failure hold.
+    pub fn connect_failed(&self, i: usize, error: &str) {
+        let Some(server) = self.servers.get(i) else {
+            return;
+        };
+        server.metrics.connect_failures.inc();
+        server.metrics.up.set(0);
+        server
+            .state
+            .hold(clock::now_ms() + clock::ms(self.failure_hold));
+        tracing::warn!(
+            backend = %self.name,
+            server = %self.candidates[i].address,
+            error = %error,
+            hold = ?self.failure_hold,
+            "server failed to connect; holding it down"
+        );
+    }
+
     pub fn server_refs(&self) -> Vec<ServerRef> {
         self.candidates
             .iter()

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test file uses its own part
 
+pub mod web;
+
 use lab_tests::daemon_process::Started;
 use lab_tests::nginx::Nginx;
 use lab_tests::{http, ports, workspace};

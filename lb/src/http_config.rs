@@ -1,0 +1,203 @@
+//! `[listener.http]`: what `http` and `https` listeners add to a listener: routes by host and
+//! path, TLS certificates chosen by SNI, trusted proxies, timeouts and limits.
+
+use ipnet::IpNet;
+use lab_daemon::{Issues, Name};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpListener {
+    /// First match wins; requests matching none go to the listener's `backend`.
+    #[serde(default, rename = "route", skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<HttpRoute>,
+    /// `https`: certificate/key pairs; the first is served to clients whose SNI matches no
+    /// pair's `names`.
+    #[serde(default, rename = "cert", skip_serializing_if = "Vec::is_empty")]
+    pub certs: Vec<CertPair>,
+    /// Peers whose `X-Forwarded-For` is kept (and appended to); from anyone else it is replaced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<IpNet>,
+    /// How long a server may take to connect.
+    #[serde(
+        with = "humantime_serde",
+        default = "HttpListener::default_connect_timeout"
+    )]
+    pub upstream_connect_timeout: Duration,
+    /// How long a server may stay silent while answering (504 after).
+    #[serde(
+        with = "humantime_serde",
+        default = "HttpListener::default_response_timeout"
+    )]
+    pub upstream_response_timeout: Duration,
+    /// Largest request header (request line and fields) accepted; 431 beyond. pingora itself
+    /// stops reading at 1 MiB.
+    #[serde(default = "HttpListener::default_max_header_bytes")]
+    pub max_header_bytes: u32,
+    /// Requests served at once; more get 503 with `Retry-After`. Unlimited when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests: Option<u32>,
+}
+
+impl Default for HttpListener {
+    fn default() -> Self {
+        Self {
+            routes: Vec::new(),
+            certs: Vec::new(),
+            trusted_proxies: Vec::new(),
+            upstream_connect_timeout: Self::default_connect_timeout(),
+            upstream_response_timeout: Self::default_response_timeout(),
+            max_header_bytes: Self::default_max_header_bytes(),
+            max_requests: None,
+        }
+    }
+}
+
+impl HttpListener {
+    fn default_connect_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+
+    fn default_max_header_bytes() -> u32 {
+        32 * 1024
+    }
+
+    fn default_response_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+}
+
+/// `[[listener.http.route]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HttpRoute {
+    /// Exact host or `*.suffix`; any host when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Path prefix; `/` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Where matching requests go (unless `status` or `redirect_https` answers them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<Name>,
+    /// Answer with this status (and `body`) instead of proxying.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Answer plain-HTTP requests with a 308 to the same URL over https.
+    #[serde(default)]
+    pub redirect_https: bool,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub add_request_headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove_request_headers: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub add_response_headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove_response_headers: Vec<String>,
+    /// Largest request body accepted (413 beyond). Unlimited when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body: Option<u64>,
+}
+
+/// `[[listener.http.cert]]`: PEM files, re-read on reload and when they change on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertPair {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// SNI names (exact or `*.suffix`) this pair is served for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+}
+
+/// Checks `http` of a listener in `mode`, its issues under `key`.
+pub fn validate(
+    http: &HttpListener,
+    https: bool,
+    backends: &HashSet<&Name>,
+    key: &str,
+    issues: &mut Issues,
+) {
+    for (i, route) in http.routes.iter().enumerate() {
+        let route_key = format!("{key}.route[{i}]");
+        if let Some(host) = &route.host {
+            if let Err(problem) = crate::sni::SniPattern::parse(host) {
+                issues.add(format!("{route_key}.host"), problem);
+            }
+        }
+        if let Some(path) = &route.path {
+            if !path.starts_with('/') {
+                issues.add(format!("{route_key}.path"), "a path prefix starts with `/`");
+            }
+        }
+        match (&route.backend, route.status, route.redirect_https) {
+            (None, None, false) => issues.add(
+                route_key.clone(),
+                "a route needs a backend, a status or redirect_https",
+            ),
+            (Some(backend), _, _) if !backends.contains(backend) => issues.add(
+                format!("{route_key}.backend"),
+                format!("no [[backend]] is named `{backend}`"),
+            ),
+            _ => {}
+        }
+        if let Some(status) = route.status {
+            if !(100..=599).contains(&status) {
+                issues.add(
+                    format!("{route_key}.status"),
+                    "not an HTTP status (100-599)",
+                );
+            }
+        }
+        for (name, value) in route
+            .add_request_headers
+            .iter()
+            .chain(&route.add_response_headers)
+        {
+            if http::HeaderName::try_from(name.as_str()).is_err()
+                || http::HeaderValue::try_from(value.as_str()).is_err()
+            {
+                issues.add(
+                    format!("{route_key}.add_*_headers.{name}"),
+                    "not a valid header name and value",
+                );
+            }
+        }
+    }
+    if https && http.certs.is_empty() {
+        issues.add(
+            format!("{key}.cert"),
+            "mode = \"https\" needs at least one [[listener.http.cert]]",
+        );
+    }
+    if !https && !http.certs.is_empty() {
+        issues.add(format!("{key}.cert"), "certificates need mode = \"https\"");
+    }
+    for (i, pair) in http.certs.iter().enumerate() {
+        for (k, name) in pair.names.iter().enumerate() {
+            if let Err(problem) = crate::sni::SniPattern::parse(name) {
+                issues.add(format!("{key}.cert[{i}].names[{k}]"), problem);
+            }
+        }
+        if let Err(e) = crate::tls_certs::load_pair(pair) {
+            issues.add(format!("{key}.cert[{i}]"), e.to_string());
+        }
+    }
+    if http.max_header_bytes < 1024 || http.max_header_bytes > 1_048_575 {
+        issues.add(
+            format!("{key}.max_header_bytes"),
+            "must be between 1024 and 1048575 (pingora's own limit)",
+        );
+    }
+    if http.max_requests == Some(0) {
+        issues.add(
+            format!("{key}.max_requests"),
+            "0 would refuse every request; leave it out for no limit",
+        );
+    }
+}

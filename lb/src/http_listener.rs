@@ -1,0 +1,93 @@
+//! What an `http` or `https` listener does with an accepted connection: the TLS handshake
+//! (ours, with the SNI resolver) for `https`, then pingora's HTTP/1.1 or h2 session machinery
+//! with our [`HttpRouter`].
+
+use crate::client_socket::ClientSocket;
+use crate::http_metrics::HttpMetrics;
+use crate::http_proxy::HttpRouter;
+use crate::metrics::ListenerMetrics;
+use crate::tls_stream::{tls_version, TlsClient};
+use lab_daemon::Name;
+use pingora_core::apps::ServerApp;
+use pingora_core::protocols::Stream;
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::ShutdownWatch;
+use pingora_proxy::HttpProxy;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_rustls::TlsAcceptor;
+
+pub struct HttpApp {
+    pub listener: Name,
+    proxy: Arc<HttpProxy<HttpRouter>>,
+    tls: Option<TlsAcceptor>,
+    hello_timeout: Duration,
+    pub metrics: ListenerMetrics,
+    http_metrics: HttpMetrics,
+    pub max_connections: Option<usize>,
+}
+
+impl HttpApp {
+    pub fn new(
+        router: HttpRouter,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        hello_timeout: Duration,
+        metrics: ListenerMetrics,
+        http_metrics: HttpMetrics,
+        max_connections: Option<usize>,
+    ) -> Self {
+        let listener = router.listener.clone();
+        let conf = ServerConf {
+            // Retries are decided per request in `fail_to_connect`; this only bounds them.
+            max_retries: 16,
+            ..ServerConf::default()
+        };
+        let proxy = pingora_proxy::http_proxy(&Arc::new(conf), router);
+        Self {
+            listener,
+            proxy: Arc::new(proxy),
+            tls: tls.map(TlsAcceptor::from),
+            hello_timeout,
+            metrics,
+            http_metrics,
+            max_connections,
+        }
+    }
+
+    pub async fn serve(&self, socket: ClientSocket, shutdown: &ShutdownWatch) {
+        let stream: Stream = match &self.tls {
+            None => Box::new(socket),
+            Some(acceptor) => {
+                let peer = socket.peer;
+                match tokio::time::timeout(self.hello_timeout, acceptor.accept(socket)).await {
+                    Ok(Ok(tls)) => {
+                        let tls = TlsClient::new(tls);
+                        self.http_metrics
+                            .handshake(self.listener.as_str(), tls.version(), "ok");
+                        Box::new(tls)
+                    }
+                    Ok(Err(e)) => {
+                        self.http_metrics.handshake(
+                            self.listener.as_str(),
+                            tls_version(None),
+                            "failed",
+                        );
+                        tracing::info!(listener = %self.listener, client = %peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        self.http_metrics.handshake(
+                            self.listener.as_str(),
+                            tls_version(None),
+                            "timeout",
+                        );
+                        return;
+                    }
+                }
+            }
+        };
+        self.metrics.active.inc();
+        let _ = self.proxy.process_new(stream, shutdown).await;
+        self.metrics.active.dec();
+    }
+}

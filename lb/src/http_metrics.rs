@@ -1,0 +1,148 @@
+//! `lab_lb_http_*` and `lab_lb_tls_*`: what `http` and `https` listeners do per request.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub listener: String,
+    pub route: String,
+    pub backend: String,
+    pub method: String,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabel {
+    pub listener: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub backend: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReuseLabels {
+    pub backend: String,
+    pub reused: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub listener: String,
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    pub listener: String,
+    pub version: String,
+    pub result: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn request_histogram() -> Histogram {
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
+    ])
+}
+
+#[derive(Clone)]
+pub struct HttpMetrics {
+    pub requests: Family<RequestLabels, Counter>,
+    pub duration: HistogramFamily<ListenerLabel>,
+    pub upstream_duration: HistogramFamily<UpstreamLabels>,
+    pub upstream_connections: Family<ReuseLabels, Counter>,
+    pub errors: Family<ErrorLabels, Counter>,
+    pub tls_handshakes: Family<HandshakeLabels, Counter>,
+}
+
+impl HttpMetrics {
+    /// Registers on a registry already prefixed with `lab_lb`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(request_histogram),
+            upstream_duration: Family::new_with_constructor(request_histogram),
+            upstream_connections: Family::default(),
+            errors: Family::default(),
+            tls_handshakes: Family::default(),
+        };
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by listener, route, backend, method class and status class",
+            metrics.requests.clone(),
+        );
+        registry.register_with_unit(
+            "http_request_duration",
+            "Time from a request's arrival to the end of its response",
+            Unit::Seconds,
+            metrics.duration.clone(),
+        );
+        registry.register_with_unit(
+            "http_upstream_duration",
+            "Time from choosing a server to its response header",
+            Unit::Seconds,
+            metrics.upstream_duration.clone(),
+        );
+        registry.register(
+            "http_upstream_connections",
+            "Requests sent upstream, by whether a kept-alive connection was reused",
+            metrics.upstream_connections.clone(),
+        );
+        registry.register(
+            "http_errors",
+            "Requests answered with an error of the proxy's own (dead_upstream, no_server, timeout, limit, too_large, bad_request)",
+            metrics.errors.clone(),
+        );
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes on https listeners, by version and result",
+            metrics.tls_handshakes.clone(),
+        );
+        metrics
+    }
+
+    pub fn error(&self, listener: &str, kind: &str) {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                listener: listener.to_owned(),
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn handshake(&self, listener: &str, version: &str, result: &str) {
+        self.tls_handshakes
+            .get_or_create(&HandshakeLabels {
+                listener: listener.to_owned(),
+                version: version.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+}
+
+/// `GET`/`HEAD` are reads, the rest writes: a few label values whatever clients send.
+pub fn method_class(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS => "read",
+        _ => "write",
+    }
+}
+
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "none",
+    }
+}

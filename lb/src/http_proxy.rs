@@ -1,0 +1,621 @@
+//! The L7 proxy of `http` and `https` listeners, as pingora's [`ProxyHttp`]: route by host and
+//! path, answer fixed responses and redirects, add the forwarding headers, pick a server from
+//! the backend's pool (pingora keeps the upstream connections alive), map failures to 502, 503
+//! and 504, count and log every request.
+
+use crate::http_config::{HttpListener, HttpRoute};
+use crate::http_metrics::{
+    method_class, status_class, HttpMetrics, RequestLabels, ReuseLabels, UpstreamLabels,
+};
+use crate::pool::Pool;
+use crate::sni::SniPattern;
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use ipnet::IpNet;
+use lab_daemon::Name;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A route ready to match: parsed patterns, headers and its pool.
+struct Route {
+    /// For labels and the access log: `host+path` as configured.
+    label: String,
+    host: Option<SniPattern>,
+    path: String,
+    pool: Option<Arc<Pool>>,
+    status: Option<u16>,
+    body: Bytes,
+    redirect_https: bool,
+    add_request: Vec<(HeaderName, HeaderValue)>,
+    remove_request: Vec<String>,
+    add_response: Vec<(HeaderName, HeaderValue)>,
+    remove_response: Vec<String>,
+    max_body: Option<u64>,
+}
+
+fn headers(map: &std::collections::BTreeMap<String, String>) -> Vec<(HeaderName, HeaderValue)> {
+    // Validated at config load; an entry that still fails to parse is left out.
+    map.iter()
+        .filter_map(|(k, v)| {
+            Some((
+                HeaderName::try_from(k.as_str()).ok()?,
+                HeaderValue::try_from(v.as_str()).ok()?,
+            ))
+        })
+        .collect()
+}
+
+impl Route {
+    fn new(route: &HttpRoute, pools: &HashMap<Name, Arc<Pool>>) -> Self {
+        Self {
+            label: format!(
+                "{}{}",
+                route.host.as_deref().unwrap_or("*"),
+                route.path.as_deref().unwrap_or("/")
+            ),
+            host: route
+                .host
+                .as_deref()
+                .and_then(|h| SniPattern::parse(&h.to_ascii_lowercase()).ok()),
+            path: route.path.clone().unwrap_or_else(|| "/".into()),
+            pool: route.backend.as_ref().and_then(|b| pools.get(b).cloned()),
+            status: route.status,
+            body: Bytes::from(route.body.clone().unwrap_or_default()),
+            redirect_https: route.redirect_https,
+            add_request: headers(&route.add_request_headers),
+            remove_request: route.remove_request_headers.clone(),
+            add_response: headers(&route.add_response_headers),
+            remove_response: route.remove_response_headers.clone(),
+            max_body: route.max_body,
+        }
+    }
+
+    fn matches(&self, host: &str, path: &str) -> bool {
+        self.host.as_ref().is_none_or(|p| p.matches(host)) && path.starts_with(&self.path)
+    }
+}
+
+/// One listener's request handling; rebuilt on reload.
+pub struct HttpRouter {
+    pub listener: Name,
+    https: bool,
+    routes: Vec<Route>,
+    default: Arc<Pool>,
+    trusted: Vec<IpNet>,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    max_header_bytes: usize,
+    max_requests: Option<usize>,
+    in_flight: Arc<AtomicUsize>,
+    metrics: HttpMetrics,
+}
+
+impl HttpRouter {
+    pub fn new(
+        listener: Name,
+        https: bool,
+        http: &HttpListener,
+        default: Arc<Pool>,
+        pools: &HashMap<Name, Arc<Pool>>,
+        metrics: HttpMetrics,
+    ) -> Self {
+        Self {
+            listener,
+            https,
+            routes: http.routes.iter().map(|r| Route::new(r, pools)).collect(),
+            default,
+            trusted: http.trusted_proxies.clone(),
+            connect_timeout: http.upstream_connect_timeout,
+            response_timeout: http.upstream_response_timeout,
+            max_header_bytes: http.max_header_bytes as usize,
+            max_requests: http.max_requests.map(|m| m as usize),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            metrics,
+        }
+    }
+
+    fn route(&self, ctx: &Ctx) -> Option<&Route> {
+        ctx.route.and_then(|i| self.routes.get(i))
+    }
+
+    fn pool(&self, ctx: &Ctx) -> &Arc<Pool> {
+        self.route(ctx)
+            .and_then(|r| r.pool.as_ref())
+            .unwrap_or(&self.default)
+    }
+}
+
+/// Counts a request in flight until the request ends.
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub struct Ctx {
+    started: Instant,
+    client: IpAddr,
+    host: String,
+    route: Option<usize>,
+    tried: Vec<usize>,
+    server: Option<std::net::SocketAddr>,
+    upstream_started: Option<Instant>,
+    body_seen: u64,
+    /// Set when the proxy itself answered with an error, for the error counter.
+    error_kind: Option<&'static str>,
+    _in_flight: Option<InFlight>,
+}
+
+/// The host a request is for: `Host` (HTTP/1.1) or the URI's authority (h2), lower-case,
+/// without port.
+fn request_host(req: &RequestHeader) -> String {
+    let raw = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.host())
+        .unwrap_or("");
+    let without_port = match raw.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || raw.starts_with('[') => {
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                host
+            } else {
+                raw
+            }
+        }
+        _ => raw,
+    };
+    without_port.to_ascii_lowercase()
+}
+
+/// Requests whose body length is ambiguous (RFC 9112 §6.3): both `Content-Length` and
+/// `Transfer-Encoding`, or several `Content-Length` lines. pingora resolves the first by
+/// dropping `Content-Length`, but a server behind another hop may not; refusing both keeps any
+/// chain from disagreeing about where the next request starts. Read from the raw header bytes,
+/// as the parsed header is already normalised.
+fn ambiguous_length(raw: &[u8]) -> bool {
+    let mut lengths = 0;
+    let mut chunked = false;
+    for line in raw.split(|&b| b == b'\n').skip(1) {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let name = line[..colon].trim_ascii();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            lengths += 1;
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            chunked = true;
+        }
+    }
+    (chunked && lengths > 0) || lengths > 1
+}
+
+fn idempotent(method: &http::Method) -> bool {
+    matches!(
+        *method,
+        http::Method::GET
+            | http::Method::HEAD
+            | http::Method::OPTIONS
+            | http::Method::PUT
+            | http::Method::DELETE
+            | http::Method::TRACE
+    )
+}
+
+async fn respond(
+    session: &mut Session,
+    status: u16,
+    extra: &[(HeaderName, HeaderValue)],
+    body: Bytes,
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(extra.len() + 2))?;
+    for (name, value) in extra {
+        resp.insert_header(name.clone(), value.clone())?;
+    }
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    let empty = body.is_empty();
+    session.write_response_header(Box::new(resp), empty).await?;
+    if !empty {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
+fn forwarded_for(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for HttpRouter {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            started: Instant::now(),
+            client: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            host: String::new(),
+            route: None,
+            tried: Vec::new(),
+            server: None,
+            upstream_started: None,
+            body_seen: 0,
+            error_kind: None,
+            _in_flight: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        ctx.started = Instant::now();
+        if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
+            ctx.client = client.ip();
+        }
+        if let Some(limit) = self.max_requests {
+            if self.in_flight.fetch_add(1, Ordering::Relaxed) >= limit {
+                self.in_flight.fetch_sub(1, Ordering::Relaxed);
+                ctx.error_kind = Some("limit");
+                respond(
+                    session,
+                    503,
+                    &[(http::header::RETRY_AFTER, HeaderValue::from_static("1"))],
+                    Bytes::from_static(b"too many requests in flight\n"),
+                )
+                .await?;
+                return Ok(true);
+            }
+            ctx._in_flight = Some(InFlight(self.in_flight.clone()));
+        }
+        let raw = session.as_downstream().to_h1_raw();
+        if raw.len() > self.max_header_bytes {
+            ctx.error_kind = Some("too_large");
+            session.set_keepalive(None);
+            respond(
+                session,
+                431,
+                &[],
+                Bytes::from_static(b"request header too large\n"),
+            )
+            .await?;
+            return Ok(true);
+        }
+        if !session.is_http2() && ambiguous_length(&raw) {
+            ctx.error_kind = Some("bad_request");
+            session.set_keepalive(None);
+            respond(
+                session,
+                400,
+                &[],
+                Bytes::from_static(b"ambiguous request length\n"),
+            )
+            .await?;
+            return Ok(true);
+        }
+        let req = session.req_header();
+        ctx.host = request_host(req);
+        let path = req.uri.path().to_owned();
+        ctx.route = self.routes.iter().position(|r| r.matches(&ctx.host, &path));
+        let Some(route) = self.route(ctx) else {
+            return Ok(false);
+        };
+        if route.redirect_https && !self.https {
+            let target = format!(
+                "https://{}{}",
+                ctx.host,
+                req.uri.path_and_query().map_or("/", |p| p.as_str())
+            );
+            let location = HeaderValue::try_from(target)
+                .map_err(|_| Error::explain(ErrorType::HTTPStatus(400), "bad host"))?;
+            respond(
+                session,
+                308,
+                &[(http::header::LOCATION, location)],
+                Bytes::new(),
+            )
+            .await?;
+            return Ok(true);
+        }
+        if let Some(status) = route.status {
+            let body = route.body.clone();
+            let extra = route.add_response.clone();
+            respond(session, status, &extra, body).await?;
+            return Ok(true);
+        }
+        if let Some(max) = route.max_body {
+            let declared = req
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            if declared.is_some_and(|len| len > max) {
+                ctx.error_kind = Some("too_large");
+                session.set_keepalive(None);
+                respond(
+                    session,
+                    413,
+                    &[],
+                    Bytes::from_static(b"request body too large\n"),
+                )
+                .await?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        // Chunked bodies declare no length; count them as they come.
+        if let Some(chunk) = body {
+            ctx.body_seen += chunk.len() as u64;
+            if let Some(max) = self.route(ctx).and_then(|r| r.max_body) {
+                if ctx.body_seen > max {
+                    ctx.error_kind = Some("too_large");
+                    return Err(Error::explain(
+                        ErrorType::HTTPStatus(413),
+                        "request body too large",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let pool = self.pool(ctx);
+        let Some((i, address)) = pool.pick(ctx.client, &ctx.tried) else {
+            let kind = if ctx.tried.is_empty() {
+                "no_server"
+            } else {
+                "dead_upstream"
+            };
+            ctx.error_kind = Some(kind);
+            let status = if ctx.tried.is_empty() { 503 } else { 502 };
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(status),
+                format!("no server of backend `{}` to try", pool.name),
+            ));
+        };
+        ctx.tried.push(i);
+        ctx.server = Some(address);
+        ctx.upstream_started = Some(Instant::now());
+        let mut peer = HttpPeer::new(address, false, String::new());
+        peer.options.connection_timeout = Some(self.connect_timeout);
+        // An upgraded stream (WebSocket) may stay silent for as long as its users like.
+        if !session.is_upgrade_req() {
+            peer.options.read_timeout = Some(self.response_timeout);
+        }
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let pool = self.pool(ctx).clone();
+        if let Some(&i) = ctx.tried.last() {
+            pool.connect_failed(i, &e.to_string());
+        }
+        // Only a request the server never saw, and whose repetition is harmless, goes again.
+        let retries_used = ctx.tried.len().saturating_sub(1) as u32;
+        if idempotent(&session.req_header().method) && retries_used < pool.retries() {
+            e.set_retry(true);
+        }
+        ctx.error_kind = Some("dead_upstream");
+        e
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora_core::protocols::Digest>,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.error_kind = None;
+        self.metrics
+            .upstream_connections
+            .get_or_create(&ReuseLabels {
+                backend: self.pool(ctx).name.to_string(),
+                reused: reused.to_string(),
+            })
+            .inc();
+        Ok(())
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let trusted = self.trusted.iter().any(|net| net.contains(&ctx.client));
+        let client = ctx.client.to_string();
+        let proto = if self.https { "https" } else { "http" };
+        // From a trusted proxy the chain so far is kept and the peer appended; from anyone
+        // else whatever they claimed is dropped.
+        let xff = match upstream
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(chain) if trusted => format!("{chain}, {client}"),
+            _ => client.clone(),
+        };
+        upstream.insert_header("x-forwarded-for", xff)?;
+        upstream.insert_header("x-forwarded-proto", proto)?;
+        if !ctx.host.is_empty() {
+            upstream.insert_header("x-forwarded-host", ctx.host.as_str())?;
+        }
+        let mut element = format!("for={};proto={proto}", forwarded_for(ctx.client));
+        if !ctx.host.is_empty()
+            && ctx
+                .host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+        {
+            element.push_str(&format!(";host={}", ctx.host));
+        }
+        let forwarded = match upstream
+            .headers
+            .get(http::header::FORWARDED)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(chain) if trusted => format!("{chain}, {element}"),
+            _ => element,
+        };
+        upstream.insert_header(http::header::FORWARDED, forwarded)?;
+        if let Some(route) = self.route(ctx) {
+            for name in &route.remove_request {
+                upstream.remove_header(name.as_str());
+            }
+            for (name, value) in &route.add_request {
+                upstream.insert_header(name.clone(), value.clone())?;
+            }
+        }
+        let _ = session;
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(started) = ctx.upstream_started.take() {
+            self.metrics
+                .upstream_duration
+                .get_or_create(&UpstreamLabels {
+                    backend: self.pool(ctx).name.to_string(),
+                })
+                .observe(started.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(route) = self.route(ctx) {
+            for name in &route.remove_response {
+                response.remove_header(name.as_str());
+            }
+            for (name, value) in &route.add_response {
+                response.insert_header(name.clone(), value.clone())?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                if e.esource() == &ErrorSource::Upstream =>
+            {
+                ctx.error_kind = Some("timeout");
+                504
+            }
+            ErrorType::ConnectTimedout => {
+                ctx.error_kind = Some("dead_upstream");
+                502
+            }
+            _ => match e.esource() {
+                ErrorSource::Upstream => {
+                    ctx.error_kind.get_or_insert("dead_upstream");
+                    502
+                }
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => {
+                        ctx.error_kind.get_or_insert("bad_request");
+                        400
+                    }
+                },
+                _ => 500,
+            },
+        };
+        if code > 0 {
+            if let Err(write) = session.respond_error(code).await {
+                tracing::debug!(error = %write, "could not send the error response");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let req = session.req_header();
+        let route = self.route(ctx).map_or("default", |r| r.label.as_str());
+        let backend = match self.route(ctx) {
+            Some(r) if r.pool.is_none() => "-".to_string(),
+            _ => self.pool(ctx).name.to_string(),
+        };
+        let method = req.method.clone();
+        let elapsed = ctx.started.elapsed();
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                listener: self.listener.to_string(),
+                route: route.to_owned(),
+                backend: backend.clone(),
+                method: method_class(&method).to_owned(),
+                status: status_class(status).to_owned(),
+            })
+            .inc();
+        self.metrics
+            .duration
+            .get_or_create(&crate::http_metrics::ListenerLabel {
+                listener: self.listener.to_string(),
+            })
+            .observe(elapsed.as_secs_f64());
+        if let Some(kind) = ctx.error_kind {
+            if status >= 400 || e.is_some() {
+                self.metrics.error(self.listener.as_str(), kind);
+            }
+        }
+        tracing::info!(
+            target: "access",
+            listener = %self.listener,
+            client = %ctx.client,
+            method = %method,
+            host = %ctx.host,
+            path = %req.uri.path(),
+            status,
+            route,
+            backend = %backend,
+            server = %ctx.server.map_or_else(|| "-".to_string(), |s| s.to_string()),
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            error = %e.map_or_else(String::new, |e| e.to_string()),
+            "request"
+        );
+    }
+}

@@ -1,0 +1,167 @@
+//! Certificates for `https` listeners: PEM pairs loaded and checked, served by SNI through a
+//! rustls resolver whose set is swapped whole when the files change (an ACME renewal) or on
+//! reload. pingora's own rustls listener takes one certificate and no callbacks, hence ours.
+
+use crate::http_config::CertPair;
+use crate::sni::SniPattern;
+use arc_swap::ArcSwap;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("cannot read certificates from {path}: {reason}")]
+    Cert { path: PathBuf, reason: String },
+    #[error("cannot read a private key from {path}: {reason}")]
+    Key { path: PathBuf, reason: String },
+    #[error("{cert} and {key} do not belong together: {reason}")]
+    Mismatch {
+        cert: PathBuf,
+        key: PathBuf,
+        reason: String,
+    },
+}
+
+/// Reads and checks one pair. The key's contents never appear in an error.
+pub fn load_pair(pair: &CertPair) -> Result<Arc<CertifiedKey>, CertError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&pair.cert)
+        .and_then(|certs| certs.collect::<Result<_, _>>())
+        .map_err(|e| CertError::Cert {
+            path: pair.cert.clone(),
+            reason: e.to_string(),
+        })?;
+    if chain.is_empty() {
+        return Err(CertError::Cert {
+            path: pair.cert.clone(),
+            reason: "no CERTIFICATE block".into(),
+        });
+    }
+    let key = PrivateKeyDer::from_pem_file(&pair.key).map_err(|e| CertError::Key {
+        path: pair.key.clone(),
+        reason: e.to_string(),
+    })?;
+    let provider = rustls::crypto::ring::default_provider();
+    CertifiedKey::from_der(chain, key, &provider)
+        .map(Arc::new)
+        .map_err(|e| CertError::Mismatch {
+            cert: pair.cert.clone(),
+            key: pair.key.clone(),
+            reason: e.to_string(),
+        })
+}
+
+/// The pairs of one listener, as loaded.
+struct CertSet {
+    by_name: Vec<(SniPattern, Arc<CertifiedKey>)>,
+    default: Arc<CertifiedKey>,
+}
+
+fn load_set(pairs: &[CertPair]) -> Result<CertSet, CertError> {
+    let mut by_name = Vec::new();
+    let mut default = None;
+    for pair in pairs {
+        let key = load_pair(pair)?;
+        for name in &pair.names {
+            // Validated at config load; a pattern that fails here is skipped, not fatal.
+            if let Ok(pattern) = SniPattern::parse(name) {
+                by_name.push((pattern, key.clone()));
+            }
+        }
+        default.get_or_insert(key);
+    }
+    let default = default.ok_or_else(|| CertError::Cert {
+        path: PathBuf::new(),
+        reason: "no certificate configured".into(),
+    })?;
+    Ok(CertSet { by_name, default })
+}
+
+/// The resolver rustls asks for each handshake.
+pub struct CertStore {
+    pairs: Vec<CertPair>,
+    current: ArcSwap<CertSet>,
+}
+
+impl std::fmt::Debug for CertStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertStore")
+            .field("pairs", &self.pairs)
+            .finish()
+    }
+}
+
+impl CertStore {
+    pub fn load(pairs: &[CertPair]) -> Result<Arc<Self>, CertError> {
+        let set = load_set(pairs)?;
+        Ok(Arc::new(Self {
+            pairs: pairs.to_vec(),
+            current: ArcSwap::from_pointee(set),
+        }))
+    }
+
+    /// Re-reads the files; a broken set keeps the one in use.
+    pub fn reload(&self) {
+        match load_set(&self.pairs) {
+            Ok(set) => {
+                self.current.store(Arc::new(set));
+                tracing::info!("certificates re-read");
+            }
+            Err(e) => tracing::warn!(error = %e, "new certificates refused; keeping the old ones"),
+        }
+    }
+
+    fn modified(&self) -> Vec<Option<SystemTime>> {
+        self.pairs
+            .iter()
+            .flat_map(|p| [&p.cert, &p.key])
+            .map(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok())
+            .collect()
+    }
+
+    /// Polls the files' modification times; ACME clients replace them in place or by rename,
+    /// both of which change the time. Runs until aborted.
+    pub async fn watch(self: Arc<Self>, every: Duration) {
+        let mut seen = self.modified();
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let now = self.modified();
+            if now != seen {
+                seen = now;
+                self.reload();
+            }
+        }
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let set = self.current.load();
+        let chosen = hello
+            .server_name()
+            .and_then(|name| {
+                set.by_name
+                    .iter()
+                    .find(|(pattern, _)| pattern.matches(name))
+                    .map(|(_, key)| key.clone())
+            })
+            .unwrap_or_else(|| set.default.clone());
+        Some(chosen)
+    }
+}
+
+/// A TLS 1.2/1.3 server config offering h2 and http/1.1, certificates from `store`.
+pub fn server_config(store: Arc<CertStore>) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(store);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
