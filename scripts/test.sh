@@ -20,6 +20,8 @@ declare -A needs=(
   [udhcpc]=udhcpc                  # real DHCP clients that must get their reservation
   [nft]=nftables                   # the rendered ruleset, loaded in a namespace router
   [busybox]=busybox                # `nc` for the firewall matrix
+  [h2load]=nghttp2-client          # HTTP/2 load through lab-lb's https listener
+  [wrk]=wrk                        # HTTP keep-alive load in the lab-lb tests and bench
 )
 missing=()
 for command in "${!needs[@]}"; do

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test file uses its own part
 
+pub mod certs;
 pub mod web;
 
 use lab_tests::daemon_process::Started;

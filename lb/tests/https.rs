@@ -1,0 +1,255 @@
+//! `https` listeners: certificates chosen by SNI, renewed on disk under a live keep-alive
+//! connection, broken pairs refused; ALPN, HTTP/2 with curl and h2load.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use support::certs::{self, Pair};
+use support::web::{curl, EchoBackend};
+use support::{fetch_tls, Setup};
+
+fn https_config(setup: &Setup, web: &EchoBackend, pairs: &[(&Pair, &str)]) -> String {
+    let certs: String = pairs
+        .iter()
+        .map(|(p, names)| {
+            format!(
+                "[[listener.http.cert]]\ncert = \"{}\"\nkey = \"{}\"\nnames = [{names}]\n",
+                p.cert.display(),
+                p.key.display()
+            )
+        })
+        .collect();
+    setup.config(&format!(
+        "[[listener]]\nname = \"tls\"\nlisten = \"{}\"\nmode = \"https\"\nbackend = \"web\"\n\
+         [listener.http]\n{certs}\n\
+         [[backend]]\nname = \"web\"\nserver = [{{ address = \"{}\" }}]\n",
+        setup.lb, web.address
+    ))
+}
+
+#[test]
+fn certificate_by_sni_default_for_unknown_alpn_and_http2() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = certs::make(dir.path(), "a", "a.test", "first");
+    let b = certs::make(dir.path(), "b", "b.test", "second");
+    let web = EchoBackend::start("web");
+    let setup = Setup::new();
+    let _lb = setup.start(&https_config(
+        &setup,
+        &web,
+        &[(&a, "\"a.test\""), (&b, "\"b.test\", \"*.b.test\"")],
+    ));
+
+    let (body, subject) = fetch_tls(setup.lb, "a.test");
+    assert!(subject.contains("CN=a.test"), "{subject}");
+    assert!(body.contains("proto=https fhost=a.test"), "{body}");
+    let (_, subject) = fetch_tls(setup.lb, "b.test");
+    assert!(subject.contains("CN=b.test"), "{subject}");
+    let (_, subject) = fetch_tls(setup.lb, "x.b.test");
+    assert!(subject.contains("CN=b.test"), "{subject}");
+    let (_, subject) = fetch_tls(setup.lb, "unknown.test");
+    assert!(subject.contains("CN=a.test"), "default: {subject}");
+
+    // ALPN: h2 preferred, http/1.1 offered; nothing older than TLS 1.2.
+    let s_client = |args: &[&str]| {
+        let output = Command::new("openssl")
+            .args(["s_client", "-connect", &setup.lb.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let out = s_client(&["-servername", "b.test", "-alpn", "h2,http/1.1"]);
+    assert!(out.contains("ALPN protocol: h2"), "{out}");
+    let out = s_client(&["-servername", "b.test", "-alpn", "http/1.1"]);
+    assert!(out.contains("ALPN protocol: http/1.1"), "{out}");
+    let out = s_client(&["-servername", "b.test", "-tls1_1"]);
+    assert!(out.contains("Cipher is (NONE)"), "TLS 1.1 must fail: {out}");
+
+    let (status, headers, body) = curl(
+        &[
+            "--http2",
+            "--insecure",
+            "--resolve",
+            &format!("a.test:{}:127.0.0.1", setup.lb.port()),
+        ],
+        &format!("https://a.test:{}/h2", setup.lb.port()),
+    );
+    assert_eq!(status, 200);
+    assert!(headers.starts_with("HTTP/2 200"), "{headers}");
+    assert!(body.contains("uri=/h2"), "{body}");
+
+    let output = Command::new("h2load")
+        .args(["-n", "400", "-c", "4", "-m", "8"])
+        .arg(format!("https://127.0.0.1:{}/", setup.lb.port()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("400 succeeded, 0 failed"), "h2load:\n{text}");
+    assert!(text.contains("h2"), "{text}");
+    assert!(
+        setup.metric(
+            "lab_lb_tls_handshakes_total{listener=\"tls\",version=\"TLSv1.3\",result=\"ok\"}"
+        ) >= 8.0
+    );
+}
+
+/// An `openssl s_client` holding one TLS connection, requests written to it by hand.
+struct HeldConnection {
+    child: std::process::Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl HeldConnection {
+    fn open(setup: &Setup, name: &str) -> Self {
+        let mut child = Command::new("openssl")
+            .args(["s_client", "-quiet", "-connect", &setup.lb.to_string()])
+            .args(["-servername", name, "-alpn", "http/1.1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// Sends a GET and returns the body line (the backend's one-line answer).
+    fn get(&mut self, path: &str) -> String {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        write!(stdin, "GET {path} HTTP/1.1\r\nHost: a.test\r\n\r\n").unwrap();
+        stdin.flush().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .expect("no answer on the held connection");
+            if line.starts_with("web ") {
+                return line;
+            }
+        }
+    }
+}
+
+impl Drop for HeldConnection {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_subject(setup: &Setup, want: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, subject) = fetch_tls(setup.lb, "a.test");
+        if subject.contains(want) || Instant::now() > deadline {
+            return subject;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn renewal_on_disk_under_a_held_connection_and_broken_pair_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = certs::make(dir.path(), "live", "a.test", "v1");
+    let web = EchoBackend::start("web");
+    let setup = Setup::new();
+    let _lb = setup.start(&https_config(&setup, &web, &[(&live, "\"a.test\"")]));
+    assert!(wait_subject(&setup, "O=v1").contains("O=v1"));
+
+    let mut held = HeldConnection::open(&setup, "a.test");
+    assert!(held.get("/before").contains("uri=/before"));
+
+    let renewed = certs::make(dir.path(), "renewed", "a.test", "v2");
+    certs::install(&renewed, &live);
+    let subject = wait_subject(&setup, "O=v2");
+    assert!(subject.contains("O=v2"), "new handshakes: {subject}");
+    assert!(held.get("/after").contains("uri=/after"), "held connection");
+
+    // A certificate with someone else's key: refused, v2 stays.
+    let other = certs::make(dir.path(), "other", "a.test", "v3");
+    let broken = certs::make(dir.path(), "broken", "a.test", "v3");
+    let mismatched = Pair {
+        cert: other.cert.clone(),
+        key: broken.key.clone(),
+    };
+    certs::install(&mismatched, &live);
+    std::thread::sleep(Duration::from_millis(2500));
+    let (_, subject) = fetch_tls(setup.lb, "a.test");
+    assert!(subject.contains("O=v2"), "after a broken pair: {subject}");
+    assert!(held.get("/still").contains("uri=/still"));
+
+    // A SIGHUP with the broken pair on disk is refused whole; the v2 certificate is served on.
+    let mut lb = _lb;
+    let config = std::fs::read_to_string(&lb.config_path).unwrap();
+    let status = lb.reload(&config);
+    assert!(
+        status.contains("refused") || status.contains("kept"),
+        "{status}"
+    );
+    let (_, subject) = fetch_tls(setup.lb, "a.test");
+    assert!(subject.contains("O=v2"), "after refused reload: {subject}");
+}
+
+#[test]
+fn bad_certificates_are_a_clear_error_at_check_and_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = certs::make(dir.path(), "a", "a.test", "x");
+    let b = certs::make(dir.path(), "b", "b.test", "x");
+    let mismatched = Pair {
+        cert: a.cert.clone(),
+        key: b.key.clone(),
+    };
+    let missing = Pair {
+        cert: dir.path().join("nope.crt"),
+        key: a.key.clone(),
+    };
+    let garbage = dir.path().join("garbage.key");
+    std::fs::write(&garbage, "not a key").unwrap();
+    let not_a_key = Pair {
+        cert: a.cert.clone(),
+        key: garbage,
+    };
+    let web = EchoBackend::start("web");
+    for (pair, expect) in [
+        (&mismatched, "do not belong together"),
+        (&missing, "cannot read certificates"),
+        (&not_a_key, "cannot read a private key"),
+    ] {
+        let setup = Setup::new();
+        let file = dir.path().join("lb.toml");
+        std::fs::write(&file, https_config(&setup, &web, &[(pair, "\"a.test\"")])).unwrap();
+        for command in ["check", "run"] {
+            let mut invocation = Command::new(support::BIN);
+            match command {
+                "check" => invocation.arg("check").arg(&file),
+                _ => invocation.arg("run").arg("--config").arg(&file),
+            };
+            let output = invocation.output().unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(78), "{command}: {stderr}");
+            assert!(
+                stderr.contains("listener[0].http.cert[0]"),
+                "{command}: {stderr}"
+            );
+            assert!(stderr.contains(expect), "{command}: {stderr}");
+            assert!(!stderr.contains("PRIVATE KEY"), "{stderr}");
+        }
+    }
+}
