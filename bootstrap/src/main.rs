@@ -21,11 +21,15 @@ enum Command {
         #[arg(value_name = "FILE", default_value = "lab.toml")]
         file: PathBuf,
     },
-    /// Write the host's files (dnsmasq, nftables, sysctl, units) under DIR as they go on the host
+    /// Write the host's files (dnsmasq, nftables, sysctl, units, Talos snippets) under DIR as
+    /// they go on the host, and the talosconfig and VPN client configs in the state directory
     Render {
         /// Where `/` of the host is: `/` to install, any directory to look first
         #[arg(long, value_name = "DIR", default_value = "/")]
         root: PathBuf,
+        /// Secrets and generated client configs (0700); default DIR/var/lib/lab-bootstrap
+        #[arg(long, value_name = "STATE")]
+        state: Option<PathBuf>,
         /// The lab description
         #[arg(value_name = "FILE", default_value = "lab.toml")]
         file: PathBuf,
@@ -89,7 +93,12 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Validate { file } => cli::check_file::<Lab>("lab-bootstrap", &file),
-        Command::Render { root, file } => render(&root, &file),
+        Command::Render { root, state, file } => {
+            let state = state.unwrap_or_else(|| {
+                root.join(render::state::DEFAULT_STATE_DIR.trim_start_matches('/'))
+            });
+            render(&root, &state, &file)
+        }
         Command::Plan(args) => proxmox::cli::run(proxmox::cli::Op::Plan, &args),
         Command::Apply(args) => proxmox::cli::run(proxmox::cli::Op::Apply, &args),
         Command::Destroy(args) => proxmox::cli::run(proxmox::cli::Op::Destroy, &args),
@@ -127,7 +136,7 @@ fn local_result(result: Result<(), local::LocalError>) -> ExitCode {
     }
 }
 
-fn render(root: &Path, file: &Path) -> ExitCode {
+fn render(root: &Path, state: &Path, file: &Path) -> ExitCode {
     let lab = match load::<Lab>(file) {
         Ok(lab) => lab,
         Err(e) => {
@@ -137,19 +146,16 @@ fn render(root: &Path, file: &Path) -> ExitCode {
             return exit::code(exit::CONFIG);
         }
     };
-    let files = match render::host_files(&lab) {
-        Ok(files) => files,
-        Err(e) => {
-            eprintln!("lab-bootstrap: {}: {e}", file.display());
-            return exit::code(exit::CONFIG);
-        }
-    };
-    match render::files::write_tree(root, &files) {
+    match render::state::render_all(&lab, root, state) {
         Ok(written) => {
             for (path, outcome) in written {
                 println!("{outcome:>9} {}", path.display());
             }
             ExitCode::SUCCESS
+        }
+        Err(e) if e.is_config() => {
+            eprintln!("lab-bootstrap: {}: {e}", file.display());
+            exit::code(exit::CONFIG)
         }
         Err(e) => {
             eprintln!("lab-bootstrap: cannot write: {e}");

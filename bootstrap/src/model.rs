@@ -80,6 +80,10 @@ pub struct Proxmox {
     pub storage: String,
     /// Storage with the `snippets` and `vztmpl` content types (cloud-init, container templates).
     pub file_storage: String,
+    /// Where `file_storage` keeps its files on the host (its `path` in storage.cfg); only
+    /// Proxmox's own `local` (`/var/lib/vz`) is known without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_storage_path: Option<std::path::PathBuf>,
     /// The host's memory; what the machines ask for must fit with `host_reserve_mib` to spare.
     pub memory_mib: u32,
     #[serde(default = "Proxmox::default_host_reserve_mib")]
@@ -87,6 +91,15 @@ pub struct Proxmox {
 }
 
 impl Proxmox {
+    /// The directory of `file_storage` on the host, when known.
+    pub fn file_storage_dir(&self) -> Option<std::path::PathBuf> {
+        match &self.file_storage_path {
+            Some(path) => Some(path.clone()),
+            None if self.file_storage == "local" => Some("/var/lib/vz".into()),
+            None => None,
+        }
+    }
+
     /// What Proxmox itself, ZFS ARC limits aside, needs to stay responsive.
     pub const DEFAULT_HOST_RESERVE_MIB: u32 = 2048;
 
@@ -270,6 +283,7 @@ impl ConfigFile for Lab {
         self.validate_roles(issues);
         self.validate_cluster(issues);
         self.validate_memory(issues);
+        self.validate_storage(issues);
         self.validate_vpn(issues);
         self.validate_peers(issues);
         self.validate_lb(issues);
@@ -636,6 +650,23 @@ impl Lab {
                 );
             }
             ranges.push((field.to_owned(), net));
+        }
+    }
+
+    fn validate_storage(&self, issues: &mut Issues) {
+        match &self.proxmox.file_storage_path {
+            Some(path) if !path.is_absolute() => issues.add(
+                "proxmox.file_storage_path",
+                format!("`{}` is not an absolute path", path.display()),
+            ),
+            None if self.proxmox.file_storage_dir().is_none() => issues.add(
+                "proxmox.file_storage_path",
+                format!(
+                    "where does storage `{}` keep its files? Its `path` from /etc/pve/storage.cfg is needed for the Talos cloud-init snippets",
+                    self.proxmox.file_storage
+                ),
+            ),
+            _ => {}
         }
     }
 

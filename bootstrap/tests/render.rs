@@ -9,16 +9,38 @@ use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_lab-bootstrap");
 
-const EXPECTED: [&str; 8] = [
+/// What render writes and reports, sorted.
+const EXPECTED: [&str; 16] = [
     "etc/lab/dnsmasq-vmbr1.conf",
     "etc/lab/dnsmasq-vmbr2.conf",
     "etc/lab/lab.nft",
     "etc/sysctl.d/90-lab.conf",
     "etc/systemd/system/lab-dnsmasq@.service",
     "etc/systemd/system/lab-network.service",
+    "var/lib/lab-bootstrap/talosconfig",
+    "var/lib/lab-bootstrap/vpn-clients/laptop.conf",
     "var/lib/lab/containers/lb/etc/lab-lb/lb.toml",
+    "var/lib/lab/containers/vpn/etc/lab-vpn/private.key",
     "var/lib/lab/containers/vpn/etc/lab-vpn/vpn.toml",
+    "var/lib/vz/snippets/lab-cp1.yaml",
+    "var/lib/vz/snippets/lab-cp2.yaml",
+    "var/lib/vz/snippets/lab-cp3.yaml",
+    "var/lib/vz/snippets/lab-w1.yaml",
+    "var/lib/vz/snippets/lab-w2.yaml",
 ];
+
+/// State made once and kept (not reported as rendered files).
+const STATE: [&str; 3] = [
+    "var/lib/lab-bootstrap/talos-admin.yaml",
+    "var/lib/lab-bootstrap/talos-secrets.yaml",
+    "var/lib/lab-bootstrap/vpn-gateway.key",
+];
+
+fn expected_tree() -> Vec<PathBuf> {
+    let mut all: Vec<PathBuf> = EXPECTED.iter().chain(&STATE).map(PathBuf::from).collect();
+    all.sort();
+    all
+}
 
 /// Runs `render --root root` on the example lab; returns stdout's lines.
 fn render(root: &Path) -> Vec<String> {
@@ -70,10 +92,10 @@ fn render_writes_every_file_under_root_once() {
         "{first:#?}"
     );
 
-    let expected: Vec<PathBuf> = EXPECTED.iter().map(PathBuf::from).collect();
+    let expected = expected_tree();
     assert_eq!(tree(&root), expected);
     // Nothing beside the root: no stray temporary files or backups outside it.
-    assert_eq!(tree(outer.path()).len(), EXPECTED.len());
+    assert_eq!(tree(outer.path()).len(), expected.len());
 
     let second = render(&root);
     assert_eq!(second.len(), EXPECTED.len());

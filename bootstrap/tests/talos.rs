@@ -7,15 +7,17 @@ use lab_bootstrap::model::{NetworkId, Role};
 use lab_bootstrap::talos::{self, Secrets};
 use lab_bootstrap::Lab;
 use lab_tests::workspace;
-use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use talos_schema::{documents, TalosSchema};
 use x509_parser::prelude::*;
 
-const SCHEMA: &str = "talos/config.schema.v1.13.9.json";
+#[path = "support/talos_schema.rs"]
+mod talos_schema;
+
 const OID_ED25519: &str = "1.3.101.112";
 const OID_EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
 const OID_P256: &str = "1.2.840.10045.3.1.7";
@@ -33,69 +35,6 @@ fn secrets() -> &'static (tempfile::TempDir, Secrets) {
         let secrets = Secrets::load_or_generate(&dir.path().join("state")).unwrap();
         (dir, secrets)
     })
-}
-
-/// The schema's document kinds: (`apiVersion`, `kind`) to the definition that describes it; the
-/// `v1alpha1` config (no `kind`) under (`v1alpha1`, "").
-struct TalosSchema {
-    root: Value,
-    kinds: HashMap<(String, String), String>,
-}
-
-impl TalosSchema {
-    fn load() -> Self {
-        let path = workspace::reference_path(SCHEMA);
-        let root: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        let mut kinds = HashMap::new();
-        for alternative in root["oneOf"].as_array().unwrap() {
-            let reference = alternative["$ref"].as_str().unwrap();
-            let name = reference.strip_prefix("#/$defs/").unwrap().to_owned();
-            let properties = &root["$defs"][&name]["properties"];
-            let first = |key: &str| properties[key]["enum"][0].as_str().map(str::to_owned);
-            let key = match (first("apiVersion"), first("kind"), first("version")) {
-                (Some(api), Some(kind), _) => (api, kind),
-                (None, None, Some(version)) => (version, String::new()),
-                other => panic!("{name}: unexpected document shape {other:?}"),
-            };
-            kinds.insert(key, name);
-        }
-        Self { root, kinds }
-    }
-
-    /// Errors of `document` against the definition its `apiVersion`/`kind` (or `version`) names.
-    fn errors(&self, document: &Value) -> Vec<String> {
-        let key = match document.get("kind") {
-            Some(kind) => (
-                document["apiVersion"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-                kind.as_str().unwrap_or_default().to_owned(),
-            ),
-            None => (
-                document["version"].as_str().unwrap_or_default().to_owned(),
-                String::new(),
-            ),
-        };
-        let Some(definition) = self.kinds.get(&key) else {
-            return vec![format!("no document kind {key:?} in the schema")];
-        };
-        let mut schema = self.root.clone();
-        let object = schema.as_object_mut().unwrap();
-        object.remove("oneOf");
-        object.insert("$ref".into(), format!("#/$defs/{definition}").into());
-        let validator = jsonschema::validator_for(&schema).unwrap();
-        validator
-            .iter_errors(document)
-            .map(|e| format!("{definition} at {}: {e}", e.instance_path()))
-            .collect()
-    }
-}
-
-fn documents(yaml: &str) -> Vec<Value> {
-    serde_norway::Deserializer::from_str(yaml)
-        .map(|d| Value::deserialize(d).unwrap())
-        .collect()
 }
 
 fn configs() -> Vec<(String, Vec<Value>)> {

@@ -8,6 +8,7 @@ pub mod dnsmasq;
 pub mod files;
 pub mod guest_routes;
 pub mod nftables;
+pub mod state;
 pub mod sysctl;
 
 use crate::model::{Lab, NetworkId, Role};

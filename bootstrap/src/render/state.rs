@@ -1,0 +1,192 @@
+//! What render and apply write that depends on state kept between runs: the Talos machine
+//! configs as cloud-init snippets, the admin's talosconfig, the vpn gateway's key and the peers'
+//! client configs. The state directory (0700, files 0600) holds the Talos secrets bundle and
+//! the gateway key; both are made once and never again, since a new bundle locks users out of
+//! their cluster and a new key out of the VPN.
+
+use super::containers::{staged_path, VPN_PORT, VPN_PRIVATE_KEY};
+use super::files::{write_atomic, Outcome, WriteError};
+use super::{role_address, RenderError, RenderedFile};
+use crate::model::{Lab, NetworkId, Role};
+use crate::talos::{self, AdminCredentials, MachineConfigError, Secrets, SecretsError};
+use ipnet::{IpNet, Ipv4Net};
+use lab_vpn::client_config::ClientConfig;
+use lab_vpn::key::PrivateKey;
+use std::fs::DirBuilder;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+/// The state directory on the host.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/lab-bootstrap";
+pub const TALOSCONFIG: &str = "talosconfig";
+pub const VPN_KEY: &str = "vpn-gateway.key";
+pub const CLIENTS_DIR: &str = "vpn-clients";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    #[error(transparent)]
+    MachineConfig(#[from] MachineConfigError),
+    #[error("the talosconfig: {0}")]
+    Talosconfig(String),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {reason}; move it away to make a new key (every peer then needs the new gateway key)", path.display())]
+    BadKey { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("[proxmox] file_storage `{0}` has no known path; set proxmox.file_storage_path")]
+    NoStoragePath(String),
+}
+
+/// The cloud-init user-data snippet of Talos node `name`, where `cicustom` points
+/// (`<file_storage>:snippets/lab-<name>.yaml`).
+pub fn snippet_path(lab: &Lab, name: &str) -> Result<PathBuf, StateError> {
+    let dir = lab
+        .proxmox
+        .file_storage_dir()
+        .ok_or_else(|| StateError::NoStoragePath(lab.proxmox.file_storage.clone()))?;
+    Ok(dir.join("snippets").join(format!("lab-{name}.yaml")))
+}
+
+fn private_dir(dir: &Path) -> Result<(), StateError> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| StateError::Io {
+            path: dir.to_owned(),
+            source,
+        })
+}
+
+/// The gateway's key from the state directory, made on first use.
+fn gateway_key(state: &Path) -> Result<PrivateKey, StateError> {
+    let path = state.join(VPN_KEY);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let bytes =
+                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text.trim())
+                    .map_err(|e| StateError::BadKey {
+                        path: path.clone(),
+                        reason: format!("not base64: {e}"),
+                    })?;
+            let bytes: [u8; 32] = bytes.try_into().map_err(|_| StateError::BadKey {
+                path: path.clone(),
+                reason: "not a 32-byte key".to_owned(),
+            })?;
+            Ok(PrivateKey::from_bytes(bytes))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = PrivateKey::generate();
+            write_atomic(
+                &path,
+                format!("{}\n", key.expose_base64()).as_bytes(),
+                0o600,
+            )?;
+            Ok(key)
+        }
+        Err(source) => Err(StateError::Io { path, source }),
+    }
+}
+
+/// Files that go on the host (under `--root`): the snippets, and the gateway key staged for
+/// the vpn container. All 0600: machine configs of control planes carry the cluster's CA keys.
+pub fn host_files(lab: &Lab, state: &Path) -> Result<Vec<RenderedFile>, StateError> {
+    private_dir(state)?;
+    let secrets = Secrets::load_or_generate(state)?;
+    let mut out = Vec::new();
+    for (name, config) in talos::machine_configs(lab, &secrets)? {
+        out.push(RenderedFile {
+            path: snippet_path(lab, &name)?,
+            contents: config,
+            mode: 0o600,
+        });
+    }
+    out.push(RenderedFile {
+        path: staged_path(lab, Role::Vpn, VPN_PRIVATE_KEY),
+        contents: format!("{}\n", gateway_key(state)?.expose_base64()),
+        mode: 0o600,
+    });
+    Ok(out)
+}
+
+/// Files of the state directory itself: the talosconfig and one wg-quick config per peer
+/// (without its private key, which only the peer has).
+pub fn state_files(lab: &Lab, state: &Path) -> Result<Vec<(PathBuf, String)>, StateError> {
+    private_dir(state)?;
+    let secrets = Secrets::load_or_generate(state)?;
+    let admin = AdminCredentials::load_or_generate(state, &secrets)?;
+    let talosconfig = talos::talosconfig(lab, &secrets, &admin)
+        .map_err(|e| StateError::Talosconfig(e.to_string()))?;
+    let mut out = vec![(state.join(TALOSCONFIG), talosconfig)];
+    let gateway = gateway_key(state)?.public_key();
+    let endpoint = format!(
+        "{}:{VPN_PORT}",
+        role_address(lab, Role::Vpn, NetworkId::Net0)?
+    );
+    for peer in &lab.vpn.peers {
+        let config = ClientConfig {
+            name: peer.name.to_string(),
+            private_key: None,
+            address: IpNet::V4(Ipv4Net::from(peer.address)),
+            dns: Vec::new(),
+            gateway_key: gateway,
+            preshared_key: None,
+            endpoint: endpoint.clone(),
+            allowed_ips: vec![
+                IpNet::V4(lab.vpn.tunnel),
+                IpNet::V4(lab.networks.net1.cidr),
+                IpNet::V4(lab.networks.net2.cidr),
+            ],
+            keepalive: Some(25),
+        };
+        out.push((
+            state.join(CLIENTS_DIR).join(format!("{}.conf", peer.name)),
+            config.to_string(),
+        ));
+    }
+    Ok(out)
+}
+
+/// Writes [`state_files`] 0600 in 0700 directories; unchanged files are left alone.
+pub fn write_state_files(lab: &Lab, state: &Path) -> Result<Vec<(PathBuf, Outcome)>, StateError> {
+    let files = state_files(lab, state)?;
+    private_dir(&state.join(CLIENTS_DIR))?;
+    let mut out = Vec::new();
+    for (path, contents) in files {
+        let outcome = write_atomic(&path, contents.as_bytes(), 0o600)?;
+        out.push((path, outcome));
+    }
+    Ok(out)
+}
+
+/// Everything `render --root` writes: the host files and the snippets under `root`, the state
+/// files in `state`.
+pub fn render_all(
+    lab: &Lab,
+    root: &Path,
+    state: &Path,
+) -> Result<Vec<(PathBuf, Outcome)>, StateError> {
+    let mut files = super::host_files(lab)?;
+    files.extend(host_files(lab, state)?);
+    let mut written = super::files::write_tree(root, &files)?;
+    written.extend(write_state_files(lab, state)?);
+    Ok(written)
+}
+
+impl StateError {
+    /// Whether lab.toml is at fault (rather than the system).
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            StateError::Render(_) | StateError::NoStoragePath(_) | StateError::MachineConfig(_)
+        )
+    }
+}
