@@ -266,3 +266,76 @@ fn upstream_keep_alive_reuse_in_metrics() {
     assert_eq!(reused + fresh, 10.0);
     assert!(reused >= 8.0, "reused {reused}, new {fresh}");
 }
+
+#[test]
+fn concurrent_request_limit_503_with_retry_after() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_address = silent.local_addr().unwrap();
+    let _holder = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming() {
+            held.push(stream);
+        }
+    });
+    let setup = Setup::new();
+    let _lb = setup.start(&setup.config(&format!(
+        "{}{}",
+        listener(
+            &setup,
+            "http",
+            "max_requests = 1\nupstream_response_timeout = \"3s\""
+        ),
+        backend("web", &[silent_address], "")
+    )));
+    let lb = setup.lb;
+    let hanging = std::thread::spawn(move || curl(&[], &format!("http://{lb}/")));
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, headers, _) = curl(&[], &url(&setup, "/"));
+    assert_eq!(status, 503);
+    assert!(
+        headers.to_ascii_lowercase().contains("retry-after: 1"),
+        "{headers}"
+    );
+    assert_eq!(hanging.join().unwrap().0, 504);
+}
+
+#[test]
+fn idempotent_requests_retry_on_another_server_after_a_connect_failure() {
+    let web = EchoBackend::start("web");
+    let dead = ports::free_tcp();
+    let setup = Setup::new();
+    let _lb = setup.start(&setup.config(&format!(
+        "{}{}",
+        listener(&setup, "http", ""),
+        backend(
+            "web",
+            &[dead, web.address],
+            "balance = \"round-robin\"\nretries = 1\nfailure_hold = \"30s\""
+        )
+    )));
+    for _ in 0..4 {
+        let (status, _, body) = curl(&[], &url(&setup, "/"));
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+#[test]
+fn non_idempotent_requests_are_not_retried() {
+    let web = EchoBackend::start("web");
+    let dead = ports::free_tcp();
+    let setup = Setup::new();
+    let _lb = setup.start(&setup.config(&format!(
+        "{}{}",
+        listener(&setup, "http", ""),
+        backend(
+            "web",
+            &[dead, web.address],
+            "balance = \"round-robin\"\nretries = 1\nfailure_hold = \"30s\""
+        )
+    )));
+    let statuses: Vec<u16> = (0..2)
+        .map(|_| curl(&["--data", "x"], &url(&setup, "/")).0)
+        .collect();
+    assert!(statuses.contains(&502), "{statuses:?}");
+    assert!(statuses.contains(&200), "{statuses:?}");
+}

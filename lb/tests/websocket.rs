@@ -1,0 +1,137 @@
+//! WebSocket through an `http` listener: the upgrade passes, frames echo both ways, the stream
+//! outlives the upstream response timeout and a reload.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+use support::Setup;
+
+/// Reads one HTTP header block.
+fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).unwrap(), 1, "closed in header");
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// Reads one frame; returns its payload, unmasked.
+fn read_frame(stream: &mut TcpStream) -> Vec<u8> {
+    let mut head = [0u8; 2];
+    stream.read_exact(&mut head).unwrap();
+    let masked = head[1] & 0x80 != 0;
+    let len = (head[1] & 0x7f) as usize;
+    assert!(len < 126, "test frames are short");
+    let mut mask = [0u8; 4];
+    if masked {
+        stream.read_exact(&mut mask).unwrap();
+    }
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).unwrap();
+    if masked {
+        for (i, b) in payload.iter_mut().enumerate() {
+            *b ^= mask[i % 4];
+        }
+    }
+    payload
+}
+
+/// A text frame; masked as a client must (RFC 6455 §5.3).
+fn frame(payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mut out = vec![
+        0x81,
+        payload.len() as u8 | if mask.is_some() { 0x80 } else { 0 },
+    ];
+    match mask {
+        Some(mask) => {
+            out.extend_from_slice(&mask);
+            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        }
+        None => out.extend_from_slice(payload),
+    }
+    out
+}
+
+/// An echo server: answers the upgrade with 101, then sends every text frame back.
+fn echo_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let head = read_head(&mut stream);
+                assert!(
+                    head.to_ascii_lowercase().contains("upgrade: websocket"),
+                    "{head}"
+                );
+                // The proxy does not check the accept key; a fixed one is enough here.
+                stream
+                    .write_all(
+                        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                          Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+                    )
+                    .unwrap();
+                loop {
+                    let mut head = [0u8; 1];
+                    if stream.peek(&mut head).map_or(true, |n| n == 0) {
+                        break;
+                    }
+                    let payload = read_frame(&mut stream);
+                    if stream.write_all(&frame(&payload, None)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    address
+}
+
+#[test]
+fn websocket_echo_outlives_response_timeout_and_reload() {
+    let server = echo_server();
+    let setup = Setup::new();
+    let config = |extra: &str| {
+        setup.config(&format!(
+            "[[listener]]\nname = \"web\"\nlisten = \"{}\"\nmode = \"http\"\nbackend = \"ws\"\n\
+             [listener.http]\nupstream_response_timeout = \"1s\"\n{extra}\n\
+             [[backend]]\nname = \"ws\"\nserver = [{{ address = \"{server}\" }}]\n",
+            setup.lb
+        ))
+    };
+    let mut lb = setup.start(&config(""));
+    let mut client = TcpStream::connect(setup.lb).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    client
+        .write_all(
+            b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .unwrap();
+    let head = read_head(&mut client);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+
+    let mut echo = |text: &str| {
+        client
+            .write_all(&frame(text.as_bytes(), Some([1, 2, 3, 4])))
+            .unwrap();
+        String::from_utf8(read_frame(&mut client)).unwrap()
+    };
+    assert_eq!(echo("hello"), "hello");
+    // Quiet for longer than the upstream response timeout: an open stream, not a slow answer.
+    std::thread::sleep(Duration::from_millis(1600));
+    assert_eq!(echo("still here"), "still here");
+    let status = lb.reload(&config(
+        "[[listener.http.route]]\npath = \"/other\"\nstatus = 404\n",
+    ));
+    assert!(!status.contains("refused"), "{status}");
+    assert_eq!(echo("after reload"), "after reload");
+}
