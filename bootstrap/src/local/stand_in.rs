@@ -15,6 +15,8 @@ use tokio_rustls::TlsAcceptor;
 
 /// Header naming the stand-in in every answer.
 pub const HEADER: &str = "x-lab-stand-in";
+/// Header with the address the connection came from, as the stand-in saw it (after any NAT).
+pub const CLIENT_HEADER: &str = "x-lab-client";
 
 /// What the node would serve, by role: kube-apiserver and Talos API on control planes, ingress
 /// on workers, something to reach on the manager.
@@ -46,7 +48,7 @@ fn tls_config(name: &str) -> Result<Arc<rustls::ServerConfig>, LocalError> {
     Ok(Arc::new(config))
 }
 
-async fn answer<S>(stream: S, name: Arc<str>)
+async fn answer<S>(stream: S, name: Arc<str>, client: SocketAddr)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -55,6 +57,7 @@ where
         async move {
             hyper::Response::builder()
                 .header(HEADER, &*name)
+                .header(CLIENT_HEADER, client.ip().to_string())
                 .header("content-type", "text/plain")
                 .body(Full::new(Bytes::from(format!("{name}\n"))))
         }
@@ -85,17 +88,17 @@ pub fn serve(name: &str, http: &[u16], tls: &[u16]) -> Result<(), LocalError> {
             let (name, acceptor) = (name.clone(), acceptor.clone());
             tasks.push(tokio::spawn(async move {
                 loop {
-                    let Ok((stream, _)) = listener.accept().await else {
+                    let Ok((stream, client)) = listener.accept().await else {
                         continue;
                     };
                     let (name, acceptor) = (name.clone(), acceptor.clone());
                     tokio::spawn(async move {
                         if secure {
                             if let Ok(stream) = acceptor.accept(stream).await {
-                                answer(stream, name).await;
+                                answer(stream, name, client).await;
                             }
                         } else {
-                            answer(stream, name).await;
+                            answer(stream, name, client).await;
                         }
                     });
                 }

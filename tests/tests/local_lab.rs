@@ -1,0 +1,394 @@
+//! The end-to-end suite: `lab-bootstrap up --local --connect` builds the lab of
+//! configs/lab.toml in namespaces, with the real dnsmasq, nft, lab-lb, lab-vpn and a
+//! wireguard-go admin client; this test checks it as a user would, cell by cell of DESIGN.md's
+//! policy matrix, and `down` removes it, even when an assertion fails.
+
+use lab_tests::binaries::workspace_bin;
+use lab_tests::netns::Netns;
+use lab_tests::workspace;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// The lab under test; `down` on drop, whatever happened.
+struct LocalLab {
+    name: String,
+    bin: PathBuf,
+}
+
+impl LocalLab {
+    fn bootstrap(&self, args: &[&str]) -> Output {
+        Command::new(&self.bin).args(args).output().unwrap()
+    }
+
+    fn ns(&self, machine: &str) -> String {
+        format!("{}-{machine}", self.name)
+    }
+
+    fn state(&self) -> PathBuf {
+        PathBuf::from("/run/lab-bootstrap").join(&self.name)
+    }
+}
+
+impl Drop for LocalLab {
+    fn drop(&mut self) {
+        let _ = self.bootstrap(&["down", "--local", "--name", &self.name]);
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `curl` from namespace `ns`: the body, or None if the connection failed or timed out.
+fn curl(ns: &str, extra: &[&str], url: &str) -> Option<String> {
+    let output = Command::new("ip")
+        .args(["netns", "exec", ns, "curl", "-s", "-k", "--max-time", "3"])
+        .args(extra)
+        .arg(url)
+        .output()
+        .unwrap();
+    output
+        .status
+        .success()
+        .then(|| text(&output.stdout).trim().to_owned())
+}
+
+/// The `x-lab-client` header a stand-in answered with: the address it saw the request from.
+fn seen_client(ns: &str, extra: &[&str], url: &str) -> Option<String> {
+    let headers = curl(ns, &[extra, &["-D", "-", "-o", "/dev/null"]].concat(), url)?;
+    headers.lines().find_map(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix("x-lab-client:")
+            .map(|v| v.trim().to_owned())
+    })
+}
+
+fn ip_in(ns: &str, args: &[&str]) -> String {
+    let output = Command::new("ip")
+        .args(["-n", ns])
+        .args(args)
+        .output()
+        .unwrap();
+    text(&output.stdout)
+}
+
+/// Polls `condition` for up to `timeout`.
+fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    condition()
+}
+
+/// A probe machine of the test's own on net2 (no machine of the example lab is on net2 alone):
+/// a namespace plugged into the lab's vmbr2 with an address from the lab's dnsmasq.
+fn net2_probe(lab: &LocalLab) -> Netns {
+    let probe = Netns::new("net2probe");
+    let host = lab.ns("host");
+    let port = format!("p{}", std::process::id() % 100000);
+    Command::new("ip")
+        .args(["-n", &host, "link", "add", &port, "type", "veth"])
+        .args(["peer", "name", "eth0", "netns", &probe.name])
+        .status()
+        .unwrap();
+    for args in [
+        vec!["-n", &host, "link", "set", &port, "master", "vmbr2", "up"],
+        vec!["-n", &probe.name, "link", "set", "eth0", "up"],
+    ] {
+        assert!(Command::new("ip").args(&args).status().unwrap().success());
+    }
+    let script = lab.state().join("udhcpc.script");
+    probe.run(&[
+        "udhcpc",
+        "-i",
+        "eth0",
+        "-f",
+        "-q",
+        "-n",
+        "-t",
+        "10",
+        "-T",
+        "1",
+        "-s",
+        script.to_str().unwrap(),
+    ]);
+    probe.run(&["ip", "route", "add", "default", "via", "10.10.2.1"]);
+    probe
+}
+
+#[test]
+fn the_local_lab_comes_up_works_as_designed_and_goes_away() {
+    let lab = LocalLab {
+        name: format!("labt{}", std::process::id() % 100000),
+        bin: workspace_bin("lab-bootstrap"),
+    };
+    let config = workspace::config_path("lab.toml");
+    let config = config.to_str().unwrap();
+    let up = lab.bootstrap(&["up", "--local", "--connect", "--name", &lab.name, config]);
+    let printed = text(&up.stdout);
+    assert!(
+        up.status.success(),
+        "up failed:\n{printed}\n{}",
+        text(&up.stderr)
+    );
+    for machine in ["lb", "vpn", "manager", "cp1", "cp2", "cp3", "w1", "w2"] {
+        let row = printed
+            .lines()
+            .find(|l| l.starts_with(&format!("{machine} ")))
+            .unwrap_or_else(|| panic!("no row for {machine}:\n{printed}"));
+        assert!(row.ends_with("healthy"), "{row}");
+    }
+
+    // Every machine got its reserved address from dnsmasq: on the interface, and as a lease.
+    let leases = std::fs::read_to_string(lab.state().join("dnsmasq-vmbr1.leases")).unwrap()
+        + &std::fs::read_to_string(lab.state().join("dnsmasq-vmbr2.leases")).unwrap();
+    for (machine, interface, address) in [
+        ("vpn", "eth1", "10.10.1.2"),
+        ("lb", "eth1", "10.10.2.2"),
+        ("manager", "eth0", "10.10.1.5"),
+        ("cp1", "eth0", "10.10.1.11"),
+        ("cp1", "eth1", "10.10.2.11"),
+        ("cp3", "eth1", "10.10.2.13"),
+        ("w2", "eth0", "10.10.1.22"),
+        ("w2", "eth1", "10.10.2.22"),
+    ] {
+        let shown = ip_in(
+            &lab.ns(machine),
+            &["-4", "-o", "address", "show", "dev", interface],
+        );
+        assert!(
+            shown.contains(&format!("{address}/24")),
+            "{machine} {interface}: {shown}"
+        );
+        assert!(
+            leases.contains(&format!(" {address} {machine} ")),
+            "no lease for {machine} {address}:\n{leases}"
+        );
+    }
+
+    let outside = lab.ns("outside");
+    let manager = lab.ns("manager");
+    // The outside without the tunnel: its own routes into the lab, through eth0.
+    let direct = ["--interface", "eth0"];
+
+    // From outside: ingress through lab-lb, balanced over the workers' stand-ins.
+    let mut workers = BTreeSet::new();
+    for _ in 0..6 {
+        workers.insert(curl(&outside, &direct, "http://192.168.1.50/").expect("no ingress"));
+    }
+    assert_eq!(workers, BTreeSet::from(["w1".to_owned(), "w2".to_owned()]));
+    let tls = curl(&outside, &direct, "https://192.168.1.50/").expect("no TLS ingress");
+    assert!(tls == "w1" || tls == "w2", "{tls}");
+
+    // Policy matrix. net0 / outside: LB yes (above), VPN yes (below), net1 no, net2 no.
+    assert_eq!(
+        curl(&outside, &direct, "http://10.10.1.5/"),
+        None,
+        "outside reached net1"
+    );
+    assert_eq!(curl(&outside, &direct, "https://10.10.1.11:50000/"), None);
+    assert_eq!(
+        curl(&outside, &direct, "http://10.10.2.21/"),
+        None,
+        "outside reached net2"
+    );
+
+    // VPN peers (the wireguard-go client): net1 yes, net2 yes, the LB's API on net2 yes.
+    assert_eq!(
+        curl(&outside, &[], "http://10.10.1.5/").as_deref(),
+        Some("manager")
+    );
+    let talos = curl(&outside, &[], "https://10.10.1.11:50000/");
+    assert_eq!(
+        talos.as_deref(),
+        Some("cp1"),
+        "Talos API on net1 through the VPN"
+    );
+    assert_eq!(
+        curl(&outside, &[], "http://10.10.2.21/").as_deref(),
+        Some("w1")
+    );
+    let api = curl(&outside, &[], "https://10.10.2.2:6443/").expect("no API via the VPN");
+    assert!(api.starts_with("cp"), "{api}");
+    // Peers keep their tunnel addresses (no masquerade): the host routes the tunnel back.
+    let peer_source = seen_client(&outside, &[], "http://10.10.1.5/").unwrap();
+    assert!(peer_source.starts_with("10.10.100."), "{peer_source}");
+    let wg = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.ns("vpn"),
+            "wg",
+            "show",
+            &format!("{}wg", lab.name),
+            "dump",
+        ])
+        .output()
+        .unwrap();
+    let dump = text(&wg.stdout);
+    let admin = dump
+        .lines()
+        .skip(1)
+        .find(|l| l.split('\t').nth(3) == Some("10.10.100.3/32") || l.contains(&peer_source))
+        .unwrap_or_else(|| panic!("no admin peer in wg show:\n{dump}"));
+    let handshake: u64 = admin.split('\t').nth(4).unwrap().parse().unwrap();
+    assert!(handshake > 0, "no handshake: {admin}");
+
+    // An internet server on the outside, to see who reaches it and as what.
+    let internet = lab.bootstrap(&["--help"]); // binary runs; the stand-in is its subcommand
+    assert!(internet.status.success());
+    let mut server = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &outside,
+            lab.bin.to_str().unwrap(),
+            "stand-in",
+            "internet",
+        ])
+        .args(["--http", "8080"])
+        .spawn()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(10), || curl(
+        &outside,
+        &[],
+        "http://127.0.0.1:8080/"
+    )
+    .is_some()));
+
+    // net1: LB yes, net1 yes, net2 yes, internet yes through NAT (seen as the host's address).
+    let ingress = curl(&manager, &[], "http://192.168.1.50/").expect("net1 to the LB");
+    assert!(ingress == "w1" || ingress == "w2");
+    assert_eq!(
+        curl(&manager, &[], "https://10.10.1.12:50000/").as_deref(),
+        Some("cp2")
+    );
+    assert_eq!(
+        curl(&manager, &[], "http://10.10.2.22/").as_deref(),
+        Some("w2")
+    );
+    assert_eq!(
+        seen_client(&manager, &[], "http://192.168.1.1:8080/").as_deref(),
+        Some("192.168.1.10"),
+        "net1 to the internet is not masqueraded behind the host"
+    );
+
+    // net2: net1 no (replies only), net2 yes, internet yes through NAT.
+    let probe = net2_probe(&lab);
+    let probe_address = ip_in(&probe.name, &["-4", "-o", "address", "show", "dev", "eth0"]);
+    assert!(
+        probe_address.contains("10.10.2.1") && !probe_address.contains("10.10.2.2/"),
+        "an unknown MAC gets a dynamic address from the range: {probe_address}"
+    );
+    assert_eq!(
+        curl(&probe.name, &[], "http://10.10.1.5/"),
+        None,
+        "net2 reached net1"
+    );
+    assert_eq!(
+        curl(&probe.name, &[], "http://10.10.2.21/").as_deref(),
+        Some("w1")
+    );
+    assert_eq!(
+        seen_client(&probe.name, &[], "http://192.168.1.1:8080/").as_deref(),
+        Some("192.168.1.10")
+    );
+    // VPN peers to the internet: no (the gateway forwards peers only to net1 and net2).
+    let peers_out = curl(
+        &outside,
+        &["--interface", &format!("{}wc", lab.name)],
+        "http://192.168.1.1:8080/",
+    );
+    assert_eq!(
+        peers_out, None,
+        "a VPN peer reached the internet through the gateway"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+
+    // Metrics, scraped from net1 as Prometheus would, pass promtool.
+    for url in [
+        "http://10.10.2.2:8404/metrics",
+        "http://10.10.1.2:9586/metrics",
+    ] {
+        let body = curl(&manager, &[], url).unwrap_or_else(|| panic!("cannot scrape {url}"));
+        // `curl` above trims; the exposition format ends with a newline.
+        lab_tests::promtool::check_metrics(&format!("{body}\n"))
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+    }
+
+    // A control plane's API stand-in stops: health checks take it out, the API stays up.
+    let pid: i32 = std::fs::read_to_string(lab.state().join("pids/stand-in-cp1.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    // Whatever the backend is called: cp1's API server, held down.
+    let series = "server=\"10.10.2.11:6443\"} 0";
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            curl(&manager, &[], "http://10.10.2.2:8404/metrics").is_some_and(|m| {
+                m.lines()
+                    .any(|l| l.starts_with("lab_lb_server_up{") && l.ends_with(series))
+            })
+        }),
+        "cp1 not marked down"
+    );
+    for _ in 0..6 {
+        let answer = curl(&manager, &[], "https://10.10.2.2:6443/").expect("the API went down");
+        assert!(answer == "cp2" || answer == "cp3", "{answer}");
+    }
+    let status = lab.bootstrap(&["status", "--local", "--name", &lab.name]);
+    let status_text = text(&status.stdout);
+    assert!(
+        status_text.contains("stand-in for control-plane"),
+        "{status_text}"
+    );
+    let cp1_row = status_text.lines().find(|l| l.starts_with("cp1 ")).unwrap();
+    assert!(cp1_row.contains("DOWN"), "{cp1_row}");
+
+    // `up` again is harmless; `down` removes everything, twice.
+    let again = lab.bootstrap(&["up", "--local", "--name", &lab.name, config]);
+    assert!(again.status.success());
+    assert!(text(&again.stdout).contains("already up"));
+    drop(probe);
+    for _ in 0..2 {
+        let down = lab.bootstrap(&["down", "--local", "--name", &lab.name]);
+        assert!(down.status.success(), "{}", text(&down.stderr));
+    }
+    let namespaces = text(
+        &Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert!(
+        !namespaces.contains(&format!("{}-", lab.name)),
+        "namespaces left: {namespaces}"
+    );
+    assert!(!lab.state().exists());
+    assert!(!PathBuf::from(format!("/var/run/wireguard/{}wg.sock", lab.name)).exists());
+    let processes = text(
+        &Command::new("ps")
+            .args(["-eo", "args"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert!(
+        !processes.contains(&lab.state().display().to_string()),
+        "processes left:\n{processes}"
+    );
+}
