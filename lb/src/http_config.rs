@@ -33,6 +33,19 @@ pub struct HttpListener {
         default = "HttpListener::default_response_timeout"
     )]
     pub upstream_response_timeout: Duration,
+    /// How long a client may leave a request body (or an upgraded stream's reads from the
+    /// client, before the upgrade) idle.
+    #[serde(
+        with = "humantime_serde",
+        default = "HttpListener::default_client_body_timeout"
+    )]
+    pub client_body_timeout: Duration,
+    /// How long an HTTP/1.1 connection may wait idle for its next request.
+    #[serde(
+        with = "humantime_serde",
+        default = "HttpListener::default_keepalive_timeout"
+    )]
+    pub keepalive_timeout: Duration,
     /// Largest request header (request line and fields) accepted; 431 beyond. pingora itself
     /// stops reading at 1 MiB.
     #[serde(default = "HttpListener::default_max_header_bytes")]
@@ -50,6 +63,8 @@ impl Default for HttpListener {
             trusted_proxies: Vec::new(),
             upstream_connect_timeout: Self::default_connect_timeout(),
             upstream_response_timeout: Self::default_response_timeout(),
+            client_body_timeout: Self::default_client_body_timeout(),
+            keepalive_timeout: Self::default_keepalive_timeout(),
             max_header_bytes: Self::default_max_header_bytes(),
             max_requests: None,
         }
@@ -59,6 +74,14 @@ impl Default for HttpListener {
 impl HttpListener {
     fn default_connect_timeout() -> Duration {
         Duration::from_secs(5)
+    }
+
+    fn default_client_body_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+
+    fn default_keepalive_timeout() -> Duration {
+        Duration::from_secs(75)
     }
 
     fn default_max_header_bytes() -> u32 {
@@ -193,6 +216,16 @@ pub fn validate(
             format!("{key}.max_header_bytes"),
             "must be between 1024 and 1048575 (pingora's own limit)",
         );
+    }
+    for (field, value) in [
+        ("client_body_timeout", http.client_body_timeout),
+        ("keepalive_timeout", http.keepalive_timeout),
+        ("upstream_connect_timeout", http.upstream_connect_timeout),
+        ("upstream_response_timeout", http.upstream_response_timeout),
+    ] {
+        if value.is_zero() {
+            issues.add(format!("{key}.{field}"), "must be longer than 0s");
+        }
     }
     if http.max_requests == Some(0) {
         issues.add(

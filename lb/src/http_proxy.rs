@@ -93,6 +93,9 @@ pub struct HttpRouter {
     connect_timeout: Duration,
     response_timeout: Duration,
     max_header_bytes: usize,
+    client_body_timeout: Duration,
+    /// Whole seconds, as pingora takes them; at least 1.
+    keepalive_secs: u64,
     max_requests: Option<usize>,
     in_flight: Arc<AtomicUsize>,
     metrics: HttpMetrics,
@@ -116,6 +119,8 @@ impl HttpRouter {
             connect_timeout: http.upstream_connect_timeout,
             response_timeout: http.upstream_response_timeout,
             max_header_bytes: http.max_header_bytes as usize,
+            client_body_timeout: http.client_body_timeout,
+            keepalive_secs: http.keepalive_timeout.as_secs().max(1),
             max_requests: http.max_requests.map(|m| m as usize),
             in_flight: Arc::new(AtomicUsize::new(0)),
             metrics,
@@ -261,6 +266,15 @@ impl ProxyHttp for HttpRouter {
         ctx.started = Instant::now();
         if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
             ctx.client = client.ip();
+        }
+        session.set_read_timeout(Some(self.client_body_timeout));
+        // pingora keeps a connection the client wants kept without an idle limit of its own.
+        let keeps_alive = session
+            .as_downstream()
+            .as_http1()
+            .is_some_and(|h1| h1.get_keepalive_timeout().is_some());
+        if keeps_alive {
+            session.set_keepalive(Some(self.keepalive_secs));
         }
         if let Some(limit) = self.max_requests {
             if self.in_flight.fetch_add(1, Ordering::Relaxed) >= limit {

@@ -339,3 +339,65 @@ fn non_idempotent_requests_are_not_retried() {
     assert!(statuses.contains(&502), "{statuses:?}");
     assert!(statuses.contains(&200), "{statuses:?}");
 }
+
+#[test]
+fn idle_keep_alive_and_idle_body_are_closed() {
+    use std::io::{Read, Write};
+    let web = EchoBackend::start("web");
+    let setup = Setup::new();
+    let _lb = setup.start(&setup.config(&format!(
+        "{}{}",
+        listener(
+            &setup,
+            "http",
+            "keepalive_timeout = \"1s\"\nclient_body_timeout = \"1s\""
+        ),
+        backend("web", &[web.address], "")
+    )));
+    let mut client = std::net::TcpStream::connect(setup.lb).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let mut answer = Vec::new();
+    // The whole response: the backend's line ends with `gone=` and a newline.
+    while !String::from_utf8_lossy(&answer).ends_with("gone=\n") {
+        let n = client.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
+    let idle = std::time::Instant::now();
+    assert_eq!(client.read(&mut buf).unwrap(), 0, "closed when idle");
+    let waited = idle.elapsed();
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+
+    // A body that stops coming: the request ends instead of holding a slot forever.
+    let mut client = std::net::TcpStream::connect(setup.lb).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    client
+        .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly some")
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    while let Ok(n) = client.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    let _ = got;
+}

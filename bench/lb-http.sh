@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# lab-lb against HAProxy and nginx as HTTP proxies (L7), side by side in one run, on loopback:
+# the same nginx backend, one proxy thread each, upstream keep-alive on for all three. Loads:
+#   keep-alive    wrk, persistent client connections
+#   new-conn      wrk with `Connection: close`: a TCP connection per request
+#   h2            h2load over TLS (ALPN h2), TLS terminated by each proxy
+# Prints requests/s, p99 latency and ours/theirs for each. Last line, machine-readable
+# (keep-alive, ours against the better of the two):
+#   RESULT lb-http ours/best=<ratio> p99_ours_ms=<x> p99_best_ms=<y>
+# Targets run in ROUNDS interleaved rounds; medians are reported. Each load runs DURATION
+# seconds; everything it starts is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-5}
+ROUNDS=${ROUNDS:-3}
+CONNECTIONS=${CONNECTIONS:-64}
+H2_REQUESTS=${H2_REQUESTS:-50000}
+
+declare -A needs=([haproxy]=haproxy [nginx]=nginx-light [wrk]=wrk [h2load]=nghttp2-client [curl]=curl [openssl]=openssl)
+missing=()
+for command in "${!needs[@]}"; do command -v "$command" >/dev/null || missing+=("${needs[$command]}"); done
+if ((${#missing[@]})); then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+cargo build --release -q -p lab-lb
+LB=target/release/lab-lb
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; [[ -n ${KEEP:-} ]] || rm -rf "$work"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "nothing on port $1 (logs in $work)" >&2; KEEP=1; exit 1; }
+
+backend=$(free_port); metrics=$(free_port)
+ours=$(free_port); ours_tls=$(free_port)
+haproxy_port=$(free_port); haproxy_tls=$(free_port)
+nginx_port=$(free_port); nginx_tls=$(free_port)
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -keyout "$work/key.pem" -out "$work/cert.pem" -subj /CN=bench.test \
+  -addext subjectAltName=DNS:bench.test >/dev/null 2>&1
+cat "$work/cert.pem" "$work/key.pem" > "$work/combined.pem"
+
+# The backend: nginx answering a small body, two workers so it is not the bottleneck.
+mkdir -p "$work/backend"
+cat > "$work/backend/nginx.conf" <<CONF
+worker_processes 2; daemon off; pid $work/backend/nginx.pid; error_log $work/backend/error.log;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
+  client_body_temp_path $work/backend; proxy_temp_path $work/backend; fastcgi_temp_path $work/backend;
+  uwsgi_temp_path $work/backend; scgi_temp_path $work/backend;
+  server { listen 127.0.0.1:$backend; location / { return 200 "ok\n"; } } }
+CONF
+nginx -p "$work/backend" -c "$work/backend/nginx.conf" & pids+=($!)
+
+cat > "$work/lb.toml" <<CONF
+[log]
+level = "warn"
+[metrics]
+listen = "127.0.0.1:$metrics"
+[runtime]
+worker_threads = 1
+[[listener]]
+name = "http"
+listen = "127.0.0.1:$ours"
+mode = "http"
+backend = "web"
+[[listener]]
+name = "https"
+listen = "127.0.0.1:$ours_tls"
+mode = "https"
+backend = "web"
+[[listener.http.cert]]
+cert = "$work/cert.pem"
+key = "$work/key.pem"
+[[backend]]
+name = "web"
+server = [{ address = "127.0.0.1:$backend" }]
+CONF
+"$LB" run --config "$work/lb.toml" 2>"$work/lb.log" & pids+=($!)
+
+cat > "$work/haproxy.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 8192
+defaults
+  mode http
+  option http-keep-alive
+  http-reuse always
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend http
+  bind 127.0.0.1:$haproxy_port
+  bind 127.0.0.1:$haproxy_tls ssl crt $work/combined.pem alpn h2,http/1.1
+  default_backend web
+backend web
+  server s1 127.0.0.1:$backend
+CONF
+haproxy -q -f "$work/haproxy.cfg" & pids+=($!)
+
+mkdir -p "$work/nginx"
+cat > "$work/nginx/nginx.conf" <<CONF
+worker_processes 1; daemon off; pid $work/nginx/nginx.pid; error_log $work/nginx/error.log;
+events { worker_connections 8192; }
+http { access_log off; keepalive_requests 1000000;
+  client_body_temp_path $work/nginx; proxy_temp_path $work/nginx; fastcgi_temp_path $work/nginx;
+  uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
+  upstream web { server 127.0.0.1:$backend; keepalive 128; }
+  server {
+    listen 127.0.0.1:$nginx_port;
+    listen 127.0.0.1:$nginx_tls ssl http2;
+    ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;
+    location / { proxy_pass http://web; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  } }
+CONF
+nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" & pids+=($!)
+
+for port in $backend $ours $ours_tls $haproxy_port $haproxy_tls $nginx_port $nginx_tls; do wait_port "$port"; done
+for port in $ours $haproxy_port $nginx_port; do
+  [[ $(curl -s "http://127.0.0.1:$port/") == ok ]] || { echo "proxy on $port does not answer" >&2; KEEP=1; exit 1; }
+done
+for port in $ours_tls $haproxy_tls $nginx_tls; do
+  [[ $(curl -sk --http2 "https://127.0.0.1:$port/") == ok ]] || { echo "proxy on $port does not answer h2" >&2; KEEP=1; exit 1; }
+done
+
+ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}'; }
+# wrk: requests/s and p99 (ms); extra arguments go to wrk.
+wrk_load() {
+  local port=$1; shift
+  local out
+  out=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "http://127.0.0.1:$port/")
+  echo "$(awk '/^Requests\/sec:/ {print $2}' <<<"$out") $(awk '$1 == "99%" {print $2}' <<<"$out" | ms)"
+}
+# h2load: requests/s and p99 is not printed by h2load; the max request time stands in (ms).
+h2_load() {
+  local out
+  out=$(h2load -n "$H2_REQUESTS" -c 16 -m 16 -t 1 "https://127.0.0.1:$1/" 2>&1)
+  local rps max
+  rps=$(awk '/^finished in/ {gsub(/,/,""); print $4}' <<<"$out")
+  max=$(awk '/^time for request:/ {print $5}' <<<"$out" | ms)
+  echo "$rps $max"
+}
+
+median() { python3 -c 'import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
+ratio() { python3 -c "print('%.2f' % ($1 / $2))"; }
+
+echo "lab-lb HTTP benchmark: wrk -t1 -c$CONNECTIONS -d${DURATION}s, h2load -n$H2_REQUESTS -c16 -m16; median of $ROUNDS interleaved rounds; one proxy thread each, $(nproc) cores"
+declare -A rps p99
+declare -A plain=([ours]=$ours [haproxy]=$haproxy_port [nginx]=$nginx_port [direct]=$backend)
+declare -A tls=([ours]=$ours_tls [haproxy]=$haproxy_tls [nginx]=$nginx_tls)
+for round in $(seq "$ROUNDS"); do
+  for target in direct ours haproxy nginx; do
+    read -r r p < <(wrk_load "${plain[$target]}")
+    rps[keepalive,$target]+=" $r"; p99[keepalive,$target]+=" $p"
+    read -r r p < <(wrk_load "${plain[$target]}" -H "Connection: close")
+    rps[newconn,$target]+=" $r"; p99[newconn,$target]+=" $p"
+    if [[ $target != direct ]]; then
+      read -r r p < <(h2_load "${tls[$target]}")
+      rps[h2,$target]+=" $r"; p99[h2,$target]+=" $p"
+    fi
+  done
+done
+
+declare -A med_rps med_p99
+for load in keepalive newconn h2; do
+  for target in direct ours haproxy nginx; do
+    [[ -n ${rps[$load,$target]:-} ]] || continue
+    # shellcheck disable=SC2086
+    med_rps[$load,$target]=$(median ${rps[$load,$target]})
+    # shellcheck disable=SC2086
+    med_p99[$load,$target]=$(median ${p99[$load,$target]})
+  done
+  echo
+  label=p99_ms; [[ $load == h2 ]] && label=max_ms
+  printf '%-10s %-10s %12s %10s %14s\n' load target requests/s "$label" ours/theirs
+  for target in direct ours haproxy nginx; do
+    [[ -n ${med_rps[$load,$target]:-} ]] || continue
+    case $target in
+      direct) r="-" ;;
+      ours) r="1.00" ;;
+      *) r=$(ratio "${med_rps[$load,ours]}" "${med_rps[$load,$target]}") ;;
+    esac
+    printf '%-10s %-10s %12.0f %10.2f %14s\n' "$load" "$target" "${med_rps[$load,$target]}" "${med_p99[$load,$target]}" "$r"
+  done
+done
+
+if python3 -c "import sys; sys.exit(0 if ${med_rps[keepalive,haproxy]} >= ${med_rps[keepalive,nginx]} else 1)"; then
+  best=haproxy
+else
+  best=nginx
+fi
+echo
+echo "RESULT lb-http ours/best=$(ratio "${med_rps[keepalive,ours]}" "${med_rps[keepalive,$best]}") p99_ours_ms=${med_p99[keepalive,ours]} p99_best_ms=${med_p99[keepalive,$best]}"
