@@ -23,18 +23,8 @@ declare -A needs=(
   [h2load]=nghttp2-client          # HTTP/2 load through lab-lb's https listener
   [wrk]=wrk                        # HTTP keep-alive load in the lab-lb tests and bench
 )
-missing=()
-for command in "${!needs[@]}"; do
-  command -v "$command" >/dev/null 2>&1 || missing+=("${needs[$command]}")
-done
-if ((${#missing[@]})); then
-  echo "installing: ${missing[*]}"
-  if [[ $(id -u) -eq 0 ]]; then sudo=(); else sudo=(sudo); fi
-  export DEBIAN_FRONTEND=noninteractive
-  "${sudo[@]}" apt-get update -qq
-  # prometheus' package would start a server where systemd runs; the tests only need promtool.
-  "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+source scripts/install-needs.sh
+install_needs needs
 
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy

@@ -119,3 +119,13 @@ pub fn check_file<T: ConfigFile>(program: &str, path: &Path) -> ExitCode {
         }
     }
 }
+
+/// Writes `text` to stdout. A closed stdout (`| head`) is not an error worth a panic, as
+/// `println!` would make it: the reader has gone, so the rest goes nowhere.
+pub fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
+}

@@ -102,7 +102,7 @@ fn main() -> ExitCode {
             }
         },
         Some(Command::Genkey) => {
-            println!("{}", PrivateKey::generate().expose_base64());
+            lab_daemon::cli::out(&format!("{}\n", PrivateKey::generate().expose_base64()));
             ExitCode::SUCCESS
         }
         Some(Command::Pubkey) => {
@@ -110,7 +110,7 @@ fn main() -> ExitCode {
             let read = std::io::stdin().take(1024).read_to_string(&mut text);
             match read.ok().and_then(|_| text.parse::<PrivateKey>().ok()) {
                 Some(key) => {
-                    println!("{}", key.public_key());
+                    lab_daemon::cli::out(&format!("{}\n", key.public_key()));
                     ExitCode::SUCCESS
                 }
                 None => {
@@ -202,10 +202,10 @@ fn peer(command: PeerCommand) -> Result<(), PeerError> {
         }
         PeerCommand::List { config } => {
             let (peers, running) = peer_admin::list(&config)?;
-            println!(
-                "{:<20} {:<20} {:<24} {:<28} {:>12} {:>12}",
+            lab_daemon::cli::out(&format!(
+                "{:<20} {:<20} {:<24} {:<28} {:>12} {:>12}\n",
                 "NAME", "ALLOWED IPS", "ENDPOINT", "LATEST HANDSHAKE", "RECEIVED", "SENT"
-            );
+            ));
             for peer in peers {
                 let allowed = peer
                     .allowed_ips
@@ -223,15 +223,15 @@ fn peer(command: PeerCommand) -> Result<(), PeerError> {
                 } else {
                     ("(not running)".to_owned(), "-".to_owned(), "-".to_owned())
                 };
-                println!(
-                    "{:<20} {:<20} {:<24} {:<28} {:>12} {:>12}",
+                lab_daemon::cli::out(&format!(
+                    "{:<20} {:<20} {:<24} {:<28} {:>12} {:>12}\n",
                     peer.name,
                     allowed,
                     status.endpoint.as_deref().unwrap_or("-"),
                     handshake,
                     received,
                     sent
-                );
+                ));
             }
             Ok(())
         }

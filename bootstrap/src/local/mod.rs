@@ -131,7 +131,7 @@ fn wait_ready(
 }
 
 fn step(text: &str) {
-    println!("  ✓ {text}");
+    lab_daemon::cli::out(&format!("  ✓ {text}\n"));
 }
 
 fn load(path: &Path) -> Result<Lab, LocalError> {
@@ -155,21 +155,21 @@ pub fn up(options: &UpOptions) -> Result<(), LocalError> {
 
     if !names.existing_namespaces().is_empty() {
         if state.join(DONE_MARK).exists() {
-            println!("local lab `{}` is already up", names.prefix);
+            lab_daemon::cli::out(&format!("local lab `{}` is already up\n", names.prefix));
             report::print(&lab, &names, &state);
             return Ok(());
         }
-        println!(
-            "local lab `{}`: a previous `up` did not finish; removing what it made",
+        lab_daemon::cli::out(&format!(
+            "local lab `{}`: a previous `up` did not finish; removing what it made\n",
             names.prefix
-        );
+        ));
         down(&names.prefix)?;
     }
-    println!(
-        "local lab `{}` from {}:",
+    lab_daemon::cli::out(&format!(
+        "local lab `{}` from {}:\n",
         names.prefix,
         options.lab_file.display()
-    );
+    ));
     std::fs::create_dir_all(&state).map_err(io(format!("creating {}", state.display())))?;
     std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .map_err(io(format!("securing {}", state.display())))?;
@@ -348,7 +348,7 @@ pub fn up(options: &UpOptions) -> Result<(), LocalError> {
         step("wireguard-go client in `outside` connected with the admin peer's config");
     }
     write(&state.join(DONE_MARK), "", 0o644)?;
-    println!();
+    lab_daemon::cli::out("\n");
     report::print(&lab, &names, &state);
     Ok(())
 }
@@ -506,7 +506,7 @@ pub fn down(name: &str) -> Result<(), LocalError> {
     let namespaces = names.existing_namespaces();
     let state = names.state_dir();
     if namespaces.is_empty() && !state.exists() {
-        println!("local lab `{name}`: nothing to remove");
+        lab_daemon::cli::out(&format!("local lab `{name}`: nothing to remove\n"));
         return Ok(());
     }
     for ns in &namespaces {
@@ -522,11 +522,11 @@ pub fn down(name: &str) -> Result<(), LocalError> {
     if state.exists() {
         std::fs::remove_dir_all(&state).map_err(io(format!("removing {}", state.display())))?;
     }
-    println!(
-        "local lab `{name}`: removed {} namespaces and their processes, and {}",
+    lab_daemon::cli::out(&format!(
+        "local lab `{name}`: removed {} namespaces and their processes, and {}\n",
         namespaces.len(),
         state.display()
-    );
+    ));
     Ok(())
 }
 
@@ -539,7 +539,9 @@ pub fn status(name: &str) -> Result<(), LocalError> {
     }
     let lab = load(&lab_file)?;
     if !state.join(DONE_MARK).exists() {
-        println!("local lab `{name}`: `up` did not finish; `down --local` cleans up");
+        lab_daemon::cli::out(&format!(
+            "local lab `{name}`: `up` did not finish; `down --local` cleans up\n"
+        ));
     }
     report::print(&lab, &names, &state);
     Ok(())

@@ -80,10 +80,10 @@ fn machine_row(lab: &Lab, names: &LocalLab, state: &Path, machine: &Machine) -> 
 }
 
 pub fn print(lab: &Lab, names: &LocalLab, state: &Path) {
-    println!(
-        "{:<10} {:<14} {:<34} {:<44} STATUS",
+    lab_daemon::cli::out(&format!(
+        "{:<10} {:<14} {:<34} {:<44} STATUS\n",
         "MACHINE", "NAMESPACE", "ADDRESSES", "RUNS"
-    );
+    ));
     let dhcp: Vec<String> = render::DHCP_NETWORKS
         .iter()
         .map(|id| {
@@ -96,14 +96,14 @@ pub fn print(lab: &Lab, names: &LocalLab, state: &Path) {
         .iter()
         .map(|id| format!("{} {}", id.as_str(), lab.networks.get(*id).host))
         .collect();
-    println!(
-        "{:<10} {:<14} {:<34} {:<44} {}",
+    lab_daemon::cli::out(&format!(
+        "{:<10} {:<14} {:<34} {:<44} {}\n",
         "host",
         names.host_ns(),
         host_addresses.join(", "),
         "router, table inet lab, dnsmasq",
         dhcp.join(" ")
-    );
+    ));
     for machine in &lab.machines {
         let name = machine.name.to_string();
         let addresses: Vec<String> = machine
@@ -112,59 +112,62 @@ pub fn print(lab: &Lab, names: &LocalLab, state: &Path) {
             .map(|n| format!("{} {}", n.network.as_str(), n.address))
             .collect();
         let (runs, health) = machine_row(lab, names, state, machine);
-        println!(
-            "{:<10} {:<14} {:<34} {:<44} {}",
+        lab_daemon::cli::out(&format!(
+            "{:<10} {:<14} {:<34} {:<44} {}\n",
             name,
             names.machine_ns(&name),
             addresses.join(", "),
             runs,
             health
-        );
+        ));
     }
     let outside_runs = if services::running(state, "wireguard-go").is_some() {
         format!("home router; wireguard-go {}", names.client_interface())
     } else {
         "home router and the internet".to_owned()
     };
-    println!(
-        "{:<10} {:<14} {:<34} {:<44}",
+    lab_daemon::cli::out(&format!(
+        "{:<10} {:<14} {:<34} {:<44}\n",
         "outside",
         names.outside_ns(),
         format!("net0 {}", super::build::home_router(lab)),
         outside_runs
-    );
+    ));
 
     let lb_net0 = render::role_address(lab, Role::Lb, NetworkId::Net0).ok();
     let lb_net2 = render::role_address(lab, Role::Lb, NetworkId::Net2).ok();
     let manager = lab.machines.iter().find(|m| m.role == Role::Manager);
     let vpn = lab.machines.iter().find(|m| m.role == Role::Vpn);
-    println!("\nTry:");
+    lab_daemon::cli::out("\nTry:\n");
     if let Some(address) = lb_net0 {
-        println!(
-            "  ip netns exec {} curl -s http://{address}/            # ingress: lab-lb to the workers' stand-ins",
+        lab_daemon::cli::out(&format!(
+            "  ip netns exec {} curl -s http://{address}/            # ingress: lab-lb to the workers' stand-ins\n",
             names.outside_ns()
-        );
+        ));
     }
     if let (Some(manager), Some(address)) = (manager, lb_net2) {
         let ns = names.machine_ns(&manager.name.to_string());
-        println!(
-            "  ip netns exec {ns} curl -sk https://{address}:6443/   # the API through lab-lb, from net1"
-        );
-        println!(
-            "  ip netns exec {ns} curl -s http://{address}:{}/metrics  # lab-lb's metrics",
+        lab_daemon::cli::out(&format!(
+            "  ip netns exec {ns} curl -sk https://{address}:6443/   # the API through lab-lb, from net1\n"
+        ));
+        lab_daemon::cli::out(&format!(
+            "  ip netns exec {ns} curl -s http://{address}:{}/metrics  # lab-lb's metrics\n",
             render::containers::LB_METRICS_PORT
-        );
+        ));
     }
     if let Some(vpn) = vpn {
-        println!(
-            "  ip netns exec {} wg show {}",
+        lab_daemon::cli::out(&format!(
+            "  ip netns exec {} wg show {}\n",
             names.machine_ns(&vpn.name.to_string()),
             names.vpn_interface()
-        );
+        ));
     }
-    println!(
-        "  cat {}                    # the admin peer's wg-quick config",
+    lab_daemon::cli::out(&format!(
+        "  cat {}                    # the admin peer's wg-quick config\n",
         state.join("admin.conf").display()
-    );
-    println!("  lab-bootstrap down --local --name {}", names.prefix);
+    ));
+    lab_daemon::cli::out(&format!(
+        "  lab-bootstrap down --local --name {}\n",
+        names.prefix
+    ));
 }
