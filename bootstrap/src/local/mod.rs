@@ -198,7 +198,10 @@ pub fn up(options: &UpOptions) -> Result<(), LocalError> {
 
     // The host: forwarding, the rendered firewall, the route to the VPN tunnel.
     let host = names.host_ns();
-    build::forwarding(&host)?;
+    // The rendered sysctl drop-in's settings, as the host would apply them at boot.
+    for (key, value) in render::sysctl::SETTINGS {
+        shell::in_ns(&host, "sysctl", &["-q", "-w", &format!("{key}={value}")])?;
+    }
     let ruleset = state.join("lab.nft");
     write(&ruleset, &render::nftables::ruleset(&lab)?, 0o644)?;
     shell::in_ns(&host, "nft", &["-f", &ruleset.display().to_string()])?;
@@ -218,7 +221,7 @@ pub fn up(options: &UpOptions) -> Result<(), LocalError> {
             ],
         )?;
     }
-    step("host: IP forwarding, table inet lab loaded, route to the VPN tunnel");
+    step("host: the rendered sysctls and table inet lab, the route to the VPN tunnel");
 
     // DHCP servers, then every machine's addresses from them.
     for id in render::DHCP_NETWORKS {
