@@ -3,6 +3,7 @@
 //! [`model`] is the `lab.toml` schema and its validation; [`mac`] the deterministic MAC addresses
 //! machines get. Planning, the Proxmox and local drivers come with their own issues.
 
+pub mod host;
 pub mod local;
 pub mod mac;
 pub mod model;

@@ -25,7 +25,7 @@ fn run(sim: &Simulator, op: &str, file: &Path, extra: &[&str], stdin: &str) -> O
     let shim = sim.pvesh_shim();
     let mut child = Command::new(env!("CARGO_BIN_EXE_lab-bootstrap"))
         .arg(op)
-        .args(["--api", "pvesh", "--pvesh"])
+        .args(["--proxmox-only", "--api", "pvesh", "--pvesh"])
         .arg(&shim)
         .args(extra)
         .arg(file)

@@ -47,7 +47,14 @@ sha512 = "{sha}"
 
 fn apply(sim: &Simulator, file: &Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_lab-bootstrap"))
-        .args(["apply", "--yes", "--api", "pvesh", "--pvesh"])
+        .args([
+            "apply",
+            "--yes",
+            "--proxmox-only",
+            "--api",
+            "pvesh",
+            "--pvesh",
+        ])
         .arg(sim.pvesh_shim())
         .arg(file)
         .output()

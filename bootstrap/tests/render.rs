@@ -10,7 +10,7 @@ use std::process::Command;
 const BIN: &str = env!("CARGO_BIN_EXE_lab-bootstrap");
 
 /// What render writes and reports, sorted.
-const EXPECTED: [&str; 16] = [
+const EXPECTED: [&str; 18] = [
     "etc/lab/dnsmasq-vmbr1.conf",
     "etc/lab/dnsmasq-vmbr2.conf",
     "etc/lab/lab.nft",
@@ -20,8 +20,10 @@ const EXPECTED: [&str; 16] = [
     "var/lib/lab-bootstrap/talosconfig",
     "var/lib/lab-bootstrap/vpn-clients/laptop.conf",
     "var/lib/lab/containers/lb/etc/lab-lb/lb.toml",
+    "var/lib/lab/containers/lb/etc/systemd/system/lab-lb.service",
     "var/lib/lab/containers/vpn/etc/lab-vpn/private.key",
     "var/lib/lab/containers/vpn/etc/lab-vpn/vpn.toml",
+    "var/lib/lab/containers/vpn/etc/systemd/system/lab-vpn.service",
     "var/lib/vz/snippets/lab-cp1.yaml",
     "var/lib/vz/snippets/lab-cp2.yaml",
     "var/lib/vz/snippets/lab-cp3.yaml",

@@ -54,6 +54,21 @@ pub struct Args {
     /// Do not ask for confirmation
     #[arg(long)]
     pub yes: bool,
+    /// apply: where `/` of the host is for the files it installs
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// apply: the state directory (secrets, keys); default ROOT/var/lib/lab-bootstrap
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+    /// apply: the directory with lab-lb and lab-vpn; default lab-bootstrap's own
+    #[arg(long, value_name = "DIR")]
+    pub binaries: Option<PathBuf>,
+    /// apply: only the Proxmox resources, not the host's files, containers or etcd
+    #[arg(long)]
+    pub proxmox_only: bool,
+    /// Run host commands as `PROGRAM command args…` (tests stand in for systemctl and pct)
+    #[arg(long, value_name = "PROGRAM", hide = true)]
+    pub run_via: Option<PathBuf>,
     /// The lab description
     #[arg(value_name = "FILE", default_value = "lab.toml")]
     pub file: PathBuf,
@@ -154,7 +169,7 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
         });
     }
     if plan.is_empty() {
-        return Ok(ExitCode::SUCCESS);
+        return host_side(op, args, lab);
     }
     if args.api == Transport::Https {
         let needs_root = root_only(&plan);
@@ -178,6 +193,47 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
         } else {
             "Apply"
         }
+    );
+    host_side(op, args, lab)
+}
+
+/// apply's second half, on the host itself: files, services, containers, etcd.
+fn host_side(op: Op, args: &Args, lab: &Lab) -> Result<ExitCode, String> {
+    if op != Op::Apply || args.proxmox_only {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.api == Transport::Https {
+        println!("The host's files, the containers' programs and etcd need the host itself: run apply there with --api pvesh.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let binaries = match &args.binaries {
+        Some(dir) => dir.clone(),
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(std::path::Path::to_path_buf))
+            .ok_or(
+                "cannot tell where lab-bootstrap is; name the binaries' directory with --binaries",
+            )?,
+    };
+    let options = crate::host::apply::Options {
+        state: args.state.clone().unwrap_or_else(|| {
+            args.root
+                .join(crate::render::state::DEFAULT_STATE_DIR.trim_start_matches('/'))
+        }),
+        root: args.root.clone(),
+        binaries,
+    };
+    let mut host = crate::host::System {
+        via: args.run_via.clone(),
+    };
+    println!("Host:");
+    let summary = crate::host::apply::apply(&mut host, lab, &options, &mut std::io::stdout())
+        .map_err(|e| e.to_string())?;
+    println!(
+        "Host complete: {} files written, {} pushed into containers, {} services reloaded or restarted.",
+        summary.files_written,
+        summary.files_pushed,
+        summary.actions.len()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -17,6 +17,10 @@ pub const LB_CONFIG: &str = "/etc/lab-lb/lb.toml";
 pub const VPN_CONFIG: &str = "/etc/lab-vpn/vpn.toml";
 pub const VPN_PRIVATE_KEY: &str = "/etc/lab-vpn/private.key";
 pub const VPN_PORT: u16 = 51820;
+pub const LB_UNIT: &str = "/etc/systemd/system/lab-lb.service";
+pub const VPN_UNIT: &str = "/etc/systemd/system/lab-vpn.service";
+pub const LB_BINARY: &str = "/usr/local/bin/lab-lb";
+pub const VPN_BINARY: &str = "/usr/local/bin/lab-vpn";
 /// The metrics ports of configs/lb.toml and configs/vpn.toml (9586: the WireGuard exporters').
 pub const LB_METRICS_PORT: u16 = 8404;
 pub const VPN_METRICS_PORT: u16 = 9586;
@@ -167,6 +171,17 @@ pub fn files(lab: &Lab) -> Result<Vec<RenderedFile>, RenderError> {
         RenderedFile {
             path: staged_path(lab, Role::Vpn, VPN_CONFIG),
             contents: toml_text(&format!("lab-vpn check {VPN_CONFIG}"), &vpn_config(lab)?)?,
+            mode: 0o644,
+        },
+        // The units as the repository ships them; they name the paths above.
+        RenderedFile {
+            path: staged_path(lab, Role::Lb, LB_UNIT),
+            contents: include_str!("../../../systemd/lab-lb.service").to_owned(),
+            mode: 0o644,
+        },
+        RenderedFile {
+            path: staged_path(lab, Role::Vpn, VPN_UNIT),
+            contents: include_str!("../../../systemd/lab-vpn.service").to_owned(),
             mode: 0o644,
         },
     ])

@@ -22,6 +22,21 @@ pub fn ruleset(lab: &Lab) -> Result<String, RenderError> {
     let (b0, b1, b2) = (&n0.bridge, &n1.bridge, &n2.bridge);
     let (c1, c2) = (n1.cidr, n2.cidr);
     let tunnel = lab.vpn.tunnel;
+    // Peers may use what the lb publishes on net0 ([[lb.route]] listening there).
+    let lb_ports: Vec<String> = lab
+        .lb_routes()
+        .iter()
+        .filter(|r| r.listen == NetworkId::Net0)
+        .map(|r| r.port.to_string())
+        .collect();
+    let peers_to_lb = if lb_ports.is_empty() {
+        "# The lb publishes nothing on net0.".to_owned()
+    } else {
+        format!(
+            "iifname \"{b1}\" ip saddr {tunnel} oifname \"{b0}\" ip daddr {lb_net0} tcp dport {{ {} }} accept",
+            lb_ports.join(", ")
+        )
+    };
     let ports = &lab.host.management_access;
     // `dport { }` is a syntax error: an empty list keeps no port open explicitly.
     let management = if ports.is_empty() {
@@ -75,7 +90,7 @@ table inet lab {{
 
 		# VPN peers, routed in through the vpn container's net1 address: administration only.
 		iifname "{b1}" ip saddr {tunnel} oifname "{b2}" accept
-		iifname "{b1}" ip saddr {tunnel} oifname "{b0}" ip daddr {lb_net0} tcp dport {{ 80, 443 }} accept
+		{peers_to_lb}
 		iifname "{b1}" ip saddr {tunnel} drop
 
 		# Administration reaches everything, the internet through NAT.

@@ -1,0 +1,103 @@
+//! What has to happen after files changed (reloads, restarts), kept in the state directory
+//! until it has happened: files are written before the services follow them, so an apply
+//! killed in between would otherwise leave new files that nothing ever picks up.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+pub const PENDING_FILE: &str = "pending-actions";
+
+/// In the order they run: the host's daemon-reload before its restarts, a container's
+/// daemon-reload before its restart, a restart making a reload of the same unit moot.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Action {
+    DaemonReload,
+    SysctlLoad(String),
+    Restart(String),
+    ContainerDaemonReload(u32),
+    ContainerRestart(u32, String),
+    ContainerReload(u32, String),
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::DaemonReload => write!(f, "daemon-reload"),
+            Action::SysctlLoad(file) => write!(f, "sysctl {file}"),
+            Action::Restart(unit) => write!(f, "restart {unit}"),
+            Action::ContainerDaemonReload(vmid) => write!(f, "ct-daemon-reload {vmid}"),
+            Action::ContainerRestart(vmid, unit) => write!(f, "ct-restart {vmid} {unit}"),
+            Action::ContainerReload(vmid, unit) => write!(f, "ct-reload {vmid} {unit}"),
+        }
+    }
+}
+
+impl FromStr for Action {
+    type Err = String;
+
+    fn from_str(line: &str) -> Result<Self, Self::Err> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let vmid = |s: &str| {
+            s.parse::<u32>()
+                .map_err(|_| format!("bad VMID in `{line}`"))
+        };
+        Ok(match words.as_slice() {
+            ["daemon-reload"] => Action::DaemonReload,
+            ["sysctl", file] => Action::SysctlLoad((*file).to_owned()),
+            ["restart", unit] => Action::Restart((*unit).to_owned()),
+            ["ct-daemon-reload", id] => Action::ContainerDaemonReload(vmid(id)?),
+            ["ct-restart", id, unit] => Action::ContainerRestart(vmid(id)?, (*unit).to_owned()),
+            ["ct-reload", id, unit] => Action::ContainerReload(vmid(id)?, (*unit).to_owned()),
+            _ => return Err(format!("unknown action `{line}`")),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PendingError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {reason}", path.display())]
+    Parse { path: PathBuf, reason: String },
+}
+
+/// The actions an earlier, interrupted apply left to do.
+pub fn load(state: &Path) -> Result<BTreeSet<Action>, PendingError> {
+    let path = state.join(PENDING_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                l.parse().map_err(|reason| PendingError::Parse {
+                    path: path.clone(),
+                    reason,
+                })
+            })
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeSet::new()),
+        Err(source) => Err(PendingError::Io { path, source }),
+    }
+}
+
+/// Records `actions` as still to do (an empty set removes the record).
+pub fn save(state: &Path, actions: &BTreeSet<Action>) -> Result<(), PendingError> {
+    let path = state.join(PENDING_FILE);
+    let io = |source| PendingError::Io {
+        path: path.clone(),
+        source,
+    };
+    if actions.is_empty() {
+        return match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(e)),
+            _ => Ok(()),
+        };
+    }
+    let text: String = actions.iter().map(|a| format!("{a}\n")).collect();
+    lab_daemon::files::write_atomic(&path, text.as_bytes(), 0o600).map_err(io)
+}

@@ -1,0 +1,124 @@
+//! apply's host side, after the Proxmox steps: the host's files, then the services that read
+//! them, then the containers' programs, then etcd. Every step is decided by comparing with
+//! what is there, so a second run does nothing, and what must follow a write is recorded
+//! before the write, so a run killed at any point converges on the next.
+
+use super::actions::{self, Action, PendingError};
+use super::containers::{self, ContainerError};
+use super::etcd;
+use super::{services, Host, HostError};
+use crate::model::Lab;
+use crate::render::files::{Outcome, WriteError};
+use crate::render::state::{self, StateError};
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where `/` of the host is (tests use a temporary directory).
+    pub root: PathBuf,
+    pub state: PathBuf,
+    /// The directory holding lab-lb and lab-vpn.
+    pub binaries: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostApplyError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error(transparent)]
+    Pending(#[from] PendingError),
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub files_written: usize,
+    pub files_pushed: usize,
+    pub actions: Vec<Action>,
+    pub etcd: Option<etcd::Outcome>,
+}
+
+pub fn apply(
+    host: &mut dyn Host,
+    lab: &Lab,
+    options: &Options,
+    out: &mut dyn Write,
+) -> Result<Summary, HostApplyError> {
+    let root = &options.root;
+    let state_dir = &options.state;
+    let mut summary = Summary::default();
+    let files = services::files(lab, state_dir)?;
+    let mut changed = BTreeSet::new();
+    for file in &files {
+        if services::would_change(root, file)? {
+            changed.insert(file.path.clone());
+        }
+    }
+    let mut pending = actions::load(state_dir)?;
+    pending.extend(services::actions_for(lab, &changed));
+    actions::save(state_dir, &pending)?;
+    for (path, outcome) in services::write(root, &files)? {
+        if outcome != Outcome::Unchanged {
+            let _ = writeln!(out, "  {outcome} {}", path.display());
+            summary.files_written += 1;
+        }
+    }
+    for (path, outcome) in state::write_state_files(lab, state_dir)? {
+        if outcome != Outcome::Unchanged {
+            let _ = writeln!(out, "  {outcome} {}", path.display());
+            summary.files_written += 1;
+        }
+    }
+    // The host's services first: the containers' traffic goes through its ruleset.
+    run_pending(host, state_dir, &mut pending, &mut summary, out, false)?;
+    let containers = containers::containers(lab, root, &options.binaries)?;
+    summary.files_pushed = containers::provision(host, &containers, state_dir, &mut pending, out)?;
+    run_pending(host, state_dir, &mut pending, &mut summary, out, true)?;
+    summary.etcd = Some(etcd::bootstrap(host, lab, state_dir, out)?);
+    Ok(summary)
+}
+
+fn is_container(action: &Action) -> bool {
+    matches!(
+        action,
+        Action::ContainerDaemonReload(_)
+            | Action::ContainerRestart(..)
+            | Action::ContainerReload(..)
+    )
+}
+
+/// Runs the pending host (or container) actions in order, each struck off once done.
+fn run_pending(
+    host: &mut dyn Host,
+    state_dir: &std::path::Path,
+    pending: &mut BTreeSet<Action>,
+    summary: &mut Summary,
+    out: &mut dyn Write,
+    in_containers: bool,
+) -> Result<(), HostApplyError> {
+    let todo: Vec<Action> = pending
+        .iter()
+        .filter(|a| is_container(a) == in_containers)
+        .cloned()
+        .collect();
+    let all = pending.clone();
+    for action in todo {
+        if in_containers {
+            containers::run(host, &action, &all)?;
+        } else {
+            services::run(host, &action)?;
+        }
+        let _ = writeln!(out, "  {action}");
+        pending.remove(&action);
+        actions::save(state_dir, pending)?;
+        summary.actions.push(action);
+    }
+    Ok(())
+}

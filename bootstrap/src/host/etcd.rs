@@ -1,0 +1,72 @@
+//! Bootstrapping etcd on the first control plane, once: with talosctl when it is installed,
+//! otherwise by saying exactly what to run.
+
+use super::{command_line, Host, HostError};
+use crate::model::{Lab, NetworkId, Role};
+use crate::render::state::TALOSCONFIG;
+use std::io::Write;
+use std::path::Path;
+
+/// Left in the state directory once etcd answered, so later applies do not ask again.
+pub const DONE_FILE: &str = "etcd-bootstrapped";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    AlreadyDone,
+    Bootstrapped,
+    /// talosctl is missing or the node does not answer yet; the command to run is printed.
+    Deferred(String),
+}
+
+/// The talosctl command that bootstraps etcd on the first control plane.
+pub fn command(lab: &Lab, state: &Path) -> Option<Vec<String>> {
+    let first = lab.machines.iter().find(|m| m.role == Role::ControlPlane)?;
+    let address = first.address_on(NetworkId::Net1)?.to_string();
+    Some(vec![
+        "--talosconfig".to_owned(),
+        state.join(TALOSCONFIG).display().to_string(),
+        "bootstrap".to_owned(),
+        "--nodes".to_owned(),
+        address.clone(),
+        "--endpoints".to_owned(),
+        address,
+    ])
+}
+
+pub fn bootstrap(
+    host: &mut dyn Host,
+    lab: &Lab,
+    state: &Path,
+    out: &mut dyn Write,
+) -> Result<Outcome, HostError> {
+    let done = state.join(DONE_FILE);
+    if done.exists() {
+        return Ok(Outcome::AlreadyDone);
+    }
+    let Some(args) = command(lab, state) else {
+        return Ok(Outcome::Deferred(String::new()));
+    };
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let line = command_line("talosctl", &args);
+    if !host.has("talosctl") {
+        let _ = writeln!(
+            out,
+            "  talosctl is not installed: once the first control plane answers on port 50000, run\n    {line}"
+        );
+        return Ok(Outcome::Deferred(line));
+    }
+    let result = host.run("talosctl", &args)?;
+    let text = format!("{}{}", result.stdout, result.stderr);
+    // A second bootstrap is refused with AlreadyExists: etcd is there, which is the point.
+    if result.success || text.contains("AlreadyExists") || text.contains("already bootstrapped") {
+        let _ = std::fs::write(&done, "");
+        let _ = writeln!(out, "  etcd bootstrapped");
+        return Ok(Outcome::Bootstrapped);
+    }
+    let _ = writeln!(
+        out,
+        "  etcd not bootstrapped yet ({}); apply again once the node answers, or run\n    {line}",
+        text.lines().last().unwrap_or("no answer").trim()
+    );
+    Ok(Outcome::Deferred(line))
+}

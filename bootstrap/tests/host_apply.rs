@@ -1,0 +1,306 @@
+//! `lab-bootstrap apply` end to end on the host side: the Proxmox API is the simulator, and the
+//! host's commands (systemctl, sysctl, pct, talosctl) go to a recording stand-in that keeps
+//! each container's files in a directory, so `pct exec -- sha256sum` answers what `pct push`
+//! put there. First apply installs and starts everything; a second runs no writing command;
+//! a changed lb config is pushed alone and lab-lb reloaded; a killed apply converges.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use support::proxmox_sim::Simulator;
+
+struct Bench {
+    dir: tempfile::TempDir,
+    sim: Simulator,
+}
+
+const STAND_IN: &str = r#"#!/bin/bash
+# Test stand-in for the host's commands; everything it does happens under $DIR.
+DIR="@DIR@"
+if [ "$1" = "--has" ]; then [ -e "$DIR/has-$2" ]; exit; fi
+echo "$*" >> "$DIR/commands.log"
+if [ -e "$DIR/fail" ] && [ "$*" = "$(cat "$DIR/fail")" ]; then
+  rm "$DIR/fail"; echo "killed here" >&2; exit 1
+fi
+case "$1" in
+  pct)
+    case "$2" in
+      status) if [ -e "$DIR/running-$3" ]; then echo "status: running"; else echo "status: stopped"; fi ;;
+      start) touch "$DIR/running-$3" ;;
+      push) mkdir -p "$(dirname "$DIR/ct/$3$5")" && cp "$4" "$DIR/ct/$3$5" ;;
+      exec)
+        vmid=$3; shift 4
+        [ -e "$DIR/running-$vmid" ] || { echo "container $vmid not running" >&2; exit 1; }
+        if [ "$1" = sha256sum ]; then
+          shift; rc=0
+          for p in "$@"; do
+            f="$DIR/ct/$vmid$p"
+            if [ -f "$f" ]; then echo "$(sha256sum < "$f" | cut -d' ' -f1)  $p"
+            else echo "sha256sum: $p: No such file or directory" >&2; rc=1; fi
+          done
+          exit $rc
+        fi ;;
+    esac ;;
+  talosctl) echo "rpc error: code = AlreadyExists desc = etcd data directory is not empty" >&2; exit 1 ;;
+esac
+exit 0
+"#;
+
+impl Bench {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let shim = dir.path().join("stand-in");
+        std::fs::write(
+            &shim,
+            STAND_IN.replace("@DIR@", &dir.path().display().to_string()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let binaries = dir.path().join("bin");
+        std::fs::create_dir(&binaries).unwrap();
+        for program in ["lab-lb", "lab-vpn"] {
+            std::fs::write(binaries.join(program), format!("{program} build 1")).unwrap();
+        }
+        std::fs::create_dir(dir.path().join("root")).unwrap();
+        std::fs::write(dir.path().join("lab.toml"), example()).unwrap();
+        Self {
+            dir,
+            sim: Simulator::start(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn apply(&self) -> Output {
+        let _ = std::fs::remove_file(self.path("commands.log"));
+        Command::new(env!("CARGO_BIN_EXE_lab-bootstrap"))
+            .args(["apply", "--yes", "--api", "pvesh", "--pvesh"])
+            .arg(self.sim.pvesh_shim())
+            .arg("--root")
+            .arg(self.path("root"))
+            .arg("--binaries")
+            .arg(self.path("bin"))
+            .arg("--run-via")
+            .arg(self.path("stand-in"))
+            .arg(self.path("lab.toml"))
+            .output()
+            .unwrap()
+    }
+
+    fn apply_ok(&self) -> String {
+        let out = self.apply();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{text}");
+        assert!(self.sim.rejected().is_empty(), "{:?}", self.sim.rejected());
+        text
+    }
+
+    fn commands(&self) -> Vec<String> {
+        std::fs::read_to_string(self.path("commands.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Commands that change something: not `pct status`, not `sha256sum`.
+    fn writes(&self) -> Vec<String> {
+        self.commands()
+            .into_iter()
+            .filter(|c| !c.starts_with("pct status") && !c.contains(" -- sha256sum "))
+            .collect()
+    }
+
+    fn in_container(&self, vmid: u32, path: &str) -> String {
+        std::fs::read_to_string(self.path(&format!("ct/{vmid}{path}"))).unwrap()
+    }
+}
+
+fn example() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/lab.toml"))
+        .unwrap()
+}
+
+fn staged(bench: &Bench, path: &str) -> String {
+    bench
+        .path("root")
+        .join("var/lib/lab/containers")
+        .join(path)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn first_apply_installs_everything_and_a_second_runs_nothing() {
+    let bench = Bench::new();
+    let first = bench.apply_ok();
+    let writes = bench.writes();
+    let lb_toml = staged(&bench, "lb/etc/lab-lb/lb.toml");
+    let key = staged(&bench, "vpn/etc/lab-vpn/private.key");
+    for expected in [
+        "systemctl daemon-reload".to_owned(),
+        "sysctl -p /etc/sysctl.d/90-lab.conf".to_owned(),
+        "systemctl enable lab-dnsmasq@vmbr1.service".to_owned(),
+        "systemctl restart lab-dnsmasq@vmbr1.service".to_owned(),
+        "systemctl restart lab-dnsmasq@vmbr2.service".to_owned(),
+        "systemctl restart lab-network.service".to_owned(),
+        "pct start 200".to_owned(),
+        "pct start 201".to_owned(),
+        format!("pct push 200 {lb_toml} /etc/lab-lb/lb.toml --perms 644"),
+        format!("pct push 201 {key} /etc/lab-vpn/private.key --perms 600"),
+        "pct exec 200 -- systemctl daemon-reload".to_owned(),
+        "pct exec 200 -- systemctl enable lab-lb.service".to_owned(),
+        "pct exec 200 -- systemctl restart lab-lb.service".to_owned(),
+        "pct exec 201 -- systemctl restart lab-vpn.service".to_owned(),
+    ] {
+        assert!(writes.contains(&expected), "{expected}\n{writes:#?}");
+    }
+    // The daemon-reload before the restarts, inside the container too.
+    let at = |c: &str| writes.iter().position(|w| w == c).unwrap();
+    assert!(at("systemctl daemon-reload") < at("systemctl restart lab-network.service"));
+    assert!(
+        at("pct exec 200 -- systemctl daemon-reload")
+            < at("pct exec 200 -- systemctl restart lab-lb.service")
+    );
+    // 3 files into lb (binary, config, unit), 4 into vpn (and its key).
+    assert_eq!(
+        writes.iter().filter(|w| w.starts_with("pct push")).count(),
+        7
+    );
+    assert_eq!(
+        bench.in_container(200, "/usr/local/bin/lab-lb"),
+        "lab-lb build 1"
+    );
+    assert!(bench
+        .in_container(201, "/etc/systemd/system/lab-vpn.service")
+        .contains("ExecStart=/usr/local/bin/lab-vpn"));
+    // Not on PATH here: told what to run.
+    assert!(first.contains("talosctl is not installed"), "{first}");
+    assert!(
+        first.contains("bootstrap --nodes 10.10.1.11 --endpoints 10.10.1.11"),
+        "{first}"
+    );
+    assert!(!bench
+        .path("root/var/lib/lab-bootstrap/pending-actions")
+        .exists());
+
+    bench.sim.clear_calls();
+    let second = bench.apply_ok();
+    assert!(bench.sim.writes().is_empty(), "{:?}", bench.sim.writes());
+    assert!(bench.writes().is_empty(), "{:#?}", bench.writes());
+    assert!(
+        second.contains("0 files written, 0 pushed into containers, 0 services"),
+        "{second}"
+    );
+}
+
+#[test]
+fn a_changed_lb_config_is_pushed_alone_and_lab_lb_reloaded() {
+    let bench = Bench::new();
+    bench.apply_ok();
+    let edited = example().replacen(
+        "roles = [\"control-plane\"]\nbalance = \"least-connections\"",
+        "roles = [\"control-plane\"]\nbalance = \"round-robin\"",
+        1,
+    );
+    assert_ne!(edited, example());
+    std::fs::write(bench.path("lab.toml"), edited).unwrap();
+    bench.sim.clear_calls();
+    bench.apply_ok();
+    assert!(bench.sim.writes().is_empty(), "{:?}", bench.sim.writes());
+    let lb_toml = staged(&bench, "lb/etc/lab-lb/lb.toml");
+    assert_eq!(
+        bench.writes(),
+        [
+            "pct exec 200 -- mkdir -p /etc/lab-lb".to_owned(),
+            format!("pct push 200 {lb_toml} /etc/lab-lb/lb.toml --perms 644"),
+            "pct exec 200 -- systemctl reload-or-restart lab-lb.service".to_owned(),
+        ]
+    );
+    assert!(bench
+        .in_container(200, "/etc/lab-lb/lb.toml")
+        .contains("round-robin"));
+}
+
+#[test]
+fn a_new_binary_restarts_its_service() {
+    let bench = Bench::new();
+    bench.apply_ok();
+    std::fs::write(bench.path("bin/lab-vpn"), "lab-vpn build 2").unwrap();
+    bench.apply_ok();
+    let writes = bench.writes();
+    assert!(
+        writes.contains(&"pct exec 201 -- systemctl restart lab-vpn.service".to_owned()),
+        "{writes:#?}"
+    );
+    assert_eq!(
+        writes.iter().filter(|w| w.starts_with("pct push")).count(),
+        1
+    );
+    assert!(!writes.iter().any(|w| w.contains(" 200 ")), "{writes:#?}");
+}
+
+#[test]
+fn an_apply_killed_between_writing_and_restarting_converges() {
+    let bench = Bench::new();
+    // Killed right after the host files were written, before lab-network restarted.
+    std::fs::write(bench.path("fail"), "systemctl restart lab-network.service").unwrap();
+    let out = bench.apply();
+    assert!(!out.status.success());
+    let text = bench.apply_ok();
+    let writes = bench.writes();
+    assert!(
+        writes.contains(&"systemctl restart lab-network.service".to_owned()),
+        "{text}\n{writes:#?}"
+    );
+    // The dnsmasq restarts that had run are not repeated.
+    assert!(
+        !writes.contains(&"systemctl restart lab-dnsmasq@vmbr1.service".to_owned()),
+        "{writes:#?}"
+    );
+
+    // Killed after lab-lb's files were pushed, before it restarted.
+    std::fs::write(bench.path("bin/lab-lb"), "lab-lb build 2").unwrap();
+    std::fs::write(
+        bench.path("fail"),
+        "pct exec 200 -- systemctl restart lab-lb.service",
+    )
+    .unwrap();
+    assert!(!bench.apply().status.success());
+    bench.apply_ok();
+    let writes = bench.writes();
+    assert_eq!(
+        writes,
+        [
+            "pct exec 200 -- systemctl enable lab-lb.service",
+            "pct exec 200 -- systemctl restart lab-lb.service"
+        ],
+        "restarted without pushing again"
+    );
+    bench.apply_ok();
+    assert!(bench.writes().is_empty(), "{:#?}", bench.writes());
+}
+
+#[test]
+fn talosctl_bootstraps_etcd_once_and_already_exists_counts_as_done() {
+    let bench = Bench::new();
+    std::fs::write(bench.path("has-talosctl"), "").unwrap();
+    let text = bench.apply_ok();
+    assert!(text.contains("etcd bootstrapped"), "{text}");
+    let state = bench.path("root/var/lib/lab-bootstrap");
+    let expected = format!(
+        "talosctl --talosconfig {}/talosconfig bootstrap --nodes 10.10.1.11 --endpoints 10.10.1.11",
+        state.display()
+    );
+    assert!(bench.writes().contains(&expected), "{:#?}", bench.writes());
+    bench.apply_ok();
+    assert!(bench.writes().is_empty(), "{:#?}", bench.writes());
+}
