@@ -54,18 +54,7 @@ fn masquerade_reaches_a_network_without_a_route_back_and_follows_reloads() {
     );
     let plain = topology.gateway_config(&gateway_key, &peer);
     let mut gateway = topology.start_gateway(&plain);
-    let client_interface = unique_interface("wgl");
-    let _client = lab_tests::daemon_process::Started::start_in(
-        Some(&topology.client),
-        BIN,
-        &client_config(
-            topology.dir.path(),
-            &client_interface,
-            &client_key,
-            &gateway_key,
-            "",
-        ),
-    );
+    let (_client, _) = topology.start_lab_vpn_client(&client_key, &gateway_key);
     assert!(ping(&topology.client, GATEWAY_TUNNEL, &[]));
     assert_eq!(
         fetch(&topology.client, SERVER),

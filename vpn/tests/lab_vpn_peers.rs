@@ -3,7 +3,6 @@
 
 mod support;
 
-use lab_tests::daemon_process::Started;
 use std::time::Duration;
 use support::*;
 
@@ -18,18 +17,7 @@ fn a_lab_vpn_client_reaches_net1_through_a_lab_vpn_gateway_with_keepalives_on_th
     );
     let _gateway = topology.start_gateway(&topology.gateway_config(&gateway_key, &peer));
     let _server = topology.start_server();
-    let client_interface = unique_interface("wgl");
-    let _client = Started::start_in(
-        Some(&topology.client),
-        BIN,
-        &client_config(
-            topology.dir.path(),
-            &client_interface,
-            &client_key,
-            &gateway_key,
-            "",
-        ),
-    );
+    let (_client, client_interface) = topology.start_lab_vpn_client(&client_key, &gateway_key);
 
     assert!(
         ping(&topology.client, GATEWAY_TUNNEL, &[]),

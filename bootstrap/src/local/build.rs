@@ -90,33 +90,14 @@ pub fn outside(lab: &Lab, names: &LocalLab) -> Result<(), LocalError> {
         lab.vpn.tunnel,
     ] {
         // Metric 100: a VPN client's routes (metric 0) win over these.
-        run(
-            "ip",
-            &[
-                "-n",
-                &ns,
-                "route",
-                "add",
-                &net.to_string(),
-                "via",
-                &host,
-                "metric",
-                "100",
-            ],
-        )?;
+        route(&ns, &net.to_string(), &host, &["metric", "100"])?;
     }
     // The host reaches the internet through the home router.
-    run(
-        "ip",
-        &[
-            "-n",
-            &names.host_ns(),
-            "route",
-            "add",
-            "default",
-            "via",
-            &home_router(lab).to_string(),
-        ],
+    route(
+        &names.host_ns(),
+        "default",
+        &home_router(lab).to_string(),
+        &[],
     )?;
     Ok(())
 }
@@ -204,20 +185,16 @@ pub fn machine_addresses(
         let destination = route
             .destination
             .map_or("default".to_owned(), |d| d.to_string());
-        run(
-            "ip",
-            &[
-                "-n",
-                &ns,
-                "route",
-                "add",
-                &destination,
-                "via",
-                &route.gateway.to_string(),
-            ],
-        )?;
+        self::route(&ns, &destination, &route.gateway.to_string(), &[])?;
     }
     Ok(())
+}
+
+/// `ip route add <destination> via <gateway> <extra…>` in `ns`.
+fn route(ns: &str, destination: &str, gateway: &str, extra: &[&str]) -> Result<(), LocalError> {
+    let mut args = vec!["-n", ns, "route", "add", destination, "via", gateway];
+    args.extend_from_slice(extra);
+    run("ip", &args).map(|_| ())
 }
 
 pub fn forwarding(ns: &str) -> Result<(), LocalError> {

@@ -289,25 +289,13 @@ pub fn up(options: &UpOptions) -> Result<(), LocalError> {
     // The balancer.
     let lb_ns = machine_ns_by_role(&lab, &names, Role::Lb)?;
     let lb_config = render::containers::lb_config(&lab)?;
-    let lb_file = state.join("lb.toml");
-    write(&lb_file, &toml_text(&lb_config)?, 0o644)?;
-    services::start(
+    start_daemon(
         &state,
         &lb_ns,
         "lab-lb",
-        &[
-            lb_binary.display().to_string(),
-            "run".to_owned(),
-            "--config".to_owned(),
-            lb_file.display().to_string(),
-        ],
-    )?;
-    wait_ready(
-        &lb_ns,
+        &lb_binary,
+        &toml_text(&lb_config)?,
         lb_config.metrics.listen,
-        "lab-lb",
-        &services::log_path(&state, "lab-lb"),
-        Duration::from_secs(20),
     )?;
     step(&format!(
         "lab-lb in `lb` with the rendered lb.toml ({} listeners)",
@@ -318,25 +306,13 @@ pub fn up(options: &UpOptions) -> Result<(), LocalError> {
     let vpn_ns = machine_ns_by_role(&lab, &names, Role::Vpn)?;
     build::forwarding(&vpn_ns)?;
     let (vpn_config, client) = vpn_setup(&lab, &names, &state)?;
-    let vpn_file = state.join("vpn.toml");
-    write(&vpn_file, &toml_text(&vpn_config)?, 0o644)?;
-    services::start(
+    start_daemon(
         &state,
         &vpn_ns,
         "lab-vpn",
-        &[
-            vpn_binary.display().to_string(),
-            "run".to_owned(),
-            "--config".to_owned(),
-            vpn_file.display().to_string(),
-        ],
-    )?;
-    wait_ready(
-        &vpn_ns,
+        &vpn_binary,
+        &toml_text(&vpn_config)?,
         vpn_config.metrics.listen,
-        "lab-vpn",
-        &services::log_path(&state, "lab-vpn"),
-        Duration::from_secs(20),
     )?;
     let client_file = state.join("admin.conf");
     write(&client_file, &client.to_string(), 0o600)?;
@@ -354,6 +330,38 @@ pub fn up(options: &UpOptions) -> Result<(), LocalError> {
     lab_daemon::cli::out("\n");
     report::print(&lab, &names, &state);
     Ok(())
+}
+
+/// Runs daemon `program` (lab-lb, lab-vpn) in `ns` on `config` (kept in the state directory),
+/// ready once its metrics address answers.
+fn start_daemon(
+    state: &Path,
+    ns: &str,
+    program: &str,
+    binary: &Path,
+    config: &str,
+    metrics: SocketAddr,
+) -> Result<(), LocalError> {
+    let file = state.join(format!("{program}.toml"));
+    write(&file, config, 0o644)?;
+    services::start(
+        state,
+        ns,
+        program,
+        &[
+            binary.display().to_string(),
+            "run".to_owned(),
+            "--config".to_owned(),
+            file.display().to_string(),
+        ],
+    )?;
+    wait_ready(
+        ns,
+        metrics,
+        program,
+        &services::log_path(state, program),
+        Duration::from_secs(20),
+    )
 }
 
 fn machine_ns_by_role(lab: &Lab, names: &LocalLab, role: Role) -> Result<String, LocalError> {

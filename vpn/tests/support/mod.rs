@@ -382,6 +382,23 @@ impl<'n> WireCounter<'n> {
     }
 }
 
+impl Topology {
+    /// lab-vpn as a client in the client namespace ([`client_config`]), with the gateway as
+    /// its peer; returns the daemon and its interface name.
+    pub fn start_lab_vpn_client(
+        &self,
+        client_key: &KeyPair,
+        gateway_key: &KeyPair,
+    ) -> (Started, String) {
+        let interface = unique_interface("wgl");
+        let config = client_config(self.dir.path(), &interface, client_key, gateway_key, "");
+        (
+            Started::start_in(Some(&self.client), BIN, &config),
+            interface,
+        )
+    }
+}
+
 /// A lab-vpn config for a client of the gateway: its own tunnel address, the gateway as its one
 /// peer with `endpoint`, routing the gateway's tunnel address and net1 through it.
 pub fn client_config(
