@@ -132,3 +132,104 @@ fn a_keys_file_gone_before_apply_is_refused_before_any_call() {
     assert!(stderr.contains("key `manager.ssh_keys_file`"), "{stderr}");
     assert!(sim.writes().is_empty(), "{:?}", sim.writes());
 }
+
+fn plan(sim: &Simulator, file: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_lab-bootstrap"))
+        .args(["plan", "--api", "pvesh", "--pvesh"])
+        .arg(sim.pvesh_shim())
+        .arg(file)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn missing_images_are_downloaded_with_their_checksum_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = lab_with_sources(dir.path());
+    let sim = Simulator::start();
+    // The Debian cloud image is there already.
+    sim.state.lock().unwrap().content.insert(
+        "pve/local".to_owned(),
+        vec!["local:import/debian-13-genericcloud-amd64.qcow2".to_owned()],
+    );
+    let out = plan(&sim, &file);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("+ image local:import/talos-v1.13.9-factory-abc.raw"),
+        "{text}"
+    );
+    assert!(
+        text.contains("+ image local:vztmpl/debian-13-standard_13.1-2_amd64.tar.zst"),
+        "{text}"
+    );
+    assert!(!text.contains("+ image local:import/debian-13"), "{text}");
+
+    let out = apply(&sim, &file);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(sim.rejected().is_empty(), "{:?}", sim.rejected());
+    let downloads: Vec<Vec<(String, String)>> = sim
+        .writes()
+        .into_iter()
+        .filter(|c| c.path == "/nodes/pve/storage/local/download-url")
+        .map(|c| {
+            let mut p = c.params;
+            p.sort();
+            p
+        })
+        .collect();
+    let sha = "0".repeat(128);
+    let expected = |url: &str, content: &str, name: &str| {
+        let mut p: Vec<(String, String)> = [
+            ("checksum", sha.as_str()),
+            ("checksum-algorithm", "sha512"),
+            ("content", content),
+            ("filename", name),
+            ("url", url),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        p.sort();
+        p
+    };
+    assert_eq!(
+        downloads,
+        [
+            expected(
+                "https://factory.talos.dev/image/abc/v1.13.9/nocloud-amd64.raw",
+                "import",
+                "talos-v1.13.9-factory-abc.raw"
+            ),
+            expected(
+                "http://download.proxmox.com/images/system/debian-13-standard_13.1-2_amd64.tar.zst",
+                "vztmpl",
+                "debian-13-standard_13.1-2_amd64.tar.zst"
+            ),
+        ]
+    );
+    // Downloaded before any guest is created from them.
+    let writes = sim.writes();
+    let first_guest = writes
+        .iter()
+        .position(|c| c.path == "/nodes/pve/lxc" || c.path == "/nodes/pve/qemu")
+        .unwrap();
+    let last_download = writes
+        .iter()
+        .rposition(|c| c.path.ends_with("/download-url"))
+        .unwrap();
+    assert!(last_download < first_guest);
+
+    sim.clear_calls();
+    let out = plan(&sim, &file);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -160,15 +160,27 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
             plan(node, &wanted, &live).map_err(|e| e.to_string())?
         }
     };
+    let downloads = match op {
+        Op::Destroy => Vec::new(),
+        _ => super::images::missing(api, lab).map_err(|e| e.to_string())?,
+    };
     print!("{}", plan.render());
+    for download in &downloads {
+        println!(
+            "  + image {} (download-url {}, {} checked)",
+            download.volid,
+            download.image.url,
+            download.image.checksum().map_or("not", |(a, _)| a)
+        );
+    }
     if op == Op::Plan {
-        return Ok(if plan.is_empty() {
+        return Ok(if plan.is_empty() && downloads.is_empty() {
             ExitCode::SUCCESS
         } else {
             exit::code(CHANGES)
         });
     }
-    if plan.is_empty() {
+    if plan.is_empty() && downloads.is_empty() {
         return host_side(op, args, lab);
     }
     if args.api == Transport::Https {
@@ -184,8 +196,13 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
         println!("Nothing changed.");
         return Ok(exit::code(FAILED));
     }
+    // Guests are created from the images, so those come first.
+    for download in &downloads {
+        println!("Downloading {} ...", download.volid);
+        super::images::download(api, lab, download).map_err(|e| e.to_string())?;
+    }
     let mut stdout = std::io::stdout();
-    let done = apply(api, &plan, &mut stdout).map_err(|e| e.to_string())?;
+    let done = apply(api, &plan, &mut stdout).map_err(|e| e.to_string())? + downloads.len();
     println!(
         "{} complete: {done} changes.",
         if op == Op::Destroy {

@@ -6,5 +6,6 @@ pub mod cli;
 pub mod client;
 pub mod desired;
 pub mod https;
+pub mod images;
 pub mod plan;
 pub mod schema;
