@@ -50,6 +50,11 @@ pub enum LbError {
     BadRoute { listener: Name, problem: String },
     #[error("listener `{listener}`: {source}")]
     Cert { listener: Name, source: CertError },
+    #[error("listener `{listener}`: {source}")]
+    Ca {
+        listener: Name,
+        source: crate::upstream_tls::CaError,
+    },
     #[error("listener `{listener}`: TLS setup: {source}")]
     Tls {
         listener: Name,
@@ -111,7 +116,11 @@ impl LbDaemon {
             default,
             pools,
             self.http_metrics.clone(),
-        );
+        )
+        .map_err(|source| LbError::Ca {
+            listener: listener.name.clone(),
+            source,
+        })?;
         let app = HttpApp::new(
             router,
             tls,

@@ -18,6 +18,9 @@ pub struct HttpListener {
     /// pair's `names`.
     #[serde(default, rename = "cert", skip_serializing_if = "Vec::is_empty")]
     pub certs: Vec<CertPair>,
+    /// How requests reach particular backends' servers; plain HTTP/1.1 for the others.
+    #[serde(default, rename = "upstream", skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<UpstreamProtocol>,
     /// Peers whose `X-Forwarded-For` is kept (and appended to); from anyone else it is replaced.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trusted_proxies: Vec<IpNet>,
@@ -60,6 +63,7 @@ impl Default for HttpListener {
         Self {
             routes: Vec::new(),
             certs: Vec::new(),
+            upstreams: Vec::new(),
             trusted_proxies: Vec::new(),
             upstream_connect_timeout: Self::default_connect_timeout(),
             upstream_response_timeout: Self::default_response_timeout(),
@@ -127,6 +131,33 @@ pub struct HttpRoute {
     pub max_body: Option<u64>,
 }
 
+/// `[[listener.http.upstream]]`: TLS and HTTP/2 towards one backend's servers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamProtocol {
+    pub backend: Name,
+    /// Connect to the servers over TLS.
+    #[serde(default)]
+    pub tls: bool,
+    /// PEM CA certificates the servers' certificates must chain to; the system's roots when
+    /// unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    /// `false` turns verification off, explicitly, for this backend.
+    #[serde(default = "yes")]
+    pub verify: bool,
+    /// The name sent as SNI and checked against the servers' certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// Speak HTTP/2 to the servers (ALPN over TLS, prior knowledge without).
+    #[serde(default)]
+    pub h2: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
 /// `[[listener.http.cert]]`: PEM files, re-read on reload and when they change on disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -189,6 +220,41 @@ pub fn validate(
                     format!("{route_key}.add_*_headers.{name}"),
                     "not a valid header name and value",
                 );
+            }
+        }
+    }
+    for (i, upstream) in http.upstreams.iter().enumerate() {
+        let up_key = format!("{key}.upstream[{i}]");
+        if !backends.contains(&upstream.backend) {
+            issues.add(
+                format!("{up_key}.backend"),
+                format!("no [[backend]] is named `{}`", upstream.backend),
+            );
+        }
+        if let Some(first) = http.upstreams[..i]
+            .iter()
+            .position(|u| u.backend == upstream.backend)
+        {
+            issues.add(
+                format!("{up_key}.backend"),
+                format!(
+                    "backend `{}` is already set in upstream[{first}]",
+                    upstream.backend
+                ),
+            );
+        }
+        if !upstream.tls && (upstream.ca.is_some() || upstream.server_name.is_some()) {
+            issues.add(up_key.clone(), "ca and server_name need tls = true");
+        }
+        if upstream.tls && upstream.verify && upstream.server_name.is_none() {
+            issues.add(
+                format!("{up_key}.server_name"),
+                "verifying the servers needs the name their certificates carry (or verify = false)",
+            );
+        }
+        if let Some(ca) = &upstream.ca {
+            if let Err(e) = crate::upstream_tls::load_ca(ca) {
+                issues.add(format!("{up_key}.ca"), e.to_string());
             }
         }
     }

@@ -9,6 +9,7 @@ use crate::http_metrics::{
 };
 use crate::pool::Pool;
 use crate::sni::SniPattern;
+use crate::upstream_tls::{CaError, Upstream};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
@@ -89,6 +90,8 @@ pub struct HttpRouter {
     https: bool,
     routes: Vec<Route>,
     default: Arc<Pool>,
+    /// Backends reached over TLS or h2; plain HTTP/1.1 for the rest.
+    upstreams: HashMap<Name, Upstream>,
     trusted: Vec<IpNet>,
     connect_timeout: Duration,
     response_timeout: Duration,
@@ -109,12 +112,17 @@ impl HttpRouter {
         default: Arc<Pool>,
         pools: &HashMap<Name, Arc<Pool>>,
         metrics: HttpMetrics,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, CaError> {
+        let mut upstreams = HashMap::new();
+        for protocol in &http.upstreams {
+            upstreams.insert(protocol.backend.clone(), Upstream::load(protocol)?);
+        }
+        Ok(Self {
             listener,
             https,
             routes: http.routes.iter().map(|r| Route::new(r, pools)).collect(),
             default,
+            upstreams,
             trusted: http.trusted_proxies.clone(),
             connect_timeout: http.upstream_connect_timeout,
             response_timeout: http.upstream_response_timeout,
@@ -124,7 +132,7 @@ impl HttpRouter {
             max_requests: http.max_requests.map(|m| m as usize),
             in_flight: Arc::new(AtomicUsize::new(0)),
             metrics,
-        }
+        })
     }
 
     fn route(&self, ctx: &Ctx) -> Option<&Route> {
@@ -408,7 +416,7 @@ impl ProxyHttp for HttpRouter {
         ctx.tried.push(i);
         ctx.server = Some(address);
         ctx.upstream_started = Some(Instant::now());
-        let mut peer = HttpPeer::new(address, false, String::new());
+        let mut peer = Upstream::peer(self.upstreams.get(&pool.name), address);
         peer.options.connection_timeout = Some(self.connect_timeout);
         // An upgraded stream (WebSocket) may stay silent for as long as its users like.
         if !session.is_upgrade_req() {

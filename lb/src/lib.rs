@@ -23,6 +23,7 @@ pub mod splice;
 pub mod status;
 pub mod tls_certs;
 pub mod tls_stream;
+pub mod upstream_tls;
 
 pub use config::LbConfig;
 pub use daemon::LbDaemon;

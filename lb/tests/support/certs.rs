@@ -40,3 +40,84 @@ pub fn install(from: &Pair, to: &Pair) {
         std::fs::rename(&temp, dst).unwrap();
     }
 }
+
+fn openssl(args: &[&str]) {
+    let output = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A CA (`ca.crt`, `ca.key`) and a server certificate for `name` it signed (`<name>.crt/.key`).
+pub fn ca_and_server(dir: &Path, name: &str) -> (PathBuf, Pair) {
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    let ca_crt = dir.join("ca.crt");
+    let ca_key = dir.join("ca.key");
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "2",
+        "-keyout",
+        &s(&ca_key),
+        "-out",
+        &s(&ca_crt),
+        "-subj",
+        "/CN=lab test CA",
+    ]);
+    let pair = Pair {
+        cert: dir.join(format!("{name}.crt")),
+        key: dir.join(format!("{name}.key")),
+    };
+    let csr = dir.join(format!("{name}.csr"));
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &s(&pair.key),
+        "-out",
+        &s(&csr),
+        "-subj",
+        &format!("/CN={name}"),
+    ]);
+    let ext = dir.join(format!("{name}.ext"));
+    std::fs::write(
+        &ext,
+        format!(
+            "subjectAltName=DNS:{name}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+        ),
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &s(&csr),
+        "-CA",
+        &s(&ca_crt),
+        "-CAkey",
+        &s(&ca_key),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        &s(&pair.cert),
+        "-extfile",
+        &s(&ext),
+    ]);
+    (ca_crt, pair)
+}

@@ -15,6 +15,11 @@ pub struct EchoBackend {
 
 impl EchoBackend {
     pub fn start(name: &str) -> Self {
+        Self::start_with(name, "", "")
+    }
+
+    /// With `listen` flags (` ssl`, ` http2`) and extra `server` lines (certificates).
+    pub fn start_with(name: &str, listen: &str, server: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let address = ports::free_tcp();
         let d = dir.path().display();
@@ -28,10 +33,12 @@ http {{
   uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
   keepalive_timeout 60s; keepalive_requests 100000;
   server {{
-    listen {address};
+    listen {address}{listen};
+    {server}
     location / {{
       default_type text/plain;
       add_header X-Backend-Only yes;
+      add_header X-Protocol $server_protocol;
       return 200 \"{name} uri=$request_uri xff=$http_x_forwarded_for proto=$http_x_forwarded_proto fhost=$http_x_forwarded_host fwd=$http_forwarded added=$http_x_added gone=$http_x_gone\\n\";
     }}
   }}
