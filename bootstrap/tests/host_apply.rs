@@ -1,7 +1,7 @@
 //! `lab-bootstrap apply` end to end on the host side: the Proxmox API is the simulator, and the
 //! host's commands (systemctl, sysctl, pct, talosctl) go to a recording stand-in that keeps
 //! each container's files in a directory, so `pct exec -- sha256sum` answers what `pct push`
-//! put there. First apply installs and starts everything; a second runs no writing command;
+//! put there. First apply installs and starts everything (VMs after their snippets); a second runs no writing command;
 //! a changed lb config is pushed alone and lab-lb reloaded; a killed apply converges.
 
 mod support;
@@ -41,6 +41,12 @@ case "$1" in
           done
           exit $rc
         fi ;;
+    esac ;;
+  qm)
+    case "$2" in
+      status) if [ -e "$DIR/running-$3" ]; then echo "status: running"; else echo "status: stopped"; fi ;;
+      start) [ -e "$DIR/root/var/lib/vz/snippets/lab-cp1.yaml" ] || { echo "cp1 would boot without its snippet" >&2; exit 1; }
+             touch "$DIR/running-$3" ;;
     esac ;;
   talosctl) echo "rpc error: code = AlreadyExists desc = etcd data directory is not empty" >&2; exit 1 ;;
 esac
@@ -111,11 +117,15 @@ impl Bench {
             .collect()
     }
 
-    /// Commands that change something: not `pct status`, not `sha256sum`.
+    /// Commands that change something: not `pct status`/`qm status`, not `sha256sum`.
     fn writes(&self) -> Vec<String> {
         self.commands()
             .into_iter()
-            .filter(|c| !c.starts_with("pct status") && !c.contains(" -- sha256sum "))
+            .filter(|c| {
+                !c.starts_with("pct status")
+                    && !c.starts_with("qm status")
+                    && !c.contains(" -- sha256sum ")
+            })
             .collect()
     }
 
@@ -153,6 +163,9 @@ fn first_apply_installs_everything_and_a_second_runs_nothing() {
         "systemctl restart lab-dnsmasq@vmbr2.service".to_owned(),
         "systemctl restart lab-network.service".to_owned(),
         "pct start 200".to_owned(),
+        "qm start 205".to_owned(),
+        "qm start 211".to_owned(),
+        "qm start 222".to_owned(),
         "pct start 201".to_owned(),
         format!("pct push 200 {lb_toml} /etc/lab-lb/lb.toml --perms 644"),
         format!("pct push 201 {key} /etc/lab-vpn/private.key --perms 600"),
@@ -170,6 +183,8 @@ fn first_apply_installs_everything_and_a_second_runs_nothing() {
         at("pct exec 200 -- systemctl daemon-reload")
             < at("pct exec 200 -- systemctl restart lab-lb.service")
     );
+    // Control planes before workers.
+    assert!(at("qm start 213") < at("qm start 221"));
     // 3 files into lb (binary, config, unit), 4 into vpn (and its key).
     assert_eq!(
         writes.iter().filter(|w| w.starts_with("pct push")).count(),

@@ -1,5 +1,5 @@
 //! apply's host side, after the Proxmox steps: the host's files, then the services that read
-//! them, then the containers' programs, then etcd. Every step is decided by comparing with
+//! them, then the VMs started, then the containers' programs, then etcd. Every step is decided by comparing with
 //! what is there, so a second run does nothing, and what must follow a write is recorded
 //! before the write, so a run killed at any point converges on the next.
 
@@ -41,6 +41,7 @@ pub enum HostApplyError {
 pub struct Summary {
     pub files_written: usize,
     pub files_pushed: usize,
+    pub vms_started: usize,
     pub actions: Vec<Action>,
     pub etcd: Option<etcd::Outcome>,
 }
@@ -78,6 +79,8 @@ pub fn apply(
     }
     // The host's services first: the containers' traffic goes through its ruleset.
     run_pending(host, state_dir, &mut pending, &mut summary, out, false)?;
+    // After the snippets are written: the Talos nodes read them on first boot.
+    summary.vms_started = super::guests::start_vms(host, lab, out)?;
     let containers = containers::containers(lab, root, &options.binaries)?;
     summary.files_pushed = containers::provision(host, &containers, state_dir, &mut pending, out)?;
     run_pending(host, state_dir, &mut pending, &mut summary, out, true)?;

@@ -1,11 +1,12 @@
 //! The Proxmox host itself: running commands on it ([`Host`]), installing the rendered files
 //! and restarting only what they changed ([`services`]), provisioning the lb and vpn containers
-//! ([`containers`]), and bootstrapping etcd ([`etcd`]). [`apply`] runs them in order.
+//! ([`containers`]), starting the VMs ([`guests`]) and bootstrapping etcd ([`etcd`]). [`apply`] runs them in order.
 
 pub mod actions;
 pub mod apply;
 pub mod containers;
 pub mod etcd;
+pub mod guests;
 pub mod services;
 
 use std::path::{Path, PathBuf};

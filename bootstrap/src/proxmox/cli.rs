@@ -247,10 +247,11 @@ fn host_side(op: Op, args: &Args, lab: &Lab) -> Result<ExitCode, String> {
     let summary = crate::host::apply::apply(&mut host, lab, &options, &mut std::io::stdout())
         .map_err(|e| e.to_string())?;
     println!(
-        "Host complete: {} files written, {} pushed into containers, {} services reloaded or restarted.",
+        "Host complete: {} files written, {} pushed into containers, {} services reloaded or restarted, {} VMs started.",
         summary.files_written,
         summary.files_pushed,
-        summary.actions.len()
+        summary.actions.len(),
+        summary.vms_started
     );
     Ok(ExitCode::SUCCESS)
 }
