@@ -128,6 +128,81 @@ impl HttpMetrics {
     }
 }
 
+/// Handles resolved when a listener is built, so a request only touches atomics.
+#[derive(Clone)]
+pub struct RouteCounters {
+    /// By method class (read, write), then status class (1xx..5xx, none).
+    by_class: [[Counter; 6]; 2],
+}
+
+const METHOD_CLASSES: [&str; 2] = ["read", "write"];
+const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+
+impl RouteCounters {
+    pub fn new(metrics: &HttpMetrics, listener: &str, route: &str, backend: &str) -> Self {
+        let by_class = METHOD_CLASSES.map(|method| {
+            STATUS_CLASSES.map(|status| {
+                metrics
+                    .requests
+                    .get_or_create(&RequestLabels {
+                        listener: listener.to_owned(),
+                        route: route.to_owned(),
+                        backend: backend.to_owned(),
+                        method: method.to_owned(),
+                        status: status.to_owned(),
+                    })
+                    .clone()
+            })
+        });
+        Self { by_class }
+    }
+
+    pub fn count(&self, method: &http::Method, status: u16) {
+        let m = usize::from(method_class(method) == "write");
+        let s = match status {
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            400..=499 => 3,
+            500..=599 => 4,
+            _ => 5,
+        };
+        self.by_class[m][s].inc();
+    }
+}
+
+/// One backend's upstream handles.
+#[derive(Clone)]
+pub struct UpstreamHandles {
+    pub duration: Histogram,
+    pub reused: Counter,
+    pub fresh: Counter,
+}
+
+impl UpstreamHandles {
+    pub fn new(metrics: &HttpMetrics, backend: &str) -> Self {
+        let reuse = |reused: bool| {
+            metrics
+                .upstream_connections
+                .get_or_create(&ReuseLabels {
+                    backend: backend.to_owned(),
+                    reused: reused.to_string(),
+                })
+                .clone()
+        };
+        Self {
+            duration: metrics
+                .upstream_duration
+                .get_or_create(&UpstreamLabels {
+                    backend: backend.to_owned(),
+                })
+                .clone(),
+            reused: reuse(true),
+            fresh: reuse(false),
+        }
+    }
+}
+
 /// `GET`/`HEAD` are reads, the rest writes: a few label values whatever clients send.
 pub fn method_class(method: &http::Method) -> &'static str {
     match *method {

@@ -4,9 +4,7 @@
 //! and 504, count and log every request.
 
 use crate::http_config::{HttpListener, HttpRoute};
-use crate::http_metrics::{
-    method_class, status_class, HttpMetrics, RequestLabels, ReuseLabels, UpstreamLabels,
-};
+use crate::http_metrics::{HttpMetrics, RouteCounters, UpstreamHandles};
 use crate::pool::Pool;
 use crate::sni::SniPattern;
 use crate::upstream_tls::{CaError, Upstream};
@@ -40,6 +38,7 @@ struct Route {
     add_response: Vec<(HeaderName, HeaderValue)>,
     remove_response: Vec<String>,
     max_body: Option<u64>,
+    counters: RouteCounters,
 }
 
 fn headers(map: &std::collections::BTreeMap<String, String>) -> Vec<(HeaderName, HeaderValue)> {
@@ -55,19 +54,34 @@ fn headers(map: &std::collections::BTreeMap<String, String>) -> Vec<(HeaderName,
 }
 
 impl Route {
-    fn new(route: &HttpRoute, pools: &HashMap<Name, Arc<Pool>>) -> Self {
+    fn new(
+        route: &HttpRoute,
+        pools: &HashMap<Name, Arc<Pool>>,
+        default: &Arc<Pool>,
+        listener: &str,
+        metrics: &HttpMetrics,
+    ) -> Self {
+        let label = format!(
+            "{}{}",
+            route.host.as_deref().unwrap_or("*"),
+            route.path.as_deref().unwrap_or("/")
+        );
+        let pool = route.backend.as_ref().and_then(|b| pools.get(b).cloned());
+        // A route that answers itself names no backend.
+        let backend = match (&pool, route.status.is_some() || route.redirect_https) {
+            (Some(pool), _) => pool.name.to_string(),
+            (None, true) => "-".to_owned(),
+            (None, false) => default.name.to_string(),
+        };
         Self {
-            label: format!(
-                "{}{}",
-                route.host.as_deref().unwrap_or("*"),
-                route.path.as_deref().unwrap_or("/")
-            ),
+            counters: RouteCounters::new(metrics, listener, &label, &backend),
+            label,
             host: route
                 .host
                 .as_deref()
                 .and_then(|h| SniPattern::parse(&h.to_ascii_lowercase()).ok()),
             path: route.path.clone().unwrap_or_else(|| "/".into()),
-            pool: route.backend.as_ref().and_then(|b| pools.get(b).cloned()),
+            pool,
             status: route.status,
             body: Bytes::from(route.body.clone().unwrap_or_default()),
             redirect_https: route.redirect_https,
@@ -102,6 +116,9 @@ pub struct HttpRouter {
     max_requests: Option<usize>,
     in_flight: Arc<AtomicUsize>,
     metrics: HttpMetrics,
+    default_counters: RouteCounters,
+    duration: prometheus_client::metrics::histogram::Histogram,
+    by_backend: HashMap<Name, UpstreamHandles>,
 }
 
 impl HttpRouter {
@@ -117,10 +134,41 @@ impl HttpRouter {
         for protocol in &http.upstreams {
             upstreams.insert(protocol.backend.clone(), Upstream::load(protocol)?);
         }
+        let routes: Vec<Route> = http
+            .routes
+            .iter()
+            .map(|r| Route::new(r, pools, &default, listener.as_str(), &metrics))
+            .collect();
+        let default_counters = RouteCounters::new(
+            &metrics,
+            listener.as_str(),
+            "default",
+            default.name.as_str(),
+        );
+        let duration = metrics
+            .duration
+            .get_or_create(&crate::http_metrics::ListenerLabel {
+                listener: listener.to_string(),
+            })
+            .clone();
+        let by_backend = routes
+            .iter()
+            .filter_map(|r| r.pool.as_ref())
+            .chain(std::iter::once(&default))
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    UpstreamHandles::new(&metrics, p.name.as_str()),
+                )
+            })
+            .collect();
         Ok(Self {
+            default_counters,
+            duration,
+            by_backend,
             listener,
             https,
-            routes: http.routes.iter().map(|r| Route::new(r, pools)).collect(),
+            routes,
             default,
             upstreams,
             trusted: http.trusted_proxies.clone(),
@@ -254,6 +302,10 @@ fn forwarded_for(ip: IpAddr) -> String {
 #[async_trait]
 impl ProxyHttp for HttpRouter {
     type CTX = Ctx;
+
+    /// No downstream modules: pingora's default adds a (disabled) compression module that
+    /// every request would still pass through.
+    fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
 
     fn new_ctx(&self) -> Ctx {
         Ctx {
@@ -456,13 +508,13 @@ impl ProxyHttp for HttpRouter {
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.error_kind = None;
-        self.metrics
-            .upstream_connections
-            .get_or_create(&ReuseLabels {
-                backend: self.pool(ctx).name.to_string(),
-                reused: reused.to_string(),
-            })
-            .inc();
+        if let Some(handles) = self.by_backend.get(&self.pool(ctx).name) {
+            if reused {
+                handles.reused.inc();
+            } else {
+                handles.fresh.inc();
+            }
+        }
         Ok(())
     }
 
@@ -527,12 +579,9 @@ impl ProxyHttp for HttpRouter {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(started) = ctx.upstream_started.take() {
-            self.metrics
-                .upstream_duration
-                .get_or_create(&UpstreamLabels {
-                    backend: self.pool(ctx).name.to_string(),
-                })
-                .observe(started.elapsed().as_secs_f64());
+            if let Some(handles) = self.by_backend.get(&self.pool(ctx).name) {
+                handles.duration.observe(started.elapsed().as_secs_f64());
+            }
         }
         Ok(())
     }
@@ -598,27 +647,15 @@ impl ProxyHttp for HttpRouter {
         let req = session.req_header();
         let route = self.route(ctx).map_or("default", |r| r.label.as_str());
         let backend = match self.route(ctx) {
-            Some(r) if r.pool.is_none() => "-".to_string(),
-            _ => self.pool(ctx).name.to_string(),
+            Some(r) if r.pool.is_none() && (r.status.is_some() || r.redirect_https) => "-",
+            _ => self.pool(ctx).name.as_str(),
         };
         let method = req.method.clone();
         let elapsed = ctx.started.elapsed();
-        self.metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                listener: self.listener.to_string(),
-                route: route.to_owned(),
-                backend: backend.clone(),
-                method: method_class(&method).to_owned(),
-                status: status_class(status).to_owned(),
-            })
-            .inc();
-        self.metrics
-            .duration
-            .get_or_create(&crate::http_metrics::ListenerLabel {
-                listener: self.listener.to_string(),
-            })
-            .observe(elapsed.as_secs_f64());
+        self.route(ctx)
+            .map_or(&self.default_counters, |r| &r.counters)
+            .count(&method, status);
+        self.duration.observe(elapsed.as_secs_f64());
         if let Some(kind) = ctx.error_kind {
             if status >= 400 || e.is_some() {
                 self.metrics.error(self.listener.as_str(), kind);
