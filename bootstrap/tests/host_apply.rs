@@ -20,6 +20,7 @@ const STAND_IN: &str = r#"#!/bin/bash
 DIR="@DIR@"
 if [ "$1" = "--has" ]; then [ -e "$DIR/has-$2" ]; exit; fi
 echo "$*" >> "$DIR/commands.log"
+[ "$1" = timeout ] && shift 2
 if [ -e "$DIR/fail" ] && [ "$*" = "$(cat "$DIR/fail")" ]; then
   rm "$DIR/fail"; echo "killed here" >&2; exit 1
 fi
@@ -48,7 +49,9 @@ case "$1" in
       start) [ -e "$DIR/root/var/lib/vz/snippets/lab-cp1.yaml" ] || { echo "cp1 would boot without its snippet" >&2; exit 1; }
              touch "$DIR/running-$3" ;;
     esac ;;
-  talosctl) echo "rpc error: code = AlreadyExists desc = etcd data directory is not empty" >&2; exit 1 ;;
+  talosctl)
+    if [ -e "$DIR/talos-down" ]; then echo "error: connection refused" >&2; exit 1; fi
+    echo "rpc error: code = AlreadyExists desc = etcd data directory is not empty" >&2; exit 1 ;;
 esac
 exit 0
 "#;
@@ -312,10 +315,24 @@ fn talosctl_bootstraps_etcd_once_and_already_exists_counts_as_done() {
     assert!(text.contains("etcd bootstrapped"), "{text}");
     let state = bench.path("root/var/lib/lab-bootstrap");
     let expected = format!(
-        "talosctl --talosconfig {}/talosconfig bootstrap --nodes 10.10.1.11 --endpoints 10.10.1.11",
+        "timeout 120 talosctl --talosconfig {}/talosconfig bootstrap --nodes 10.10.1.11 --endpoints 10.10.1.11",
         state.display()
     );
     assert!(bench.writes().contains(&expected), "{:#?}", bench.writes());
     bench.apply_ok();
     assert!(bench.writes().is_empty(), "{:#?}", bench.writes());
+}
+
+#[test]
+fn a_node_not_answering_yet_defers_the_bootstrap_to_the_next_apply() {
+    let bench = Bench::new();
+    std::fs::write(bench.path("has-talosctl"), "").unwrap();
+    std::fs::write(bench.path("talos-down"), "").unwrap();
+    let text = bench.apply_ok();
+    assert!(text.contains("etcd not bootstrapped yet"), "{text}");
+    assert!(text.contains("connection refused"), "{text}");
+    std::fs::remove_file(bench.path("talos-down")).unwrap();
+    let text = bench.apply_ok();
+    assert!(text.contains("etcd bootstrapped"), "{text}");
+    assert_eq!(bench.writes().len(), 1, "{:#?}", bench.writes());
 }

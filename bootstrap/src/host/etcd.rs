@@ -10,6 +10,9 @@ use std::path::Path;
 /// Left in the state directory once etcd answered, so later applies do not ask again.
 pub const DONE_FILE: &str = "etcd-bootstrapped";
 
+/// Seconds talosctl may take (coreutils `timeout`).
+const TALOSCTL_TIMEOUT: &str = "120";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     AlreadyDone,
@@ -55,7 +58,10 @@ pub fn bootstrap(
         );
         return Ok(Outcome::Deferred(line));
     }
-    let result = host.run("talosctl", &args)?;
+    // A node that is still booting can leave talosctl waiting far longer than an apply should.
+    let mut bounded = vec![TALOSCTL_TIMEOUT, "talosctl"];
+    bounded.extend(&args);
+    let result = host.run("timeout", &bounded)?;
     let text = format!("{}{}", result.stdout, result.stderr);
     // A second bootstrap is refused with AlreadyExists: etcd is there, which is the point.
     if result.success || text.contains("AlreadyExists") || text.contains("already bootstrapped") {
