@@ -181,12 +181,13 @@ pub fn provision(
         if changed.is_empty() {
             continue;
         }
-        let kinds: BTreeSet<_> = changed.iter().map(|f| f.kind as u8).collect();
+        let any = |kind| changed.iter().any(|f| f.kind == kind);
+        let (unit_changed, binary_changed) = (any(FileKind::Unit), any(FileKind::Binary));
         let unit = container.unit.to_owned();
-        if kinds.contains(&(FileKind::Unit as u8)) {
+        if unit_changed {
             pending.insert(Action::ContainerDaemonReload(container.vmid));
         }
-        if kinds.contains(&(FileKind::Unit as u8)) || kinds.contains(&(FileKind::Binary as u8)) {
+        if unit_changed || binary_changed {
             pending.insert(Action::ContainerRestart(container.vmid, unit));
         } else {
             pending.insert(Action::ContainerReload(container.vmid, unit));

@@ -188,6 +188,14 @@ impl Lab {
                     ),
                 );
             }
+            if route.listen == NetworkId::Net2
+                && route.port == crate::render::containers::LB_METRICS_PORT
+            {
+                issues.add(
+                    format!("{key}.port"),
+                    format!("net2 port {} is lab-lb's own metrics address", route.port),
+                );
+            }
             if route.roles.is_empty() && route.machines.is_empty() {
                 issues.add(
                     key.clone(),
