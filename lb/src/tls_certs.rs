@@ -19,6 +19,8 @@ pub enum CertError {
     Cert { path: PathBuf, reason: String },
     #[error("cannot read a private key from {path}: {reason}")]
     Key { path: PathBuf, reason: String },
+    #[error("{path} expired at {not_after}")]
+    Expired { path: PathBuf, not_after: String },
     #[error("{cert} and {key} do not belong together: {reason}")]
     Mismatch {
         cert: PathBuf,
@@ -41,6 +43,7 @@ pub fn load_pair(pair: &CertPair) -> Result<Arc<CertifiedKey>, CertError> {
             reason: "no CERTIFICATE block".into(),
         });
     }
+    check_validity(&pair.cert, &chain[0])?;
     let key = PrivateKeyDer::from_pem_file(&pair.key).map_err(|e| CertError::Key {
         path: pair.key.clone(),
         reason: e.to_string(),
@@ -53,6 +56,28 @@ pub fn load_pair(pair: &CertPair) -> Result<Arc<CertifiedKey>, CertError> {
             key: pair.key.clone(),
             reason: e.to_string(),
         })
+}
+
+/// An expired certificate is refused like a broken one: every client would reject it, so a
+/// renewal that installed one must not replace a working certificate.
+fn check_validity(path: &std::path::Path, leaf: &CertificateDer<'_>) -> Result<(), CertError> {
+    let (_, cert) = x509_parser_pingora::parse_x509_certificate(leaf.as_ref()).map_err(|e| {
+        CertError::Cert {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        }
+    })?;
+    let not_after = cert.validity().not_after;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    if not_after.timestamp() < now {
+        return Err(CertError::Expired {
+            path: path.to_owned(),
+            not_after: not_after.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// The pairs of one listener, as loaded.

@@ -226,8 +226,10 @@ fn bad_certificates_are_a_clear_error_at_check_and_start() {
         cert: a.cert.clone(),
         key: garbage,
     };
+    let expired = certs::expired(dir.path(), "a.test");
     let web = EchoBackend::start("web");
     for (pair, expect) in [
+        (&expired, "expired at"),
         (&mismatched, "do not belong together"),
         (&missing, "cannot read certificates"),
         (&not_a_key, "cannot read a private key"),
@@ -251,5 +253,48 @@ fn bad_certificates_are_a_clear_error_at_check_and_start() {
             assert!(stderr.contains(expect), "{command}: {stderr}");
             assert!(!stderr.contains("PRIVATE KEY"), "{stderr}");
         }
+    }
+}
+
+#[test]
+fn http_sections_are_checked_with_key_paths() {
+    let setup = Setup::new();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lb.toml");
+    let config = setup.config(&format!(
+        "[[listener]]\nname = \"tls\"\nlisten = \"{}\"\nmode = \"https\"\nbackend = \"web\"\n\
+         [listener.http]\nmax_requests = 0\nkeepalive_timeout = \"0s\"\n\
+         [[listener.http.route]]\nhost = \"*bad\"\npath = \"nope\"\n\
+         [[listener.http.route]]\nbackend = \"missing\"\nadd_request_headers = {{ \"bad name\" = \"x\" }}\n\
+         [[listener.http.upstream]]\nbackend = \"web\"\ntls = true\n\
+         [[listener]]\nname = \"plain\"\nlisten = \"127.0.0.1:1\"\nmode = \"tcp\"\nbackend = \"web\"\n\
+         [listener.http]\n\
+         [[backend]]\nname = \"web\"\nserver = [{{ address = \"127.0.0.1:2\" }}]\n",
+        setup.lb
+    ));
+    std::fs::write(&file, config).unwrap();
+    let output = Command::new(support::BIN)
+        .arg("check")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    for key in [
+        "listener[0].http.cert",
+        "listener[0].http.max_requests",
+        "listener[0].http.keepalive_timeout",
+        "listener[0].http.route[0].host",
+        "listener[0].http.route[0].path",
+        "listener[0].http.route[0]`",
+        "listener[0].http.route[1].backend",
+        "listener[0].http.route[1].add_*_headers.bad name",
+        "listener[0].http.upstream[0].server_name",
+        "listener[1].http",
+    ] {
+        assert!(
+            stderr.contains(&format!("key `{key}")),
+            "{key} in:\n{stderr}"
+        );
     }
 }

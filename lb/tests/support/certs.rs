@@ -121,3 +121,40 @@ pub fn ca_and_server(dir: &Path, name: &str) -> (PathBuf, Pair) {
     ]);
     (ca_crt, pair)
 }
+
+/// A self-signed certificate for `name` that expired yesterday.
+pub fn expired(dir: &Path, name: &str) -> Pair {
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    let pair = Pair {
+        cert: dir.join(format!("{name}-expired.crt")),
+        key: dir.join(format!("{name}-expired.key")),
+    };
+    let csr = dir.join(format!("{name}-expired.csr"));
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &s(&pair.key),
+        "-out",
+        &s(&csr),
+        "-subj",
+        &format!("/CN={name}"),
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &s(&csr),
+        "-signkey",
+        &s(&pair.key),
+        "-days",
+        "-1",
+        "-out",
+        &s(&pair.cert),
+    ]);
+    pair
+}
