@@ -265,6 +265,10 @@ fn upstream_keep_alive_reuse_in_metrics() {
         setup.metric("lab_lb_http_upstream_connections_total{backend=\"web\",reused=\"false\"}");
     assert_eq!(reused + fresh, 10.0);
     assert!(reused >= 8.0, "reused {reused}, new {fresh}");
+    let exposition = lab_tests::http::get(setup.metrics, "/metrics", &[]).body;
+    lab_tests::promtool::check_metrics(&exposition).unwrap();
+    assert!(exposition.contains("lab_lb_http_request_duration_seconds_bucket"));
+    assert!(exposition.contains("lab_lb_http_upstream_duration_seconds_bucket"));
 }
 
 #[test]
