@@ -34,11 +34,11 @@ enum Command {
         #[arg(value_name = "FILE", default_value = "lab.toml")]
         file: PathBuf,
     },
-    /// Show what apply would change on the Proxmox node (exit 0: nothing, 2: changes)
+    /// Show what apply would change on the Proxmox node and host (exit 0: nothing, 2: changes)
     Plan(proxmox::cli::Args),
     /// Create, update and replace what the plan shows, waiting on every Proxmox task
     Apply(proxmox::cli::Args),
-    /// Remove every bridge, container and VM lab-bootstrap created, and nothing else
+    /// Remove every bridge, container, VM and host file lab-bootstrap created, and nothing else
     Destroy(proxmox::cli::Args),
     /// Build the lab in network namespaces on this machine (`--local`), with the real programs
     Up {

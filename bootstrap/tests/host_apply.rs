@@ -100,6 +100,48 @@ impl Bench {
             .unwrap()
     }
 
+    /// plan or destroy, as apply runs: the simulator, the stand-in, the test root.
+    fn run(&self, op: &str, extra: &[&str]) -> (Output, String) {
+        let _ = std::fs::remove_file(self.path("commands.log"));
+        let out = Command::new(env!("CARGO_BIN_EXE_lab-bootstrap"))
+            .arg(op)
+            .args(extra)
+            .args(["--api", "pvesh", "--pvesh"])
+            .arg(self.sim.pvesh_shim())
+            .arg("--root")
+            .arg(self.path("root"))
+            .arg("--binaries")
+            .arg(self.path("bin"))
+            .arg("--run-via")
+            .arg(self.path("stand-in"))
+            .arg(self.path("lab.toml"))
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out, text)
+    }
+
+    /// Every file and directory under the test root, relative to it.
+    fn listing(&self) -> Vec<String> {
+        fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                out.push(path.strip_prefix(base).unwrap().display().to_string());
+                if path.is_dir() {
+                    walk(&path, base, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.path("root"), &self.path("root"), &mut out);
+        out.sort();
+        out
+    }
+
     fn apply_ok(&self) -> String {
         let out = self.apply();
         let text = format!(
@@ -335,4 +377,192 @@ fn a_node_not_answering_yet_defers_the_bootstrap_to_the_next_apply() {
     let text = bench.apply_ok();
     assert!(text.contains("etcd bootstrapped"), "{text}");
     assert_eq!(bench.writes().len(), 1, "{:#?}", bench.writes());
+}
+
+/// The host's part of plan's output: the lines after "On the host:" that name a change.
+fn host_changes(text: &str) -> Vec<String> {
+    text.split_once("On the host:")
+        .map(|(_, host)| {
+            host.lines()
+                .map(str::trim)
+                .filter(|l| l.starts_with('+') || l.starts_with('~') || l.starts_with('-'))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn plan_after_a_full_apply_lists_nothing_and_exits_0() {
+    let bench = Bench::new();
+    bench.apply_ok();
+    bench.sim.clear_calls();
+    let (out, text) = bench.run("plan", &[]);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("The host's files and services match lab.toml"),
+        "{text}"
+    );
+    assert!(host_changes(&text).is_empty(), "{text}");
+    assert!(bench.writes().is_empty(), "{:#?}", bench.writes());
+    assert!(bench.sim.writes().is_empty(), "{:?}", bench.sim.writes());
+}
+
+#[test]
+fn plan_of_a_changed_lb_route_lists_its_push_and_the_reload() {
+    let bench = Bench::new();
+    bench.apply_ok();
+    let edited = example().replacen(
+        "roles = [\"control-plane\"]\nbalance = \"least-connections\"",
+        "roles = [\"control-plane\"]\nbalance = \"round-robin\"",
+        1,
+    );
+    assert_ne!(edited, example());
+    std::fs::write(bench.path("lab.toml"), edited).unwrap();
+    let before = bench.listing();
+    let staged_before = std::fs::read_to_string(staged(&bench, "lb/etc/lab-lb/lb.toml")).unwrap();
+    let pushed_before = bench.in_container(200, "/etc/lab-lb/lb.toml");
+    let (out, text) = bench.run("plan", &[]);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert_eq!(
+        host_changes(&text),
+        [
+            // The copy on the host that apply pushes from.
+            "~ file \"/var/lib/lab/containers/lb/etc/lab-lb/lb.toml\"",
+            "~ push \"lb:/etc/lab-lb/lb.toml\"",
+            "~ ct-reload 200 lab-lb.service",
+        ],
+        "{text}"
+    );
+    // Read only: nothing written, pushed or restarted.
+    assert!(bench.writes().is_empty(), "{:#?}", bench.writes());
+    assert_eq!(bench.listing(), before);
+    assert_eq!(
+        std::fs::read_to_string(staged(&bench, "lb/etc/lab-lb/lb.toml")).unwrap(),
+        staged_before
+    );
+    assert_eq!(
+        bench.in_container(200, "/etc/lab-lb/lb.toml"),
+        pushed_before
+    );
+    // And apply does what plan said.
+    bench.apply_ok();
+    assert_eq!(
+        bench.writes(),
+        [
+            "pct exec 200 -- mkdir -p /etc/lab-lb".to_owned(),
+            format!(
+                "pct push 200 {} /etc/lab-lb/lb.toml --perms 644",
+                staged(&bench, "lb/etc/lab-lb/lb.toml")
+            ),
+            "pct exec 200 -- systemctl reload-or-restart lab-lb.service".to_owned(),
+        ]
+    );
+    let (out, text) = bench.run("plan", &[]);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+}
+
+#[test]
+fn plan_on_a_fresh_host_creates_no_file_and_makes_no_secret() {
+    let bench = Bench::new();
+    let before = bench.listing();
+    let outside: Vec<_> = std::fs::read_dir(bench.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let (out, text) = bench.run("plan", &[]);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert_eq!(bench.listing(), before, "{text}");
+    let mut after: Vec<_> = std::fs::read_dir(bench.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n != "commands.log")
+        .collect();
+    let mut outside = outside;
+    outside.sort();
+    after.sort();
+    assert_eq!(after, outside);
+    let changes = host_changes(&text);
+    let state = bench.path("root/var/lib/lab-bootstrap");
+    for expected in [
+        "+ file \"/etc/lab/lab.nft\"".to_owned(),
+        "+ file \"/var/lib/vz/snippets/lab-cp1.yaml\"".to_owned(),
+        format!("+ file \"{}/talosconfig\"", state.display()),
+        "~ restart lab-network.service".to_owned(),
+        "~ vm \"211\"".to_owned(),
+        "~ push \"lb:/usr/local/bin/lab-lb\"".to_owned(),
+    ] {
+        assert!(changes.contains(&expected), "{expected}\n{text}");
+    }
+    assert!(
+        text.contains("lab-cp1.yaml will be created (with the Talos secrets"),
+        "{text}"
+    );
+    assert!(bench.writes().is_empty(), "{:#?}", bench.writes());
+}
+
+/// Every file (not directory) under the root, outside the state directory.
+fn lab_files(bench: &Bench) -> Vec<String> {
+    bench
+        .listing()
+        .into_iter()
+        .filter(|p| !p.starts_with("var/lib/lab-bootstrap"))
+        .filter(|p| bench.path("root").join(p).is_file())
+        .collect()
+}
+
+#[test]
+fn destroy_removes_what_apply_wrote_and_keeps_the_state_and_a_second_does_nothing() {
+    let bench = Bench::new();
+    bench.apply_ok();
+    assert!(!lab_files(&bench).is_empty());
+    let (out, text) = bench.run("destroy", &["--yes"]);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        lab_files(&bench).is_empty(),
+        "{:#?}\n{text}",
+        lab_files(&bench)
+    );
+    let writes = bench.writes();
+    for unit in [
+        "lab-dnsmasq@vmbr1.service",
+        "lab-dnsmasq@vmbr2.service",
+        "lab-network.service",
+    ] {
+        let expected = format!("systemctl disable --now {unit}");
+        assert!(writes.contains(&expected), "{expected}\n{writes:#?}");
+    }
+    let state = bench.path("root/var/lib/lab-bootstrap");
+    assert!(state.join("talos-secrets.yaml").is_file());
+    assert!(state.join("vpn-gateway.key").is_file());
+    assert!(text.contains("--purge-state deletes them"), "{text}");
+    // Nothing of the lab's own directories is left.
+    assert!(!bench.path("root/etc/lab").exists());
+    assert!(!bench.path("root/var/lib/lab").exists());
+
+    let before = bench.listing();
+    bench.sim.clear_calls();
+    let (out, text) = bench.run("destroy", &["--yes"]);
+    assert!(out.status.success(), "{text}");
+    assert!(bench.writes().is_empty(), "{:#?}", bench.writes());
+    assert!(bench.sim.writes().is_empty(), "{:?}", bench.sim.writes());
+    assert_eq!(bench.listing(), before);
+    assert!(text.contains("Host complete: 0 changes."), "{text}");
+}
+
+#[test]
+fn destroy_keeps_a_file_edited_by_hand_and_purge_state_removes_the_state() {
+    let bench = Bench::new();
+    bench.apply_ok();
+    let nft = bench.path("root/etc/lab/lab.nft");
+    std::fs::write(&nft, "# mine now\n").unwrap();
+    let (out, text) = bench.run("destroy", &["--yes", "--purge-state"]);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(std::fs::read_to_string(&nft).unwrap(), "# mine now\n");
+    assert!(
+        text.contains("kept /etc/lab/lab.nft: changed by hand"),
+        "{text}"
+    );
+    assert_eq!(lab_files(&bench), ["etc/lab/lab.nft"]);
+    assert!(!bench.path("root/var/lib/lab-bootstrap").exists(), "{text}");
 }

@@ -6,6 +6,7 @@
 use super::actions::{self, Action, PendingError};
 use super::containers::{self, ContainerError};
 use super::etcd;
+use super::manifest::{self, ManifestError};
 use super::{services, Host, HostError};
 use crate::model::Lab;
 use crate::render::files::{Outcome, WriteError};
@@ -35,6 +36,8 @@ pub enum HostApplyError {
     Host(#[from] HostError),
     #[error(transparent)]
     Container(#[from] ContainerError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -71,6 +74,15 @@ pub fn apply(
             summary.files_written += 1;
         }
     }
+    // Every file now holds what was rendered: that is what destroy may take away again.
+    let mut written = manifest::load(state_dir)?;
+    for file in &files {
+        written.insert(
+            file.path.clone(),
+            manifest::sha256_hex(file.contents.as_bytes()),
+        );
+    }
+    manifest::save(state_dir, &written)?;
     for (path, outcome) in state::write_state_files(lab, state_dir)? {
         if outcome != Outcome::Unchanged {
             let _ = writeln!(out, "  {outcome} {}", path.display());

@@ -115,16 +115,10 @@ pub fn containers(
     Ok(out)
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+use super::manifest::sha256_hex;
 
 /// `sha256sum`'s output as target → digest; missing files are simply absent.
-fn parse_sums(stdout: &str) -> BTreeMap<String, String> {
+pub(crate) fn parse_sums(stdout: &str) -> BTreeMap<String, String> {
     stdout
         .lines()
         .filter_map(|line| {

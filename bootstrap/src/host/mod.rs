@@ -5,8 +5,11 @@
 pub mod actions;
 pub mod apply;
 pub mod containers;
+pub mod destroy;
 pub mod etcd;
 pub mod guests;
+pub mod manifest;
+pub mod plan;
 pub mod services;
 
 use std::path::{Path, PathBuf};

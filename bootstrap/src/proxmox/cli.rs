@@ -66,6 +66,10 @@ pub struct Args {
     /// apply: only the Proxmox resources, not the host's files, containers or etcd
     #[arg(long)]
     pub proxmox_only: bool,
+    /// destroy: also delete the state directory (Talos secrets, WireGuard keys); a cluster or
+    /// VPN made again then gets new ones, and everyone's access to the old is gone
+    #[arg(long)]
+    pub purge_state: bool,
     /// Run host commands as `PROGRAM command args…` (tests stand in for systemctl and pct)
     #[arg(long, value_name = "PROGRAM", hide = true)]
     pub run_via: Option<PathBuf>,
@@ -173,14 +177,45 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
             download.image.checksum().map_or("not", |(a, _)| a)
         );
     }
+    let on_host = !args.proxmox_only && args.api == Transport::Pvesh;
+    if !args.proxmox_only && args.api == Transport::Https && op != Op::Apply {
+        println!(
+            "The host's files and services need the host itself: run this there with --api pvesh."
+        );
+    }
     if op == Op::Plan {
-        return Ok(if plan.is_empty() && downloads.is_empty() {
-            ExitCode::SUCCESS
-        } else {
+        let mut changes = !(plan.is_empty() && downloads.is_empty());
+        if on_host {
+            let host_plan = crate::host::plan::plan(
+                &mut system(args),
+                lab,
+                &args.root,
+                &state_dir(args),
+                &binaries(args)?,
+            )
+            .map_err(|e| e.to_string())?;
+            print!("{}", host_plan.render());
+            changes |= !host_plan.is_empty();
+        }
+        return Ok(if changes {
             exit::code(CHANGES)
+        } else {
+            ExitCode::SUCCESS
         });
     }
-    if plan.is_empty() && downloads.is_empty() {
+    let host_destroy = if op == Op::Destroy && on_host {
+        crate::host::destroy::preview(&destroy_options(args)).map_err(|e| e.to_string())?
+    } else {
+        Vec::new()
+    };
+    if !host_destroy.is_empty() {
+        println!("\nOn the host:\n");
+        for line in &host_destroy {
+            println!("{line}");
+        }
+    }
+    let proxmox_changes = !(plan.is_empty() && downloads.is_empty());
+    if !proxmox_changes && host_destroy.is_empty() {
         return host_side(op, args, lab);
     }
     if args.api == Transport::Https {
@@ -196,53 +231,90 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
         println!("Nothing changed.");
         return Ok(exit::code(FAILED));
     }
-    // Guests are created from the images, so those come first.
-    for download in &downloads {
-        println!("Downloading {} ...", download.volid);
-        super::images::download(api, lab, download).map_err(|e| e.to_string())?;
-    }
-    let mut stdout = std::io::stdout();
-    let done = apply(api, &plan, &mut stdout).map_err(|e| e.to_string())? + downloads.len();
-    println!(
-        "{} complete: {done} changes.",
-        if op == Op::Destroy {
-            "Destroy"
-        } else {
-            "Apply"
+    if proxmox_changes {
+        // Guests are created from the images, so those come first.
+        for download in &downloads {
+            println!("Downloading {} ...", download.volid);
+            super::images::download(api, lab, download).map_err(|e| e.to_string())?;
         }
-    );
+        let mut stdout = std::io::stdout();
+        let done = apply(api, &plan, &mut stdout).map_err(|e| e.to_string())? + downloads.len();
+        println!(
+            "{} complete: {done} changes.",
+            if op == Op::Destroy {
+                "Destroy"
+            } else {
+                "Apply"
+            }
+        );
+    }
     host_side(op, args, lab)
 }
 
-/// apply's second half, on the host itself: files, services, containers, etcd.
-fn host_side(op: Op, args: &Args, lab: &Lab) -> Result<ExitCode, String> {
-    if op != Op::Apply || args.proxmox_only {
-        return Ok(ExitCode::SUCCESS);
-    }
-    if args.api == Transport::Https {
-        println!("The host's files, the containers' programs and etcd need the host itself: run apply there with --api pvesh.");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let binaries = match &args.binaries {
-        Some(dir) => dir.clone(),
+fn state_dir(args: &Args) -> PathBuf {
+    args.state.clone().unwrap_or_else(|| {
+        args.root
+            .join(crate::render::state::DEFAULT_STATE_DIR.trim_start_matches('/'))
+    })
+}
+
+fn binaries(args: &Args) -> Result<PathBuf, String> {
+    match &args.binaries {
+        Some(dir) => Ok(dir.clone()),
         None => std::env::current_exe()
             .ok()
             .and_then(|exe| exe.parent().map(std::path::Path::to_path_buf))
-            .ok_or(
-                "cannot tell where lab-bootstrap is; name the binaries' directory with --binaries",
-            )?,
-    };
-    let options = crate::host::apply::Options {
-        state: args.state.clone().unwrap_or_else(|| {
-            args.root
-                .join(crate::render::state::DEFAULT_STATE_DIR.trim_start_matches('/'))
-        }),
-        root: args.root.clone(),
-        binaries,
-    };
-    let mut host = crate::host::System {
+            .ok_or_else(|| {
+                "cannot tell where lab-bootstrap is; name the binaries' directory with --binaries"
+                    .to_owned()
+            }),
+    }
+}
+
+fn system(args: &Args) -> crate::host::System {
+    crate::host::System {
         via: args.run_via.clone(),
+    }
+}
+
+fn destroy_options(args: &Args) -> crate::host::destroy::Options {
+    crate::host::destroy::Options {
+        root: args.root.clone(),
+        state: state_dir(args),
+        purge_state: args.purge_state,
+    }
+}
+
+/// apply's second half, on the host itself: files, services, containers, etcd; destroy's:
+/// services stopped, files removed.
+fn host_side(op: Op, args: &Args, lab: &Lab) -> Result<ExitCode, String> {
+    if op == Op::Plan || args.proxmox_only {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.api == Transport::Https {
+        if op == Op::Apply {
+            println!("The host's files, the containers' programs and etcd need the host itself: run apply there with --api pvesh.");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if op == Op::Destroy {
+        println!("Host:");
+        let done = crate::host::destroy::destroy(
+            &mut system(args),
+            lab,
+            &destroy_options(args),
+            &mut std::io::stdout(),
+        )
+        .map_err(|e| e.to_string())?;
+        println!("Host complete: {done} changes.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let options = crate::host::apply::Options {
+        state: state_dir(args),
+        root: args.root.clone(),
+        binaries: binaries(args)?,
     };
+    let mut host = system(args);
     println!("Host:");
     let summary = crate::host::apply::apply(&mut host, lab, &options, &mut std::io::stdout())
         .map_err(|e| e.to_string())?;

@@ -96,6 +96,118 @@ fn gateway_key(state: &Path) -> Result<PrivateKey, StateError> {
     }
 }
 
+/// The gateway's key as it is, for a read that must not make one (`None`: not made yet).
+fn existing_gateway_key(state: &Path) -> Result<Option<PrivateKey>, StateError> {
+    if state.join(VPN_KEY).symlink_metadata().is_err() {
+        return Ok(None);
+    }
+    gateway_key(state).map(Some)
+}
+
+/// The Talos secrets and admin credentials as they are, for a read that must not make them
+/// (`None`: not made yet).
+fn existing_talos(state: &Path) -> Result<Option<(Secrets, AdminCredentials)>, StateError> {
+    let secrets = state.join(talos::secrets::SECRETS_FILE);
+    let admin = state.join(talos::talosconfig::ADMIN_FILE);
+    if secrets.symlink_metadata().is_err() || admin.symlink_metadata().is_err() {
+        return Ok(None);
+    }
+    let secrets = Secrets::load(&secrets)?;
+    let admin = AdminCredentials::load(&admin)?;
+    Ok(Some((secrets, admin)))
+}
+
+/// A state-dependent file as a read-only look sees it: its contents when the state it comes
+/// from exists, only its path when that state would first have to be made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Preview {
+    File(RenderedFile),
+    /// Needs secrets or keys that do not exist yet: it will be created with them.
+    Unmade {
+        path: PathBuf,
+        mode: u32,
+    },
+}
+
+impl Preview {
+    pub fn path(&self) -> &Path {
+        match self {
+            Preview::File(file) => &file.path,
+            Preview::Unmade { path, .. } => path,
+        }
+    }
+}
+
+/// [`host_files`] without writing or generating anything (for `plan`).
+pub fn preview_host_files(lab: &Lab, state: &Path) -> Result<Vec<Preview>, StateError> {
+    let mut out = Vec::new();
+    match existing_talos(state)? {
+        Some((secrets, _)) => {
+            for (name, config) in talos::machine_configs(lab, &secrets)? {
+                out.push(Preview::File(RenderedFile {
+                    path: snippet_path(lab, &name)?,
+                    contents: config,
+                    mode: 0o600,
+                }));
+            }
+        }
+        None => {
+            for machine in lab
+                .machines
+                .iter()
+                .filter(|m| matches!(m.role, Role::ControlPlane | Role::Worker))
+            {
+                out.push(Preview::Unmade {
+                    path: snippet_path(lab, &machine.name.to_string())?,
+                    mode: 0o600,
+                });
+            }
+        }
+    }
+    let key_path = staged_path(lab, Role::Vpn, VPN_PRIVATE_KEY);
+    out.push(match existing_gateway_key(state)? {
+        Some(key) => Preview::File(RenderedFile {
+            path: key_path,
+            contents: format!("{}\n", key.expose_base64()),
+            mode: 0o600,
+        }),
+        None => Preview::Unmade {
+            path: key_path,
+            mode: 0o600,
+        },
+    });
+    Ok(out)
+}
+
+/// [`state_files`] without writing or generating anything (for `plan`).
+pub fn preview_state_files(lab: &Lab, state: &Path) -> Result<Vec<Preview>, StateError> {
+    let talos = existing_talos(state)?;
+    let key = existing_gateway_key(state)?;
+    let (Some((secrets, admin)), Some(key)) = (talos, key) else {
+        let mut out = vec![Preview::Unmade {
+            path: state.join(TALOSCONFIG),
+            mode: 0o600,
+        }];
+        for peer in &lab.vpn.peers {
+            out.push(Preview::Unmade {
+                path: state.join(CLIENTS_DIR).join(format!("{}.conf", peer.name)),
+                mode: 0o600,
+            });
+        }
+        return Ok(out);
+    };
+    Ok(state_files_from(lab, state, &secrets, &admin, &key)?
+        .into_iter()
+        .map(|(path, contents)| {
+            Preview::File(RenderedFile {
+                path,
+                contents,
+                mode: 0o600,
+            })
+        })
+        .collect())
+}
+
 /// Files that go on the host (under `--root`): the snippets, and the gateway key staged for
 /// the vpn container. All 0600: machine configs of control planes carry the cluster's CA keys.
 pub fn host_files(lab: &Lab, state: &Path) -> Result<Vec<RenderedFile>, StateError> {
@@ -123,10 +235,21 @@ pub fn state_files(lab: &Lab, state: &Path) -> Result<Vec<(PathBuf, String)>, St
     private_dir(state)?;
     let secrets = Secrets::load_or_generate(state)?;
     let admin = AdminCredentials::load_or_generate(state, &secrets)?;
-    let talosconfig = talos::talosconfig(lab, &secrets, &admin)
+    let key = gateway_key(state)?;
+    state_files_from(lab, state, &secrets, &admin, &key)
+}
+
+fn state_files_from(
+    lab: &Lab,
+    state: &Path,
+    secrets: &Secrets,
+    admin: &AdminCredentials,
+    key: &PrivateKey,
+) -> Result<Vec<(PathBuf, String)>, StateError> {
+    let talosconfig = talos::talosconfig(lab, secrets, admin)
         .map_err(|e| StateError::Talosconfig(e.to_string()))?;
     let mut out = vec![(state.join(TALOSCONFIG), talosconfig)];
-    let gateway = gateway_key(state)?.public_key();
+    let gateway = key.public_key();
     let endpoint = format!(
         "{}:{VPN_PORT}",
         role_address(lab, Role::Vpn, NetworkId::Net0)?

@@ -37,6 +37,11 @@ impl AdminCredentials {
         )
     }
 
+    /// Reads and checks credentials written by [`Self::load_or_generate`].
+    pub fn load(path: &Path) -> Result<Self, SecretsError> {
+        secrets::load_private(path, Self::check)
+    }
+
     /// A new `os:admin` certificate (valid one year) from the bundle's Talos OS CA.
     pub fn generate(secrets: &Secrets) -> Result<Self, PkiError> {
         let ca = secrets.os_ca().map_err(PkiError::Bundle)?;
