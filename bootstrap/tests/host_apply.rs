@@ -551,6 +551,36 @@ fn destroy_removes_what_apply_wrote_and_keeps_the_state_and_a_second_does_nothin
 }
 
 #[test]
+fn destroy_after_a_changing_apply_also_removes_the_backups_of_its_own_files() {
+    let bench = Bench::new();
+    // The user's own file where the sysctl drop-in goes: its backup stays theirs.
+    let sysctl = bench.path("root/etc/sysctl.d/90-lab.conf");
+    std::fs::create_dir_all(sysctl.parent().unwrap()).unwrap();
+    std::fs::write(&sysctl, "# the user's\n").unwrap();
+    bench.apply_ok();
+    let edited = example().replacen(
+        "roles = [\"control-plane\"]\nbalance = \"least-connections\"",
+        "roles = [\"control-plane\"]\nbalance = \"round-robin\"",
+        1,
+    );
+    std::fs::write(bench.path("lab.toml"), edited).unwrap();
+    bench.apply_ok();
+    let staged_backup = staged(&bench, "lb/etc/lab-lb/lb.toml.bak");
+    assert!(Path::new(&staged_backup).is_file());
+    let (out, text) = bench.run("destroy", &["--yes"]);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(
+        lab_files(&bench),
+        ["etc/sysctl.d/90-lab.conf.bak"],
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(bench.path("root/etc/sysctl.d/90-lab.conf.bak")).unwrap(),
+        "# the user's\n"
+    );
+}
+
+#[test]
 fn destroy_keeps_a_file_edited_by_hand_and_purge_state_removes_the_state() {
     let bench = Bench::new();
     bench.apply_ok();

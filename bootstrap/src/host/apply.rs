@@ -9,7 +9,7 @@ use super::etcd;
 use super::manifest::{self, ManifestError};
 use super::{services, Host, HostError};
 use crate::model::Lab;
-use crate::render::files::{Outcome, WriteError};
+use crate::render::files::{backup_path, under_root, Outcome, WriteError};
 use crate::render::state::{self, StateError};
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -68,14 +68,17 @@ pub fn apply(
     let mut pending = actions::load(state_dir)?;
     pending.extend(services::actions_for(lab, &changed));
     actions::save(state_dir, &pending)?;
+    let mut written = manifest::load(state_dir)?;
     for (path, outcome) in services::write(root, &files)? {
         if outcome != Outcome::Unchanged {
             let _ = writeln!(out, "  {outcome} {}", path.display());
             summary.files_written += 1;
         }
+        if outcome == Outcome::Changed {
+            record_backup(root, &path, &mut written)?;
+        }
     }
     // Every file now holds what was rendered: that is what destroy may take away again.
-    let mut written = manifest::load(state_dir)?;
     for file in &files {
         written.insert(
             file.path.clone(),
@@ -98,6 +101,24 @@ pub fn apply(
     run_pending(host, state_dir, &mut pending, &mut summary, out, true)?;
     summary.etcd = Some(etcd::bootstrap(host, lab, state_dir, out)?);
     Ok(summary)
+}
+
+/// A backup holding what an earlier apply wrote is lab-bootstrap's too (destroy removes it);
+/// one holding anything else is the user's, kept.
+fn record_backup(
+    root: &std::path::Path,
+    path: &std::path::Path,
+    written: &mut manifest::Manifest,
+) -> Result<(), HostApplyError> {
+    let Some(before) = written.get(path).cloned() else {
+        return Ok(());
+    };
+    let backup = backup_path(path);
+    let on_disk = std::fs::read(under_root(root, &backup)?);
+    if on_disk.is_ok_and(|bytes| manifest::sha256_hex(&bytes) == before) {
+        written.insert(backup, before);
+    }
+    Ok(())
 }
 
 fn is_container(action: &Action) -> bool {

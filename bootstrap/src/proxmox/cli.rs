@@ -196,6 +196,10 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
             .map_err(|e| e.to_string())?;
             print!("{}", host_plan.render());
             changes |= !host_plan.is_empty();
+            // Not counted: whether it can happen depends on talosctl and the node answering.
+            if !state_dir(args).join(crate::host::etcd::DONE_FILE).exists() {
+                println!("Note: etcd is not bootstrapped yet; apply bootstraps it once the first control plane answers (with talosctl, or prints the command).");
+            }
         }
         return Ok(if changes {
             exit::code(CHANGES)
