@@ -430,7 +430,7 @@ fn plan_of_a_changed_lb_route_lists_its_push_and_the_reload() {
             // The copy on the host that apply pushes from.
             "~ file \"/var/lib/lab/containers/lb/etc/lab-lb/lb.toml\"",
             "~ push \"lb:/etc/lab-lb/lb.toml\"",
-            "~ ct-reload 200 lab-lb.service",
+            "~ reload \"ct 200: lab-lb.service\"",
         ],
         "{text}"
     );
@@ -488,7 +488,7 @@ fn plan_on_a_fresh_host_creates_no_file_and_makes_no_secret() {
         "+ file \"/etc/lab/lab.nft\"".to_owned(),
         "+ file \"/var/lib/vz/snippets/lab-cp1.yaml\"".to_owned(),
         format!("+ file \"{}/talosconfig\"", state.display()),
-        "~ restart lab-network.service".to_owned(),
+        "~ restart \"lab-network.service\"".to_owned(),
         "~ vm \"211\"".to_owned(),
         "~ push \"lb:/usr/local/bin/lab-lb\"".to_owned(),
     ] {

@@ -101,7 +101,7 @@ impl HostPlan {
                     format!("{target} will be pushed into {container}"),
                     format!("~ push \"{container}:{target}\""),
                 ),
-                Change::Action(action) => (describe(action), format!("~ {action}")),
+                Change::Action(action) => (describe(action), format!("~ {}", label(action))),
                 Change::StartVm { name, vmid } => (
                     format!("vm {vmid} ({name}) will be started"),
                     format!("~ vm \"{vmid}\""),
@@ -111,6 +111,18 @@ impl HostPlan {
         }
         let _ = writeln!(out, "Host: {} to change.", self.changes.len());
         out
+    }
+}
+
+/// The action as a plan line names it: verb and "where: unit".
+fn label(action: &Action) -> String {
+    match action {
+        Action::DaemonReload => "daemon-reload \"host\"".to_owned(),
+        Action::SysctlLoad(file) => format!("sysctl \"{file}\""),
+        Action::Restart(unit) => format!("restart \"{unit}\""),
+        Action::ContainerDaemonReload(vmid) => format!("daemon-reload \"ct {vmid}\""),
+        Action::ContainerRestart(vmid, unit) => format!("restart \"ct {vmid}: {unit}\""),
+        Action::ContainerReload(vmid, unit) => format!("reload \"ct {vmid}: {unit}\""),
     }
 }
 
