@@ -596,3 +596,19 @@ fn destroy_keeps_a_file_edited_by_hand_and_purge_state_removes_the_state() {
     assert_eq!(lab_files(&bench), ["etc/lab/lab.nft"]);
     assert!(!bench.path("root/var/lib/lab-bootstrap").exists(), "{text}");
 }
+
+#[test]
+fn destroy_without_yes_and_without_an_answer_touches_nothing() {
+    let bench = Bench::new();
+    bench.apply_ok();
+    let before = bench.listing();
+    bench.sim.clear_calls();
+    // No terminal: stdin is empty, which is not "yes".
+    let (out, text) = bench.run("destroy", &[]);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("- file \"/etc/lab/lab.nft\""), "{text}");
+    assert!(text.contains("Nothing changed."), "{text}");
+    assert_eq!(bench.listing(), before);
+    assert!(bench.writes().is_empty(), "{:#?}", bench.writes());
+    assert!(bench.sim.writes().is_empty(), "{:?}", bench.sim.writes());
+}
