@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # lab-lb against HAProxy and nginx as HTTP proxies (L7), side by side in one run, on loopback:
-# the same nginx backend, one proxy thread each, upstream keep-alive on for all three. Loads:
+# the same nginx backend, one proxy thread each, upstream keep-alive on for all three, no access
+# log for any of them (ours logs at `info`, the level is `warn`), and all three adding the
+# forwarding headers (X-Forwarded-For/-Proto/-Host; ours adds `Forwarded` as well). Loads:
 #   keep-alive    wrk, persistent client connections
 #   new-conn      wrk with `Connection: close`: a TCP connection per request
 #   h2            h2load over TLS (ALPN h2), TLS terminated by each proxy
@@ -92,12 +94,16 @@ defaults
   mode http
   option http-keep-alive
   http-reuse always
+  option forwardfor
   timeout connect 5s
   timeout client 60s
   timeout server 60s
 frontend http
   bind 127.0.0.1:$haproxy_port
   bind 127.0.0.1:$haproxy_tls ssl crt $work/combined.pem alpn h2,http/1.1
+  http-request set-header X-Forwarded-Proto https if { ssl_fc }
+  http-request set-header X-Forwarded-Proto http unless { ssl_fc }
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
   default_backend web
 backend web
   server s1 127.0.0.1:$backend
@@ -116,7 +122,9 @@ http { access_log off; keepalive_requests 1000000;
     listen 127.0.0.1:$nginx_port;
     listen 127.0.0.1:$nginx_tls ssl http2;
     ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;
-    location / { proxy_pass http://web; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    location / { proxy_pass http://web; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme; proxy_set_header X-Forwarded-Host \$host; }
   } }
 CONF
 nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" & pids+=($!)

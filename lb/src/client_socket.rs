@@ -1,6 +1,10 @@
 //! An accepted client connection as pingora's `Stream` (`Box<dyn IO>`): a thin wrapper around
 //! the tokio socket, without pingora's buffering and timing layers, which an L4 proxy that only
 //! splices bytes does not use. It carries the addresses the accept already knew.
+//!
+//! An HTTP listener turns on write buffering ([`ClientSocket::buffer_writes`]): pingora's
+//! HTTP/1 session writes a response's header and body separately and flushes at the end,
+//! counting on a buffered stream (its own is one) to send them in one segment.
 
 use async_trait::async_trait;
 use pingora_core::protocols::{
@@ -11,7 +15,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -21,7 +25,12 @@ pub struct ClientSocket {
     pub peer: SocketAddr,
     pub local: SocketAddr,
     digest: OnceLock<Arc<SocketDigest>>,
+    /// Bytes written but not yet sent, when buffering.
+    pending: Option<Vec<u8>>,
 }
+
+/// Writes this large or larger go out directly.
+const WRITE_BUFFER: usize = 16 * 1024;
 
 impl ClientSocket {
     pub fn new(stream: TcpStream, peer: SocketAddr) -> Self {
@@ -31,7 +40,29 @@ impl ClientSocket {
             peer,
             local,
             digest: OnceLock::new(),
+            pending: None,
         }
+    }
+
+    /// Keeps writes until a flush (or until they fill the buffer).
+    pub fn buffer_writes(&mut self) {
+        self.pending
+            .get_or_insert_with(|| Vec::with_capacity(WRITE_BUFFER));
+    }
+
+    /// Sends whatever is buffered.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let Some(pending) = self.pending.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        while !pending.is_empty() {
+            let written = ready!(Pin::new(&mut self.stream).poll_write(cx, pending))?;
+            if written == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            pending.drain(..written);
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -47,26 +78,44 @@ impl AsyncRead for ClientSocket {
 
 impl AsyncWrite for ClientSocket {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        let Some(pending) = this.pending.as_ref() else {
+            return Pin::new(&mut this.stream).poll_write(cx, buf);
+        };
+        if pending.len() + buf.len() > WRITE_BUFFER {
+            ready!(this.poll_drain(cx))?;
+        }
+        match this.pending.as_mut() {
+            Some(pending) if buf.len() < WRITE_BUFFER => {
+                pending.extend_from_slice(buf);
+                Poll::Ready(Ok(buf.len()))
+            }
+            _ => Pin::new(&mut this.stream).poll_write(cx, buf),
+        }
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.stream).poll_flush(cx)
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.stream).poll_shutdown(cx)
     }
 }
 
 #[async_trait]
 impl Shutdown for ClientSocket {
     async fn shutdown(&mut self) {
-        let _ = AsyncWriteExt::shutdown(&mut self.stream).await;
+        // Through the buffer, so what it holds goes out first.
+        let _ = AsyncWriteExt::shutdown(self).await;
     }
 }
 

@@ -54,9 +54,14 @@ impl HttpApp {
         }
     }
 
-    pub async fn serve(&self, socket: ClientSocket, shutdown: &ShutdownWatch) {
+    pub async fn serve(&self, mut socket: ClientSocket, shutdown: &ShutdownWatch) {
         let stream: Stream = match &self.tls {
-            None => Box::new(socket),
+            None => {
+                // Header and body of a response in one write (pingora flushes at the end).
+                // Under TLS, rustls and h2 gather writes themselves.
+                socket.buffer_writes();
+                Box::new(socket)
+            }
             Some(acceptor) => {
                 let peer = socket.peer;
                 match tokio::time::timeout(self.hello_timeout, acceptor.accept(socket)).await {
