@@ -16,24 +16,9 @@ CONNECTIONS=${CONNECTIONS:-64}
 IPERF_SECONDS=${IPERF_SECONDS:-5}
 
 declare -A needs=([haproxy]=haproxy [nginx]=nginx-light [wrk]=wrk [iperf3]=iperf3 [curl]=curl)
-missing=()
-for command in "${!needs[@]}"; do command -v "$command" >/dev/null || missing+=("${needs[$command]}"); done
-[[ -e /usr/lib/nginx/modules/ngx_stream_module.so ]] || missing+=(libnginx-mod-stream)
-if ((${#missing[@]})); then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-
-cargo build --release -q -p lab-lb
-LB=target/release/lab-lb
-
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; [[ -n ${KEEP:-} ]] || rm -rf "$work"; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "nothing on port $1 (logs in $work)" >&2; KEEP=1; exit 1; }
+# nginx's stream module has no command of its own to look for.
+[[ -e /usr/lib/nginx/modules/ngx_stream_module.so ]] || needs[ngx-stream-module]=libnginx-mod-stream
+source bench/lib.sh
 
 backend=$(free_port); iperf=$(free_port)
 ours=$(free_port); ours_iperf=$(free_port); metrics=$(free_port)

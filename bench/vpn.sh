@@ -16,12 +16,8 @@ IPERF_SECONDS=${IPERF_SECONDS:-5}
 export WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1
 
 declare -A needs=([iperf3]=iperf3 [wireguard-go]=wireguard-go [wg]=wireguard-tools [ip]=iproute2 [python3]=python3)
-missing=()
-for command in "${!needs[@]}"; do command -v "$command" >/dev/null || missing+=("${needs[$command]}"); done
-if ((${#missing[@]})); then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+source scripts/install-needs.sh
+install_needs needs
 
 cargo build --release -q -p lab-vpn
 VPN=$PWD/target/release/lab-vpn

@@ -1,0 +1,16 @@
+# Sourced by the lab-lb benchmarks (from the repository root): installs the packages of the
+# associative array `needs`, builds lab-lb in release mode ($LB), makes a work directory ($work)
+# removed on exit with every process in `pids` (KEEP=1 keeps it), and gives free_port/wait_port.
+source scripts/install-needs.sh
+install_needs needs
+
+cargo build --release -q -p lab-lb
+LB=target/release/lab-lb
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; [[ -n ${KEEP:-} ]] || rm -rf "$work"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "nothing on port $1 (logs in $work)" >&2; KEEP=1; exit 1; }
