@@ -135,7 +135,8 @@ fn a_keys_file_gone_before_apply_is_refused_before_any_call() {
 
 fn plan(sim: &Simulator, file: &Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_lab-bootstrap"))
-        .args(["plan", "--api", "pvesh", "--pvesh"])
+        // The Proxmox side only: the host side would read this machine's files and units.
+        .args(["plan", "--proxmox-only", "--api", "pvesh", "--pvesh"])
         .arg(sim.pvesh_shim())
         .arg(file)
         .output()
