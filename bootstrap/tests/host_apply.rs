@@ -230,11 +230,34 @@ fn first_apply_installs_everything_and_a_second_runs_nothing() {
     );
     // Control planes before workers.
     assert!(at("qm start 213") < at("qm start 221"));
-    // 3 files into lb (binary, config, unit), 4 into vpn (and its key).
+    // 4 files into lb (binary, config, unit, routes drop-in), 5 into vpn (and its key).
     assert_eq!(
         writes.iter().filter(|w| w.starts_with("pct push")).count(),
-        7
+        9
     );
+    // The routes the containers' LXC network config cannot hold: lb reaches net1 and the VPN
+    // tunnel, vpn reaches net2, through the host.
+    let lb_routes = bench.in_container(
+        200,
+        "/etc/systemd/system/lab-lb.service.d/10-lab-routes.conf",
+    );
+    assert!(
+        lb_routes.contains("ExecStartPre=+/usr/sbin/ip route replace 10.10.1.0/24 via 10.10.2.1"),
+        "{lb_routes}"
+    );
+    assert!(
+        lb_routes.contains("ip route replace 10.10.100.0/24 via 10.10.2.1"),
+        "{lb_routes}"
+    );
+    let vpn_routes = bench.in_container(
+        201,
+        "/etc/systemd/system/lab-vpn.service.d/10-lab-routes.conf",
+    );
+    assert!(
+        vpn_routes.contains("ExecStartPre=+/usr/sbin/ip route replace 10.10.2.0/24 via 10.10.1.1"),
+        "{vpn_routes}"
+    );
+    assert!(!vpn_routes.contains("10.10.100.0/24"), "{vpn_routes}");
     assert_eq!(
         bench.in_container(200, "/usr/local/bin/lab-lb"),
         "lab-lb build 1"

@@ -6,7 +6,8 @@ use super::actions::{self, Action, PendingError};
 use super::{Host, HostError};
 use crate::model::{Lab, Role};
 use crate::render::containers::{
-    staged_path, LB_BINARY, LB_CONFIG, LB_UNIT, VPN_BINARY, VPN_CONFIG, VPN_PRIVATE_KEY, VPN_UNIT,
+    staged_path, LB_BINARY, LB_CONFIG, LB_ROUTES_DROPIN, LB_UNIT, VPN_BINARY, VPN_CONFIG,
+    VPN_PRIVATE_KEY, VPN_ROUTES_DROPIN, VPN_UNIT,
 };
 use crate::render::files::{under_root, WriteError};
 use std::collections::{BTreeMap, BTreeSet};
@@ -84,7 +85,11 @@ pub fn containers(
             .iter()
             .find(|m| m.role == role)
             .ok_or(ContainerError::Missing(role.as_str()))?;
-        let unit_path = if role == Role::Lb { LB_UNIT } else { VPN_UNIT };
+        let (unit_path, routes_path) = if role == Role::Lb {
+            (LB_UNIT, LB_ROUTES_DROPIN)
+        } else {
+            (VPN_UNIT, VPN_ROUTES_DROPIN)
+        };
         let mut files = vec![ContainerFile {
             source: binaries.join(program),
             target: binary,
@@ -99,12 +104,14 @@ pub fn containers(
                 kind: FileKind::Config,
             });
         }
-        files.push(ContainerFile {
-            source: staged(role, unit_path)?,
-            target: unit_path,
-            mode: 0o644,
-            kind: FileKind::Unit,
-        });
+        for path in [unit_path, routes_path] {
+            files.push(ContainerFile {
+                source: staged(role, path)?,
+                target: path,
+                mode: 0o644,
+                kind: FileKind::Unit,
+            });
+        }
         out.push(Container {
             vmid: machine.vmid,
             name: machine.name.to_string(),

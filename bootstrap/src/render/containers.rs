@@ -19,6 +19,10 @@ pub const VPN_PRIVATE_KEY: &str = "/etc/lab-vpn/private.key";
 pub const VPN_PORT: u16 = 51820;
 pub const LB_UNIT: &str = "/etc/systemd/system/lab-lb.service";
 pub const VPN_UNIT: &str = "/etc/systemd/system/lab-vpn.service";
+/// Drop-ins adding the routes a container's LXC network config cannot hold (see
+/// [`super::guest_routes`]): without them replies to net1 or the VPN tunnel leave through net0.
+pub const LB_ROUTES_DROPIN: &str = "/etc/systemd/system/lab-lb.service.d/10-lab-routes.conf";
+pub const VPN_ROUTES_DROPIN: &str = "/etc/systemd/system/lab-vpn.service.d/10-lab-routes.conf";
 pub const LB_BINARY: &str = "/usr/local/bin/lab-lb";
 pub const VPN_BINARY: &str = "/usr/local/bin/lab-vpn";
 /// The metrics ports of configs/lb.toml and configs/vpn.toml (9586: the WireGuard exporters').
@@ -160,9 +164,40 @@ fn toml_text<T: serde::Serialize>(what: &str, value: &T) -> Result<String, Rende
     ))
 }
 
+/// The drop-in giving the daemon's container its routes before the daemon starts. `+` runs
+/// the commands with full privileges: the daemons' own units keep only what they need.
+pub fn routes_dropin(lab: &Lab, role: Role) -> String {
+    let mut out = String::from(
+        "# Written by lab-bootstrap from lab.toml: routes this container's LXC network config\n\
+         # cannot hold (its default route is net0's; the lab networks it is not on go via the host).\n\
+         [Service]\n",
+    );
+    let machine = lab.machines.iter().find(|m| m.role == role);
+    let routes = machine.map(|m| super::guest_routes::guest_routes(lab, m));
+    for route in routes.into_iter().flatten() {
+        if let Some(destination) = route.destination {
+            out.push_str(&format!(
+                "ExecStartPre=+/usr/sbin/ip route replace {destination} via {}\n",
+                route.gateway
+            ));
+        }
+    }
+    out
+}
+
 /// The containers' files, staged on the host.
 pub fn files(lab: &Lab) -> Result<Vec<RenderedFile>, RenderError> {
     Ok(vec![
+        RenderedFile {
+            path: staged_path(lab, Role::Lb, LB_ROUTES_DROPIN),
+            contents: routes_dropin(lab, Role::Lb),
+            mode: 0o644,
+        },
+        RenderedFile {
+            path: staged_path(lab, Role::Vpn, VPN_ROUTES_DROPIN),
+            contents: routes_dropin(lab, Role::Vpn),
+            mode: 0o644,
+        },
         RenderedFile {
             path: staged_path(lab, Role::Lb, LB_CONFIG),
             contents: toml_text(&format!("lab-lb check {LB_CONFIG}"), &lb_config(lab)?)?,
