@@ -41,6 +41,16 @@ case "$1" in
             else echo "sha256sum: $p: No such file or directory" >&2; rc=1; fi
           done
           exit $rc
+        fi
+        # A Debian container: a command is there when its file is; apt-get installs nftables.
+        if [ "$1" = sh ] && [ "$2" = -c ]; then
+          [ -e "$DIR/ct/$vmid/usr/sbin/${3#command -v }" ]; exit
+        fi
+        if [ "$1" = env ] && [ "$3" = apt-get ]; then
+          [ -e "$DIR/no-apt" ] && { echo "E: Unable to locate package" >&2; exit 100; }
+          if [ "${@: -2:1}" = install ] && [ "${@: -1}" = nftables ]; then
+            mkdir -p "$DIR/ct/$vmid/usr/sbin" && touch "$DIR/ct/$vmid/usr/sbin/nft"
+          fi
         fi ;;
     esac ;;
   qm)
@@ -162,7 +172,8 @@ impl Bench {
             .collect()
     }
 
-    /// Commands that change something: not `pct status`/`qm status`, not `sha256sum`.
+    /// Commands that change something: not `pct status`/`qm status`, not `sha256sum`, not
+    /// `command -v`.
     fn writes(&self) -> Vec<String> {
         self.commands()
             .into_iter()
@@ -170,6 +181,7 @@ impl Bench {
                 !c.starts_with("pct status")
                     && !c.starts_with("qm status")
                     && !c.contains(" -- sha256sum ")
+                    && !c.contains(" -- sh -c command -v ")
             })
             .collect()
     }
@@ -230,6 +242,19 @@ fn first_apply_installs_everything_and_a_second_runs_nothing() {
     );
     // Control planes before workers.
     assert!(at("qm start 213") < at("qm start 221"));
+    // lab-vpn's forwarding policy needs nft: installed into the vpn container, before lab-vpn
+    // starts, and into nothing else.
+    let install =
+        "pct exec 201 -- env DEBIAN_FRONTEND=noninteractive apt-get -q -y --no-install-recommends install nftables";
+    assert!(
+        at("pct exec 201 -- env DEBIAN_FRONTEND=noninteractive apt-get -q update") < at(install)
+    );
+    assert!(at(install) < at("pct exec 201 -- systemctl restart lab-vpn.service"));
+    assert_eq!(
+        writes.iter().filter(|w| w.contains("apt-get")).count(),
+        2,
+        "{writes:#?}"
+    );
     // 4 files into lb (binary, config, unit, routes drop-in), 5 into vpn (and its key).
     assert_eq!(
         writes.iter().filter(|w| w.starts_with("pct push")).count(),
@@ -367,6 +392,48 @@ fn an_apply_killed_between_writing_and_restarting_converges() {
             "pct exec 200 -- systemctl restart lab-lb.service"
         ],
         "restarted without pushing again"
+    );
+    bench.apply_ok();
+    assert!(bench.writes().is_empty(), "{:#?}", bench.writes());
+}
+
+#[test]
+fn a_vpn_container_that_lost_nft_gets_it_again_and_lab_vpn_restarted() {
+    let bench = Bench::new();
+    bench.apply_ok();
+    std::fs::remove_file(bench.path("ct/201/usr/sbin/nft")).unwrap();
+    let (out, text) = bench.run("plan", &[]);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert_eq!(
+        host_changes(&text),
+        [
+            "+ package \"vpn:nftables\"",
+            "~ restart \"ct 201: lab-vpn.service\""
+        ],
+        "{text}"
+    );
+    // No apt source: a clear error naming the container and the package, nothing restarted.
+    std::fs::write(bench.path("no-apt"), "").unwrap();
+    let out = bench.apply();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("container vpn: installing nftables failed"),
+        "{err}"
+    );
+    assert!(!bench
+        .writes()
+        .iter()
+        .any(|w| w.contains("systemctl restart")));
+    std::fs::remove_file(bench.path("no-apt")).unwrap();
+    let text = bench.apply_ok();
+    assert!(text.contains("installed nftables into vpn"), "{text}");
+    assert!(
+        bench
+            .writes()
+            .contains(&"pct exec 201 -- systemctl restart lab-vpn.service".to_owned()),
+        "{:#?}",
+        bench.writes()
     );
     bench.apply_ok();
     assert!(bench.writes().is_empty(), "{:#?}", bench.writes());
@@ -514,6 +581,7 @@ fn plan_on_a_fresh_host_creates_no_file_and_makes_no_secret() {
         "~ restart \"lab-network.service\"".to_owned(),
         "~ vm \"211\"".to_owned(),
         "~ push \"lb:/usr/local/bin/lab-lb\"".to_owned(),
+        "+ package \"vpn:nftables\"".to_owned(),
     ] {
         assert!(changes.contains(&expected), "{expected}\n{text}");
     }

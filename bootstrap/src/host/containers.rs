@@ -1,6 +1,7 @@
 //! The lb and vpn containers' programs: the binary, its config and its unit pushed in with
 //! `pct push`, only those whose SHA-256 inside the container differs; then the service reloaded
-//! when only its config changed, restarted when its binary or unit did.
+//! when only its config changed, restarted when its binary or unit did. Debian packages a program
+//! needs at run time (lab-vpn's `nft`) are installed first, only when missing.
 
 use super::actions::{self, Action, PendingError};
 use super::{Host, HostError};
@@ -30,12 +31,26 @@ pub struct ContainerFile {
     pub kind: FileKind,
 }
 
+/// A Debian package a container's program runs, found by one of its commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Package {
+    pub command: &'static str,
+    pub name: &'static str,
+}
+
+/// lab-vpn programs its forwarding policy with `nft`, and refuses to start without it.
+const NFTABLES: Package = Package {
+    command: "nft",
+    name: "nftables",
+};
+
 /// One container and what belongs in it.
 #[derive(Debug, Clone)]
 pub struct Container {
     pub vmid: u32,
     pub name: String,
     pub unit: &'static str,
+    pub packages: Vec<Package>,
     pub files: Vec<ContainerFile>,
 }
 
@@ -54,6 +69,12 @@ pub enum ContainerError {
     },
     #[error("the lab has no {0} container; run `lab-bootstrap validate`")]
     Missing(&'static str),
+    #[error("container {container}: installing {package} failed: {reason} (the container needs a working apt source and a route to it)")]
+    Install {
+        container: String,
+        package: &'static str,
+        reason: String,
+    },
 }
 
 /// The lb and vpn containers: binaries from `binaries`, configs and units as staged under `root`.
@@ -64,13 +85,14 @@ pub fn containers(
 ) -> Result<Vec<Container>, ContainerError> {
     let staged = |role, path| under_root(root, &staged_path(lab, role, path));
     let mut out = Vec::new();
-    for (role, unit, binary, program, configs) in [
+    for (role, unit, binary, program, configs, packages) in [
         (
             Role::Lb,
             "lab-lb.service",
             LB_BINARY,
             "lab-lb",
             vec![(LB_CONFIG, 0o644)],
+            vec![],
         ),
         (
             Role::Vpn,
@@ -78,6 +100,7 @@ pub fn containers(
             VPN_BINARY,
             "lab-vpn",
             vec![(VPN_CONFIG, 0o644), (VPN_PRIVATE_KEY, 0o600)],
+            vec![NFTABLES],
         ),
     ] {
         let machine = lab
@@ -116,6 +139,7 @@ pub fn containers(
             vmid: machine.vmid,
             name: machine.name.to_string(),
             unit,
+            packages,
             files,
         });
     }
@@ -145,6 +169,63 @@ fn ensure_running(host: &mut dyn Host, vmid: &str) -> Result<bool, HostError> {
     Ok(true)
 }
 
+/// Whether the package's command is on the container's PATH (read-only).
+pub(crate) fn has_package(
+    host: &mut dyn Host,
+    vmid: &str,
+    package: &Package,
+) -> Result<bool, HostError> {
+    let probe = format!("command -v {}", package.command);
+    Ok(host
+        .run("pct", &["exec", vmid, "--", "sh", "-c", &probe])?
+        .success)
+}
+
+/// Installs what the container's program needs and is missing; true when anything was.
+fn install_packages(
+    host: &mut dyn Host,
+    container: &Container,
+    out: &mut dyn Write,
+) -> Result<bool, ContainerError> {
+    let vmid = container.vmid.to_string();
+    let mut missing = Vec::new();
+    for package in &container.packages {
+        if !has_package(host, &vmid, package)? {
+            missing.push(package.name);
+        }
+    }
+    if missing.is_empty() {
+        return Ok(false);
+    }
+    // A fresh template has no package lists; noninteractive so no prompt waits for a terminal.
+    let apt = [
+        "exec",
+        &vmid,
+        "--",
+        "env",
+        "DEBIAN_FRONTEND=noninteractive",
+        "apt-get",
+    ];
+    let fail = |package: &'static str, e: HostError| ContainerError::Install {
+        container: container.name.clone(),
+        package,
+        reason: e.to_string(),
+    };
+    let update: Vec<&str> = apt.iter().copied().chain(["-q", "update"]).collect();
+    host.check("pct", &update)
+        .map_err(|e| fail(missing[0], e))?;
+    for package in missing {
+        let install: Vec<&str> = apt
+            .iter()
+            .copied()
+            .chain(["-q", "-y", "--no-install-recommends", "install", package])
+            .collect();
+        host.check("pct", &install).map_err(|e| fail(package, e))?;
+        let _ = writeln!(out, "  installed {package} into {}", container.name);
+    }
+    Ok(true)
+}
+
 /// Pushes what differs into every container and records the service actions that follows
 /// (in `pending`, saved before the first push). Returns how many files were pushed.
 pub fn provision(
@@ -159,6 +240,14 @@ pub fn provision(
         let vmid = container.vmid.to_string();
         if ensure_running(host, &vmid)? {
             let _ = writeln!(out, "  started container {} ({vmid})", container.name);
+        }
+        if install_packages(host, container, out)? {
+            // The program may have failed for want of it: start it again.
+            pending.insert(Action::ContainerRestart(
+                container.vmid,
+                container.unit.to_owned(),
+            ));
+            actions::save(state, pending)?;
         }
         let mut local = Vec::new();
         for file in &container.files {

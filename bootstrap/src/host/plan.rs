@@ -43,6 +43,10 @@ pub enum Change {
         name: String,
         vmid: u32,
     },
+    Install {
+        container: String,
+        package: String,
+    },
     Push {
         container: String,
         target: String,
@@ -96,6 +100,10 @@ impl HostPlan {
                 Change::StartContainer { name, vmid } => (
                     format!("container {vmid} ({name}) will be started"),
                     format!("~ container \"{vmid}\""),
+                ),
+                Change::Install { container, package } => (
+                    format!("{package} will be installed in {container}"),
+                    format!("+ package \"{container}:{package}\""),
                 ),
                 Change::Push { container, target } => (
                     format!("{target} will be pushed into {container}"),
@@ -201,15 +209,35 @@ pub fn plan(
     }
     for container in containers::containers(lab, root, binaries)? {
         let vmid = container.vmid.to_string();
-        let remote = if running(host, "pct", container.vmid)? {
-            let mut args = vec!["exec", vmid.as_str(), "--", "sha256sum"];
-            args.extend(container.files.iter().map(|f| f.target));
-            parse_sums(&host.run("pct", &args)?.stdout)
-        } else {
+        let is_running = running(host, "pct", container.vmid)?;
+        if !is_running {
             changes.push(Change::StartContainer {
                 name: container.name.clone(),
                 vmid: container.vmid,
             });
+        }
+        let mut installs = false;
+        for package in &container.packages {
+            // One that is not running yet cannot be asked; a new container lacks them.
+            if !is_running || !containers::has_package(host, &vmid, package)? {
+                installs = true;
+                changes.push(Change::Install {
+                    container: container.name.clone(),
+                    package: package.name.to_owned(),
+                });
+            }
+        }
+        if installs {
+            pending.insert(Action::ContainerRestart(
+                container.vmid,
+                container.unit.to_owned(),
+            ));
+        }
+        let remote = if is_running {
+            let mut args = vec!["exec", vmid.as_str(), "--", "sha256sum"];
+            args.extend(container.files.iter().map(|f| f.target));
+            parse_sums(&host.run("pct", &args)?.stdout)
+        } else {
             BTreeMap::new()
         };
         let mut pushed = Vec::new();
