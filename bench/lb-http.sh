@@ -42,7 +42,7 @@ http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
   uwsgi_temp_path $work/backend; scgi_temp_path $work/backend;
   server { listen 127.0.0.1:$backend; location / { return 200 "ok\n"; } } }
 CONF
-nginx -p "$work/backend" -c "$work/backend/nginx.conf" & pids+=($!)
+nginx -p "$work/backend" -c "$work/backend/nginx.conf" & pids+=($!); declare -A pid=([direct]=$!)
 
 cat > "$work/lb.toml" <<CONF
 [log]
@@ -68,7 +68,7 @@ key = "$work/key.pem"
 name = "web"
 server = [{ address = "127.0.0.1:$backend" }]
 CONF
-"$LB" run --config "$work/lb.toml" 2>"$work/lb.log" & pids+=($!)
+"$LB" run --config "$work/lb.toml" 2>"$work/lb.log" & pids+=($!); pid[ours]=$!
 
 cat > "$work/haproxy.cfg" <<CONF
 global
@@ -92,7 +92,7 @@ frontend http
 backend web
   server s1 127.0.0.1:$backend
 CONF
-haproxy -q -f "$work/haproxy.cfg" & pids+=($!)
+haproxy -q -f "$work/haproxy.cfg" & pids+=($!); pid[haproxy]=$!
 
 mkdir -p "$work/nginx"
 cat > "$work/nginx/nginx.conf" <<CONF
@@ -111,7 +111,7 @@ http { access_log off; keepalive_requests 1000000;
       proxy_set_header X-Forwarded-Proto \$scheme; proxy_set_header X-Forwarded-Host \$host; }
   } }
 CONF
-nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" & pids+=($!)
+nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" & pids+=($!); pid[nginx]=$!
 
 for port in $backend $ours $ours_tls $haproxy_port $haproxy_tls $nginx_port $nginx_tls; do wait_port "$port"; done
 for port in $ours $haproxy_port $nginx_port; do
@@ -122,44 +122,52 @@ for port in $ours_tls $haproxy_tls $nginx_tls; do
 done
 
 ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}'; }
-# wrk: requests/s and p99 (ms); extra arguments go to wrk.
+# CPU microseconds per request from clock ticks before and after a load of N requests: what
+# the target's process (with its children) spent, whatever the machine's other work.
+us_per_request() { python3 -c "print('%.1f' % (($2 - $1) * 1e6 / $TICKS_PER_SECOND / max($3, 1)))"; }
+# wrk against PORT, the target's process PID: requests/s, p99 (ms) and CPU us/request; extra
+# arguments go to wrk.
 wrk_load() {
-  local port=$1; shift
-  local out
+  local port=$1 target_pid=$2; shift 2
+  local out before
+  before=$(cpu_ticks "$target_pid")
   out=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "http://127.0.0.1:$port/")
-  echo "$(awk '/^Requests\/sec:/ {print $2}' <<<"$out") $(awk '$1 == "99%" {print $2}' <<<"$out" | ms)"
+  echo "$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")" \
+    "$(awk '$1 == "99%" {print $2}' <<<"$out" | ms)" \
+    "$(us_per_request "$before" "$(cpu_ticks "$target_pid")" "$(awk '/requests in/ {print $1}' <<<"$out")")"
 }
-# h2load: requests/s and p99 is not printed by h2load; the max request time stands in (ms).
+# h2load: requests/s, the max request time (ms; h2load prints no p99) and CPU us/request.
 h2_load() {
-  local out
-  out=$(h2load -n "$H2_REQUESTS" -c 16 -m 16 -t 1 "https://127.0.0.1:$1/" 2>&1)
-  local rps max
-  rps=$(awk '/^finished in/ {gsub(/,/,""); print $4}' <<<"$out")
-  max=$(awk '/^time for request:/ {print $5}' <<<"$out" | ms)
-  echo "$rps $max"
+  local port=$1 target_pid=$2 out before
+  before=$(cpu_ticks "$target_pid")
+  out=$(h2load -n "$H2_REQUESTS" -c 16 -m 16 -t 1 "https://127.0.0.1:$port/" 2>&1)
+  echo "$(awk '/^finished in/ {gsub(/,/,""); print $4}' <<<"$out")" \
+    "$(awk '/^time for request:/ {print $5}' <<<"$out" | ms)" \
+    "$(us_per_request "$before" "$(cpu_ticks "$target_pid")" "$H2_REQUESTS")"
 }
 
 median() { python3 -c 'import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
 ratio() { python3 -c "print('%.2f' % ($1 / $2))"; }
 
 echo "lab-lb HTTP benchmark: wrk -t1 -c$CONNECTIONS -d${DURATION}s, h2load -n$H2_REQUESTS -c16 -m16; median of $ROUNDS interleaved rounds; one proxy thread each, $(nproc) cores"
-declare -A rps p99
+declare -A rps p99 cpu
 declare -A plain=([ours]=$ours [haproxy]=$haproxy_port [nginx]=$nginx_port [direct]=$backend)
 declare -A tls=([ours]=$ours_tls [haproxy]=$haproxy_tls [nginx]=$nginx_tls)
 for round in $(seq "$ROUNDS"); do
   for target in direct ours haproxy nginx; do
-    read -r r p < <(wrk_load "${plain[$target]}")
-    rps[keepalive,$target]+=" $r"; p99[keepalive,$target]+=" $p"
-    read -r r p < <(wrk_load "${plain[$target]}" -H "Connection: close")
-    rps[newconn,$target]+=" $r"; p99[newconn,$target]+=" $p"
+    read -r r p c < <(wrk_load "${plain[$target]}" "${pid[$target]}")
+    rps[keepalive,$target]+=" $r"; p99[keepalive,$target]+=" $p"; cpu[keepalive,$target]+=" $c"
+    read -r r p c < <(wrk_load "${plain[$target]}" "${pid[$target]}" -H "Connection: close")
+    rps[newconn,$target]+=" $r"; p99[newconn,$target]+=" $p"; cpu[newconn,$target]+=" $c"
     if [[ $target != direct ]]; then
-      read -r r p < <(h2_load "${tls[$target]}")
-      rps[h2,$target]+=" $r"; p99[h2,$target]+=" $p"
+      read -r r p c < <(h2_load "${tls[$target]}" "${pid[$target]}")
+      rps[h2,$target]+=" $r"; p99[h2,$target]+=" $p"; cpu[h2,$target]+=" $c"
     fi
   done
 done
 
-declare -A med_rps med_p99
+# cpu_us/req: CPU the target itself spent per request (for `direct`, the backend alone).
+declare -A med_rps med_p99 med_cpu
 for load in keepalive newconn h2; do
   for target in direct ours haproxy nginx; do
     [[ -n ${rps[$load,$target]:-} ]] || continue
@@ -167,10 +175,12 @@ for load in keepalive newconn h2; do
     med_rps[$load,$target]=$(median ${rps[$load,$target]})
     # shellcheck disable=SC2086
     med_p99[$load,$target]=$(median ${p99[$load,$target]})
+    # shellcheck disable=SC2086
+    med_cpu[$load,$target]=$(median ${cpu[$load,$target]})
   done
   echo
   label=p99_ms; [[ $load == h2 ]] && label=max_ms
-  printf '%-10s %-10s %12s %10s %14s\n' load target requests/s "$label" ours/theirs
+  printf '%-10s %-10s %12s %10s %12s %14s\n' load target requests/s "$label" cpu_us/req ours/theirs
   for target in direct ours haproxy nginx; do
     [[ -n ${med_rps[$load,$target]:-} ]] || continue
     case $target in
@@ -178,7 +188,7 @@ for load in keepalive newconn h2; do
       ours) r="1.00" ;;
       *) r=$(ratio "${med_rps[$load,ours]}" "${med_rps[$load,$target]}") ;;
     esac
-    printf '%-10s %-10s %12.0f %10.2f %14s\n' "$load" "$target" "${med_rps[$load,$target]}" "${med_p99[$load,$target]}" "$r"
+    printf '%-10s %-10s %12.0f %10.2f %12.1f %14s\n' "$load" "$target" "${med_rps[$load,$target]}" "${med_p99[$load,$target]}" "${med_cpu[$load,$target]}" "$r"
   done
 done
 

@@ -5,6 +5,10 @@
 //! An HTTP listener turns on write buffering ([`ClientSocket::buffer_writes`]): pingora's
 //! HTTP/1 session writes a response's header and body separately and flushes at the end,
 //! counting on a buffered stream (its own is one) to send them in one segment.
+//!
+//! Bytes already read from the client by the HTTP/1.1 path can be given back
+//! ([`ClientSocket::replay`]); reads return them first, so pingora's session can take over a
+//! connection mid-stream.
 
 use async_trait::async_trait;
 use pingora_core::protocols::{
@@ -27,6 +31,8 @@ pub struct ClientSocket {
     digest: OnceLock<Arc<SocketDigest>>,
     /// Bytes written but not yet sent, when buffering.
     pending: Option<Vec<u8>>,
+    /// Bytes read from the client that reads return before the socket's.
+    replay: bytes::BytesMut,
 }
 
 /// Writes this large or larger go out directly.
@@ -41,7 +47,13 @@ impl ClientSocket {
             local,
             digest: OnceLock::new(),
             pending: None,
+            replay: bytes::BytesMut::new(),
         }
+    }
+
+    /// Gives back bytes already read: the next reads return them first.
+    pub fn replay(&mut self, bytes: bytes::BytesMut) {
+        self.replay = bytes;
     }
 
     /// Keeps writes until a flush (or until they fill the buffer).
@@ -72,6 +84,11 @@ impl AsyncRead for ClientSocket {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if !self.replay.is_empty() {
+            let n = self.replay.len().min(buf.remaining());
+            buf.put_slice(&self.replay.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }

@@ -1,10 +1,12 @@
-//! What an `http` or `https` listener does with an accepted connection: the TLS handshake
-//! (ours, with the SNI resolver) for `https`, then pingora's HTTP/1.1 or h2 session machinery
-//! with our [`HttpRouter`].
+//! What an `http` or `https` listener does with an accepted connection: on `http`, our
+//! HTTP/1.1 path ([`crate::http1`]) until a request needs more; on `https` the TLS handshake
+//! (ours, with the SNI resolver); then pingora's HTTP/1.1 or h2 session machinery, both with
+//! the same [`HttpRouter`].
 
 use crate::client_socket::ClientSocket;
 use crate::http_metrics::HttpMetrics;
-use crate::http_proxy::HttpRouter;
+use crate::http1::{self, Served};
+use crate::http_proxy::{HttpRouter, SharedRouter};
 use crate::metrics::ListenerMetrics;
 use crate::tls_stream::{tls_version, TlsClient};
 use lab_daemon::Name;
@@ -19,7 +21,8 @@ use tokio_rustls::TlsAcceptor;
 
 pub struct HttpApp {
     pub listener: Name,
-    proxy: Arc<HttpProxy<HttpRouter>>,
+    router: Arc<HttpRouter>,
+    proxy: Arc<HttpProxy<SharedRouter>>,
     tls: Option<TlsAcceptor>,
     hello_timeout: Duration,
     pub metrics: ListenerMetrics,
@@ -42,9 +45,11 @@ impl HttpApp {
             max_retries: 16,
             ..ServerConf::default()
         };
-        let proxy = pingora_proxy::http_proxy(&Arc::new(conf), router);
+        let router = Arc::new(router);
+        let proxy = pingora_proxy::http_proxy(&Arc::new(conf), SharedRouter(router.clone()));
         Self {
             listener,
+            router,
             proxy: Arc::new(proxy),
             tls: tls.map(TlsAcceptor::from),
             hello_timeout,
@@ -57,6 +62,13 @@ impl HttpApp {
     pub async fn serve(&self, mut socket: ClientSocket, shutdown: &ShutdownWatch) {
         let stream: Stream = match &self.tls {
             None => {
+                self.metrics.active.inc();
+                let served = http1::serve(&self.router, &mut socket, shutdown).await;
+                self.metrics.active.dec();
+                let Served::HandOver(read) = served else {
+                    return;
+                };
+                socket.replay(read);
                 // Header and body of a response in one write (pingora flushes at the end).
                 // Under TLS, rustls and h2 gather writes themselves.
                 socket.buffer_writes();

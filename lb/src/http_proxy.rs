@@ -24,19 +24,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A route ready to match: parsed patterns, headers and its pool.
-struct Route {
+pub(crate) struct Route {
     /// For labels and the access log: `host+path` as configured.
     label: String,
     host: Option<SniPattern>,
     path: String,
-    pool: Option<Arc<Pool>>,
-    status: Option<u16>,
+    pub(crate) pool: Option<Arc<Pool>>,
+    pub(crate) status: Option<u16>,
     body: Bytes,
-    redirect_https: bool,
-    add_request: Vec<(HeaderName, HeaderValue)>,
-    remove_request: Vec<String>,
-    add_response: Vec<(HeaderName, HeaderValue)>,
-    remove_response: Vec<String>,
+    pub(crate) redirect_https: bool,
+    pub(crate) add_request: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) remove_request: Vec<String>,
+    pub(crate) add_response: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) remove_response: Vec<String>,
     max_body: Option<u64>,
     counters: RouteCounters,
 }
@@ -119,6 +119,8 @@ pub struct HttpRouter {
     default_counters: RouteCounters,
     duration: prometheus_client::metrics::histogram::Histogram,
     by_backend: HashMap<Name, UpstreamHandles>,
+    /// Kept-alive server connections of the HTTP/1.1 path.
+    pub(crate) idle: crate::http1::IdleConnections,
 }
 
 impl HttpRouter {
@@ -180,22 +182,173 @@ impl HttpRouter {
             max_requests: http.max_requests.map(|m| m as usize),
             in_flight: Arc::new(AtomicUsize::new(0)),
             metrics,
+            idle: crate::http1::IdleConnections::default(),
         })
     }
 
     fn route(&self, ctx: &Ctx) -> Option<&Route> {
-        ctx.route.and_then(|i| self.routes.get(i))
+        self.route_at(ctx.route)
+    }
+
+    pub(crate) fn route_at(&self, route: Option<usize>) -> Option<&Route> {
+        route.and_then(|i| self.routes.get(i))
     }
 
     fn pool(&self, ctx: &Ctx) -> &Arc<Pool> {
-        self.route(ctx)
+        self.pool_of(ctx.route)
+    }
+
+    /// The backend a request on `route` (None: the default) goes to.
+    pub(crate) fn pool_of(&self, route: Option<usize>) -> &Arc<Pool> {
+        self.route_at(route)
             .and_then(|r| r.pool.as_ref())
             .unwrap_or(&self.default)
     }
+
+    /// The first route matching a host (as [`host_without_port`] gives it) and path.
+    pub(crate) fn match_route(&self, host: &str, path: &str) -> Option<usize> {
+        self.routes.iter().position(|r| r.matches(host, path))
+    }
+
+    /// Whether requests to `backend` go over plain HTTP/1.1 (no TLS, no h2 upstream).
+    pub(crate) fn plain_upstream(&self, backend: &Name) -> bool {
+        !self.upstreams.contains_key(backend)
+    }
+
+    pub(crate) fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            connect: self.connect_timeout,
+            response: self.response_timeout,
+            client_body: self.client_body_timeout,
+            keepalive: Duration::from_secs(self.keepalive_secs),
+        }
+    }
+
+    pub(crate) fn max_header_bytes(&self) -> usize {
+        self.max_header_bytes
+    }
+
+    /// Takes a slot under `max_requests`; None when the listener is full.
+    pub(crate) fn admit(&self) -> Option<Option<InFlight>> {
+        let Some(limit) = self.max_requests else {
+            return Some(None);
+        };
+        if self.in_flight.fetch_add(1, Ordering::Relaxed) >= limit {
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Some(InFlight(self.in_flight.clone())))
+    }
+
+    pub(crate) fn upstream_handles(&self, backend: &Name) -> Option<&UpstreamHandles> {
+        self.by_backend.get(backend)
+    }
+
+    /// The forwarding headers for a request from `client` for `host`, given what the request
+    /// already carried: from a trusted proxy the chain so far is kept and the peer appended;
+    /// from anyone else whatever they claimed is dropped.
+    pub(crate) fn forwarding(
+        &self,
+        client: IpAddr,
+        host: &str,
+        xff: Option<&str>,
+        forwarded: Option<&str>,
+    ) -> Forwarding {
+        let trusted = self.trusted.iter().any(|net| net.contains(&client));
+        let proto = if self.https { "https" } else { "http" };
+        let xff = match xff {
+            Some(chain) if trusted => format!("{chain}, {client}"),
+            _ => client.to_string(),
+        };
+        let mut element = format!("for={};proto={proto}", forwarded_for(client));
+        if !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+        {
+            element.push_str(";host=");
+            element.push_str(host);
+        }
+        let forwarded = match forwarded {
+            Some(chain) if trusted => format!("{chain}, {element}"),
+            _ => element,
+        };
+        Forwarding {
+            xff,
+            proto,
+            forwarded,
+        }
+    }
+
+    /// Counts a finished request and writes its access log line.
+    pub(crate) fn record(&self, done: &Finished<'_>) {
+        let route = self.route_at(done.route);
+        let label = route.map_or("default", |r| r.label.as_str());
+        let backend = match route {
+            Some(r) if r.pool.is_none() && (r.status.is_some() || r.redirect_https) => "-",
+            _ => self.pool_of(done.route).name.as_str(),
+        };
+        let elapsed = done.started.elapsed();
+        route
+            .map_or(&self.default_counters, |r| &r.counters)
+            .count(done.method, done.status);
+        self.duration.observe(elapsed.as_secs_f64());
+        if let Some(kind) = done.error_kind {
+            if done.status >= 400 || done.error.is_some() {
+                self.metrics.error(self.listener.as_str(), kind);
+            }
+        }
+        tracing::info!(
+            target: "access",
+            listener = %self.listener,
+            client = %done.client,
+            method = %done.method,
+            host = %done.host,
+            path = %done.path,
+            status = done.status,
+            route = label,
+            backend = %backend,
+            server = %done.server.map_or_else(|| "-".to_string(), |s| s.to_string()),
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            error = %done.error.unwrap_or(""),
+            "request"
+        );
+    }
+}
+
+/// The listener's timeouts, as the HTTP/1.1 path applies them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    pub connect: Duration,
+    pub response: Duration,
+    pub client_body: Duration,
+    pub keepalive: Duration,
+}
+
+/// `X-Forwarded-For`, `X-Forwarded-Proto` and `Forwarded` values for one request
+/// (`X-Forwarded-Host` is the request's host).
+pub(crate) struct Forwarding {
+    pub xff: String,
+    pub proto: &'static str,
+    pub forwarded: String,
+}
+
+/// What the access log and the request metrics say of one finished request.
+pub(crate) struct Finished<'a> {
+    pub route: Option<usize>,
+    pub method: &'a http::Method,
+    pub status: u16,
+    pub started: Instant,
+    pub client: IpAddr,
+    pub host: &'a str,
+    pub path: &'a str,
+    pub server: Option<std::net::SocketAddr>,
+    pub error_kind: Option<&'static str>,
+    pub error: Option<&'a str>,
 }
 
 /// Counts a request in flight until the request ends.
-struct InFlight(Arc<AtomicUsize>);
+pub(crate) struct InFlight(Arc<AtomicUsize>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -226,6 +379,11 @@ fn request_host(req: &RequestHeader) -> String {
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri.host())
         .unwrap_or("");
+    host_without_port(raw)
+}
+
+/// A `Host` value as routes match it: lower-case, without port.
+pub(crate) fn host_without_port(raw: &str) -> String {
     let without_port = match raw.rsplit_once(':') {
         Some((host, port)) if !host.ends_with(']') || raw.starts_with('[') => {
             if port.chars().all(|c| c.is_ascii_digit()) {
@@ -261,7 +419,7 @@ fn ambiguous_length(raw: &[u8]) -> bool {
     (chunked && lengths > 0) || lengths > 1
 }
 
-fn idempotent(method: &http::Method) -> bool {
+pub(crate) fn idempotent(method: &http::Method) -> bool {
     matches!(
         *method,
         http::Method::GET
@@ -299,8 +457,19 @@ fn forwarded_for(ip: IpAddr) -> String {
     }
 }
 
+/// The router as pingora's proxy holds it, shared with the HTTP/1.1 path of the same listener.
+pub struct SharedRouter(pub Arc<HttpRouter>);
+
+impl std::ops::Deref for SharedRouter {
+    type Target = HttpRouter;
+
+    fn deref(&self) -> &HttpRouter {
+        &self.0
+    }
+}
+
 #[async_trait]
-impl ProxyHttp for HttpRouter {
+impl ProxyHttp for SharedRouter {
     type CTX = Ctx;
 
     /// No downstream modules: pingora's default adds a (disabled) compression module that
@@ -336,9 +505,9 @@ impl ProxyHttp for HttpRouter {
         if keeps_alive {
             session.set_keepalive(Some(self.keepalive_secs));
         }
-        if let Some(limit) = self.max_requests {
-            if self.in_flight.fetch_add(1, Ordering::Relaxed) >= limit {
-                self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        match self.admit() {
+            Some(slot) => ctx._in_flight = slot,
+            None => {
                 ctx.error_kind = Some("limit");
                 respond(
                     session,
@@ -349,7 +518,6 @@ impl ProxyHttp for HttpRouter {
                 .await?;
                 return Ok(true);
             }
-            ctx._in_flight = Some(InFlight(self.in_flight.clone()));
         }
         let raw = session.as_downstream().to_h1_raw();
         if raw.len() > self.max_header_bytes {
@@ -379,7 +547,7 @@ impl ProxyHttp for HttpRouter {
         let req = session.req_header();
         ctx.host = request_host(req);
         let path = req.uri.path().to_owned();
-        ctx.route = self.routes.iter().position(|r| r.matches(&ctx.host, &path));
+        ctx.route = self.match_route(&ctx.host, &path);
         let Some(route) = self.route(ctx) else {
             return Ok(false);
         };
@@ -524,42 +692,24 @@ impl ProxyHttp for HttpRouter {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let trusted = self.trusted.iter().any(|net| net.contains(&ctx.client));
-        let client = ctx.client.to_string();
-        let proto = if self.https { "https" } else { "http" };
-        // From a trusted proxy the chain so far is kept and the peer appended; from anyone
-        // else whatever they claimed is dropped.
-        let xff = match upstream
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(chain) if trusted => format!("{chain}, {client}"),
-            _ => client.clone(),
+        let header = |name| {
+            upstream
+                .headers
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
         };
-        upstream.insert_header("x-forwarded-for", xff)?;
-        upstream.insert_header("x-forwarded-proto", proto)?;
+        let forwarding = self.forwarding(
+            ctx.client,
+            &ctx.host,
+            header(http::header::HeaderName::from_static("x-forwarded-for")),
+            header(http::header::FORWARDED),
+        );
+        upstream.insert_header("x-forwarded-for", forwarding.xff)?;
+        upstream.insert_header("x-forwarded-proto", forwarding.proto)?;
         if !ctx.host.is_empty() {
             upstream.insert_header("x-forwarded-host", ctx.host.as_str())?;
         }
-        let mut element = format!("for={};proto={proto}", forwarded_for(ctx.client));
-        if !ctx.host.is_empty()
-            && ctx
-                .host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
-        {
-            element.push_str(&format!(";host={}", ctx.host));
-        }
-        let forwarded = match upstream
-            .headers
-            .get(http::header::FORWARDED)
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(chain) if trusted => format!("{chain}, {element}"),
-            _ => element,
-        };
-        upstream.insert_header(http::header::FORWARDED, forwarded)?;
+        upstream.insert_header(http::header::FORWARDED, forwarding.forwarded)?;
         if let Some(route) = self.route(ctx) {
             for name in &route.remove_request {
                 upstream.remove_header(name.as_str());
@@ -645,36 +795,18 @@ impl ProxyHttp for HttpRouter {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let req = session.req_header();
-        let route = self.route(ctx).map_or("default", |r| r.label.as_str());
-        let backend = match self.route(ctx) {
-            Some(r) if r.pool.is_none() && (r.status.is_some() || r.redirect_https) => "-",
-            _ => self.pool(ctx).name.as_str(),
-        };
-        let method = req.method.clone();
-        let elapsed = ctx.started.elapsed();
-        self.route(ctx)
-            .map_or(&self.default_counters, |r| &r.counters)
-            .count(&method, status);
-        self.duration.observe(elapsed.as_secs_f64());
-        if let Some(kind) = ctx.error_kind {
-            if status >= 400 || e.is_some() {
-                self.metrics.error(self.listener.as_str(), kind);
-            }
-        }
-        tracing::info!(
-            target: "access",
-            listener = %self.listener,
-            client = %ctx.client,
-            method = %method,
-            host = %ctx.host,
-            path = %req.uri.path(),
+        let error = e.map(|e| e.to_string());
+        self.record(&Finished {
+            route: ctx.route,
+            method: &req.method,
             status,
-            route,
-            backend = %backend,
-            server = %ctx.server.map_or_else(|| "-".to_string(), |s| s.to_string()),
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            error = %e.map_or_else(String::new, |e| e.to_string()),
-            "request"
-        );
+            started: ctx.started,
+            client: ctx.client,
+            host: &ctx.host,
+            path: req.uri.path(),
+            server: ctx.server,
+            error_kind: ctx.error_kind,
+            error: error.as_deref(),
+        });
     }
 }

@@ -9,6 +9,7 @@ mod clock;
 pub mod config;
 pub mod daemon;
 pub mod health;
+mod http1;
 pub mod http_config;
 pub mod http_listener;
 pub mod http_metrics;

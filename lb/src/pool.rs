@@ -103,7 +103,8 @@ pub struct Upstream {
     _active: ActiveGuard,
 }
 
-struct ActiveGuard {
+/// A connection or request counted as active on its server until dropped.
+pub struct ActiveGuard {
     counter: Arc<AtomicUsize>,
     gauge: prometheus_client::metrics::gauge::Gauge,
 }
@@ -228,6 +229,17 @@ impl Pool {
         let eligible = |i: usize| !tried.contains(&i) && self.servers[i].state.available(now);
         let i = self.balance.pick(client, &self.candidates, &eligible)?;
         Some((i, self.candidates[i].address))
+    }
+
+    /// Counts a request on server `i` as active (least-connections sees it) until dropped.
+    pub fn track(&self, i: usize) -> Option<ActiveGuard> {
+        let server = self.servers.get(i)?;
+        server.state.active.fetch_add(1, Ordering::Relaxed);
+        server.metrics.active.inc();
+        Some(ActiveGuard {
+            counter: server.state.active.clone(),
+            gauge: server.metrics.active.clone(),
+        })
     }
 
     /// Further servers a request may try after a connect failure.

@@ -1,0 +1,493 @@
+//! Request and response heads on the HTTP/1.1 path: parsed with httparse, checked for what the
+//! path carries, and written out for the other side without the hop-by-hop fields.
+
+use crate::http_proxy::{host_without_port, Forwarding, Route};
+
+/// Header fields a head may have; one with more goes to pingora's session (which answers it).
+const MAX_FIELDS: usize = 96;
+
+/// Fields that describe one hop, never forwarded (RFC 9110 §7.6.1); `Transfer-Encoding` is
+/// handled with the framing.
+const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Set by the proxy on every request; what the client sent is read, not passed on.
+const FORWARDING: [&str; 4] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+];
+
+pub enum Parsed<T> {
+    /// More bytes needed.
+    Partial,
+    /// A head this path does not carry (or not valid at all): pingora's session takes over.
+    Other,
+    Complete(T, usize),
+}
+
+/// What the proxy needs of a request it carries.
+#[derive(Debug)]
+pub struct Request {
+    pub method: http::Method,
+    pub path: String,
+    /// As routes match it: lower-case, without port.
+    pub host: String,
+    /// The client asked to close after this request.
+    pub close: bool,
+    pub xff: Option<String>,
+    pub forwarded: Option<String>,
+}
+
+/// A request head this path carries: HTTP/1.1, origin-form target, exactly one `Host`, and no
+/// body (no `Transfer-Encoding`, at most a `Content-Length: 0`), no upgrade, no `Expect`.
+/// Everything else (bodies, upgrades, HTTP/1.0, anything odd or ambiguous) is pingora's.
+pub fn parse_request(bytes: &[u8]) -> Parsed<Request> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut req = httparse::Request::new(&mut fields);
+    let head_len = match req.parse(bytes) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Other,
+    };
+    let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
+        return Parsed::Other;
+    };
+    let Ok(method) = http::Method::from_bytes(method.as_bytes()) else {
+        return Parsed::Other;
+    };
+    if method == http::Method::CONNECT || !path.starts_with('/') {
+        return Parsed::Other;
+    }
+    let mut host = None;
+    let mut hosts = 0;
+    let mut close = false;
+    let mut xff = None;
+    let mut forwarded = None;
+    for field in req.headers.iter() {
+        let name = field.name;
+        let value = field.value;
+        if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+            host = std::str::from_utf8(value).ok();
+        } else if name.eq_ignore_ascii_case("content-length") {
+            if value.trim_ascii() != b"0" {
+                return Parsed::Other;
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding")
+            || name.eq_ignore_ascii_case("upgrade")
+            || name.eq_ignore_ascii_case("expect")
+        {
+            return Parsed::Other;
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    return Parsed::Other;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+            xff = Some(joined(xff, value));
+        } else if name.eq_ignore_ascii_case("forwarded") {
+            forwarded = Some(joined(forwarded, value));
+        }
+    }
+    // Several Content-Length fields, even equal ones, are pingora's to refuse.
+    let lengths = req
+        .headers
+        .iter()
+        .filter(|f| f.name.eq_ignore_ascii_case("content-length"))
+        .count();
+    let (1, Some(host), true) = (hosts, host, lengths <= 1) else {
+        return Parsed::Other;
+    };
+    Parsed::Complete(
+        Request {
+            method,
+            path: path.split('?').next().unwrap_or(path).to_owned(),
+            host: host_without_port(host),
+            close,
+            xff,
+            forwarded,
+        },
+        head_len,
+    )
+}
+
+/// A field repeated over several lines is one comma-separated list.
+fn joined(before: Option<String>, value: &[u8]) -> String {
+    let value = String::from_utf8_lossy(value);
+    match before {
+        Some(before) => format!("{before}, {value}"),
+        None => value.into_owned(),
+    }
+}
+
+fn named_by_connection(connection: &[&[u8]], name: &str) -> bool {
+    connection.iter().any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+}
+
+/// The tokens of every `Connection` field: fields they name are hop-by-hop too.
+fn connection_tokens<'b>(fields: &[httparse::Header<'b>]) -> Vec<&'b [u8]> {
+    fields
+        .iter()
+        .filter(|f| f.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|f| f.value.split(|&b| b == b','))
+        .map(|t| t.trim_ascii())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes the request `head` (as [`parse_request`] accepted it) for the server: the same
+/// request line and fields in order, less the hop-by-hop ones and what the route removes,
+/// with the forwarding fields and the route's own added.
+pub fn write_upstream_request(
+    head: &[u8],
+    route: Option<&Route>,
+    forwarding: &Forwarding,
+    host: &str,
+    out: &mut Vec<u8>,
+) {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut req = httparse::Request::new(&mut fields);
+    if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
+        return;
+    }
+    out.extend_from_slice(req.method.unwrap_or("GET").as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(req.path.unwrap_or("/").as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let connection = connection_tokens(req.headers);
+    for f in req.headers.iter() {
+        let name = f.name;
+        let dropped = HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+            || FORWARDING.iter().any(|h| name.eq_ignore_ascii_case(h))
+            || named_by_connection(&connection, name)
+            || route.is_some_and(|r| {
+                r.remove_request
+                    .iter()
+                    .any(|h| name.eq_ignore_ascii_case(h))
+                    || r.add_request
+                        .iter()
+                        .any(|(h, _)| name.eq_ignore_ascii_case(h.as_str()))
+            });
+        if !dropped {
+            field(out, name.as_bytes(), f.value);
+        }
+    }
+    field(out, b"x-forwarded-for", forwarding.xff.as_bytes());
+    field(out, b"x-forwarded-proto", forwarding.proto.as_bytes());
+    if !host.is_empty() {
+        field(out, b"x-forwarded-host", host.as_bytes());
+    }
+    field(out, b"forwarded", forwarding.forwarded.as_bytes());
+    if let Some(route) = route {
+        for (name, value) in &route.add_request {
+            field(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How a response body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    /// Until the server closes: the client's connection closes after it too.
+    UntilClose,
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub framing: Framing,
+    /// The server keeps the connection open after this response.
+    pub keep_alive: bool,
+}
+
+/// Parses a response head. `Other` here means a response the proxy cannot pass on (malformed,
+/// conflicting lengths, an unasked-for upgrade): the server is broken, a 502.
+pub fn parse_response(bytes: &[u8], to_head: bool) -> Parsed<Response> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut resp = httparse::Response::new(&mut fields);
+    let head_len = match resp.parse(bytes) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Other,
+    };
+    let (Some(status), Some(version)) = (resp.code, resp.version) else {
+        return Parsed::Other;
+    };
+    if status == 101 {
+        return Parsed::Other;
+    }
+    let mut length: Option<u64> = None;
+    let mut chunked = None;
+    let mut keep_alive = version == 1;
+    for f in resp.headers.iter() {
+        if f.name.eq_ignore_ascii_case("content-length") {
+            let Some(n) = std::str::from_utf8(f.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+            else {
+                return Parsed::Other;
+            };
+            if length.is_some_and(|l| l != n) {
+                return Parsed::Other;
+            }
+            length = Some(n);
+        } else if f.name.eq_ignore_ascii_case("transfer-encoding") {
+            // The final coding decides: chunked, or the body runs until the close.
+            let last = f.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
+            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if f.name.eq_ignore_ascii_case("connection") {
+            for token in f.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == 0 {
+                    keep_alive = true;
+                }
+            }
+        }
+    }
+    let framing = if to_head || status < 200 || status == 204 || status == 304 {
+        Framing::None
+    } else {
+        match (chunked, length) {
+            (Some(true), _) => Framing::Chunked,
+            (Some(false), _) => Framing::UntilClose,
+            (None, Some(n)) => Framing::Length(n),
+            (None, None) => Framing::UntilClose,
+        }
+    };
+    if framing == Framing::UntilClose {
+        keep_alive = false;
+    }
+    Parsed::Complete(
+        Response {
+            status,
+            framing,
+            keep_alive,
+        },
+        head_len,
+    )
+}
+
+/// Writes the response `head` for the client: the status line as HTTP/1.1, the fields less
+/// hop-by-hop and what the route removes (a `Content-Length` beside chunked coding too), the
+/// route's added fields, and `connection: close` when this response ends the connection.
+pub fn write_downstream_response(
+    head: &[u8],
+    route: Option<&Route>,
+    framing: Framing,
+    close: bool,
+    out: &mut Vec<u8>,
+) {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut resp = httparse::Response::new(&mut fields);
+    if !matches!(resp.parse(head), Ok(httparse::Status::Complete(_))) {
+        return;
+    }
+    let status = resp.code.unwrap_or(502);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    // httparse reads exactly three digits.
+    out.extend_from_slice(&[
+        b'0' + (status / 100 % 10) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+    ]);
+    out.push(b' ');
+    out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let connection = connection_tokens(resp.headers);
+    for f in resp.headers.iter() {
+        let name = f.name;
+        let dropped = HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+            || named_by_connection(&connection, name)
+            || (framing == Framing::Chunked && name.eq_ignore_ascii_case("content-length"))
+            || (framing == Framing::UntilClose && name.eq_ignore_ascii_case("transfer-encoding"))
+            || route.is_some_and(|r| {
+                r.remove_response
+                    .iter()
+                    .any(|h| name.eq_ignore_ascii_case(h))
+                    || r.add_response
+                        .iter()
+                        .any(|(h, _)| name.eq_ignore_ascii_case(h.as_str()))
+            });
+        if !dropped {
+            field(out, name.as_bytes(), f.value);
+        }
+    }
+    if let Some(route) = route {
+        for (name, value) in &route.add_response {
+            field(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A response of the proxy's own (an error, or the request limit's 503).
+pub fn own_response(status: u16, extra: &[(&str, &str)], body: &[u8], close: bool) -> Vec<u8> {
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let mut out = format!("HTTP/1.1 {status} {reason}\r\n").into_bytes();
+    for (name, value) in extra {
+        field(&mut out, name.as_bytes(), value.as_bytes());
+    }
+    field(&mut out, b"content-length", body.len().to_string().as_bytes());
+    field(&mut out, b"cache-control", b"private, no-store");
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(bytes: &[u8]) -> Option<Request> {
+        match parse_request(bytes) {
+            Parsed::Complete(r, n) => {
+                assert_eq!(n, bytes.len());
+                Some(r)
+            }
+            Parsed::Partial => panic!("partial"),
+            Parsed::Other => None,
+        }
+    }
+
+    #[test]
+    fn carries_bodiless_http11_requests_and_hands_over_the_rest() {
+        let r = request(b"GET /a/b?x=1 HTTP/1.1\r\nHost: App.Lab:8080\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        assert_eq!(
+            (r.method.as_str(), r.path.as_str(), r.host.as_str(), r.close),
+            ("GET", "/a/b", "app.lab", true)
+        );
+        assert!(request(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n").is_some());
+        for other in [
+            &b"GET / HTTP/1.0\r\nHost: a\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+            b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost a\r\n\r\n",
+        ] {
+            assert!(
+                request(other).is_none(),
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
+        assert!(matches!(
+            parse_request(b"GET / HTTP/1.1\r\nHost: a\r\n"),
+            Parsed::Partial
+        ));
+    }
+
+    #[test]
+    fn upstream_request_drops_hop_by_hop_and_claimed_forwarding_fields() {
+        let head = b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nX-Forwarded-For: 6.6.6.6\r\nAccept: */*\r\n\r\n";
+        let forwarding = Forwarding {
+            xff: "10.0.0.1".into(),
+            proto: "http",
+            forwarded: "for=10.0.0.1;proto=http;host=a".into(),
+        };
+        let mut out = Vec::new();
+        write_upstream_request(head, None, &forwarding, "a", &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET /x HTTP/1.1\r\nHost: a\r\nAccept: */*\r\nx-forwarded-for: 10.0.0.1\r\n\
+             x-forwarded-proto: http\r\nx-forwarded-host: a\r\n\
+             forwarded: for=10.0.0.1;proto=http;host=a\r\n\r\n"
+        );
+    }
+
+    fn response(bytes: &[u8], to_head: bool) -> Option<Response> {
+        match parse_response(bytes, to_head) {
+            Parsed::Complete(r, _) => Some(r),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn response_framing() {
+        let framing = |b: &[u8]| response(b, false).map(|r| (r.framing, r.keep_alive));
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n"),
+            Some((Framing::Length(3), true))
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"),
+            Some((Framing::Chunked, true))
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\n\r\n"),
+            Some((Framing::UntilClose, false))
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 204 No Content\r\n\r\n"),
+            Some((Framing::None, true))
+        );
+        assert_eq!(
+            framing(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n"),
+            Some((Framing::Length(1), false))
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\n"),
+            Some((Framing::Length(1), false))
+        );
+        assert_eq!(
+            response(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", true).map(|r| r.framing),
+            Some(Framing::None)
+        );
+        // Conflicting lengths, an unasked-for upgrade, garbage: the server is broken.
+        assert!(framing(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+            .is_none());
+        assert!(framing(b"HTTP/1.1 101 Switching Protocols\r\n\r\n").is_none());
+        assert!(framing(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_none());
+    }
+
+    #[test]
+    fn downstream_response_marks_the_close_and_drops_a_length_beside_chunked() {
+        let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\nKeep-Alive: timeout=5\r\nX-App: 1\r\n\r\n";
+        let mut out = Vec::new();
+        write_downstream_response(head, None, Framing::Chunked, true, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-App: 1\r\nconnection: close\r\n\r\n"
+        );
+    }
+}

@@ -1,0 +1,84 @@
+//! Kept-alive upstream connections between requests, per server: taken by the next request to
+//! the same server, most recently used first (warm, and the least likely to have been closed by
+//! the server), dropped when idle too long.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+/// At most this many idle connections per server; more are closed.
+const MAX_IDLE_PER_SERVER: usize = 256;
+
+/// A connection idle longer is closed rather than reused: below the common server defaults
+/// (nginx 75 s, HAProxy and Envoy 60 s … Apache 5 s is handled by the retry on a closed one).
+const MAX_IDLE: Duration = Duration::from_secs(55);
+
+#[derive(Default)]
+pub struct IdleConnections {
+    by_server: Mutex<HashMap<SocketAddr, Vec<(TcpStream, Instant)>>>,
+}
+
+impl IdleConnections {
+    /// A kept-alive connection to `server` that still looks open.
+    pub fn take(&self, server: SocketAddr) -> Option<TcpStream> {
+        let now = Instant::now();
+        loop {
+            let (stream, since) = {
+                let mut by_server = self.by_server.lock().ok()?;
+                by_server.get_mut(&server)?.pop()?
+            };
+            if now.duration_since(since) < MAX_IDLE && !closed_by_server(&stream) {
+                return Some(stream);
+            }
+        }
+    }
+
+    /// Keeps `stream` for the next request to `server`.
+    pub fn put(&self, server: SocketAddr, stream: TcpStream) {
+        let Ok(mut by_server) = self.by_server.lock() else {
+            return;
+        };
+        let idle = by_server.entry(server).or_default();
+        if idle.len() < MAX_IDLE_PER_SERVER {
+            idle.push((stream, Instant::now()));
+        }
+    }
+}
+
+/// An idle connection becomes readable only when the server closed it (or broke protocol by
+/// sending unasked): the reactor's readiness says so without a system call. One closed in the
+/// last instant is caught by the retry on a reused connection.
+fn closed_by_server(stream: &TcpStream) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    matches!(stream.poll_read_ready(&mut cx), Poll::Ready(_))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_is_not_handed_out() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = listener.local_addr().unwrap();
+        let idle = IdleConnections::default();
+
+        let open = TcpStream::connect(server).await.unwrap();
+        let (_kept, _) = listener.accept().await.unwrap();
+        idle.put(server, open);
+        assert!(idle.take(server).is_some(), "an open connection is reused");
+
+        let closing = TcpStream::connect(server).await.unwrap();
+        let (mut accepted, _) = listener.accept().await.unwrap();
+        idle.put(server, closing);
+        accepted.shutdown().await.unwrap();
+        drop(accepted);
+        // Let the reactor see the FIN.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(idle.take(server).is_none(), "a closed one is dropped");
+    }
+}

@@ -1,0 +1,465 @@
+//! The HTTP/1.1 path of plain `http` listeners: the requests that make up nearly all of an
+//! ingress's traffic (HTTP/1.1, no request body, no upgrade, to a plain HTTP/1.1 backend) are
+//! proxied here, on the client's connection, with our own upstream keep-alive pool; a request
+//! this path does not carry hands the connection, with the bytes already read, to pingora's
+//! session for the rest of its life. Both paths route, add forwarding headers, count and log
+//! through the same [`HttpRouter`], so a client sees one proxy.
+//!
+//! Why a path of its own: pingora's HTTP/1 machinery costs four to five times the CPU per
+//! request of the proxying itself (measured in bench/lb-http.sh), which on a small lab box is
+//! CPU taken from the backends.
+
+mod chunked;
+mod head;
+mod idle;
+
+pub use idle::IdleConnections;
+
+use crate::client_socket::ClientSocket;
+use crate::http_proxy::{idempotent, Finished, HttpRouter, Route, Timeouts};
+use crate::pool::Pool;
+use bytes::{Buf, BytesMut};
+use chunked::ChunkedScanner;
+use head::{Framing, Parsed};
+use pingora_core::server::ShutdownWatch;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Room made for each read from either side.
+const READ_SIZE: usize = 16 * 1024;
+
+/// Largest response head accepted from a server (pingora's limit too).
+const MAX_RESPONSE_HEAD: usize = 1024 * 1024;
+
+/// How a connection left this path.
+pub enum Served {
+    /// Closed, or to be closed.
+    Closed,
+    /// A request this path does not carry: the client's bytes not yet handled, for pingora.
+    HandOver(BytesMut),
+}
+
+/// Serves the client's requests until the connection ends or a request needs pingora.
+pub async fn serve(
+    router: &HttpRouter,
+    socket: &mut ClientSocket,
+    shutdown: &ShutdownWatch,
+) -> Served {
+    let mut shutdown = shutdown.clone();
+    let timeouts = router.timeouts();
+    let client = socket.peer.ip();
+    let mut buf = BytesMut::with_capacity(READ_SIZE);
+    loop {
+        // The next request's head.
+        let (request, head_len) = loop {
+            if !buf.is_empty() {
+                match head::parse_request(&buf) {
+                    Parsed::Complete(request, n) if n <= router.max_header_bytes() => {
+                        break (request, n)
+                    }
+                    Parsed::Partial if buf.len() <= router.max_header_bytes() => {}
+                    _ => return Served::HandOver(buf),
+                }
+            }
+            if *shutdown.borrow() && buf.is_empty() {
+                return Served::Closed;
+            }
+            // Idle between requests: the keep-alive timeout; inside a head, the body's.
+            let wait = if buf.is_empty() {
+                timeouts.keepalive
+            } else {
+                timeouts.client_body
+            };
+            buf.reserve(READ_SIZE);
+            let read = tokio::select! {
+                biased;
+                read = tokio::time::timeout(wait, socket.read_buf(&mut buf)) => read,
+                _ = shutdown.changed(), if buf.is_empty() => return Served::Closed,
+            };
+            if !matches!(read, Ok(Ok(n)) if n > 0) {
+                return Served::Closed;
+            }
+        };
+        let started = Instant::now();
+        let route_index = router.match_route(&request.host, &request.path);
+        let route = router.route_at(route_index);
+        let pool = router.pool_of(route_index);
+        // Fixed responses, redirects and TLS or h2 upstreams are pingora's.
+        let answers_itself = route.is_some_and(|r| r.status.is_some() || r.redirect_https);
+        if answers_itself || !router.plain_upstream(&pool.name) {
+            return Served::HandOver(buf);
+        }
+        let close = request.close || *shutdown.borrow();
+        let mut finished = Finished {
+            route: route_index,
+            method: &request.method,
+            status: 0,
+            started,
+            client,
+            host: &request.host,
+            path: &request.path,
+            server: None,
+            error_kind: None,
+            error: None,
+        };
+        let Some(_slot) = router.admit() else {
+            buf.advance(head_len);
+            finished.status = 503;
+            finished.error_kind = Some("limit");
+            let answer = head::own_response(
+                503,
+                &[("retry-after", "1")],
+                b"too many requests in flight\n",
+                close,
+            );
+            let written = socket.write_all(&answer).await.is_ok();
+            router.record(&finished);
+            if close || !written {
+                return Served::Closed;
+            }
+            continue;
+        };
+        let forwarding =
+            router.forwarding(client, &request.host, request.xff.as_deref(), request.forwarded.as_deref());
+        let mut upstream_request = Vec::with_capacity(head_len + 256);
+        head::write_upstream_request(
+            &buf[..head_len],
+            route,
+            &forwarding,
+            &request.host,
+            &mut upstream_request,
+        );
+        buf.advance(head_len);
+        let exchange = Exchange {
+            router,
+            pool,
+            route,
+            timeouts,
+            client,
+            request: &upstream_request,
+            idempotent: idempotent(&request.method),
+            to_head: request.method == http::Method::HEAD,
+            close,
+        };
+        let outcome = exchange.run(socket).await;
+        finished.status = outcome.status;
+        finished.server = outcome.server;
+        finished.error_kind = outcome.error_kind;
+        finished.error = outcome.error.as_deref();
+        router.record(&finished);
+        if !outcome.keep_client {
+            let _ = socket.shutdown().await;
+            return Served::Closed;
+        }
+    }
+}
+
+/// One request on its way to a server and back.
+struct Exchange<'a> {
+    router: &'a HttpRouter,
+    pool: &'a Pool,
+    route: Option<&'a Route>,
+    timeouts: Timeouts,
+    client: IpAddr,
+    request: &'a [u8],
+    idempotent: bool,
+    to_head: bool,
+    /// The client's connection ends with this response.
+    close: bool,
+}
+
+struct Outcome {
+    status: u16,
+    server: Option<SocketAddr>,
+    error_kind: Option<&'static str>,
+    error: Option<String>,
+    keep_client: bool,
+}
+
+/// Why no response head came back.
+enum Failure {
+    /// The server closed or reset a kept-alive connection before answering: it may have closed
+    /// it as idle just as the request went out.
+    Closed(String),
+    Timeout,
+    Broken(String),
+}
+
+impl Exchange<'_> {
+    async fn run(&self, socket: &mut ClientSocket) -> Outcome {
+        let mut tried: Vec<usize> = Vec::new();
+        loop {
+            let Some((i, server)) = self.pool.pick(self.client, &tried) else {
+                let (status, kind) = if tried.is_empty() {
+                    (503, "no_server")
+                } else {
+                    (502, "dead_upstream")
+                };
+                let error = format!("no server of backend `{}` to try", self.pool.name);
+                return self.fail(socket, status, kind, error, None).await;
+            };
+            tried.push(i);
+            let _active = self.pool.track(i);
+            let upstream_started = Instant::now();
+            let mut reused = true;
+            let mut stream = self.router.idle.take(server);
+            let mut ubuf = BytesMut::with_capacity(READ_SIZE);
+            let response = loop {
+                let mut upstream = match stream.take() {
+                    Some(s) => s,
+                    None => {
+                        reused = false;
+                        match self.connect(server).await {
+                            Ok(s) => s,
+                            Err(e) => {
+                                self.pool.connect_failed(i, &e);
+                                let retries_used = tried.len().saturating_sub(1) as u32;
+                                if self.idempotent && retries_used < self.pool.retries() {
+                                    break None;
+                                }
+                                return self
+                                    .fail(socket, 502, "dead_upstream", e, Some(server))
+                                    .await;
+                            }
+                        }
+                    }
+                };
+                match self.send(&mut upstream, &mut ubuf).await {
+                    Ok((response, head_len)) => break Some((upstream, response, head_len)),
+                    // Once more on a new connection, for a request that may be repeated.
+                    Err(Failure::Closed(_)) if reused && self.idempotent => {
+                        ubuf.clear();
+                        continue;
+                    }
+                    Err(Failure::Closed(e)) | Err(Failure::Broken(e)) => {
+                        return self
+                            .fail(socket, 502, "dead_upstream", e, Some(server))
+                            .await;
+                    }
+                    Err(Failure::Timeout) => {
+                        let e = format!("no response within {:?}", self.timeouts.response);
+                        return self.fail(socket, 504, "timeout", e, Some(server)).await;
+                    }
+                }
+            };
+            let Some((upstream, response, head_len)) = response else {
+                continue;
+            };
+            if let Some(handles) = self.router.upstream_handles(&self.pool.name) {
+                if reused {
+                    handles.reused.inc();
+                } else {
+                    handles.fresh.inc();
+                }
+                handles
+                    .duration
+                    .observe(upstream_started.elapsed().as_secs_f64());
+            }
+            return self
+                .relay(socket, upstream, ubuf, response, head_len, server)
+                .await;
+        }
+    }
+
+    async fn connect(&self, server: SocketAddr) -> Result<TcpStream, String> {
+        match tokio::time::timeout(self.timeouts.connect, TcpStream::connect(server)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                Ok(stream)
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {:?}", self.timeouts.connect)),
+        }
+    }
+
+    /// Sends the request and reads the final response head (1xx interim heads are dropped).
+    async fn send(
+        &self,
+        upstream: &mut TcpStream,
+        ubuf: &mut BytesMut,
+    ) -> Result<(head::Response, usize), Failure> {
+        if let Err(e) = upstream.write_all(self.request).await {
+            return Err(Failure::Closed(e.to_string()));
+        }
+        let mut answered = false;
+        loop {
+            if !ubuf.is_empty() {
+                match head::parse_response(ubuf, self.to_head) {
+                    Parsed::Complete(response, n) if response.status < 200 => {
+                        ubuf.advance(n);
+                        continue;
+                    }
+                    Parsed::Complete(response, n) => return Ok((response, n)),
+                    Parsed::Partial if ubuf.len() < MAX_RESPONSE_HEAD => {}
+                    _ => return Err(Failure::Broken("malformed response head".into())),
+                }
+            }
+            match read_within(upstream, ubuf, self.timeouts.response).await {
+                Ok(0) if answered => {
+                    return Err(Failure::Broken("closed inside the response head".into()))
+                }
+                Ok(0) => return Err(Failure::Closed("closed before answering".into())),
+                Ok(_) => answered = true,
+                Err(Failure::Closed(e)) if answered => return Err(Failure::Broken(e)),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Passes the response on to the client, then keeps the server's connection if it can
+    /// serve another request.
+    async fn relay(
+        &self,
+        socket: &mut ClientSocket,
+        mut upstream: TcpStream,
+        mut ubuf: BytesMut,
+        response: head::Response,
+        head_len: usize,
+        server: SocketAddr,
+    ) -> Outcome {
+        let close = self.close || response.framing == Framing::UntilClose;
+        let mut out = Vec::with_capacity(head_len + ubuf.len() + 64);
+        head::write_downstream_response(
+            &ubuf[..head_len],
+            self.route,
+            response.framing,
+            close,
+            &mut out,
+        );
+        ubuf.advance(head_len);
+        let mut body = Body::new(response.framing);
+        let mut outcome = Outcome {
+            status: response.status,
+            server: Some(server),
+            error_kind: None,
+            error: None,
+            keep_client: !close,
+        };
+        loop {
+            match body.take(&ubuf) {
+                Ok(n) => {
+                    out.extend_from_slice(&ubuf[..n]);
+                    ubuf.advance(n);
+                }
+                Err(e) => {
+                    // Nothing more can be said to the client: the head is out.
+                    outcome.error = Some(e);
+                    outcome.keep_client = false;
+                    let _ = socket.write_all(&out).await;
+                    return outcome;
+                }
+            }
+            if let Err(e) = socket.write_all(&out).await {
+                outcome.error = Some(format!("client: {e}"));
+                outcome.keep_client = false;
+                return outcome;
+            }
+            out.clear();
+            if body.done() {
+                break;
+            }
+            ubuf.clear();
+            match read_within(&mut upstream, &mut ubuf, self.timeouts.response).await {
+                Ok(0) if response.framing == Framing::UntilClose => return outcome,
+                Ok(0) => {
+                    outcome.error = Some("server closed inside the body".into());
+                    outcome.keep_client = false;
+                    return outcome;
+                }
+                Ok(_) => {}
+                Err(Failure::Timeout) => {
+                    outcome.error_kind = Some("timeout");
+                    outcome.error = Some("server stalled inside the body".into());
+                    outcome.keep_client = false;
+                    return outcome;
+                }
+                Err(Failure::Closed(e)) | Err(Failure::Broken(e)) => {
+                    outcome.error = Some(e);
+                    outcome.keep_client = false;
+                    return outcome;
+                }
+            }
+        }
+        // Bytes past the body's end are a server out of step: its connection is not reused.
+        if response.keep_alive && ubuf.is_empty() {
+            self.router.idle.put(server, upstream);
+        }
+        outcome
+    }
+
+    /// An answer of the proxy's own; the client's connection closes after it, as pingora's do.
+    async fn fail(
+        &self,
+        socket: &mut ClientSocket,
+        status: u16,
+        kind: &'static str,
+        error: String,
+        server: Option<SocketAddr>,
+    ) -> Outcome {
+        let _ = socket
+            .write_all(&head::own_response(status, &[], b"", true))
+            .await;
+        Outcome {
+            status,
+            server,
+            error_kind: Some(kind),
+            error: Some(error),
+            keep_client: false,
+        }
+    }
+}
+
+/// Reads what is there (at least one byte, or 0 at the end) within `wait`.
+async fn read_within<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    wait: Duration,
+) -> Result<usize, Failure> {
+    buf.reserve(READ_SIZE);
+    match tokio::time::timeout(wait, stream.read_buf(buf)).await {
+        Ok(Ok(n)) => Ok(n),
+        Ok(Err(e)) => Err(Failure::Closed(e.to_string())),
+        Err(_) => Err(Failure::Timeout),
+    }
+}
+
+/// How much of a response body is still to come.
+enum Body {
+    Length(u64),
+    Chunked(ChunkedScanner),
+    UntilClose,
+}
+
+impl Body {
+    fn new(framing: Framing) -> Self {
+        match framing {
+            Framing::None => Body::Length(0),
+            Framing::Length(n) => Body::Length(n),
+            Framing::Chunked => Body::Chunked(ChunkedScanner::default()),
+            Framing::UntilClose => Body::UntilClose,
+        }
+    }
+
+    /// How many of `bytes` belong to the body.
+    fn take(&mut self, bytes: &[u8]) -> Result<usize, String> {
+        match self {
+            Body::Length(left) => {
+                let n = (*left).min(bytes.len() as u64);
+                *left -= n;
+                Ok(n as usize)
+            }
+            Body::Chunked(scanner) => scanner.feed(bytes).map_err(|e| e.to_string()),
+            Body::UntilClose => Ok(bytes.len()),
+        }
+    }
+
+    fn done(&self) -> bool {
+        match self {
+            Body::Length(left) => *left == 0,
+            Body::Chunked(scanner) => scanner.is_done(),
+            Body::UntilClose => false,
+        }
+    }
+}
