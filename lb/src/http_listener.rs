@@ -4,8 +4,8 @@
 //! the same [`HttpRouter`].
 
 use crate::client_socket::ClientSocket;
-use crate::http_metrics::HttpMetrics;
 use crate::http1::{self, Served};
+use crate::http_metrics::HttpMetrics;
 use crate::http_proxy::{HttpRouter, SharedRouter};
 use crate::metrics::ListenerMetrics;
 use crate::tls_stream::{tls_version, TlsClient};

@@ -16,7 +16,9 @@ enum State {
         extension: bool,
     },
     /// Seen CR at the end of a size line.
-    SizeLf { size: u64 },
+    SizeLf {
+        size: u64,
+    },
     /// Bytes of chunk data still to come.
     Data(u64),
     /// After a chunk's data: its CRLF.

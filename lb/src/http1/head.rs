@@ -133,7 +133,9 @@ fn joined(before: Option<String>, value: &[u8]) -> String {
 }
 
 fn named_by_connection(connection: &[&[u8]], name: &str) -> bool {
-    connection.iter().any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+    connection
+        .iter()
+        .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
 }
 
 /// The tokens of every `Connection` field: fields they name are hop-by-hop too.
@@ -358,7 +360,11 @@ pub fn own_response(status: u16, extra: &[(&str, &str)], body: &[u8], close: boo
     for (name, value) in extra {
         field(&mut out, name.as_bytes(), value.as_bytes());
     }
-    field(&mut out, b"content-length", body.len().to_string().as_bytes());
+    field(
+        &mut out,
+        b"content-length",
+        body.len().to_string().as_bytes(),
+    );
     field(&mut out, b"cache-control", b"private, no-store");
     if close {
         out.extend_from_slice(b"connection: close\r\n");
@@ -385,8 +391,9 @@ mod tests {
 
     #[test]
     fn carries_bodiless_http11_requests_and_hands_over_the_rest() {
-        let r = request(b"GET /a/b?x=1 HTTP/1.1\r\nHost: App.Lab:8080\r\nConnection: close\r\n\r\n")
-            .unwrap();
+        let r =
+            request(b"GET /a/b?x=1 HTTP/1.1\r\nHost: App.Lab:8080\r\nConnection: close\r\n\r\n")
+                .unwrap();
         assert_eq!(
             (r.method.as_str(), r.path.as_str(), r.host.as_str(), r.close),
             ("GET", "/a/b", "app.lab", true)
@@ -474,8 +481,9 @@ mod tests {
             Some(Framing::None)
         );
         // Conflicting lengths, an unasked-for upgrade, garbage: the server is broken.
-        assert!(framing(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
-            .is_none());
+        assert!(
+            framing(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n").is_none()
+        );
         assert!(framing(b"HTTP/1.1 101 Switching Protocols\r\n\r\n").is_none());
         assert!(framing(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_none());
     }

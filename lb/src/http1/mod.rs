@@ -121,8 +121,12 @@ pub async fn serve(
             }
             continue;
         };
-        let forwarding =
-            router.forwarding(client, &request.host, request.xff.as_deref(), request.forwarded.as_deref());
+        let forwarding = router.forwarding(
+            client,
+            &request.host,
+            request.xff.as_deref(),
+            request.forwarded.as_deref(),
+        );
         let mut upstream_request = Vec::with_capacity(head_len + 256);
         head::write_upstream_request(
             &buf[..head_len],

@@ -1,0 +1,254 @@
+//! The HTTP/1.1 path of plain `http` listeners at its edges: one client connection moving from
+//! our path to pingora's mid-stream, pipelined requests, chunked, bodiless and close-delimited
+//! responses passed through intact with the server connection reused, and a kept-alive server
+//! connection that the server closed being replaced without the client noticing.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use support::web::{curl, raw_exchange, EchoBackend};
+use support::Setup;
+
+/// Reads one response (Content-Length framed, as nginx's `return` answers) off `stream`.
+fn read_response(reader: &mut BufReader<&TcpStream>) -> (String, String) {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "closed: {head}");
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no length in {head}"));
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    (head, String::from_utf8(body).unwrap())
+}
+
+#[test]
+fn one_connection_moves_from_our_path_to_pingoras_and_pipelined_requests_keep_their_order() {
+    let web = EchoBackend::start("web");
+    let setup = Setup::new();
+    let _lb = setup.start(&setup.single("http", "", "", &[web.address]));
+    let stream = TcpStream::connect(setup.lb).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut reader = BufReader::new(&stream);
+    let mut writer = &stream;
+
+    // Two bodiless requests in one write (ours), then one with a body (pingora's from here on),
+    // then another bodiless one on the same connection.
+    writer
+        .write_all(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    for path in ["/one", "/two"] {
+        let (head, body) = read_response(&mut reader);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(body.starts_with(&format!("web uri={path} ")), "{body}");
+        assert!(body.contains("xff=127.0.0.1 proto=http fhost=a"), "{body}");
+    }
+    writer
+        .write_all(b"POST /three HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello")
+        .unwrap();
+    let (head, body) = read_response(&mut reader);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body.starts_with("web uri=/three "), "{body}");
+    writer
+        .write_all(b"GET /four HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let (head, body) = read_response(&mut reader);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body.starts_with("web uri=/four "), "{body}");
+    let seen = web.seen();
+    for request in ["GET /one", "GET /two", "POST /three", "GET /four"] {
+        assert!(seen.contains(request), "{request} not in\n{seen}");
+    }
+}
+
+/// When a [`ScriptedServer`] closes a connection without saying so beforehand.
+#[derive(Clone, Copy, PartialEq)]
+enum Closing {
+    Never,
+    /// Right after its first response: a keep-alive timeout running out then.
+    AfterFirstAnswer,
+    /// When a second request arrives, unanswered: the timeout running out as it came.
+    OnSecondRequest,
+}
+
+/// A server answering with scripted bytes by path, counting the connections it accepted.
+struct ScriptedServer {
+    address: SocketAddr,
+    connections: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+}
+
+fn scripted_answer(path: &str) -> &'static [u8] {
+    match path {
+        "/chunked" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-App: chunked\r\n\r\n5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nX-Trailer: t\r\n\r\n",
+        "/empty" => b"HTTP/1.1 204 No Content\r\nX-App: empty\r\n\r\n",
+        "/until-close" => b"HTTP/1.1 200 OK\r\nX-App: close\r\n\r\nall of it until the close",
+        _ => b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nX-App: length\r\n\r\nlength",
+    }
+}
+
+impl ScriptedServer {
+    fn start(closing: Closing) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (accepted, seen) = (connections.clone(), requests.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let seen = seen.clone();
+                std::thread::spawn(move || Self::serve(stream, closing, &seen));
+            }
+        });
+        Self {
+            address,
+            connections,
+            requests,
+        }
+    }
+
+    fn serve(stream: TcpStream, closing: Closing, requests: &AtomicUsize) {
+        let mut reader = BufReader::new(&stream);
+        let mut writer = &stream;
+        for answered in 0.. {
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                return;
+            }
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                line.clear();
+            }
+            requests.fetch_add(1, Ordering::SeqCst);
+            if answered == 1 && closing == Closing::OnSecondRequest {
+                return;
+            }
+            let mut parts = request_line.split(' ');
+            let method = parts.next().unwrap_or("");
+            let path = parts.next().unwrap_or("/");
+            let mut answer = scripted_answer(path);
+            if method == "HEAD" {
+                let end = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+                answer = &answer[..end + 4];
+            }
+            let close = closing == Closing::AfterFirstAnswer || path == "/until-close";
+            if writer.write_all(answer).is_err() || close {
+                return;
+            }
+        }
+    }
+}
+
+#[test]
+fn chunked_empty_headless_and_close_delimited_responses_pass_through_intact() {
+    let server = ScriptedServer::start(Closing::Never);
+    let setup = Setup::new();
+    let _lb = setup.start(&setup.single("http", "", "", &[server.address]));
+    let url = |path: &str| format!("http://{}{path}", setup.lb);
+
+    let (status, headers, body) = curl(&["--raw"], &url("/chunked"));
+    assert_eq!(status, 200);
+    assert!(headers.contains("X-App: chunked"), "{headers}");
+    assert!(
+        headers
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{headers}"
+    );
+    // --raw: the chunks and the trailer exactly as the server sent them.
+    assert_eq!(
+        body,
+        "5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nX-Trailer: t\r\n\r\n"
+    );
+    let (status, headers, body) = curl(&[], &url("/empty"));
+    assert_eq!((status, body.as_str()), (204, ""));
+    assert!(headers.contains("X-App: empty"), "{headers}");
+    // A response to HEAD has no body whatever its length says: the next response follows
+    // its head directly.
+    let answer = raw_exchange(
+        setup.lb,
+        b"HEAD /length HTTP/1.1\r\nHost: a\r\n\r\nGET /length HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    let head = "HTTP/1.1 200 OK\r\nContent-Length: 6\r\nX-App: length\r\n";
+    assert_eq!(
+        answer,
+        format!("{head}\r\n{head}connection: close\r\n\r\nlength")
+    );
+    let (status, headers, body) = curl(&[], &url("/until-close"));
+    assert_eq!((status, body.as_str()), (200, "all of it until the close"));
+    assert!(
+        headers.to_ascii_lowercase().contains("connection: close"),
+        "{headers}"
+    );
+
+    // Framed responses leave the server's connection reusable: five requests of one client
+    // connection, each kind, over one more server connection at most.
+    let before = server.connections.load(Ordering::SeqCst);
+    let urls: Vec<String> = ["/chunked", "/empty", "/length", "/chunked", "/length"]
+        .iter()
+        .map(|p| url(p))
+        .collect();
+    let output = std::process::Command::new("curl")
+        .args(["--silent", "--max-time", "10"])
+        .args(&urls)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "hello, worldlengthhello, worldlength"
+    );
+    assert!(
+        server.connections.load(Ordering::SeqCst) - before <= 1,
+        "server connections: {} before, {} after",
+        before,
+        server.connections.load(Ordering::SeqCst)
+    );
+}
+
+#[test]
+fn a_kept_alive_server_connection_the_server_closed_is_replaced_unseen() {
+    // Closed after each answer: five requests seen. Closed on the next request: each request
+    // after the first goes out on the kept connection first, fails, and goes again on a new one.
+    for (closing, requests) in [
+        (Closing::AfterFirstAnswer, 5),
+        (Closing::OnSecondRequest, 9),
+    ] {
+        let server = ScriptedServer::start(closing);
+        let setup = Setup::new();
+        let _lb = setup.start(&setup.single("http", "", "", &[server.address]));
+        for i in 0..5 {
+            let (status, _, body) = curl(&[], &format!("http://{}/length", setup.lb));
+            assert_eq!((status, body.as_str()), (200, "length"), "request {i}");
+            // Let the server's FIN reach the pool, or not: both must work.
+            if i % 2 == 0 {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        assert_eq!(server.connections.load(Ordering::SeqCst), 5);
+        assert_eq!(server.requests.load(Ordering::SeqCst), requests);
+        let metrics = lab_tests::http::get(setup.metrics, "/metrics", &[]).body;
+        assert!(
+            !metrics.contains("lab_lb_http_errors_total{"),
+            "no error of the proxy's own:\n{metrics}"
+        );
+    }
+}
