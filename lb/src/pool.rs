@@ -177,11 +177,8 @@ impl Pool {
             let server = &self.servers[i];
             let address = self.candidates[i].address;
             // Counted before connecting so concurrent picks see the load on the way.
-            server.state.active.fetch_add(1, Ordering::Relaxed);
-            server.metrics.active.inc();
-            let guard = ActiveGuard {
-                counter: server.state.active.clone(),
-                gauge: server.metrics.active.clone(),
+            let Some(guard) = self.track(i) else {
+                break;
             };
             let attempt =
                 tokio::time::timeout(self.connect_timeout, TcpStream::connect(address)).await;

@@ -252,3 +252,41 @@ fn a_kept_alive_server_connection_the_server_closed_is_replaced_unseen() {
         );
     }
 }
+
+#[test]
+fn a_head_trickling_in_is_cut_off_at_the_body_timeout() {
+    let web = EchoBackend::start("web");
+    let setup = Setup::new();
+    let _lb = setup.start(&setup.single(
+        "http",
+        "[listener.http]\nclient_body_timeout = \"1s\"",
+        "",
+        &[web.address],
+    ));
+    let mut stream = TcpStream::connect(setup.lb).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    stream.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+    let started = std::time::Instant::now();
+    // One header byte every 200 ms: each read is quick, the head never ends.
+    let closed = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "still open after {:?}",
+            started.elapsed()
+        );
+        if stream.write_all(b"X").is_err() {
+            break started.elapsed();
+        }
+        let mut byte = [0u8; 1];
+        match stream.read(&mut byte) {
+            Ok(0) => break started.elapsed(),
+            Ok(_) => panic!("an answer to half a head"),
+            Err(_) => {}
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(closed >= Duration::from_millis(900), "{closed:?}");
+    assert!(!web.seen().contains("GET"), "{}", web.seen());
+}

@@ -51,8 +51,16 @@ pub async fn serve(
     let timeouts = router.timeouts();
     let client = socket.peer.ip();
     let mut buf = BytesMut::with_capacity(READ_SIZE);
+    // Reused from request to request: the request as sent upstream, the server's bytes, and
+    // the client's bytes of the response.
+    let mut upstream_request = Vec::with_capacity(1024);
+    let mut buffers = Buffers {
+        from_server: BytesMut::with_capacity(READ_SIZE),
+        to_client: Vec::with_capacity(READ_SIZE),
+    };
     loop {
         // The next request's head.
+        let mut head_deadline: Option<Instant> = None;
         let (request, head_len) = loop {
             if !buf.is_empty() {
                 match head::parse_request(&buf) {
@@ -66,16 +74,19 @@ pub async fn serve(
             if *shutdown.borrow() && buf.is_empty() {
                 return Served::Closed;
             }
-            // Idle between requests: the keep-alive timeout; inside a head, the body's.
-            let wait = if buf.is_empty() {
-                timeouts.keepalive
-            } else {
-                timeouts.client_body
+            // Idle between requests: the keep-alive timeout; a head once begun must be whole
+            // within the body timeout, however slowly its bytes trickle in.
+            let deadline = match head_deadline {
+                Some(deadline) if !buf.is_empty() => deadline,
+                _ if !buf.is_empty() => {
+                    *head_deadline.insert(Instant::now() + timeouts.client_body)
+                }
+                _ => Instant::now() + timeouts.keepalive,
             };
             buf.reserve(READ_SIZE);
             let read = tokio::select! {
                 biased;
-                read = tokio::time::timeout(wait, socket.read_buf(&mut buf)) => read,
+                read = tokio::time::timeout_at(deadline.into(), socket.read_buf(&mut buf)) => read,
                 _ = shutdown.changed(), if buf.is_empty() => return Served::Closed,
             };
             if !matches!(read, Ok(Ok(n)) if n > 0) {
@@ -127,7 +138,7 @@ pub async fn serve(
             request.xff.as_deref(),
             request.forwarded.as_deref(),
         );
-        let mut upstream_request = Vec::with_capacity(head_len + 256);
+        upstream_request.clear();
         head::write_upstream_request(
             &buf[..head_len],
             route,
@@ -147,7 +158,7 @@ pub async fn serve(
             to_head: request.method == http::Method::HEAD,
             close,
         };
-        let outcome = exchange.run(socket).await;
+        let outcome = exchange.run(socket, &mut buffers).await;
         finished.status = outcome.status;
         finished.server = outcome.server;
         finished.error_kind = outcome.error_kind;
@@ -174,6 +185,12 @@ struct Exchange<'a> {
     close: bool,
 }
 
+/// What an exchange reads from the server into and writes to the client from.
+struct Buffers {
+    from_server: BytesMut,
+    to_client: Vec<u8>,
+}
+
 struct Outcome {
     status: u16,
     server: Option<SocketAddr>,
@@ -192,7 +209,7 @@ enum Failure {
 }
 
 impl Exchange<'_> {
-    async fn run(&self, socket: &mut ClientSocket) -> Outcome {
+    async fn run(&self, socket: &mut ClientSocket, buffers: &mut Buffers) -> Outcome {
         let mut tried: Vec<usize> = Vec::new();
         loop {
             let Some((i, server)) = self.pool.pick(self.client, &tried) else {
@@ -209,7 +226,8 @@ impl Exchange<'_> {
             let upstream_started = Instant::now();
             let mut reused = true;
             let mut stream = self.router.idle.take(server);
-            let mut ubuf = BytesMut::with_capacity(READ_SIZE);
+            let ubuf = &mut buffers.from_server;
+            ubuf.clear();
             let response = loop {
                 let mut upstream = match stream.take() {
                     Some(s) => s,
@@ -230,7 +248,7 @@ impl Exchange<'_> {
                         }
                     }
                 };
-                match self.send(&mut upstream, &mut ubuf).await {
+                match self.send(&mut upstream, ubuf).await {
                     Ok((response, head_len)) => break Some((upstream, response, head_len)),
                     // Once more on a new connection, for a request that may be repeated.
                     Err(Failure::Closed(_)) if reused && self.idempotent => {
@@ -262,7 +280,7 @@ impl Exchange<'_> {
                     .observe(upstream_started.elapsed().as_secs_f64());
             }
             return self
-                .relay(socket, upstream, ubuf, response, head_len, server)
+                .relay(socket, upstream, buffers, response, head_len, server)
                 .await;
         }
     }
@@ -318,19 +336,23 @@ impl Exchange<'_> {
         &self,
         socket: &mut ClientSocket,
         mut upstream: TcpStream,
-        mut ubuf: BytesMut,
+        buffers: &mut Buffers,
         response: head::Response,
         head_len: usize,
         server: SocketAddr,
     ) -> Outcome {
         let close = self.close || response.framing == Framing::UntilClose;
-        let mut out = Vec::with_capacity(head_len + ubuf.len() + 64);
+        let Buffers {
+            from_server: ubuf,
+            to_client: out,
+        } = buffers;
+        out.clear();
         head::write_downstream_response(
             &ubuf[..head_len],
             self.route,
             response.framing,
             close,
-            &mut out,
+            out,
         );
         ubuf.advance(head_len);
         let mut body = Body::new(response.framing);
@@ -342,7 +364,7 @@ impl Exchange<'_> {
             keep_client: !close,
         };
         loop {
-            match body.take(&ubuf) {
+            match body.take(ubuf) {
                 Ok(n) => {
                     out.extend_from_slice(&ubuf[..n]);
                     ubuf.advance(n);
@@ -351,11 +373,11 @@ impl Exchange<'_> {
                     // Nothing more can be said to the client: the head is out.
                     outcome.error = Some(e);
                     outcome.keep_client = false;
-                    let _ = socket.write_all(&out).await;
+                    let _ = socket.write_all(out).await;
                     return outcome;
                 }
             }
-            if let Err(e) = socket.write_all(&out).await {
+            if let Err(e) = socket.write_all(out).await {
                 outcome.error = Some(format!("client: {e}"));
                 outcome.keep_client = false;
                 return outcome;
@@ -365,7 +387,7 @@ impl Exchange<'_> {
                 break;
             }
             ubuf.clear();
-            match read_within(&mut upstream, &mut ubuf, self.timeouts.response).await {
+            match read_within(&mut upstream, ubuf, self.timeouts.response).await {
                 Ok(0) if response.framing == Framing::UntilClose => return outcome,
                 Ok(0) => {
                     outcome.error = Some("server closed inside the body".into());
