@@ -249,18 +249,21 @@ impl HttpRouter {
     /// from anyone else whatever they claimed is dropped.
     pub(crate) fn forwarding(
         &self,
-        client: IpAddr,
+        client: &ClientName,
         host: &str,
         xff: Option<&str>,
         forwarded: Option<&str>,
     ) -> Forwarding {
-        let trusted = self.trusted.iter().any(|net| net.contains(&client));
         let proto = if self.https { "https" } else { "http" };
         let xff = match xff {
-            Some(chain) if trusted => format!("{chain}, {client}"),
-            _ => client.to_string(),
+            Some(chain) if client.trusted => format!("{chain}, {}", client.text),
+            _ => client.text.clone(),
         };
-        let mut element = format!("for={};proto={proto}", forwarded_for(client));
+        let mut element = String::with_capacity(32 + host.len());
+        element.push_str("for=");
+        element.push_str(&client.forwarded);
+        element.push_str(";proto=");
+        element.push_str(proto);
         if !host.is_empty()
             && host
                 .chars()
@@ -270,13 +273,22 @@ impl HttpRouter {
             element.push_str(host);
         }
         let forwarded = match forwarded {
-            Some(chain) if trusted => format!("{chain}, {element}"),
+            Some(chain) if client.trusted => format!("{chain}, {element}"),
             _ => element,
         };
         Forwarding {
             xff,
             proto,
             forwarded,
+        }
+    }
+
+    /// How the forwarding headers name `client`: written once per connection.
+    pub(crate) fn client_name(&self, client: IpAddr) -> ClientName {
+        ClientName {
+            trusted: self.trusted.iter().any(|net| net.contains(&client)),
+            text: client.to_string(),
+            forwarded: forwarded_for(client),
         }
     }
 
@@ -323,6 +335,14 @@ pub(crate) struct Timeouts {
     pub response: Duration,
     pub client_body: Duration,
     pub keepalive: Duration,
+}
+
+/// A client's address as `X-Forwarded-For` and `Forwarded` write it, and whether its own
+/// forwarding headers are believed.
+pub(crate) struct ClientName {
+    trusted: bool,
+    text: String,
+    forwarded: String,
 }
 
 /// `X-Forwarded-For`, `X-Forwarded-Proto` and `Forwarded` values for one request
@@ -699,7 +719,7 @@ impl ProxyHttp for SharedRouter {
                 .and_then(|v: &HeaderValue| v.to_str().ok())
         };
         let forwarding = self.forwarding(
-            ctx.client,
+            &self.client_name(ctx.client),
             &ctx.host,
             header(http::header::HeaderName::from_static("x-forwarded-for")),
             header(http::header::FORWARDED),

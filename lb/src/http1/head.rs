@@ -225,9 +225,19 @@ pub struct Response {
     pub keep_alive: bool,
 }
 
-/// Parses a response head. `Other` here means a response the proxy cannot pass on (malformed,
-/// conflicting lengths, an unasked-for upgrade): the server is broken, a 502.
-pub fn parse_response(bytes: &[u8], to_head: bool) -> Parsed<Response> {
+/// Where a final response head goes for the client as it is parsed: the route whose response
+/// fields apply, whether the client's connection closes after it anyway, and the output.
+pub struct ForClient<'a> {
+    pub route: Option<&'a Route>,
+    pub close: bool,
+    pub out: &'a mut Vec<u8>,
+}
+
+/// Parses a response head and, when it is the final one (not 1xx), writes it for the client
+/// into `client.out` (see [`write_response_head`]). `Other` here means a response the proxy
+/// cannot pass on (malformed, conflicting lengths, an unasked-for upgrade): the server is
+/// broken, a 502.
+pub fn parse_response(bytes: &[u8], to_head: bool, client: ForClient<'_>) -> Parsed<Response> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
     let mut resp = httparse::Response::new(&mut fields);
     let head_len = match resp.parse(bytes) {
@@ -284,6 +294,10 @@ pub fn parse_response(bytes: &[u8], to_head: bool) -> Parsed<Response> {
     if framing == Framing::UntilClose {
         keep_alive = false;
     }
+    if status >= 200 {
+        let close = client.close || framing == Framing::UntilClose;
+        write_response_head(&resp, client.route, framing, close, client.out);
+    }
     Parsed::Complete(
         Response {
             status,
@@ -294,21 +308,17 @@ pub fn parse_response(bytes: &[u8], to_head: bool) -> Parsed<Response> {
     )
 }
 
-/// Writes the response `head` for the client: the status line as HTTP/1.1, the fields less
+/// Writes a response head for the client: the status line as HTTP/1.1, the fields less
 /// hop-by-hop and what the route removes (a `Content-Length` beside chunked coding too), the
 /// route's added fields, and `connection: close` when this response ends the connection.
-pub fn write_downstream_response(
-    head: &[u8],
+fn write_response_head(
+    resp: &httparse::Response<'_, '_>,
     route: Option<&Route>,
     framing: Framing,
     close: bool,
     out: &mut Vec<u8>,
 ) {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut resp = httparse::Response::new(&mut fields);
-    if !matches!(resp.parse(head), Ok(httparse::Status::Complete(_))) {
-        return;
-    }
+    out.clear();
     let status = resp.code.unwrap_or(502);
     out.extend_from_slice(b"HTTP/1.1 ");
     // httparse reads exactly three digits.
@@ -443,7 +453,13 @@ mod tests {
     }
 
     fn response(bytes: &[u8], to_head: bool) -> Option<Response> {
-        match parse_response(bytes, to_head) {
+        let mut out = Vec::new();
+        let client = ForClient {
+            route: None,
+            close: false,
+            out: &mut out,
+        };
+        match parse_response(bytes, to_head, client) {
             Parsed::Complete(r, _) => Some(r),
             _ => None,
         }
@@ -492,7 +508,15 @@ mod tests {
     fn downstream_response_marks_the_close_and_drops_a_length_beside_chunked() {
         let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\nKeep-Alive: timeout=5\r\nX-App: 1\r\n\r\n";
         let mut out = Vec::new();
-        write_downstream_response(head, None, Framing::Chunked, true, &mut out);
+        let client = ForClient {
+            route: None,
+            close: true,
+            out: &mut out,
+        };
+        assert!(matches!(
+            parse_response(head, false, client),
+            Parsed::Complete(_, _)
+        ));
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-App: 1\r\nconnection: close\r\n\r\n"

@@ -50,6 +50,7 @@ pub async fn serve(
     let mut shutdown = shutdown.clone();
     let timeouts = router.timeouts();
     let client = socket.peer.ip();
+    let client_name = router.client_name(client);
     let mut buf = BytesMut::with_capacity(READ_SIZE);
     // Reused from request to request: the request as sent upstream, the server's bytes, and
     // the client's bytes of the response.
@@ -133,7 +134,7 @@ pub async fn serve(
             continue;
         };
         let forwarding = router.forwarding(
-            client,
+            &client_name,
             &request.host,
             request.xff.as_deref(),
             request.forwarded.as_deref(),
@@ -226,9 +227,9 @@ impl Exchange<'_> {
             let upstream_started = Instant::now();
             let mut reused = true;
             let mut stream = self.router.idle.take(server);
-            let ubuf = &mut buffers.from_server;
-            ubuf.clear();
+            buffers.from_server.clear();
             let response = loop {
+                let ubuf = &mut buffers.from_server;
                 let mut upstream = match stream.take() {
                     Some(s) => s,
                     None => {
@@ -248,7 +249,7 @@ impl Exchange<'_> {
                         }
                     }
                 };
-                match self.send(&mut upstream, ubuf).await {
+                match self.send(&mut upstream, ubuf, &mut buffers.to_client).await {
                     Ok((response, head_len)) => break Some((upstream, response, head_len)),
                     // Once more on a new connection, for a request that may be repeated.
                     Err(Failure::Closed(_)) if reused && self.idempotent => {
@@ -296,11 +297,13 @@ impl Exchange<'_> {
         }
     }
 
-    /// Sends the request and reads the final response head (1xx interim heads are dropped).
+    /// Sends the request and reads the final response head (1xx interim heads are dropped),
+    /// written for the client into `head_out`.
     async fn send(
         &self,
         upstream: &mut TcpStream,
         ubuf: &mut BytesMut,
+        head_out: &mut Vec<u8>,
     ) -> Result<(head::Response, usize), Failure> {
         if let Err(e) = upstream.write_all(self.request).await {
             return Err(Failure::Closed(e.to_string()));
@@ -308,7 +311,12 @@ impl Exchange<'_> {
         let mut answered = false;
         loop {
             if !ubuf.is_empty() {
-                match head::parse_response(ubuf, self.to_head) {
+                let client = head::ForClient {
+                    route: self.route,
+                    close: self.close,
+                    out: head_out,
+                };
+                match head::parse_response(ubuf, self.to_head, client) {
                     Parsed::Complete(response, n) if response.status < 200 => {
                         ubuf.advance(n);
                         continue;
@@ -330,8 +338,8 @@ impl Exchange<'_> {
         }
     }
 
-    /// Passes the response on to the client, then keeps the server's connection if it can
-    /// serve another request.
+    /// Passes the response (its head already written for the client in `to_client`) on, then
+    /// keeps the server's connection if it can serve another request.
     async fn relay(
         &self,
         socket: &mut ClientSocket,
@@ -346,14 +354,6 @@ impl Exchange<'_> {
             from_server: ubuf,
             to_client: out,
         } = buffers;
-        out.clear();
-        head::write_downstream_response(
-            &ubuf[..head_len],
-            self.route,
-            response.framing,
-            close,
-            out,
-        );
         ubuf.advance(head_len);
         let mut body = Body::new(response.framing);
         let mut outcome = Outcome {
