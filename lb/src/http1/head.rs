@@ -149,6 +149,28 @@ fn connection_tokens<'b>(fields: &[httparse::Header<'b>]) -> Vec<&'b [u8]> {
         .collect()
 }
 
+/// Copies `fields` to `out`, less the hop-by-hop ones (by name, or nominated by `Connection`)
+/// and those `dropped` names.
+fn copy_fields(out: &mut Vec<u8>, fields: &[httparse::Header<'_>], dropped: impl Fn(&str) -> bool) {
+    let connection = connection_tokens(fields);
+    for f in fields {
+        let name = f.name;
+        let hop_by_hop = HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+            || named_by_connection(&connection, name);
+        if !hop_by_hop && !dropped(name) {
+            field(out, name.as_bytes(), f.value);
+        }
+    }
+}
+
+/// A field the route removes, or sets itself (its value replaces the sender's).
+fn replaced(name: &str, remove: &[String], add: &[(http::HeaderName, http::HeaderValue)]) -> bool {
+    remove.iter().any(|h| name.eq_ignore_ascii_case(h))
+        || add
+            .iter()
+            .any(|(h, _)| name.eq_ignore_ascii_case(h.as_str()))
+}
+
 fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
@@ -175,24 +197,10 @@ pub fn write_upstream_request(
     out.push(b' ');
     out.extend_from_slice(req.path.unwrap_or("/").as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let connection = connection_tokens(req.headers);
-    for f in req.headers.iter() {
-        let name = f.name;
-        let dropped = HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-            || FORWARDING.iter().any(|h| name.eq_ignore_ascii_case(h))
-            || named_by_connection(&connection, name)
-            || route.is_some_and(|r| {
-                r.remove_request
-                    .iter()
-                    .any(|h| name.eq_ignore_ascii_case(h))
-                    || r.add_request
-                        .iter()
-                        .any(|(h, _)| name.eq_ignore_ascii_case(h.as_str()))
-            });
-        if !dropped {
-            field(out, name.as_bytes(), f.value);
-        }
-    }
+    copy_fields(out, req.headers, |name| {
+        FORWARDING.iter().any(|h| name.eq_ignore_ascii_case(h))
+            || route.is_some_and(|r| replaced(name, &r.remove_request, &r.add_request))
+    });
     field(out, b"x-forwarded-for", forwarding.xff.as_bytes());
     field(out, b"x-forwarded-proto", forwarding.proto.as_bytes());
     if !host.is_empty() {
@@ -330,25 +338,11 @@ fn write_response_head(
     out.push(b' ');
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    let connection = connection_tokens(resp.headers);
-    for f in resp.headers.iter() {
-        let name = f.name;
-        let dropped = HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-            || named_by_connection(&connection, name)
-            || (framing == Framing::Chunked && name.eq_ignore_ascii_case("content-length"))
+    copy_fields(out, resp.headers, |name| {
+        (framing == Framing::Chunked && name.eq_ignore_ascii_case("content-length"))
             || (framing == Framing::UntilClose && name.eq_ignore_ascii_case("transfer-encoding"))
-            || route.is_some_and(|r| {
-                r.remove_response
-                    .iter()
-                    .any(|h| name.eq_ignore_ascii_case(h))
-                    || r.add_response
-                        .iter()
-                        .any(|(h, _)| name.eq_ignore_ascii_case(h.as_str()))
-            });
-        if !dropped {
-            field(out, name.as_bytes(), f.value);
-        }
-    }
+            || route.is_some_and(|r| replaced(name, &r.remove_response, &r.add_response))
+    });
     if let Some(route) = route {
         for (name, value) in &route.add_response {
             field(out, name.as_str().as_bytes(), value.as_bytes());
