@@ -46,16 +46,30 @@ pub struct Request {
     pub forwarded: Option<String>,
 }
 
-/// A request head this path carries: HTTP/1.1, origin-form target, exactly one `Host`, and no
-/// body (no `Transfer-Encoding`, at most a `Content-Length: 0`), no upgrade, no `Expect`.
-/// Everything else (bodies, upgrades, HTTP/1.0, anything odd or ambiguous) is pingora's.
-pub fn parse_request(bytes: &[u8]) -> Parsed<Request> {
+/// Where a request goes, as the router decided from its host and path: the route (for its
+/// header changes) and the forwarding fields.
+pub struct Plan<'r> {
+    pub route: Option<&'r Route>,
+    pub forwarding: Forwarding,
+}
+
+/// Parses a request head this path carries: HTTP/1.1, origin-form target, exactly one `Host`,
+/// no body (no `Transfer-Encoding`, at most a `Content-Length: 0`), no upgrade, no `Expect`,
+/// at most `max_head` bytes. Everything else (bodies, upgrades, HTTP/1.0, anything odd or
+/// ambiguous) is pingora's. `plan` decides where a carried request goes (None: pingora's after
+/// all); the request for the server is then written into `out` (see [`write_request`]).
+pub fn parse_request<'r>(
+    bytes: &[u8],
+    max_head: usize,
+    out: &mut Vec<u8>,
+    plan: impl FnOnce(&Request) -> Option<Plan<'r>>,
+) -> Parsed<Request> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
     let mut req = httparse::Request::new(&mut fields);
     let head_len = match req.parse(bytes) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Parsed::Partial,
-        Err(_) => return Parsed::Other,
+        Ok(httparse::Status::Complete(n)) if n <= max_head => n,
+        Ok(httparse::Status::Partial) if bytes.len() <= max_head => return Parsed::Partial,
+        _ => return Parsed::Other,
     };
     let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
         return Parsed::Other;
@@ -110,17 +124,19 @@ pub fn parse_request(bytes: &[u8]) -> Parsed<Request> {
     let (1, Some(host), true) = (hosts, host, lengths <= 1) else {
         return Parsed::Other;
     };
-    Parsed::Complete(
-        Request {
-            method,
-            path: path.split('?').next().unwrap_or(path).to_owned(),
-            host: host_without_port(host),
-            close,
-            xff,
-            forwarded,
-        },
-        head_len,
-    )
+    let request = Request {
+        method,
+        path: path.split('?').next().unwrap_or(path).to_owned(),
+        host: host_without_port(host),
+        close,
+        xff,
+        forwarded,
+    };
+    let Some(plan) = plan(&request) else {
+        return Parsed::Other;
+    };
+    write_request(&req, &plan, &request.host, out);
+    Parsed::Complete(request, head_len)
 }
 
 /// A field repeated over several lines is one comma-separated list.
@@ -178,21 +194,12 @@ fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Writes the request `head` (as [`parse_request`] accepted it) for the server: the same
-/// request line and fields in order, less the hop-by-hop ones and what the route removes,
-/// with the forwarding fields and the route's own added.
-pub fn write_upstream_request(
-    head: &[u8],
-    route: Option<&Route>,
-    forwarding: &Forwarding,
-    host: &str,
-    out: &mut Vec<u8>,
-) {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut req = httparse::Request::new(&mut fields);
-    if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
-        return;
-    }
+/// Writes a request for the server: the same request line and fields in order, less the
+/// hop-by-hop ones and what the route removes, with the forwarding fields and the route's own
+/// added.
+fn write_request(req: &httparse::Request<'_, '_>, plan: &Plan<'_>, host: &str, out: &mut Vec<u8>) {
+    let (route, forwarding) = (plan.route, &plan.forwarding);
+    out.clear();
     out.extend_from_slice(req.method.unwrap_or("GET").as_bytes());
     out.push(b' ');
     out.extend_from_slice(req.path.unwrap_or("/").as_bytes());
@@ -382,8 +389,19 @@ pub fn own_response(status: u16, extra: &[(&str, &str)], body: &[u8], close: boo
 mod tests {
     use super::*;
 
+    fn carried(_: &Request) -> Option<Plan<'static>> {
+        Some(Plan {
+            route: None,
+            forwarding: Forwarding {
+                xff: "10.0.0.1".into(),
+                proto: "http",
+                forwarded: "for=10.0.0.1;proto=http;host=a".into(),
+            },
+        })
+    }
+
     fn request(bytes: &[u8]) -> Option<Request> {
-        match parse_request(bytes) {
+        match parse_request(bytes, 1 << 16, &mut Vec::new(), carried) {
             Parsed::Complete(r, n) => {
                 assert_eq!(n, bytes.len());
                 Some(r)
@@ -423,21 +441,34 @@ mod tests {
             );
         }
         assert!(matches!(
-            parse_request(b"GET / HTTP/1.1\r\nHost: a\r\n"),
+            parse_request(
+                b"GET / HTTP/1.1\r\nHost: a\r\n",
+                1 << 16,
+                &mut Vec::new(),
+                carried
+            ),
             Parsed::Partial
+        ));
+        // Too large a head, or one the router sends elsewhere after all.
+        let head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert!(matches!(
+            parse_request(head, head.len() - 1, &mut Vec::new(), carried),
+            Parsed::Other
+        ));
+        assert!(matches!(
+            parse_request(head, 1 << 16, &mut Vec::new(), |_| None),
+            Parsed::Other
         ));
     }
 
     #[test]
     fn upstream_request_drops_hop_by_hop_and_claimed_forwarding_fields() {
         let head = b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nX-Forwarded-For: 6.6.6.6\r\nAccept: */*\r\n\r\n";
-        let forwarding = Forwarding {
-            xff: "10.0.0.1".into(),
-            proto: "http",
-            forwarded: "for=10.0.0.1;proto=http;host=a".into(),
-        };
         let mut out = Vec::new();
-        write_upstream_request(head, None, &forwarding, "a", &mut out);
+        assert!(matches!(
+            parse_request(head, 1 << 16, &mut out, carried),
+            Parsed::Complete(_, _)
+        ));
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "GET /x HTTP/1.1\r\nHost: a\r\nAccept: */*\r\nx-forwarded-for: 10.0.0.1\r\n\

@@ -62,14 +62,31 @@ pub async fn serve(
     loop {
         // The next request's head.
         let mut head_deadline: Option<Instant> = None;
+        let mut route_index = None;
         let (request, head_len) = loop {
             if !buf.is_empty() {
-                match head::parse_request(&buf) {
-                    Parsed::Complete(request, n) if n <= router.max_header_bytes() => {
-                        break (request, n)
+                let plan = |request: &head::Request| {
+                    route_index = router.match_route(&request.host, &request.path);
+                    let route = router.route_at(route_index);
+                    // Fixed responses, redirects and TLS or h2 upstreams are pingora's.
+                    let answers_itself =
+                        route.is_some_and(|r| r.status.is_some() || r.redirect_https);
+                    if answers_itself || !router.plain_upstream(&router.pool_of(route_index).name) {
+                        return None;
                     }
-                    Parsed::Partial if buf.len() <= router.max_header_bytes() => {}
-                    _ => return Served::HandOver(buf),
+                    let forwarding = router.forwarding(
+                        &client_name,
+                        &request.host,
+                        request.xff.as_deref(),
+                        request.forwarded.as_deref(),
+                    );
+                    Some(head::Plan { route, forwarding })
+                };
+                let max = router.max_header_bytes();
+                match head::parse_request(&buf, max, &mut upstream_request, plan) {
+                    Parsed::Complete(request, n) => break (request, n),
+                    Parsed::Partial => {}
+                    Parsed::Other => return Served::HandOver(buf),
                 }
             }
             if *shutdown.borrow() && buf.is_empty() {
@@ -95,14 +112,8 @@ pub async fn serve(
             }
         };
         let started = Instant::now();
-        let route_index = router.match_route(&request.host, &request.path);
         let route = router.route_at(route_index);
         let pool = router.pool_of(route_index);
-        // Fixed responses, redirects and TLS or h2 upstreams are pingora's.
-        let answers_itself = route.is_some_and(|r| r.status.is_some() || r.redirect_https);
-        if answers_itself || !router.plain_upstream(&pool.name) {
-            return Served::HandOver(buf);
-        }
         let close = request.close || *shutdown.borrow();
         let mut finished = Finished {
             route: route_index,
@@ -133,20 +144,6 @@ pub async fn serve(
             }
             continue;
         };
-        let forwarding = router.forwarding(
-            &client_name,
-            &request.host,
-            request.xff.as_deref(),
-            request.forwarded.as_deref(),
-        );
-        upstream_request.clear();
-        head::write_upstream_request(
-            &buf[..head_len],
-            route,
-            &forwarding,
-            &request.host,
-            &mut upstream_request,
-        );
         buf.advance(head_len);
         let exchange = Exchange {
             router,
