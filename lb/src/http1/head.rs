@@ -2,9 +2,12 @@
 //! path carries, and written out for the other side without the hop-by-hop fields.
 
 use crate::http_proxy::{host_without_port, Forwarding, Route};
+use std::mem::MaybeUninit;
 
-/// Header fields a head may have; one with more goes to pingora's session (which answers it).
-const MAX_FIELDS: usize = 96;
+/// Header fields a head may have, as many as pingora allows (a request with more goes to
+/// pingora's session, which refuses it). Left uninitialised until parsed: a request does not
+/// pay for filling 256 slots.
+const MAX_FIELDS: usize = 256;
 
 /// Fields that describe one hop, never forwarded (RFC 9110 §7.6.1); `Transfer-Encoding` is
 /// handled with the framing.
@@ -64,9 +67,9 @@ pub fn parse_request<'r>(
     out: &mut Vec<u8>,
     plan: impl FnOnce(&Request) -> Option<Plan<'r>>,
 ) -> Parsed<Request> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut req = httparse::Request::new(&mut fields);
-    let head_len = match req.parse(bytes) {
+    let mut fields = [const { MaybeUninit::uninit() }; MAX_FIELDS];
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match req.parse_with_uninit_headers(bytes, &mut fields) {
         Ok(httparse::Status::Complete(n)) if n <= max_head => n,
         Ok(httparse::Status::Partial) if bytes.len() <= max_head => return Parsed::Partial,
         _ => return Parsed::Other,
@@ -253,9 +256,14 @@ pub struct ForClient<'a> {
 /// cannot pass on (malformed, conflicting lengths, an unasked-for upgrade): the server is
 /// broken, a 502.
 pub fn parse_response(bytes: &[u8], to_head: bool, client: ForClient<'_>) -> Parsed<Response> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut resp = httparse::Response::new(&mut fields);
-    let head_len = match resp.parse(bytes) {
+    let mut fields = [const { MaybeUninit::uninit() }; MAX_FIELDS];
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        bytes,
+        &mut fields,
+    );
+    let head_len = match parsed {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Other,
@@ -527,6 +535,26 @@ mod tests {
         );
         assert!(framing(b"HTTP/1.1 101 Switching Protocols\r\n\r\n").is_none());
         assert!(framing(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_none());
+    }
+
+    #[test]
+    fn a_response_with_many_fields_passes_as_under_pingora() {
+        let mut head = String::from("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n");
+        for i in 0..200 {
+            head.push_str(&format!("Set-Cookie: c{i}=v\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut out = Vec::new();
+        let client = ForClient {
+            route: None,
+            close: false,
+            out: &mut out,
+        };
+        assert!(matches!(
+            parse_response(head.as_bytes(), false, client),
+            Parsed::Complete(_, _)
+        ));
+        assert_eq!(out, head.as_bytes());
     }
 
     #[test]
