@@ -219,8 +219,8 @@ impl Pool {
         })
     }
 
-    /// For the HTTP proxy, which connects through pingora's pool: the server the algorithm picks
-    /// for `client` among those up and not in `tried`, and its index.
+    /// For the HTTP proxies, which keep server connections alive themselves: the server the
+    /// algorithm picks for `client` among those up and not in `tried`, and its index.
     pub fn pick(&self, client: IpAddr, tried: &[usize]) -> Option<(usize, SocketAddr)> {
         let now = clock::now_ms();
         let eligible = |i: usize| !tried.contains(&i) && self.servers[i].state.available(now);

@@ -105,10 +105,11 @@ impl ChunkedScanner {
                         let digit = (b as char)
                             .to_digit(16)
                             .ok_or(ChunkError("a chunk size is not hexadecimal"))?;
-                        let size = size * 16 + u64::from(digit);
-                        if size > MAX_CHUNK {
-                            return Err(ChunkError("a chunk size is too large"));
-                        }
+                        let size = size
+                            .checked_mul(16)
+                            .and_then(|s| s.checked_add(u64::from(digit)))
+                            .filter(|&s| s <= MAX_CHUNK)
+                            .ok_or(ChunkError("a chunk size is too large"))?;
                         State::Size {
                             size,
                             digits: true,
@@ -226,6 +227,7 @@ mod tests {
             b"5\r\nhello!!\r\n",
             b"5\rxhello",
             b"fffffffffffffffffff\r\n",
+            b"1000000000000000000\r\n",
             b"0\r\n\rX",
         ] {
             assert!(scan(bad, 1).is_err(), "{:?}", String::from_utf8_lossy(bad));

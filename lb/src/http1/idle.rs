@@ -16,12 +16,25 @@ const MAX_IDLE_PER_SERVER: usize = 256;
 /// (nginx 75 s, HAProxy and Envoy 60 s … Apache 5 s is handled by the retry on a closed one).
 const MAX_IDLE: Duration = Duration::from_secs(55);
 
-#[derive(Default)]
 pub struct IdleConnections {
     by_server: Mutex<HashMap<SocketAddr, Vec<(TcpStream, Instant)>>>,
+    max_idle: Duration,
+}
+
+impl Default for IdleConnections {
+    fn default() -> Self {
+        Self::with_max_idle(MAX_IDLE)
+    }
 }
 
 impl IdleConnections {
+    pub fn with_max_idle(max_idle: Duration) -> Self {
+        Self {
+            by_server: Mutex::default(),
+            max_idle,
+        }
+    }
+
     /// A kept-alive connection to `server` that still looks open.
     pub fn take(&self, server: SocketAddr) -> Option<TcpStream> {
         let now = Instant::now();
@@ -30,7 +43,7 @@ impl IdleConnections {
                 let mut by_server = self.by_server.lock().ok()?;
                 by_server.get_mut(&server)?.pop()?
             };
-            if now.duration_since(since) < MAX_IDLE && !closed_by_server(&stream) {
+            if now.duration_since(since) < self.max_idle && !closed_by_server(&stream) {
                 return Some(stream);
             }
         }
@@ -42,8 +55,16 @@ impl IdleConnections {
             return;
         };
         let idle = by_server.entry(server).or_default();
+        let now = Instant::now();
+        // The oldest sit at the bottom, where a busy server's takes never reach: close those
+        // idle too long here, or they would linger (half-closed by the server) for good.
+        let stale = idle
+            .iter()
+            .take_while(|(_, since)| now.duration_since(*since) >= self.max_idle)
+            .count();
+        idle.drain(..stale);
         if idle.len() < MAX_IDLE_PER_SERVER {
-            idle.push((stream, Instant::now()));
+            idle.push((stream, now));
         }
     }
 }
@@ -80,5 +101,29 @@ mod tests {
         // Let the reactor see the FIN.
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(idle.take(server).is_none(), "a closed one is dropped");
+    }
+
+    #[tokio::test]
+    async fn connections_idle_too_long_are_closed_even_under_newer_ones() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = listener.local_addr().unwrap();
+        let idle = IdleConnections::with_max_idle(Duration::from_millis(100));
+        let old = TcpStream::connect(server).await.unwrap();
+        let (mut old_accepted, _) = listener.accept().await.unwrap();
+        idle.put(server, old);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let new = TcpStream::connect(server).await.unwrap();
+        let (_new_accepted, _) = listener.accept().await.unwrap();
+        idle.put(server, new);
+        // The old one was closed when the new one came in: its server side reads the end.
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::io::AsyncReadExt::read(&mut old_accepted, &mut byte),
+        )
+        .await;
+        assert!(matches!(read, Ok(Ok(0))), "{read:?}");
+        assert!(idle.take(server).is_some(), "the new one is kept");
+        assert!(idle.take(server).is_none(), "and only it");
     }
 }
