@@ -10,6 +10,7 @@
 //! ([`ClientSocket::replay`]); reads return them first, so pingora's session can take over a
 //! connection mid-stream.
 
+use crate::replay::Replay;
 use async_trait::async_trait;
 use pingora_core::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
@@ -32,7 +33,7 @@ pub struct ClientSocket {
     /// Bytes written but not yet sent, when buffering.
     pending: Option<Vec<u8>>,
     /// Bytes read from the client that reads return before the socket's.
-    replay: bytes::BytesMut,
+    replay: Replay,
 }
 
 /// Writes this large or larger go out directly.
@@ -47,13 +48,13 @@ impl ClientSocket {
             local,
             digest: OnceLock::new(),
             pending: None,
-            replay: bytes::BytesMut::new(),
+            replay: Replay::default(),
         }
     }
 
     /// Gives back bytes already read: the next reads return them first.
     pub fn replay(&mut self, bytes: bytes::BytesMut) {
-        self.replay = bytes;
+        self.replay.set(bytes);
     }
 
     /// Keeps writes until a flush (or until they fill the buffer).
@@ -84,9 +85,7 @@ impl AsyncRead for ClientSocket {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        if !self.replay.is_empty() {
-            let n = self.replay.len().min(buf.remaining());
-            buf.put_slice(&self.replay.split_to(n));
+        if self.replay.read_into(buf) {
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.stream).poll_read(cx, buf)

@@ -1,7 +1,7 @@
-//! What an `http` or `https` listener does with an accepted connection: on `http`, our
-//! HTTP/1.1 path ([`crate::http1`]) until a request needs more; on `https` the TLS handshake
-//! (ours, with the SNI resolver); then pingora's HTTP/1.1 or h2 session machinery, both with
-//! the same [`HttpRouter`].
+//! What an `http` or `https` listener does with an accepted connection: on `https` first the
+//! TLS handshake (ours, with the SNI resolver); then HTTP/1.1 goes our own path
+//! ([`crate::http1`]) until a request needs more, and that request, the rest of the connection
+//! and h2 go to pingora's session machinery, both with the same [`HttpRouter`].
 
 use crate::client_socket::ClientSocket;
 use crate::http1::{self, Served};
@@ -60,10 +60,11 @@ impl HttpApp {
     }
 
     pub async fn serve(&self, mut socket: ClientSocket, shutdown: &ShutdownWatch) {
+        let peer = socket.peer;
         let stream: Stream = match &self.tls {
             None => {
                 self.metrics.active.inc();
-                let served = http1::serve(&self.router, &mut socket, shutdown).await;
+                let served = http1::serve(&self.router, &mut socket, peer.ip(), shutdown).await;
                 self.metrics.active.dec();
                 let Served::HandOver(read) = served else {
                     return;
@@ -75,12 +76,21 @@ impl HttpApp {
                 Box::new(socket)
             }
             Some(acceptor) => {
-                let peer = socket.peer;
                 match tokio::time::timeout(self.hello_timeout, acceptor.accept(socket)).await {
                     Ok(Ok(tls)) => {
-                        let tls = TlsClient::new(tls);
+                        let mut tls = TlsClient::new(tls);
                         self.http_metrics
                             .handshake(self.listener.as_str(), tls.version(), "ok");
+                        if !tls.is_h2() {
+                            self.metrics.active.inc();
+                            let served =
+                                http1::serve(&self.router, &mut tls, peer.ip(), shutdown).await;
+                            self.metrics.active.dec();
+                            let Served::HandOver(read) = served else {
+                                return;
+                            };
+                            tls.replay(read);
+                        }
                         Box::new(tls)
                     }
                     Ok(Err(e)) => {

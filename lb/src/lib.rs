@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod pool;
 pub mod proxy;
 pub mod proxy_protocol;
+mod replay;
 pub mod sni;
 pub mod splice;
 pub mod status;

@@ -1,8 +1,10 @@
 //! A TLS connection we accepted ourselves, as pingora's `Stream`: pingora's HTTP session reads
 //! the negotiated ALPN from it (h2 or HTTP/1.1) and, because it has an SSL digest, never sniffs
-//! for cleartext h2.
+//! for cleartext h2. Bytes our HTTP/1.1 path read before handing the connection over are read
+//! again first ([`TlsClient::replay`]).
 
 use crate::client_socket::ClientSocket;
+use crate::replay::Replay;
 use async_trait::async_trait;
 use pingora_core::protocols::tls::SslDigest;
 use pingora_core::protocols::{
@@ -19,6 +21,7 @@ pub struct TlsClient {
     stream: TlsStream<ClientSocket>,
     digest: Arc<SslDigest>,
     alpn: Option<ALPN>,
+    replay: Replay,
 }
 
 impl std::fmt::Debug for TlsClient {
@@ -45,7 +48,18 @@ impl TlsClient {
             stream,
             digest,
             alpn,
+            replay: Replay::default(),
         }
+    }
+
+    /// The client chose h2 (else HTTP/1.1, by ALPN or by default).
+    pub fn is_h2(&self) -> bool {
+        self.alpn == Some(ALPN::H2)
+    }
+
+    /// Gives back decrypted bytes already read: the next reads return them first.
+    pub fn replay(&mut self, bytes: bytes::BytesMut) {
+        self.replay.set(bytes);
     }
 
     pub fn version(&self) -> &'static str {
@@ -67,6 +81,9 @@ impl AsyncRead for TlsClient {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if self.replay.read_into(buf) {
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }

@@ -41,7 +41,7 @@ fn read_response(reader: &mut BufReader<&TcpStream>) -> (String, String) {
 fn one_connection_moves_from_our_path_to_pingoras_and_pipelined_requests_keep_their_order() {
     let web = EchoBackend::start("web");
     let setup = Setup::new();
-    let _lb = setup.start(&setup.single("http", "", "", &[web.address]));
+    let lb = setup.start(&debug_log(setup.single("http", "", "", &[web.address])));
     let stream = TcpStream::connect(setup.lb).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -60,6 +60,7 @@ fn one_connection_moves_from_our_path_to_pingoras_and_pipelined_requests_keep_th
         assert!(body.starts_with(&format!("web uri={path} ")), "{body}");
         assert!(body.contains("xff=127.0.0.1 proto=http fhost=a"), "{body}");
     }
+    assert_eq!(handovers(&lb), 0, "the GETs are ours");
     writer
         .write_all(b"POST /three HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello")
         .unwrap();
@@ -76,6 +77,21 @@ fn one_connection_moves_from_our_path_to_pingoras_and_pipelined_requests_keep_th
     for request in ["GET /one", "GET /two", "POST /three", "GET /four"] {
         assert!(seen.contains(request), "{request} not in\n{seen}");
     }
+    // Pingora's from the POST on: one hand-over.
+    assert_eq!(handovers(&lb), 1, "{:#?}", lb.process.stderr());
+}
+
+/// The config at log level debug, where hand-overs to pingora are logged.
+fn debug_log(config: String) -> String {
+    config.replacen("level = \"info\"", "level = \"debug\"", 1)
+}
+
+fn handovers(lb: &lab_tests::daemon_process::Started) -> usize {
+    lb.process
+        .stderr()
+        .iter()
+        .filter(|l| l.contains("request handed to pingora's session"))
+        .count()
 }
 
 /// When a [`ScriptedServer`] closes a connection without saying so beforehand.
@@ -289,4 +305,73 @@ fn a_head_trickling_in_is_cut_off_at_the_body_timeout() {
     };
     assert!(closed >= Duration::from_millis(900), "{closed:?}");
     assert!(!web.seen().contains("GET"), "{}", web.seen());
+}
+
+#[test]
+fn an_https_connection_speaking_http11_moves_to_pingora_mid_stream_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = support::certs::make(dir.path(), "a", "a.test", "first");
+    let web = EchoBackend::start("web");
+    let setup = Setup::new();
+    let lb = setup.start(&debug_log(setup.config(&format!(
+        "[[listener]]\nname = \"tls\"\nlisten = \"{}\"\nmode = \"https\"\nbackend = \"web\"\n\
+         [listener.http]\n[[listener.http.cert]]\ncert = \"{}\"\nkey = \"{}\"\n\
+         [[backend]]\nname = \"web\"\nserver = [{{ address = \"{}\" }}]\n",
+        setup.lb,
+        pair.cert.display(),
+        pair.key.display(),
+        web.address
+    ))));
+    let url = |path: &str| format!("https://a.test:{}{path}", setup.lb.port());
+    let resolve = format!("a.test:{}:127.0.0.1", setup.lb.port());
+    // One curl, one TLS connection (HTTP/1.1 by ALPN): GET (ours), POST with a body
+    // (pingora's), GET (pingora's, the connection is its now).
+    let mut command = std::process::Command::new("curl");
+    command.args(["--silent", "--max-time", "10"]);
+    // The first transfer alone first: ours, no hand-over.
+    let first = std::process::Command::new("curl")
+        .args(["--silent", "--http1.1", "--insecure", "--resolve", &resolve])
+        .arg(url("/zero"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&first.stdout).starts_with("web uri=/zero "));
+    assert_eq!(handovers(&lb), 0, "{:#?}", lb.process.stderr());
+    for (i, (method_args, path)) in [
+        (&[][..], "/first"),
+        (&["--data", "hello"][..], "/second"),
+        (&[][..], "/third"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if i > 0 {
+            command.arg("--next");
+        }
+        command
+            .args(["--http1.1", "--insecure", "--resolve", &resolve])
+            .args([
+                "--write-out",
+                "connects=%{num_connects} http=%{http_version}\n",
+            ])
+            .args(method_args)
+            .arg(url(path));
+    }
+    let output = command.output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    // Each body line, then curl's line for that transfer. One TLS connection for all three:
+    // only the first transfer connected.
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 6, "{text}");
+    for (i, path) in ["/first", "/second", "/third"].into_iter().enumerate() {
+        let (answer, transfer) = (lines[2 * i], lines[2 * i + 1]);
+        assert!(answer.starts_with(&format!("web uri={path} ")), "{text}");
+        assert!(answer.contains("proto=https fhost=a.test"), "{text}");
+        let connects = if i == 0 { 1 } else { 0 };
+        assert_eq!(transfer, format!("connects={connects} http=1.1"), "{text}");
+    }
+    let seen = web.seen();
+    for request in ["GET /first", "POST /second", "GET /third"] {
+        assert!(seen.contains(request), "{request} not in\n{seen}");
+    }
+    assert_eq!(handovers(&lb), 1, "{:#?}", lb.process.stderr());
 }

@@ -1,4 +1,5 @@
-//! The HTTP/1.1 path of plain `http` listeners: the requests that make up nearly all of an
+//! The HTTP/1.1 path of `http` listeners and of `https` connections that chose HTTP/1.1: the
+//! requests that make up nearly all of an
 //! ingress's traffic (HTTP/1.1, no request body, no upgrade, to a plain HTTP/1.1 backend) are
 //! proxied here, on the client's connection, with our own upstream keep-alive pool; a request
 //! this path does not carry hands the connection, with the bytes already read, to pingora's
@@ -15,7 +16,6 @@ mod idle;
 
 pub use idle::IdleConnections;
 
-use crate::client_socket::ClientSocket;
 use crate::http_proxy::{idempotent, Finished, HttpRouter, Route, Timeouts};
 use crate::pool::Pool;
 use bytes::{Buf, BytesMut};
@@ -24,7 +24,7 @@ use head::{Framing, Parsed};
 use pingora_core::server::ShutdownWatch;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Room made for each read from either side.
@@ -41,15 +41,16 @@ pub enum Served {
     HandOver(BytesMut),
 }
 
-/// Serves the client's requests until the connection ends or a request needs pingora.
-pub async fn serve(
+/// Serves the requests of `client` on `socket` until the connection ends or a request needs
+/// pingora.
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     router: &HttpRouter,
-    socket: &mut ClientSocket,
+    socket: &mut S,
+    client: IpAddr,
     shutdown: &ShutdownWatch,
 ) -> Served {
     let mut shutdown = shutdown.clone();
     let timeouts = router.timeouts();
-    let client = socket.peer.ip();
     let client_name = router.client_name(client);
     let mut buf = BytesMut::with_capacity(READ_SIZE);
     // Reused from request to request: the request as sent upstream, the server's bytes, and
@@ -86,7 +87,10 @@ pub async fn serve(
                 match head::parse_request(&buf, max, &mut upstream_request, plan) {
                     Parsed::Complete(request, n) => break (request, n),
                     Parsed::Partial => {}
-                    Parsed::Other => return Served::HandOver(buf),
+                    Parsed::Other => {
+                        tracing::debug!(client = %client, "request handed to pingora's session");
+                        return Served::HandOver(buf);
+                    }
                 }
             }
             if *shutdown.borrow() && buf.is_empty() {
@@ -137,7 +141,7 @@ pub async fn serve(
                 b"too many requests in flight\n",
                 close,
             );
-            let written = socket.write_all(&answer).await.is_ok();
+            let written = send(socket, &answer).await.is_ok();
             router.record(&finished);
             if close || !written {
                 return Served::Closed;
@@ -207,7 +211,7 @@ enum Failure {
 }
 
 impl Exchange<'_> {
-    async fn run(&self, socket: &mut ClientSocket, buffers: &mut Buffers) -> Outcome {
+    async fn run<S: AsyncWrite + Unpin>(&self, socket: &mut S, buffers: &mut Buffers) -> Outcome {
         let mut tried: Vec<usize> = Vec::new();
         loop {
             let Some((i, server)) = self.pool.pick(self.client, &tried) else {
@@ -337,9 +341,9 @@ impl Exchange<'_> {
 
     /// Passes the response (its head already written for the client in `to_client`) on, then
     /// keeps the server's connection if it can serve another request.
-    async fn relay(
+    async fn relay<S: AsyncWrite + Unpin>(
         &self,
-        socket: &mut ClientSocket,
+        socket: &mut S,
         mut upstream: TcpStream,
         buffers: &mut Buffers,
         response: head::Response,
@@ -370,11 +374,11 @@ impl Exchange<'_> {
                     // Nothing more can be said to the client: the head is out.
                     outcome.error = Some(e);
                     outcome.keep_client = false;
-                    let _ = socket.write_all(out).await;
+                    let _ = send(socket, out).await;
                     return outcome;
                 }
             }
-            if let Err(e) = socket.write_all(out).await {
+            if let Err(e) = send(socket, out).await {
                 outcome.error = Some(format!("client: {e}"));
                 outcome.keep_client = false;
                 return outcome;
@@ -413,17 +417,15 @@ impl Exchange<'_> {
     }
 
     /// An answer of the proxy's own; the client's connection closes after it, as pingora's do.
-    async fn fail(
+    async fn fail<S: AsyncWrite + Unpin>(
         &self,
-        socket: &mut ClientSocket,
+        socket: &mut S,
         status: u16,
         kind: &'static str,
         error: String,
         server: Option<SocketAddr>,
     ) -> Outcome {
-        let _ = socket
-            .write_all(&head::own_response(status, &[], b"", true))
-            .await;
+        let _ = send(socket, &head::own_response(status, &[], b"", true)).await;
         Outcome {
             status,
             server,
@@ -432,6 +434,12 @@ impl Exchange<'_> {
             keep_client: false,
         }
     }
+}
+
+/// Writes `bytes` to the client and flushes: a TLS stream may hold records back otherwise.
+async fn send<S: AsyncWrite + Unpin>(socket: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    socket.write_all(bytes).await?;
+    socket.flush().await
 }
 
 /// Reads what is there (at least one byte, or 0 at the end) within `wait`.
