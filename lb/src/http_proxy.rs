@@ -37,7 +37,7 @@ pub(crate) struct Route {
     pub(crate) remove_request: Vec<String>,
     pub(crate) add_response: Vec<(HeaderName, HeaderValue)>,
     pub(crate) remove_response: Vec<String>,
-    max_body: Option<u64>,
+    pub(crate) max_body: Option<u64>,
     counters: RouteCounters,
 }
 

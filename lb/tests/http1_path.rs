@@ -61,8 +61,16 @@ fn one_connection_moves_from_our_path_to_pingoras_and_pipelined_requests_keep_th
         assert!(body.contains("xff=127.0.0.1 proto=http fhost=a"), "{body}");
     }
     assert_eq!(handovers(&lb), 0, "the GETs are ours");
+    // A body with a length is ours too; a chunked one is pingora's.
     writer
-        .write_all(b"POST /three HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello")
+        .write_all(b"POST /body HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello")
+        .unwrap();
+    let (head, body) = read_response(&mut reader);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body.starts_with("web uri=/body "), "{body}");
+    assert_eq!(handovers(&lb), 0, "a POST with a length is ours");
+    writer
+        .write_all(b"POST /three HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
         .unwrap();
     let (head, body) = read_response(&mut reader);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
@@ -74,10 +82,16 @@ fn one_connection_moves_from_our_path_to_pingoras_and_pipelined_requests_keep_th
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(body.starts_with("web uri=/four "), "{body}");
     let seen = web.seen();
-    for request in ["GET /one", "GET /two", "POST /three", "GET /four"] {
+    for request in [
+        "GET /one",
+        "GET /two",
+        "POST /body HTTP/1.1 cl=5",
+        "POST /three HTTP/1.1 cl=- te=chunked",
+        "GET /four",
+    ] {
         assert!(seen.contains(request), "{request} not in\n{seen}");
     }
-    // Pingora's from the POST on: one hand-over.
+    // Pingora's from the chunked POST on: one hand-over.
     assert_eq!(handovers(&lb), 1, "{:#?}", lb.process.stderr());
 }
 
@@ -151,8 +165,18 @@ impl ScriptedServer {
                 return;
             }
             let mut line = String::new();
+            let mut length = 0;
             while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                if let Some((name, value)) = line.split_once(':') {
+                    if name.eq_ignore_ascii_case("content-length") {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
                 line.clear();
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_err() {
+                return;
             }
             requests.fetch_add(1, Ordering::SeqCst);
             if answered == 1 && closing == Closing::OnSecondRequest {
@@ -161,7 +185,16 @@ impl ScriptedServer {
             let mut parts = request_line.split(' ');
             let method = parts.next().unwrap_or("");
             let path = parts.next().unwrap_or("/");
-            let mut answer = scripted_answer(path);
+            let echo;
+            let mut answer = if path == "/echo" {
+                let mut text =
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\n").into_bytes();
+                text.extend_from_slice(&body);
+                echo = text;
+                &echo[..]
+            } else {
+                scripted_answer(path)
+            };
             if method == "HEAD" {
                 let end = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
                 answer = &answer[..end + 4];
@@ -324,7 +357,7 @@ fn an_https_connection_speaking_http11_moves_to_pingora_mid_stream_too() {
     ))));
     let url = |path: &str| format!("https://a.test:{}{path}", setup.lb.port());
     let resolve = format!("a.test:{}:127.0.0.1", setup.lb.port());
-    // One curl, one TLS connection (HTTP/1.1 by ALPN): GET (ours), POST with a body
+    // One curl, one TLS connection (HTTP/1.1 by ALPN): GET (ours), POST with a chunked body
     // (pingora's), GET (pingora's, the connection is its now).
     let mut command = std::process::Command::new("curl");
     command.args(["--silent", "--max-time", "10"]);
@@ -338,7 +371,10 @@ fn an_https_connection_speaking_http11_moves_to_pingora_mid_stream_too() {
     assert_eq!(handovers(&lb), 0, "{:#?}", lb.process.stderr());
     for (i, (method_args, path)) in [
         (&[][..], "/first"),
-        (&["--data", "hello"][..], "/second"),
+        (
+            &["--data", "hello", "--header", "Transfer-Encoding: chunked"][..],
+            "/second",
+        ),
         (&[][..], "/third"),
     ]
     .into_iter()
@@ -374,4 +410,53 @@ fn an_https_connection_speaking_http11_moves_to_pingora_mid_stream_too() {
         assert!(seen.contains(request), "{request} not in\n{seen}");
     }
     assert_eq!(handovers(&lb), 1, "{:#?}", lb.process.stderr());
+}
+
+#[test]
+fn request_bodies_stream_through_whole_and_the_next_request_follows() {
+    let server = ScriptedServer::start(Closing::Never);
+    let setup = Setup::new();
+    let lb = setup.start(&debug_log(setup.single("http", "", "", &[server.address])));
+    let stream = TcpStream::connect(setup.lb).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut reader = BufReader::new(&stream);
+    let mut writer = &stream;
+
+    // The body after the head, in two pieces a moment apart.
+    writer
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nhello")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    writer.write_all(b"world").unwrap();
+    assert_eq!(read_response(&mut reader).1, "helloworld");
+
+    // A body and the next request in one write: the body ends where its length says.
+    writer
+        .write_all(
+            b"PUT /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET /length HTTP/1.1\r\nHost: a\r\n\r\n",
+        )
+        .unwrap();
+    assert_eq!(read_response(&mut reader).1, "abc");
+    assert_eq!(read_response(&mut reader).1, "length");
+
+    // Larger than any buffer on the way.
+    let big: String = (0..200_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let head = format!(
+        "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+        big.len()
+    );
+    writer.write_all(head.as_bytes()).unwrap();
+    writer.write_all(big.as_bytes()).unwrap();
+    assert!(
+        read_response(&mut reader).1 == big,
+        "the large body came back changed"
+    );
+
+    assert_eq!(handovers(&lb), 0, "{:#?}", lb.process.stderr());
+    assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+    assert_eq!(server.requests.load(Ordering::SeqCst), 4);
 }

@@ -45,6 +45,8 @@ pub struct Request {
     pub host: String,
     /// The client asked to close after this request.
     pub close: bool,
+    /// Bytes of body after the head (`Content-Length`).
+    pub body: u64,
     pub xff: Option<String>,
     pub forwarded: Option<String>,
 }
@@ -57,8 +59,8 @@ pub struct Plan<'r> {
 }
 
 /// Parses a request head this path carries: HTTP/1.1, origin-form target, exactly one `Host`,
-/// no body (no `Transfer-Encoding`, at most a `Content-Length: 0`), no upgrade, no `Expect`,
-/// at most `max_head` bytes. Everything else (bodies, upgrades, HTTP/1.0, anything odd or
+/// a body only by one `Content-Length` of digits (no `Transfer-Encoding`), no upgrade, no
+/// `Expect`, at most `max_head` bytes. Everything else (bodies, upgrades, HTTP/1.0, anything odd or
 /// ambiguous) is pingora's. `plan` decides where a carried request goes (None: pingora's after
 /// all); the request for the server is then written into `out` (see [`write_request`]).
 pub fn parse_request<'r>(
@@ -88,6 +90,7 @@ pub fn parse_request<'r>(
     let mut close = false;
     let mut xff = None;
     let mut forwarded = None;
+    let mut body = 0;
     for field in req.headers.iter() {
         let name = field.name;
         let value = field.value;
@@ -95,9 +98,11 @@ pub fn parse_request<'r>(
             hosts += 1;
             host = std::str::from_utf8(value).ok();
         } else if name.eq_ignore_ascii_case("content-length") {
-            if value.trim_ascii() != b"0" {
+            // Digits only: `+5`, `5 5` or `0x5` are read differently by different parsers.
+            let Some(length) = decimal(value.trim_ascii()) else {
                 return Parsed::Other;
-            }
+            };
+            body = length;
         } else if name.eq_ignore_ascii_case("transfer-encoding")
             || name.eq_ignore_ascii_case("upgrade")
             || name.eq_ignore_ascii_case("expect")
@@ -132,6 +137,7 @@ pub fn parse_request<'r>(
         path: path.split('?').next().unwrap_or(path).to_owned(),
         host: host_without_port(host),
         close,
+        body,
         xff,
         forwarded,
     };
@@ -140,6 +146,14 @@ pub fn parse_request<'r>(
     };
     write_request(&req, &plan, &request.host, out);
     Parsed::Complete(request, head_len)
+}
+
+/// A length of ASCII digits only, within u64.
+fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// A field repeated over several lines is one comma-separated list.
@@ -420,7 +434,7 @@ mod tests {
     }
 
     #[test]
-    fn carries_bodiless_http11_requests_and_hands_over_the_rest() {
+    fn carries_http11_requests_with_a_plain_length_and_hands_over_the_rest() {
         let r =
             request(b"GET /a/b?x=1 HTTP/1.1\r\nHost: App.Lab:8080\r\nConnection: close\r\n\r\n")
                 .unwrap();
@@ -429,11 +443,15 @@ mod tests {
             ("GET", "/a/b", "app.lab", true)
         );
         assert!(request(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n").is_some());
+        let posted = request(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\n").unwrap();
+        assert_eq!(posted.body, 12);
         for other in [
             &b"GET / HTTP/1.0\r\nHost: a\r\n\r\n"[..],
             b"GET / HTTP/1.1\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
-            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5 5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n",
             b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
             b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",

@@ -72,7 +72,14 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     // Fixed responses, redirects and TLS or h2 upstreams are pingora's.
                     let answers_itself =
                         route.is_some_and(|r| r.status.is_some() || r.redirect_https);
-                    if answers_itself || !router.plain_upstream(&router.pool_of(route_index).name) {
+                    // So is a body over the route's limit (its 413 is pingora's to send).
+                    let too_large = route
+                        .and_then(|r| r.max_body)
+                        .is_some_and(|max| request.body > max);
+                    if answers_itself
+                        || too_large
+                        || !router.plain_upstream(&router.pool_of(route_index).name)
+                    {
                         return None;
                     }
                     let forwarding = router.forwarding(
@@ -133,6 +140,8 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         };
         let Some(_slot) = router.admit() else {
             buf.advance(head_len);
+            // A body left unread ends the connection.
+            let close = close || request.body > 0;
             finished.status = 503;
             finished.error_kind = Some("limit");
             let answer = head::own_response(
@@ -149,6 +158,10 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             continue;
         };
         buf.advance(head_len);
+        // What of the body came with the head goes out with it; the rest streams after.
+        let in_buf = request.body.min(buf.len() as u64) as usize;
+        upstream_request.extend_from_slice(&buf[..in_buf]);
+        buf.advance(in_buf);
         let exchange = Exchange {
             router,
             pool,
@@ -159,8 +172,9 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             idempotent: idempotent(&request.method),
             to_head: request.method == http::Method::HEAD,
             close,
+            body_left: request.body - in_buf as u64,
         };
-        let outcome = exchange.run(socket, &mut buffers).await;
+        let outcome = exchange.run(socket, &mut buf, &mut buffers).await;
         finished.status = outcome.status;
         finished.server = outcome.server;
         finished.error_kind = outcome.error_kind;
@@ -185,6 +199,8 @@ struct Exchange<'a> {
     to_head: bool,
     /// The client's connection ends with this response.
     close: bool,
+    /// Body bytes still to come from the client after `request`.
+    body_left: u64,
 }
 
 /// What an exchange reads from the server into and writes to the client from.
@@ -208,10 +224,17 @@ enum Failure {
     Closed(String),
     Timeout,
     Broken(String),
+    /// The client stopped sending its body: 400 for a stall (as pingora), nothing when gone.
+    Client(u16, String),
 }
 
 impl Exchange<'_> {
-    async fn run<S: AsyncWrite + Unpin>(&self, socket: &mut S, buffers: &mut Buffers) -> Outcome {
+    async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        socket: &mut S,
+        from_client: &mut BytesMut,
+        buffers: &mut Buffers,
+    ) -> Outcome {
         let mut tried: Vec<usize> = Vec::new();
         loop {
             let Some((i, server)) = self.pool.pick(self.client, &tried) else {
@@ -250,7 +273,14 @@ impl Exchange<'_> {
                         }
                     }
                 };
-                match self.send(&mut upstream, ubuf, &mut buffers.to_client).await {
+                let sent = self.send(
+                    &mut upstream,
+                    ubuf,
+                    &mut buffers.to_client,
+                    socket,
+                    from_client,
+                );
+                match sent.await {
                     Ok((response, head_len)) => break Some((upstream, response, head_len)),
                     // Once more on a new connection, for a request that may be repeated.
                     Err(Failure::Closed(_)) if reused && self.idempotent => {
@@ -265,6 +295,20 @@ impl Exchange<'_> {
                     Err(Failure::Timeout) => {
                         let e = format!("no response within {:?}", self.timeouts.response);
                         return self.fail(socket, 504, "timeout", e, Some(server)).await;
+                    }
+                    Err(Failure::Client(0, e)) => {
+                        return Outcome {
+                            status: 0,
+                            server: Some(server),
+                            error_kind: None,
+                            error: Some(e),
+                            keep_client: false,
+                        };
+                    }
+                    Err(Failure::Client(status, e)) => {
+                        return self
+                            .fail(socket, status, "bad_request", e, Some(server))
+                            .await;
                     }
                 }
             };
@@ -298,17 +342,41 @@ impl Exchange<'_> {
         }
     }
 
-    /// Sends the request and reads the final response head (1xx interim heads are dropped),
-    /// written for the client into `head_out`.
-    async fn send(
+    /// Sends the request (streaming the rest of its body from the client) and reads the final
+    /// response head (1xx interim heads are dropped), written for the client into `head_out`.
+    /// A failure is `Closed` (may go again) only while nothing of the body was streamed.
+    async fn send<S: AsyncRead + Unpin>(
         &self,
         upstream: &mut TcpStream,
         ubuf: &mut BytesMut,
         head_out: &mut Vec<u8>,
+        client: &mut S,
+        from_client: &mut BytesMut,
     ) -> Result<(head::Response, usize), Failure> {
         if let Err(e) = upstream.write_all(self.request).await {
             return Err(Failure::Closed(e.to_string()));
         }
+        let mut left = self.body_left;
+        while left > 0 {
+            match read_within(client, from_client, self.timeouts.client_body).await {
+                Ok(0) => return Err(Failure::Client(0, "client closed inside the body".into())),
+                Ok(_) => {}
+                Err(Failure::Timeout) => {
+                    return Err(Failure::Client(400, "client body timeout".into()))
+                }
+                Err(Failure::Closed(e) | Failure::Broken(e) | Failure::Client(_, e)) => {
+                    return Err(Failure::Client(0, e))
+                }
+            }
+            // Bytes past the body are the client's next request: they stay.
+            let n = left.min(from_client.len() as u64) as usize;
+            if let Err(e) = upstream.write_all(&from_client[..n]).await {
+                return Err(Failure::Broken(e.to_string()));
+            }
+            from_client.advance(n);
+            left -= n as u64;
+        }
+        let streamed = self.body_left > 0;
         let mut answered = false;
         loop {
             if !ubuf.is_empty() {
@@ -331,9 +399,10 @@ impl Exchange<'_> {
                 Ok(0) if answered => {
                     return Err(Failure::Broken("closed inside the response head".into()))
                 }
+                Ok(0) if streamed => return Err(Failure::Broken("closed before answering".into())),
                 Ok(0) => return Err(Failure::Closed("closed before answering".into())),
                 Ok(_) => answered = true,
-                Err(Failure::Closed(e)) if answered => return Err(Failure::Broken(e)),
+                Err(Failure::Closed(e)) if answered || streamed => return Err(Failure::Broken(e)),
                 Err(e) => return Err(e),
             }
         }
@@ -402,7 +471,7 @@ impl Exchange<'_> {
                     outcome.keep_client = false;
                     return outcome;
                 }
-                Err(Failure::Closed(e)) | Err(Failure::Broken(e)) => {
+                Err(Failure::Closed(e) | Failure::Broken(e) | Failure::Client(_, e)) => {
                     outcome.error = Some(e);
                     outcome.keep_client = false;
                     return outcome;
