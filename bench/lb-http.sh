@@ -9,13 +9,13 @@
 # Prints requests/s, p99 latency and ours/theirs for each. Last line, machine-readable
 # (keep-alive, ours against the better of the two):
 #   RESULT lb-http ours/best=<ratio> p99_ours_ms=<x> p99_best_ms=<y>
-# Targets run in ROUNDS interleaved rounds; medians are reported. Each load runs DURATION
+# Targets run in ROUNDS (5) interleaved rounds; medians are reported (this machine is noisy). Each load runs DURATION
 # seconds; everything it starts is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-5}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 CONNECTIONS=${CONNECTIONS:-64}
 H2_REQUESTS=${H2_REQUESTS:-50000}
 
