@@ -9,8 +9,8 @@
 # Prints requests/s, p99 latency and ours/theirs for each. Last line, machine-readable
 # (keep-alive, ours against the better of the two):
 #   RESULT lb-http ours/best=<ratio> p99_ours_ms=<x> p99_best_ms=<y>
-# Targets run in ROUNDS (5) interleaved rounds; medians are reported (this machine is noisy). Each load runs DURATION
-# seconds; everything it starts is stopped on exit.
+# Targets run in ROUNDS (5) interleaved rounds and medians are reported: these machines are
+# noisy. Each load runs DURATION seconds; everything it starts is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
