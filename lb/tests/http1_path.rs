@@ -40,17 +40,12 @@ fn read_response(reader: &mut BufReader<&TcpStream>) -> (String, String) {
 #[test]
 fn one_connection_moves_from_our_path_to_pingoras_and_pipelined_requests_keep_their_order() {
     let web = EchoBackend::start("web");
-    let setup = Setup::new();
-    let lb = setup.start(&debug_log(setup.single("http", "", "", &[web.address])));
-    let stream = TcpStream::connect(setup.lb).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+    let (lb, stream) = debug_lb_and_client(web.address);
     let mut reader = BufReader::new(&stream);
     let mut writer = &stream;
 
-    // Two bodiless requests in one write (ours), then one with a body (pingora's from here on),
-    // then another bodiless one on the same connection.
+    // Two bodiless requests in one write and one with a length (ours), then a chunked one
+    // (pingora's from here on), then another bodiless one on the same connection.
     writer
         .write_all(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\nHost: a\r\n\r\n")
         .unwrap();
@@ -93,6 +88,18 @@ fn one_connection_moves_from_our_path_to_pingoras_and_pipelined_requests_keep_th
     }
     // Pingora's from the chunked POST on: one hand-over.
     assert_eq!(handovers(&lb), 1, "{:#?}", lb.process.stderr());
+}
+
+/// lab-lb at log level debug in front of `server` on an `http` listener, and a client
+/// connection to it.
+fn debug_lb_and_client(server: SocketAddr) -> (lab_tests::daemon_process::Started, TcpStream) {
+    let setup = Setup::new();
+    let lb = setup.start(&debug_log(setup.single("http", "", "", &[server])));
+    let stream = TcpStream::connect(setup.lb).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    (lb, stream)
 }
 
 /// The config at log level debug, where hand-overs to pingora are logged.
@@ -415,12 +422,7 @@ fn an_https_connection_speaking_http11_moves_to_pingora_mid_stream_too() {
 #[test]
 fn request_bodies_stream_through_whole_and_the_next_request_follows() {
     let server = ScriptedServer::start(Closing::Never);
-    let setup = Setup::new();
-    let lb = setup.start(&debug_log(setup.single("http", "", "", &[server.address])));
-    let stream = TcpStream::connect(setup.lb).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+    let (lb, stream) = debug_lb_and_client(server.address);
     let mut reader = BufReader::new(&stream);
     let mut writer = &stream;
 
