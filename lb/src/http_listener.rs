@@ -9,14 +9,17 @@ use crate::http_metrics::HttpMetrics;
 use crate::http_proxy::{HttpRouter, SharedRouter};
 use crate::metrics::ListenerMetrics;
 use crate::tls_stream::{tls_version, TlsClient};
+use bytes::BytesMut;
 use lab_daemon::Name;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::Stream;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
 
 pub struct HttpApp {
@@ -59,14 +62,28 @@ impl HttpApp {
         }
     }
 
+    /// Our HTTP/1.1 path on `stream`; what it read of a request it hands over, or None when the
+    /// connection is done.
+    async fn serve_http1<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        stream: &mut S,
+        peer: SocketAddr,
+        shutdown: &ShutdownWatch,
+    ) -> Option<BytesMut> {
+        self.metrics.active.inc();
+        let served = http1::serve(&self.router, stream, peer.ip(), shutdown).await;
+        self.metrics.active.dec();
+        match served {
+            Served::HandOver(read) => Some(read),
+            Served::Closed => None,
+        }
+    }
+
     pub async fn serve(&self, mut socket: ClientSocket, shutdown: &ShutdownWatch) {
         let peer = socket.peer;
         let stream: Stream = match &self.tls {
             None => {
-                self.metrics.active.inc();
-                let served = http1::serve(&self.router, &mut socket, peer.ip(), shutdown).await;
-                self.metrics.active.dec();
-                let Served::HandOver(read) = served else {
+                let Some(read) = self.serve_http1(&mut socket, peer, shutdown).await else {
                     return;
                 };
                 socket.replay(read);
@@ -82,11 +99,8 @@ impl HttpApp {
                         self.http_metrics
                             .handshake(self.listener.as_str(), tls.version(), "ok");
                         if !tls.is_h2() {
-                            self.metrics.active.inc();
-                            let served =
-                                http1::serve(&self.router, &mut tls, peer.ip(), shutdown).await;
-                            self.metrics.active.dec();
-                            let Served::HandOver(read) = served else {
+                            let Some(read) = self.serve_http1(&mut tls, peer, shutdown).await
+                            else {
                                 return;
                             };
                             tls.replay(read);

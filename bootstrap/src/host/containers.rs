@@ -72,7 +72,7 @@ pub enum ContainerError {
     #[error("container {container}: installing {package} failed: {reason} (the container needs a working apt source and a route to it)")]
     Install {
         container: String,
-        package: &'static str,
+        package: String,
         reason: String,
     },
 }
@@ -206,23 +206,22 @@ fn install_packages(
         "DEBIAN_FRONTEND=noninteractive",
         "apt-get",
     ];
-    let fail = |package: &'static str, e: HostError| ContainerError::Install {
+    let names = missing.join(" ");
+    let fail = |e: HostError| ContainerError::Install {
         container: container.name.clone(),
-        package,
+        package: names.clone(),
         reason: e.to_string(),
     };
     let update: Vec<&str> = apt.iter().copied().chain(["-q", "update"]).collect();
-    host.check("pct", &update)
-        .map_err(|e| fail(missing[0], e))?;
-    for package in missing {
-        let install: Vec<&str> = apt
-            .iter()
-            .copied()
-            .chain(["-q", "-y", "--no-install-recommends", "install", package])
-            .collect();
-        host.check("pct", &install).map_err(|e| fail(package, e))?;
-        let _ = writeln!(out, "  installed {package} into {}", container.name);
-    }
+    host.check("pct", &update).map_err(fail)?;
+    let install: Vec<&str> = apt
+        .iter()
+        .copied()
+        .chain(["-q", "-y", "--no-install-recommends", "install"])
+        .chain(missing.iter().copied())
+        .collect();
+    host.check("pct", &install).map_err(fail)?;
+    let _ = writeln!(out, "  installed {names} into {}", container.name);
     Ok(true)
 }
 

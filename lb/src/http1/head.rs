@@ -60,8 +60,8 @@ pub struct Plan<'r> {
 
 /// Parses a request head this path carries: HTTP/1.1, origin-form target, exactly one `Host`,
 /// a body only by one `Content-Length` of digits (no `Transfer-Encoding`), no upgrade, no
-/// `Expect`, at most `max_head` bytes. Everything else (bodies, upgrades, HTTP/1.0, anything odd or
-/// ambiguous) is pingora's. `plan` decides where a carried request goes (None: pingora's after
+/// `Expect`, at most `max_head` bytes. Everything else (chunked bodies, upgrades, HTTP/1.0,
+/// anything odd or ambiguous) is pingora's. `plan` decides where a carried request goes (None: pingora's after
 /// all); the request for the server is then written into `out` (see [`write_request`]).
 pub fn parse_request<'r>(
     bytes: &[u8],
@@ -91,6 +91,7 @@ pub fn parse_request<'r>(
     let mut xff = None;
     let mut forwarded = None;
     let mut body = 0;
+    let mut lengths = 0;
     for field in req.headers.iter() {
         let name = field.name;
         let value = field.value;
@@ -99,10 +100,11 @@ pub fn parse_request<'r>(
             host = std::str::from_utf8(value).ok();
         } else if name.eq_ignore_ascii_case("content-length") {
             // Digits only: `+5`, `5 5` or `0x5` are read differently by different parsers.
-            let Some(length) = decimal(value.trim_ascii()) else {
+            let Some(length) = decimal(value) else {
                 return Parsed::Other;
             };
             body = length;
+            lengths += 1;
         } else if name.eq_ignore_ascii_case("transfer-encoding")
             || name.eq_ignore_ascii_case("upgrade")
             || name.eq_ignore_ascii_case("expect")
@@ -124,11 +126,6 @@ pub fn parse_request<'r>(
         }
     }
     // Several Content-Length fields, even equal ones, are pingora's to refuse.
-    let lengths = req
-        .headers
-        .iter()
-        .filter(|f| f.name.eq_ignore_ascii_case("content-length"))
-        .count();
     let (1, Some(host), true) = (hosts, host, lengths <= 1) else {
         return Parsed::Other;
     };
@@ -148,8 +145,9 @@ pub fn parse_request<'r>(
     Parsed::Complete(request, head_len)
 }
 
-/// A length of ASCII digits only, within u64.
-fn decimal(digits: &[u8]) -> Option<u64> {
+/// A `Content-Length` value: ASCII digits only (around them optional whitespace), within u64.
+fn decimal(value: &[u8]) -> Option<u64> {
+    let digits = value.trim_ascii();
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -293,10 +291,7 @@ pub fn parse_response(bytes: &[u8], to_head: bool, client: ForClient<'_>) -> Par
     let mut keep_alive = version == 1;
     for f in resp.headers.iter() {
         if f.name.eq_ignore_ascii_case("content-length") {
-            let Some(n) = std::str::from_utf8(f.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-            else {
+            let Some(n) = decimal(f.value) else {
                 return Parsed::Other;
             };
             if length.is_some_and(|l| l != n) {
@@ -553,6 +548,7 @@ mod tests {
         );
         assert!(framing(b"HTTP/1.1 101 Switching Protocols\r\n\r\n").is_none());
         assert!(framing(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_none());
+        assert!(framing(b"HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\n").is_none());
     }
 
     #[test]

@@ -95,11 +95,14 @@ mod tests {
 
         let closing = TcpStream::connect(server).await.unwrap();
         let (mut accepted, _) = listener.accept().await.unwrap();
-        idle.put(server, closing);
         accepted.shutdown().await.unwrap();
         drop(accepted);
-        // Let the reactor see the FIN.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Once the reactor has seen the FIN (as it has by the time a busy proxy reuses it).
+        tokio::time::timeout(Duration::from_secs(5), closing.readable())
+            .await
+            .unwrap()
+            .unwrap();
+        idle.put(server, closing);
         assert!(idle.take(server).is_none(), "a closed one is dropped");
     }
 

@@ -1,9 +1,9 @@
 //! The HTTP/1.1 path of `http` listeners and of `https` connections that chose HTTP/1.1: the
-//! requests that make up nearly all of an
-//! ingress's traffic (HTTP/1.1, no request body, no upgrade, to a plain HTTP/1.1 backend) are
-//! proxied here, on the client's connection, with our own upstream keep-alive pool; a request
-//! this path does not carry hands the connection, with the bytes already read, to pingora's
-//! session for the rest of its life. Both paths route, add forwarding headers, count and log
+//! requests that make up nearly all of an ingress's traffic (HTTP/1.1, no body or one of a
+//! plain `Content-Length`, no upgrade, to a plain HTTP/1.1 backend) are proxied here, on the
+//! client's connection, with our own upstream keep-alive pool; a request this path does not
+//! carry hands the connection, with the bytes already read, to pingora's session for the rest
+//! of its life. Both paths route, add forwarding headers, count and log
 //! through the same [`HttpRouter`], so a client sees one proxy.
 //!
 //! Why a path of its own: pingora's HTTP/1 machinery costs four to five times the CPU per
@@ -217,7 +217,7 @@ struct Outcome {
     keep_client: bool,
 }
 
-/// Why no response head came back.
+/// Why an exchange could not go on: the server's side failed, or the client's body did.
 enum Failure {
     /// The server closed or reset a kept-alive connection before answering: it may have closed
     /// it as idle just as the request went out.
