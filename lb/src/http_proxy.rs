@@ -105,7 +105,7 @@ pub struct HttpRouter {
     routes: Vec<Route>,
     default: Arc<Pool>,
     /// Backends reached over TLS or h2; plain HTTP/1.1 for the rest.
-    upstreams: HashMap<Name, Upstream>,
+    upstreams: foldhash::HashMap<Name, Upstream>,
     trusted: Vec<IpNet>,
     connect_timeout: Duration,
     response_timeout: Duration,
@@ -118,7 +118,7 @@ pub struct HttpRouter {
     metrics: HttpMetrics,
     default_counters: RouteCounters,
     duration: prometheus_client::metrics::histogram::Histogram,
-    by_backend: HashMap<Name, UpstreamHandles>,
+    by_backend: foldhash::HashMap<Name, UpstreamHandles>,
     /// Kept-alive server connections of the HTTP/1.1 path.
     pub(crate) idle: crate::http1::IdleConnections,
 }
@@ -132,7 +132,7 @@ impl HttpRouter {
         pools: &HashMap<Name, Arc<Pool>>,
         metrics: HttpMetrics,
     ) -> Result<Self, CaError> {
-        let mut upstreams = HashMap::new();
+        let mut upstreams = foldhash::HashMap::default();
         for protocol in &http.upstreams {
             upstreams.insert(protocol.backend.clone(), Upstream::load(protocol)?);
         }
@@ -335,6 +335,13 @@ pub(crate) struct Timeouts {
     pub response: Duration,
     pub client_body: Duration,
     pub keepalive: Duration,
+}
+
+impl Timeouts {
+    /// The shortest wait for a read from either side.
+    pub fn shortest_read(&self) -> Duration {
+        self.response.min(self.client_body).min(self.keepalive)
+    }
 }
 
 /// A client's address as `X-Forwarded-For` and `Forwarded` write it, and whether its own

@@ -2,7 +2,6 @@
 //! the same server, most recently used first (warm, and the least likely to have been closed by
 //! the server), dropped when idle too long.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
@@ -17,7 +16,8 @@ const MAX_IDLE_PER_SERVER: usize = 256;
 const MAX_IDLE: Duration = Duration::from_secs(55);
 
 pub struct IdleConnections {
-    by_server: Mutex<HashMap<SocketAddr, Vec<(TcpStream, Instant)>>>,
+    // Looked up twice per request: foldhash, not SipHash (keys are our own config's servers).
+    by_server: Mutex<foldhash::HashMap<SocketAddr, Vec<(TcpStream, Instant)>>>,
     max_idle: Duration,
 }
 

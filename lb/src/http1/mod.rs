@@ -11,6 +11,7 @@
 //! CPU taken from the backends.
 
 mod chunked;
+mod deadline;
 mod head;
 mod idle;
 
@@ -20,6 +21,7 @@ use crate::http_proxy::{idempotent, Finished, HttpRouter, Route, Timeouts};
 use crate::pool::Pool;
 use bytes::{Buf, BytesMut};
 use chunked::ChunkedScanner;
+use deadline::Deadline;
 use head::{Framing, Parsed};
 use pingora_core::server::ShutdownWatch;
 use std::net::{IpAddr, SocketAddr};
@@ -59,10 +61,11 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let mut buffers = Buffers {
         from_server: BytesMut::with_capacity(READ_SIZE),
         to_client: Vec::with_capacity(READ_SIZE),
+        deadline: Deadline::new(timeouts.shortest_read()),
     };
     loop {
         // The next request's head.
-        let mut head_deadline: Option<Instant> = None;
+        let mut head_deadline: Option<tokio::time::Instant> = None;
         let mut route_index = None;
         let (request, head_len) = loop {
             if !buf.is_empty() {
@@ -105,20 +108,19 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             }
             // Idle between requests: the keep-alive timeout; a head once begun must be whole
             // within the body timeout, however slowly its bytes trickle in.
-            let deadline = match head_deadline {
-                Some(deadline) if !buf.is_empty() => deadline,
-                _ if !buf.is_empty() => {
-                    *head_deadline.insert(Instant::now() + timeouts.client_body)
-                }
-                _ => Instant::now() + timeouts.keepalive,
+            let now = tokio::time::Instant::now();
+            let until = match head_deadline {
+                Some(until) if !buf.is_empty() => until,
+                _ if !buf.is_empty() => *head_deadline.insert(now + timeouts.client_body),
+                _ => now + timeouts.keepalive,
             };
             buf.reserve(READ_SIZE);
             let read = tokio::select! {
                 biased;
-                read = tokio::time::timeout_at(deadline.into(), socket.read_buf(&mut buf)) => read,
+                read = buffers.deadline.within(until, socket.read_buf(&mut buf)) => read,
                 _ = shutdown.changed(), if buf.is_empty() => return Served::Closed,
             };
-            if !matches!(read, Ok(Ok(n)) if n > 0) {
+            if !matches!(read, Some(Ok(n)) if n > 0) {
                 return Served::Closed;
             }
         };
@@ -203,10 +205,12 @@ struct Exchange<'a> {
     body_left: u64,
 }
 
-/// What an exchange reads from the server into and writes to the client from.
+/// What a client connection keeps from request to request: where an exchange reads the
+/// server's bytes into and writes the client's from, and the connection's read timer.
 struct Buffers {
     from_server: BytesMut,
     to_client: Vec<u8>,
+    deadline: Deadline,
 }
 
 struct Outcome {
@@ -279,6 +283,7 @@ impl Exchange<'_> {
                     &mut buffers.to_client,
                     socket,
                     from_client,
+                    &mut buffers.deadline,
                 );
                 match sent.await {
                     Ok((response, head_len)) => break Some((upstream, response, head_len)),
@@ -352,13 +357,14 @@ impl Exchange<'_> {
         head_out: &mut Vec<u8>,
         client: &mut S,
         from_client: &mut BytesMut,
+        deadline: &mut Deadline,
     ) -> Result<(head::Response, usize), Failure> {
         if let Err(e) = upstream.write_all(self.request).await {
             return Err(Failure::Closed(e.to_string()));
         }
         let mut left = self.body_left;
         while left > 0 {
-            match read_within(client, from_client, self.timeouts.client_body).await {
+            match read_within(client, from_client, self.timeouts.client_body, deadline).await {
                 Ok(0) => return Err(Failure::Client(0, "client closed inside the body".into())),
                 Ok(_) => {}
                 Err(Failure::Timeout) => {
@@ -395,7 +401,7 @@ impl Exchange<'_> {
                     _ => return Err(Failure::Broken("malformed response head".into())),
                 }
             }
-            match read_within(upstream, ubuf, self.timeouts.response).await {
+            match read_within(upstream, ubuf, self.timeouts.response, deadline).await {
                 Ok(0) if answered => {
                     return Err(Failure::Broken("closed inside the response head".into()))
                 }
@@ -423,6 +429,7 @@ impl Exchange<'_> {
         let Buffers {
             from_server: ubuf,
             to_client: out,
+            deadline,
         } = buffers;
         ubuf.advance(head_len);
         let mut body = Body::new(response.framing);
@@ -457,7 +464,7 @@ impl Exchange<'_> {
                 break;
             }
             ubuf.clear();
-            match read_within(&mut upstream, ubuf, self.timeouts.response).await {
+            match read_within(&mut upstream, ubuf, self.timeouts.response, deadline).await {
                 Ok(0) if response.framing == Framing::UntilClose => return outcome,
                 Ok(0) => {
                     outcome.error = Some("server closed inside the body".into());
@@ -516,12 +523,14 @@ async fn read_within<S: AsyncRead + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,
     wait: Duration,
+    deadline: &mut Deadline,
 ) -> Result<usize, Failure> {
     buf.reserve(READ_SIZE);
-    match tokio::time::timeout(wait, stream.read_buf(buf)).await {
-        Ok(Ok(n)) => Ok(n),
-        Ok(Err(e)) => Err(Failure::Closed(e.to_string())),
-        Err(_) => Err(Failure::Timeout),
+    let until = tokio::time::Instant::now() + wait;
+    match deadline.within(until, stream.read_buf(buf)).await {
+        Some(Ok(n)) => Ok(n),
+        Some(Err(e)) => Err(Failure::Closed(e.to_string())),
+        None => Err(Failure::Timeout),
     }
 }
 
