@@ -146,7 +146,7 @@ h2_load() {
     "$(us_per_request "$before" "$(cpu_ticks "$target_pid")" "$H2_REQUESTS")"
 }
 
-median() { python3 -c 'import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
+median() { python3 -c 'import statistics,sys; print(round(statistics.median(float(x) for x in sys.argv[1:]), 3))' "$@"; }
 ratio() { python3 -c "print('%.2f' % ($1 / $2))"; }
 
 echo "lab-lb HTTP benchmark: wrk -t1 -c$CONNECTIONS -d${DURATION}s, h2load -n$H2_REQUESTS -c16 -m16; median of $ROUNDS interleaved rounds; one proxy thread each, $(nproc) cores"
@@ -197,5 +197,13 @@ if python3 -c "import sys; sys.exit(0 if ${med_rps[keepalive,haproxy]} >= ${med_
 else
   best=nginx
 fi
+# Each round's keep-alive ratio against the better peer of that round: how far the noise
+# moves the result.
+echo
+echo "keep-alive ours/best by round (machine noise): $(python3 -c '
+import sys
+ours, haproxy, nginx = ([float(x) for x in a.split()] for a in sys.argv[1:])
+print(" ".join("%.2f" % (o / max(h, n)) for o, h, n in zip(ours, haproxy, nginx)))
+' "${rps[keepalive,ours]}" "${rps[keepalive,haproxy]}" "${rps[keepalive,nginx]}")"
 echo
 echo "RESULT lb-http ours/best=$(ratio "${med_rps[keepalive,ours]}" "${med_rps[keepalive,$best]}") p99_ours_ms=${med_p99[keepalive,ours]} p99_best_ms=${med_p99[keepalive,$best]}"
