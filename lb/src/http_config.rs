@@ -43,6 +43,14 @@ pub struct HttpListener {
         default = "HttpListener::default_client_body_timeout"
     )]
     pub client_body_timeout: Duration,
+    /// How long a write to the client may stay blocked, the client not reading, before its
+    /// connection is closed (nginx's `send_timeout`): a stalled reader holds no request slot
+    /// or server connection for good.
+    #[serde(
+        with = "humantime_serde",
+        default = "HttpListener::default_client_send_timeout"
+    )]
+    pub client_send_timeout: Duration,
     /// How long an HTTP/1.1 connection may wait idle for its next request.
     #[serde(
         with = "humantime_serde",
@@ -68,6 +76,7 @@ impl Default for HttpListener {
             upstream_connect_timeout: Self::default_connect_timeout(),
             upstream_response_timeout: Self::default_response_timeout(),
             client_body_timeout: Self::default_client_body_timeout(),
+            client_send_timeout: Self::default_client_send_timeout(),
             keepalive_timeout: Self::default_keepalive_timeout(),
             max_header_bytes: Self::default_max_header_bytes(),
             max_requests: None,
@@ -82,6 +91,10 @@ impl HttpListener {
 
     fn default_client_body_timeout() -> Duration {
         Duration::from_secs(30)
+    }
+
+    fn default_client_send_timeout() -> Duration {
+        Duration::from_secs(60)
     }
 
     fn default_keepalive_timeout() -> Duration {
@@ -285,6 +298,7 @@ pub fn validate(
     }
     for (field, value) in [
         ("client_body_timeout", http.client_body_timeout),
+        ("client_send_timeout", http.client_send_timeout),
         ("keepalive_timeout", http.keepalive_timeout),
         ("upstream_connect_timeout", http.upstream_connect_timeout),
         ("upstream_response_timeout", http.upstream_response_timeout),

@@ -111,6 +111,7 @@ pub struct HttpRouter {
     response_timeout: Duration,
     max_header_bytes: usize,
     client_body_timeout: Duration,
+    client_send_timeout: Duration,
     /// Whole seconds, as pingora takes them; at least 1.
     keepalive_secs: u64,
     max_requests: Option<usize>,
@@ -178,6 +179,7 @@ impl HttpRouter {
             response_timeout: http.upstream_response_timeout,
             max_header_bytes: http.max_header_bytes as usize,
             client_body_timeout: http.client_body_timeout,
+            client_send_timeout: http.client_send_timeout,
             keepalive_secs: http.keepalive_timeout.as_secs().max(1),
             max_requests: http.max_requests.map(|m| m as usize),
             in_flight: Arc::new(AtomicUsize::new(0)),
@@ -220,6 +222,7 @@ impl HttpRouter {
             connect: self.connect_timeout,
             response: self.response_timeout,
             client_body: self.client_body_timeout,
+            client_send: self.client_send_timeout,
             keepalive: Duration::from_secs(self.keepalive_secs),
         }
     }
@@ -334,13 +337,17 @@ pub(crate) struct Timeouts {
     pub connect: Duration,
     pub response: Duration,
     pub client_body: Duration,
+    pub client_send: Duration,
     pub keepalive: Duration,
 }
 
 impl Timeouts {
-    /// The shortest wait for a read from either side.
-    pub fn shortest_read(&self) -> Duration {
-        self.response.min(self.client_body).min(self.keepalive)
+    /// The shortest wait for a read or write on either side.
+    pub fn shortest(&self) -> Duration {
+        self.response
+            .min(self.client_body)
+            .min(self.client_send)
+            .min(self.keepalive)
     }
 }
 
@@ -524,6 +531,7 @@ impl ProxyHttp for SharedRouter {
             ctx.client = client.ip();
         }
         session.set_read_timeout(Some(self.client_body_timeout));
+        session.set_write_timeout(Some(self.client_send_timeout));
         // pingora keeps a connection the client wants kept without an idle limit of its own.
         let keeps_alive = session
             .as_downstream()
@@ -668,6 +676,8 @@ impl ProxyHttp for SharedRouter {
         // An upgraded stream (WebSocket) may stay silent for as long as its users like.
         if !session.is_upgrade_req() {
             peer.options.read_timeout = Some(self.response_timeout);
+            // A server that stops taking the request is as good as one that stops answering.
+            peer.options.write_timeout = Some(self.response_timeout);
         }
         Ok(Box::new(peer))
     }

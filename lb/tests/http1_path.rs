@@ -462,3 +462,119 @@ fn request_bodies_stream_through_whole_and_the_next_request_follows() {
     assert_eq!(server.connections.load(Ordering::SeqCst), 1);
     assert_eq!(server.requests.load(Ordering::SeqCst), 4);
 }
+
+/// A server answering `/flood` with a body far bigger than any socket buffers (written until
+/// the proxy stops taking it, at most for 30 s) and anything else with `ok`.
+fn flood_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                loop {
+                    let mut request_line = String::new();
+                    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                        line.clear();
+                    }
+                    if !request_line.contains(" /flood ") {
+                        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n";
+                        if stream.write_all(ok).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    let head = b"HTTP/1.1 200 OK\r\nContent-Length: 1073741824\r\n\r\n";
+                    let _ = stream.write_all(head);
+                    let chunk = vec![b'x'; 64 * 1024];
+                    let started = std::time::Instant::now();
+                    while started.elapsed() < Duration::from_secs(30) {
+                        if stream.write_all(&chunk).is_err() {
+                            return;
+                        }
+                    }
+                    return;
+                }
+            });
+        }
+    });
+    address
+}
+
+/// A client that stops reading a big response: after client_send_timeout the proxy closes its
+/// connection and gives back its request slot (max_requests 1) and the server's connection.
+fn a_client_not_reading_is_let_go_after_the_send_timeout(request: &[u8], path: &str) {
+    let server = flood_server();
+    let setup = Setup::new();
+    let lb = setup.start(&debug_log(setup.single(
+        "http",
+        "[listener.http]\nclient_send_timeout = \"1s\"\nmax_requests = 1",
+        "",
+        &[server],
+    )));
+    let stalled = TcpStream::connect(setup.lb).unwrap();
+    (&stalled).write_all(request).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let status = |answer: String| answer.get(9..12).unwrap_or("").to_owned();
+    let next = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    assert_eq!(
+        status(raw_exchange(setup.lb, next)),
+        "503",
+        "the stalled request holds the one slot"
+    );
+    let started = std::time::Instant::now();
+    loop {
+        let answer = raw_exchange(setup.lb, next);
+        if status(answer.clone()) == "200" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "slot still held after {:?}: {answer}",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // What the stalled client has not read yet is there to read, then the end.
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut got = 0usize;
+    loop {
+        match (&stalled).read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the stalled connection was not closed ({got} bytes read): {e}"),
+        }
+    }
+    assert!(got < 1 << 30, "the whole body went through");
+    assert_eq!(
+        handovers(&lb) > 0,
+        path == "pingora",
+        "served on {path}'s path"
+    );
+}
+
+#[test]
+fn a_client_not_reading_is_let_go_after_the_send_timeout_on_our_path() {
+    a_client_not_reading_is_let_go_after_the_send_timeout(
+        b"GET /flood HTTP/1.1\r\nHost: a\r\n\r\n",
+        "our",
+    );
+}
+
+#[test]
+fn a_client_not_reading_is_let_go_after_the_send_timeout_on_pingoras_path() {
+    // HTTP/1.0 is pingora's to serve.
+    a_client_not_reading_is_let_go_after_the_send_timeout(
+        b"GET /flood HTTP/1.0\r\nHost: a\r\n\r\n",
+        "pingora",
+    );
+}

@@ -31,16 +31,38 @@ impl Deadline {
 
     /// `work`'s output, or `None` once `at` has passed first.
     pub(super) async fn within<F: Future>(&mut self, at: Instant, work: F) -> Option<F::Output> {
-        // A deadline sooner than the armed one (a timeout shorter than `shortest`, which the
-        // caller promised not to use, or an instant already close): move the timer to it.
-        if self.timer.deadline() > at {
-            self.timer.as_mut().reset(at);
-        }
+        self.run(Until::At(at), work).await
+    }
+
+    /// `work`'s output, or `None` once it has waited `wait` (counted from its first wait:
+    /// work done at once costs no clock read).
+    pub(super) async fn within_for<F: Future>(
+        &mut self,
+        wait: Duration,
+        work: F,
+    ) -> Option<F::Output> {
+        self.run(Until::After(wait), work).await
+    }
+
+    async fn run<F: Future>(&mut self, until: Until, work: F) -> Option<F::Output> {
         let mut work = pin!(work);
+        let mut at = None;
         poll_fn(|cx| {
             if let Poll::Ready(output) = work.as_mut().poll(cx) {
                 return Poll::Ready(Some(output));
             }
+            let at = *at.get_or_insert_with(|| {
+                let at = match until {
+                    Until::At(at) => at,
+                    Until::After(wait) => Instant::now() + wait,
+                };
+                // Sooner than the armed moment (a timeout shorter than `shortest`, which the
+                // caller promised not to use, or an instant already close): moved to it.
+                if self.timer.deadline() > at {
+                    self.timer.as_mut().reset(at);
+                }
+                at
+            });
             while self.timer.as_mut().poll(cx).is_ready() {
                 let now = Instant::now();
                 if now >= at {
@@ -54,6 +76,12 @@ impl Deadline {
         })
         .await
     }
+}
+
+#[derive(Clone, Copy)]
+enum Until {
+    At(Instant),
+    After(Duration),
 }
 
 #[cfg(test)]
@@ -90,6 +118,17 @@ mod tests {
         let slower = tokio::time::sleep(2 * SHORTEST);
         assert_eq!(deadline.within(at, slower).await, Some(()));
         assert!(start.elapsed() >= 2 * SHORTEST);
+    }
+
+    #[tokio::test]
+    async fn a_wait_counts_from_when_the_work_first_waits() {
+        let mut deadline = Deadline::new(SHORTEST);
+        let start = Instant::now();
+        let never = std::future::pending::<()>();
+        assert_eq!(deadline.within_for(2 * SHORTEST, never).await, None);
+        assert!(start.elapsed() >= 2 * SHORTEST);
+        let quick = tokio::time::sleep(SHORTEST);
+        assert_eq!(deadline.within_for(2 * SHORTEST, quick).await, Some(()));
     }
 
     #[tokio::test]

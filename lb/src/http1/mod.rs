@@ -61,7 +61,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let mut buffers = Buffers {
         from_server: BytesMut::with_capacity(READ_SIZE),
         to_client: Vec::with_capacity(READ_SIZE),
-        deadline: Deadline::new(timeouts.shortest_read()),
+        deadline: Deadline::new(timeouts.shortest()),
     };
     loop {
         // The next request's head.
@@ -152,7 +152,9 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 b"too many requests in flight\n",
                 close,
             );
-            let written = send(socket, &answer).await.is_ok();
+            let written = send(socket, &answer, &mut buffers.deadline, timeouts.client_send)
+                .await
+                .is_ok();
             router.record(&finished);
             if close || !written {
                 return Served::Closed;
@@ -248,7 +250,9 @@ impl Exchange<'_> {
                     (502, "dead_upstream")
                 };
                 let error = format!("no server of backend `{}` to try", self.pool.name);
-                return self.fail(socket, status, kind, error, None).await;
+                return self
+                    .fail(socket, &mut buffers.deadline, status, kind, error, None)
+                    .await;
             };
             tried.push(i);
             let _active = self.pool.track(i);
@@ -271,7 +275,14 @@ impl Exchange<'_> {
                                     break None;
                                 }
                                 return self
-                                    .fail(socket, 502, "dead_upstream", e, Some(server))
+                                    .fail(
+                                        socket,
+                                        &mut buffers.deadline,
+                                        502,
+                                        "dead_upstream",
+                                        e,
+                                        Some(server),
+                                    )
                                     .await;
                             }
                         }
@@ -294,12 +305,28 @@ impl Exchange<'_> {
                     }
                     Err(Failure::Closed(e)) | Err(Failure::Broken(e)) => {
                         return self
-                            .fail(socket, 502, "dead_upstream", e, Some(server))
+                            .fail(
+                                socket,
+                                &mut buffers.deadline,
+                                502,
+                                "dead_upstream",
+                                e,
+                                Some(server),
+                            )
                             .await;
                     }
                     Err(Failure::Timeout) => {
                         let e = format!("no response within {:?}", self.timeouts.response);
-                        return self.fail(socket, 504, "timeout", e, Some(server)).await;
+                        return self
+                            .fail(
+                                socket,
+                                &mut buffers.deadline,
+                                504,
+                                "timeout",
+                                e,
+                                Some(server),
+                            )
+                            .await;
                     }
                     Err(Failure::Client(0, e)) => {
                         return Outcome {
@@ -312,7 +339,14 @@ impl Exchange<'_> {
                     }
                     Err(Failure::Client(status, e)) => {
                         return self
-                            .fail(socket, status, "bad_request", e, Some(server))
+                            .fail(
+                                socket,
+                                &mut buffers.deadline,
+                                status,
+                                "bad_request",
+                                e,
+                                Some(server),
+                            )
                             .await;
                     }
                 }
@@ -359,9 +393,8 @@ impl Exchange<'_> {
         from_client: &mut BytesMut,
         deadline: &mut Deadline,
     ) -> Result<(head::Response, usize), Failure> {
-        if let Err(e) = upstream.write_all(self.request).await {
-            return Err(Failure::Closed(e.to_string()));
-        }
+        let wait = self.timeouts.response;
+        send_upstream(upstream, self.request, deadline, wait, Failure::Closed).await?;
         let mut left = self.body_left;
         while left > 0 {
             match read_within(client, from_client, self.timeouts.client_body, deadline).await {
@@ -376,9 +409,8 @@ impl Exchange<'_> {
             }
             // Bytes past the body are the client's next request: they stay.
             let n = left.min(from_client.len() as u64) as usize;
-            if let Err(e) = upstream.write_all(&from_client[..n]).await {
-                return Err(Failure::Broken(e.to_string()));
-            }
+            let body = &from_client[..n];
+            send_upstream(upstream, body, deadline, wait, Failure::Broken).await?;
             from_client.advance(n);
             left -= n as u64;
         }
@@ -450,11 +482,11 @@ impl Exchange<'_> {
                     // Nothing more can be said to the client: the head is out.
                     outcome.error = Some(e);
                     outcome.keep_client = false;
-                    let _ = send(socket, out).await;
+                    let _ = send(socket, out, deadline, self.timeouts.client_send).await;
                     return outcome;
                 }
             }
-            if let Err(e) = send(socket, out).await {
+            if let Err(e) = send(socket, out, deadline, self.timeouts.client_send).await {
                 outcome.error = Some(format!("client: {e}"));
                 outcome.keep_client = false;
                 return outcome;
@@ -496,12 +528,14 @@ impl Exchange<'_> {
     async fn fail<S: AsyncWrite + Unpin>(
         &self,
         socket: &mut S,
+        deadline: &mut Deadline,
         status: u16,
         kind: &'static str,
         error: String,
         server: Option<SocketAddr>,
     ) -> Outcome {
-        let _ = send(socket, &head::own_response(status, &[], b"", true)).await;
+        let answer = head::own_response(status, &[], b"", true);
+        let _ = send(socket, &answer, deadline, self.timeouts.client_send).await;
         Outcome {
             status,
             server,
@@ -512,10 +546,40 @@ impl Exchange<'_> {
     }
 }
 
-/// Writes `bytes` to the client and flushes: a TLS stream may hold records back otherwise.
-async fn send<S: AsyncWrite + Unpin>(socket: &mut S, bytes: &[u8]) -> std::io::Result<()> {
-    socket.write_all(bytes).await?;
-    socket.flush().await
+/// Writes `bytes` to the client and flushes (a TLS stream may hold records back otherwise),
+/// within `wait` of the client taking nothing.
+async fn send<S: AsyncWrite + Unpin>(
+    socket: &mut S,
+    bytes: &[u8],
+    deadline: &mut Deadline,
+    wait: Duration,
+) -> std::io::Result<()> {
+    let written = async {
+        socket.write_all(bytes).await?;
+        socket.flush().await
+    };
+    match deadline.within_for(wait, written).await {
+        Some(result) => result,
+        None => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("not reading for {wait:?}"),
+        )),
+    }
+}
+
+/// Writes `bytes` to a server within `wait`; a write error is `failed`'s kind of failure.
+async fn send_upstream(
+    upstream: &mut TcpStream,
+    bytes: &[u8],
+    deadline: &mut Deadline,
+    wait: Duration,
+    failed: fn(String) -> Failure,
+) -> Result<(), Failure> {
+    match deadline.within_for(wait, upstream.write_all(bytes)).await {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err(failed(e.to_string())),
+        None => Err(Failure::Timeout),
+    }
 }
 
 /// Reads what is there (at least one byte, or 0 at the end) within `wait`.
@@ -526,8 +590,7 @@ async fn read_within<S: AsyncRead + Unpin>(
     deadline: &mut Deadline,
 ) -> Result<usize, Failure> {
     buf.reserve(READ_SIZE);
-    let until = tokio::time::Instant::now() + wait;
-    match deadline.within(until, stream.read_buf(buf)).await {
+    match deadline.within_for(wait, stream.read_buf(buf)).await {
         Some(Ok(n)) => Ok(n),
         Some(Err(e)) => Err(Failure::Closed(e.to_string())),
         None => Err(Failure::Timeout),
