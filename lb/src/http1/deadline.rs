@@ -1,8 +1,9 @@
-//! One timer per client connection for every read deadline of its requests.
+//! One timer per client connection for every read and write deadline of its requests.
 //!
 //! A timeout per read would put a timer in tokio's wheel and take it out again for nearly
 //! every read (each waits a little for the other side): two locked wheel operations per read,
-//! a measurable share of a small request's CPU. Here the connection's one timer stays armed at
+//! a measurable share of a small request's CPU. Writes, nearly always done at once, do not
+//! even read the clock. Here the connection's one timer stays armed at
 //! or before every deadline it guards and is only moved when it goes off early: at most once
 //! per `shortest` timeout per connection, however many requests pass.
 
