@@ -75,6 +75,11 @@ impl DaemonProcess {
         kill(pid, signal).unwrap_or_else(|e| panic!("kill -{signal} {pid}: {e}"));
     }
 
+    /// Whether the process has ended.
+    pub fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Everything the daemon wrote to stderr so far.
     pub fn stderr(&self) -> Vec<String> {
         self.stderr.lock().map(|l| l.clone()).unwrap_or_default()
@@ -161,13 +166,29 @@ impl Started {
         let config_path = dir.path().join("daemon.toml");
         std::fs::write(&config_path, config).unwrap_or_else(|e| panic!("{e}"));
         let mut notify = crate::NotifySocket::new();
-        let process = DaemonProcess::spawn(DaemonProcess::command_in(
+        let mut process = DaemonProcess::spawn(DaemonProcess::command_in(
             netns,
             bin,
             &config_path,
             notify.path(),
         ));
-        notify.expect(&["READY=1"], Duration::from_secs(20));
+        let wait = Duration::from_secs(20);
+        if notify
+            .wait_for(&["READY=1"], wait, || process.exited())
+            .is_none()
+        {
+            // Most often a daemon that refused to start: its own words say why (given a moment
+            // to reach the thread that collects them).
+            if process.exited() {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            panic!(
+                "{bin} not ready within {wait:?} (exited: {}); notifications: {:?}; stderr:\n{}",
+                process.exited(),
+                notify.received,
+                process.stderr().join("\n")
+            );
+        }
         Self {
             process,
             notify,

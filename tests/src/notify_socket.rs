@@ -34,22 +34,44 @@ impl NotifySocket {
     /// Waits for a datagram holding every one of `assignments` (e.g. `["READY=1"]`) and returns
     /// it; panics with everything received so far after `timeout`.
     pub fn expect(&mut self, assignments: &[&str], timeout: Duration) -> String {
+        self.wait_for(assignments, timeout, || false)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no notification with {assignments:?} within {timeout:?}; received: {:?}",
+                    self.received
+                )
+            })
+    }
+
+    /// [`expect`](Self::expect) without the panic: `None` after `timeout`, or as soon as
+    /// `gone()` says no sender is left to wait for.
+    pub fn wait_for(
+        &mut self,
+        assignments: &[&str],
+        timeout: Duration,
+        mut gone: impl FnMut() -> bool,
+    ) -> Option<String> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                panic!(
-                    "no notification with {assignments:?} within {timeout:?}; received: {:?}",
-                    self.received
-                );
+                return None;
             }
-            let message = match self.recv(left) {
+            // A sender gone may still have left its last words in the socket: read those first.
+            let gone = gone();
+            let wait = if gone {
+                Duration::from_millis(1)
+            } else {
+                left.min(Duration::from_millis(200))
+            };
+            let message = match self.recv(wait) {
                 Some(m) => m,
+                None if gone => return None,
                 None => continue,
             };
             let lines: Vec<&str> = message.lines().collect();
             if assignments.iter().all(|a| lines.contains(a)) {
-                return message;
+                return Some(message);
             }
         }
     }
