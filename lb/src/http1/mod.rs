@@ -275,14 +275,7 @@ impl Exchange<'_> {
                                     break None;
                                 }
                                 return self
-                                    .fail(
-                                        socket,
-                                        &mut buffers.deadline,
-                                        502,
-                                        "dead_upstream",
-                                        e,
-                                        Some(server),
-                                    )
+                                    .dead_upstream(socket, &mut buffers.deadline, e, server)
                                     .await;
                             }
                         }
@@ -305,14 +298,7 @@ impl Exchange<'_> {
                     }
                     Err(Failure::Closed(e)) | Err(Failure::Broken(e)) => {
                         return self
-                            .fail(
-                                socket,
-                                &mut buffers.deadline,
-                                502,
-                                "dead_upstream",
-                                e,
-                                Some(server),
-                            )
+                            .dead_upstream(socket, &mut buffers.deadline, e, server)
                             .await;
                     }
                     Err(Failure::Timeout) => {
@@ -522,6 +508,18 @@ impl Exchange<'_> {
             self.router.idle.put(server, upstream);
         }
         outcome
+    }
+
+    /// 502: the server could not be reached or broke off.
+    async fn dead_upstream<S: AsyncWrite + Unpin>(
+        &self,
+        socket: &mut S,
+        deadline: &mut Deadline,
+        error: String,
+        server: SocketAddr,
+    ) -> Outcome {
+        self.fail(socket, deadline, 502, "dead_upstream", error, Some(server))
+            .await
     }
 
     /// An answer of the proxy's own; the client's connection closes after it, as pingora's do.
