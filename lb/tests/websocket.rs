@@ -135,3 +135,46 @@ fn websocket_echo_outlives_response_timeout_and_reload() {
     assert!(!status.contains("refused"), "{status}");
     assert_eq!(echo("after reload"), "after reload");
 }
+
+/// Upgrades to a server that answers at once, each followed straight away by a frame: the
+/// tunnel must be up for every one (pingora's own HTTP/1 proxy tears an upgrade down when the
+/// server's 101 is read before the request's end, cloudflare/pingora#946).
+#[test]
+fn every_upgrade_to_a_fast_server_stays_up() {
+    let server = echo_server();
+    let setup = Setup::new();
+    let _lb = setup.start(&setup.config(&format!(
+        "[[listener]]\nname = \"web\"\nlisten = \"{}\"\nmode = \"http\"\nbackend = \"ws\"\n\
+         [[backend]]\nname = \"ws\"\nserver = [{{ address = \"{server}\" }}]\n",
+        setup.lb
+    )));
+    for i in 0..400 {
+        let mut client = TcpStream::connect(setup.lb).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        client
+            .write_all(
+                b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                  Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            )
+            .unwrap();
+        let head = read_head(&mut client);
+        assert!(head.starts_with("HTTP/1.1 101"), "upgrade {i}: {head}");
+        let lower = head.to_ascii_lowercase();
+        assert!(lower.contains("upgrade: websocket"), "upgrade {i}: {head}");
+        assert!(lower.contains("connection: upgrade"), "upgrade {i}: {head}");
+        let text = format!("frame {i}");
+        client
+            .write_all(&frame(text.as_bytes(), Some([9, 8, 7, 6])))
+            .unwrap();
+        let mut head = [0u8; 2];
+        if let Err(e) = client.read_exact(&mut head) {
+            panic!("upgrade {i}: the tunnel closed before the echo: {e}");
+        }
+        assert_eq!(head[0], 0x81, "upgrade {i}");
+        let mut payload = vec![0u8; (head[1] & 0x7f) as usize];
+        client.read_exact(&mut payload).unwrap();
+        assert_eq!(payload, text.as_bytes(), "upgrade {i}");
+    }
+}

@@ -49,6 +49,9 @@ pub struct Request {
     pub body: u64,
     pub xff: Option<String>,
     pub forwarded: Option<String>,
+    /// A protocol the client asks to switch to (`Upgrade` nominated by `Connection`, on a GET
+    /// without a body): a 101 turns the connection into a tunnel to the server.
+    pub upgrade: Option<String>,
 }
 
 /// Where a request goes, as the router decided from its host and path: the route (for its
@@ -59,9 +62,9 @@ pub struct Plan<'r> {
 }
 
 /// Parses a request head this path carries: HTTP/1.1, origin-form target, exactly one `Host`,
-/// a body only by one `Content-Length` of digits (no `Transfer-Encoding`), no upgrade, no
-/// `Expect`, at most `max_head` bytes. Everything else (chunked bodies, upgrades, HTTP/1.0,
-/// anything odd or ambiguous) is pingora's. `plan` decides where a carried request goes (None: pingora's after
+/// a body only by one `Content-Length` of digits (no `Transfer-Encoding`), an upgrade only as
+/// a bodiless GET with one `Upgrade` that `Connection` names, no `Expect`, at most `max_head`
+/// bytes. Everything else (chunked bodies, HTTP/1.0, anything odd or ambiguous) is pingora's. `plan` decides where a carried request goes (None: pingora's after
 /// all); the request for the server is then written into `out` (see [`write_request`]).
 pub fn parse_request<'r>(
     bytes: &[u8],
@@ -92,6 +95,9 @@ pub fn parse_request<'r>(
     let mut forwarded = None;
     let mut body = 0;
     let mut lengths = 0;
+    let mut upgrade = None;
+    let mut upgrades = 0;
+    let mut connection_upgrade = false;
     for field in req.headers.iter() {
         let name = field.name;
         let value = field.value;
@@ -106,17 +112,19 @@ pub fn parse_request<'r>(
             body = length;
             lengths += 1;
         } else if name.eq_ignore_ascii_case("transfer-encoding")
-            || name.eq_ignore_ascii_case("upgrade")
             || name.eq_ignore_ascii_case("expect")
         {
             return Parsed::Other;
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            upgrade = std::str::from_utf8(value).ok();
+            upgrades += 1;
         } else if name.eq_ignore_ascii_case("connection") {
             for token in value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"close") {
                     close = true;
                 } else if token.eq_ignore_ascii_case(b"upgrade") {
-                    return Parsed::Other;
+                    connection_upgrade = true;
                 }
             }
         } else if name.eq_ignore_ascii_case("x-forwarded-for") {
@@ -129,6 +137,17 @@ pub fn parse_request<'r>(
     let (1, Some(host), true) = (hosts, host, lengths <= 1) else {
         return Parsed::Other;
     };
+    // Upgrade asked for properly, on a GET without a body; any other mix of the two fields is
+    // pingora's to judge.
+    let upgrade = match (upgrades, connection_upgrade, upgrade.map(str::trim)) {
+        (0, false, _) => None,
+        (1, true, Some(protocol))
+            if !protocol.is_empty() && method == http::Method::GET && body == 0 && !close =>
+        {
+            Some(protocol.to_owned())
+        }
+        _ => return Parsed::Other,
+    };
     let request = Request {
         method,
         path: path.split('?').next().unwrap_or(path).to_owned(),
@@ -137,11 +156,12 @@ pub fn parse_request<'r>(
         body,
         xff,
         forwarded,
+        upgrade,
     };
     let Some(plan) = plan(&request) else {
         return Parsed::Other;
     };
-    write_request(&req, &plan, &request.host, out);
+    write_request(&req, &plan, &request, out);
     Parsed::Complete(request, head_len)
 }
 
@@ -212,8 +232,13 @@ fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 /// Writes a request for the server: the same request line and fields in order, less the
 /// hop-by-hop ones and what the route removes, with the forwarding fields and the route's own
 /// added.
-fn write_request(req: &httparse::Request<'_, '_>, plan: &Plan<'_>, host: &str, out: &mut Vec<u8>) {
-    let (route, forwarding) = (plan.route, &plan.forwarding);
+fn write_request(
+    req: &httparse::Request<'_, '_>,
+    plan: &Plan<'_>,
+    request: &Request,
+    out: &mut Vec<u8>,
+) {
+    let (route, forwarding, host) = (plan.route, &plan.forwarding, &request.host);
     out.clear();
     out.extend_from_slice(req.method.unwrap_or("GET").as_bytes());
     out.push(b' ');
@@ -233,6 +258,10 @@ fn write_request(req: &httparse::Request<'_, '_>, plan: &Plan<'_>, host: &str, o
         for (name, value) in &route.add_request {
             field(out, name.as_str().as_bytes(), value.as_bytes());
         }
+    }
+    if let Some(protocol) = &request.upgrade {
+        field(out, b"connection", b"upgrade");
+        field(out, b"upgrade", protocol.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -260,6 +289,8 @@ pub struct Response {
 pub struct ForClient<'a> {
     pub route: Option<&'a Route>,
     pub close: bool,
+    /// The request asked for an upgrade: a 101 is its answer, not a broken server.
+    pub upgrade: bool,
     pub out: &'a mut Vec<u8>,
 }
 
@@ -284,7 +315,7 @@ pub fn parse_response(bytes: &[u8], to_head: bool, client: ForClient<'_>) -> Par
         return Parsed::Other;
     };
     if status == 101 {
-        return Parsed::Other;
+        return switching_protocols(&resp, client, head_len);
     }
     let mut length: Option<u64> = None;
     let mut chunked = None;
@@ -335,6 +366,36 @@ pub fn parse_response(bytes: &[u8], to_head: bool, client: ForClient<'_>) -> Par
             status,
             framing,
             keep_alive,
+        },
+        head_len,
+    )
+}
+
+/// A 101 to a request that asked for it, with the protocol the server switches to: written
+/// for the client with `Connection: upgrade` (hop-by-hop, so made anew for this hop).
+fn switching_protocols(
+    resp: &httparse::Response<'_, '_>,
+    client: ForClient<'_>,
+    head_len: usize,
+) -> Parsed<Response> {
+    let mut protocols = resp
+        .headers
+        .iter()
+        .filter(|f| f.name.eq_ignore_ascii_case("upgrade"));
+    let (true, Some(protocol), None) = (client.upgrade, protocols.next(), protocols.next()) else {
+        return Parsed::Other;
+    };
+    write_response_head(resp, client.route, Framing::None, false, client.out);
+    // Before the blank line that ends the head.
+    client.out.truncate(client.out.len() - 2);
+    field(client.out, b"connection", b"upgrade");
+    field(client.out, b"upgrade", protocol.value);
+    client.out.extend_from_slice(b"\r\n");
+    Parsed::Complete(
+        Response {
+            status: 101,
+            framing: Framing::None,
+            keep_alive: false,
         },
         head_len,
     )
@@ -449,7 +510,14 @@ mod tests {
             b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n",
             b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
             b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
-            b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            // Upgrades other than a bodiless GET naming one protocol in `Upgrade` and `upgrade`
+            // in `Connection`.
+            b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nContent-Length: 1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: a\r\nUpgrade: b\r\nConnection: Upgrade\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: \r\nConnection: Upgrade\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
             b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
             b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
@@ -483,6 +551,63 @@ mod tests {
     }
 
     #[test]
+    fn an_upgrade_goes_to_the_server_with_its_hop_fields_made_anew_and_its_101_comes_back() {
+        let head = b"GET /chat HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\n\
+                     Upgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n";
+        let mut out = Vec::new();
+        let Parsed::Complete(request, _) = parse_request(head, 1 << 16, &mut out, carried) else {
+            panic!("not carried");
+        };
+        assert_eq!(request.upgrade.as_deref(), Some("websocket"));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET /chat HTTP/1.1\r\nHost: a\r\nSec-WebSocket-Key: k\r\nx-forwarded-for: 10.0.0.1\r\n\
+             x-forwarded-proto: http\r\nx-forwarded-host: a\r\n\
+             forwarded: for=10.0.0.1;proto=http;host=a\r\nconnection: upgrade\r\n\
+             upgrade: websocket\r\n\r\n"
+        );
+
+        let answer = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                       Connection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\nframe";
+        let mut out = Vec::new();
+        let client = ForClient {
+            route: None,
+            close: false,
+            upgrade: true,
+            out: &mut out,
+        };
+        let Parsed::Complete(response, n) = parse_response(answer, false, client) else {
+            panic!("101 refused");
+        };
+        assert_eq!((response.status, n), (101, answer.len() - 5));
+        assert!(!response.keep_alive);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: x\r\n\
+             connection: upgrade\r\nupgrade: websocket\r\n\r\n"
+        );
+        // Unasked, or without the protocol switched to: a broken server.
+        for (answer, asked) in [
+            (&answer[..], false),
+            (
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n",
+                true,
+            ),
+        ] {
+            let client = ForClient {
+                route: None,
+                close: false,
+                upgrade: asked,
+                out: &mut Vec::new(),
+            };
+            assert!(matches!(
+                parse_response(answer, false, client),
+                Parsed::Other
+            ));
+        }
+    }
+
+    #[test]
     fn upstream_request_drops_hop_by_hop_and_claimed_forwarding_fields() {
         let head = b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nX-Forwarded-For: 6.6.6.6\r\nAccept: */*\r\n\r\n";
         let mut out = Vec::new();
@@ -503,6 +628,7 @@ mod tests {
         let client = ForClient {
             route: None,
             close: false,
+            upgrade: false,
             out: &mut out,
         };
         match parse_response(bytes, to_head, client) {
@@ -562,6 +688,7 @@ mod tests {
         let client = ForClient {
             route: None,
             close: false,
+            upgrade: false,
             out: &mut out,
         };
         assert!(matches!(
@@ -578,6 +705,7 @@ mod tests {
         let client = ForClient {
             route: None,
             close: true,
+            upgrade: false,
             out: &mut out,
         };
         assert!(matches!(

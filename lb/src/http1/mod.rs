@@ -1,6 +1,6 @@
 //! The HTTP/1.1 path of `http` listeners and of `https` connections that chose HTTP/1.1: the
 //! requests that make up nearly all of an ingress's traffic (HTTP/1.1, no body or one of a
-//! plain `Content-Length`, no upgrade, to a plain HTTP/1.1 backend) are proxied here, on the
+//! plain `Content-Length`, or a WebSocket upgrade, to a plain HTTP/1.1 backend) are proxied here, on the
 //! client's connection, with our own upstream keep-alive pool; a request this path does not
 //! carry hands the connection, with the bytes already read, to pingora's session for the rest
 //! of its life. Both paths route, add forwarding headers, count and log
@@ -175,6 +175,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             request: &upstream_request,
             idempotent: idempotent(&request.method),
             to_head: request.method == http::Method::HEAD,
+            upgrade: request.upgrade.is_some(),
             close,
             body_left: request.body - in_buf as u64,
         };
@@ -201,6 +202,8 @@ struct Exchange<'a> {
     request: &'a [u8],
     idempotent: bool,
     to_head: bool,
+    /// The client asked to switch protocols: a 101 makes a tunnel of the connection.
+    upgrade: bool,
     /// The client's connection ends with this response.
     close: bool,
     /// Body bytes still to come from the client after `request`.
@@ -350,6 +353,11 @@ impl Exchange<'_> {
                     .duration
                     .observe(upstream_started.elapsed().as_secs_f64());
             }
+            if response.status == 101 {
+                return self
+                    .tunnel(socket, from_client, upstream, buffers, head_len, server)
+                    .await;
+            }
             return self
                 .relay(socket, upstream, buffers, response, head_len, server)
                 .await;
@@ -407,10 +415,14 @@ impl Exchange<'_> {
                 let client = head::ForClient {
                     route: self.route,
                     close: self.close,
+                    upgrade: self.upgrade,
                     out: head_out,
                 };
                 match head::parse_response(ubuf, self.to_head, client) {
-                    Parsed::Complete(response, n) if response.status < 200 => {
+                    // Interim answers are dropped; a 101 is final (it ends HTTP on this connection).
+                    Parsed::Complete(response, n)
+                        if response.status < 200 && response.status != 101 =>
+                    {
                         ubuf.advance(n);
                         continue;
                     }
@@ -506,6 +518,50 @@ impl Exchange<'_> {
         // Bytes past the body's end are a server out of step: its connection is not reused.
         if response.keep_alive && ubuf.is_empty() {
             self.router.idle.put(server, upstream);
+        }
+        outcome
+    }
+
+    /// After a 101 (its head for the client in `to_client`): what either side sent beyond its
+    /// head goes first, then bytes flow both ways, without timeouts (a WebSocket may stay quiet
+    /// as long as its users like), until both sides are done.
+    async fn tunnel<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        socket: &mut S,
+        from_client: &mut BytesMut,
+        mut upstream: TcpStream,
+        buffers: &mut Buffers,
+        head_len: usize,
+        server: SocketAddr,
+    ) -> Outcome {
+        let Buffers {
+            from_server: ubuf,
+            to_client: out,
+            deadline,
+        } = buffers;
+        ubuf.advance(head_len);
+        out.extend_from_slice(ubuf);
+        ubuf.clear();
+        let mut outcome = Outcome {
+            status: 101,
+            server: Some(server),
+            error_kind: None,
+            error: None,
+            keep_client: false,
+        };
+        if let Err(e) = send(socket, out, deadline, self.timeouts.client_send).await {
+            outcome.error = Some(format!("client: {e}"));
+            return outcome;
+        }
+        out.clear();
+        let early = upstream.write_all(from_client).await;
+        from_client.clear();
+        let streamed = match early {
+            Ok(()) => tokio::io::copy_bidirectional(socket, &mut upstream).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = streamed {
+            outcome.error = Some(format!("tunnel: {e}"));
         }
         outcome
     }
