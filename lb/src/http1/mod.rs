@@ -1,10 +1,10 @@
 //! The HTTP/1.1 path of `http` listeners and of `https` connections that chose HTTP/1.1: the
 //! requests that make up nearly all of an ingress's traffic (HTTP/1.1, no body or one of a
-//! plain `Content-Length`, or a WebSocket upgrade, to a plain HTTP/1.1 backend) are proxied here, on the
-//! client's connection, with our own upstream keep-alive pool; a request this path does not
-//! carry hands the connection, with the bytes already read, to pingora's session for the rest
-//! of its life. Both paths route, add forwarding headers, count and log
-//! through the same [`HttpRouter`], so a client sees one proxy.
+//! plain `Content-Length`, or a WebSocket upgrade, to a plain HTTP/1.1 backend) are proxied
+//! here, on the client's connection, with our own upstream keep-alive pool; a request this path
+//! does not carry hands the connection, with the bytes already read, to pingora's session for
+//! the rest of its life. Both paths route, add forwarding headers, count and log through the
+//! same [`HttpRouter`], so a client sees one proxy.
 //!
 //! Why a path of its own: pingora's HTTP/1 machinery costs four to five times the CPU per
 //! request of the proxying itself (measured in bench/lb-http.sh), which on a small lab box is
