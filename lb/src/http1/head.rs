@@ -64,8 +64,9 @@ pub struct Plan<'r> {
 /// Parses a request head this path carries: HTTP/1.1, origin-form target, exactly one `Host`,
 /// a body only by one `Content-Length` of digits (no `Transfer-Encoding`), an upgrade only as
 /// a bodiless GET with one `Upgrade` that `Connection` names, no `Expect`, at most `max_head`
-/// bytes. Everything else (chunked bodies, HTTP/1.0, anything odd or ambiguous) is pingora's. `plan` decides where a carried request goes (None: pingora's after
-/// all); the request for the server is then written into `out` (see [`write_request`]).
+/// bytes. Everything else (chunked bodies, HTTP/1.0, anything odd or ambiguous) is pingora's.
+/// `plan` decides where a carried request goes (None: pingora's after all); the request for
+/// the server is then written into `out` (see [`write_request`]).
 pub fn parse_request<'r>(
     bytes: &[u8],
     max_head: usize,

@@ -419,7 +419,7 @@ impl Exchange<'_> {
                     out: head_out,
                 };
                 match head::parse_response(ubuf, self.to_head, client) {
-                    // Interim answers are dropped; a 101 is final (it ends HTTP on this connection).
+                    // Interim answers are dropped; a 101 is final (HTTP ends on this connection).
                     Parsed::Complete(response, n)
                         if response.status < 200 && response.status != 101 =>
                     {
