@@ -93,6 +93,22 @@ fn echo_server() -> SocketAddr {
     address
 }
 
+/// A client connection to `lb` that asked for a WebSocket, and the response head it got.
+fn upgraded(lb: SocketAddr) -> (TcpStream, String) {
+    let mut client = TcpStream::connect(lb).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    client
+        .write_all(
+            b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .unwrap();
+    let head = read_head(&mut client);
+    (client, head)
+}
+
 #[test]
 fn websocket_echo_outlives_response_timeout_and_reload() {
     let server = echo_server();
@@ -106,17 +122,7 @@ fn websocket_echo_outlives_response_timeout_and_reload() {
         ))
     };
     let mut lb = setup.start(&config(""));
-    let mut client = TcpStream::connect(setup.lb).unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    client
-        .write_all(
-            b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        )
-        .unwrap();
-    let head = read_head(&mut client);
+    let (mut client, head) = upgraded(setup.lb);
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
 
     let mut echo = |text: &str| {
@@ -149,17 +155,7 @@ fn every_upgrade_to_a_fast_server_stays_up() {
         setup.lb
     )));
     for i in 0..400 {
-        let mut client = TcpStream::connect(setup.lb).unwrap();
-        client
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        client
-            .write_all(
-                b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                  Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-            )
-            .unwrap();
-        let head = read_head(&mut client);
+        let (mut client, head) = upgraded(setup.lb);
         assert!(head.starts_with("HTTP/1.1 101"), "upgrade {i}: {head}");
         let lower = head.to_ascii_lowercase();
         assert!(lower.contains("upgrade: websocket"), "upgrade {i}: {head}");

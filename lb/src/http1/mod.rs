@@ -534,14 +534,11 @@ impl Exchange<'_> {
         head_len: usize,
         server: SocketAddr,
     ) -> Outcome {
-        let Buffers {
-            from_server: ubuf,
-            to_client: out,
-            deadline,
-        } = buffers;
-        ubuf.advance(head_len);
-        out.extend_from_slice(ubuf);
-        ubuf.clear();
+        // What the server sent past its head goes out with it.
+        buffers.from_server.advance(head_len);
+        buffers.to_client.extend_from_slice(&buffers.from_server);
+        buffers.from_server.clear();
+        let (out, deadline) = (&mut buffers.to_client, &mut buffers.deadline);
         let mut outcome = Outcome {
             status: 101,
             server: Some(server),
