@@ -6,14 +6,14 @@
 //! refuses to start. So ports are picked below that range, where no connection is given one,
 //! checked free, and never handed out twice by this process.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::Mutex;
 
 /// Lowest port handed out: above the well-known and most registered services' ports.
 const LOWEST: u16 = 20000;
 
-static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
 
 /// A TCP port on 127.0.0.1 that is free and outside the ephemeral range.
 pub fn free_tcp() -> SocketAddr {
@@ -30,7 +30,6 @@ fn pick(free: impl Fn(SocketAddr) -> bool) -> SocketAddr {
     assert!(highest > LOWEST, "the ephemeral range starts at {highest}");
     let span = u64::from(highest - LOWEST) + 1;
     let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-    let handed_out = handed_out.get_or_insert_with(HashSet::new);
     // Test binaries run one after another and each starts afresh: a start that differs per
     // process and per moment keeps them off each other's recent ports.
     let mut state = seed();
@@ -70,7 +69,7 @@ mod tests {
     #[test]
     fn ports_are_free_distinct_and_outside_the_ephemeral_range() {
         let ports: Vec<SocketAddr> = (0..200).map(|_| free_tcp()).collect();
-        let distinct: HashSet<u16> = ports.iter().map(|a| a.port()).collect();
+        let distinct: BTreeSet<u16> = ports.iter().map(|a| a.port()).collect();
         assert_eq!(distinct.len(), ports.len());
         for address in &ports {
             assert!(address.port() >= LOWEST && address.port() < ephemeral_start());

@@ -360,7 +360,12 @@ pub fn parse_response(bytes: &[u8], to_head: bool, client: ForClient<'_>) -> Par
     }
     if status >= 200 {
         let close = client.close || framing == Framing::UntilClose;
-        write_response_head(&resp, client.route, framing, close, client.out);
+        let hop: &[(&[u8], &[u8])] = if close {
+            &[(b"connection", b"close")]
+        } else {
+            &[]
+        };
+        write_response_head(&resp, client.route, framing, hop, client.out);
     }
     Parsed::Complete(
         Response {
@@ -386,12 +391,8 @@ fn switching_protocols(
     let (true, Some(protocol), None) = (client.upgrade, protocols.next(), protocols.next()) else {
         return Parsed::Other;
     };
-    write_response_head(resp, client.route, Framing::None, false, client.out);
-    // Before the blank line that ends the head.
-    client.out.truncate(client.out.len() - 2);
-    field(client.out, b"connection", b"upgrade");
-    field(client.out, b"upgrade", protocol.value);
-    client.out.extend_from_slice(b"\r\n");
+    let hop: [(&[u8], &[u8]); 2] = [(b"connection", b"upgrade"), (b"upgrade", protocol.value)];
+    write_response_head(resp, client.route, Framing::None, &hop, client.out);
     Parsed::Complete(
         Response {
             status: 101,
@@ -404,12 +405,13 @@ fn switching_protocols(
 
 /// Writes a response head for the client: the status line as HTTP/1.1, the fields less
 /// hop-by-hop and what the route removes (a `Content-Length` beside chunked coding too), the
-/// route's added fields, and `connection: close` when this response ends the connection.
+/// route's added fields, and the fields of this hop made anew (`connection: close` when the
+/// response ends the connection; `connection: upgrade` and the protocol after a 101).
 fn write_response_head(
     resp: &httparse::Response<'_, '_>,
     route: Option<&Route>,
     framing: Framing,
-    close: bool,
+    hop: &[(&[u8], &[u8])],
     out: &mut Vec<u8>,
 ) {
     out.clear();
@@ -434,8 +436,8 @@ fn write_response_head(
             field(out, name.as_str().as_bytes(), value.as_bytes());
         }
     }
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
+    for (name, value) in hop {
+        field(out, name, value);
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -467,6 +469,16 @@ pub fn own_response(status: u16, extra: &[(&str, &str)], body: &[u8], close: boo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Where a response head goes in these tests: no route.
+    fn to_client(out: &mut Vec<u8>, close: bool, upgrade: bool) -> ForClient<'_> {
+        ForClient {
+            route: None,
+            close,
+            upgrade,
+            out,
+        }
+    }
 
     fn carried(_: &Request) -> Option<Plan<'static>> {
         Some(Plan {
@@ -571,12 +583,7 @@ mod tests {
         let answer = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
                        Connection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\nframe";
         let mut out = Vec::new();
-        let client = ForClient {
-            route: None,
-            close: false,
-            upgrade: true,
-            out: &mut out,
-        };
+        let client = to_client(&mut out, false, true);
         let Parsed::Complete(response, n) = parse_response(answer, false, client) else {
             panic!("101 refused");
         };
@@ -595,12 +602,8 @@ mod tests {
                 true,
             ),
         ] {
-            let client = ForClient {
-                route: None,
-                close: false,
-                upgrade: asked,
-                out: &mut Vec::new(),
-            };
+            let mut out = Vec::new();
+            let client = to_client(&mut out, false, asked);
             assert!(matches!(
                 parse_response(answer, false, client),
                 Parsed::Other
@@ -626,12 +629,7 @@ mod tests {
 
     fn response(bytes: &[u8], to_head: bool) -> Option<Response> {
         let mut out = Vec::new();
-        let client = ForClient {
-            route: None,
-            close: false,
-            upgrade: false,
-            out: &mut out,
-        };
+        let client = to_client(&mut out, false, false);
         match parse_response(bytes, to_head, client) {
             Parsed::Complete(r, _) => Some(r),
             _ => None,
@@ -686,12 +684,7 @@ mod tests {
         }
         head.push_str("\r\n");
         let mut out = Vec::new();
-        let client = ForClient {
-            route: None,
-            close: false,
-            upgrade: false,
-            out: &mut out,
-        };
+        let client = to_client(&mut out, false, false);
         assert!(matches!(
             parse_response(head.as_bytes(), false, client),
             Parsed::Complete(_, _)
@@ -703,12 +696,7 @@ mod tests {
     fn downstream_response_marks_the_close_and_drops_a_length_beside_chunked() {
         let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\nKeep-Alive: timeout=5\r\nX-App: 1\r\n\r\n";
         let mut out = Vec::new();
-        let client = ForClient {
-            route: None,
-            close: true,
-            upgrade: false,
-            out: &mut out,
-        };
+        let client = to_client(&mut out, true, false);
         assert!(matches!(
             parse_response(head, false, client),
             Parsed::Complete(_, _)
