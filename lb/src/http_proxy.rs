@@ -5,7 +5,7 @@
 
 use crate::http_config::{HttpListener, HttpRoute};
 use crate::http_metrics::{HttpMetrics, RouteCounters, UpstreamHandles};
-use crate::pool::Pool;
+use crate::pool::{Pool, Tried};
 use crate::sni::SniPattern;
 use crate::upstream_tls::{CaError, Upstream};
 use async_trait::async_trait;
@@ -395,7 +395,7 @@ pub struct Ctx {
     client: IpAddr,
     host: String,
     route: Option<usize>,
-    tried: Vec<usize>,
+    tried: Tried,
     server: Option<std::net::SocketAddr>,
     upstream_started: Option<Instant>,
     body_seen: u64,
@@ -516,7 +516,7 @@ impl ProxyHttp for SharedRouter {
             client: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             host: String::new(),
             route: None,
-            tried: Vec::new(),
+            tried: Tried::new(),
             server: None,
             upstream_started: None,
             body_seen: 0,
@@ -634,9 +634,17 @@ impl ProxyHttp for SharedRouter {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        // An empty last piece carries nothing, but pingora writes it to a chunked upstream body
+        // as `0\r\n\r\n`, its end, and then ends the body again (cloudflare/pingora#935):
+        // the server reads the second end as a malformed request. h2 clients end a body of
+        // unknown length with just such a piece (an empty DATA frame with END_STREAM). Only
+        // the last: pingora takes no piece at all as the end of the body.
+        if end_of_stream && body.as_ref().is_some_and(|chunk| chunk.is_empty()) {
+            *body = None;
+        }
         // Chunked bodies declare no length; count them as they come.
         if let Some(chunk) = body {
             ctx.body_seen += chunk.len() as u64;

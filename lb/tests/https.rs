@@ -98,6 +98,70 @@ fn certificate_by_sni_default_for_unknown_alpn_and_http2() {
     );
 }
 
+/// Uploads of unknown length (`curl -T -`, over HTTP/2 and HTTP/1.1) reach the server as one
+/// chunked request each and nothing more. An HTTP/2 client ends such a body with an empty DATA
+/// frame carrying END_STREAM, which pingora wrote upstream as a chunked body's end before
+/// writing the real end after it (cloudflare/pingora#935): the server read the second as a
+/// malformed request, and its "400" waited on the kept-alive connection for whichever request
+/// came next.
+#[test]
+fn uploads_of_unknown_length_reach_the_server_as_one_request_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = certs::make(dir.path(), "a", "a.test", "first");
+    let web = EchoBackend::start("web");
+    let setup = Setup::new();
+    let _lb = setup.start(&https_config(&setup, &web, &[(&a, "\"a.test\"")]));
+    let resolve = format!("a.test:{}:127.0.0.1", setup.lb.port());
+    let url = |path: &str| format!("https://a.test:{}{path}", setup.lb.port());
+
+    let uploads = [("--http2", "2"), ("--http1.1", "1.1"), ("--http2", "2")];
+    for (i, (protocol, version)) in uploads.iter().enumerate() {
+        let mut upload = Command::new("curl")
+            .args(["--silent", protocol, "--insecure", "--resolve", &resolve])
+            .args([
+                "--max-time",
+                "10",
+                "--write-out",
+                "\n%{http_code} %{http_version}",
+            ])
+            .args(["--upload-file", "-"])
+            .arg(url(&format!("/upload{i}")))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = upload.stdin.take().unwrap();
+        stdin.write_all(&[b'u'; 20_000]).unwrap();
+        drop(stdin);
+        let output = upload.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(text.contains(&format!("uri=/upload{i} ")), "{text}");
+        assert!(text.ends_with(&format!("\n200 {version}")), "{text}");
+    }
+    let (status, _, body) = curl(
+        &["--http2", "--insecure", "--resolve", &resolve],
+        &url("/next"),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("uri=/next "), "{body}");
+
+    // Every line nginx logged is one of ours: no stray request made of a second body end.
+    let seen = web.seen();
+    let lines: Vec<&str> = seen.lines().collect();
+    assert_eq!(lines.len(), uploads.len() + 1, "{seen}");
+    for (i, line) in lines[..uploads.len()].iter().enumerate() {
+        assert_eq!(
+            *line,
+            format!("PUT /upload{i} HTTP/1.1 cl=- te=chunked"),
+            "{seen}"
+        );
+    }
+    assert!(
+        lines[uploads.len()].starts_with("GET /next HTTP/1.1"),
+        "{seen}"
+    );
+}
+
 /// An `openssl s_client` holding one TLS connection, requests written to it by hand.
 struct HeldConnection {
     child: std::process::Child,
