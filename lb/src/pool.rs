@@ -13,6 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
+/// The servers (indices) a request has been sent to so far: one, or a few after retries, kept
+/// inline rather than allocated for every request.
+pub type Tried = smallvec::SmallVec<[usize; 4]>;
+
 /// State of one server that outlives a reload: load, and when a failed server may be tried again.
 #[derive(Debug)]
 pub struct ServerState {
@@ -221,7 +225,7 @@ impl Pool {
 
     /// For the HTTP proxies, which keep server connections alive themselves: the server the
     /// algorithm picks for `client` among those up and not in `tried`, and its index.
-    pub fn pick(&self, client: IpAddr, tried: &[usize]) -> Option<(usize, SocketAddr)> {
+    pub fn pick(&self, client: IpAddr, tried: &Tried) -> Option<(usize, SocketAddr)> {
         let now = clock::now_ms();
         let eligible = |i: usize| !tried.contains(&i) && self.servers[i].state.available(now);
         let i = self.balance.pick(client, &self.candidates, &eligible)?;

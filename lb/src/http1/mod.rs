@@ -18,13 +18,14 @@ mod idle;
 pub use idle::IdleConnections;
 
 use crate::http_proxy::{idempotent, Finished, HttpRouter, Route, Timeouts};
-use crate::pool::Pool;
+use crate::pool::{Pool, Tried};
 use bytes::{Buf, BytesMut};
 use chunked::ChunkedScanner;
 use deadline::Deadline;
 use head::{Framing, Parsed};
 use pingora_core::server::ShutdownWatch;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::pin;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -51,7 +52,10 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     client: IpAddr,
     shutdown: &ShutdownWatch,
 ) -> Served {
-    let mut shutdown = shutdown.clone();
+    // One wait for shutdown for the connection's life, not one made and dropped per request
+    // (each a registration in the watch's waiter list).
+    let mut watched = shutdown.clone();
+    let mut stopping = pin!(watched.changed());
     let timeouts = router.timeouts();
     let client_name = router.client_name(client);
     let mut buf = BytesMut::with_capacity(READ_SIZE);
@@ -118,7 +122,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             let read = tokio::select! {
                 biased;
                 read = buffers.deadline.within(until, socket.read_buf(&mut buf)) => read,
-                _ = shutdown.changed(), if buf.is_empty() => return Served::Closed,
+                _ = &mut stopping, if buf.is_empty() => return Served::Closed,
             };
             if !matches!(read, Some(Ok(n)) if n > 0) {
                 return Served::Closed;
@@ -244,7 +248,7 @@ impl Exchange<'_> {
         from_client: &mut BytesMut,
         buffers: &mut Buffers,
     ) -> Outcome {
-        let mut tried: Vec<usize> = Vec::new();
+        let mut tried = Tried::new();
         loop {
             let Some((i, server)) = self.pool.pick(self.client, &tried) else {
                 let (status, kind) = if tried.is_empty() {
