@@ -51,7 +51,7 @@ pub struct HttpListener {
         default = "HttpListener::default_client_send_timeout"
     )]
     pub client_send_timeout: Duration,
-    /// How long an HTTP/1.1 connection may wait idle for its next request.
+    /// How long a connection may wait idle for its next request (HTTP/2: with no stream open).
     #[serde(
         with = "humantime_serde",
         default = "HttpListener::default_keepalive_timeout"

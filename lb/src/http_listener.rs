@@ -11,7 +11,7 @@ use crate::metrics::ListenerMetrics;
 use crate::tls_stream::{tls_version, TlsClient};
 use bytes::BytesMut;
 use lab_daemon::Name;
-use pingora_core::apps::ServerApp;
+use pingora_core::apps::{HttpServerOptions, ServerApp};
 use pingora_core::protocols::Stream;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::ShutdownWatch;
@@ -49,7 +49,12 @@ impl HttpApp {
             ..ServerConf::default()
         };
         let router = Arc::new(router);
-        let proxy = pingora_proxy::http_proxy(&Arc::new(conf), SharedRouter(router.clone()));
+        let mut proxy = pingora_proxy::http_proxy(&Arc::new(conf), SharedRouter(router.clone()));
+        // An h2 connection with no stream open is idle as an HTTP/1.1 one between requests is;
+        // pingora would otherwise hold it open for good.
+        let mut options = HttpServerOptions::default();
+        options.h2_idle_timeout = Some(router.timeouts().keepalive);
+        proxy.server_options = Some(options);
         Self {
             listener,
             router,

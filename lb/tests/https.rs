@@ -162,6 +162,57 @@ fn uploads_of_unknown_length_reach_the_server_as_one_request_each() {
     );
 }
 
+/// An HTTP/2 connection with no stream open is idle, as an HTTP/1.1 one between requests is:
+/// `keepalive_timeout` closes it (as nginx's does), rather than it being held forever.
+#[test]
+fn idle_http2_connections_are_closed_after_the_keepalive_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = certs::make(dir.path(), "a", "a.test", "first");
+    let web = EchoBackend::start("web");
+    let setup = Setup::new();
+    // The listener's own `[listener.http]` (the example's comments mention it too).
+    let config = https_config(&setup, &web, &[(&a, "\"a.test\"")]).replace(
+        "backend = \"web\"\n[listener.http]\n",
+        "backend = \"web\"\n[listener.http]\nkeepalive_timeout = \"1s\"\n",
+    );
+    let _lb = setup.start(&config);
+
+    let mut client = Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect", &setup.lb.to_string()])
+        .args(["-servername", "a.test", "-alpn", "h2"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = client.stdout.take().unwrap();
+    let (closed, ended) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stdout, &mut got);
+        let _ = closed.send(got);
+    });
+    // The client preface and an empty SETTINGS frame; then nothing.
+    let mut stdin = client.stdin.take().unwrap();
+    stdin
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .unwrap();
+    stdin.flush().unwrap();
+    let idle = Instant::now();
+    let got = ended.recv_timeout(Duration::from_secs(10));
+    let waited = idle.elapsed();
+    let _ = client.kill();
+    let _ = client.wait();
+    let got = got.expect("the idle h2 connection is still open after 10s");
+    // The server's SETTINGS frame (type 4) came first: this was an h2 connection.
+    assert!(got.len() >= 9 && got[3] == 4, "{got:?}");
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+    drop(stdin);
+}
+
 /// An `openssl s_client` holding one TLS connection, requests written to it by hand.
 struct HeldConnection {
     child: std::process::Child,
