@@ -404,6 +404,45 @@ pub struct Ctx {
     _in_flight: Option<InFlight>,
 }
 
+/// Fields that describe one hop, never forwarded (RFC 9110 §7.6.1); `Transfer-Encoding` goes
+/// with the framing.
+pub(crate) const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Takes the fields of the server's hop out of its response on pingora's path, which passes
+/// them on (our path writes only the end-to-end ones): those its `Connection` names and the
+/// standard ones; `Keep-Alive` would tell the client the server's idle timeout. pingora writes
+/// the client's `Connection` itself and keeps the framing fields; a 101 keeps the
+/// `Connection` and `Upgrade` the switch needs.
+fn strip_hop_by_hop(response: &mut ResponseHeader) {
+    if response.status == http::StatusCode::SWITCHING_PROTOCOLS {
+        return;
+    }
+    let named: Vec<HeaderName> = response
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .filter(|name| {
+            *name != http::header::CONTENT_LENGTH && *name != http::header::TRANSFER_ENCODING
+        })
+        .collect();
+    for name in &named {
+        response.remove_header(name);
+    }
+    for name in HOP_BY_HOP {
+        response.remove_header(name);
+    }
+}
+
 /// The host a request is for: `Host` (HTTP/1.1) or the URI's authority (h2), lower-case,
 /// without port.
 fn request_host(req: &RequestHeader) -> String {
@@ -770,9 +809,10 @@ impl ProxyHttp for SharedRouter {
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
-        _upstream: &mut ResponseHeader,
+        upstream: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        strip_hop_by_hop(upstream);
         if let Some(started) = ctx.upstream_started.take() {
             if let Some(handles) = self.by_backend.get(&self.pool(ctx).name) {
                 handles.duration.observe(started.elapsed().as_secs_f64());

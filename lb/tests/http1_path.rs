@@ -137,6 +137,8 @@ fn scripted_answer(path: &str) -> &'static [u8] {
         "/chunked" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-App: chunked\r\n\r\n5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nX-Trailer: t\r\n\r\n",
         "/empty" => b"HTTP/1.1 204 No Content\r\nX-App: empty\r\n\r\n",
         "/until-close" => b"HTTP/1.1 200 OK\r\nX-App: close\r\n\r\nall of it until the close",
+        // As Apache answers: what its own hop allows, and one field of its own for that hop.
+        "/hop" => b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: Upgrade, Keep-Alive, X-Hop\r\nUpgrade: h2,h2c\r\nKeep-Alive: timeout=5, max=100\r\nProxy-Connection: keep-alive\r\nX-Hop: 1\r\nX-App: hop\r\n\r\nhop",
         _ => b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nX-App: length\r\n\r\nlength",
     }
 }
@@ -278,6 +280,39 @@ fn chunked_empty_headless_and_close_delimited_responses_pass_through_intact() {
         before,
         server.connections.load(Ordering::SeqCst)
     );
+}
+
+/// Fields that describe the server's hop (RFC 9110 §7.6.1) stay there, on either path: those
+/// its `Connection` names, `Keep-Alive` (the server's idle timeout, not the proxy's),
+/// `Proxy-Connection`, and `Upgrade` offered outside a 101.
+#[test]
+fn hop_by_hop_response_fields_stay_with_the_servers_hop() {
+    let server = ScriptedServer::start(Closing::Never);
+    let setup = Setup::new();
+    let _lb = setup.start(&setup.single("http", "", "", &[server.address]));
+    let requests: [(&str, &[u8]); 2] = [
+        (
+            "ours",
+            b"GET /hop HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        ),
+        // HTTP/1.0 is pingora's.
+        ("pingora's", b"GET /hop HTTP/1.0\r\nHost: a\r\n\r\n"),
+    ];
+    for (path, request) in requests {
+        let answer = raw_exchange(setup.lb, request).to_ascii_lowercase();
+        assert!(
+            answer.starts_with("http/1.1 200 ok\r\n"),
+            "{path}:\n{answer}"
+        );
+        assert!(answer.contains("\r\nx-app: hop\r\n"), "{path}:\n{answer}");
+        assert!(answer.ends_with("\r\n\r\nhop"), "{path}:\n{answer}");
+        for field in ["x-hop", "keep-alive:", "proxy-connection", "upgrade", "h2c"] {
+            assert!(
+                !answer.contains(field),
+                "{path} passed on {field}:\n{answer}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -1,24 +1,13 @@
 //! Request and response heads on the HTTP/1.1 path: parsed with httparse, checked for what the
 //! path carries, and written out for the other side without the hop-by-hop fields.
 
-use crate::http_proxy::{host_without_port, Forwarding, Route};
+use crate::http_proxy::{host_without_port, Forwarding, Route, HOP_BY_HOP};
 use std::mem::MaybeUninit;
 
 /// Header fields a head may have, as many as pingora allows (a request with more goes to
 /// pingora's session, which refuses it). Left uninitialised until parsed: a request does not
 /// pay for filling 256 slots.
 const MAX_FIELDS: usize = 256;
-
-/// Fields that describe one hop, never forwarded (RFC 9110 §7.6.1); `Transfer-Encoding` is
-/// handled with the framing.
-const HOP_BY_HOP: [&str; 6] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-];
 
 /// Set by the proxy on every request; what the client sent is read, not passed on.
 const FORWARDING: [&str; 4] = [
