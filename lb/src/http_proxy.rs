@@ -404,6 +404,24 @@ pub struct Ctx {
     _in_flight: Option<InFlight>,
 }
 
+/// An h2 client may send its cookies as several `cookie` fields (browsers do, for header
+/// compression); HTTP/1.1 has one, the crumbs joined with "; " (RFC 9113 §8.2.3). Passed on
+/// as several, a server would read them as one list joined with ", ".
+fn join_cookies(request: &mut RequestHeader) -> Result<()> {
+    let crumbs: Vec<&[u8]> = request
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    if crumbs.len() < 2 {
+        return Ok(());
+    }
+    let joined = HeaderValue::from_bytes(&crumbs.join(&b"; "[..]))
+        .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "joining cookies", e))?;
+    request.insert_header(http::header::COOKIE, joined)
+}
+
 /// Fields that describe one hop, never forwarded (RFC 9110 §7.6.1); `Transfer-Encoding` goes
 /// with the framing.
 pub(crate) const HOP_BY_HOP: [&str; 6] = [
@@ -794,6 +812,7 @@ impl ProxyHttp for SharedRouter {
             upstream.insert_header("x-forwarded-host", ctx.host.as_str())?;
         }
         upstream.insert_header(http::header::FORWARDED, forwarding.forwarded)?;
+        join_cookies(upstream)?;
         if let Some(route) = self.route(ctx) {
             for name in &route.remove_request {
                 upstream.remove_header(name.as_str());

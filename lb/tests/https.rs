@@ -3,7 +3,8 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use support::certs::{self, Pair};
 use support::web::{curl, EchoBackend};
 use support::{fetch_tls, Setup};
 
-fn https_config(setup: &Setup, web: &EchoBackend, pairs: &[(&Pair, &str)]) -> String {
+fn https_config(setup: &Setup, server: SocketAddr, pairs: &[(&Pair, &str)]) -> String {
     let certs: String = pairs
         .iter()
         .map(|(p, names)| {
@@ -26,7 +27,7 @@ fn https_config(setup: &Setup, web: &EchoBackend, pairs: &[(&Pair, &str)]) -> St
         "[[listener]]\nname = \"tls\"\nlisten = \"{}\"\nmode = \"https\"\nbackend = \"web\"\n\
          [listener.http]\n{certs}\n\
          [[backend]]\nname = \"web\"\nserver = [{{ address = \"{}\" }}]\n",
-        setup.lb, web.address
+        setup.lb, server
     ))
 }
 
@@ -39,7 +40,7 @@ fn certificate_by_sni_default_for_unknown_alpn_and_http2() {
     let setup = Setup::new();
     let _lb = setup.start(&https_config(
         &setup,
-        &web,
+        web.address,
         &[(&a, "\"a.test\""), (&b, "\"b.test\", \"*.b.test\"")],
     ));
 
@@ -110,7 +111,7 @@ fn uploads_of_unknown_length_reach_the_server_as_one_request_each() {
     let a = certs::make(dir.path(), "a", "a.test", "first");
     let web = EchoBackend::start("web");
     let setup = Setup::new();
-    let _lb = setup.start(&https_config(&setup, &web, &[(&a, "\"a.test\"")]));
+    let _lb = setup.start(&https_config(&setup, web.address, &[(&a, "\"a.test\"")]));
     let resolve = format!("a.test:{}:127.0.0.1", setup.lb.port());
     let url = |path: &str| format!("https://a.test:{}{path}", setup.lb.port());
 
@@ -171,7 +172,7 @@ fn idle_http2_connections_are_closed_after_the_keepalive_timeout() {
     let web = EchoBackend::start("web");
     let setup = Setup::new();
     // The listener's own `[listener.http]` (the example's comments mention it too).
-    let config = https_config(&setup, &web, &[(&a, "\"a.test\"")]).replace(
+    let config = https_config(&setup, web.address, &[(&a, "\"a.test\"")]).replace(
         "backend = \"web\"\n[listener.http]\n",
         "backend = \"web\"\n[listener.http]\nkeepalive_timeout = \"1s\"\n",
     );
@@ -211,6 +212,69 @@ fn idle_http2_connections_are_closed_after_the_keepalive_timeout() {
         "{waited:?}"
     );
     drop(stdin);
+}
+
+/// A server that answers every request `ok` and sends each request head it read on the channel.
+fn head_recorder() -> (SocketAddr, mpsc::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let (heads, received) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let heads = heads.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = stream.read(&mut buf) {
+                    got.extend_from_slice(&buf[..n]);
+                    while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head: Vec<u8> = got.drain(..end + 4).collect();
+                        let _ = heads.send(String::from_utf8_lossy(&head).into_owned());
+                        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n";
+                        if stream.write_all(ok).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (address, received)
+}
+
+/// An h2 client may send its cookies as several `cookie` fields (browsers do, for header
+/// compression); HTTP/1.1 has one `Cookie`, the crumbs joined with "; " (RFC 9113 §8.2.3).
+/// Passed on as several, a server reads them as one list joined with ", ": one cookie whose
+/// value swallows the rest.
+#[test]
+fn cookies_sent_over_http2_as_several_fields_reach_the_server_as_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = certs::make(dir.path(), "a", "a.test", "first");
+    let (server, heads) = head_recorder();
+    let setup = Setup::new();
+    let _lb = setup.start(&https_config(&setup, server, &[(&a, "\"a.test\"")]));
+    let resolve = format!("a.test:{}:127.0.0.1", setup.lb.port());
+    let mut args = vec!["--http2", "--insecure", "--resolve", resolve.as_str()];
+    args.extend([
+        "-H",
+        "cookie: session=abc",
+        "-H",
+        "cookie: lang=en; theme=dark",
+    ]);
+    let (status, headers, _) = curl(&args, &format!("https://a.test:{}/c", setup.lb.port()));
+    assert_eq!(status, 200, "{headers}");
+    assert!(headers.starts_with("HTTP/2 200"), "{headers}");
+    let head = heads.recv_timeout(Duration::from_secs(5)).unwrap();
+    let cookies: Vec<&str> = head
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with("cookie:"))
+        .collect();
+    assert_eq!(
+        cookies,
+        ["cookie: session=abc; lang=en; theme=dark"],
+        "{head}"
+    );
 }
 
 /// An `openssl s_client` holding one TLS connection, requests written to it by hand.
@@ -285,7 +349,7 @@ fn renewal_on_disk_under_a_held_connection_and_broken_pair_changes_nothing() {
     let live = certs::make(dir.path(), "live", "a.test", "v1");
     let web = EchoBackend::start("web");
     let setup = Setup::new();
-    let _lb = setup.start(&https_config(&setup, &web, &[(&live, "\"a.test\"")]));
+    let _lb = setup.start(&https_config(&setup, web.address, &[(&live, "\"a.test\"")]));
     assert!(wait_subject(&setup, "O=v1").contains("O=v1"));
 
     let mut held = HeldConnection::open(&setup, "a.test");
@@ -351,7 +415,11 @@ fn bad_certificates_are_a_clear_error_at_check_and_start() {
     ] {
         let setup = Setup::new();
         let file = dir.path().join("lb.toml");
-        std::fs::write(&file, https_config(&setup, &web, &[(pair, "\"a.test\"")])).unwrap();
+        std::fs::write(
+            &file,
+            https_config(&setup, web.address, &[(pair, "\"a.test\"")]),
+        )
+        .unwrap();
         for command in ["check", "run"] {
             let mut invocation = Command::new(support::BIN);
             match command {
