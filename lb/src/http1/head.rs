@@ -393,7 +393,7 @@ fn switching_protocols(
 }
 
 /// Writes a response head for the client: the status line as HTTP/1.1, the fields less
-/// hop-by-hop and what the route removes (a `Content-Length` beside chunked coding too), the
+/// hop-by-hop and what the route removes (a `Content-Length` beside a transfer coding too), the
 /// route's added fields, and the fields of this hop made anew (`connection: close` when the
 /// response ends the connection; `connection: upgrade` and the protocol after a 101).
 fn write_response_head(
@@ -416,8 +416,11 @@ fn write_response_head(
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     copy_fields(out, resp.headers, |name| {
-        (framing == Framing::Chunked && name.eq_ignore_ascii_case("content-length"))
-            || (framing == Framing::UntilClose && name.eq_ignore_ascii_case("transfer-encoding"))
+        // A transfer coding overrides a length, which must not go on beside it (RFC 9112
+        // §6.3); the coding itself goes on, chunked or not (a body until the close may be
+        // gzip-coded for the client to decode).
+        (matches!(framing, Framing::Chunked | Framing::UntilClose)
+            && name.eq_ignore_ascii_case("content-length"))
             || route.is_some_and(|r| replaced(name, &r.remove_response, &r.add_response))
     });
     if let Some(route) = route {
@@ -623,6 +626,26 @@ mod tests {
             Parsed::Complete(r, _) => Some(r),
             _ => None,
         }
+    }
+
+    #[test]
+    fn a_transfer_coding_goes_on_and_a_length_beside_it_does_not() {
+        let head = |bytes: &[u8]| {
+            let mut out = Vec::new();
+            let parsed = parse_response(bytes, false, to_client(&mut out, false, false));
+            assert!(matches!(parsed, Parsed::Complete(_, _)));
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(
+            head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 9\r\n\r\n"),
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nconnection: close\r\n\r\n"
+        );
+        assert_eq!(
+            head(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+            ),
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+        );
     }
 
     #[test]
