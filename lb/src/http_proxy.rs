@@ -489,10 +489,11 @@ pub(crate) fn host_without_port(raw: &str) -> String {
 }
 
 /// Requests whose body length is ambiguous (RFC 9112 §6.3): both `Content-Length` and
-/// `Transfer-Encoding`, or several `Content-Length` lines. pingora resolves the first by
-/// dropping `Content-Length`, but a server behind another hop may not; refusing both keeps any
-/// chain from disagreeing about where the next request starts. Read from the raw header bytes,
-/// as the parsed header is already normalised.
+/// `Transfer-Encoding`, several `Content-Length` lines, or one whose value is more than digits
+/// (`3, 3`, which pingora takes as 3 and passes on as it came). pingora resolves the first by
+/// dropping `Content-Length`, but a server behind another hop may not; refusing them all keeps
+/// any chain from disagreeing about where the next request starts. Read from the raw header
+/// bytes, as the parsed header is already normalised.
 fn ambiguous_length(raw: &[u8]) -> bool {
     let mut lengths = 0;
     let mut chunked = false;
@@ -503,6 +504,10 @@ fn ambiguous_length(raw: &[u8]) -> bool {
         let name = line[..colon].trim_ascii();
         if name.eq_ignore_ascii_case(b"content-length") {
             lengths += 1;
+            let value = line[colon + 1..].trim_ascii();
+            if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+                return true;
+            }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             chunked = true;
         }
@@ -622,6 +627,20 @@ impl ProxyHttp for SharedRouter {
                 Bytes::from_static(b"request header too large\n"),
             )
             .await?;
+            return Ok(true);
+        }
+        // HTTP/1.1 requires `Host` (RFC 9112 §3.2): without it the request would be routed
+        // by the default and reach the server with no name at all.
+        let version = session.req_header().version;
+        let no_host = version == http::Version::HTTP_11
+            && !session
+                .req_header()
+                .headers
+                .contains_key(http::header::HOST);
+        if no_host {
+            ctx.error_kind = Some("bad_request");
+            session.set_keepalive(None);
+            respond(session, 400, &[], Bytes::from_static(b"no Host\n")).await?;
             return Ok(true);
         }
         if !session.is_http2() && ambiguous_length(&raw) {
@@ -813,6 +832,13 @@ impl ProxyHttp for SharedRouter {
         }
         upstream.insert_header(http::header::FORWARDED, forwarding.forwarded)?;
         join_cookies(upstream)?;
+        // An HTTP/1.0 client may send no Host; the request goes on as HTTP/1.1, which needs
+        // one: the server's address, as nginx's `proxy_set_header Host $proxy_host` does.
+        if !upstream.headers.contains_key(http::header::HOST) {
+            if let Some(server) = ctx.server {
+                upstream.insert_header(http::header::HOST, server.to_string())?;
+            }
+        }
         if let Some(route) = self.route(ctx) {
             for name in &route.remove_request {
                 upstream.remove_header(name.as_str());

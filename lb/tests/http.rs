@@ -239,10 +239,23 @@ fn smuggling_attempts_are_refused_and_never_forwarded() {
     let dup_cl = b"POST /dup-cl HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 30\r\n\r\nhelloGET /smuggled2 HTTP/1.1\r\nHost: x\r\n\r\n";
     let answer = raw_exchange(setup.lb, dup_cl);
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    // One field, a list of lengths: read as 3 by some parsers and refused by others.
+    let cl_list = b"POST /cl-list HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 3\r\n\r\nabc";
+    let answer = raw_exchange(setup.lb, cl_list);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    // HTTP/1.1 without Host (RFC 9112 §3.2); HTTP/1.0 may leave it out, and goes on as
+    // HTTP/1.1 with the server's address for a Host.
+    let answer = raw_exchange(setup.lb, b"GET /no-host HTTP/1.1\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let answer = raw_exchange(setup.lb, b"GET /old-client HTTP/1.0\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     std::thread::sleep(Duration::from_millis(200));
     let seen = web.seen();
     assert!(!seen.contains("cl-te"), "{seen}");
     assert!(!seen.contains("dup-cl"), "{seen}");
+    assert!(!seen.contains("cl-list"), "{seen}");
+    assert!(!seen.contains("no-host"), "{seen}");
+    assert!(seen.contains("GET /old-client HTTP/1.1"), "{seen}");
     assert!(!seen.contains("smuggled"), "{seen}");
 }
 
