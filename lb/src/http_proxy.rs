@@ -868,10 +868,20 @@ impl ProxyHttp for SharedRouter {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        // An HTTP/1.0 client knows no transfer coding (RFC 9112 §6.1), and pingora would send
+        // it the chunks as they are: the body goes plain instead, ended by the close.
+        if session.req_header().version == http::Version::HTTP_10
+            && response
+                .headers
+                .contains_key(http::header::TRANSFER_ENCODING)
+        {
+            response.remove_header(&http::header::TRANSFER_ENCODING);
+            session.set_keepalive(None);
+        }
         if let Some(route) = self.route(ctx) {
             for name in &route.remove_response {
                 response.remove_header(name.as_str());

@@ -315,6 +315,46 @@ fn hop_by_hop_response_fields_stay_with_the_servers_hop() {
     }
 }
 
+/// An HTTP/1.0 client (pingora's path) knows no chunked coding: a chunked response reaches it
+/// as the plain body, ended by the close, even when it asked to keep the connection.
+#[test]
+fn a_chunked_response_reaches_an_http10_client_as_a_plain_body() {
+    let server = ScriptedServer::start(Closing::Never);
+    let setup = Setup::new();
+    let _lb = setup.start(&setup.single("http", "", "", &[server.address]));
+    let answer = raw_exchange(
+        setup.lb,
+        b"GET /chunked HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
+    );
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(head.contains("X-App: chunked"), "{answer}");
+    assert!(
+        !head.to_ascii_lowercase().contains("transfer-encoding"),
+        "{answer}"
+    );
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert_eq!(body, "hello, world");
+
+    // A body ended by the server's close: ended by the close for the client too, not turned
+    // into chunks on a connection kept open.
+    let started = std::time::Instant::now();
+    let answer = raw_exchange(
+        setup.lb,
+        b"GET /until-close HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
+    );
+    assert!(started.elapsed() < Duration::from_secs(2), "{answer}");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(
+        !head.to_ascii_lowercase().contains("transfer-encoding"),
+        "{answer}"
+    );
+    assert_eq!(body, "all of it until the close");
+}
+
 #[test]
 fn a_kept_alive_server_connection_the_server_closed_is_replaced_unseen() {
     // Closed after each answer: five requests seen. Closed on the next request: each request
