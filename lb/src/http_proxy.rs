@@ -435,12 +435,18 @@ pub(crate) const HOP_BY_HOP: [&str; 6] = [
 
 /// Takes the fields of the server's hop out of its response on pingora's path, which passes
 /// them on (our path writes only the end-to-end ones): those its `Connection` names and the
-/// standard ones; `Keep-Alive` would tell the client the server's idle timeout. pingora writes
+/// standard ones, and any framing field of a 204; `Keep-Alive` would tell the client the server's idle timeout. pingora writes
 /// the client's `Connection` itself and keeps the framing fields; a 101 keeps the
 /// `Connection` and `Upgrade` the switch needs.
 fn strip_hop_by_hop(response: &mut ResponseHeader) {
     if response.status == http::StatusCode::SWITCHING_PROTOCOLS {
         return;
+    }
+    // A 204 has no body and says nothing of one (RFC 9110 §8.6, §6.1); an h2 client resets
+    // the stream of one that declares a length.
+    if response.status == http::StatusCode::NO_CONTENT {
+        response.remove_header(&http::header::CONTENT_LENGTH);
+        response.remove_header(&http::header::TRANSFER_ENCODING);
     }
     let named: Vec<HeaderName> = response
         .headers

@@ -252,8 +252,11 @@ fn max_header_bytes_holds_over_http2() {
     assert!(setup.metric("lab_lb_http_errors_total{listener=\"tls\",kind=\"too_large\"}") >= 1.0);
 }
 
-/// A server that answers every request `ok` and sends each request head it read on the channel.
-fn head_recorder() -> (SocketAddr, mpsc::Receiver<String>) {
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n";
+
+/// A server that answers every request with `answer` and sends each request head it read on
+/// the channel.
+fn head_recorder(answer: &'static [u8]) -> (SocketAddr, mpsc::Receiver<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
     let (heads, received) = mpsc::channel();
@@ -269,8 +272,7 @@ fn head_recorder() -> (SocketAddr, mpsc::Receiver<String>) {
                     while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
                         let head: Vec<u8> = got.drain(..end + 4).collect();
                         let _ = heads.send(String::from_utf8_lossy(&head).into_owned());
-                        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n";
-                        if stream.write_all(ok).is_err() {
+                        if stream.write_all(answer).is_err() {
                             return;
                         }
                     }
@@ -289,7 +291,7 @@ fn head_recorder() -> (SocketAddr, mpsc::Receiver<String>) {
 fn cookies_sent_over_http2_as_several_fields_reach_the_server_as_one() {
     let dir = tempfile::tempdir().unwrap();
     let a = certs::make(dir.path(), "a", "a.test", "first");
-    let (server, heads) = head_recorder();
+    let (server, heads) = head_recorder(OK);
     let setup = Setup::new();
     let _lb = setup.start(&https_config(&setup, server, &[(&a, "\"a.test\"")]));
     let resolve = format!("a.test:{}:127.0.0.1", setup.lb.port());
@@ -313,6 +315,26 @@ fn cookies_sent_over_http2_as_several_fields_reach_the_server_as_one() {
         ["cookie: session=abc; lang=en; theme=dark"],
         "{head}"
     );
+}
+
+/// A 204 whose server declares a length anyway (a body it does not send) reaches an h2 client
+/// as a 204: a `content-length` on it would have the client reset the stream.
+#[test]
+fn a_204_declaring_a_length_reaches_an_http2_client_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = certs::make(dir.path(), "a", "a.test", "first");
+    let (server, _heads) =
+        head_recorder(b"HTTP/1.1 204 No Content\r\nContent-Length: 3\r\nX-App: nc\r\n\r\n");
+    let setup = Setup::new();
+    let _lb = setup.start(&https_config(&setup, server, &[(&a, "\"a.test\"")]));
+    let resolve = format!("a.test:{}:127.0.0.1", setup.lb.port());
+    let (status, headers, body) = curl(
+        &["--http2", "--insecure", "--resolve", &resolve],
+        &format!("https://a.test:{}/nc", setup.lb.port()),
+    );
+    assert_eq!((status, body.as_str()), (204, ""), "{headers}");
+    assert!(headers.contains("x-app: nc"), "{headers}");
+    assert!(!headers.contains("content-length"), "{headers}");
 }
 
 /// An `openssl s_client` holding one TLS connection, requests written to it by hand.

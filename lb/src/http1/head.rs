@@ -421,6 +421,10 @@ fn write_response_head(
         // gzip-coded for the client to decode).
         (matches!(framing, Framing::Chunked | Framing::UntilClose)
             && name.eq_ignore_ascii_case("content-length"))
+            // Never on a 204 (RFC 9110 §8.6, §6.1): an h2 client resets the stream over it.
+            || (status == 204
+                && (name.eq_ignore_ascii_case("content-length")
+                    || name.eq_ignore_ascii_case("transfer-encoding")))
             || route.is_some_and(|r| replaced(name, &r.remove_response, &r.add_response))
     });
     if let Some(route) = route {
@@ -645,6 +649,18 @@ mod tests {
                 b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
             ),
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn a_204_says_nothing_of_a_body() {
+        let mut out = Vec::new();
+        let bytes = b"HTTP/1.1 204 No Content\r\nContent-Length: 3\r\nX-A: 1\r\n\r\n";
+        let parsed = parse_response(bytes, false, to_client(&mut out, false, false));
+        assert!(matches!(parsed, Parsed::Complete(_, _)));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n"
         );
     }
 
