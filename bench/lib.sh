@@ -7,6 +7,29 @@ install_needs needs
 cargo build --release -q -p lab-lb
 LB=target/release/lab-lb
 
+# The ratios only mean something on an otherwise idle machine: a process busy on one of the two
+# cores takes CPU from wrk and the backend, which favours the proxy with the least CPU per
+# request. Warn (on stderr, before the results) when the machine is busy before we start.
+busy_before_start() {
+  python3 - <<'PY' >&2
+import time
+def ticks():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v), v[3] + v[4]
+t0, i0 = ticks(); time.sleep(2); t1, i1 = ticks()
+busy = 100.0 * (1 - (i1 - i0) / max(t1 - t0, 1))
+if busy > 10:
+    import subprocess
+    top = subprocess.run(["ps", "-eo", "pcpu,comm", "--sort=-pcpu"], capture_output=True,
+                         text=True).stdout.splitlines()[1:4]
+    print(f"WARNING: {busy:.0f} % of the CPU was busy before the benchmark started; the "
+          f"results are not comparable to an idle machine's. Busiest: "
+          + "; ".join(" ".join(t.split()) for t in top))
+PY
+}
+busy_before_start
+
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; [[ -n ${KEEP:-} ]] || rm -rf "$work"; }
