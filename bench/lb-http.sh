@@ -10,7 +10,8 @@
 # (keep-alive, ours against the better of the two):
 #   RESULT lb-http ours/best=<ratio> p99_ours_ms=<x> p99_best_ms=<y>
 # Targets run in ROUNDS (5) interleaved rounds and medians are reported: these machines are
-# noisy. Each load runs DURATION seconds; everything it starts is stopped on exit.
+# noisy. The proxy under test gets a core of its own, wrk and the backend the others (PIN=0:
+# unpinned; see bench/lib.sh). Each load runs DURATION seconds; everything it starts is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,7 +43,7 @@ http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
   uwsgi_temp_path $work/backend; scgi_temp_path $work/backend;
   server { listen 127.0.0.1:$backend; location / { return 200 "ok\n"; } } }
 CONF
-nginx -p "$work/backend" -c "$work/backend/nginx.conf" & pids+=($!); declare -A pid=([direct]=$!)
+"${on_load_cores[@]}" nginx -p "$work/backend" -c "$work/backend/nginx.conf" & pids+=($!); declare -A pid=([direct]=$!)
 
 cat > "$work/lb.toml" <<CONF
 [log]
@@ -68,7 +69,7 @@ key = "$work/key.pem"
 name = "web"
 server = [{ address = "127.0.0.1:$backend" }]
 CONF
-"$LB" run --config "$work/lb.toml" 2>"$work/lb.log" & pids+=($!); pid[ours]=$!
+"${on_proxy_core[@]}" "$LB" run --config "$work/lb.toml" 2>"$work/lb.log" & pids+=($!); pid[ours]=$!
 
 cat > "$work/haproxy.cfg" <<CONF
 global
@@ -92,7 +93,7 @@ frontend http
 backend web
   server s1 127.0.0.1:$backend
 CONF
-haproxy -q -f "$work/haproxy.cfg" & pids+=($!); pid[haproxy]=$!
+"${on_proxy_core[@]}" haproxy -q -f "$work/haproxy.cfg" & pids+=($!); pid[haproxy]=$!
 
 mkdir -p "$work/nginx"
 cat > "$work/nginx/nginx.conf" <<CONF
@@ -111,7 +112,7 @@ http { access_log off; keepalive_requests 1000000;
       proxy_set_header X-Forwarded-Proto \$scheme; proxy_set_header X-Forwarded-Host \$host; }
   } }
 CONF
-nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" & pids+=($!); pid[nginx]=$!
+"${on_proxy_core[@]}" nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" & pids+=($!); pid[nginx]=$!
 
 for port in $backend $ours $ours_tls $haproxy_port $haproxy_tls $nginx_port $nginx_tls; do wait_port "$port"; done
 for port in $ours $haproxy_port $nginx_port; do
@@ -121,35 +122,17 @@ for port in $ours_tls $haproxy_tls $nginx_tls; do
   [[ $(curl -sk --http2 "https://127.0.0.1:$port/") == ok ]] || { echo "proxy on $port does not answer h2" >&2; KEEP=1; exit 1; }
 done
 
-ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}'; }
-# CPU microseconds per request from clock ticks before and after a load of N requests: what
-# the target's process (with its children) spent, whatever the machine's other work.
-us_per_request() { python3 -c "print('%.1f' % (($2 - $1) * 1e6 / $TICKS_PER_SECOND / max($3, 1)))"; }
-# wrk against PORT, the target's process PID: requests/s, p99 (ms) and CPU us/request; extra
-# arguments go to wrk.
-wrk_load() {
-  local port=$1 target_pid=$2; shift 2
-  local out before
-  before=$(cpu_ticks "$target_pid")
-  out=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "http://127.0.0.1:$port/")
-  echo "$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")" \
-    "$(awk '$1 == "99%" {print $2}' <<<"$out" | ms)" \
-    "$(us_per_request "$before" "$(cpu_ticks "$target_pid")" "$(awk '/requests in/ {print $1}' <<<"$out")")"
-}
 # h2load: requests/s, the max request time (ms; h2load prints no p99) and CPU us/request.
 h2_load() {
   local port=$1 target_pid=$2 out before
   before=$(cpu_ticks "$target_pid")
-  out=$(h2load -n "$H2_REQUESTS" -c 16 -m 16 -t 1 "https://127.0.0.1:$port/" 2>&1)
+  out=$("${on_load_cores[@]}" h2load -n "$H2_REQUESTS" -c 16 -m 16 -t 1 "https://127.0.0.1:$port/" 2>&1)
   echo "$(awk '/^finished in/ {gsub(/,/,""); print $4}' <<<"$out")" \
     "$(awk '/^time for request:/ {print $5}' <<<"$out" | ms)" \
     "$(us_per_request "$before" "$(cpu_ticks "$target_pid")" "$H2_REQUESTS")"
 }
 
-median() { python3 -c 'import statistics,sys; print(round(statistics.median(float(x) for x in sys.argv[1:]), 3))' "$@"; }
-ratio() { python3 -c "print('%.2f' % ($1 / $2))"; }
-
-echo "lab-lb HTTP benchmark: wrk -t1 -c$CONNECTIONS -d${DURATION}s, h2load -n$H2_REQUESTS -c16 -m16; median of $ROUNDS interleaved rounds; one proxy thread each, $(nproc) cores"
+echo "lab-lb HTTP benchmark: wrk -t1 -c$CONNECTIONS -d${DURATION}s, h2load -n$H2_REQUESTS -c16 -m16; median of $ROUNDS interleaved rounds; one proxy thread each, $(nproc) cores, $placement"
 declare -A rps p99 cpu
 declare -A plain=([ours]=$ours [haproxy]=$haproxy_port [nginx]=$nginx_port [direct]=$backend)
 declare -A tls=([ours]=$ours_tls [haproxy]=$haproxy_tls [nginx]=$nginx_tls)

@@ -35,8 +35,8 @@ http { access_log off; keepalive_requests 100000;
   uwsgi_temp_path $work/backend; scgi_temp_path $work/backend;
   server { listen 127.0.0.1:$backend; location / { return 200 "ok\n"; } } }
 CONF
-nginx -p "$work/backend" -c "$work/backend/nginx.conf" & pids+=($!)
-iperf3 -s -p "$iperf" -B 127.0.0.1 >/dev/null 2>&1 & pids+=($!)
+"${on_load_cores[@]}" nginx -p "$work/backend" -c "$work/backend/nginx.conf" & pids+=($!); declare -A pid=([direct]=$!)
+"${on_load_cores[@]}" iperf3 -s -p "$iperf" -B 127.0.0.1 >/dev/null 2>&1 & pids+=($!)
 
 cat > "$work/lb.toml" <<CONF
 [log]
@@ -62,7 +62,7 @@ server = [{ address = "127.0.0.1:$backend" }]
 name = "iperf"
 server = [{ address = "127.0.0.1:$iperf" }]
 CONF
-"$LB" run --config "$work/lb.toml" 2>"$work/lb.log" & pids+=($!)
+"${on_proxy_core[@]}" "$LB" run --config "$work/lb.toml" 2>"$work/lb.log" & pids+=($!); pid[ours]=$!
 
 cat > "$work/haproxy.cfg" <<CONF
 global
@@ -80,7 +80,7 @@ listen iperf
   bind 127.0.0.1:$haproxy_iperf
   server s1 127.0.0.1:$iperf
 CONF
-haproxy -q -f "$work/haproxy.cfg" & pids+=($!)
+"${on_proxy_core[@]}" haproxy -q -f "$work/haproxy.cfg" & pids+=($!); pid[haproxy]=$!
 
 mkdir -p "$work/nginx"
 cat > "$work/nginx/nginx.conf" <<CONF
@@ -92,52 +92,44 @@ stream {
   server { listen 127.0.0.1:$nginx_iperf; proxy_pass 127.0.0.1:$iperf; }
 }
 CONF
-nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" & pids+=($!)
+"${on_proxy_core[@]}" nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" & pids+=($!); pid[nginx]=$!
 
 for port in $backend $iperf $ours $haproxy_port $nginx_port; do wait_port "$port"; done
 for port in $ours $haproxy_port $nginx_port; do
   [[ $(curl -s "http://127.0.0.1:$port/") == ok ]] || { echo "proxy on $port does not answer" >&2; exit 1; }
 done
 
-# wrk: requests/s and p99 (ms) for one target.
-load() {
-  local out rps p99
-  out=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$1/")
-  rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
-  p99=$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}' <<<"$out")
-  echo "$rps $p99"
-}
 throughput() {
-  iperf3 -c 127.0.0.1 -p "$1" -t "$IPERF_SECONDS" -J 2>/dev/null |
+  "${on_load_cores[@]}" iperf3 -c 127.0.0.1 -p "$1" -t "$IPERF_SECONDS" -J 2>/dev/null |
     python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
 }
 
-median() { python3 -c 'import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
-
-echo "lab-lb TCP benchmark: wrk -t1 -c$CONNECTIONS -d${DURATION}s, median of $ROUNDS interleaved rounds, one proxy thread each, $(nproc) cores"
-declare -A rps p99
-for target in direct ours haproxy nginx; do rps[$target]=""; p99[$target]=""; done
+echo "lab-lb TCP benchmark: wrk -t1 -c$CONNECTIONS -d${DURATION}s, median of $ROUNDS interleaved rounds, one proxy thread each, $(nproc) cores, $placement"
+declare -A rps p99 cpu
 declare -A port_of=([direct]=$backend [ours]=$ours [haproxy]=$haproxy_port [nginx]=$nginx_port)
 for round in $(seq "$ROUNDS"); do
   for target in direct ours haproxy nginx; do
-    read -r r p < <(load "${port_of[$target]}")
-    rps[$target]+=" $r"; p99[$target]+=" $p"
+    read -r r p c < <(wrk_load "${port_of[$target]}" "${pid[$target]}")
+    rps[$target]+=" $r"; p99[$target]+=" $p"; cpu[$target]+=" $c"
   done
 done
-# shellcheck disable=SC2086
-{
-  direct_rps=$(median ${rps[direct]}); direct_p99=$(median ${p99[direct]})
-  ours_rps=$(median ${rps[ours]}); ours_p99=$(median ${p99[ours]})
-  haproxy_rps=$(median ${rps[haproxy]}); haproxy_p99=$(median ${p99[haproxy]})
-  nginx_rps=$(median ${rps[nginx]}); nginx_p99=$(median ${p99[nginx]})
-}
+declare -A med_rps med_p99 med_cpu
+for target in direct ours haproxy nginx; do
+  # shellcheck disable=SC2086
+  { med_rps[$target]=$(median ${rps[$target]}); med_p99[$target]=$(median ${p99[$target]}); med_cpu[$target]=$(median ${cpu[$target]}); }
+done
 
-ratio() { python3 -c "print('%.2f' % ($1 / $2))"; }
-printf '%-16s %12s %10s %14s\n' target requests/s p99_ms ours/theirs
-printf '%-16s %12.0f %10.2f %14s\n' "direct" "$direct_rps" "$direct_p99" "-"
-printf '%-16s %12.0f %10.2f %14s\n' "lab-lb" "$ours_rps" "$ours_p99" "1.00"
-printf '%-16s %12.0f %10.2f %14s\n' "haproxy" "$haproxy_rps" "$haproxy_p99" "$(ratio "$ours_rps" "$haproxy_rps")"
-printf '%-16s %12.0f %10.2f %14s\n' "nginx-stream" "$nginx_rps" "$nginx_p99" "$(ratio "$ours_rps" "$nginx_rps")"
+# cpu_us/req: CPU the target itself spent per request (for `direct`, the backend alone).
+printf '%-16s %12s %10s %12s %14s\n' target requests/s p99_ms cpu_us/req ours/theirs
+declare -A label=([direct]=direct [ours]=lab-lb [haproxy]=haproxy [nginx]=nginx-stream)
+for target in direct ours haproxy nginx; do
+  case $target in
+    direct) r="-" ;;
+    ours) r="1.00" ;;
+    *) r=$(ratio "${med_rps[ours]}" "${med_rps[$target]}") ;;
+  esac
+  printf '%-16s %12.0f %10.2f %12.1f %14s\n' "${label[$target]}" "${med_rps[$target]}" "${med_p99[$target]}" "${med_cpu[$target]}" "$r"
+done
 
 echo
 echo "bulk throughput, iperf3 -t $IPERF_SECONDS (Gbit/s)"
@@ -151,10 +143,10 @@ printf '%-16s %8s %14s\n' lab-lb "$ours_gbps" "1.00"
 printf '%-16s %8s %14s\n' haproxy "$haproxy_gbps" "$(ratio "$ours_gbps" "$haproxy_gbps")"
 printf '%-16s %8s %14s\n' nginx-stream "$nginx_gbps" "$(ratio "$ours_gbps" "$nginx_gbps")"
 
-if python3 -c "import sys; sys.exit(0 if $haproxy_rps >= $nginx_rps else 1)"; then
-  best_rps=$haproxy_rps; best_p99=$haproxy_p99
+if python3 -c "import sys; sys.exit(0 if ${med_rps[haproxy]} >= ${med_rps[nginx]} else 1)"; then
+  best=haproxy
 else
-  best_rps=$nginx_rps; best_p99=$nginx_p99
+  best=nginx
 fi
 echo
-echo "RESULT lb-tcp ours/best=$(ratio "$ours_rps" "$best_rps") p99_ours_ms=$ours_p99 p99_best_ms=$best_p99"
+echo "RESULT lb-tcp ours/best=$(ratio "${med_rps[ours]}" "${med_rps[$best]}") p99_ours_ms=${med_p99[ours]} p99_best_ms=${med_p99[$best]}"

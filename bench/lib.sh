@@ -30,6 +30,23 @@ PY
 }
 busy_before_start
 
+# Where the processes run (PIN=1, the default, on a machine with two or more cores): the proxy
+# under test alone on the last core, the load generator and the backend on the others, the same
+# for every proxy. Unpinned (PIN=0), the scheduler moves the three between the cores and the
+# requests/s measure the machine's sharing as much as the proxy: the proxy with the least CPU per
+# request leaves wrk and the backend the most.
+last_core=$(( $(nproc) - 1 ))
+if [[ ${PIN:-1} == 1 && $last_core -ge 1 ]]; then
+  on_proxy_core=(taskset -c "$last_core")
+  load_cores=0; [[ $last_core -gt 1 ]] && load_cores="0-$((last_core - 1))"
+  on_load_cores=(taskset -c "$load_cores")
+  placement="proxy pinned to core $last_core, load generator and backend on core(s) $load_cores"
+else
+  on_proxy_core=()
+  on_load_cores=()
+  placement="unpinned (PIN=0)"
+fi
+
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; [[ -n ${KEEP:-} ]] || rm -rf "$work"; }
@@ -47,3 +64,21 @@ cpu_ticks() {
   echo "$total"
 }
 TICKS_PER_SECOND=$(getconf CLK_TCK)
+
+ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}'; }
+# CPU microseconds per request from clock ticks before and after a load of N requests: what
+# the target's process (with its children) spent, whatever the machine's other work.
+us_per_request() { python3 -c "print('%.1f' % (($2 - $1) * 1e6 / $TICKS_PER_SECOND / max($3, 1)))"; }
+# wrk against PORT, the target's process PID: requests/s, p99 (ms) and CPU us/request; extra
+# arguments go to wrk.
+wrk_load() {
+  local port=$1 target_pid=$2; shift 2
+  local out before
+  before=$(cpu_ticks "$target_pid")
+  out=$("${on_load_cores[@]}" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "http://127.0.0.1:$port/")
+  echo "$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")" \
+    "$(awk '$1 == "99%" {print $2}' <<<"$out" | ms)" \
+    "$(us_per_request "$before" "$(cpu_ticks "$target_pid")" "$(awk '/requests in/ {print $1}' <<<"$out")")"
+}
+median() { python3 -c 'import statistics,sys; print(round(statistics.median(float(x) for x in sys.argv[1:]), 3))' "$@"; }
+ratio() { python3 -c "print('%.2f' % ($1 / $2))"; }
