@@ -212,6 +212,24 @@ impl HttpRouter {
         self.routes.iter().position(|r| r.matches(host, path))
     }
 
+    /// The servers of every backend this listener sends requests to, each counted once.
+    pub(crate) fn server_count(&self) -> usize {
+        let mut seen: Vec<&Name> = Vec::new();
+        let mut count = 0;
+        for pool in self
+            .routes
+            .iter()
+            .filter_map(|r| r.pool.as_ref())
+            .chain([&self.default])
+        {
+            if !seen.contains(&&pool.name) {
+                seen.push(&pool.name);
+                count += pool.server_count();
+            }
+        }
+        count
+    }
+
     /// Whether requests to `backend` go over plain HTTP/1.1 (no TLS, no h2 upstream).
     pub(crate) fn plain_upstream(&self, backend: &Name) -> bool {
         !self.upstreams.contains_key(backend)

@@ -243,6 +243,11 @@ impl Pool {
         })
     }
 
+    /// How many servers the backend has, up or not.
+    pub fn server_count(&self) -> usize {
+        self.servers.len()
+    }
+
     /// Further servers a request may try after a connect failure.
     pub fn retries(&self) -> u32 {
         self.retries

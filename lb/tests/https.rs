@@ -99,6 +99,43 @@ fn certificate_by_sni_default_for_unknown_alpn_and_http2() {
     );
 }
 
+/// An h2 client with more requests in flight than pingora's default upstream pool holds (128)
+/// still has them carried on kept-alive server connections: about one new server connection
+/// per request in flight, not one for many of the requests past the pool's size.
+#[test]
+fn many_http2_requests_in_flight_reuse_server_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = certs::make(dir.path(), "a", "a.test", "first");
+    let web = EchoBackend::start("web");
+    let setup = Setup::new();
+    let _lb = setup.start(&https_config(&setup, web.address, &[(&a, "\"a.test\"")]));
+
+    // Four connections of 100 streams each (pingora's limit per connection): 400 in flight.
+    let (requests, in_flight) = (8000, 400.0);
+    let output = Command::new("h2load")
+        .args(["-n", &requests.to_string(), "-c", "4", "-m", "100"])
+        .arg(format!("https://127.0.0.1:{}/", setup.lb.port()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains(&format!("{requests} succeeded, 0 failed")),
+        "h2load:\n{text}"
+    );
+    let series = |reused: bool| {
+        setup.metric(&format!(
+            "lab_lb_http_upstream_connections_total{{backend=\"web\",reused=\"{reused}\"}}"
+        ))
+    };
+    let (reused, fresh) = (series(true), series(false));
+    assert_eq!(reused + fresh, f64::from(requests));
+    // 440 or so measured; 1300 with pingora's default pool.
+    assert!(
+        fresh <= 1.5 * in_flight,
+        "{fresh} new server connections for {requests} requests, {in_flight} in flight at most"
+    );
+}
+
 /// Uploads of unknown length (`curl -T -`, over HTTP/2 and HTTP/1.1) reach the server as one
 /// chunked request each and nothing more. An HTTP/2 client ends such a body with an empty DATA
 /// frame carrying END_STREAM, which pingora wrote upstream as a chunked body's end before

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 /// At most this many idle connections per server; more are closed.
-const MAX_IDLE_PER_SERVER: usize = 256;
+pub const MAX_IDLE_PER_SERVER: usize = 256;
 
 /// A connection idle longer is closed rather than reused: below the common server defaults
 /// (nginx 75 s, HAProxy and Envoy 60 s … Apache 5 s is handled by the retry on a closed one).
