@@ -781,6 +781,9 @@ impl ProxyHttp for SharedRouter {
         ctx.upstream_started = Some(Instant::now());
         let mut peer = Upstream::peer(self.upstreams.get(&pool.name), address);
         peer.options.connection_timeout = Some(self.connect_timeout);
+        // Kept-alive connections age out as our HTTP/1.1 path's do (pingora keeps them until the
+        // server closes them).
+        peer.options.idle_timeout = Some(crate::http1::MAX_IDLE);
         // An upgraded stream (WebSocket) may stay silent for as long as its users like.
         if !session.is_upgrade_req() {
             peer.options.read_timeout = Some(self.response_timeout);

@@ -13,7 +13,7 @@ pub const MAX_IDLE_PER_SERVER: usize = 256;
 
 /// A connection idle longer is closed rather than reused: below the common server defaults
 /// (nginx 75 s, HAProxy and Envoy 60 s … Apache 5 s is handled by the retry on a closed one).
-const MAX_IDLE: Duration = Duration::from_secs(55);
+pub const MAX_IDLE: Duration = Duration::from_secs(55);
 
 pub struct IdleConnections {
     // Looked up twice per request: foldhash, not SipHash (keys are our own config's servers).

@@ -15,7 +15,7 @@ mod deadline;
 mod head;
 mod idle;
 
-pub use idle::{IdleConnections, MAX_IDLE_PER_SERVER};
+pub use idle::{IdleConnections, MAX_IDLE, MAX_IDLE_PER_SERVER};
 
 use crate::http_proxy::{idempotent, Finished, HttpRouter, Route, Timeouts};
 use crate::pool::{Pool, Tried};
