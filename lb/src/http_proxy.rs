@@ -214,20 +214,14 @@ impl HttpRouter {
 
     /// The servers of every backend this listener sends requests to, each counted once.
     pub(crate) fn server_count(&self) -> usize {
-        let mut seen: Vec<&Name> = Vec::new();
-        let mut count = 0;
-        for pool in self
+        let by_backend: HashMap<&Name, usize> = self
             .routes
             .iter()
             .filter_map(|r| r.pool.as_ref())
             .chain([&self.default])
-        {
-            if !seen.contains(&&pool.name) {
-                seen.push(&pool.name);
-                count += pool.server_count();
-            }
-        }
-        count
+            .map(|pool| (&pool.name, pool.server_count()))
+            .collect();
+        by_backend.values().sum()
     }
 
     /// Whether requests to `backend` go over plain HTTP/1.1 (no TLS, no h2 upstream).

@@ -5,6 +5,7 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -29,6 +30,17 @@ fn https_config(setup: &Setup, server: SocketAddr, pairs: &[(&Pair, &str)]) -> S
          [[backend]]\nname = \"web\"\nserver = [{{ address = \"{}\" }}]\n",
         setup.lb, server
     ))
+}
+
+/// `https_config` for the one name `a.test`, with a certificate made in `dir`.
+fn a_test_config(setup: &Setup, server: SocketAddr, dir: &Path) -> String {
+    let a = certs::make(dir, "a", "a.test", "first");
+    https_config(setup, server, &[(&a, "\"a.test\"")])
+}
+
+/// curl's `--resolve` sending `a.test` to the listener.
+fn a_test_resolve(setup: &Setup) -> String {
+    format!("a.test:{}:127.0.0.1", setup.lb.port())
 }
 
 #[test]
@@ -105,10 +117,9 @@ fn certificate_by_sni_default_for_unknown_alpn_and_http2() {
 #[test]
 fn many_http2_requests_in_flight_reuse_server_connections() {
     let dir = tempfile::tempdir().unwrap();
-    let a = certs::make(dir.path(), "a", "a.test", "first");
     let web = EchoBackend::start("web");
     let setup = Setup::new();
-    let _lb = setup.start(&https_config(&setup, web.address, &[(&a, "\"a.test\"")]));
+    let _lb = setup.start(&a_test_config(&setup, web.address, dir.path()));
 
     // Four connections of 100 streams each (pingora's limit per connection): 400 in flight.
     let (requests, in_flight) = (8000, 400.0);
@@ -145,11 +156,10 @@ fn many_http2_requests_in_flight_reuse_server_connections() {
 #[test]
 fn uploads_of_unknown_length_reach_the_server_as_one_request_each() {
     let dir = tempfile::tempdir().unwrap();
-    let a = certs::make(dir.path(), "a", "a.test", "first");
     let web = EchoBackend::start("web");
     let setup = Setup::new();
-    let _lb = setup.start(&https_config(&setup, web.address, &[(&a, "\"a.test\"")]));
-    let resolve = format!("a.test:{}:127.0.0.1", setup.lb.port());
+    let _lb = setup.start(&a_test_config(&setup, web.address, dir.path()));
+    let resolve = a_test_resolve(&setup);
     let url = |path: &str| format!("https://a.test:{}{path}", setup.lb.port());
 
     let uploads = [("--http2", "2"), ("--http1.1", "1.1"), ("--http2", "2")];
@@ -205,11 +215,10 @@ fn uploads_of_unknown_length_reach_the_server_as_one_request_each() {
 #[test]
 fn idle_http2_connections_are_closed_after_the_keepalive_timeout() {
     let dir = tempfile::tempdir().unwrap();
-    let a = certs::make(dir.path(), "a", "a.test", "first");
     let web = EchoBackend::start("web");
     let setup = Setup::new();
     // The listener's own `[listener.http]` (the example's comments mention it too).
-    let config = https_config(&setup, web.address, &[(&a, "\"a.test\"")]).replace(
+    let config = a_test_config(&setup, web.address, dir.path()).replace(
         "backend = \"web\"\n[listener.http]\n",
         "backend = \"web\"\n[listener.http]\nkeepalive_timeout = \"1s\"\n",
     );
@@ -258,15 +267,14 @@ fn idle_http2_connections_are_closed_after_the_keepalive_timeout() {
 #[test]
 fn max_header_bytes_holds_over_http2() {
     let dir = tempfile::tempdir().unwrap();
-    let a = certs::make(dir.path(), "a", "a.test", "first");
     let web = EchoBackend::start_with("web", "", "large_client_header_buffers 4 64k;");
     let setup = Setup::new();
-    let config = https_config(&setup, web.address, &[(&a, "\"a.test\"")]).replace(
+    let config = a_test_config(&setup, web.address, dir.path()).replace(
         "backend = \"web\"\n[listener.http]\n",
         "backend = \"web\"\n[listener.http]\nmax_header_bytes = 8000\n",
     );
     let _lb = setup.start(&config);
-    let resolve = format!("a.test:{}:127.0.0.1", setup.lb.port());
+    let resolve = a_test_resolve(&setup);
     let url = |path: &str| format!("https://a.test:{}{path}", setup.lb.port());
     let under = format!("x-big: {}", "a".repeat(6_000));
     let over = format!("x-big: {}", "a".repeat(20_000));
@@ -327,11 +335,10 @@ fn head_recorder(answer: &'static [u8]) -> (SocketAddr, mpsc::Receiver<String>) 
 #[test]
 fn cookies_sent_over_http2_as_several_fields_reach_the_server_as_one() {
     let dir = tempfile::tempdir().unwrap();
-    let a = certs::make(dir.path(), "a", "a.test", "first");
     let (server, heads) = head_recorder(OK);
     let setup = Setup::new();
-    let _lb = setup.start(&https_config(&setup, server, &[(&a, "\"a.test\"")]));
-    let resolve = format!("a.test:{}:127.0.0.1", setup.lb.port());
+    let _lb = setup.start(&a_test_config(&setup, server, dir.path()));
+    let resolve = a_test_resolve(&setup);
     let mut args = vec!["--http2", "--insecure", "--resolve", resolve.as_str()];
     args.extend([
         "-H",
@@ -359,12 +366,11 @@ fn cookies_sent_over_http2_as_several_fields_reach_the_server_as_one() {
 #[test]
 fn a_204_declaring_a_length_reaches_an_http2_client_whole() {
     let dir = tempfile::tempdir().unwrap();
-    let a = certs::make(dir.path(), "a", "a.test", "first");
     let (server, _heads) =
         head_recorder(b"HTTP/1.1 204 No Content\r\nContent-Length: 3\r\nX-App: nc\r\n\r\n");
     let setup = Setup::new();
-    let _lb = setup.start(&https_config(&setup, server, &[(&a, "\"a.test\"")]));
-    let resolve = format!("a.test:{}:127.0.0.1", setup.lb.port());
+    let _lb = setup.start(&a_test_config(&setup, server, dir.path()));
+    let resolve = a_test_resolve(&setup);
     let (status, headers, body) = curl(
         &["--http2", "--insecure", "--resolve", &resolve],
         &format!("https://a.test:{}/nc", setup.lb.port()),
