@@ -445,6 +445,30 @@ pub(crate) const HOP_BY_HOP: [&str; 6] = [
     "upgrade",
 ];
 
+/// Fields that frame a message. They are never hop-by-hop (RFC 9110 §7.6.1): a `Connection`
+/// naming one asks a proxy to drop the framing while the body still follows, so that the body
+/// reads as the next message on a kept-alive connection (request smuggling, or a server
+/// desynchronising the client). Such a message is refused: 400 from a client, 502 from a server.
+const FRAMING: [&str; 2] = ["content-length", "transfer-encoding"];
+
+/// Whether one `Connection` value names a framing field.
+pub(crate) fn names_framing(connection: &[u8]) -> bool {
+    connection.split(|&b| b == b',').any(|token| {
+        let token = token.trim_ascii();
+        FRAMING
+            .iter()
+            .any(|name| token.eq_ignore_ascii_case(name.as_bytes()))
+    })
+}
+
+/// Whether any `Connection` field of `headers` names a framing field.
+fn connection_names_framing(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .any(|value| names_framing(value.as_bytes()))
+}
+
 /// Takes the fields of the server's hop out of its response on pingora's path, which passes
 /// them on (our path writes only the end-to-end ones): those its `Connection` names and the
 /// standard ones, and any framing field of a 204; `Keep-Alive` would tell the client the server's idle timeout. pingora writes
@@ -659,6 +683,18 @@ impl ProxyHttp for SharedRouter {
             ctx.error_kind = Some("bad_request");
             session.set_keepalive(None);
             respond(session, 400, &[], Bytes::from_static(b"no Host\n")).await?;
+            return Ok(true);
+        }
+        if connection_names_framing(&session.req_header().headers) {
+            ctx.error_kind = Some("bad_request");
+            session.set_keepalive(None);
+            respond(
+                session,
+                400,
+                &[],
+                Bytes::from_static(b"Connection names a framing field\n"),
+            )
+            .await?;
             return Ok(true);
         }
         if !session.is_http2() && ambiguous_length(&raw) {
@@ -878,6 +914,13 @@ impl ProxyHttp for SharedRouter {
         upstream: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if connection_names_framing(&upstream.headers) {
+            ctx.error_kind = Some("dead_upstream");
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(502),
+                "the server's Connection names a framing field",
+            ));
+        }
         strip_hop_by_hop(upstream);
         if let Some(started) = ctx.upstream_started.take() {
             if let Some(handles) = self.by_backend.get(&self.pool(ctx).name) {

@@ -139,6 +139,9 @@ fn scripted_answer(path: &str) -> &'static [u8] {
         "/until-close" => b"HTTP/1.1 200 OK\r\nX-App: close\r\n\r\nall of it until the close",
         // As Apache answers: what its own hop allows, and one field of its own for that hop.
         "/hop" => b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: Upgrade, Keep-Alive, X-Hop\r\nUpgrade: h2,h2c\r\nKeep-Alive: timeout=5, max=100\r\nProxy-Connection: keep-alive\r\nX-Hop: 1\r\nX-App: hop\r\n\r\nhop",
+        // A framing field named by `Connection`, to be dropped by a proxy that obeys.
+        "/connection-length" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: Content-Length\r\n\r\nhelloHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged",
+        "/connection-chunked" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: transfer-encoding\r\n\r\n6\r\nforged\r\n0\r\n\r\n",
         _ => b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nX-App: length\r\n\r\nlength",
     }
 }
@@ -655,4 +658,110 @@ fn a_client_not_reading_is_let_go_after_the_send_timeout_on_pingoras_path() {
         b"GET /flood HTTP/1.0\r\nHost: a\r\n\r\n",
         "pingora",
     );
+}
+
+/// A request whose `Connection` names a framing field would reach the server without it while
+/// its body still followed: the body, a request of the attacker's, would read as the next
+/// request on the pooled server connection, past routing and the forwarding fields (request
+/// smuggling). Framing fields are never hop-by-hop (RFC 9110 §7.6.1): such a request is a 400
+/// on either path, nothing reaches the server, and the pooled connection serves the next client
+/// its own answer.
+#[test]
+fn a_connection_field_naming_the_framing_is_refused_and_nothing_is_smuggled() {
+    let server = ScriptedServer::start(Closing::Never);
+    let setup = Setup::new();
+    let _lb = setup.start(&setup.single("http", "", "", &[server.address]));
+    let next_client = || {
+        raw_exchange(
+            setup.lb,
+            b"GET /length HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+    };
+    // A server connection in the pool first, for the smuggled request to land on.
+    assert!(next_client().ends_with("\r\n\r\nlength"));
+    assert_eq!(server.requests.load(Ordering::SeqCst), 1);
+
+    // The smuggled request asks for another answer than the next client's.
+    let smuggled = "GET /chunked HTTP/1.1\r\nHost: a\r\n\r\n";
+    let chunked = format!("{:x}\r\n{smuggled}\r\n0\r\n\r\n", smuggled.len());
+    let attacks = [
+        // Our path's (HTTP/1.1 with a length).
+        ("ours", "HTTP/1.1", "Content-Length", smuggled.to_owned()),
+        (
+            "ours, in a list",
+            "HTTP/1.1",
+            "keep-alive, content-length",
+            smuggled.to_owned(),
+        ),
+        // Pingora's (HTTP/1.0, or a chunked body).
+        (
+            "pingora's",
+            "HTTP/1.0",
+            "Content-Length",
+            smuggled.to_owned(),
+        ),
+        (
+            "pingora's, chunked",
+            "HTTP/1.1",
+            "Transfer-Encoding",
+            chunked,
+        ),
+    ];
+    for (path, version, connection, body) in attacks {
+        let framing = if body.starts_with("GET") {
+            format!("Content-Length: {}", body.len())
+        } else {
+            "Transfer-Encoding: chunked".to_owned()
+        };
+        let request = format!(
+            "POST /echo {version}\r\nHost: a\r\nConnection: {connection}\r\n{framing}\r\n\r\n{body}"
+        );
+        let answer = raw_exchange(setup.lb, request.as_bytes());
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{path}:\n{answer}");
+        assert_eq!(
+            server.requests.load(Ordering::SeqCst),
+            1,
+            "{path}: the server saw a request"
+        );
+        let answer = next_client();
+        assert!(
+            answer.ends_with("\r\n\r\nlength"),
+            "{path}: the next client got\n{answer}"
+        );
+        assert_eq!(
+            server.requests.load(Ordering::SeqCst),
+            2,
+            "{path}: the server saw more than the next client's request"
+        );
+        server.requests.store(1, Ordering::SeqCst);
+    }
+}
+
+/// A response whose `Connection` names a framing field would reach the client without it, and
+/// the client would take what follows for the body, or the body for the next response: the
+/// server is broken, a 502, on either path.
+#[test]
+fn a_response_whose_connection_names_the_framing_is_a_502() {
+    let server = ScriptedServer::start(Closing::Never);
+    let setup = Setup::new();
+    let _lb = setup.start(&setup.single("http", "", "", &[server.address]));
+    let requests: [(&str, &[u8]); 3] = [
+        (
+            "ours",
+            b"GET /connection-length HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        ),
+        (
+            "ours, chunked",
+            b"GET /connection-chunked HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        ),
+        (
+            "pingora's",
+            b"GET /connection-length HTTP/1.0\r\nHost: a\r\n\r\n",
+        ),
+    ];
+    for (path, request) in requests {
+        let answer = raw_exchange(setup.lb, request);
+        assert!(answer.starts_with("HTTP/1.1 502 "), "{path}:\n{answer}");
+        assert!(!answer.contains("forged"), "{path}:\n{answer}");
+    }
 }

@@ -93,20 +93,24 @@ impl TestPeer {
         Some(buffer[..n].to_vec())
     }
 
-    fn handshake(&mut self) {
+    /// Completes a handshake with the gateway; returns the initiation as sent and the
+    /// gateway's response, as anyone on the path sees them.
+    fn handshake(&mut self) -> (Vec<u8>, Vec<u8>) {
         let mut buffer = [0u8; 2048];
         let TunnResult::WriteToNetwork(init) =
             self.tunn.format_handshake_initiation(&mut buffer, false)
         else {
             panic!("no initiation");
         };
-        self.socket.send_to(init, self.gateway).unwrap();
+        let init = init.to_vec();
+        self.socket.send_to(&init, self.gateway).unwrap();
         let response = self.receive().expect("no handshake response");
         if let TunnResult::WriteToNetwork(keepalive) =
             self.tunn.decapsulate(None, &response, &mut buffer)
         {
             self.socket.send_to(keepalive, self.gateway).unwrap();
         }
+        (init, response)
     }
 
     /// Encrypts `packet` and sends it; returns the datagram, for replaying.
@@ -271,4 +275,134 @@ fn hostile_traffic_is_dropped_and_counted_while_the_real_peer_carries_on() {
         .expect("the real peer lost its service");
     assert!(is_echo_reply_to(&reply, client_tunnel));
     lab_tests::promtool::check_metrics(&topology.gateway_metrics()).unwrap();
+}
+
+/// Sets the mac1 of a handshake message to the gateway: BLAKE2s-128 of all before it, keyed with
+/// BLAKE2s-256("mac1----" ‖ the gateway's public key). Every holder of a client config can.
+fn sign_mac1(message: &mut [u8], gateway: &PublicKey) {
+    use blake2::digest::{Digest, KeyInit, Mac};
+    let mut hash = blake2::Blake2s256::new();
+    Digest::update(&mut hash, b"mac1----");
+    Digest::update(&mut hash, gateway.as_bytes());
+    let key = hash.finalize();
+    let end = message.len() - 32;
+    let mut mac =
+        <blake2::Blake2sMac<blake2::digest::consts::U16> as KeyInit>::new_from_slice(&key).unwrap();
+    Mac::update(&mut mac, &message[..end]);
+    message[end..end + 16].copy_from_slice(&mac.finalize().into_bytes());
+}
+
+/// A handshake response no one could have made (its ephemeral key and empty payload are
+/// noise) for the gateway's session `receiver`, with a valid mac1.
+fn forged_response(receiver: u32, sender: u32, gateway: &PublicKey) -> Vec<u8> {
+    let mut message = vec![2, 0, 0, 0];
+    message.extend(sender.to_le_bytes());
+    message.extend(receiver.to_le_bytes());
+    message.extend([0x5a; 32 + 16 + 16 + 16]);
+    sign_mac1(&mut message, gateway);
+    message
+}
+
+/// A peer's endpoint follows only messages that prove the peer's keys. An attacker holding a
+/// client config (so the gateway's public key, for a valid mac1) and watching the wire (so the
+/// session's index and the admin's last initiation) floods the gateway from an address of its
+/// own with forged handshake responses and replayed initiations, faster than any limit. The
+/// admin's endpoint stays where it is, the admin's traffic keeps coming back to the admin, and
+/// the responses meet the same cookie replies as initiations.
+#[test]
+fn forged_and_replayed_handshakes_do_not_move_a_peers_endpoint() {
+    let topology = Topology::new();
+    let (gateway_key, admin_key) = (key_pair(), key_pair());
+    let peers = format!(
+        "[[peer]]\nname = \"admin\"\npublic_key = \"{}\"\nallowed_ips = [\"{CLIENT_TUNNEL}/32\"]\n",
+        admin_key.public
+    );
+    let _gateway = topology.start_gateway(&topology.gateway_config(&gateway_key, &peers));
+    let gateway_public: PublicKey = gateway_key.public.parse().unwrap();
+    let (client_tunnel, gateway_tunnel): (Ipv4Addr, Ipv4Addr) = (
+        CLIENT_TUNNEL.parse().unwrap(),
+        GATEWAY_TUNNEL.parse().unwrap(),
+    );
+    let mut admin = TestPeer::new(&topology.client, &admin_key, &gateway_key, 1);
+    let (initiation, response) = admin.handshake();
+    let session = u32::from_le_bytes(response[4..8].try_into().unwrap());
+    let endpoint = || {
+        let (_, peers) = wg_dump(&topology.gateway, &topology.interface);
+        peers[0][2].clone()
+    };
+    let admin_endpoint = admin.socket.local_addr().unwrap().to_string();
+    admin.send(&echo_request(client_tunnel, gateway_tunnel, 1));
+    assert!(
+        admin.receive_packet().is_some(),
+        "no echo reply before the attack"
+    );
+    assert_eq!(endpoint(), admin_endpoint);
+
+    // The attacker's own address on the client's link.
+    let attacker_address = "198.51.100.3";
+    topology.client.run(&[
+        "ip",
+        "address",
+        "add",
+        &format!("{attacker_address}/24"),
+        "dev",
+        &topology.client_link,
+    ]);
+    let attacker = udp_socket_in(&topology.client, &format!("{attacker_address}:0"));
+    attacker
+        .set_read_timeout(Some(Duration::from_millis(1)))
+        .unwrap();
+    let drain = |cookies: &mut usize| {
+        let mut buffer = [0u8; 256];
+        while let Ok((n, _)) = attacker.recv_from(&mut buffer) {
+            *cookies += usize::from(n > 0 && buffer[0] == 3);
+        }
+    };
+
+    let cookie_metric = || {
+        topology
+            .gateway_metric("lab_vpn_cookie_replies_total")
+            .unwrap()
+    };
+    let before = cookie_metric();
+    let mut cookies = 0;
+    for sender in 0..400u32 {
+        let forged = forged_response(session, sender, &gateway_public);
+        attacker.send_to(&forged, admin.gateway).unwrap();
+        if sender % 50 == 49 {
+            drain(&mut cookies);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    drain(&mut cookies);
+    assert_eq!(
+        endpoint(),
+        admin_endpoint,
+        "forged responses moved the endpoint"
+    );
+    assert!(
+        cookie_metric() > before && cookies > 0,
+        "forged responses met no cookie replies (metric {} before, {}; {cookies} seen)",
+        before,
+        cookie_metric()
+    );
+
+    for _ in 0..400 {
+        attacker.send_to(&initiation, admin.gateway).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    drain(&mut cookies);
+    assert_eq!(
+        endpoint(),
+        admin_endpoint,
+        "replayed initiations moved the endpoint"
+    );
+
+    // The admin's traffic still comes back to the admin.
+    admin.send(&echo_request(client_tunnel, gateway_tunnel, 2));
+    let reply = admin
+        .receive_packet()
+        .expect("the admin's replies went elsewhere after the attack");
+    assert!(is_echo_reply_to(&reply, client_tunnel));
+    assert_eq!(endpoint(), admin_endpoint);
 }

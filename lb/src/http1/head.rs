@@ -1,7 +1,7 @@
 //! Request and response heads on the HTTP/1.1 path: parsed with httparse, checked for what the
 //! path carries, and written out for the other side without the hop-by-hop fields.
 
-use crate::http_proxy::{host_without_port, Forwarding, Route, HOP_BY_HOP};
+use crate::http_proxy::{host_without_port, names_framing, Forwarding, Route, HOP_BY_HOP};
 use std::mem::MaybeUninit;
 
 /// Header fields a head may have, as many as pingora allows (a request with more goes to
@@ -109,6 +109,10 @@ pub fn parse_request<'r>(
             upgrade = std::str::from_utf8(value).ok();
             upgrades += 1;
         } else if name.eq_ignore_ascii_case("connection") {
+            // Pingora's session refuses it (400).
+            if names_framing(value) {
+                return Parsed::Other;
+            }
             for token in value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"close") {
@@ -324,6 +328,9 @@ pub fn parse_response(bytes: &[u8], to_head: bool, client: ForClient<'_>) -> Par
             let last = f.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
             chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if f.name.eq_ignore_ascii_case("connection") {
+            if names_framing(f.value) {
+                return Parsed::Other;
+            }
             for token in f.value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"close") {

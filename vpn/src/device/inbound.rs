@@ -1,6 +1,7 @@
-//! UDP → decrypt → TUN, a batch at a time: find the peer (by public key for a handshake
-//! initiation, after the rate limiter; by session index otherwise), decrypt, check the inner
-//! source against the peer's allowed IPs, follow the peer's endpoint.
+//! UDP → decrypt → TUN, a batch at a time: handshake messages past the MAC check and the rate
+//! limiter first, then find the peer (by public key for an initiation, by session index
+//! otherwise), decrypt, check the inner source against the peer's allowed IPs, and follow the
+//! peer's endpoint only on a message that proved the peer's keys.
 
 use super::{Device, Endpoint, Outgoing, Peer, PeerSet};
 use crate::conn::{Received, RecvBatch};
@@ -46,6 +47,9 @@ pub async fn run(device: Arc<Device>) {
     }
 }
 
+/// The first byte of a cookie reply (WireGuard's message type 3).
+const COOKIE_REPLY: u8 = 3;
+
 #[derive(Clone, Copy)]
 enum MessageKind {
     Initiation,
@@ -80,31 +84,35 @@ impl Device {
                 return None;
             }
         };
+        if matches!(
+            packet,
+            Packet::HandshakeInit(_) | Packet::HandshakeResponse(_)
+        ) {
+            // MACs and the rate limit first, for responses as for initiations: the DH work
+            // behind either is what a flood would aim at.
+            let mut cookie = [0u8; 64];
+            match self
+                .limiter
+                .verify_packet(Some(received.source.ip()), datagram, &mut cookie)
+            {
+                Ok(_) => {}
+                Err(TunnResult::WriteToNetwork(reply)) => {
+                    self.metrics.cookie_replies.inc();
+                    replies.push(Outgoing {
+                        destination: received.source,
+                        local: received.local,
+                        datagram: reply.to_vec(),
+                    });
+                    return None;
+                }
+                Err(_) => {
+                    self.metrics.dropped(Drop::BadMac);
+                    return None;
+                }
+            }
+        }
         let index = match packet {
-            Packet::HandshakeInit(_) => {
-                // MACs and the rate limit first: the DH in parse_handshake_anon is the expensive
-                // part a flood would aim at.
-                let mut cookie = [0u8; 64];
-                let init = match self.limiter.verify_packet(
-                    Some(received.source.ip()),
-                    datagram,
-                    &mut cookie,
-                ) {
-                    Ok(Packet::HandshakeInit(init)) => init,
-                    Err(TunnResult::WriteToNetwork(reply)) => {
-                        self.metrics.cookie_replies.inc();
-                        replies.push(Outgoing {
-                            destination: received.source,
-                            local: received.local,
-                            datagram: reply.to_vec(),
-                        });
-                        return None;
-                    }
-                    _ => {
-                        self.metrics.dropped(Drop::BadMac);
-                        return None;
-                    }
-                };
+            Packet::HandshakeInit(init) => {
                 return match parse_handshake_anon(self.key.secret(), &self.public, &init) {
                     Ok(half) => {
                         let peer = peers
@@ -151,22 +159,38 @@ impl Device {
             Packet::PacketCookieReply(_) => MessageKind::CookieReply,
             Packet::PacketData(_) => MessageKind::Data,
         });
-        let is_cookie_reply = matches!(kind, Ok(MessageKind::CookieReply));
         let mut handshake_counted = false;
         let mut tunn = peer.tunn();
         let mut result = tunn.decapsulate(Some(received.source.ip()), datagram, decrypted);
+        // Whether the message proved its sender holds the session's keys; only then may the
+        // peer's endpoint follow it (as wireguard-go and the kernel do). A cookie reply proves
+        // nothing of its sender, and neither does any answer of ours that is one.
         let mut authenticated = false;
         loop {
             match result {
                 TunnResult::Done => {
-                    authenticated = !is_cookie_reply;
+                    // A data packet that decrypted to a keepalive; for a cookie reply, Done only
+                    // says it was taken.
+                    authenticated |= matches!(kind, Ok(MessageKind::Data));
                     break;
                 }
                 TunnResult::Err(e) => {
                     self.metrics.dropped(drop_reason(&e));
                     break;
                 }
+                TunnResult::WriteToNetwork(datagram) if datagram.first() == Some(&COOKIE_REPLY) => {
+                    // The session's own limiter under load: it answered without looking.
+                    self.metrics.cookie_replies.inc();
+                    replies.push(Outgoing {
+                        destination: received.source,
+                        local: received.local,
+                        datagram: datagram.to_vec(),
+                    });
+                    break;
+                }
                 TunnResult::WriteToNetwork(datagram) => {
+                    // A handshake response to an initiation the session accepted, the keepalive
+                    // that completes our own handshake, or packets queued for the new session.
                     authenticated = true;
                     if !handshake_counted {
                         // Answering an initiation, or confirming our own with a keepalive.

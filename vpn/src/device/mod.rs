@@ -18,23 +18,26 @@ use crate::metrics::DeviceMetrics;
 use crate::tun::Tun;
 use arc_swap::ArcSwap;
 use boringtun::noise::rate_limiter::RateLimiter;
-use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 
-/// Handshake initiations per second, over all peers, before cookie replies are required (the
-/// value wireguard-go and boringtun use).
+/// Handshake messages (initiations and responses) per second, over all peers, before cookie
+/// replies are required (the value wireguard-go and boringtun use).
 const HANDSHAKE_RATE_LIMIT: u64 = 100;
 
 pub struct Device {
     pub interface: String,
     key: PrivateKey,
     public: boringtun::x25519::PublicKey,
+    /// Decides, for every handshake message before any peer sees it, whether the gateway is
+    /// under load (a cookie reply instead of an answer).
     limiter: Arc<RateLimiter>,
+    /// Verifies MACs inside the peers' sessions, never under load: the load decision is
+    /// `limiter`'s alone.
+    mac_check: Arc<RateLimiter>,
     peers: ArcSwap<PeerSet>,
     /// What `peers` was built from; changes go through it so they are never lost.
     settings: std::sync::Mutex<Vec<PeerSettings>>,
-    next_index: AtomicU32,
     conn: Conn,
     tun: Tun,
     pub metrics: DeviceMetrics,
@@ -52,11 +55,11 @@ impl Device {
         Self {
             interface,
             limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
+            mac_check: Arc::new(RateLimiter::new(&public, u64::MAX)),
             key,
             public,
             peers: ArcSwap::from_pointee(PeerSet::default()),
             settings: std::sync::Mutex::new(Vec::new()),
-            next_index: AtomicU32::new(1),
             conn,
             tun,
             metrics,
@@ -79,7 +82,7 @@ impl Device {
     pub fn set_peers(&self, wanted: &[PeerSettings]) {
         let mut settings = self.settings.lock().unwrap_or_else(|p| p.into_inner());
         let previous = self.peers.load();
-        let next = PeerSet::build(wanted, &previous, &self.key, &self.next_index);
+        let next = PeerSet::build(wanted, &previous, &self.key, &self.mac_check);
         self.peers.store(Arc::new(next));
         *settings = wanted.to_vec();
     }
@@ -102,7 +105,7 @@ impl Device {
         let mut wanted = settings.clone();
         edit(&mut wanted)?;
         let previous = self.peers.load();
-        let next = PeerSet::build(&wanted, &previous, &self.key, &self.next_index);
+        let next = PeerSet::build(&wanted, &previous, &self.key, &self.mac_check);
         self.peers.store(Arc::new(next));
         *settings = wanted;
         Ok(())

@@ -2,12 +2,13 @@
 
 use crate::config;
 use crate::key::{read_key_file, KeyFileError, PrivateKey, PublicKey};
+use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::Tunn;
 use ipnet::IpNet;
 use lab_daemon::Name;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 /// Where a peer is, and which of the gateway's addresses it talks to.
@@ -76,14 +77,22 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Peer {
-    pub fn new(settings: &PeerSettings, own_key: &PrivateKey, index: u32) -> Self {
+    /// `mac_check` is the limiter the peer's `Tunn` verifies handshake MACs with: one that is
+    /// never under load, as the device's limiter has already decided on load for every
+    /// handshake message (a `Tunn` of its own would answer with cookie replies of its own).
+    pub fn new(
+        settings: &PeerSettings,
+        own_key: &PrivateKey,
+        index: u32,
+        mac_check: Arc<RateLimiter>,
+    ) -> Self {
         let tunn = Tunn::new(
             own_key.secret().clone(),
             boringtun::x25519::PublicKey::from(*settings.keys.public_key.as_bytes()),
             settings.keys.preshared_key,
             settings.keys.keepalive,
             index,
-            None,
+            Some(mac_check),
         );
         Self {
             name: settings.name.clone(),
@@ -108,7 +117,8 @@ impl Peer {
         *lock(&self.endpoint)
     }
 
-    /// Roaming: the endpoint follows the latest authenticated packet.
+    /// Roaming: the endpoint follows the latest authenticated packet (one that decrypted, or a
+    /// handshake message that the session accepted), never a message that merely parsed.
     pub fn set_endpoint(&self, endpoint: Endpoint) {
         *lock(&self.endpoint) = Some(endpoint);
     }

@@ -4,8 +4,9 @@
 use super::peer::{Peer, PeerSettings};
 use crate::allowed_ips::AllowedIps;
 use crate::key::{PrivateKey, PublicKey};
+use boringtun::noise::rate_limiter::RateLimiter;
+use rand_core::RngCore;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 #[derive(Default)]
@@ -18,6 +19,18 @@ pub struct PeerSet {
 /// Session ids carry the peer index in their upper 24 bits.
 const MAX_INDEX: u32 = (1 << 24) - 1;
 
+/// A peer index no peer of `taken` (nor of `also`) has, drawn at random as the kernel draws its
+/// session ids: an attacker off the path cannot name a peer's session by counting up.
+fn fresh_index(taken: &PeerSet, also: &PeerSet) -> u32 {
+    loop {
+        let index = rand_core::OsRng.next_u32() & MAX_INDEX;
+        if index != 0 && !taken.by_index.contains_key(&index) && !also.by_index.contains_key(&index)
+        {
+            return index;
+        }
+    }
+}
+
 impl PeerSet {
     /// The set for `wanted`: a peer whose session keys are unchanged is carried over with its
     /// session; its allowed IPs and configured endpoint are updated in place.
@@ -25,7 +38,7 @@ impl PeerSet {
         wanted: &[PeerSettings],
         previous: &PeerSet,
         own_key: &PrivateKey,
-        next_index: &AtomicU32,
+        mac_check: &Arc<RateLimiter>,
     ) -> Self {
         let mut set = PeerSet::default();
         for settings in wanted {
@@ -36,8 +49,8 @@ impl PeerSet {
                     existing.clone()
                 }
                 _ => {
-                    let index = next_index.fetch_add(1, Ordering::Relaxed) & MAX_INDEX;
-                    Arc::new(Peer::new(settings, own_key, index))
+                    let index = fresh_index(&set, previous);
+                    Arc::new(Peer::new(settings, own_key, index, mac_check.clone()))
                 }
             };
             set.insert(peer);
