@@ -38,9 +38,13 @@ pub struct Listener {
     /// first match wins.
     #[serde(default, rename = "route", skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<SniRoute>,
-    /// Connections open at once; more are refused (and counted). Unlimited when unset.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_connections: Option<u32>,
+    /// Connections open at once; more are closed at once (and counted).
+    #[serde(default = "Listener::default_max_connections")]
+    pub max_connections: u32,
+    /// Connections open at once from one client address (sources in `accept_proxy_from`
+    /// excepted: they carry many clients); more are closed at once (and counted).
+    #[serde(default = "Listener::default_max_connections_per_client")]
+    pub max_connections_per_client: u32,
     /// A connection with no bytes either way for this long is closed. Long by default: `kubectl
     /// exec`, `logs -f` and watches sit idle for minutes.
     #[serde(with = "humantime_serde", default = "Listener::default_idle_timeout")]
@@ -62,6 +66,29 @@ pub struct Listener {
 impl Listener {
     pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
     pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Two descriptors a proxied connection: four listeners at the limit fit the unit's
+    /// `LimitNOFILE` (65536) with room for the pools, the health checks and the metrics.
+    pub const DEFAULT_MAX_CONNECTIONS: u32 = 8192;
+    /// nginx's `limit_conn` examples use tens; browsers open six per host, and a node's kubelet,
+    /// kube-proxy and pods behind its address a few dozen to the API.
+    pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: u32 = 512;
+
+    fn default_max_connections() -> u32 {
+        Self::DEFAULT_MAX_CONNECTIONS
+    }
+
+    fn default_max_connections_per_client() -> u32 {
+        Self::DEFAULT_MAX_CONNECTIONS_PER_CLIENT
+    }
+
+    /// The limits the accept loop enforces.
+    pub fn admission_limits(&self) -> crate::admission::Limits {
+        crate::admission::Limits {
+            total: self.max_connections as usize,
+            per_client: self.max_connections_per_client as usize,
+            exempt: self.accept_proxy_from.clone(),
+        }
+    }
 
     fn default_idle_timeout() -> Duration {
         Self::DEFAULT_IDLE_TIMEOUT
@@ -356,10 +383,16 @@ impl LbConfig {
                     format!("no [[backend]] is named `{}`", listener.backend),
                 );
             }
-            if listener.max_connections == Some(0) {
+            if listener.max_connections == 0 {
                 issues.add(
                     format!("{key}.max_connections"),
-                    "0 would refuse every connection; leave it out for no limit",
+                    "0 would refuse every connection",
+                );
+            }
+            if listener.max_connections_per_client == 0 {
+                issues.add(
+                    format!("{key}.max_connections_per_client"),
+                    "0 would refuse every connection",
                 );
             }
             if !listener.routes.is_empty() && listener.mode != ListenerMode::TlsPassthrough {

@@ -127,7 +127,7 @@ impl LbDaemon {
             listener.hello_timeout,
             self.metrics.listener(listener.name.as_str()),
             self.http_metrics.clone(),
-            listener.max_connections.map(|m| m as usize),
+            listener.admission_limits(),
         );
         Ok((Arc::new(App::Http(Arc::new(app))), store))
     }
@@ -168,7 +168,7 @@ impl LbDaemon {
                 accept_proxy_from: listener.accept_proxy_from.clone(),
             },
             metrics: self.metrics.listener(listener.name.as_str()),
-            max_connections: listener.max_connections.map(|m| m as usize),
+            limits: listener.admission_limits(),
         }))
     }
 

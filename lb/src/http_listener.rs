@@ -30,7 +30,7 @@ pub struct HttpApp {
     hello_timeout: Duration,
     pub metrics: ListenerMetrics,
     http_metrics: HttpMetrics,
-    pub max_connections: Option<usize>,
+    pub limits: crate::admission::Limits,
 }
 
 impl HttpApp {
@@ -40,7 +40,7 @@ impl HttpApp {
         hello_timeout: Duration,
         metrics: ListenerMetrics,
         http_metrics: HttpMetrics,
-        max_connections: Option<usize>,
+        limits: crate::admission::Limits,
     ) -> Self {
         let listener = router.listener.clone();
         let conf = ServerConf {
@@ -68,7 +68,7 @@ impl HttpApp {
             hello_timeout,
             metrics,
             http_metrics,
-            max_connections,
+            limits,
         }
     }
 

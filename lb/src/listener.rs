@@ -4,6 +4,7 @@
 //! swaps the proxy behind it, and closes sockets whose listener went away, while every accepted
 //! connection runs to its end under a task tracker the drain waits on.
 
+use crate::admission::{Admission, Limits, Over};
 use crate::client_socket::ClientSocket;
 use crate::http_listener::HttpApp;
 use crate::metrics::{ListenerMetrics, Refusal};
@@ -12,7 +13,6 @@ use arc_swap::ArcSwap;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::Stream;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -34,10 +34,10 @@ impl App {
         }
     }
 
-    fn max_connections(&self) -> Option<usize> {
+    fn limits(&self) -> &Limits {
         match self {
-            App::L4(p) => p.max_connections,
-            App::Http(h) => h.max_connections,
+            App::L4(p) => &p.limits,
+            App::Http(h) => &h.limits,
         }
     }
 
@@ -100,22 +100,13 @@ impl ListenerSlot {
     }
 }
 
-/// Decrements the listener's open-connection count when a connection ends.
-struct OpenGuard(Arc<AtomicUsize>);
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 async fn accept_loop(
     socket: TcpListener,
     app: Arc<ArcSwap<App>>,
     mut stop: watch::Receiver<bool>,
     connections: TaskTracker,
 ) {
-    let open = Arc::new(AtomicUsize::new(0));
+    let admission = Arc::new(Admission::default());
     loop {
         let accepted = tokio::select! {
             accepted = socket.accept() => accepted,
@@ -132,20 +123,21 @@ async fn accept_loop(
         };
         let app = app.load_full();
         app.metrics().accepted.inc();
-        if let Some(limit) = app.max_connections() {
-            if open.load(Ordering::Relaxed) >= limit {
+        let guard = match admission.admit(client.ip(), app.limits()) {
+            Ok(admitted) => admitted,
+            Err(over) => {
+                let (why, detail) = match over {
+                    Over::Total => (Refusal::Limit, "max_connections reached"),
+                    Over::PerClient => (Refusal::ClientLimit, "max_connections_per_client reached"),
+                };
                 match &*app {
-                    App::L4(proxy) => {
-                        proxy.refuse_client(client, Refusal::Limit, "max_connections reached")
-                    }
-                    App::Http(_) => app.metrics().refused(Refusal::Limit),
+                    App::L4(proxy) => proxy.refuse_client(client, why, detail),
+                    App::Http(_) => app.metrics().refused(why),
                 }
                 drop(tcp);
                 continue;
             }
-        }
-        open.fetch_add(1, Ordering::Relaxed);
-        let guard = OpenGuard(open.clone());
+        };
         let _ = tcp.set_nodelay(true);
         let socket = ClientSocket::new(tcp, client);
         let shutdown = stop.clone();

@@ -59,6 +59,8 @@ fn duration_histogram() -> Histogram {
 pub enum Refusal {
     /// The listener's `max_connections` was reached.
     Limit,
+    /// The client's address had `max_connections_per_client` open.
+    ClientLimit,
     /// No server of the backend was up, or every one tried failed to connect.
     NoServer,
     /// `tls-passthrough`: no ClientHello, a malformed one, or none in time.
@@ -73,6 +75,7 @@ impl Refusal {
     pub fn as_str(self) -> &'static str {
         match self {
             Refusal::Limit => "limit",
+            Refusal::ClientLimit => "client_limit",
             Refusal::NoServer => "no_server",
             Refusal::BadHello => "bad_hello",
             Refusal::BadProxyHeader => "bad_proxy_header",
@@ -232,6 +235,7 @@ impl LbMetrics {
         };
         for reason in [
             Refusal::Limit,
+            Refusal::ClientLimit,
             Refusal::NoServer,
             Refusal::BadHello,
             Refusal::BadProxyHeader,

@@ -49,8 +49,8 @@ pub struct L4Proxy {
     pub listener: Name,
     pub routing: Routing,
     pub metrics: ListenerMetrics,
-    /// Connections open at once before new ones are refused.
-    pub max_connections: Option<usize>,
+    /// Connections open at once, in all and per client, before new ones are refused.
+    pub limits: crate::admission::Limits,
 }
 
 /// Facts about one connection, for its access-log line.

@@ -283,6 +283,59 @@ fn connections_past_the_limit_are_refused_and_counted() {
     assert_eq!(fetch(setup.lb, None).as_deref(), Some("a"));
 }
 
+/// One address cannot hold more than its share of a listener: past
+/// `max_connections_per_client` its new connections are closed at once and counted, on L4 and
+/// HTTP listeners alike, while another address is still served.
+#[test]
+fn one_client_address_is_held_to_its_share_and_others_are_served() {
+    let backend = Nginx::http("a");
+    for mode in ["tcp", "http"] {
+        let setup = Setup::new();
+        let _daemon = setup.start(&setup.single(
+            mode,
+            "max_connections_per_client = 2",
+            "",
+            &[backend.address],
+        ));
+        // Each held connection proves its admission with a kept-alive answer.
+        let held: Vec<TcpStream> = (0..2)
+            .map(|_| {
+                let mut stream = TcpStream::connect(setup.lb).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .unwrap();
+                stream
+                    .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+                    .unwrap();
+                let mut answer = [0u8; 512];
+                let n = stream.read(&mut answer).unwrap();
+                assert!(answer[..n].starts_with(b"HTTP/1.1 200"), "{mode}");
+                stream
+            })
+            .collect();
+        assert_eq!(
+            answer_to(setup.lb, b"GET / HTTP/1.0\r\n\r\n", false),
+            0,
+            "{mode}: a third connection from 127.0.0.1 was served"
+        );
+        let refused =
+            format!("lab_lb_connections_refused_total{{listener=\"web\",reason=\"client_limit\"}}");
+        assert_eq!(setup.metric(&refused), 1.0, "{mode}");
+        // Another address of the loopback range is its own client.
+        assert_eq!(
+            fetch(setup.lb, Some("127.0.0.2")).as_deref(),
+            Some("a"),
+            "{mode}: another address was refused"
+        );
+        drop(held);
+        wait_for(
+            "the held connections to close",
+            Duration::from_secs(5),
+            || fetch(setup.lb, None).as_deref() == Some("a"),
+        );
+    }
+}
+
 #[test]
 fn reload_keeps_an_established_stream_and_new_connections_use_the_new_config() {
     let (old, new) = (Nginx::http("old"), Nginx::http("new"));
