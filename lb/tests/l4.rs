@@ -318,9 +318,8 @@ fn one_client_address_is_held_to_its_share_and_others_are_served() {
             0,
             "{mode}: a third connection from 127.0.0.1 was served"
         );
-        let refused =
-            format!("lab_lb_connections_refused_total{{listener=\"web\",reason=\"client_limit\"}}");
-        assert_eq!(setup.metric(&refused), 1.0, "{mode}");
+        let refused = "lab_lb_connections_refused_total{listener=\"web\",reason=\"client_limit\"}";
+        assert_eq!(setup.metric(refused), 1.0, "{mode}");
         // Another address of the loopback range is its own client.
         assert_eq!(
             fetch(setup.lb, Some("127.0.0.2")).as_deref(),
