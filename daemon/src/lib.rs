@@ -6,6 +6,7 @@
 //! process metrics ([`metrics`]), the systemd notify protocol ([`notify`]), `tracing` logs
 //! ([`logging`]) and the SIGHUP/SIGTERM lifecycle ([`lifecycle`]).
 
+pub mod admission;
 pub mod cli;
 pub mod config;
 pub mod exit;

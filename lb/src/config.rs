@@ -82,8 +82,8 @@ impl Listener {
     }
 
     /// The limits the accept loop enforces.
-    pub fn admission_limits(&self) -> crate::admission::Limits {
-        crate::admission::Limits {
+    pub fn admission_limits(&self) -> lab_daemon::admission::Limits {
+        lab_daemon::admission::Limits {
             total: self.max_connections as usize,
             per_client: self.max_connections_per_client as usize,
             exempt: self.accept_proxy_from.clone(),

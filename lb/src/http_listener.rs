@@ -30,7 +30,7 @@ pub struct HttpApp {
     hello_timeout: Duration,
     pub metrics: ListenerMetrics,
     http_metrics: HttpMetrics,
-    pub limits: crate::admission::Limits,
+    pub limits: lab_daemon::admission::Limits,
 }
 
 impl HttpApp {
@@ -40,7 +40,7 @@ impl HttpApp {
         hello_timeout: Duration,
         metrics: ListenerMetrics,
         http_metrics: HttpMetrics,
-        limits: crate::admission::Limits,
+        limits: lab_daemon::admission::Limits,
     ) -> Self {
         let listener = router.listener.clone();
         let conf = ServerConf {

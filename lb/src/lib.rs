@@ -3,7 +3,6 @@
 //! [`config`] is the `lb.toml` schema (also what `lab-bootstrap` serialises); [`daemon`] is the
 //! service the shared lifecycle in `lab_daemon` runs.
 
-pub mod admission;
 pub mod balance;
 mod client_socket;
 mod clock;

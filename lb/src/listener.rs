@@ -4,12 +4,12 @@
 //! swaps the proxy behind it, and closes sockets whose listener went away, while every accepted
 //! connection runs to its end under a task tracker the drain waits on.
 
-use crate::admission::{Admission, Limits, Over};
 use crate::client_socket::ClientSocket;
 use crate::http_listener::HttpApp;
 use crate::metrics::{ListenerMetrics, Refusal};
 use crate::proxy::L4Proxy;
 use arc_swap::ArcSwap;
+use lab_daemon::admission::{Admission, Limits, Over};
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::Stream;
 use std::net::SocketAddr;

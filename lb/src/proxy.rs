@@ -50,7 +50,7 @@ pub struct L4Proxy {
     pub routing: Routing,
     pub metrics: ListenerMetrics,
     /// Connections open at once, in all and per client, before new ones are refused.
-    pub limits: crate::admission::Limits,
+    pub limits: lab_daemon::admission::Limits,
 }
 
 /// Facts about one connection, for its access-log line.

@@ -70,6 +70,10 @@ impl DaemonProcess {
         Self { child, stderr }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn signal(&self, signal: Signal) {
         let pid = Pid::from_raw(self.child.id() as i32);
         kill(pid, signal).unwrap_or_else(|e| panic!("kill -{signal} {pid}: {e}"));

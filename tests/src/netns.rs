@@ -43,6 +43,25 @@ impl Netns {
         command
     }
 
+    /// Runs `work` on a thread inside the namespace: sockets it makes belong to the namespace,
+    /// whichever thread uses them later.
+    pub fn enter<T: Send>(&self, work: impl FnOnce() -> T + Send) -> T {
+        use std::os::fd::AsFd;
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let namespace =
+                        std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+                    nix::sched::setns(namespace.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                        .unwrap_or_else(|e| panic!("setns {path}: {e}"));
+                    work()
+                })
+                .join()
+                .unwrap_or_else(|_| panic!("a thread in {} panicked", self.name))
+        })
+    }
+
     /// Runs a command inside the namespace and panics if it fails.
     pub fn run(&self, argv: &[&str]) {
         let output = self

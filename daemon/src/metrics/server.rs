@@ -1,14 +1,18 @@
 //! A small HTTP/1.1 server for `GET /metrics` (and a daemon's `GET /status`), on its own address
-//! so scraping never competes with the data path's listeners.
+//! so scraping never competes with the data path's listeners. Bounded like a data-path listener:
+//! connections in all and per address, head size, the time to send a head, and a connection's
+//! whole life, so a slow or flooding client cannot take the daemon's descriptors.
 
+use crate::admission::{Admission, Limits};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, ACCEPT, ALLOW, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -23,6 +27,18 @@ pub struct Pages {
     pub registry: Arc<Registry>,
     pub status: Option<Arc<dyn StatusPage>>,
 }
+
+/// A scraper keeps one connection, a person with curl a few more.
+const MAX_CONNECTIONS: usize = 64;
+const MAX_CONNECTIONS_PER_CLIENT: usize = 8;
+/// From the start of waiting for a request head (a kept-alive connection's idle time included)
+/// to its end.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection's whole life: a client that stops reading a large page is let go.
+const MAX_CONNECTION_LIFE: Duration = Duration::from_secs(60);
+/// hyper's smallest read buffer, which bounds a request head; more is a 431.
+const MAX_HEAD_BYTES: usize = 8192;
+const MAX_HEADERS: usize = 32;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -76,9 +92,15 @@ impl Drop for MetricsServer {
 }
 
 async fn accept_loop(listener: TcpListener, pages: Pages) {
+    let admission = Arc::new(Admission::default());
+    let limits = Limits {
+        total: MAX_CONNECTIONS,
+        per_client: MAX_CONNECTIONS_PER_CLIENT,
+        exempt: Vec::new(),
+    };
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _peer)) => stream,
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
                 tracing::warn!(error = %e, "metrics endpoint could not accept a connection");
@@ -86,17 +108,28 @@ async fn accept_loop(listener: TcpListener, pages: Pages) {
                 continue;
             }
         };
+        let Ok(admitted) = admission.admit(peer.ip(), &limits) else {
+            tracing::debug!(%peer, "metrics endpoint at its connection limit; closed");
+            continue;
+        };
         let pages = pages.clone();
         tokio::spawn(async move {
+            let _admitted = admitted;
             let service = hyper::service::service_fn(move |request| {
                 let pages = pages.clone();
                 async move { Ok::<_, std::convert::Infallible>(respond(&pages, &request)) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
+                .max_buf_size(MAX_HEAD_BYTES)
+                .max_headers(MAX_HEADERS)
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "metrics connection ended with an error");
+            match tokio::time::timeout(MAX_CONNECTION_LIFE, connection).await {
+                Ok(Err(e)) => tracing::debug!(error = %e, "metrics connection ended with an error"),
+                Err(_) => tracing::debug!(%peer, "metrics connection closed at its time limit"),
+                Ok(Ok(())) => {}
             }
         });
     }

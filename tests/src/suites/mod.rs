@@ -3,6 +3,7 @@
 
 pub mod config_check;
 pub mod lifecycle;
+pub mod metrics_endpoint;
 pub mod systemd_env;
 
 /// Defines, in the calling test crate, one `#[test]` per convention of DESIGN.md that every daemon
@@ -78,6 +79,11 @@ macro_rules! daemon_conventions {
             fn watchdog_is_fed_when_systemd_asks() {
                 systemd_env::watchdog_is_fed(&setup());
                 systemd_env::watchdog_of_another_process_is_ignored(&setup());
+            }
+
+            #[test]
+            fn slow_and_flooding_clients_cannot_take_the_metrics_endpoint() {
+                $crate::suites::metrics_endpoint::slow_clients_are_bounded(&setup());
             }
 
             #[test]

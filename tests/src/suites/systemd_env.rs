@@ -18,13 +18,13 @@ pub struct Setup<'a> {
 }
 
 /// A config written to a fresh directory, and the namespace to run in.
-struct Prepared {
-    dir: tempfile::TempDir,
-    path: std::path::PathBuf,
-    netns: Option<Netns>,
+pub(crate) struct Prepared {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) path: std::path::PathBuf,
+    pub(crate) netns: Option<Netns>,
 }
 
-fn prepare(setup: &Setup<'_>) -> Prepared {
+pub(crate) fn prepare(setup: &Setup<'_>) -> Prepared {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let path = dir.path().join("daemon.toml");
     let config = (setup.config)(dir.path());
@@ -37,7 +37,7 @@ fn prepare(setup: &Setup<'_>) -> Prepared {
 }
 
 /// Starts the daemon with `env` added and waits for `READY=1`.
-fn start_ready(
+pub(crate) fn start_ready(
     setup: &Setup<'_>,
     prepared: &Prepared,
     env: &[(&str, &str)],

@@ -1,6 +1,7 @@
-//! How many connections a listener holds open, in all and per client address: past either
-//! limit a new connection is closed at once, so no single address (nor a flood of them) can
-//! take the process's file descriptors.
+//! How many connections a listening socket holds open, in all and per client address: past
+//! either limit a new connection is closed at once, so no single address (nor a flood of them)
+//! can take the process's file descriptors. lab-lb's listeners and both daemons' metrics
+//! endpoints count with it.
 
 use ipnet::IpNet;
 use std::collections::HashMap;
