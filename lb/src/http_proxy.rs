@@ -17,6 +17,7 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -80,7 +81,10 @@ impl Route {
                 .host
                 .as_deref()
                 .and_then(|h| SniPattern::parse(&h.to_ascii_lowercase()).ok()),
-            path: route.path.clone().unwrap_or_else(|| "/".into()),
+            path: route
+                .path
+                .as_deref()
+                .map_or_else(|| "/".into(), |p| normalize_path(p).into_owned()),
             pool,
             status: route.status,
             body: Bytes::from(route.body.clone().unwrap_or_default()),
@@ -207,9 +211,12 @@ impl HttpRouter {
             .unwrap_or(&self.default)
     }
 
-    /// The first route matching a host (as [`host_without_port`] gives it) and path.
+    /// The first route matching a host (as [`host_without_port`] gives it) and path, the path
+    /// normalised first: `/%61dmin`, `//admin` and `/x/../admin` are all `/admin` to a route,
+    /// as they are to most servers behind it.
     pub(crate) fn match_route(&self, host: &str, path: &str) -> Option<usize> {
-        self.routes.iter().position(|r| r.matches(host, path))
+        let path = normalize_path(path);
+        self.routes.iter().position(|r| r.matches(host, &path))
     }
 
     /// The servers of every backend this listener sends requests to, each counted once.
@@ -515,7 +522,75 @@ fn request_host(req: &RequestHeader) -> String {
     host_without_port(raw)
 }
 
-/// A `Host` value as routes match it: lower-case, without port.
+/// A path as routes match it (RFC 3986 §6.2.2): percent-encoded unreserved characters decoded,
+/// the other escapes' hex in upper case, empty segments (`//`) merged and dot-segments removed.
+/// Only for matching: the request goes on with the path it came with.
+pub(crate) fn normalize_path(path: &str) -> Cow<'_, str> {
+    if !path.starts_with('/') || !(path.contains('%') || path.contains("//") || path.contains("/."))
+    {
+        return Cow::Borrowed(path);
+    }
+    let decoded = decode_unreserved(path);
+    let trailing_slash =
+        decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in decoded.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            _ => segments.push(segment),
+        }
+    }
+    let mut normal = String::with_capacity(decoded.len());
+    for segment in &segments {
+        normal.push('/');
+        normal.push_str(segment);
+    }
+    if trailing_slash || segments.is_empty() {
+        normal.push('/');
+    }
+    Cow::Owned(normal)
+}
+
+/// `%XX` of an unreserved character (letters, digits, `-._~`) as the character; other escapes
+/// kept, their hex in upper case.
+fn decode_unreserved(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escape = (bytes[i] == b'%')
+            .then(|| Some((hex(*bytes.get(i + 1)?)?, hex(*bytes.get(i + 2)?)?)))
+            .flatten();
+        match escape {
+            Some((high, low)) => {
+                let byte = high << 4 | low;
+                if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+                    out.push(byte);
+                } else {
+                    out.push(b'%');
+                    out.extend_from_slice(format!("{byte:02X}").as_bytes());
+                }
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    // Only ASCII was decoded, into ASCII, so the text is as valid as it was.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+fn hex(digit: u8) -> Option<u8> {
+    (digit as char).to_digit(16).map(|d| d as u8)
+}
+
+/// A `Host` value as routes match it: lower-case, without port or the root's trailing dot
+/// (`App.Example.` is `app.example`).
 pub(crate) fn host_without_port(raw: &str) -> String {
     let without_port = match raw.rsplit_once(':') {
         Some((host, port)) if !host.ends_with(']') || raw.starts_with('[') => {
@@ -527,7 +602,8 @@ pub(crate) fn host_without_port(raw: &str) -> String {
         }
         _ => raw,
     };
-    without_port.to_ascii_lowercase()
+    let without_dot = without_port.strip_suffix('.').unwrap_or(without_port);
+    without_dot.to_ascii_lowercase()
 }
 
 /// Requests whose body length is ambiguous (RFC 9112 §6.3): both `Content-Length` and
@@ -1012,5 +1088,56 @@ impl ProxyHttp for SharedRouter {
             error_kind: ctx.error_kind,
             error: error.as_deref(),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_that_servers_read_alike_match_alike() {
+        for (sent, normal) in [
+            ("/admin", "/admin"),
+            ("/%61dmin", "/admin"),
+            ("/%61%64%6D%69%6e/x", "/admin/x"),
+            ("//admin", "/admin"),
+            ("/./admin", "/admin"),
+            ("/x/../admin", "/admin"),
+            ("/x/%2e%2E/admin", "/admin"),
+            ("/../../admin", "/admin"),
+            ("/admin/.", "/admin/"),
+            ("/a/b/..", "/a/"),
+            ("/", "/"),
+            ("/..", "/"),
+            ("/%7euser", "/~user"),
+            // Not unreserved: kept escaped (a `/` inside a segment is not a separator).
+            ("/a%2fb", "/a%2Fb"),
+            ("/a%2F..%2Fb", "/a%2F..%2Fb"),
+            ("/%", "/%"),
+            ("/%zz", "/%zz"),
+            ("/%4", "/%4"),
+            ("*", "*"),
+        ] {
+            assert_eq!(normalize_path(sent), normal, "{sent}");
+        }
+    }
+
+    #[test]
+    fn ordinary_paths_are_not_copied() {
+        assert!(matches!(normalize_path("/api/v1/pods"), Cow::Borrowed(_)));
+        assert!(matches!(normalize_path("/file.tar.gz"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn hosts_match_without_case_port_or_the_roots_dot() {
+        for (sent, normal) in [
+            ("App.Example", "app.example"),
+            ("app.example.", "app.example"),
+            ("APP.EXAMPLE.:8443", "app.example"),
+            ("[::1]:80", "[::1]"),
+        ] {
+            assert_eq!(host_without_port(sent), normal, "{sent}");
+        }
     }
 }

@@ -418,3 +418,57 @@ fn idle_keep_alive_and_idle_body_are_closed() {
     );
     let _ = got;
 }
+
+/// Routes decide on the request as the servers behind will read it: a path spelled another way
+/// (escaped letters, `//`, dot-segments) or a host in other case or with the root's dot takes
+/// the same route, on our HTTP/1.1 path and on pingora's (HTTP/1.0) alike; the server still
+/// gets the path as the client sent it.
+#[test]
+fn routes_match_normalised_paths_and_hosts_and_the_path_goes_on_unchanged() {
+    let web = EchoBackend::start("web");
+    let api = EchoBackend::start("api");
+    let setup = Setup::new();
+    let _lb = setup.start(&setup.config(&format!(
+        "{}[[listener.http.route]]\npath = \"/admin\"\nstatus = 403\nbody = \"not from here\"\n\
+         [[listener.http.route]]\nhost = \"app.test\"\nbackend = \"api\"\n{}{}",
+        listener(&setup, "http", ""),
+        backend("web", &[web.address], ""),
+        backend("api", &[api.address], ""),
+    )));
+    for version in ["HTTP/1.1", "HTTP/1.0"] {
+        for path in [
+            "/admin",
+            "/%61dmin",
+            "/%61%64min/x",
+            "//admin",
+            "/./admin",
+            "/x/../admin",
+            "/x/%2E%2e/admin",
+        ] {
+            let answer = raw_exchange(
+                setup.lb,
+                format!("GET {path} {version}\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes(),
+            );
+            assert!(
+                answer.starts_with("HTTP/1.1 403 ") && answer.ends_with("not from here"),
+                "{version} {path}:\n{answer}"
+            );
+        }
+        for host in ["APP.TEST", "app.test.", "App.Test.:80"] {
+            let answer = raw_exchange(
+                setup.lb,
+                format!("GET /x HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+            );
+            assert!(answer.contains("\r\n\r\napi uri=/x "), "{host}:\n{answer}");
+        }
+        let answer = raw_exchange(
+            setup.lb,
+            format!("GET /x/%7Eu/../y {version}\r\nHost: a\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        );
+        assert!(
+            answer.contains("\r\n\r\nweb uri=/x/%7Eu/../y "),
+            "{version}: the path did not go on as sent:\n{answer}"
+        );
+    }
+}
