@@ -267,7 +267,7 @@ pub(crate) fn load_or_create<T: Serialize + DeserializeOwned>(
     if path.symlink_metadata().is_ok() {
         return load_private(&path, check);
     }
-    files::private_dir(state_dir).map_err(|source| SecretsError::Io {
+    files::state_dir(state_dir).map_err(|source| SecretsError::Io {
         path: state_dir.to_owned(),
         source,
     })?;
