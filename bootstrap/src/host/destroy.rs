@@ -1,7 +1,8 @@
 //! destroy's host side: the services apply started on the host stopped and disabled, the files
 //! it wrote removed (only those still holding what it wrote, by the manifest), and the state
 //! directory kept unless asked: it holds the Talos secrets and WireGuard keys, without which a
-//! recreated cluster or VPN locks out everyone who had access.
+//! recreated cluster or VPN locks out everyone who had access. Asked, it deletes only a
+//! directory carrying the marker lab-bootstrap wrote when it made it.
 
 use super::manifest::{self, sha256_hex, ManifestError};
 use super::{Host, HostError};

@@ -1,7 +1,8 @@
 //! What the lab should look like on the Proxmox node, in the API's own terms: the lab bridges,
 //! the `lb` and `vpn` containers, the manager VM and the Talos VMs, each as the parameters of
-//! the call that creates it. Everything here is marked as ours (bridge comments, guest tags)
-//! so `destroy` can tell it from what the user made by hand.
+//! the call that creates it. Everything here is marked as this lab's (bridge comments, guest
+//! descriptions naming `[cluster] name`, with the guest tag) so `destroy` can tell it from what
+//! the user made by hand and from another lab's on the same node.
 
 use std::collections::BTreeMap;
 
