@@ -391,11 +391,21 @@ fn the_bundle_file_has_talosctls_layout_and_is_private() {
     let file = state.join(lab_bootstrap::talos::secrets::SECRETS_FILE);
     assert_eq!(mode(&state), 0o700);
     assert_eq!(mode(&file), 0o600);
-    let leftovers: Vec<_> = std::fs::read_dir(&state)
+    // The bundle and the marker that makes the directory lab-bootstrap's; no temporary files.
+    let mut leftovers: Vec<_> = std::fs::read_dir(&state)
         .unwrap()
-        .map(|e| e.unwrap().file_name())
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert_eq!(leftovers.len(), 1, "no temporary files left: {leftovers:?}");
+    leftovers.sort();
+    assert_eq!(
+        leftovers,
+        [
+            lab_bootstrap::talos::STATE_MARKER,
+            lab_bootstrap::talos::secrets::SECRETS_FILE
+        ],
+        "no temporary files left"
+    );
+    assert_eq!(mode(&state.join(lab_bootstrap::talos::STATE_MARKER)), 0o600);
     let yaml: Value = serde_norway::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     let keys = |v: &Value| {
         let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
