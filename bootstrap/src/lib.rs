@@ -3,6 +3,9 @@
 //! [`model`] is the `lab.toml` schema and its validation; [`mac`] the deterministic MAC addresses
 //! machines get. Planning, the Proxmox and local drivers come with their own issues.
 
+// It runs as root on the Proxmox host with the lab's secrets: nothing here needs `unsafe`.
+#![forbid(unsafe_code)]
+
 pub mod host;
 pub mod local;
 pub mod mac;

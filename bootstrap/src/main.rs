@@ -1,3 +1,6 @@
+// Root on the Proxmox host, holding the lab's secrets: nothing here needs `unsafe`.
+#![forbid(unsafe_code)]
+
 use clap::{Parser, Subcommand};
 use lab_bootstrap::{local, proxmox, render, Lab};
 use lab_daemon::config::load;

@@ -4,6 +4,7 @@
 mod access;
 mod images;
 mod lb;
+pub mod names;
 mod peers;
 
 pub use access::{Host, Manager};
@@ -278,6 +279,7 @@ impl ConfigFile for Lab {
         "a lab description ([proxmox], [networks.net0..2], [cluster], [[machine]])";
 
     fn validate(&self, issues: &mut Issues) {
+        self.validate_names(issues);
         self.validate_networks(issues);
         self.validate_machines(issues);
         self.validate_roles(issues);

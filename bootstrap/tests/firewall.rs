@@ -1,8 +1,10 @@
 //! The rendered `table inet lab`, loaded with the real `nft` into a namespace router shaped
 //! like the host (the three bridges and host addresses of configs/lab.toml, the rendered sysctl
 //! and route), enforces DESIGN.md's policy matrix on real TCP connections, and replacing it
-//! leaves every other table alone. br_netfilter is on in these namespaces (as Proxmox's
-//! firewall turns it on), so switched traffic crosses the same chains.
+//! leaves every other table alone. The matrix runs with br_netfilter on (as Proxmox's firewall
+//! turns it on: switched traffic crosses the same chains) and off. The router also has two
+//! bridges that are not the lab's, with guests of the user's own: they keep forwarding, among
+//! themselves and to the outside, whatever the lab's policy.
 
 use lab_bootstrap::model::{NetworkId, Role};
 use lab_bootstrap::render::{self, nftables, sysctl};
@@ -139,6 +141,15 @@ fn sysctl_set(ns: &Netns, key: &str, value: &str) {
 
 #[test]
 fn policy_matrix_holds_across_the_router() {
+    policy_matrix(true);
+}
+
+#[test]
+fn policy_matrix_holds_across_the_router_without_br_netfilter() {
+    policy_matrix(false);
+}
+
+fn policy_matrix(br_netfilter: bool) {
     let lab = lab();
     let nets = &lab.networks;
     let (n0, n1, n2) = (&nets.net0, &nets.net1, &nets.net2);
@@ -172,9 +183,19 @@ fn policy_matrix_holds_across_the_router() {
     for (key, value) in sysctl::SETTINGS {
         sysctl_set(&router.ns, key, value);
     }
+    let nf_call = if br_netfilter { "1" } else { "0" };
     if Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists() {
-        sysctl_set(&router.ns, "net.bridge.bridge-nf-call-iptables", "1");
+        sysctl_set(&router.ns, "net.bridge.bridge-nf-call-iptables", nf_call);
+    } else {
+        assert!(
+            !br_netfilter,
+            "br_netfilter is not loaded (modprobe br_netfilter)"
+        );
     }
+    // Two bridges of the user's own on the same node, routed by it, not the lab's.
+    router.bridge("vmbr7", "172.16.7.1/24");
+    router.bridge("vmbr8", "172.16.8.1/24");
+    let foreign = "172.16.0.0/16";
 
     // The internet: the home router, with a public address and no route into net1 or net2,
     // so a lab host getting through proves the masquerade.
@@ -192,9 +213,16 @@ fn policy_matrix_holds_across_the_router() {
         &h(n0),
     ]);
     let public = "198.51.100.1";
+    // The home router knows the user's own networks behind the node (they are not NATed).
+    internet.run(&["ip", "route", "add", foreign, "via", &h(n0)]);
     // Someone on net0 who routes the lab's networks via the host anyway.
     let outside = client(&router, "out", &n0.bridge, "192.168.1.100", &gateway);
     outside.run(&["ip", "route", "add", "10.10.0.0/16", "via", &h(n0)]);
+    outside.run(&["ip", "route", "add", foreign, "via", &h(n0)]);
+    // The user's guests: two on vmbr7 (switched between them), one on vmbr8 (routed).
+    let fa = client(&router, "fa", "vmbr7", "172.16.7.10", "172.16.7.1");
+    let fb = client(&router, "fb", "vmbr7", "172.16.7.11", "172.16.7.1");
+    let fc = client(&router, "fc", "vmbr8", "172.16.8.10", "172.16.8.1");
     // The lb container's net0 side, publishing 443.
     let lb = client(&router, "lb", &n0.bridge, &lb0, &gateway);
     lb.run(&[
@@ -239,7 +267,11 @@ fn policy_matrix_holds_across_the_router() {
         listen(&node2, 80),
         listen(&router.ns, 22),
         listen(&router.ns, 8006),
+        listen(&fb, 80),
+        listen(&fc, 80),
     ];
+    wait_listening(&fb, "172.16.7.11", 80);
+    wait_listening(&fc, "172.16.8.10", 80);
     wait_listening(&internet, public, 80);
     wait_listening(&lb, &lb0, 443);
     wait_listening(&node1, &cp1, 50000);
@@ -259,6 +291,33 @@ fn policy_matrix_holds_across_the_router() {
         ("net1 -> internet (NAT)", &node1, public.to_owned(), 80),
         ("net1 -> host SSH", &node1, h(n1), 22),
         ("net2 -> internet (NAT)", &node2, public.to_owned(), 80),
+        ("net1 -> user's guest", &node1, "172.16.8.10".to_owned(), 80),
+        // Not the lab's: as without the table.
+        (
+            "user's guest -> guest, same bridge",
+            &fa,
+            "172.16.7.11".to_owned(),
+            80,
+        ),
+        (
+            "user's guest -> guest, other bridge",
+            &fa,
+            "172.16.8.10".to_owned(),
+            80,
+        ),
+        ("user's guest -> internet", &fa, public.to_owned(), 80),
+        (
+            "internet -> user's guest",
+            &internet,
+            "172.16.7.11".to_owned(),
+            80,
+        ),
+        (
+            "outside -> user's guest",
+            &outside,
+            "172.16.8.10".to_owned(),
+            80,
+        ),
     ];
     let denied: Vec<Cell> = vec![
         ("outside -> net1", &outside, cp1.clone(), 50000),
@@ -266,6 +325,16 @@ fn policy_matrix_holds_across_the_router() {
         ("VPN peer -> internet", &peer, public.to_owned(), 80),
         ("net2 -> net1", &node2, cp1.clone(), 50000),
         ("net2 -> host SSH", &node2, h(n2), 22),
+        // The user's other bridges are outside the lab like net0.
+        ("user's guest -> net1", &fa, cp1.clone(), 50000),
+        ("user's guest -> net2", &fc, w1.clone(), 80),
+        ("net2 -> user's guest", &node2, "172.16.8.10".to_owned(), 80),
+        (
+            "VPN peer -> user's guest",
+            &peer,
+            "172.16.8.10".to_owned(),
+            80,
+        ),
     ];
     let check = |cells: &[Cell]| -> Vec<(String, bool)> {
         std::thread::scope(|scope| {
@@ -281,6 +350,16 @@ fn policy_matrix_holds_across_the_router() {
 
     // Without the table every denied cell connects: what stops them below is the ruleset.
     for (name, connected) in check(&denied) {
+        assert!(connected, "{name}: not reachable even without the ruleset");
+    }
+
+    // The user's guests reach what they reach without the table: below, it must not stop them.
+    let users: Vec<Cell> = allowed
+        .iter()
+        .filter(|(name, ..)| name.contains("user's guest"))
+        .cloned()
+        .collect();
+    for (name, connected) in check(&users) {
         assert!(connected, "{name}: not reachable even without the ruleset");
     }
 

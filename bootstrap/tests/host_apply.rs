@@ -703,3 +703,51 @@ fn destroy_without_yes_and_without_an_answer_touches_nothing() {
     assert!(bench.writes().is_empty(), "{:#?}", bench.writes());
     assert!(bench.sim.writes().is_empty(), "{:?}", bench.sim.writes());
 }
+
+#[test]
+fn purge_state_deletes_only_a_directory_lab_bootstrap_marked_as_its_state() {
+    let bench = Bench::new();
+    bench.apply_ok();
+    let state = bench.path("root/var/lib/lab-bootstrap");
+    let marker = state.join(lab_bootstrap::talos::STATE_MARKER);
+    assert!(marker.is_file(), "apply marks the state directory it makes");
+
+    // Someone's directory given as --state by mistake: refused before anything changes.
+    let mine = bench.path("mine");
+    std::fs::create_dir(&mine).unwrap();
+    std::fs::write(mine.join("thesis.tex"), "years of work\n").unwrap();
+    let before = bench.listing();
+    bench.sim.clear_calls();
+    let mine_arg = mine.display().to_string();
+    let (out, text) = bench.run("destroy", &["--yes", "--purge-state", "--state", &mine_arg]);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("refusing to purge {mine_arg}"))
+            && text.contains(lab_bootstrap::talos::STATE_MARKER),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(mine.join("thesis.tex")).unwrap(),
+        "years of work\n"
+    );
+    assert_eq!(bench.listing(), before);
+    assert!(bench.writes().is_empty(), "{:#?}", bench.writes());
+    assert!(bench.sim.writes().is_empty(), "{:?}", bench.sim.writes());
+
+    // The lab's own state directory without its marker (made before markers) is refused too.
+    std::fs::remove_file(&marker).unwrap();
+    let (out, text) = bench.run("destroy", &["--yes", "--purge-state"]);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("refusing to purge {}", state.display())),
+        "{text}"
+    );
+    assert!(state.join("talos-secrets.yaml").is_file());
+    assert!(bench.sim.writes().is_empty(), "{:?}", bench.sim.writes());
+
+    // Marked, it goes.
+    std::fs::write(&marker, "").unwrap();
+    let (out, text) = bench.run("destroy", &["--yes", "--purge-state"]);
+    assert!(out.status.success(), "{text}");
+    assert!(!state.exists(), "{text}");
+}

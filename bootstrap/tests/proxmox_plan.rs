@@ -361,3 +361,130 @@ fn an_apply_interrupted_before_the_network_reload_converges() {
     let out = run(&sim, "plan", &lab_toml(), &[], "");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
+
+/// configs/lab.toml as another lab on the same node: its own name, bridges, VMIDs and
+/// machine names (networks and addresses as they are: the node does not care).
+fn other_lab(dir: &Path) -> PathBuf {
+    let mut doc: toml_edit::DocumentMut = std::fs::read_to_string(lab_toml())
+        .unwrap()
+        .parse()
+        .unwrap();
+    doc["cluster"]["name"] = toml_edit::value("otherlab");
+    doc["networks"]["net1"]["bridge"] = toml_edit::value("vmbr11");
+    doc["networks"]["net2"]["bridge"] = toml_edit::value("vmbr12");
+    for m in doc["machine"].as_array_of_tables_mut().unwrap().iter_mut() {
+        let vmid = m["vmid"].as_integer().unwrap();
+        m["vmid"] = toml_edit::value(vmid + 300);
+    }
+    let file = dir.join("other.toml");
+    std::fs::write(&file, doc.to_string()).unwrap();
+    file
+}
+
+/// Guest VMIDs and bridge names on the node.
+fn node_contents(sim: &Simulator) -> (Vec<u32>, Vec<String>) {
+    let s = sim.state.lock().unwrap();
+    let mut guests: Vec<u32> = s.lxc.keys().chain(s.qemu.keys()).copied().collect();
+    guests.sort();
+    let bridges = s.network["pve"].keys().cloned().collect();
+    (guests, bridges)
+}
+
+#[test]
+fn two_labs_on_one_node_never_touch_each_others_guests_or_bridges() {
+    let sim = Simulator::start();
+    seed_users_own(&sim);
+    {
+        // Someone put our tag and comment on things of their own by hand.
+        let mut s = sim.state.lock().unwrap();
+        let strings = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        s.qemu.insert(
+            901,
+            (
+                "pve".into(),
+                strings(&[
+                    ("name", "hand-tagged"),
+                    ("memory", "512"),
+                    ("tags", "lab-bootstrap;worker"),
+                ]),
+            ),
+        );
+        s.network.get_mut("pve").unwrap().insert(
+            "vmbr9".into(),
+            strings(&[
+                ("type", "bridge"),
+                ("autostart", "1"),
+                ("comments", "managed by lab-bootstrap"),
+            ]),
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let other = other_lab(dir.path());
+    let (users_guests, users_bridges) = node_contents(&sim);
+
+    apply_all(&sim, &lab_toml());
+    let (with_one, bridges_with_one) = node_contents(&sim);
+    // Applying the second lab creates its own and removes nothing of the first's.
+    let out = run(&sim, "plan", &other, &[], "");
+    let t = text(&out);
+    assert!(t.contains(" 0 to destroy."), "{t}");
+    apply_all(&sim, &other);
+    let (with_both, bridges_with_both) = node_contents(&sim);
+    assert!(with_one.iter().all(|g| with_both.contains(g)));
+    assert!(bridges_with_one
+        .iter()
+        .all(|b| bridges_with_both.contains(b)));
+    assert_eq!(with_both.len(), with_one.len() + lab().machines.len());
+    // And the first lab sees nothing to change.
+    let out = run(&sim, "plan", &lab_toml(), &[], "");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let out = run(&sim, "destroy", &lab_toml(), &["--yes"], "");
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(sim.rejected().is_empty(), "{:?}", sim.rejected());
+    let (left, bridges_left) = node_contents(&sim);
+    let others: Vec<u32> = lab().machines.iter().map(|m| m.vmid + 300).collect();
+    let mut expected: Vec<u32> = users_guests.iter().copied().chain(others).collect();
+    expected.sort();
+    assert_eq!(left, expected, "{t}");
+    let mut expected_bridges = users_bridges.clone();
+    expected_bridges.extend(["vmbr11".to_owned(), "vmbr12".to_owned()]);
+    expected_bridges.sort();
+    assert_eq!(bridges_left, expected_bridges, "{t}");
+    assert!(left.contains(&901) && bridges_left.contains(&"vmbr9".to_owned()));
+
+    // The other lab is whole: nothing to create, and destroying it leaves only the user's.
+    let out = run(&sim, "plan", &other, &[], "");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = run(&sim, "destroy", &other, &["--yes"], "");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(node_contents(&sim), (users_guests, users_bridges));
+}
+
+#[test]
+fn a_guest_of_another_lab_at_a_wanted_vmid_is_a_conflict_naming_that_lab() {
+    let sim = Simulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("same-vmids.toml");
+    let mut doc: toml_edit::DocumentMut = std::fs::read_to_string(lab_toml())
+        .unwrap()
+        .parse()
+        .unwrap();
+    doc["cluster"]["name"] = toml_edit::value("otherlab");
+    doc["networks"]["net1"]["bridge"] = toml_edit::value("vmbr11");
+    doc["networks"]["net2"]["bridge"] = toml_edit::value("vmbr12");
+    std::fs::write(&file, doc.to_string()).unwrap();
+    apply_all(&sim, &lab_toml());
+    sim.clear_calls();
+    let out = run(&sim, "apply", &file, &["--yes"], "");
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("it is lab homelab's"), "{t}");
+    assert!(sim.writes().is_empty(), "{:?}", sim.writes());
+}

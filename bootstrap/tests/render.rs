@@ -33,8 +33,10 @@ const EXPECTED: [&str; 20] = [
     "var/lib/vz/snippets/lab-w2.yaml",
 ];
 
-/// State made once and kept (not reported as rendered files).
-const STATE: [&str; 3] = [
+/// State made once and kept (not reported as rendered files), with the marker that makes the
+/// directory lab-bootstrap's to purge.
+const STATE: [&str; 4] = [
+    "var/lib/lab-bootstrap/.lab-bootstrap-state",
     "var/lib/lab-bootstrap/talos-admin.yaml",
     "var/lib/lab-bootstrap/talos-secrets.yaml",
     "var/lib/lab-bootstrap/vpn-gateway.key",

@@ -391,11 +391,21 @@ fn the_bundle_file_has_talosctls_layout_and_is_private() {
     let file = state.join(lab_bootstrap::talos::secrets::SECRETS_FILE);
     assert_eq!(mode(&state), 0o700);
     assert_eq!(mode(&file), 0o600);
-    let leftovers: Vec<_> = std::fs::read_dir(&state)
+    // The bundle and the marker that makes the directory lab-bootstrap's; no temporary files.
+    let mut leftovers: Vec<_> = std::fs::read_dir(&state)
         .unwrap()
-        .map(|e| e.unwrap().file_name())
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert_eq!(leftovers.len(), 1, "no temporary files left: {leftovers:?}");
+    leftovers.sort();
+    assert_eq!(
+        leftovers,
+        [
+            lab_bootstrap::talos::STATE_MARKER,
+            lab_bootstrap::talos::secrets::SECRETS_FILE
+        ],
+        "no temporary files left"
+    );
+    assert_eq!(mode(&state.join(lab_bootstrap::talos::STATE_MARKER)), 0o600);
     let yaml: Value = serde_norway::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     let keys = |v: &Value| {
         let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
@@ -509,4 +519,78 @@ fn talosconfig_reaches_the_control_planes_as_admin() {
         public_key_of(&pem_of(&context["key"])),
         admin.public_key().subject_public_key.data.to_vec()
     );
+}
+
+/// Every secret a bundle, the admin credentials and the host's private files carry, as text
+/// and, for PEM keys, as the lines of their PEM body.
+fn secret_texts(secrets: &Secrets, admin: &talos::AdminCredentials) -> Vec<String> {
+    let mut out = vec![
+        secrets.cluster.secret.clone(),
+        secrets.secrets.bootstraptoken.clone(),
+        secrets.secrets.secretboxencryptionsecret.clone(),
+        secrets.trustdinfo.token.clone(),
+    ];
+    // A token's secret half alone would be enough for a kubelet to join.
+    for token in [&secrets.secrets.bootstraptoken, &secrets.trustdinfo.token] {
+        out.push(token.split_once('.').unwrap().1.to_owned());
+    }
+    let certs = &secrets.certs;
+    for key in [
+        &certs.etcd.key,
+        &certs.k8s.key,
+        &certs.k8saggregator.key,
+        &certs.k8sserviceaccount.key,
+        &certs.os.key,
+        &admin.key,
+    ] {
+        out.push(key.clone());
+        let pem = String::from_utf8(STANDARD.decode(key).unwrap()).unwrap();
+        out.extend(
+            pem.lines()
+                .filter(|l| !l.starts_with("-----") && l.len() >= 16)
+                .map(str::to_owned),
+        );
+    }
+    out
+}
+
+#[test]
+fn debug_output_never_shows_a_secret() {
+    let lab = lab();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let secrets = Secrets::load_or_generate(&state).unwrap();
+    let admin = talos::AdminCredentials::load_or_generate(&state, &secrets).unwrap();
+    let host_files = lab_bootstrap::render::state::host_files(&lab, &state).unwrap();
+    let gateway_key = std::fs::read_to_string(state.join(lab_bootstrap::render::state::VPN_KEY))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(host_files.iter().any(|f| f.contents.contains(&gateway_key)));
+    let mut secret = secret_texts(&secrets, &admin);
+    secret.push(gateway_key);
+
+    let certs = &secrets.certs;
+    let shown = [
+        ("Secrets", format!("{secrets:?}")),
+        ("Secrets (pretty)", format!("{secrets:#?}")),
+        ("ClusterIdentity", format!("{:?}", secrets.cluster)),
+        ("ClusterTokens", format!("{:?}", secrets.secrets)),
+        ("TrustdInfo", format!("{:?}", secrets.trustdinfo)),
+        ("Certs", format!("{certs:?}")),
+        ("EncodedCertAndKey", format!("{:?}", certs.os)),
+        ("EncodedKey", format!("{:?}", certs.k8sserviceaccount)),
+        ("AdminCredentials", format!("{admin:?}")),
+        ("host files", format!("{host_files:?}")),
+    ];
+    for (what, text) in &shown {
+        for s in &secret {
+            assert!(!text.contains(s.as_str()), "{what}'s Debug shows a secret");
+        }
+        assert!(text.contains("redacted"), "{what}: {text}");
+    }
+    // What is not secret still helps: the certificates and the cluster's discovery id.
+    assert!(shown[0].1.contains(&certs.os.crt));
+    assert!(shown[0].1.contains(&secrets.cluster.id));
+    assert!(shown[8].1.contains(&admin.crt));
 }

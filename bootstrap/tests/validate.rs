@@ -136,3 +136,98 @@ fn vpn_tunnel_overlapping_a_network_or_too_small_is_refused() {
         &["key `vpn.tunnel`: 10.10.100.0/31 has no room for the gateway and a peer"],
     );
 }
+
+#[test]
+fn bridge_names_linux_cannot_have_are_refused() {
+    refused(
+        |lab| lab["networks"]["net1"]["bridge"] = value("vmbr1234567890ab"),
+        &["key `networks.net1.bridge`: `vmbr1234567890ab` is 16 bytes; Linux interface names are at most 15"],
+    );
+    refused(
+        |lab| lab["networks"]["net2"]["bridge"] = value("vmbr/2"),
+        &["key `networks.net2.bridge`: `vmbr/2` has '/'"],
+    );
+    refused(
+        |lab| lab["networks"]["net0"]["bridge"] = value("vmbr 0"),
+        &["key `networks.net0.bridge`: `vmbr 0` has ' '"],
+    );
+    refused(
+        |lab| lab["networks"]["net0"]["bridge"] = value(".."),
+        &["key `networks.net0.bridge`: `..` is not a Linux interface name"],
+    );
+    refused(
+        |lab| lab["networks"]["net0"]["bridge"] = value(""),
+        &["key `networks.net0.bridge`: an interface name must not be empty"],
+    );
+    // What nftables strings and systemd instance names would have to escape.
+    refused(
+        |lab| lab["networks"]["net2"]["bridge"] = value("vmbr\"2"),
+        &["key `networks.net2.bridge`: `vmbr\"2` has '\"'"],
+    );
+}
+
+#[test]
+fn lab_bridges_proxmox_cannot_create_are_refused() {
+    // Fine for Linux, but not Proxmox's pve-iface; net0 exists already and may be so named.
+    refused(
+        |lab| lab["networks"]["net1"]["bridge"] = value("lab-admin"),
+        &["key `networks.net1.bridge`: `lab-admin` is not a name Proxmox creates a bridge with"],
+    );
+    refused(
+        |lab| lab["networks"]["net2"]["bridge"] = value("2vmbr"),
+        &["key `networks.net2.bridge`: `2vmbr` is not a name Proxmox creates a bridge with"],
+    );
+    let mut lab = workspace::config_document("lab.toml");
+    lab["networks"]["net0"]["bridge"] = value("uplink-br.1");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lab.toml");
+    std::fs::write(&file, lab.to_string()).unwrap();
+    let out = std::process::Command::new(VALIDATE.bin)
+        .arg("validate")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn machine_names_that_are_not_host_names_are_refused() {
+    for (name, why) in [
+        ("cp_1", "`cp_1` is not an RFC 1123 host name"),
+        ("cp1-", "`cp1-` is not an RFC 1123 host name"),
+        ("cp1.lab", "`cp1.lab` is not an RFC 1123 host name"),
+        (
+            "CP1",
+            "`CP1` has capitals; it becomes the Kubernetes node name",
+        ),
+    ] {
+        refused(
+            |lab| lab["machine"][3]["name"] = value(name),
+            &[&format!("key `machine[3].name`: {why}")],
+        );
+    }
+}
+
+#[test]
+fn lab_node_and_storage_names_proxmox_refuses_are_refused() {
+    refused(
+        |lab| lab["cluster"]["name"] = value("home_lab"),
+        &["key `cluster.name`: `home_lab` is not an RFC 1123 label"],
+    );
+    refused(
+        |lab| lab["proxmox"]["node"] = value("pve.lan"),
+        &["key `proxmox.node`: `pve.lan` is not a Proxmox node name"],
+    );
+    refused(
+        |lab| lab["proxmox"]["storage"] = value("local/lvm"),
+        &["key `proxmox.storage`: `local/lvm` is not a Proxmox storage ID"],
+    );
+    refused(
+        |lab| lab["proxmox"]["file_storage"] = value("1local"),
+        &["key `proxmox.file_storage`: `1local` is not a Proxmox storage ID"],
+    );
+}

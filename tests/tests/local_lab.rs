@@ -363,10 +363,30 @@ fn the_local_lab_comes_up_works_as_designed_and_goes_away() {
     assert!(again.status.success());
     assert!(text(&again.stdout).contains("already up"));
     drop(probe);
+    // A lab named after this one (`<name>-b`) is not this one's to remove.
+    let neighbour = format!("{}-b-host", lab.name);
+    let added = Command::new("ip")
+        .args(["netns", "add", &neighbour])
+        .status()
+        .unwrap();
+    assert!(added.success());
     for _ in 0..2 {
         let down = lab.bootstrap(&["down", "--local", "--name", &lab.name]);
         assert!(down.status.success(), "{}", text(&down.stderr));
     }
+    let survived = text(
+        &Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .lines()
+    .any(|l| l.split_whitespace().next() == Some(neighbour.as_str()));
+    let _ = Command::new("ip")
+        .args(["netns", "del", &neighbour])
+        .status();
+    assert!(survived, "down took {neighbour}");
     let namespaces = text(
         &Command::new("ip")
             .args(["netns", "list"])

@@ -58,6 +58,11 @@ pub fn apply(
     let root = &options.root;
     let state_dir = &options.state;
     let mut summary = Summary::default();
+    // Before anything is kept there, so the directory carries its marker from the start.
+    crate::talos::files::state_dir(state_dir).map_err(|source| StateError::Io {
+        path: state_dir.clone(),
+        source,
+    })?;
     let files = services::files(lab, state_dir)?;
     let mut changed = BTreeSet::new();
     for file in &files {

@@ -1,7 +1,8 @@
 //! destroy's host side: the services apply started on the host stopped and disabled, the files
 //! it wrote removed (only those still holding what it wrote, by the manifest), and the state
 //! directory kept unless asked: it holds the Talos secrets and WireGuard keys, without which a
-//! recreated cluster or VPN locks out everyone who had access.
+//! recreated cluster or VPN locks out everyone who had access. Asked, it deletes only a
+//! directory carrying the marker lab-bootstrap wrote when it made it.
 
 use super::manifest::{self, sha256_hex, ManifestError};
 use super::{Host, HostError};
@@ -24,6 +25,26 @@ pub enum HostDestroyError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "refusing to purge {}: it has no {} file, so lab-bootstrap did not make it as its state directory (is --state right?); nothing was changed. If it is the lab's state, delete it by hand",
+        path.display(),
+        crate::talos::STATE_MARKER
+    )]
+    NotStateDir { path: PathBuf },
+}
+
+/// `--purge-state` deletes a whole directory: only one lab-bootstrap marked as its own.
+fn check_purge(options: &Options) -> Result<(), HostDestroyError> {
+    let state = &options.state;
+    if options.purge_state
+        && state.symlink_metadata().is_ok()
+        && !crate::talos::files::is_state_dir(state)
+    {
+        return Err(HostDestroyError::NotStateDir {
+            path: state.clone(),
+        });
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone)]
@@ -67,6 +88,7 @@ pub fn files(options: &Options) -> Result<Vec<(PathBuf, FileState)>, HostDestroy
 
 /// The lines destroy's preview shows for the host; empty when there is nothing to do.
 pub fn preview(options: &Options) -> Result<Vec<String>, HostDestroyError> {
+    check_purge(options)?;
     let mut out = Vec::new();
     for (path, state) in files(options)? {
         match state {
@@ -105,6 +127,7 @@ pub fn destroy(
     options: &Options,
     out: &mut dyn Write,
 ) -> Result<usize, HostDestroyError> {
+    check_purge(options)?;
     let files = files(options)?;
     let mut done = 0;
     if !files.is_empty() {

@@ -177,11 +177,18 @@ pub fn up(options: &UpOptions) -> Result<(), LocalError> {
         .map_err(io(format!("reading {}", options.lab_file.display())))?;
     write(&state.join("lab.toml"), &lab_text, 0o644)?;
 
-    // Namespaces and wiring.
-    build::add_namespace(&names.host_ns())?;
-    build::add_namespace(&names.outside_ns())?;
-    for machine in &lab.machines {
-        build::add_namespace(&names.machine_ns(&machine.name.to_string()))?;
+    // Namespaces and wiring. Each recorded once made: `down` removes exactly those.
+    let namespaces = [names.host_ns(), names.outside_ns()].into_iter().chain(
+        lab.machines
+            .iter()
+            .map(|m| names.machine_ns(&m.name.to_string())),
+    );
+    for ns in namespaces {
+        build::add_namespace(&ns)?;
+        names.record_namespace(&ns).map_err(io(format!(
+            "recording namespace {ns} in {}",
+            state.display()
+        )))?;
     }
     build::bridges(&lab, &names)?;
     build::outside(&lab, &names)?;

@@ -69,15 +69,44 @@ impl LocalLab {
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default();
-        let start = format!("{}-", self.prefix);
+        let recorded =
+            std::fs::read_to_string(self.state_dir().join(NAMESPACES_FILE)).unwrap_or_default();
+        let recorded: Vec<&str> = recorded.lines().collect();
         listing
             .lines()
             .filter_map(|line| line.split_whitespace().next())
-            .filter(|name| name.starts_with(&start))
+            .filter(|name| self.owns(name, &recorded))
             .map(str::to_owned)
             .collect()
     }
+
+    /// Whether namespace `name` is this lab's: one `up` recorded making (`recorded`), or
+    /// `<prefix>-<suffix>` with no `-` in the suffix. Lab names may hold `-`, so a plain
+    /// `<prefix>-` match would take lab `lab-b`'s `lab-b-host` for lab `lab`'s; but another
+    /// lab's namespace can only start with `<prefix>-` when that lab's name does, and then
+    /// the rest holds a `-` of its own. Machines named with a `-` are found by the record.
+    pub fn owns(&self, name: &str, recorded: &[&str]) -> bool {
+        if recorded.contains(&name) {
+            return true;
+        }
+        name.strip_prefix(self.prefix.as_str())
+            .and_then(|rest| rest.strip_prefix('-'))
+            .is_some_and(|suffix| !suffix.is_empty() && !suffix.contains('-'))
+    }
+
+    /// Notes that `up` made namespace `name`, so `down` finds it whatever it is called.
+    pub fn record_namespace(&self, name: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.state_dir().join(NAMESPACES_FILE))?;
+        writeln!(file, "{name}")
+    }
 }
+
+/// The namespaces `up` made, one a line, in the lab's state directory.
+pub const NAMESPACES_FILE: &str = "namespaces";
 
 #[cfg(test)]
 mod tests {
@@ -91,5 +120,37 @@ mod tests {
         assert!(LocalLab::new("Lab").is_err());
         assert!(LocalLab::new("a-very-long-lab-name").is_err());
         assert!(LocalLab::new("").is_err());
+    }
+
+    #[test]
+    fn a_lab_never_takes_the_namespaces_of_a_lab_named_after_it() {
+        let lab = LocalLab::new("lab").unwrap();
+        for ours in ["lab-host", "lab-outside", "lab-cp1", "lab-w2"] {
+            assert!(lab.owns(ours, &[]), "{ours}");
+        }
+        for theirs in [
+            "lab-b-host",
+            "lab-b-outside",
+            "lab-b-cp1",
+            "lab-test-host",
+            "labx-host",
+            "lab",
+            "lab-",
+            "xlab-host",
+            "host",
+        ] {
+            assert!(!lab.owns(theirs, &[]), "{theirs}");
+        }
+        // A machine named with a `-` is found by what `up` recorded, and only that.
+        assert!(lab.owns("lab-control-1", &["lab-host", "lab-control-1"]));
+        assert!(!lab.owns("lab-control-2", &["lab-host", "lab-control-1"]));
+
+        // And the other way round: `lab-b` takes its own, not `lab`'s.
+        let b = LocalLab::new("lab-b").unwrap();
+        assert!(b.owns("lab-b-host", &[]));
+        assert!(b.owns("lab-b-cp1", &[]));
+        assert!(!b.owns("lab-host", &[]));
+        assert!(!b.owns("lab-bc-host", &[]));
+        assert!(!b.owns("lab-b-c-host", &[]));
     }
 }

@@ -158,10 +158,10 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
     let node = &lab.proxmox.node;
     let live = read_live(api, node).map_err(|e| e.to_string())?;
     let plan: Plan = match op {
-        Op::Destroy => destroy_plan(node, &live),
+        Op::Destroy => destroy_plan(node, lab.cluster.name.as_str(), &live),
         _ => {
             let wanted = desired(lab, &Sources::read(lab)?);
-            plan(node, &wanted, &live).map_err(|e| e.to_string())?
+            plan(node, lab.cluster.name.as_str(), &wanted, &live).map_err(|e| e.to_string())?
         }
     };
     let downloads = match op {

@@ -1,7 +1,8 @@
 //! What the lab should look like on the Proxmox node, in the API's own terms: the lab bridges,
 //! the `lb` and `vpn` containers, the manager VM and the Talos VMs, each as the parameters of
-//! the call that creates it. Everything here is marked as ours (bridge comments, guest tags)
-//! so `destroy` can tell it from what the user made by hand.
+//! the call that creates it. Everything here is marked as this lab's (bridge comments, guest
+//! descriptions naming `[cluster] name`, with the guest tag) so `destroy` can tell it from what
+//! the user made by hand and from another lab's on the same node.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +12,34 @@ use std::path::Path;
 /// The tag on every guest we create, and the mark in every bridge's comments.
 pub const MANAGED_TAG: &str = "lab-bootstrap";
 pub const MANAGED_COMMENT: &str = "managed by lab-bootstrap";
+
+/// The lab a guest's description names, when lab-bootstrap wrote it: the line
+/// `<machine>: <role> of lab <lab>; managed by lab-bootstrap` ([`description`]). Lab names have
+/// no spaces, so the name ends where the line says it does; other lines (notes added in the
+/// UI) are skipped.
+pub fn lab_of_description(description: &str) -> Option<&str> {
+    let suffix = format!("; {MANAGED_COMMENT}");
+    description.lines().find_map(|line| {
+        let (_, lab) = line
+            .trim()
+            .strip_suffix(suffix.as_str())?
+            .rsplit_once(" of lab ")?;
+        (!lab.is_empty()).then_some(lab)
+    })
+}
+
+/// The lab a bridge's comments name, when lab-bootstrap wrote them:
+/// `managed by lab-bootstrap: <network> of lab <lab>`.
+pub fn lab_of_comments(comments: &str) -> Option<&str> {
+    comments.lines().find_map(|line| {
+        let (_, lab) = line
+            .trim()
+            .strip_prefix(MANAGED_COMMENT)?
+            .strip_prefix(": ")?
+            .rsplit_once(" of lab ")?;
+        (!lab.is_empty()).then_some(lab)
+    })
+}
 
 /// Where the images and templates come from on the node's file storage
 /// (`[proxmox] file_storage`): `[images]`' file names, or the defaults; and the manager's login.

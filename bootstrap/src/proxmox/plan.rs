@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use super::client::{ApiError, ProxmoxApi};
-use super::desired::{Kind, Resource, MANAGED_COMMENT, MANAGED_TAG};
+use super::desired::{lab_of_comments, lab_of_description, Kind, Resource, MANAGED_TAG};
 use crate::mac::MacAddr;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,17 +32,28 @@ pub struct LiveResource {
 }
 
 impl LiveResource {
-    pub fn managed(&self) -> bool {
+    /// The lab that made this, as its own marks say: a bridge's comments, a guest's
+    /// description (with the tag, which alone anyone can put on anything).
+    pub fn lab(&self) -> Option<&str> {
         match self.kind {
-            Kind::Bridge => self
-                .config
-                .get("comments")
-                .is_some_and(|c| c.contains(MANAGED_COMMENT)),
-            _ => self
-                .config
-                .get("tags")
-                .is_some_and(|t| t.split([';', ',', ' ']).any(|t| t == MANAGED_TAG)),
+            Kind::Bridge => lab_of_comments(self.config.get("comments")?),
+            _ => {
+                let tagged = self
+                    .config
+                    .get("tags")
+                    .is_some_and(|t| t.split([';', ',', ' ']).any(|t| t == MANAGED_TAG));
+                if !tagged {
+                    return None;
+                }
+                lab_of_description(self.config.get("description")?)
+            }
         }
+    }
+
+    /// Whether lab-bootstrap made this for `lab`. Other labs on the node, and what carries
+    /// our tag or comment without having been made by us, are never changed or removed.
+    pub fn managed(&self, lab: &str) -> bool {
+        self.lab() == Some(lab)
     }
 }
 
@@ -240,7 +251,8 @@ impl Plan {
 /// Compares the wanted resources with the live ones. Creates and updates come in the order of
 /// `wanted` (bridges before the guests on them), then deletions of what is ours but no longer
 /// wanted: guests before bridges.
-pub fn plan(node: &str, wanted: &[Resource], live: &Live) -> Result<Plan, PlanError> {
+/// Only what is `lab`'s ([`LiveResource::managed`]) is ever changed or deleted.
+pub fn plan(node: &str, lab: &str, wanted: &[Resource], live: &Live) -> Result<Plan, PlanError> {
     let mut changes = Vec::new();
     let mut reload_network = false;
     for r in wanted {
@@ -272,11 +284,12 @@ pub fn plan(node: &str, wanted: &[Resource], live: &Live) -> Result<Plan, PlanEr
         if diffs.is_empty() {
             continue;
         }
-        if !existing.managed() {
-            return Err(PlanError::Conflict {
-                what,
-                why: format!("it differs in {}", keys(&diffs)),
-            });
+        if !existing.managed(lab) {
+            let why = match existing.lab() {
+                Some(other) => format!("it is lab {other}'s"),
+                None => format!("it differs in {}", keys(&diffs)),
+            };
+            return Err(PlanError::Conflict { what, why });
         }
         let action = if diffs.iter().any(|d| r.forces_replace(&d.key)) {
             Action::Replace
@@ -290,7 +303,7 @@ pub fn plan(node: &str, wanted: &[Resource], live: &Live) -> Result<Plan, PlanEr
             running: existing.running,
         });
     }
-    changes.extend(deletions(live, |kind, id| {
+    changes.extend(deletions(live, lab, |kind, id| {
         wanted.iter().any(|r| r.kind == kind && r.id == id)
     }));
     Ok(Plan {
@@ -300,16 +313,16 @@ pub fn plan(node: &str, wanted: &[Resource], live: &Live) -> Result<Plan, PlanEr
     })
 }
 
-/// Removing everything of ours: guests first, then bridges.
-pub fn destroy_plan(node: &str, live: &Live) -> Plan {
+/// Removing everything of `lab`'s: guests first, then bridges.
+pub fn destroy_plan(node: &str, lab: &str, live: &Live) -> Plan {
     Plan {
         node: node.to_owned(),
-        changes: deletions(live, |_, _| false),
+        changes: deletions(live, lab, |_, _| false),
         reload_network: false,
     }
 }
 
-fn deletions(live: &Live, keep: impl Fn(Kind, &str) -> bool) -> Vec<Change> {
+fn deletions(live: &Live, lab: &str, keep: impl Fn(Kind, &str) -> bool) -> Vec<Change> {
     let guests = live
         .guests
         .iter()
@@ -319,7 +332,7 @@ fn deletions(live: &Live, keep: impl Fn(Kind, &str) -> bool) -> Vec<Change> {
     guests
         .into_iter()
         .chain(bridges)
-        .filter(|(id, l)| l.managed() && !keep(l.kind, id))
+        .filter(|(id, l)| l.managed(lab) && !keep(l.kind, id))
         .map(|(id, l)| Change {
             action: Action::Delete,
             resource: Resource {
@@ -403,5 +416,53 @@ fn norm(v: &str) -> String {
     match v.parse::<MacAddr>() {
         Ok(mac) => mac.to_string(),
         Err(_) => v.trim().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guest(tags: &str, description: &str) -> LiveResource {
+        LiveResource {
+            kind: Kind::Vm,
+            config: [("tags", tags), ("description", description)]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            running: false,
+        }
+    }
+
+    fn bridge(comments: &str) -> LiveResource {
+        LiveResource {
+            kind: Kind::Bridge,
+            config: [("comments".to_owned(), comments.to_owned())].into(),
+            running: false,
+        }
+    }
+
+    #[test]
+    fn managed_means_made_for_this_lab() {
+        let ours = "cp1: control-plane of lab homelab; managed by lab-bootstrap";
+        assert!(guest("lab-bootstrap;control-plane", ours).managed("homelab"));
+        // Notes added in the UI around our line change nothing.
+        let noted = format!("do not touch\n{ours}\nreally");
+        assert!(guest("control-plane;lab-bootstrap", &noted).managed("homelab"));
+        assert!(!guest("lab-bootstrap", ours).managed("lab"));
+        assert!(!guest("lab-bootstrap", ours).managed("home"));
+        assert!(!guest("lab-bootstrap", ours).managed("myhomelab"));
+        let theirs = "cp1: control-plane of lab myhomelab; managed by lab-bootstrap";
+        assert!(!guest("lab-bootstrap", theirs).managed("homelab"));
+        // The tag alone, or the description without the tag, is not ours.
+        assert!(!guest("lab-bootstrap", "").managed("homelab"));
+        assert!(!guest("lab-bootstrap", "managed by lab-bootstrap").managed("homelab"));
+        assert!(!guest("other", ours).managed("homelab"));
+
+        assert!(bridge("managed by lab-bootstrap: net1 of lab homelab").managed("homelab"));
+        assert!(!bridge("managed by lab-bootstrap: net1 of lab homelab").managed("lab"));
+        assert!(!bridge("managed by lab-bootstrap: net1 of lab homelab2").managed("homelab"));
+        assert!(!bridge("managed by lab-bootstrap").managed("homelab"));
+        assert!(!bridge("net1 of lab homelab").managed("homelab"));
     }
 }

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
+use crate::model::names;
 use regex::{Regex, RegexBuilder};
 use serde_json::{Map, Value};
 
@@ -481,8 +482,16 @@ fn check_named_format(named: &str, schema: &Value, value: &str) -> Result<(), St
             matches!(value, "dhcp" | "manual") || value.parse::<ipnet::Ipv4Net>().is_ok()
         }
         "IPv4Format/CIDR" => value.parse::<ipnet::Ipv4Net>().is_ok() || value == "dhcp",
-        "pve-node" | "pve-storage-id" | "pve-bridge-id" | "pve-iface" => {
-            is_configid(value, named == "pve-node")
+        // Proxmox's own rules (PVE::JSONSchema), as lab.toml validation applies them.
+        "pve-iface" => names::is_pve_iface(value),
+        "pve-storage-id" => names::is_pve_storage_id(value),
+        "pve-node" => names::is_dns_label(value),
+        "dns-name" => value.split('.').all(names::is_dns_label),
+        "pve-bridge-id" => {
+            !value.is_empty()
+                && value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         }
         "pve-configid" => is_configid(value, false),
         "pve-tag-list" => value
@@ -782,5 +791,34 @@ mod tests {
         assert!(e.contains("`tags`"), "{e}");
         assert!(pattern_matches("(?^:[A-Za-z0-9\\.\\-_]+)", "abc.d"));
         assert!(!pattern_matches("(?^:[A-Za-z0-9\\.\\-_]+)", "a b"));
+    }
+
+    #[test]
+    fn proxmox_name_formats_are_proxmoxs() {
+        let s = schema();
+        let vm = |name: &str| {
+            s.validate(
+                "POST",
+                "/nodes/pve/qemu",
+                &p(&[("vmid", "300"), ("name", name)]),
+            )
+        };
+        vm("cp1").unwrap();
+        vm("cp1.lab.example").unwrap();
+        for bad in ["cp_1", "-cp1", "cp1.", "a b"] {
+            assert!(reason(vm(bad)).contains("`name`"), "{bad}");
+        }
+        let bridge = |iface: &str| {
+            s.validate(
+                "POST",
+                "/nodes/pve/network",
+                &p(&[("iface", iface), ("type", "bridge")]),
+            )
+        };
+        bridge("vmbr1").unwrap();
+        for bad in ["lab-admin", "1vmbr", "vmbr/1"] {
+            assert!(reason(bridge(bad)).contains("`iface`"), "{bad}");
+        }
+        assert!(reason(s.validate("GET", "/nodes/pve_1/qemu", &[])).contains("pve_1"));
     }
 }

@@ -43,11 +43,30 @@ pub enum RenderError {
 }
 
 /// A file as it is installed on the host: absolute path, contents and permission bits.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RenderedFile {
     pub path: PathBuf,
     pub contents: String,
     pub mode: u32,
+}
+
+// Private files (0600: machine configs with the cluster's CA keys, the VPN gateway's key) are
+// private in debug output too; what anyone may read on the host may be printed.
+impl std::fmt::Debug for RenderedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = f.debug_struct("RenderedFile");
+        out.field("path", &self.path)
+            .field("mode", &format_args!("{:04o}", self.mode));
+        if crate::talos::files::is_private(self.mode) {
+            out.field(
+                "contents",
+                &format_args!("<{} bytes, redacted>", self.contents.len()),
+            );
+        } else {
+            out.field("contents", &self.contents);
+        }
+        out.finish()
+    }
 }
 
 /// A static route the host needs: `destination via gateway dev bridge`.

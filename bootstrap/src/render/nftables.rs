@@ -5,6 +5,10 @@
 //! inside vmbr0, never forwarded; what the host forwards is lab networks to the internet, VPN
 //! peers (routed to the vpn container's net1 address) into net2, and whatever must be stopped
 //! (net0 into the lab, net2 into net1, peers to the internet).
+//!
+//! The node is not only the lab's: the forward chain accepts by default and sends only what
+//! enters or leaves a lab bridge (net1, net2) through `lab_forward`, which ends in drop. net0
+//! and any other bridge keep forwarding as they did without the table.
 
 use super::{role_address, RenderError};
 use crate::model::{Lab, NetworkId, Role};
@@ -77,12 +81,19 @@ table inet lab {{
 	}}
 
 	chain forward {{
-		type filter hook forward priority filter; policy drop;
+		# Only what enters or leaves a lab bridge is the lab's to decide: the node's other
+		# bridges and guests (and, with br_netfilter, frames switched inside them) pass as
+		# if this table were not here.
+		type filter hook forward priority filter; policy accept;
+		iifname {{ "{b1}", "{b2}" }} jump lab_forward
+		oifname {{ "{b1}", "{b2}" }} jump lab_forward
+	}}
+
+	chain lab_forward {{
 		# Frames switched inside one bridge pass here too when br_netfilter is loaded (Proxmox's
-		# firewall loads it): outside to the lb and vpn on net0, nodes to each other. They are
-		# not routed by the host, and net1's replies to VPN peers hairpin through it (the vpn
-		# container does not masquerade), so conntrack has seen only one direction of them.
-		iifname "{b0}" oifname "{b0}" accept
+		# firewall loads it): nodes to each other. They are not routed by the host, and net1's
+		# replies to VPN peers hairpin through it (the vpn container does not masquerade), so
+		# conntrack has seen only one direction of them.
 		iifname "{b1}" oifname "{b1}" accept
 		iifname "{b2}" oifname "{b2}" accept
 		ct state established,related accept
@@ -99,7 +110,9 @@ table inet lab {{
 		# Application traffic: its own network and the internet, never into net1 (replies only).
 		iifname "{b2}" ip saddr {c2} oifname "{b0}" accept
 
-		# Nothing from net0 is forwarded into the lab: the LB and the VPN carry what may enter.
+		# Nothing else enters or leaves the lab networks: nothing from net0 or the node's other
+		# bridges; the LB and the VPN carry what may enter.
+		drop
 	}}
 
 	chain postrouting {{

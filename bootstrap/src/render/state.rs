@@ -211,7 +211,10 @@ pub fn preview_state_files(lab: &Lab, state: &Path) -> Result<Vec<Preview>, Stat
 /// Files that go on the host (under `--root`): the snippets, and the gateway key staged for
 /// the vpn container. All 0600: machine configs of control planes carry the cluster's CA keys.
 pub fn host_files(lab: &Lab, state: &Path) -> Result<Vec<RenderedFile>, StateError> {
-    private_dir(state)?;
+    crate::talos::files::state_dir(state).map_err(|source| StateError::Io {
+        path: state.to_owned(),
+        source,
+    })?;
     let secrets = Secrets::load_or_generate(state)?;
     let mut out = Vec::new();
     for (name, config) in talos::machine_configs(lab, &secrets)? {
@@ -232,7 +235,10 @@ pub fn host_files(lab: &Lab, state: &Path) -> Result<Vec<RenderedFile>, StateErr
 /// Files of the state directory itself: the talosconfig and one wg-quick config per peer
 /// (without its private key, which only the peer has).
 pub fn state_files(lab: &Lab, state: &Path) -> Result<Vec<(PathBuf, String)>, StateError> {
-    private_dir(state)?;
+    crate::talos::files::state_dir(state).map_err(|source| StateError::Io {
+        path: state.to_owned(),
+        source,
+    })?;
     let secrets = Secrets::load_or_generate(state)?;
     let admin = AdminCredentials::load_or_generate(state, &secrets)?;
     let key = gateway_key(state)?;

@@ -1,13 +1,14 @@
 //! Talos Linux: the cluster's secrets bundle, each node's machine configuration and the admin's
 //! `talosconfig`, for the Talos release in `[cluster] talos_version` (1.13).
 
-mod files;
+pub(crate) mod files;
 pub mod machine_config;
 mod pki;
 mod random;
 pub mod secrets;
 pub mod talosconfig;
 
+pub use files::STATE_MARKER;
 pub use machine_config::{machine_configs, MachineConfigError};
 pub use pki::PkiError;
 pub use secrets::{Secrets, SecretsError};

@@ -11,6 +11,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -29,14 +30,14 @@ pub struct Secrets {
 }
 
 /// Cluster discovery's identity.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterIdentity {
     pub id: String,
     pub secret: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterTokens {
     /// `[a-z0-9]{6}.[a-z0-9]{16}`: kubelet TLS bootstrap.
@@ -45,7 +46,7 @@ pub struct ClusterTokens {
     pub secretboxencryptionsecret: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrustdInfo {
     /// What a node presents to trustd to get its Talos API certificate.
@@ -63,17 +64,65 @@ pub struct Certs {
     pub os: EncodedCertAndKey,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EncodedCertAndKey {
     pub crt: String,
     pub key: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EncodedKey {
     pub key: String,
+}
+
+/// What `{:?}` shows in place of a secret: debug output ends up in logs, panics and test
+/// failures, none of which may carry the cluster's keys.
+pub const REDACTED: &str = "<redacted>";
+
+// Only the parts that are public anyway (certificates, the cluster's discovery id) are shown.
+impl fmt::Debug for ClusterIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterIdentity")
+            .field("id", &self.id)
+            .field("secret", &REDACTED)
+            .finish()
+    }
+}
+
+impl fmt::Debug for ClusterTokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterTokens")
+            .field("bootstraptoken", &REDACTED)
+            .field("secretboxencryptionsecret", &REDACTED)
+            .finish()
+    }
+}
+
+impl fmt::Debug for TrustdInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrustdInfo")
+            .field("token", &REDACTED)
+            .finish()
+    }
+}
+
+impl fmt::Debug for EncodedCertAndKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EncodedCertAndKey")
+            .field("crt", &self.crt)
+            .field("key", &REDACTED)
+            .finish()
+    }
+}
+
+impl fmt::Debug for EncodedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EncodedKey")
+            .field("key", &REDACTED)
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -218,7 +267,7 @@ pub(crate) fn load_or_create<T: Serialize + DeserializeOwned>(
     if path.symlink_metadata().is_ok() {
         return load_private(&path, check);
     }
-    files::private_dir(state_dir).map_err(|source| SecretsError::Io {
+    files::state_dir(state_dir).map_err(|source| SecretsError::Io {
         path: state_dir.to_owned(),
         source,
     })?;

@@ -19,11 +19,21 @@ pub const ADMIN_ROLE: &str = "os:admin";
 pub const ADMIN_FILE: &str = "talos-admin.yaml";
 
 /// The admin's client certificate and key, base64 of their PEM text as talosconfig carries them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminCredentials {
     pub crt: String,
     pub key: String,
+}
+
+// The key is os:admin on every node: never in debug output.
+impl std::fmt::Debug for AdminCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminCredentials")
+            .field("crt", &self.crt)
+            .field("key", &secrets::REDACTED)
+            .finish()
+    }
 }
 
 impl AdminCredentials {
