@@ -85,3 +85,50 @@ fn stderr_is_journal() -> bool {
         Err(_) => false,
     }
 }
+
+/// Text a client chose (a server name, a host, a path, an error quoting either), as a log line
+/// shows it: control characters (CR and LF above all, ESC too), Unicode line separators and
+/// backslashes escaped, so no client can start a line of its own or colour a terminal.
+pub struct Escaped<'a>(pub &'a str);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        if self
+            .0
+            .bytes()
+            .all(|b| (b' '..=b'~').contains(&b) && b != b'\\')
+        {
+            return f.write_str(self.0);
+        }
+        for c in self.0.chars() {
+            match c {
+                '\\' => f.write_str("\\\\")?,
+                c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') => {
+                    write!(f, "{}", c.escape_default())?
+                }
+                c => f.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Escaped;
+
+    #[test]
+    fn client_text_cannot_break_or_colour_a_log_line() {
+        for (text, shown) in [
+            ("/api/v1/pods?watch=1", "/api/v1/pods?watch=1"),
+            ("a\r\nforged=1 \"request\"", "a\\r\\nforged=1 \"request\""),
+            ("\u{1b}[31mred", "\\u{1b}[31mred"),
+            ("a\\r\\n", "a\\\\r\\\\n"),
+            ("line\u{2028}sep\u{85}nel", "line\\u{2028}sep\\u{85}nel"),
+            ("café", "café"),
+        ] {
+            assert_eq!(Escaped(text).to_string(), shown, "{text:?}");
+        }
+    }
+}

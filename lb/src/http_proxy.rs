@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
+use lab_daemon::logging::Escaped;
 use lab_daemon::Name;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
@@ -337,14 +338,14 @@ impl HttpRouter {
             listener = %self.listener,
             client = %done.client,
             method = %done.method,
-            host = %done.host,
-            path = %done.path,
+            host = %Escaped(done.host),
+            path = %Escaped(done.path),
             status = done.status,
             route = label,
             backend = %backend,
             server = %done.server.map_or_else(|| "-".to_string(), |s| s.to_string()),
             duration_ms = elapsed.as_secs_f64() * 1000.0,
-            error = %done.error.unwrap_or(""),
+            error = %Escaped(done.error.unwrap_or("")),
             "request"
         );
     }

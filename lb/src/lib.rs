@@ -3,6 +3,8 @@
 //! [`config`] is the `lb.toml` schema (also what `lab-bootstrap` serialises); [`daemon`] is the
 //! service the shared lifecycle in `lab_daemon` runs.
 
+#![forbid(unsafe_code)]
+
 pub mod balance;
 mod client_socket;
 mod clock;

@@ -7,10 +7,11 @@ use crate::client_socket::ClientSocket;
 use crate::metrics::{ListenerMetrics, Refusal};
 use crate::pool::Pool;
 use crate::proxy_protocol::{self, Parsed};
-use crate::sni::{parse_client_hello, Hello, SniPattern};
+use crate::sni::{Hello, HelloReader, SniPattern};
 use crate::splice::{splice, Spliced};
 use async_trait::async_trait;
 use ipnet::IpNet;
+use lab_daemon::logging::Escaped;
 use lab_daemon::Name;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::Stream;
@@ -181,12 +182,13 @@ impl L4Proxy {
             }
         };
         if routing.passthrough {
+            let mut reader = HelloReader::default();
             let read = read_until(&mut client, &mut received, routing.hello_timeout, |r| {
-                !matches!(parse_client_hello(r), Hello::NeedMore)
+                reader.read(r) != Hello::NeedMore
             })
             .await;
             let hello = match read {
-                Ok(()) => parse_client_hello(&received),
+                Ok(()) => reader.read(&received),
                 Err(reason) => Hello::Invalid(reason),
             };
             match hello {
@@ -275,9 +277,9 @@ impl L4Proxy {
             target: "access",
             client = %connection.client,
             listener = %self.listener,
-            sni = %connection.server_name.as_deref().unwrap_or("-"),
+            sni = %Escaped(connection.server_name.as_deref().unwrap_or("-")),
             outcome = %why.as_str(),
-            %detail,
+            detail = %Escaped(detail),
             duration_ms = connection.started.elapsed().as_millis() as u64,
             "refused"
         );
@@ -296,7 +298,7 @@ impl L4Proxy {
             target: "access",
             client = %connection.client,
             listener = %self.listener,
-            sni = %connection.server_name.as_deref().unwrap_or("-"),
+            sni = %Escaped(connection.server_name.as_deref().unwrap_or("-")),
             backend = %pool.name,
             server = %server.map_or_else(|| "-".to_owned(), |s| s.to_string()),
             bytes_from_client = from_client,

@@ -22,49 +22,82 @@ const HANDSHAKE_CLIENT_HELLO: u8 = 0x01;
 const EXTENSION_SERVER_NAME: u16 = 0x0000;
 const NAME_TYPE_HOST: u8 = 0x00;
 
-/// Parses the start of a client's stream: handshake records until the ClientHello is whole
-/// (it may span several records and any number of TCP segments).
+/// Parses the start of a client's stream at once (see [`HelloReader`] for bytes that arrive
+/// over several reads).
 pub fn parse_client_hello(received: &[u8]) -> Hello {
-    if received.len() > MAX_HELLO_BYTES {
-        return Hello::Invalid("ClientHello larger than 64 KiB");
+    HelloReader::default().read(received)
+}
+
+/// Reads a ClientHello as its bytes arrive: handshake records until the ClientHello is whole (it
+/// may span several records and any number of TCP segments). Each record is looked at once, when
+/// it is complete, so a client trickling its hello a byte at a time costs no more than one
+/// sending it whole.
+#[derive(Debug, Default)]
+pub struct HelloReader {
+    /// The handshake fragments of the complete records so far.
+    handshake: Vec<u8>,
+    /// Where the first record not yet complete starts in the received bytes.
+    records_end: usize,
+    /// Once given, the verdict stands.
+    verdict: Option<Hello>,
+}
+
+impl HelloReader {
+    /// The verdict on `received`: every byte of the stream so far, the same prefix as the last
+    /// call's and then more.
+    pub fn read(&mut self, received: &[u8]) -> Hello {
+        if let Some(verdict) = &self.verdict {
+            return verdict.clone();
+        }
+        let verdict = self.advance(received);
+        if verdict != Hello::NeedMore {
+            self.verdict = Some(verdict.clone());
+        }
+        verdict
     }
-    let mut handshake = Vec::new();
-    let mut rest = received;
-    loop {
-        if rest.len() < RECORD_HEADER {
-            return if rest.is_empty() || rest[0] == CONTENT_HANDSHAKE {
-                Hello::NeedMore
-            } else {
-                Hello::Invalid("not a TLS handshake record")
-            };
+
+    fn advance(&mut self, received: &[u8]) -> Hello {
+        if received.len() > MAX_HELLO_BYTES {
+            return Hello::Invalid("ClientHello larger than 64 KiB");
         }
-        if rest[0] != CONTENT_HANDSHAKE {
-            return Hello::Invalid("not a TLS handshake record");
-        }
-        if rest[1] != 0x03 {
-            return Hello::Invalid("not a TLS record version");
-        }
-        let length = usize::from(u16::from_be_bytes([rest[3], rest[4]]));
-        if length == 0 || length > 16384 + 2048 {
-            return Hello::Invalid("TLS record length out of range");
-        }
-        let Some(fragment) = rest.get(RECORD_HEADER..RECORD_HEADER + length) else {
-            return Hello::NeedMore;
-        };
-        handshake.extend_from_slice(fragment);
-        rest = &rest[RECORD_HEADER + length..];
-        if handshake.len() >= 4 {
-            if handshake[0] != HANDSHAKE_CLIENT_HELLO {
-                return Hello::Invalid("first handshake message is not a ClientHello");
-            }
-            let body_length = (usize::from(handshake[1]) << 16)
-                | (usize::from(handshake[2]) << 8)
-                | usize::from(handshake[3]);
-            if handshake.len() >= 4 + body_length {
-                return match server_name(&handshake[4..4 + body_length]) {
-                    Ok(server_name) => Hello::Complete { server_name },
-                    Err(reason) => Hello::Invalid(reason),
+        loop {
+            let rest = received.get(self.records_end..).unwrap_or_default();
+            if rest.len() < RECORD_HEADER {
+                return if rest.is_empty() || rest[0] == CONTENT_HANDSHAKE {
+                    Hello::NeedMore
+                } else {
+                    Hello::Invalid("not a TLS handshake record")
                 };
+            }
+            if rest[0] != CONTENT_HANDSHAKE {
+                return Hello::Invalid("not a TLS handshake record");
+            }
+            if rest[1] != 0x03 {
+                return Hello::Invalid("not a TLS record version");
+            }
+            let length = usize::from(u16::from_be_bytes([rest[3], rest[4]]));
+            if length == 0 || length > 16384 + 2048 {
+                return Hello::Invalid("TLS record length out of range");
+            }
+            let Some(fragment) = rest.get(RECORD_HEADER..RECORD_HEADER + length) else {
+                return Hello::NeedMore;
+            };
+            self.handshake.extend_from_slice(fragment);
+            self.records_end += RECORD_HEADER + length;
+            let handshake = &self.handshake;
+            if handshake.len() >= 4 {
+                if handshake[0] != HANDSHAKE_CLIENT_HELLO {
+                    return Hello::Invalid("first handshake message is not a ClientHello");
+                }
+                let body_length = (usize::from(handshake[1]) << 16)
+                    | (usize::from(handshake[2]) << 8)
+                    | usize::from(handshake[3]);
+                if handshake.len() >= 4 + body_length {
+                    return match server_name(&handshake[4..4 + body_length]) {
+                        Ok(server_name) => Hello::Complete { server_name },
+                        Err(reason) => Hello::Invalid(reason),
+                    };
+                }
             }
         }
     }
@@ -125,10 +158,17 @@ fn server_name(body: &[u8]) -> Result<Option<String>, &'static str> {
             let name_type = list.u8()?;
             let name = list.vector_u16()?;
             if name_type == NAME_TYPE_HOST {
-                let name = std::str::from_utf8(name).map_err(|_| "server name is not ASCII")?;
-                if name.is_empty() || !name.is_ascii() {
-                    return Err("server name is not ASCII");
+                // A DNS host name (RFC 6066 §3), `_` tolerated: anything else (control
+                // characters, spaces) would reach routing and the logs as the client wrote it.
+                let host_name = !name.is_empty()
+                    && name.len() <= 255
+                    && name
+                        .iter()
+                        .all(|&b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+                if !host_name {
+                    return Err("server name is not a host name");
                 }
+                let name = String::from_utf8_lossy(name);
                 return Ok(Some(name.trim_end_matches('.').to_ascii_lowercase()));
             }
         }
@@ -283,6 +323,45 @@ mod tests {
         let last = bad.len() - "a.example".len() - 2;
         bad[last] = 0xff;
         assert!(matches!(parse_client_hello(&bad), Hello::Invalid(_)));
+    }
+
+    #[test]
+    fn a_hello_read_a_byte_at_a_time_is_looked_at_once_per_record() {
+        let hello = client_hello(Some("a.example"));
+        let mut reader = HelloReader::default();
+        for end in 0..hello.len() {
+            assert_eq!(reader.read(&hello[..end]), Hello::NeedMore, "at {end}");
+            // Only whole records are taken in: this one is not whole until the last byte.
+            assert!(reader.handshake.is_empty(), "at {end}");
+        }
+        let whole = Hello::Complete {
+            server_name: Some("a.example".into()),
+        };
+        assert_eq!(reader.read(&hello), whole);
+        // The verdict stands; nothing is parsed again.
+        assert_eq!(reader.read(&hello), whole);
+    }
+
+    #[test]
+    fn a_server_name_that_is_not_a_host_name_is_refused() {
+        for name in [
+            "a.example\r\nforged: line",
+            "a example",
+            "a\u{1b}[31m",
+            "a/b",
+        ] {
+            assert_eq!(
+                parse_client_hello(&client_hello(Some(name))),
+                Hello::Invalid("server name is not a host name"),
+                "{name:?}"
+            );
+        }
+        assert_eq!(
+            parse_client_hello(&client_hello(Some("_acme.A-B.example."))),
+            Hello::Complete {
+                server_name: Some("_acme.a-b.example".into())
+            }
+        );
     }
 
     #[test]
