@@ -5,6 +5,8 @@
 //! [`suites`] holds the checks both daemons must pass, written once and called from each crate's
 //! `tests/`.
 
+#![forbid(unsafe_code)]
+
 pub mod binaries;
 pub mod bridged;
 pub mod daemon_process;
