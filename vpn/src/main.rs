@@ -1,3 +1,5 @@
+#![forbid(unsafe_code)]
+
 use clap::{Parser, Subcommand};
 use lab_daemon::cli::{self, DaemonCommand, RunArgs};
 use lab_daemon::DaemonConfig;
