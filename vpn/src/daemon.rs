@@ -23,7 +23,8 @@ pub struct VpnDaemon {
     config: Arc<VpnConfig>,
     metrics: VpnMetrics,
     device: Arc<Device>,
-    loops: Vec<JoinHandle<()>>,
+    /// The data path's tasks, by name; [`Daemon::failed`] watches them.
+    loops: Vec<(&'static str, JoinHandle<()>)>,
     /// Removed (socket file and all) when the daemon stops.
     _control: ControlSocket,
     /// Removed (the nftables table) when the daemon stops.
@@ -197,8 +198,25 @@ impl Daemon for VpnDaemon {
 
     async fn drain(self, _timeout: Duration) {
         // Nothing to finish: stopping the loops and dropping the device removes the interface.
-        for task in self.loops {
+        for (_, task) in self.loops {
             task.abort();
+        }
+    }
+
+    async fn failed(&mut self) -> String {
+        if self.loops.is_empty() {
+            return std::future::pending().await;
+        }
+        // Polling the handles by reference is cancel-safe: a handle that has not finished is
+        // polled again in the next turn.
+        let (result, index, _) =
+            futures_util::future::select_all(self.loops.iter_mut().map(|(_, task)| task)).await;
+        // A finished handle must not be polled again.
+        let (name, _) = self.loops.remove(index);
+        match result {
+            Ok(()) => format!("the {name} loop of the data path ended"),
+            Err(e) if e.is_panic() => format!("the {name} loop of the data path panicked"),
+            Err(e) => format!("the {name} loop of the data path stopped: {e}"),
         }
     }
 }
