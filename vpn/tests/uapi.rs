@@ -25,10 +25,14 @@ fn connect(topology: &Topology) -> UnixStream {
     stream
 }
 
-/// Everything the daemon sends until it closes the connection (or the read times out).
+/// Everything the daemon sends until it closes the connection (or the read times out). A close
+/// with some of our request unread shows here as a reset after its answer: closed all the same.
 fn read_to_close(stream: &mut UnixStream) -> (String, bool) {
     let mut text = Vec::new();
-    let closed = stream.read_to_end(&mut text).is_ok();
+    let closed = match stream.read_to_end(&mut text) {
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    };
     (String::from_utf8_lossy(&text).into_owned(), closed)
 }
 
