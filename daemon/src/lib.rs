@@ -6,6 +6,8 @@
 //! process metrics ([`metrics`]), the systemd notify protocol ([`notify`]), `tracing` logs
 //! ([`logging`]) and the SIGHUP/SIGTERM lifecycle ([`lifecycle`]).
 
+#![forbid(unsafe_code)]
+
 pub mod admission;
 pub mod cli;
 pub mod config;

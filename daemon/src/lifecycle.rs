@@ -44,6 +44,15 @@ pub trait Daemon: Sized + Send + 'static {
     fn status_page(&self) -> Option<Arc<dyn StatusPage>> {
         None
     }
+
+    /// Resolves, with what went wrong, when the daemon can no longer do its work (a task of its
+    /// data path ended or panicked). The lifecycle then stops feeding the watchdog and exits
+    /// with `EX_SOFTWARE`, so systemd restarts it rather than keep a process that only looks
+    /// alive. Polled in every turn of the event loop and dropped between them: it must be
+    /// cancel-safe. The default never resolves.
+    fn failed(&mut self) -> impl Future<Output = String> + Send {
+        std::future::pending()
+    }
 }
 
 /// Runs daemon `D` with the config at `path` until SIGTERM or SIGINT; returns the exit status.
@@ -99,6 +108,7 @@ enum Event {
     Reload,
     Stop(&'static str),
     Watchdog,
+    Failed(String),
 }
 
 /// Everything a reload may replace.
@@ -175,11 +185,23 @@ async fn serve<D: Daemon>(path: PathBuf, config: Arc<D::Config>, logging: Loggin
             _ = signals.terminate.recv() => Event::Stop("SIGTERM"),
             _ = signals.interrupt.recv() => Event::Stop("SIGINT"),
             _ = tick(&mut watchdog) => Event::Watchdog,
+            failure = running.daemon.failed() => Event::Failed(failure),
         };
         match event {
             Event::Reload => running.reload().await,
             Event::Watchdog => notify::watchdog(),
             Event::Stop(reason) => break reason,
+            Event::Failed(failure) => {
+                tracing::error!(
+                    error = %failure,
+                    "the daemon cannot work any more; exiting so that it is restarted"
+                );
+                notify::failed(&failure);
+                // No drain: what would drain is what failed. Dropping releases what the daemon
+                // holds (devices, sockets, its firewall rules) before the exit.
+                drop(running);
+                return exit::code(exit::SOFTWARE);
+            }
         }
     };
 

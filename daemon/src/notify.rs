@@ -37,6 +37,14 @@ pub fn stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("draining")]);
 }
 
+/// `STOPPING=1` with why, for `systemctl status`, when the daemon gives up on its own.
+pub fn failed(reason: &str) {
+    send(&[
+        NotifyState::Stopping,
+        NotifyState::Status(&format!("failed: {reason}")),
+    ]);
+}
+
 /// `WATCHDOG=1`.
 pub fn watchdog() {
     send(&[NotifyState::Watchdog]);

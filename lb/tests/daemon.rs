@@ -99,6 +99,7 @@ fn unit_is_notify_reloadable_and_least_privileged() {
     let service =
         systemd_unit::assert_daemon_unit(&text, "/etc/lab-lb/lb.toml", "CAP_NET_BIND_SERVICE");
     assert!(service.contains(&("PrivateDevices".to_owned(), "yes".to_owned())));
+    assert!(service.contains(&("LimitNOFILE".to_owned(), "65536".to_owned())));
 }
 
 #[test]

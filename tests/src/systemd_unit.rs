@@ -129,5 +129,11 @@ pub fn assert_daemon_unit(
         !get("TimeoutStopSec").is_empty(),
         "no TimeoutStopSec for the drain to fit in"
     );
+    // `infinity` or the kernel's maximum would let a descriptor leak take the container down.
+    let nofile = get("LimitNOFILE");
+    assert!(
+        matches!(nofile.as_slice(), [n] if n.parse::<u32>().is_ok_and(|n| (1024..=65536).contains(&n))),
+        "LimitNOFILE must be one finite value in 1024..=65536, is {nofile:?}"
+    );
     service
 }

@@ -23,7 +23,8 @@ pub struct VpnDaemon {
     config: Arc<VpnConfig>,
     metrics: VpnMetrics,
     device: Arc<Device>,
-    loops: Vec<JoinHandle<()>>,
+    /// The data path's tasks, by name; [`Daemon::failed`] watches them.
+    loops: Vec<(&'static str, JoinHandle<()>)>,
     /// Removed (socket file and all) when the daemon stops.
     _control: ControlSocket,
     /// Removed (the nftables table) when the daemon stops.
@@ -79,6 +80,24 @@ fn tunnel_routes(config: &VpnConfig) -> Vec<IpNet> {
     routes.sort();
     routes.dedup();
     routes
+}
+
+/// Waits for the first of `loops` to end, takes it out, and says how it ended; never resolves
+/// when there is none. Cancel-safe: the handles are polled by reference, so one that has not
+/// finished is polled again by the next call.
+async fn first_to_stop(loops: &mut Vec<(&'static str, JoinHandle<()>)>) -> String {
+    if loops.is_empty() {
+        return std::future::pending().await;
+    }
+    let (result, index, _) =
+        futures_util::future::select_all(loops.iter_mut().map(|(_, task)| task)).await;
+    // A finished handle must not be polled again.
+    let (name, _) = loops.remove(index);
+    match result {
+        Ok(()) => format!("the {name} loop of the data path ended"),
+        Err(e) if e.is_panic() => format!("the {name} loop of the data path panicked"),
+        Err(e) => format!("the {name} loop of the data path stopped: {e}"),
+    }
 }
 
 impl VpnDaemon {
@@ -197,8 +216,55 @@ impl Daemon for VpnDaemon {
 
     async fn drain(self, _timeout: Duration) {
         // Nothing to finish: stopping the loops and dropping the device removes the interface.
-        for task in self.loops {
+        for (_, task) in self.loops {
             task.abort();
         }
+    }
+
+    async fn failed(&mut self) -> String {
+        first_to_stop(&mut self.loops).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forever() -> JoinHandle<()> {
+        tokio::spawn(std::future::pending())
+    }
+
+    #[tokio::test]
+    async fn a_loop_that_panics_or_ends_is_reported_and_the_others_keep_being_watched() {
+        let mut loops = vec![
+            ("inbound", forever()),
+            (
+                "outbound",
+                tokio::spawn(async { panic!("test: a bug in the loop") }),
+            ),
+            ("timers", forever()),
+        ];
+        assert_eq!(
+            first_to_stop(&mut loops).await,
+            "the outbound loop of the data path panicked"
+        );
+        assert_eq!(loops.len(), 2);
+        // Dropped unfinished between turns of the event loop, as the lifecycle's select does.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), first_to_stop(&mut loops))
+                .await
+                .is_err()
+        );
+        loops.push(("extra", tokio::spawn(async {})));
+        assert_eq!(
+            first_to_stop(&mut loops).await,
+            "the extra loop of the data path ended"
+        );
+        for (_, task) in &loops {
+            task.abort();
+        }
+        assert!(first_to_stop(&mut loops)
+            .await
+            .contains("of the data path stopped"));
     }
 }

@@ -1,12 +1,21 @@
 //! What the gateway forwards. The container sits on net0 and on net1 with IP forwarding on, so
 //! without a policy anyone on net0 with a route via it would reach net1 without the tunnel.
-//! The daemon owns one nftables table (`inet lab_vpn_<interface>`), replaced atomically with
-//! `nft -f` and deleted on exit, never touching any other table: peers reach the configured
-//! networks, replies come back, nothing else crosses; optionally peer traffic is masqueraded.
+//!
+//! The policy fails closed. One nftables table, `inet lab_vpn`, holds a forward chain whose
+//! policy is drop and which only jumps, through the `tunnels` verdict map, into one chain per
+//! running interface. [`install_guard`] makes that table with no tunnel in it: the unit runs it
+//! (`lab-vpn guard`) before anything else, so the container forwards nothing before lab-vpn
+//! starts, when its config is refused, or after it stops, crashes or is killed. A running
+//! daemon adds its interface's chain (peers reach the configured networks, replies come back,
+//! optionally masqueraded) and on exit takes only that out again, leaving the drop. Every
+//! change is one `nft -f` transaction; no other table is touched.
 
 use ipnet::IpNet;
 use std::io::Write;
 use std::process::{Command, Stdio};
+
+/// The table that outlives the daemon.
+pub const TABLE: &str = "lab_vpn";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardingError {
@@ -16,13 +25,55 @@ pub enum ForwardingError {
     Refused(String),
 }
 
-/// The forwarding policy of one interface, installed while this value lives.
+/// An interface's part of the policy, in the table while this value lives.
 pub struct ForwardingPolicy {
-    table: String,
+    interface: String,
 }
 
-/// The policy for `interface`: peers to `reach`, replies back, masquerade if asked.
-pub fn ruleset(table: &str, interface: &str, reach: &[IpNet], masquerade: bool) -> String {
+/// The table with its drop policy and no tunnel, made or brought back to shape without touching
+/// the tunnels of a running daemon: `add` is a no-op for what exists, and only the forward
+/// chain is flushed and refilled, so running it again (each start, each reload) changes
+/// nothing else.
+pub fn guard_ruleset() -> String {
+    format!(
+        "add table inet {TABLE}\n\
+         add map inet {TABLE} tunnels {{ type ifname : verdict; }}\n\
+         add chain inet {TABLE} forward {{ type filter hook forward priority filter; policy drop; }}\n\
+         flush chain inet {TABLE} forward\n\
+         add rule inet {TABLE} forward iifname vmap @tunnels\n\
+         add rule inet {TABLE} forward oifname vmap @tunnels\n"
+    )
+}
+
+/// `interface`'s chains (filter, nat), with what nft names cannot hold replaced.
+fn chains(interface: &str) -> (String, String) {
+    let safe: String = interface
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    (format!("tunnel_{safe}"), format!("nat_{safe}"))
+}
+
+/// The nat chain, created then deleted when not wanted: nft has no "delete if present", and an
+/// empty nat hook would still cost every new connection a lookup.
+fn nat_chain(interface: &str, nat: &str, masquerade: bool) -> String {
+    let mut out = format!(
+        "add chain inet {TABLE} {nat} {{ type nat hook postrouting priority srcnat; policy accept; }}\n\
+         flush chain inet {TABLE} {nat}\n"
+    );
+    if masquerade {
+        out.push_str(&format!(
+            "add rule inet {TABLE} {nat} iifname \"{interface}\" oifname != \"{interface}\" masquerade\n"
+        ));
+    } else {
+        out.push_str(&format!("delete chain inet {TABLE} {nat}\n"));
+    }
+    out
+}
+
+/// The guard plus `interface`'s chain: peers to `reach`, replies back, masquerade if asked.
+pub fn ruleset(interface: &str, reach: &[IpNet], masquerade: bool) -> String {
+    let (tunnel, nat) = chains(interface);
     let set = |v6: bool| {
         reach
             .iter()
@@ -31,38 +82,40 @@ pub fn ruleset(table: &str, interface: &str, reach: &[IpNet], masquerade: bool) 
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let (v4, v6) = (set(false), set(true));
-    let mut peers_in = String::new();
-    if !v4.is_empty() {
-        peers_in.push_str(&format!(
-            "    iifname \"{interface}\" ip daddr {{ {v4} }} accept\n"
-        ));
+    let mut out = guard_ruleset();
+    out.push_str(&format!(
+        "add chain inet {TABLE} {tunnel}\n\
+         flush chain inet {TABLE} {tunnel}\n\
+         add rule inet {TABLE} {tunnel} ct state established,related accept\n"
+    ));
+    for (family, nets) in [("ip", set(false)), ("ip6", set(true))] {
+        if !nets.is_empty() {
+            out.push_str(&format!(
+                "add rule inet {TABLE} {tunnel} iifname \"{interface}\" {family} daddr {{ {nets} }} accept\n"
+            ));
+        }
     }
-    if !v6.is_empty() {
-        peers_in.push_str(&format!(
-            "    iifname \"{interface}\" ip6 daddr {{ {v6} }} accept\n"
-        ));
-    }
-    let nat = if masquerade {
-        format!(
-            "  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    iifname \"{interface}\" oifname != \"{interface}\" masquerade\n  }}\n"
-        )
-    } else {
-        String::new()
-    };
-    // Creating then deleting the table first makes `nft -f` replace it in one transaction.
-    format!(
-        "table inet {table}\ndelete table inet {table}\ntable inet {table} {{\n  chain forward {{\n    type filter hook forward priority filter; policy drop;\n    ct state established,related accept\n{peers_in}  }}\n{nat}}}\n"
-    )
+    out.push_str(&format!(
+        "add element inet {TABLE} tunnels {{ \"{interface}\" : jump {tunnel} }}\n"
+    ));
+    out.push_str(&nat_chain(interface, &nat, masquerade));
+    out
 }
 
-/// `lab_vpn_<interface>`, with what nft names cannot hold replaced.
-pub fn table_name(interface: &str) -> String {
-    let safe: String = interface
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    format!("lab_vpn_{safe}")
+/// Takes `interface`'s chains out; the guard stays. Each object is made first so that the
+/// deletes hold whether or not it was there.
+pub fn removal(interface: &str) -> String {
+    let (tunnel, nat) = chains(interface);
+    let mut out = guard_ruleset();
+    out.push_str(&format!(
+        "add chain inet {TABLE} {tunnel}\n\
+         add element inet {TABLE} tunnels {{ \"{interface}\" : jump {tunnel} }}\n\
+         delete element inet {TABLE} tunnels {{ \"{interface}\" }}\n\
+         flush chain inet {TABLE} {tunnel}\n\
+         delete chain inet {TABLE} {tunnel}\n"
+    ));
+    out.push_str(&nat_chain(interface, &nat, false));
+    out
 }
 
 fn nft(script: &str) -> Result<(), ForwardingError> {
@@ -88,37 +141,45 @@ fn nft(script: &str) -> Result<(), ForwardingError> {
     }
 }
 
+/// Installs the drop policy with no tunnel through it (`lab-vpn guard`).
+pub fn install_guard() -> Result<(), ForwardingError> {
+    nft(&guard_ruleset())
+}
+
 impl ForwardingPolicy {
     pub fn install(
         interface: &str,
         reach: &[IpNet],
         masquerade: bool,
     ) -> Result<Self, ForwardingError> {
-        let table = table_name(interface);
-        nft(&ruleset(&table, interface, reach, masquerade))?;
+        nft(&ruleset(interface, reach, masquerade))?;
         if std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|v| v.trim() == "0") {
             tracing::warn!(
                 "IPv4 forwarding is off here (net.ipv4.ip_forward = 0): peers reach the gateway but not the networks behind it"
             );
         }
-        Ok(Self { table })
+        Ok(Self {
+            interface: interface.to_owned(),
+        })
     }
 
-    /// Replaces the policy (a reload changed what peers reach, or masquerading).
+    /// Replaces the interface's part (a reload changed what peers reach, or masquerading).
     pub fn update(
         &self,
         interface: &str,
         reach: &[IpNet],
         masquerade: bool,
     ) -> Result<(), ForwardingError> {
-        nft(&ruleset(&self.table, interface, reach, masquerade))
+        nft(&ruleset(interface, reach, masquerade))
     }
 }
 
 impl Drop for ForwardingPolicy {
     fn drop(&mut self) {
-        if let Err(e) = nft(&format!("delete table inet {}\n", self.table)) {
-            tracing::warn!(table = %self.table, error = %e, "cannot remove the forwarding policy");
+        if let Err(e) = nft(&removal(&self.interface)) {
+            // The guard's drop still holds: what is left is a chain only this interface's
+            // packets can reach, and the interface goes with the daemon.
+            tracing::warn!(interface = %self.interface, error = %e, "cannot remove the interface's forwarding rules");
         }
     }
 }
@@ -133,12 +194,28 @@ mod tests {
             "10.10.1.0/24".parse().unwrap(),
             "fd00:10::/64".parse().unwrap(),
         ];
-        let text = ruleset("lab_vpn_wg0", "wg0", &reach, false);
+        let text = ruleset("wg0", &reach, false);
         assert!(text.contains("policy drop;"));
-        assert!(text.contains("iifname \"wg0\" ip daddr { 10.10.1.0/24 } accept"));
-        assert!(text.contains("iifname \"wg0\" ip6 daddr { fd00:10::/64 } accept"));
+        assert!(text.contains(
+            "add rule inet lab_vpn tunnel_wg0 iifname \"wg0\" ip daddr { 10.10.1.0/24 } accept"
+        ));
+        assert!(text.contains(
+            "add rule inet lab_vpn tunnel_wg0 iifname \"wg0\" ip6 daddr { fd00:10::/64 } accept"
+        ));
         assert!(!text.contains("masquerade"));
-        assert!(ruleset("t", "wg0", &reach, true).contains("masquerade"));
-        assert_eq!(table_name("wg-admin.0"), "lab_vpn_wg_admin_0");
+        assert!(ruleset("wg0", &reach, true).contains("masquerade"));
+        assert_eq!(chains("wg-admin.0").0, "tunnel_wg_admin_0");
+    }
+
+    #[test]
+    fn nothing_takes_the_drop_away() {
+        for text in [guard_ruleset(), removal("wg0"), ruleset("wg0", &[], true)] {
+            assert!(!text.contains("delete table"), "{text}");
+            assert!(text.contains("policy drop;"), "{text}");
+            assert!(
+                !text.contains("delete chain inet lab_vpn forward"),
+                "{text}"
+            );
+        }
     }
 }

@@ -3,6 +3,8 @@
 //! [`config`] is the `vpn.toml` schema (also what `lab-bootstrap` serialises); [`key`] the
 //! WireGuard key type; [`daemon`] the service the shared lifecycle in `lab_daemon` runs.
 
+#![forbid(unsafe_code)]
+
 pub mod allowed_ips;
 pub mod client_config;
 pub mod config;

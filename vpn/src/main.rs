@@ -1,3 +1,5 @@
+#![forbid(unsafe_code)]
+
 use clap::{Parser, Subcommand};
 use lab_daemon::cli::{self, DaemonCommand, RunArgs};
 use lab_daemon::DaemonConfig;
@@ -30,6 +32,11 @@ enum Command {
     /// Add, remove or list admin peers in vpn.toml (applied live if the daemon runs)
     #[command(subcommand)]
     Peer(PeerCommand),
+    /// Make this host forward nothing through any WireGuard interface lab-vpn has not opened:
+    /// the nftables table `inet lab_vpn` with a forward policy of drop, which stays when lab-vpn
+    /// stops. The unit runs it before anything else; it needs no config and keeps the rules of
+    /// a running lab-vpn.
+    Guard,
 }
 
 #[derive(Subcommand)]
@@ -99,6 +106,13 @@ fn main() -> ExitCode {
                 } else {
                     ExitCode::FAILURE
                 }
+            }
+        },
+        Some(Command::Guard) => match lab_vpn::forwarding::install_guard() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lab-vpn guard: {e}");
+                lab_daemon::exit::code(lab_daemon::exit::OS_ERROR)
             }
         },
         Some(Command::Genkey) => {

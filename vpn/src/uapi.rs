@@ -11,9 +11,10 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixListener;
+use std::time::{Duration, UNIX_EPOCH};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 pub const SOCKET_DIR: &str = "/var/run/wireguard";
@@ -21,7 +22,21 @@ pub const SOCKET_DIR: &str = "/var/run/wireguard";
 /// Errno values `wg` understands.
 const EINVAL: i32 = 22;
 const EPROTO: i32 = 71;
+const EMSGSIZE: i32 = 90;
 const ENOTSUP: i32 = 95;
+
+/// Longest line of a request, newline included. `wg`'s longest is an endpoint or a key (under
+/// 100 bytes); anything near this is not a WireGuard client.
+pub const MAX_LINE: usize = 4096;
+/// Most bytes in one request: room for thousands of peers and allowed IPs, and a bound on what
+/// one connection makes the daemon hold.
+pub const MAX_REQUEST: usize = 1 << 20;
+/// A request must arrive, and its answer be taken, within this from the moment the daemon starts
+/// waiting for it: a client that stalls (or opens the socket and sends nothing) gives its slot
+/// back instead of holding it for ever.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once; more are closed at accept. Well inside the unit's LimitNOFILE.
+pub const MAX_CONNECTIONS: usize = 64;
 
 fn hex(bytes: &[u8]) -> String {
     bytes
@@ -34,6 +49,10 @@ fn hex(bytes: &[u8]) -> String {
 
 pub(crate) fn unhex(text: &str) -> Option<[u8; 32]> {
     if text.len() != 64 {
+        return None;
+    }
+    // from_str_radix alone would take a sign ("+f").
+    if !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let mut out = [0u8; 32];
@@ -104,8 +123,20 @@ fn apply(device: &Device, peers: &mut Vec<PeerSettings>, lines: &[String]) -> Re
     // The current peer was added by this request's public_key= line.
     let mut current_is_new = false;
     let mut skipping = false;
+    // Set by the first public_key=: from there on every line belongs to a peer, as in
+    // wireguard-go. An interface key there (replace_peers=true clearing the list under the
+    // current peer's index) is refused, never applied.
+    let mut in_peers = false;
     for line in lines {
         let (key, value) = line.split_once('=').ok_or(EPROTO)?;
+        if in_peers
+            && matches!(
+                key,
+                "private_key" | "listen_port" | "fwmark" | "replace_peers"
+            )
+        {
+            return Err(EINVAL);
+        }
         match key {
             "private_key" => {
                 let bytes = unhex(value).ok_or(EINVAL)?;
@@ -128,6 +159,7 @@ fn apply(device: &Device, peers: &mut Vec<PeerSettings>, lines: &[String]) -> Re
             }
             "public_key" => {
                 let key = PublicKey::from_bytes(unhex(value).ok_or(EINVAL)?);
+                in_peers = true;
                 skipping = false;
                 current_is_new = false;
                 current = match peers.iter().position(|p| p.keys.public_key == key) {
@@ -152,6 +184,9 @@ fn apply(device: &Device, peers: &mut Vec<PeerSettings>, lines: &[String]) -> Re
             "update_only" => {
                 // Only change a peer that exists: one this request just added is dropped again.
                 if let (Some(index), true) = (current, current_is_new) {
+                    if index >= peers.len() {
+                        return Err(EPROTO);
+                    }
                     peers.remove(index);
                     current = None;
                     skipping = true;
@@ -160,45 +195,45 @@ fn apply(device: &Device, peers: &mut Vec<PeerSettings>, lines: &[String]) -> Re
             "remove" => {
                 let index = current.ok_or(EPROTO)?;
                 if value == "true" {
+                    if index >= peers.len() {
+                        return Err(EPROTO);
+                    }
                     peers.remove(index);
                     current = None;
                     skipping = true;
                 }
             }
             "preshared_key" => {
-                let index = current.ok_or(EPROTO)?;
                 let psk = unhex(value).ok_or(EINVAL)?;
-                peers[index].keys.preshared_key = (psk != [0u8; 32]).then_some(psk);
+                peer(peers, current)?.keys.preshared_key = (psk != [0u8; 32]).then_some(psk);
             }
             "endpoint" => {
-                let index = current.ok_or(EPROTO)?;
                 let address: SocketAddr = value
                     .trim_matches(['[', ']'])
                     .parse()
                     .or_else(|_| value.parse())
                     .map_err(|_| EINVAL)?;
-                peers[index].endpoint = Some(address);
+                peer(peers, current)?.endpoint = Some(address);
             }
             "persistent_keepalive_interval" => {
-                let index = current.ok_or(EPROTO)?;
                 let seconds: u16 = value.parse().map_err(|_| EINVAL)?;
-                peers[index].keys.keepalive = (seconds > 0).then_some(seconds);
+                peer(peers, current)?.keys.keepalive = (seconds > 0).then_some(seconds);
             }
             "replace_allowed_ips" => {
-                let index = current.ok_or(EPROTO)?;
+                let peer = peer(peers, current)?;
                 if value == "true" {
-                    peers[index].allowed_ips.clear();
+                    peer.allowed_ips.clear();
                 }
             }
             "allowed_ip" => {
-                let index = current.ok_or(EPROTO)?;
+                peer(peers, current)?;
                 let net: IpNet = value.parse().map_err(|_| EINVAL)?;
                 let net = net.trunc();
                 // A prefix moves to the peer that claims it last, as in WireGuard.
                 for other in peers.iter_mut() {
                     other.allowed_ips.retain(|n| *n != net);
                 }
-                peers[index].allowed_ips.push(net);
+                peer(peers, current)?.allowed_ips.push(net);
             }
             "protocol_version" => {
                 if value != "1" {
@@ -209,6 +244,12 @@ fn apply(device: &Device, peers: &mut Vec<PeerSettings>, lines: &[String]) -> Re
         }
     }
     Ok(())
+}
+
+/// The peer a line applies to: `EPROTO` before any public_key= (or after its removal), never a
+/// panic on an index the request made stale.
+fn peer(peers: &mut [PeerSettings], current: Option<usize>) -> Result<&mut PeerSettings, i32> {
+    current.and_then(|i| peers.get_mut(i)).ok_or(EPROTO)
 }
 
 /// The control socket: created 0600 (root only: it hands out the private key), removed on drop.
@@ -252,43 +293,141 @@ impl Drop for ControlSocket {
 }
 
 async fn serve(listener: UnixListener, device: Arc<Device>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(
+                limit = MAX_CONNECTIONS,
+                "control socket: too many connections, one closed"
+            );
             continue;
         };
         let device = device.clone();
         tokio::spawn(async move {
-            let (read, mut write) = stream.into_split();
-            let mut lines = BufReader::new(read).lines();
-            // One request per connection is what `wg` sends; serve until it closes.
-            while let Ok(Some(command)) = lines.next_line().await {
-                let answer = match command.as_str() {
-                    "get=1" => {
-                        // The request ends with an empty line.
-                        let _ = lines.next_line().await;
-                        get(&device)
-                    }
-                    "set=1" => {
-                        let mut body = Vec::new();
-                        while let Ok(Some(line)) = lines.next_line().await {
-                            if line.is_empty() {
-                                break;
-                            }
-                            body.push(line);
-                        }
-                        match set(&device, &body) {
-                            Ok(()) => "errno=0\n\n".to_owned(),
-                            Err(errno) => format!("errno={errno}\n\n"),
-                        }
-                    }
-                    "" => continue,
-                    _ => format!("errno={EPROTO}\n\n"),
-                };
-                if write.write_all(answer.as_bytes()).await.is_err() {
+            connection(stream, &device).await;
+            drop(slot);
+        });
+    }
+}
+
+/// What ended a request early.
+#[derive(Debug, PartialEq, Eq)]
+enum ReadError {
+    /// The client closed (or the socket failed): nothing to answer.
+    Closed,
+    /// A line over [`MAX_LINE`], the request over [`MAX_REQUEST`], or not UTF-8: answered with
+    /// an errno, then the connection is closed (the rest of the stream cannot be trusted).
+    Refused(i32),
+}
+
+/// One line without its newline, reading at most [`MAX_LINE`] bytes of it and no more than
+/// `budget` (what is left of the request's [`MAX_REQUEST`]).
+async fn read_line<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    budget: &mut usize,
+) -> Result<String, ReadError> {
+    let mut line = Vec::new();
+    loop {
+        let available = reader.fill_buf().await.map_err(|_| ReadError::Closed)?;
+        if available.is_empty() {
+            return Err(ReadError::Closed);
+        }
+        let (taken, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(end) => (end + 1, true),
+            None => (available.len(), false),
+        };
+        if line.len() + taken > MAX_LINE {
+            return Err(ReadError::Refused(EMSGSIZE));
+        }
+        if taken > *budget {
+            return Err(ReadError::Refused(EMSGSIZE));
+        }
+        *budget -= taken;
+        line.extend_from_slice(&available[..taken]);
+        reader.consume(taken);
+        if done {
+            line.pop();
+            return String::from_utf8(line).map_err(|_| ReadError::Refused(EPROTO));
+        }
+    }
+}
+
+/// Reads one request and answers it. `Ok(())` when the connection may carry another.
+async fn exchange<R, W>(device: &Device, reader: &mut R, write: &mut W) -> Result<(), ReadError>
+where
+    R: AsyncBufRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut budget = MAX_REQUEST;
+    let (text, result) = match answer(device, reader, &mut budget).await {
+        Ok(text) => (text, Ok(())),
+        Err(ReadError::Refused(errno)) => {
+            (format!("errno={errno}\n\n"), Err(ReadError::Refused(errno)))
+        }
+        Err(ReadError::Closed) => return Err(ReadError::Closed),
+    };
+    write
+        .write_all(text.as_bytes())
+        .await
+        .map_err(|_| ReadError::Closed)?;
+    result
+}
+
+async fn answer<R: AsyncBufRead + Unpin>(
+    device: &Device,
+    reader: &mut R,
+    budget: &mut usize,
+) -> Result<String, ReadError> {
+    let mut command = String::new();
+    // Blank lines between requests are skipped (each still counts against the budget).
+    while command.is_empty() {
+        command = read_line(reader, budget).await?;
+    }
+    Ok(match command.as_str() {
+        "get=1" => {
+            // The request ends with an empty line.
+            while !read_line(reader, budget).await?.is_empty() {}
+            get(device)
+        }
+        "set=1" => {
+            let mut body = Vec::new();
+            loop {
+                let line = read_line(reader, budget).await?;
+                if line.is_empty() {
                     break;
                 }
+                body.push(line);
             }
-        });
+            match set(device, &body) {
+                Ok(()) => "errno=0\n\n".to_owned(),
+                Err(errno) => format!("errno={errno}\n\n"),
+            }
+        }
+        _ => format!("errno={EPROTO}\n\n"),
+    })
+}
+
+async fn connection(stream: UnixStream, device: &Device) {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    // One request per connection is what `wg` sends; serve more while they keep coming in time.
+    loop {
+        match tokio::time::timeout(REQUEST_TIMEOUT, exchange(device, &mut reader, &mut write)).await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(ReadError::Refused(errno))) => {
+                tracing::debug!(errno, "control socket: request refused, connection closed");
+                return;
+            }
+            Ok(Err(ReadError::Closed)) => return,
+            Err(_) => {
+                tracing::debug!("control socket: request not complete in time, connection closed");
+                return;
+            }
+        }
     }
 }

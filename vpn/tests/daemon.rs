@@ -92,4 +92,5 @@ fn unit_is_notify_reloadable_and_least_privileged() {
         "RestrictAddressFamilies",
         "AF_INET AF_INET6 AF_UNIX AF_NETLINK"
     ));
+    assert!(has("LimitNOFILE", "4096"));
 }

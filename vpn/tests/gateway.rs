@@ -26,18 +26,21 @@ fn net0_never_reaches_net1_around_the_tunnel() {
     assert_eq!(fetch(&topology.client, SERVER), None, "net0 reached net1");
     assert!(!ping(&topology.client, SERVER, &[]));
 
-    // Its table goes with it: the namespace forwards as before.
+    // Its interface's rules go with it, the drop stays (fail closed: see fail_closed.rs).
     drop(gateway);
-    let tables = topology
+    let rules = topology
         .gateway
         .command("nft")
-        .args(["list", "tables"])
+        .args(["list", "ruleset"])
         .output()
         .unwrap();
+    let rules = String::from_utf8_lossy(&rules.stdout);
     assert!(
-        !String::from_utf8_lossy(&tables.stdout).contains("lab_vpn_"),
-        "the forwarding policy outlived the daemon"
+        !rules.contains(&topology.interface),
+        "the interface's forwarding rules outlived the daemon: {rules}"
     );
+    assert!(rules.contains("policy drop;"), "{rules}");
+    assert_eq!(fetch(&topology.client, SERVER), None, "net0 reached net1");
 }
 
 #[test]

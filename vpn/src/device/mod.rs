@@ -116,12 +116,14 @@ impl Device {
         &self.key
     }
 
-    /// Starts the inbound, outbound and timer loops; they run until the handles are aborted.
-    pub fn spawn(self: &Arc<Self>) -> Vec<JoinHandle<()>> {
+    /// Starts the inbound, outbound and timer loops, named for the logs; they run until the
+    /// handles are aborted, unless one fails for good (the TUN device went away) or panics:
+    /// the owner must watch the handles, since the device is no use without all three.
+    pub fn spawn(self: &Arc<Self>) -> Vec<(&'static str, JoinHandle<()>)> {
         vec![
-            tokio::spawn(inbound::run(self.clone())),
-            tokio::spawn(outbound::run(self.clone())),
-            tokio::spawn(timers::run(self.clone())),
+            ("inbound", tokio::spawn(inbound::run(self.clone()))),
+            ("outbound", tokio::spawn(outbound::run(self.clone()))),
+            ("timers", tokio::spawn(timers::run(self.clone()))),
         ]
     }
 

@@ -10,17 +10,31 @@ use std::time::Duration;
 /// Encryption adds 32 bytes; a handshake initiation is 148.
 const OUT_BUFFER: usize = MAX_PACKET + 32;
 
+/// Pause after a failed TUN read, and how many failures in a row mean the device is gone (it
+/// was deleted, or the kernel took it down): a second of nothing but errors. The loop then ends
+/// and the daemon, which watches it, exits to be restarted with a new device.
+const RETRY: Duration = Duration::from_millis(100);
+const FAILURES_FOR_GOOD: u32 = 10;
+
 pub async fn run(device: Arc<Device>) {
     let mut packets: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; MAX_PACKET]).collect();
     let mut lengths = vec![0usize; BATCH];
     let mut encrypted = vec![0u8; OUT_BUFFER];
     let mut outgoing: Vec<Outgoing> = Vec::with_capacity(BATCH);
+    let mut failures = 0u32;
     loop {
         let count = match device.tun.read_batch(&mut packets, &mut lengths).await {
-            Ok(count) => count,
+            Ok(count) => {
+                failures = 0;
+                count
+            }
             Err(e) => {
                 tracing::error!(interface = %device.interface, error = %e, "cannot read the TUN device");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                failures += 1;
+                if failures >= FAILURES_FOR_GOOD {
+                    return;
+                }
+                tokio::time::sleep(RETRY).await;
                 continue;
             }
         };
