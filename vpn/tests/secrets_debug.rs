@@ -97,7 +97,6 @@ fn key_file_errors_name_the_file_not_the_key() {
 /// as its bytes. They live in vpn/src/device/peer.rs, which is frozen for the security fix in
 /// 6df3b19; the fix (a `Debug` that writes `preshared_key: Some(<secret>)`) is to land there.
 #[test]
-#[ignore = "needs a redacting Debug in vpn/src/device/peer.rs (frozen for the endpoint fix)"]
 fn session_keys_and_peer_settings_debug_show_no_preshared_key() {
     let psk = secret_bytes(4);
     let keys = SessionKeys {

@@ -3,6 +3,7 @@
 //! otherwise), decrypt, check the inner source against the peer's allowed IPs, and follow the
 //! peer's endpoint only on a message that proved the peer's keys.
 
+use super::outbound::{FAILURES_FOR_GOOD, RETRY};
 use super::{Device, Endpoint, Outgoing, Peer, PeerSet};
 use crate::conn::{Received, RecvBatch};
 use crate::key::PublicKey;
@@ -12,19 +13,24 @@ use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use std::sync::Arc;
-use std::time::Duration;
 
 pub async fn run(device: Arc<Device>) {
     let mut batch = RecvBatch::default();
     let mut decrypted = vec![0u8; MAX_PACKET];
     let mut replies: Vec<Outgoing> = Vec::new();
     let mut to_tun: Vec<Vec<u8>> = Vec::new();
+    let mut failures = 0u32;
     loop {
         if let Err(e) = device.conn.recv_batch(&mut batch).await {
             tracing::warn!(error = %e, "cannot receive from the UDP socket");
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            failures += 1;
+            if failures >= FAILURES_FOR_GOOD {
+                return;
+            }
+            tokio::time::sleep(RETRY).await;
             continue;
         }
+        failures = 0;
         let peers = device.peers.load();
         for (received, datagram) in batch.datagrams() {
             device.handle(

@@ -10,11 +10,12 @@ use std::time::Duration;
 /// Encryption adds 32 bytes; a handshake initiation is 148.
 const OUT_BUFFER: usize = MAX_PACKET + 32;
 
-/// Pause after a failed TUN read, and how many failures in a row mean the device is gone (it
-/// was deleted, or the kernel took it down): a second of nothing but errors. The loop then ends
-/// and the daemon, which watches it, exits to be restarted with a new device.
-const RETRY: Duration = Duration::from_millis(100);
-const FAILURES_FOR_GOOD: u32 = 10;
+/// Pause after a failed read (of the TUN device here, of the UDP socket inbound), and how many
+/// failures in a row mean the device or socket is gone (deleted, or taken down by the kernel): a
+/// second of nothing but errors. The loop then ends and the daemon, which watches it, exits to be
+/// restarted with a new one.
+pub(super) const RETRY: Duration = Duration::from_millis(100);
+pub(super) const FAILURES_FOR_GOOD: u32 = 10;
 
 pub async fn run(device: Arc<Device>) {
     let mut packets: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; MAX_PACKET]).collect();

@@ -20,11 +20,22 @@ pub struct Endpoint {
 }
 
 /// What fixes a peer's noise session: changing any of it starts a new one.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct SessionKeys {
     pub public_key: PublicKey,
     pub preshared_key: Option<[u8; 32]>,
     pub keepalive: Option<u16>,
+}
+
+/// Says whether there is a preshared key, never what it is.
+impl std::fmt::Debug for SessionKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionKeys")
+            .field("public_key", &self.public_key)
+            .field("preshared_key", &self.preshared_key.map(|_| "<secret>"))
+            .field("keepalive", &self.keepalive)
+            .finish()
+    }
 }
 
 pub struct Peer {
