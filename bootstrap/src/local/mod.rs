@@ -311,6 +311,9 @@ pub fn up(options: &UpOptions) -> Result<(), LocalError> {
 
     // The gateway, with one admin peer whose client config is kept for the user.
     let vpn_ns = machine_ns_by_role(&lab, &names, Role::Vpn)?;
+    // The guard before forwarding is switched on, as the unit's ExecStartPre does: until lab-vpn
+    // runs, nothing is forwarded from outside into net1.
+    shell::in_ns(&vpn_ns, &vpn_binary.to_string_lossy(), &["guard"])?;
     build::forwarding(&vpn_ns)?;
     let (vpn_config, client) = vpn_setup(&lab, &names, &state)?;
     start_daemon(
