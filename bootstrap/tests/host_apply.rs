@@ -255,11 +255,15 @@ fn first_apply_installs_everything_and_a_second_runs_nothing() {
         2,
         "{writes:#?}"
     );
-    // 4 files into lb (binary, config, unit, routes drop-in), 5 into vpn (and its key).
+    // 4 files into lb (binary, config, unit, routes drop-in), 6 into vpn (and its key, and the
+    // boot guard unit lab-vpn.service pulls in).
     assert_eq!(
         writes.iter().filter(|w| w.starts_with("pct push")).count(),
-        9
+        10
     );
+    assert!(bench
+        .in_container(201, "/etc/systemd/system/lab-vpn-guard.service")
+        .contains("ExecStart=/usr/local/bin/lab-vpn guard"));
     // The routes the containers' LXC network config cannot hold: lb reaches net1 and the VPN
     // tunnel, vpn reaches net2, through the host.
     let lb_routes = bench.in_container(

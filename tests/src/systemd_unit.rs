@@ -3,9 +3,11 @@
 use std::path::Path;
 use std::process::Command;
 
-/// Runs `systemd-analyze verify` on `unit` as installed: the unit under `/etc/systemd/system`,
-/// each binary at its path, the system's own units beside them, all inside a temporary root so
-/// nothing on this machine changes. `Err` holds every complaint (warnings included).
+/// Runs `systemd-analyze verify` on `unit` as installed: the unit and the units shipped beside
+/// it (the `.service` files of its directory, which it may pull in) under
+/// `/etc/systemd/system`, each binary at its path, the system's own units beside them, all
+/// inside a temporary root so nothing on this machine changes. `Err` holds every complaint
+/// (warnings included).
 pub fn verify(unit: &Path, binaries: &[(&str, &Path)]) -> Result<(), String> {
     let root = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
     let r = root.path();
@@ -15,6 +17,19 @@ pub fn verify(unit: &Path, binaries: &[(&str, &Path)]) -> Result<(), String> {
     let unit_dir = r.join("etc/systemd/system");
     std::fs::create_dir_all(&unit_dir).map_err(|e| e.to_string())?;
     let installed_unit = unit_dir.join(unit_name);
+    if let Some(shipped) = unit.parent() {
+        for entry in
+            std::fs::read_dir(shipped).map_err(|e| format!("{}: {e}", shipped.display()))?
+        {
+            let path = entry.map_err(|e| e.to_string())?.path();
+            if let (Some(name), Some("service")) =
+                (path.file_name(), path.extension().and_then(|e| e.to_str()))
+            {
+                std::fs::copy(&path, unit_dir.join(name))
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+        }
+    }
     std::fs::copy(unit, &installed_unit).map_err(|e| format!("{}: {e}", unit.display()))?;
     // The targets a service is ordered against (sysinit.target, …) come from the system.
     copy_dir(

@@ -222,3 +222,54 @@ fn the_guard_keeps_a_running_tunnel_and_a_stop_leaves_only_the_guard() {
         "net0 reached net1 after a stop"
     );
 }
+
+/// At boot, before the network is up and before lab-vpn's own unit runs, the guard unit (which
+/// lab-vpn.service pulls in, ordered before network-pre.target) shuts the way around the
+/// tunnel: its ExecStart, run as systemd would, leaves the namespace forwarding nothing from
+/// net0 into net1; and the unit passes `systemd-analyze verify`.
+#[test]
+fn the_boot_guard_unit_closes_forwarding_before_lab_vpn_runs() {
+    let (topology, _server) = topology_with_a_way_around();
+    let unit_path = workspace::root().join("systemd/lab-vpn-guard.service");
+    let unit = std::fs::read_to_string(&unit_path).unwrap();
+    let order = lab_tests::systemd_unit::directives(&unit, "Unit");
+    for (key, wanted) in [
+        ("DefaultDependencies", "no"),
+        ("Before", "network-pre.target"),
+    ] {
+        assert!(
+            order
+                .iter()
+                .any(|(k, v)| k == key && v.split_whitespace().any(|w| w == wanted)),
+            "{key}={wanted} missing from the guard unit: {order:?}"
+        );
+    }
+    let vpn_unit =
+        std::fs::read_to_string(workspace::root().join("systemd/lab-vpn.service")).unwrap();
+    let pulls = lab_tests::systemd_unit::directives(&vpn_unit, "Unit");
+    assert!(
+        pulls
+            .iter()
+            .any(|(k, v)| k == "Wants" && v.contains("lab-vpn-guard.service")),
+        "lab-vpn.service does not pull in the guard: {pulls:?}"
+    );
+    let start: Vec<String> = lab_tests::systemd_unit::directives(&unit, "Service")
+        .into_iter()
+        .filter(|(key, _)| key == "ExecStart")
+        .map(|(_, command)| command)
+        .collect();
+    assert_eq!(start, ["/usr/local/bin/lab-vpn guard"]);
+    let status = topology.gateway.command(BIN).arg("guard").status().unwrap();
+    assert!(status.success());
+    assert!(
+        !around_the_tunnel(&topology),
+        "net0 reached net1 with only the boot guard in place:\n{}",
+        ruleset(&topology.gateway)
+    );
+    if let Err(complaint) = lab_tests::systemd_unit::verify(
+        &unit_path,
+        &[("/usr/local/bin/lab-vpn", std::path::Path::new(BIN))],
+    ) {
+        panic!("systemd-analyze verify lab-vpn-guard.service: {complaint}");
+    }
+}

@@ -8,7 +8,7 @@ use super::{Host, HostError};
 use crate::model::{Lab, Role};
 use crate::render::containers::{
     staged_path, LB_BINARY, LB_CONFIG, LB_ROUTES_DROPIN, LB_UNIT, VPN_BINARY, VPN_CONFIG,
-    VPN_PRIVATE_KEY, VPN_ROUTES_DROPIN, VPN_UNIT,
+    VPN_GUARD_UNIT, VPN_PRIVATE_KEY, VPN_ROUTES_DROPIN, VPN_UNIT,
 };
 use crate::render::files::{under_root, WriteError};
 use std::collections::{BTreeMap, BTreeSet};
@@ -108,10 +108,10 @@ pub fn containers(
             .iter()
             .find(|m| m.role == role)
             .ok_or(ContainerError::Missing(role.as_str()))?;
-        let (unit_path, routes_path) = if role == Role::Lb {
-            (LB_UNIT, LB_ROUTES_DROPIN)
+        let units: &[&'static str] = if role == Role::Lb {
+            &[LB_UNIT, LB_ROUTES_DROPIN]
         } else {
-            (VPN_UNIT, VPN_ROUTES_DROPIN)
+            &[VPN_UNIT, VPN_ROUTES_DROPIN, VPN_GUARD_UNIT]
         };
         let mut files = vec![ContainerFile {
             source: binaries.join(program),
@@ -127,7 +127,7 @@ pub fn containers(
                 kind: FileKind::Config,
             });
         }
-        for path in [unit_path, routes_path] {
+        for &path in units {
             files.push(ContainerFile {
                 source: staged(role, path)?,
                 target: path,

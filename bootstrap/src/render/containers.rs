@@ -19,6 +19,8 @@ pub const VPN_PRIVATE_KEY: &str = "/etc/lab-vpn/private.key";
 pub const VPN_PORT: u16 = 51820;
 pub const LB_UNIT: &str = "/etc/systemd/system/lab-lb.service";
 pub const VPN_UNIT: &str = "/etc/systemd/system/lab-vpn.service";
+/// Pulled in by lab-vpn.service; runs `lab-vpn guard` before the container's network is up.
+pub const VPN_GUARD_UNIT: &str = "/etc/systemd/system/lab-vpn-guard.service";
 /// Drop-ins adding the routes a container's LXC network config cannot hold (see
 /// [`super::guest_routes`]): without them replies to net1 or the VPN tunnel leave through net0.
 pub const LB_ROUTES_DROPIN: &str = "/etc/systemd/system/lab-lb.service.d/10-lab-routes.conf";
@@ -218,6 +220,11 @@ pub fn files(lab: &Lab) -> Result<Vec<RenderedFile>, RenderError> {
         RenderedFile {
             path: staged_path(lab, Role::Vpn, VPN_UNIT),
             contents: include_str!("../../../systemd/lab-vpn.service").to_owned(),
+            mode: 0o644,
+        },
+        RenderedFile {
+            path: staged_path(lab, Role::Vpn, VPN_GUARD_UNIT),
+            contents: include_str!("../../../systemd/lab-vpn-guard.service").to_owned(),
             mode: 0o644,
         },
     ])
