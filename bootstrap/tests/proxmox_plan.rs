@@ -362,9 +362,8 @@ fn an_apply_interrupted_before_the_network_reload_converges() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
 
-/// configs/lab.toml as another lab on the same node: its own name, bridges, VMIDs and
-/// machine names (networks and addresses as they are: the node does not care).
-fn other_lab(dir: &Path) -> PathBuf {
+/// configs/lab.toml under another lab's name, on bridges of its own.
+fn renamed_lab() -> toml_edit::DocumentMut {
     let mut doc: toml_edit::DocumentMut = std::fs::read_to_string(lab_toml())
         .unwrap()
         .parse()
@@ -372,6 +371,13 @@ fn other_lab(dir: &Path) -> PathBuf {
     doc["cluster"]["name"] = toml_edit::value("otherlab");
     doc["networks"]["net1"]["bridge"] = toml_edit::value("vmbr11");
     doc["networks"]["net2"]["bridge"] = toml_edit::value("vmbr12");
+    doc
+}
+
+/// configs/lab.toml as another lab on the same node: its own name, bridges, VMIDs and
+/// machine names (networks and addresses as they are: the node does not care).
+fn other_lab(dir: &Path) -> PathBuf {
+    let mut doc = renamed_lab();
     for m in doc["machine"].as_array_of_tables_mut().unwrap().iter_mut() {
         let vmid = m["vmid"].as_integer().unwrap();
         m["vmid"] = toml_edit::value(vmid + 300);
@@ -472,14 +478,7 @@ fn a_guest_of_another_lab_at_a_wanted_vmid_is_a_conflict_naming_that_lab() {
     let sim = Simulator::start();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("same-vmids.toml");
-    let mut doc: toml_edit::DocumentMut = std::fs::read_to_string(lab_toml())
-        .unwrap()
-        .parse()
-        .unwrap();
-    doc["cluster"]["name"] = toml_edit::value("otherlab");
-    doc["networks"]["net1"]["bridge"] = toml_edit::value("vmbr11");
-    doc["networks"]["net2"]["bridge"] = toml_edit::value("vmbr12");
-    std::fs::write(&file, doc.to_string()).unwrap();
+    std::fs::write(&file, renamed_lab().to_string()).unwrap();
     apply_all(&sim, &lab_toml());
     sim.clear_calls();
     let out = run(&sim, "apply", &file, &["--yes"], "");

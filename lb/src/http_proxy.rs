@@ -646,6 +646,21 @@ pub(crate) fn idempotent(method: &http::Method) -> bool {
     )
 }
 
+/// Answers a request the proxy refuses itself (`kind` for the error counter), and closes the
+/// connection after it: what follows on it cannot be trusted to be framed as the client meant.
+async fn refuse(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    status: u16,
+    kind: &'static str,
+    body: &'static [u8],
+) -> Result<bool> {
+    ctx.error_kind = Some(kind);
+    session.set_keepalive(None);
+    respond(session, status, &[], Bytes::from_static(body)).await?;
+    Ok(true)
+}
+
 async fn respond(
     session: &mut Session,
     status: u16,
@@ -737,16 +752,14 @@ impl ProxyHttp for SharedRouter {
         }
         let raw = session.as_downstream().to_h1_raw();
         if raw.len() > self.max_header_bytes {
-            ctx.error_kind = Some("too_large");
-            session.set_keepalive(None);
-            respond(
+            return refuse(
                 session,
+                ctx,
                 431,
-                &[],
-                Bytes::from_static(b"request header too large\n"),
+                "too_large",
+                b"request header too large\n",
             )
-            .await?;
-            return Ok(true);
+            .await;
         }
         // HTTP/1.1 requires `Host` (RFC 9112 §3.2): without it the request would be routed
         // by the default and reach the server with no name at all.
@@ -757,34 +770,27 @@ impl ProxyHttp for SharedRouter {
                 .headers
                 .contains_key(http::header::HOST);
         if no_host {
-            ctx.error_kind = Some("bad_request");
-            session.set_keepalive(None);
-            respond(session, 400, &[], Bytes::from_static(b"no Host\n")).await?;
-            return Ok(true);
+            return refuse(session, ctx, 400, "bad_request", b"no Host\n").await;
         }
         if connection_names_framing(&session.req_header().headers) {
-            ctx.error_kind = Some("bad_request");
-            session.set_keepalive(None);
-            respond(
+            return refuse(
                 session,
+                ctx,
                 400,
-                &[],
-                Bytes::from_static(b"Connection names a framing field\n"),
+                "bad_request",
+                b"Connection names a framing field\n",
             )
-            .await?;
-            return Ok(true);
+            .await;
         }
         if !session.is_http2() && ambiguous_length(&raw) {
-            ctx.error_kind = Some("bad_request");
-            session.set_keepalive(None);
-            respond(
+            return refuse(
                 session,
+                ctx,
                 400,
-                &[],
-                Bytes::from_static(b"ambiguous request length\n"),
+                "bad_request",
+                b"ambiguous request length\n",
             )
-            .await?;
-            return Ok(true);
+            .await;
         }
         let req = session.req_header();
         ctx.host = request_host(req);
@@ -822,16 +828,7 @@ impl ProxyHttp for SharedRouter {
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
             if declared.is_some_and(|len| len > max) {
-                ctx.error_kind = Some("too_large");
-                session.set_keepalive(None);
-                respond(
-                    session,
-                    413,
-                    &[],
-                    Bytes::from_static(b"request body too large\n"),
-                )
-                .await?;
-                return Ok(true);
+                return refuse(session, ctx, 413, "too_large", b"request body too large\n").await;
             }
         }
         Ok(false)
