@@ -125,11 +125,16 @@ fn server_name(body: &[u8]) -> Result<Option<String>, &'static str> {
             let name_type = list.u8()?;
             let name = list.vector_u16()?;
             if name_type == NAME_TYPE_HOST {
-                let name = std::str::from_utf8(name).map_err(|_| "server name is not ASCII")?;
-                if name.is_empty() || !name.is_ascii() {
-                    return Err("server name is not ASCII");
+                // A host name (RFC 6066 §3): letters, digits, `-`, `.`, and `_` as some
+                // internal names have. Anything else (NUL, CR/LF, spaces) matches no route and
+                // would reach the access log as the client wrote it: a forged log line.
+                let host = |b: &u8| b.is_ascii_alphanumeric() || b"-._".contains(b);
+                let end = name.iter().rposition(|&b| b != b'.').map_or(0, |i| i + 1);
+                let name = &name[..end];
+                if name.is_empty() || !name.iter().all(host) {
+                    return Err("server name is not a host name");
                 }
-                return Ok(Some(name.trim_end_matches('.').to_ascii_lowercase()));
+                return Ok(Some(String::from_utf8_lossy(name).to_ascii_lowercase()));
             }
         }
         return Ok(None);
@@ -283,6 +288,26 @@ mod tests {
         let last = bad.len() - "a.example".len() - 2;
         bad[last] = 0xff;
         assert!(matches!(parse_client_hello(&bad), Hello::Invalid(_)));
+    }
+
+    #[test]
+    fn a_server_name_is_a_host_name() {
+        // The first found by the `sni` fuzz target: a NUL inside the name.
+        for name in ["a.apps.l\0a", "a\r\nb", "a b", "a/b", ".", ""] {
+            assert!(
+                matches!(
+                    parse_client_hello(&client_hello(Some(name))),
+                    Hello::Invalid(_)
+                ),
+                "{name:?}"
+            );
+        }
+        assert_eq!(
+            parse_client_hello(&client_hello(Some("A-1.Example_x."))),
+            Hello::Complete {
+                server_name: Some("a-1.example_x".into())
+            }
+        );
     }
 
     #[test]
