@@ -14,8 +14,11 @@ pub use http::{chunked, http_request, http_response};
 pub use l4::{proxy_protocol, sni};
 pub use wireguard::{uapi, wireguard};
 
+/// A target's body: panics on an input that breaks what must hold.
+pub type Target = fn(&[u8]);
+
 /// Every target by the name its binary, corpus and artifacts carry.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("http_request", http_request),
     ("http_response", http_response),
     ("chunked", chunked),

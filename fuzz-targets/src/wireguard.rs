@@ -120,22 +120,22 @@ impl Lab {
 
     /// Sends `datagram` to the gateway and the answers back and forth until they stop.
     fn exchange(&mut self, datagram: Vec<u8>) -> Handled {
-        let first = self.to_gateway(&datagram);
+        let first = self.receive_at_gateway(&datagram);
         let mut replies = first.replies.clone();
         for _ in 0..MAX_HOPS {
             let Some(reply) = replies.pop() else {
                 break;
             };
-            for answer in self.to_peer(&reply) {
+            for answer in self.deliver_to_peer(&reply) {
                 self.genuine.insert(answer.clone());
-                replies.extend(self.to_gateway(&answer).replies);
+                replies.extend(self.receive_at_gateway(&answer).replies);
             }
         }
         first
     }
 
     /// The peer's `Tunn` taking a datagram from the gateway; what it sends back.
-    fn to_peer(&mut self, datagram: &[u8]) -> Vec<Vec<u8>> {
+    fn deliver_to_peer(&mut self, datagram: &[u8]) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         let mut result = self
             .peer
@@ -151,7 +151,7 @@ impl Lab {
     }
 
     /// lab-vpn's inbound path (`Device::peer_for` and `Device::handle`) for one datagram.
-    fn to_gateway(&mut self, datagram: &[u8]) -> Handled {
+    fn receive_at_gateway(&mut self, datagram: &[u8]) -> Handled {
         self.sent.push(datagram.to_vec());
         let mut handled = Handled::default();
         let Ok(packet) = Tunn::parse_incoming_packet(datagram) else {
@@ -321,7 +321,7 @@ pub fn wireguard(data: &[u8]) {
                     lab.gateway.encapsulate(&payload, &mut lab.buffer)
                 {
                     let datagram = datagram.to_vec();
-                    lab.to_peer(&datagram);
+                    lab.deliver_to_peer(&datagram);
                 }
             }
             6 => {
@@ -335,7 +335,7 @@ pub fn wireguard(data: &[u8]) {
             _ => {
                 let n = usize::from(take_u8(&mut input));
                 let raw = take(&mut input, n).to_vec();
-                lab.to_peer(&raw);
+                lab.deliver_to_peer(&raw);
             }
         }
     }
