@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes the seed corpus of every fuzz target into fuzz/corpus/<target>/ (run from anywhere;
-deterministic). The seeds are small: what the unit tests and configs/ exercise, a few files a
-target. Inputs the fuzzers found worth keeping as regressions are added by hand next to them."""
+deterministic but for the ClientHellos' random fields). The seeds are small: what the unit
+tests and configs/ exercise, a few files a target. Inputs the fuzzers found worth keeping as
+regressions (regression-*) are added by hand next to them."""
 
 import pathlib
 import re
@@ -139,7 +140,7 @@ example = "\n".join(line[2:] for line in example.splitlines()[2:] if line.starts
 example = re.sub(r'(?s)name = "ingress-https".*?(?=\[\[listener\]\])', "", example)
 example = example.replace("[[listener]]\n[[listener]]", "[[listener]]")
 write("config_lb", "lb-http.toml", l7.split("# L7 instead")[0] + example
-      + '\n[[listener.http.route]]\npath = "/api"\nadd_request_headers = { x-api = "1" }\n'
+      + '\n[[listener.http.route]]\npath = "/api"\nbackend = "workers-http"\nadd_request_headers = { x-api = "1" }\n'
       'remove_response_headers = ["server"]\nmax_body = 1048576\n')
 write("config_lb", "not-toml", "[[listener]\nname = ")
 write("config_vpn", "vpn.toml", (ROOT / "configs/vpn.toml").read_text())

@@ -52,9 +52,46 @@ fn written_again<T: ConfigFile + Serialize>(config: &T, path: &str) {
     }
 }
 
+/// Fields the proxy writes itself on every message: the framing and the hop-by-hop fields.
+const PROXYS_OWN: [&str; 8] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Besides loading: no accepted route adds or removes a field the proxy writes itself (the
+/// HTTP targets' round trip for a route's header changes: a route that removed
+/// `Content-Length` would send a body the server reads as the next request).
 pub fn config_lb(data: &[u8]) {
-    if let Some(config) = load::<lab_lb::LbConfig>(data, LB) {
-        written_again(&config, LB);
+    let Some(config) = load::<lab_lb::LbConfig>(data, LB) else {
+        return;
+    };
+    written_again(&config, LB);
+    for route in config
+        .listeners
+        .iter()
+        .filter_map(|l| l.http.as_ref())
+        .flat_map(|h| &h.routes)
+    {
+        let changed = route
+            .add_request_headers
+            .keys()
+            .chain(route.add_response_headers.keys())
+            .chain(&route.remove_request_headers)
+            .chain(&route.remove_response_headers);
+        for name in changed {
+            assert!(
+                !PROXYS_OWN
+                    .iter()
+                    .any(|f| name.trim().eq_ignore_ascii_case(f)),
+                "a route may change `{name}`"
+            );
+        }
     }
 }
 
