@@ -567,6 +567,7 @@ fn validate_health_check(check: &HealthCheck, key: &str, issues: &mut Issues) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn wildcard_clashes_with_specific_address_on_same_port() {
@@ -575,5 +576,35 @@ mod tests {
         let other_port: SocketAddr = "10.0.0.1:81".parse().unwrap();
         assert!(addresses_clash(any, one));
         assert!(!addresses_clash(one, other_port));
+    }
+
+    #[test]
+    fn a_route_may_not_change_the_framing_or_hop_by_hop_fields() {
+        let config = |changes: &str| {
+            format!(
+                "[metrics]\nlisten = \"127.0.0.1:9100\"\n[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:8080\"\nmode = \"http\"\n\
+                 backend = \"b\"\n[listener.http]\n[[listener.http.route]]\npath = \"/\"\nbackend = \"b\"\n\
+                 {changes}\n[[backend]]\nname = \"b\"\nserver = [{{ address = \"127.0.0.1:9\" }}]\n"
+            )
+        };
+        let load = |text: &str| lab_daemon::config::parse::<LbConfig>(Path::new("lb.toml"), text);
+        if let Err(e) = load(&config("remove_request_headers = [\"x-gone\"]")) {
+            panic!("{e}");
+        }
+        for changes in [
+            "remove_request_headers = [\"x-a\", \"Content-Length\"]",
+            "add_request_headers = { transfer-encoding = \"chunked\" }",
+            "add_response_headers = { content-length = \"0\" }",
+            "remove_response_headers = [\"connection\"]",
+            "add_request_headers = { upgrade = \"h2c\" }",
+        ] {
+            let refused = load(&config(changes)).err().map(|e| e.to_string());
+            assert!(
+                refused
+                    .as_deref()
+                    .is_some_and(|e| e.contains("is the proxy's to write")),
+                "{changes}: {refused:?}"
+            );
+        }
     }
 }

@@ -182,6 +182,45 @@ pub struct CertPair {
     pub names: Vec<String>,
 }
 
+/// A route may not add or remove a field the proxy writes itself: the framing
+/// (`Content-Length`, `Transfer-Encoding`) and the hop-by-hop fields. A removed
+/// `Content-Length` sends the body on while the server reads none, so the body is read as the
+/// next request on a kept-alive server connection (request smuggling); an added one or a
+/// transfer coding makes the length ambiguous; hop-by-hop fields describe one connection.
+fn route_changes_own_fields(route: &HttpRoute, route_key: &str, issues: &mut Issues) {
+    use crate::http_proxy::{FRAMING, HOP_BY_HOP};
+    let owned = |name: &str| {
+        FRAMING
+            .iter()
+            .chain(&HOP_BY_HOP)
+            .any(|f| name.trim().eq_ignore_ascii_case(f))
+    };
+    let added = [
+        ("add_request_headers", &route.add_request_headers),
+        ("add_response_headers", &route.add_response_headers),
+    ];
+    for (field, map) in added {
+        for name in map.keys().filter(|n| owned(n)) {
+            issues.add(
+                format!("{route_key}.{field}.{name}"),
+                format!("`{name}` is the proxy's to write (framing or hop-by-hop), not a route's"),
+            );
+        }
+    }
+    let removed = [
+        ("remove_request_headers", &route.remove_request_headers),
+        ("remove_response_headers", &route.remove_response_headers),
+    ];
+    for (field, names) in removed {
+        for (i, name) in names.iter().enumerate().filter(|(_, n)| owned(n)) {
+            issues.add(
+                format!("{route_key}.{field}[{i}]"),
+                format!("`{name}` is the proxy's to write (framing or hop-by-hop), not a route's"),
+            );
+        }
+    }
+}
+
 /// Checks `http` of a listener in `mode`, its issues under `key`.
 pub fn validate(
     http: &HttpListener,
@@ -235,6 +274,9 @@ pub fn validate(
                 );
             }
         }
+    }
+    for (i, route) in http.routes.iter().enumerate() {
+        route_changes_own_fields(route, &format!("{key}.route[{i}]"), issues);
     }
     for (i, upstream) in http.upstreams.iter().enumerate() {
         let up_key = format!("{key}.upstream[{i}]");

@@ -457,7 +457,7 @@ pub(crate) const HOP_BY_HOP: [&str; 6] = [
 /// naming one asks a proxy to drop the framing while the body still follows, so that the body
 /// reads as the next message on a kept-alive connection (request smuggling, or a server
 /// desynchronising the client). Such a message is refused: 400 from a client, 502 from a server.
-const FRAMING: [&str; 2] = ["content-length", "transfer-encoding"];
+pub(crate) const FRAMING: [&str; 2] = ["content-length", "transfer-encoding"];
 
 /// Whether one `Connection` value names a framing field.
 pub(crate) fn names_framing(connection: &[u8]) -> bool {

@@ -12,6 +12,9 @@ pub mod config;
 pub mod daemon;
 pub mod health;
 mod http1;
+/// The HTTP/1.1 path's parsers for the fuzz targets; not an API.
+#[doc(hidden)]
+pub use http1::fuzzing as http1_fuzzing;
 pub mod http_config;
 pub mod http_listener;
 pub mod http_metrics;

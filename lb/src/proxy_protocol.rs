@@ -149,7 +149,13 @@ fn parse_v1(received: &[u8]) -> Parsed {
             let parsed = (|| {
                 let source: IpAddr = source.parse().ok()?;
                 let destination: IpAddr = destination.parse().ok()?;
-                if (*family == "TCP4") != (source.is_ipv4() && destination.is_ipv4()) {
+                // Both addresses of the family named: TCP6 with an IPv4 address was taken.
+                let family_matches = if *family == "TCP4" {
+                    source.is_ipv4() && destination.is_ipv4()
+                } else {
+                    source.is_ipv6() && destination.is_ipv6()
+                };
+                if !family_matches {
                     return None;
                 }
                 let source_port: u16 = source_port.parse().ok()?;
@@ -299,6 +305,15 @@ mod tests {
             parse(b"PROXY TCP4 1.2.3.4 nonsense\r\n"),
             Parsed::Invalid(_)
         ));
+        // Addresses of another family than the one named (the second found by the
+        // `proxy_protocol` fuzz target).
+        for mixed in [
+            &b"PROXY TCP6 b8::1 0.0.0.1 5000 00\r\n"[..],
+            b"PROXY TCP6 1.2.3.4 5.6.7.8 1 2\r\n",
+            b"PROXY TCP4 1.2.3.4 ::1 1 2\r\n",
+        ] {
+            assert!(matches!(parse(mixed), Parsed::Invalid(_)));
+        }
         assert!(matches!(parse(&[b'P'; 1]), Parsed::NeedMore));
         assert!(matches!(
             parse(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2"),

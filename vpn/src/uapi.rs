@@ -113,10 +113,20 @@ fn name_for(key: &PublicKey) -> Option<Name> {
 
 /// Applies a `set=1` request's lines; `Err` is the errno to answer.
 pub fn set(device: &Device, lines: &[String]) -> Result<(), i32> {
-    device.edit_peers(|peers| apply(device, peers, lines))
+    let own_key = device.private_key().secret().to_bytes();
+    let port = device.listen_port();
+    device.edit_peers(|peers| apply(&own_key, port, peers, lines))
 }
 
-fn apply(device: &Device, peers: &mut Vec<PeerSettings>, lines: &[String]) -> Result<(), i32> {
+/// Applies a `set=1` request's lines to `peers` for a device of `own_key` listening on
+/// `port`: what [`set`] does, without a device (the fuzz targets drive it).
+#[doc(hidden)]
+pub fn apply(
+    own_key: &[u8; 32],
+    port: u16,
+    peers: &mut Vec<PeerSettings>,
+    lines: &[String],
+) -> Result<(), i32> {
     // Index into `peers` of the peer being edited; None before the first public_key=, or when
     // the current one is being removed / was update_only and absent.
     let mut current: Option<usize> = None;
@@ -140,13 +150,13 @@ fn apply(device: &Device, peers: &mut Vec<PeerSettings>, lines: &[String]) -> Re
         match key {
             "private_key" => {
                 let bytes = unhex(value).ok_or(EINVAL)?;
-                if bytes != device.private_key().secret().to_bytes() {
+                if bytes != *own_key {
                     return Err(ENOTSUP);
                 }
             }
             "listen_port" => {
-                let port: u16 = value.parse().map_err(|_| EINVAL)?;
-                if port != device.listen_port() {
+                let listen_port: u16 = value.parse().map_err(|_| EINVAL)?;
+                if listen_port != port {
                     return Err(ENOTSUP);
                 }
             }

@@ -4,6 +4,8 @@
 
 mod consistent;
 mod least_connections;
+#[cfg(test)]
+mod properties;
 mod round_robin;
 mod weighted_round_robin;
 

@@ -84,6 +84,14 @@ impl ChunkedScanner {
                     extension,
                 } => match b {
                     b'\r' if digits => State::SizeLf { size },
+                    // httparse (and others) read a bare LF inside an extension as part of it,
+                    // on to the next CRLF: ending the line here instead would make the two
+                    // disagree on where the chunk's data starts, so a server's body could end
+                    // its response early for us and not for the client (or the other way), and
+                    // the client read the next response as part of this one.
+                    b'\n' if extension => {
+                        return Err(ChunkError("a chunk extension holds a bare LF"))
+                    }
                     b'\n' if digits => after_size(size),
                     _ if extension => State::Size {
                         size,
@@ -229,6 +237,9 @@ mod tests {
             b"fffffffffffffffffff\r\n",
             b"1000000000000000000\r\n",
             b"0\r\n\rX",
+            // Found by the `chunked` fuzz target: a bare LF inside an extension.
+            b"1a;name=value\x8d\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\n",
+            b"1;x\nA\r\n0\r\n\r\n",
         ] {
             assert!(scan(bad, 1).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }

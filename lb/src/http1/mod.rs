@@ -12,6 +12,8 @@
 
 mod chunked;
 mod deadline;
+#[doc(hidden)]
+pub mod fuzzing;
 mod head;
 mod idle;
 

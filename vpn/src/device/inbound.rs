@@ -54,7 +54,7 @@ pub async fn run(device: Arc<Device>) {
 }
 
 /// The first byte of a cookie reply (WireGuard's message type 3).
-const COOKIE_REPLY: u8 = 3;
+pub const COOKIE_REPLY: u8 = 3;
 
 #[derive(Clone, Copy)]
 enum MessageKind {
@@ -64,7 +64,7 @@ enum MessageKind {
     Data,
 }
 
-fn drop_reason(error: &WireGuardError) -> Drop {
+pub fn drop_reason(error: &WireGuardError) -> Drop {
     match error {
         WireGuardError::DuplicateCounter | WireGuardError::InvalidCounter => Drop::Replay,
         WireGuardError::InvalidAeadTag | WireGuardError::InvalidMac | WireGuardError::WrongKey => {

@@ -8,6 +8,9 @@ pub mod peer;
 pub mod peers;
 mod timers;
 
+/// How the inbound path reads boringtun's answers, for the fuzz targets.
+#[doc(hidden)]
+pub use inbound::{drop_reason, COOKIE_REPLY};
 pub use peer::{Endpoint, Peer, PeerSettings, SessionKeys};
 pub use peers::PeerSet;
 
