@@ -9,8 +9,8 @@
 #
 # The checked-in seeds (fuzz/corpus/<target>/) are read, never written: what a run finds goes
 # to a temporary corpus, removed at the end (KEEP_CORPUS=1 leaves it and says where). Builds in
-# $FUZZ_TARGET_DIR (default /work/target-fuzz if /work exists, else fuzz/target): the sanitizer
-# flags differ from the workspace's, so sharing its target directory would rebuild both.
+# $FUZZ_TARGET_DIR (default fuzz/target): the sanitizer flags differ from the workspace's, so
+# sharing its target directory would rebuild both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,10 +21,7 @@ only=${2:-}
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 
-if [[ -z "${FUZZ_TARGET_DIR:-}" ]]; then
-  if [[ -d /work ]]; then FUZZ_TARGET_DIR=/work/target-fuzz; else FUZZ_TARGET_DIR=$PWD/fuzz/target; fi
-fi
-export CARGO_TARGET_DIR=$FUZZ_TARGET_DIR
+export CARGO_TARGET_DIR=${FUZZ_TARGET_DIR:-$PWD/fuzz/target}
 
 mapfile -t targets < <(cargo +nightly fuzz list)
 if [[ -n "$only" ]]; then
