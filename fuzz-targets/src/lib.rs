@@ -4,6 +4,8 @@
 //! `tests/replay.rs` calls them on stable on every file of `fuzz/corpus/<target>/` and
 //! `fuzz/artifacts/<target>/`, so what the fuzzers found stays found.
 
+#![forbid(unsafe_code)]
+
 mod config;
 mod http;
 mod l4;
