@@ -10,7 +10,7 @@ use std::process::Command;
 const BIN: &str = env!("CARGO_BIN_EXE_lab-bootstrap");
 
 /// What render writes and reports, sorted.
-const EXPECTED: [&str; 20] = [
+const EXPECTED: [&str; 21] = [
     "etc/lab/dnsmasq-vmbr1.conf",
     "etc/lab/dnsmasq-vmbr2.conf",
     "etc/lab/lab.nft",
@@ -24,6 +24,7 @@ const EXPECTED: [&str; 20] = [
     "var/lib/lab/containers/lb/etc/systemd/system/lab-lb.service.d/10-lab-routes.conf",
     "var/lib/lab/containers/vpn/etc/lab-vpn/private.key",
     "var/lib/lab/containers/vpn/etc/lab-vpn/vpn.toml",
+    "var/lib/lab/containers/vpn/etc/systemd/system/lab-vpn-guard.service",
     "var/lib/lab/containers/vpn/etc/systemd/system/lab-vpn.service",
     "var/lib/lab/containers/vpn/etc/systemd/system/lab-vpn.service.d/10-lab-routes.conf",
     "var/lib/vz/snippets/lab-cp1.yaml",
