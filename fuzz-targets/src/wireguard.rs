@@ -15,7 +15,9 @@ use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
-use lab_vpn::device::{drop_reason, PeerSet, PeerSettings, SessionKeys, COOKIE_REPLY};
+use lab_vpn::device::{
+    drop_reason, feed_session, PeerSet, PeerSettings, SessionKeys, COOKIE_REPLY,
+};
 use lab_vpn::key::PrivateKey;
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr};
@@ -189,37 +191,21 @@ impl Lab {
         if index.is_some_and(|i| i >> 8 != PEER_INDEX) {
             return handled; // an unknown peer
         }
-        let is_data = matches!(packet, Packet::PacketData(_));
         let mut decrypted = vec![0u8; BUFFER];
-        let mut result = self
-            .gateway
-            .decapsulate(Some(SOURCE), datagram, &mut decrypted);
-        for _ in 0..MAX_HOPS {
-            match result {
-                TunnResult::Done => {
-                    handled.authenticated |= is_data;
-                    break;
-                }
-                TunnResult::Err(e) => {
-                    let _ = drop_reason(&e);
-                    break;
-                }
-                TunnResult::WriteToNetwork(reply) if reply.first() == Some(&COOKIE_REPLY) => {
-                    handled.replies.push(reply.to_vec());
-                    break;
-                }
-                TunnResult::WriteToNetwork(reply) => {
-                    handled.authenticated = true;
-                    handled.replies.push(reply.to_vec());
-                    result = self.gateway.decapsulate(None, &[], &mut decrypted);
-                }
-                TunnResult::WriteToTunnelV4(packet, _) | TunnResult::WriteToTunnelV6(packet, _) => {
-                    handled.authenticated = true;
-                    handled.delivered.push(packet.to_vec());
-                    break;
-                }
-            }
-        }
+        let (mut replies, mut delivered) = (Vec::new(), Vec::new());
+        handled.authenticated = feed_session(
+            &mut self.gateway,
+            SOURCE,
+            datagram,
+            &mut decrypted,
+            |answer| replies.push(answer.datagram().to_vec()),
+            |packet, _| delivered.push(packet.to_vec()),
+            |error| {
+                let _ = drop_reason(error);
+            },
+        );
+        handled.replies.extend(replies);
+        handled.delivered.extend(delivered);
         if handled.authenticated {
             assert!(
                 self.genuine.contains(datagram),

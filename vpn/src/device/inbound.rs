@@ -12,6 +12,7 @@ use crate::tun::MAX_PACKET;
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::{Packet, Tunn, TunnResult};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 pub async fn run(device: Arc<Device>) {
@@ -49,6 +50,80 @@ pub async fn run(device: Arc<Device>) {
                 tracing::warn!(error = %e, "cannot write to the TUN device");
             }
             to_tun.clear();
+        }
+    }
+}
+
+/// A datagram a session answers its sender with.
+pub enum Answer<'a> {
+    /// A cookie reply: the session's limiter was under load and answered without looking.
+    Cookie(&'a [u8]),
+    /// A handshake response, the keepalive completing our own handshake, or a packet queued
+    /// for the new session.
+    Session(&'a [u8]),
+}
+
+impl Answer<'_> {
+    pub fn datagram(&self) -> &[u8] {
+        match self {
+            Answer::Cookie(d) | Answer::Session(d) => d,
+        }
+    }
+}
+
+/// Feeds `datagram` from `source` to a peer's session, and then what the session queued:
+/// `answer` gets each datagram for the sender, `deliver` each decrypted packet with its inner
+/// source, `failed` the session's refusal. Returns whether the datagram proved its sender holds
+/// the session's keys: a data packet that decrypted, an initiation the session answered, or a
+/// response that completed our handshake. Only then may the peer's endpoint follow it (as
+/// wireguard-go and the kernel do); a cookie reply proves nothing of its sender, and neither
+/// does any answer of ours that is one. The one place lab-vpn decides this (the `wireguard`
+/// fuzz target calls it too).
+pub fn feed_session(
+    tunn: &mut Tunn,
+    source: IpAddr,
+    datagram: &[u8],
+    decrypted: &mut [u8],
+    mut answer: impl FnMut(Answer<'_>),
+    mut deliver: impl FnMut(&[u8], IpAddr),
+    mut failed: impl FnMut(&WireGuardError),
+) -> bool {
+    let is_data = matches!(
+        Tunn::parse_incoming_packet(datagram),
+        Ok(Packet::PacketData(_))
+    );
+    let mut authenticated = false;
+    let mut result = tunn.decapsulate(Some(source), datagram, decrypted);
+    // Ends: boringtun's queue of packets waiting for a session is bounded.
+    loop {
+        match result {
+            TunnResult::Done => {
+                // A data packet that decrypted to a keepalive; for a cookie reply, Done only
+                // says it was taken.
+                authenticated |= is_data;
+                return authenticated;
+            }
+            TunnResult::Err(e) => {
+                failed(&e);
+                return authenticated;
+            }
+            TunnResult::WriteToNetwork(reply) if reply.first() == Some(&COOKIE_REPLY) => {
+                answer(Answer::Cookie(reply));
+                return authenticated;
+            }
+            TunnResult::WriteToNetwork(reply) => {
+                authenticated = true;
+                answer(Answer::Session(reply));
+                result = tunn.decapsulate(None, &[], decrypted);
+            }
+            TunnResult::WriteToTunnelV4(packet, inner) => {
+                deliver(packet, inner.into());
+                return true;
+            }
+            TunnResult::WriteToTunnelV6(packet, inner) => {
+                deliver(packet, inner.into());
+                return true;
+            }
         }
     }
 }
@@ -167,71 +242,42 @@ impl Device {
         });
         let mut handshake_counted = false;
         let mut tunn = peer.tunn();
-        let mut result = tunn.decapsulate(Some(received.source.ip()), datagram, decrypted);
-        // Whether the message proved its sender holds the session's keys; only then may the
-        // peer's endpoint follow it (as wireguard-go and the kernel do). A cookie reply proves
-        // nothing of its sender, and neither does any answer of ours that is one.
-        let mut authenticated = false;
-        loop {
-            match result {
-                TunnResult::Done => {
-                    // A data packet that decrypted to a keepalive; for a cookie reply, Done only
-                    // says it was taken.
-                    authenticated |= matches!(kind, Ok(MessageKind::Data));
-                    break;
-                }
-                TunnResult::Err(e) => {
-                    self.metrics.dropped(drop_reason(&e));
-                    break;
-                }
-                TunnResult::WriteToNetwork(datagram) if datagram.first() == Some(&COOKIE_REPLY) => {
-                    // The session's own limiter under load: it answered without looking.
-                    self.metrics.cookie_replies.inc();
-                    replies.push(Outgoing {
-                        destination: received.source,
-                        local: received.local,
-                        datagram: datagram.to_vec(),
-                    });
-                    break;
-                }
-                TunnResult::WriteToNetwork(datagram) => {
-                    // A handshake response to an initiation the session accepted, the keepalive
-                    // that completes our own handshake, or packets queued for the new session.
-                    authenticated = true;
-                    if !handshake_counted {
-                        // Answering an initiation, or confirming our own with a keepalive.
-                        match kind {
-                            Ok(MessageKind::Initiation) => {
-                                self.metrics.handshake(HandshakeRole::Responder)
-                            }
-                            Ok(MessageKind::Response) => {
-                                self.metrics.handshake(HandshakeRole::Initiator)
-                            }
-                            _ => {}
-                        }
-                        handshake_counted = true;
+        let authenticated = feed_session(
+            &mut tunn,
+            received.source.ip(),
+            datagram,
+            decrypted,
+            |answer| {
+                match answer {
+                    Answer::Cookie(_) => {
+                        self.metrics.cookie_replies.inc();
                     }
-                    peer.count_sent(datagram.len());
-                    replies.push(Outgoing {
-                        destination: received.source,
-                        local: received.local,
-                        datagram: datagram.to_vec(),
-                    });
-                    // Packets queued while the handshake was in flight.
-                    result = tunn.decapsulate(None, &[], decrypted);
+                    Answer::Session(datagram) => {
+                        if !handshake_counted {
+                            // Answering an initiation, or confirming our own with a keepalive.
+                            match kind {
+                                Ok(MessageKind::Initiation) => {
+                                    self.metrics.handshake(HandshakeRole::Responder)
+                                }
+                                Ok(MessageKind::Response) => {
+                                    self.metrics.handshake(HandshakeRole::Initiator)
+                                }
+                                _ => {}
+                            }
+                            handshake_counted = true;
+                        }
+                        peer.count_sent(datagram.len());
+                    }
                 }
-                TunnResult::WriteToTunnelV4(packet, source) => {
-                    authenticated = true;
-                    self.deliver(peers, &peer, packet, source.into(), to_tun);
-                    break;
-                }
-                TunnResult::WriteToTunnelV6(packet, source) => {
-                    authenticated = true;
-                    self.deliver(peers, &peer, packet, source.into(), to_tun);
-                    break;
-                }
-            }
-        }
+                replies.push(Outgoing {
+                    destination: received.source,
+                    local: received.local,
+                    datagram: answer.datagram().to_vec(),
+                });
+            },
+            |packet, source| self.deliver(peers, &peer, packet, source, to_tun),
+            |error| self.metrics.dropped(drop_reason(error)),
+        );
         drop(tunn);
         if authenticated {
             peer.count_received(datagram.len());

@@ -10,7 +10,7 @@ mod timers;
 
 /// How the inbound path reads boringtun's answers, for the fuzz targets.
 #[doc(hidden)]
-pub use inbound::{drop_reason, COOKIE_REPLY};
+pub use inbound::{drop_reason, feed_session, Answer, COOKIE_REPLY};
 pub use peer::{Endpoint, Peer, PeerSettings, SessionKeys};
 pub use peers::PeerSet;
 
