@@ -2,10 +2,10 @@
 //! PROXY protocol header from a trusted upstream.
 
 use crate::shown;
-use lab_lb::proxy_protocol::{self, Parsed, Version};
-use lab_lb::sni::{parse_client_hello, Hello, MAX_HELLO_BYTES};
+use lab_lb::l4::proxy_protocol::{self, Parsed, Version};
+use lab_lb::l4::sni::{parse_client_hello, Hello, MAX_HELLO_BYTES};
 
-/// `lab_lb::sni::parse_client_hello`: a name it returns is one a route can match and a log
+/// `lab_lb::l4::sni::parse_client_hello`: a name it returns is one a route can match and a log
 /// line can carry; a verdict does not change as more bytes arrive.
 pub fn sni(data: &[u8]) {
     let whole = parse_client_hello(data);
@@ -37,7 +37,7 @@ pub fn sni(data: &[u8]) {
     }
 }
 
-/// `lab_lb::proxy_protocol::parse`: a header is found within the bytes, reads the same alone
+/// `lab_lb::l4::proxy_protocol::parse`: a header is found within the bytes, reads the same alone
 /// and cut short needs more; its addresses written again (either version) read the same.
 pub fn proxy_protocol(data: &[u8]) {
     let parsed = proxy_protocol::parse(data);

@@ -152,7 +152,7 @@ pub struct Backend {
     pub failure_hold: Duration,
     /// Send a PROXY protocol header with the real client's address to every server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proxy_protocol: Option<crate::proxy_protocol::Version>,
+    pub proxy_protocol: Option<crate::l4::proxy_protocol::Version>,
     /// Active checks; without them a server counts as up unless connecting to it fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
@@ -437,7 +437,7 @@ impl LbConfig {
                     );
                 }
                 for (k, name) in route.sni.iter().enumerate() {
-                    if let Err(problem) = crate::sni::SniPattern::parse(name) {
+                    if let Err(problem) = crate::l4::sni::SniPattern::parse(name) {
                         issues.add(format!("{route_key}.sni[{k}]"), problem);
                     }
                 }

@@ -1,18 +1,18 @@
 //! The balancer as the shared lifecycle runs it: listeners bound from the config, rebuilt on
 //! reload without dropping a connection, drained on stop.
 
+use crate::backend::health;
+use crate::backend::pool::{Pool, ServerStates};
 use crate::config::{LbConfig, Listener, ListenerMode};
-use crate::health;
-use crate::http_listener::HttpApp;
-use crate::http_metrics::HttpMetrics;
-use crate::http_proxy::HttpRouter;
+use crate::http::listener::HttpApp;
+use crate::http::metrics::HttpMetrics;
+use crate::http::router::HttpRouter;
+use crate::l4::proxy::{L4Proxy, Routing};
+use crate::l4::sni::SniPattern;
 use crate::listener::{self, App, BindError, ListenerSlot};
 use crate::metrics::LbMetrics;
-use crate::pool::{Pool, ServerStates};
-use crate::proxy::{L4Proxy, Routing};
-use crate::sni::SniPattern;
 use crate::status::{LbStatus, Snapshot};
-use crate::tls_certs::{CertError, CertStore};
+use crate::tls::certs::{CertError, CertStore};
 use lab_daemon::metrics::StatusPage;
 use lab_daemon::{Daemon, DaemonConfig, Name};
 use prometheus_client::registry::Registry;
@@ -53,7 +53,7 @@ pub enum LbError {
     #[error("listener `{listener}`: {source}")]
     Ca {
         listener: Name,
-        source: crate::upstream_tls::CaError,
+        source: crate::tls::upstream::CaError,
     },
     #[error("listener `{listener}`: TLS setup: {source}")]
     Tls {
@@ -101,7 +101,7 @@ impl LbDaemon {
                 source,
             })?;
             let config =
-                crate::tls_certs::server_config(store.clone()).map_err(|source| LbError::Tls {
+                crate::tls::certs::server_config(store.clone()).map_err(|source| LbError::Tls {
                     listener: listener.name.clone(),
                     source,
                 })?;

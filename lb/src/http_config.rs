@@ -188,7 +188,7 @@ pub struct CertPair {
 /// next request on a kept-alive server connection (request smuggling); an added one or a
 /// transfer coding makes the length ambiguous; hop-by-hop fields describe one connection.
 fn route_changes_own_fields(route: &HttpRoute, route_key: &str, issues: &mut Issues) {
-    use crate::http_proxy::{FRAMING, HOP_BY_HOP};
+    use crate::http::router::{FRAMING, HOP_BY_HOP};
     let owned = |name: &str| {
         FRAMING
             .iter()
@@ -232,7 +232,7 @@ pub fn validate(
     for (i, route) in http.routes.iter().enumerate() {
         let route_key = format!("{key}.route[{i}]");
         if let Some(host) = &route.host {
-            if let Err(problem) = crate::sni::SniPattern::parse(host) {
+            if let Err(problem) = crate::l4::sni::SniPattern::parse(host) {
                 issues.add(format!("{route_key}.host"), problem);
             }
         }
@@ -308,7 +308,7 @@ pub fn validate(
             );
         }
         if let Some(ca) = &upstream.ca {
-            if let Err(e) = crate::upstream_tls::load_ca(ca) {
+            if let Err(e) = crate::tls::upstream::load_ca(ca) {
                 issues.add(format!("{up_key}.ca"), e.to_string());
             }
         }
@@ -324,11 +324,11 @@ pub fn validate(
     }
     for (i, pair) in http.certs.iter().enumerate() {
         for (k, name) in pair.names.iter().enumerate() {
-            if let Err(problem) = crate::sni::SniPattern::parse(name) {
+            if let Err(problem) = crate::l4::sni::SniPattern::parse(name) {
                 issues.add(format!("{key}.cert[{i}].names[{k}]"), problem);
             }
         }
-        if let Err(e) = crate::tls_certs::load_pair(pair) {
+        if let Err(e) = crate::tls::certs::load_pair(pair) {
             issues.add(format!("{key}.cert[{i}]"), e.to_string());
         }
     }

@@ -1,36 +1,27 @@
 //! `lab-lb`: the load balancer in front of the lab's Kubernetes API and ingress.
 //!
-//! [`config`] is the `lb.toml` schema (also what `lab-bootstrap` serialises); [`daemon`] is the
-//! service the shared lifecycle in `lab_daemon` runs.
+//! [`config`] is the `lb.toml` schema; [`daemon`] is the service the shared lifecycle in
+//! `lab_daemon` runs. The rest, by what it holds: [`l4`] the TCP proxy and what it reads of a
+//! connection (PROXY protocol, TLS ClientHello), `http` the L7 proxy (the router, our HTTP/1.1
+//! path and pingora's adapter), `tls` certificates and TLS streams, `backend` the server pools,
+//! their balancers and health checks.
 
 #![forbid(unsafe_code)]
 
-pub mod balance;
-mod client_socket;
+mod backend;
 mod clock;
 pub mod config;
 pub mod daemon;
-pub mod health;
-mod http1;
+mod http;
 /// The HTTP/1.1 path's parsers for the fuzz targets; not an API.
 #[doc(hidden)]
-pub use http1::fuzzing as http1_fuzzing;
+pub use http::h1::fuzzing as http1_fuzzing;
 pub mod http_config;
-pub mod http_listener;
-pub mod http_metrics;
-pub mod http_proxy;
-pub mod listener;
-pub mod metrics;
-pub mod pool;
-pub mod proxy;
-pub mod proxy_protocol;
-mod replay;
-pub mod sni;
-pub mod splice;
-pub mod status;
-pub mod tls_certs;
-pub mod tls_stream;
-pub mod upstream_tls;
+pub mod l4;
+mod listener;
+mod metrics;
+mod status;
+mod tls;
 
 pub use config::LbConfig;
 pub use daemon::LbDaemon;

@@ -4,10 +4,10 @@
 //! swaps the proxy behind it, and closes sockets whose listener went away, while every accepted
 //! connection runs to its end under a task tracker the drain waits on.
 
-use crate::client_socket::ClientSocket;
-use crate::http_listener::HttpApp;
+use crate::http::listener::HttpApp;
+use crate::l4::client_socket::ClientSocket;
+use crate::l4::proxy::L4Proxy;
 use crate::metrics::{ListenerMetrics, Refusal};
-use crate::proxy::L4Proxy;
 use arc_swap::ArcSwap;
 use lab_daemon::admission::{Admission, Limits, Over};
 use pingora_core::apps::ServerApp;

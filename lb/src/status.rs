@@ -1,10 +1,10 @@
 //! `GET /status` on the metrics address: listeners, backends, servers, health and counts, as
 //! JSON, always describing the running configuration.
 
+use crate::backend::pool::Pool;
 use crate::clock;
 use crate::config::Listener;
 use crate::metrics::ListenerMetrics;
-use crate::pool::Pool;
 use arc_swap::ArcSwap;
 use lab_daemon::metrics::StatusPage;
 use serde::Serialize;

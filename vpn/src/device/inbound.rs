@@ -5,9 +5,9 @@
 
 use super::outbound::{FAILURES_FOR_GOOD, RETRY};
 use super::{Device, Endpoint, Outgoing, Peer, PeerSet};
+use super::{Drop, HandshakeRole};
 use crate::conn::{Received, RecvBatch};
 use crate::key::PublicKey;
-use crate::metrics::{Drop, HandshakeRole};
 use crate::tun::MAX_PACKET;
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::handshake::parse_handshake_anon;

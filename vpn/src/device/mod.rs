@@ -2,12 +2,14 @@
 //! ([`crate::conn`]), laid out as wireguard-go lays out its `device/`: batches of packets flow
 //! outbound (TUN → encrypt → UDP), inbound (UDP → decrypt → TUN), and timers keep sessions alive.
 
+mod counters;
 mod inbound;
 mod outbound;
 pub mod peer;
 pub mod peers;
 mod timers;
 
+pub use counters::{DeviceMetrics, Drop, HandshakeRole};
 /// How the inbound path reads boringtun's answers, for the fuzz targets.
 #[doc(hidden)]
 pub use inbound::{drop_reason, feed_session, Answer, COOKIE_REPLY};
@@ -17,7 +19,7 @@ pub use peers::PeerSet;
 use crate::conn::Conn;
 pub use crate::conn::Outgoing;
 use crate::key::PrivateKey;
-use crate::metrics::DeviceMetrics;
+
 use crate::tun::Tun;
 use arc_swap::ArcSwap;
 use boringtun::noise::rate_limiter::RateLimiter;

@@ -1,7 +1,7 @@
 //! TUN → encrypt → UDP, a batch at a time.
 
+use super::Drop;
 use super::{Device, Outgoing};
-use crate::metrics::Drop;
 use crate::tun::{BATCH, MAX_PACKET};
 use boringtun::noise::{Tunn, TunnResult};
 use std::sync::Arc;

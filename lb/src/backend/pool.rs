@@ -1,7 +1,7 @@
 //! A backend as it runs: its servers, their passive health, the balancing algorithm, and
 //! connecting to one server with bounded retries.
 
-use crate::balance::{self, Balance, Candidate};
+use crate::backend::balance::{self, Balance, Candidate};
 use crate::clock;
 use crate::config::Backend;
 use crate::metrics::{LbMetrics, ServerMetrics};
@@ -91,7 +91,7 @@ pub struct Pool {
     pub name: Name,
     pub algorithm: crate::config::Balance,
     /// Header sent to servers before the client's bytes.
-    pub proxy_protocol: Option<crate::proxy_protocol::Version>,
+    pub proxy_protocol: Option<crate::l4::proxy_protocol::Version>,
     candidates: Vec<Candidate>,
     servers: Vec<Server>,
     balance: Box<dyn Balance>,

@@ -1,7 +1,7 @@
 //! Request and response heads on the HTTP/1.1 path: parsed with httparse, checked for what the
 //! path carries, and written out for the other side without the hop-by-hop fields.
 
-use crate::http_proxy::{host_without_port, names_framing, Forwarding, Route, HOP_BY_HOP};
+use crate::http::router::{host_without_port, names_framing, Forwarding, Route, HOP_BY_HOP};
 use std::mem::MaybeUninit;
 
 /// Header fields a head may have, as many as pingora allows (a request with more goes to

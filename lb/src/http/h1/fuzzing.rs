@@ -4,7 +4,7 @@
 
 pub use super::chunked::{ChunkError, ChunkedScanner};
 pub use super::head::{Framing, Parsed, Request, Response};
-use crate::http_proxy::Forwarding;
+use crate::http::router::Forwarding;
 
 /// The client address the forwarding fields name.
 const CLIENT: &str = "10.0.0.1";

@@ -8,8 +8,8 @@ mod tls;
 
 pub use rise_fall::RiseFall;
 
+use crate::backend::pool::{Pool, ServerRef};
 use crate::config::{HealthCheck, HealthCheckKind};
-use crate::pool::{Pool, ServerRef};
 use async_trait::async_trait;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -10,7 +10,7 @@
 //! ([`ClientSocket::replay`]); reads return them first, so pingora's session can take over a
 //! connection mid-stream.
 
-use crate::replay::Replay;
+use crate::l4::replay::Replay;
 use async_trait::async_trait;
 use pingora_core::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,

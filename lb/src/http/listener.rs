@@ -1,14 +1,16 @@
 //! What an `http` or `https` listener does with an accepted connection: on `https` first the
 //! TLS handshake (ours, with the SNI resolver); then HTTP/1.1 goes our own path
-//! ([`crate::http1`]) until a request needs more, and that request, the rest of the connection
+//! ([`crate::http::h1`]) until a request needs more, and that request, the rest of the connection
 //! and h2 go to pingora's session machinery, both with the same [`HttpRouter`].
 
-use crate::client_socket::ClientSocket;
-use crate::http1::{self, Served, MAX_IDLE_PER_SERVER};
-use crate::http_metrics::HttpMetrics;
-use crate::http_proxy::{HttpRouter, SharedRouter};
+use crate::http::h1::{self as http1, Served};
+use crate::http::idle::MAX_IDLE_PER_SERVER;
+use crate::http::metrics::HttpMetrics;
+use crate::http::pingora::SharedRouter;
+use crate::http::router::HttpRouter;
+use crate::l4::client_socket::ClientSocket;
 use crate::metrics::ListenerMetrics;
-use crate::tls_stream::{tls_version, TlsClient};
+use crate::tls::stream::{tls_version, TlsClient};
 use bytes::BytesMut;
 use lab_daemon::Name;
 use pingora_core::apps::{HttpServerOptions, ServerApp};

@@ -3,8 +3,8 @@
 //! for cleartext h2. Bytes our HTTP/1.1 path read before handing the connection over are read
 //! again first ([`TlsClient::replay`]).
 
-use crate::client_socket::ClientSocket;
-use crate::replay::Replay;
+use crate::l4::client_socket::ClientSocket;
+use crate::l4::replay::Replay;
 use async_trait::async_trait;
 use pingora_core::protocols::tls::SslDigest;
 use pingora_core::protocols::{

@@ -210,14 +210,3 @@ pub fn method_class(method: &http::Method) -> &'static str {
         _ => "write",
     }
 }
-
-pub fn status_class(status: u16) -> &'static str {
-    match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        500..=599 => "5xx",
-        _ => "none",
-    }
-}

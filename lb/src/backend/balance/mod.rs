@@ -31,6 +31,7 @@ pub struct Candidate {
 }
 
 impl Candidate {
+    #[cfg(test)]
     pub fn new(address: SocketAddr, weight: u32) -> Self {
         Self::with_counter(address, weight, Arc::default())
     }

@@ -3,7 +3,7 @@
 //! reload. pingora's own rustls listener takes one certificate and no callbacks, hence ours.
 
 use crate::http_config::CertPair;
-use crate::sni::SniPattern;
+use crate::l4::sni::SniPattern;
 use arc_swap::ArcSwap;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};

@@ -3,12 +3,12 @@
 //! servers, send what was read so far (after a PROXY header if the backend wants one), splice,
 //! and log one line.
 
-use crate::client_socket::ClientSocket;
+use crate::backend::pool::Pool;
+use crate::l4::client_socket::ClientSocket;
+use crate::l4::proxy_protocol::{self, Parsed};
+use crate::l4::sni::{Hello, HelloReader, SniPattern};
+use crate::l4::splice::{splice, Spliced};
 use crate::metrics::{ListenerMetrics, Refusal};
-use crate::pool::Pool;
-use crate::proxy_protocol::{self, Parsed};
-use crate::sni::{Hello, HelloReader, SniPattern};
-use crate::splice::{splice, Spliced};
 use async_trait::async_trait;
 use ipnet::IpNet;
 use lab_daemon::logging::Escaped;

@@ -15,12 +15,9 @@ mod deadline;
 #[doc(hidden)]
 pub mod fuzzing;
 mod head;
-mod idle;
 
-pub use idle::{IdleConnections, MAX_IDLE, MAX_IDLE_PER_SERVER};
-
-use crate::http_proxy::{idempotent, Finished, HttpRouter, Route, Timeouts};
-use crate::pool::{Pool, Tried};
+use crate::backend::pool::{Pool, Tried};
+use crate::http::router::{idempotent, Finished, HttpRouter, Route, Timeouts};
 use bytes::{Buf, BytesMut};
 use chunked::ChunkedScanner;
 use deadline::Deadline;

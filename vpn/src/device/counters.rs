@@ -1,0 +1,150 @@
+//! What the data path counts as it goes: packets dropped by reason, handshakes by role, cookie
+//! replies. The device owns these; `crate::metrics` registers them with the rest.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+/// Why a packet was not passed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drop {
+    /// Not a WireGuard message, or a malformed one.
+    Invalid,
+    /// A handshake initiation with a wrong MAC (not for this gateway's key).
+    BadMac,
+    /// From a key or session index no configured peer has.
+    UnknownPeer,
+    /// Failed authentication or decryption.
+    Decrypt,
+    /// A counter already seen or too old: a replay.
+    Replay,
+    /// Refused by the rate limiter while under load.
+    UnderLoad,
+    /// Inner source address outside the sending peer's allowed IPs.
+    SourceNotAllowed,
+    /// Outgoing: no peer's allowed IPs hold the destination.
+    NoRoute,
+    /// Outgoing: the peer's endpoint is not known yet.
+    NoEndpoint,
+    /// Outgoing: not an IPv4 or IPv6 packet.
+    NotIp,
+    /// Outgoing: encryption failed.
+    Encrypt,
+}
+
+impl Drop {
+    pub const ALL: [Drop; 11] = [
+        Drop::Invalid,
+        Drop::BadMac,
+        Drop::UnknownPeer,
+        Drop::Decrypt,
+        Drop::Replay,
+        Drop::UnderLoad,
+        Drop::SourceNotAllowed,
+        Drop::NoRoute,
+        Drop::NoEndpoint,
+        Drop::NotIp,
+        Drop::Encrypt,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Drop::Invalid => "invalid",
+            Drop::BadMac => "bad_mac",
+            Drop::UnknownPeer => "unknown_peer",
+            Drop::Decrypt => "decrypt",
+            Drop::Replay => "replay",
+            Drop::UnderLoad => "under_load",
+            Drop::SourceNotAllowed => "source_not_allowed",
+            Drop::NoRoute => "no_route",
+            Drop::NoEndpoint => "no_endpoint",
+            Drop::NotIp => "not_ip",
+            Drop::Encrypt => "encrypt",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoleLabel {
+    role: &'static str,
+}
+
+/// Which side of a completed handshake the gateway was.
+#[derive(Debug, Clone, Copy)]
+pub enum HandshakeRole {
+    /// The peer initiated; the gateway answered.
+    Responder,
+    /// The gateway initiated (it has an endpoint for the peer); the peer answered.
+    Initiator,
+}
+
+impl HandshakeRole {
+    fn as_str(self) -> &'static str {
+        match self {
+            HandshakeRole::Responder => "responder",
+            HandshakeRole::Initiator => "initiator",
+        }
+    }
+}
+
+/// What the data path counts as it goes.
+#[derive(Clone, Default)]
+pub struct DeviceMetrics {
+    dropped: Family<ReasonLabel, Counter>,
+    handshakes: Family<RoleLabel, Counter>,
+    pub cookie_replies: Counter,
+}
+
+impl DeviceMetrics {
+    /// Registers the counters on a registry already prefixed with `lab_vpn`, every label
+    /// value present from the start.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "packets_dropped",
+            "Packets not passed on, by reason",
+            self.dropped.clone(),
+        );
+        for reason in Drop::ALL {
+            drop(self.dropped.get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            }));
+        }
+        registry.register(
+            "handshakes",
+            "Handshakes completed, by the gateway's role in them",
+            self.handshakes.clone(),
+        );
+        for role in [HandshakeRole::Responder, HandshakeRole::Initiator] {
+            drop(self.handshakes.get_or_create(&RoleLabel {
+                role: role.as_str(),
+            }));
+        }
+        registry.register(
+            "cookie_replies",
+            "Cookie replies sent to handshake initiations while under load",
+            self.cookie_replies.clone(),
+        );
+    }
+
+    pub fn dropped(&self, reason: Drop) {
+        self.dropped
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn handshake(&self, role: HandshakeRole) {
+        self.handshakes
+            .get_or_create(&RoleLabel {
+                role: role.as_str(),
+            })
+            .inc();
+    }
+}
