@@ -7,6 +7,7 @@
 //! ([`logging`]) and the SIGHUP/SIGTERM lifecycle ([`lifecycle`]).
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod admission;
 pub mod cli;

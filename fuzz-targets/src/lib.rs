@@ -5,6 +5,7 @@
 //! `fuzz/artifacts/<target>/`, so what the fuzzers found stays found.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod config;
 mod http;

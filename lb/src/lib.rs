@@ -7,6 +7,7 @@
 //! their balancers and health checks.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod backend;
 mod clock;

@@ -6,6 +6,7 @@
 //! `tests/`.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod binaries;
 pub mod bridged;

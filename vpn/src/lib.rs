@@ -4,6 +4,7 @@
 //! WireGuard key type; [`daemon`] the service the shared lifecycle in `lab_daemon` runs.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod allowed_ips;
 pub mod client_config;
