@@ -22,6 +22,7 @@ declare -A needs=(
   [busybox]=busybox                # `nc` for the firewall matrix
   [h2load]=nghttp2-client          # HTTP/2 load through lab-lb's https listener
   [wrk]=wrk                        # HTTP keep-alive load in the lab-lb tests and bench
+  [python3]=python3                # scripts/check-import-cycles.py
 )
 source scripts/install-needs.sh
 install_needs needs
@@ -31,6 +32,8 @@ rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup comp
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+echo "== no import circles"
+python3 scripts/check-import-cycles.py
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"

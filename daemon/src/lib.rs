@@ -1,7 +1,7 @@
 //! The runtime behaviour that `lab-lb` and `lab-vpn` share, written once.
 //!
 //! A daemon implements [`Daemon`] (start, reload, drain) for a config type that implements
-//! [`DaemonConfig`]; [`cli::run`] and [`cli::check`] then give it the conventions of DESIGN.md:
+//! [`DaemonConfig`]; [`cli::run`] and [`cli::check`] then give it the conventions of docs/ARCHITECTURE.md:
 //! TOML config refused with file, line, column and key ([`config`]), a Prometheus endpoint with
 //! process metrics ([`metrics`]), the systemd notify protocol ([`notify`]), `tracing` logs
 //! ([`logging`]) and the SIGHUP/SIGTERM lifecycle ([`lifecycle`]).

@@ -97,7 +97,7 @@ pub fn directives(unit_text: &str, section: &str) -> Vec<(String, String)> {
 
 /// What every daemon unit of this project must say: `Type=notify`, reload by SIGHUP, restart on
 /// failure, the config file under `/etc`, exactly the `capabilities` given, and the hardening
-/// baseline of DESIGN.md. Returns the `[Service]` directives for further checks.
+/// baseline of docs/ARCHITECTURE.md. Returns the `[Service]` directives for further checks.
 pub fn assert_daemon_unit(
     unit_text: &str,
     config_file: &str,

@@ -1,6 +1,6 @@
 //! The end-to-end suite: `lab-bootstrap up --local --connect` builds the lab of
 //! configs/lab.toml in namespaces, with the real dnsmasq, nft, lab-lb, lab-vpn and a
-//! wireguard-go admin client; this test checks it as a user would, cell by cell of DESIGN.md's
+//! wireguard-go admin client; this test checks it as a user would, cell by cell of docs/ARCHITECTURE.md's
 //! policy matrix, and `down` removes it, even when an assertion fails.
 
 use lab_tests::binaries::workspace_bin;

@@ -6,7 +6,7 @@ pub mod lifecycle;
 pub mod metrics_endpoint;
 pub mod systemd_env;
 
-/// Defines, in the calling test crate, one `#[test]` per convention of DESIGN.md that every daemon
+/// Defines, in the calling test crate, one `#[test]` per convention of docs/ARCHITECTURE.md that every daemon
 /// follows: `check` on the example and on bad files, the notify protocol through start, reload,
 /// refused reload and stop, metrics that pass `promtool`, the watchdog, journald logging, and
 /// `systemd-analyze verify` on the unit. `loopback_config` gets the directory the config will
