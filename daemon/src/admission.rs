@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// A listener's limits, as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
+    /// Connections open at once on the socket, from all clients together.
     pub total: usize,
+    /// Connections open at once from one client address (unless it is `exempt`).
     pub per_client: usize,
     /// Sources counted only in the total: upstream proxies that carry many clients' connections
     /// (`accept_proxy_from`).
@@ -21,7 +23,9 @@ pub struct Limits {
 /// Which limit refused a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Over {
+    /// The socket holds [`Limits::total`] connections already.
     Total,
+    /// The client's address holds [`Limits::per_client`] connections already.
     PerClient,
 }
 

@@ -33,6 +33,7 @@ pub enum DaemonCommand {
 }
 
 impl DaemonCommand {
+    /// Runs the command for daemon `D`; returns the exit status.
     pub fn execute<D: Daemon>(self) -> ExitCode {
         match self {
             DaemonCommand::Run(args) => run::<D>(args),
@@ -83,6 +84,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
     }
 }
 
+/// `run`: serves daemon `D` with the config of `args` (or its default path) until stopped.
 pub fn run<D: Daemon>(args: RunArgs) -> ExitCode {
     let path = args
         .config
@@ -90,6 +92,7 @@ pub fn run<D: Daemon>(args: RunArgs) -> ExitCode {
     lifecycle::run::<D>(&path)
 }
 
+/// `check`: validates the config file of `args` (or `C`'s default path), as [`check_file`].
 pub fn check<C: DaemonConfig>(args: CheckArgs) -> ExitCode {
     let path = args.file.unwrap_or_else(|| PathBuf::from(C::DEFAULT_PATH));
     check_file::<C>(C::PROGRAM, &path)

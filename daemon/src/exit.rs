@@ -11,6 +11,7 @@ pub const OS_ERROR: u8 = 71;
 /// An internal error the daemon could not recover from (`EX_SOFTWARE`).
 pub const SOFTWARE: u8 = 70;
 
+/// `status` as the process's exit code, for `main` to return.
 pub fn code(status: u8) -> ExitCode {
     ExitCode::from(status)
 }

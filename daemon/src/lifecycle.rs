@@ -16,7 +16,9 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// What a daemon does; the lifecycle decides when.
 pub trait Daemon: Sized + Send + 'static {
+    /// The daemon's config file, as loaded and validated.
     type Config: DaemonConfig;
+    /// Why the daemon could not start or apply a reload.
     type Error: std::error::Error + Send + Sync + 'static;
 
     /// Binds what the daemon serves and registers its metrics in `metrics`, the root registry:

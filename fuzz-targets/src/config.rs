@@ -96,12 +96,16 @@ pub fn config_lb(data: &[u8]) {
     }
 }
 
+/// `data` as `vpn.toml`: refused with every message naming the file, or accepted and accepted
+/// again once written out.
 pub fn config_vpn(data: &[u8]) {
     if let Some(config) = load::<lab_vpn::VpnConfig>(data, VPN) {
         written_again(&config, VPN);
     }
 }
 
+/// `data` as `lab.toml`: loaded as [`config_vpn`] loads `vpn.toml`; the lb.toml and vpn.toml an
+/// accepted lab renders are accepted too, and again once written out.
 pub fn config_lab(data: &[u8]) {
     let Some(lab) = load::<lab_bootstrap::Lab>(data, LAB) else {
         return;

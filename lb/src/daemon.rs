@@ -25,6 +25,8 @@ use tokio_util::task::TaskTracker;
 /// How often certificate files are checked for renewal.
 const CERT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The running balancer: its listeners, pools, health checks and metrics, for one config at a
+/// time.
 pub struct LbDaemon {
     config: Arc<LbConfig>,
     metrics: LbMetrics,
@@ -40,29 +42,56 @@ pub struct LbDaemon {
     status: Arc<LbStatus>,
 }
 
+/// Why a config could not be put into effect (at start, or on reload: then nothing changed).
 #[derive(Debug, thiserror::Error)]
 pub enum LbError {
+    /// A listening address could not be bound.
     #[error(transparent)]
     Bind(#[from] BindError),
+    /// A listener or route sends to a backend the config does not have.
     #[error("listener `{listener}` names backend `{backend}`, which is not configured")]
-    UnknownBackend { listener: Name, backend: Name },
+    UnknownBackend {
+        /// The listener that names it.
+        listener: Name,
+        /// The missing backend.
+        backend: Name,
+    },
+    /// A route's server name is not one a ClientHello could carry.
     #[error("listener `{listener}`: {problem}")]
-    BadRoute { listener: Name, problem: String },
+    BadRoute {
+        /// The listener of the route.
+        listener: Name,
+        /// What is wrong with the name.
+        problem: String,
+    },
+    /// An `https` listener's certificate or key could not be read.
     #[error("listener `{listener}`: {source}")]
-    Cert { listener: Name, source: CertError },
+    Cert {
+        /// The `https` listener.
+        listener: Name,
+        /// Which file, and why.
+        source: CertError,
+    },
+    /// The CA bundle a route verifies its TLS upstreams with could not be read.
     #[error("listener `{listener}`: {source}")]
     Ca {
+        /// The listener of the route.
         listener: Name,
+        /// Which file, and why.
         source: crate::tls::upstream::CaError,
     },
+    /// rustls refused the listener's certificates.
     #[error("listener `{listener}`: TLS setup: {source}")]
     Tls {
+        /// The `https` listener.
         listener: Name,
+        /// What rustls said.
         source: rustls::Error,
     },
 }
 
 impl LbDaemon {
+    /// The config in effect: the last one started or reloaded successfully.
     pub fn config(&self) -> &LbConfig {
         &self.config
     }

@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+/// The path of the workspace's binary `name` in the test's own target profile; panics if it
+/// has not been built.
 pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
     // <target>/<profile>/deps/<test binary>

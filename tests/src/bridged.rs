@@ -4,11 +4,14 @@
 use crate::netns::Netns;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+/// The namespace holding the bridges.
 pub struct Bridged {
+    /// Where the bridges and the clients' veth ends live.
     pub ns: Netns,
 }
 
 impl Bridged {
+    /// A new namespace for bridges, named for `role`, with no bridge yet.
     pub fn new(role: &str) -> Self {
         Self {
             ns: Netns::new(role),

@@ -8,6 +8,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// A running daemon; stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct DaemonProcess {
     child: Child,
     stderr: Arc<Mutex<Vec<String>>>,
@@ -70,10 +71,12 @@ impl DaemonProcess {
         Self { child, stderr }
     }
 
+    /// The process id, for signals and `/proc/<pid>`.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
+    /// Sends `signal` to the daemon; panics if it cannot be sent.
     pub fn signal(&self, signal: Signal) {
         let pid = Pid::from_raw(self.child.id() as i32);
         kill(pid, signal).unwrap_or_else(|e| panic!("kill -{signal} {pid}: {e}"));
@@ -152,8 +155,11 @@ impl Drop for DaemonProcess {
 
 /// A daemon started on a config of the test's and known to be ready.
 pub struct Started {
+    /// The daemon, past `READY=1`.
     pub process: DaemonProcess,
+    /// The socket the daemon notifies, holding what it has sent so far.
     pub notify: crate::NotifySocket,
+    /// The config file it runs on, in a directory removed with this value.
     pub config_path: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }

@@ -3,9 +3,13 @@
 use std::net::SocketAddr;
 use std::process::Command;
 
+/// What curl received.
 pub struct Response {
+    /// The HTTP status code.
     pub status: u16,
+    /// The `Content-Type` header, empty when there was none.
     pub content_type: String,
+    /// The body, as text.
     pub body: String,
 }
 

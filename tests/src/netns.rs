@@ -4,7 +4,9 @@
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+/// A network namespace, deleted when dropped.
 pub struct Netns {
+    /// Its name, for `ip netns exec` and `ip link ... netns`.
     pub name: String,
 }
 

@@ -9,10 +9,14 @@ use std::time::{Duration, Instant};
 
 /// A certificate and key for `name`, made with the real `openssl`.
 pub struct Certificate {
+    /// The PEM certificate, self-signed, for `CN=<name>` and `DNS:<name>`.
     pub cert: PathBuf,
+    /// Its PEM private key (P-256, unencrypted).
     pub key: PathBuf,
 }
 
+/// A self-signed certificate for `name` (valid 2 days), written to `dir` as `<name>.crt` and
+/// `<name>.key`; panics if `openssl` fails.
 pub fn self_signed(dir: &Path, name: &str) -> Certificate {
     let cert = dir.join(format!("{name}.crt"));
     let key = dir.join(format!("{name}.key"));
@@ -46,8 +50,11 @@ pub fn self_signed(dir: &Path, name: &str) -> Certificate {
     Certificate { cert, key }
 }
 
+/// A running nginx on a free loopback port; stopped when dropped.
 pub struct Nginx {
+    /// What it answers `GET /` with (and the name its certificate is for).
     pub name: String,
+    /// Where it listens.
     pub address: SocketAddr,
     dir: tempfile::TempDir,
     child: Option<Child>,

@@ -4,6 +4,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// A bound datagram socket in a temporary directory, removed when dropped.
 pub struct NotifySocket {
     _dir: tempfile::TempDir,
     path: PathBuf,
@@ -13,6 +14,7 @@ pub struct NotifySocket {
 }
 
 impl NotifySocket {
+    /// Binds a new socket; panics if it cannot.
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let path = dir.path().join("notify.sock");

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+/// The workspace's root directory (where `configs/` and `reference/` are).
 pub fn root() -> PathBuf {
     // This crate lives in `<root>/tests`.
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));

@@ -40,6 +40,7 @@ fn mask_v6(address: u128, length: u8) -> u128 {
 }
 
 impl<T: Clone> AllowedIps<T> {
+    /// An empty table.
     pub fn new() -> Self {
         Self::default()
     }

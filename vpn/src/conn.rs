@@ -14,6 +14,7 @@ pub const BATCH: usize = 32;
 /// Room for a GRO bundle of 64 KiB.
 const BUFFER: usize = 65536;
 
+/// The gateway's UDP socket, with what quinn-udp knows of its offloads (GRO, GSO).
 pub struct Conn {
     socket: UdpSocket,
     state: UdpSocketState,
@@ -21,8 +22,12 @@ pub struct Conn {
 
 /// A datagram to send: where, from which local address, what.
 pub struct Outgoing {
+    /// The peer's endpoint.
     pub destination: SocketAddr,
+    /// The gateway's address to send from (the one the peer last reached); `None` lets the
+    /// kernel pick.
     pub local: Option<IpAddr>,
+    /// The WireGuard message.
     pub datagram: Vec<u8>,
 }
 
@@ -32,10 +37,13 @@ const MAX_GSO_BYTES: usize = 65000;
 /// One received datagram: where it came from and which local address it reached.
 #[derive(Debug, Clone, Copy)]
 pub struct Received {
+    /// The sender's address and port.
     pub source: SocketAddr,
+    /// The gateway's address it was sent to, when the kernel said.
     pub local: Option<IpAddr>,
 }
 
+/// Buffers for one `recvmmsg`: [`BATCH`] datagrams (or GRO bundles) of up to 64 KiB each.
 pub struct RecvBatch {
     buffers: Vec<Vec<u8>>,
     metas: Vec<RecvMeta>,
@@ -72,6 +80,8 @@ impl RecvBatch {
 }
 
 impl Conn {
+    /// A non-blocking socket bound to `address`, set up by quinn-udp (each datagram's local
+    /// address, GRO and GSO where the kernel has them).
     pub fn bind(address: SocketAddr) -> io::Result<Self> {
         let socket = std::net::UdpSocket::bind(address)?;
         socket.set_nonblocking(true)?;
@@ -80,6 +90,7 @@ impl Conn {
         Ok(Self { socket, state })
     }
 
+    /// The address bound (its port resolved when `bind` asked for 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.socket.local_addr()
     }

@@ -19,6 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
+/// The running gateway: its device and the loops that move its packets, its control socket and
+/// its part of the forwarding policy.
 pub struct VpnDaemon {
     config: Arc<VpnConfig>,
     metrics: VpnMetrics,
@@ -31,25 +33,51 @@ pub struct VpnDaemon {
     forwarding: ForwardingPolicy,
 }
 
+/// Why the gateway could not start, or a reload was refused (the running config then stays).
 #[derive(Debug, thiserror::Error)]
 pub enum VpnError {
+    /// The interface's private key file could not be read.
     #[error("private key: {0}")]
     Key(KeyFileError),
+    /// A peer's preshared key file could not be read.
     #[error("peer `{peer}`: preshared key: {source}")]
-    PresharedKey { peer: String, source: KeyFileError },
+    PresharedKey {
+        /// The peer's name.
+        peer: String,
+        /// Why its file could not be read.
+        source: KeyFileError,
+    },
+    /// The TUN device could not be created.
     #[error("cannot create TUN device {name}: {source} (needs CAP_NET_ADMIN and /dev/net/tun)")]
     Tun {
+        /// The interface name asked for.
         name: String,
+        /// What the kernel said.
         source: std::io::Error,
     },
+    /// The interface's addresses, MTU, state or routes could not be set.
     #[error("cannot configure {name}: {source}")]
-    Netlink { name: String, source: NetlinkError },
+    Netlink {
+        /// The interface.
+        name: String,
+        /// The netlink request that failed.
+        source: NetlinkError,
+    },
+    /// The UDP socket could not be bound.
     #[error("cannot listen on UDP port {port}: {source}")]
-    Bind { port: u16, source: std::io::Error },
+    Bind {
+        /// The configured `listen_port`.
+        port: u16,
+        /// What the kernel said.
+        source: std::io::Error,
+    },
+    /// The forwarding policy could not be installed or updated.
     #[error("{0}")]
     Forwarding(ForwardingError),
+    /// The control socket (`wg`'s UAPI) could not be created.
     #[error("cannot serve the control socket: {0}")]
     Control(std::io::Error),
+    /// A reload changed what only a restart applies: which setting.
     #[error("{0} changed; the [interface] section takes effect on restart, not reload")]
     InterfaceChanged(&'static str),
 }
@@ -101,10 +129,12 @@ async fn first_to_stop(loops: &mut Vec<(&'static str, JoinHandle<()>)>) -> Strin
 }
 
 impl VpnDaemon {
+    /// The config in effect: the last one started or reloaded successfully.
     pub fn config(&self) -> &VpnConfig {
         &self.config
     }
 
+    /// The device the data path runs on.
     pub fn device(&self) -> &Arc<Device> {
         &self.device
     }

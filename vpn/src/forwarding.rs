@@ -17,10 +17,13 @@ use std::process::{Command, Stdio};
 /// The table that outlives the daemon.
 pub const TABLE: &str = "lab_vpn";
 
+/// Why the policy could not be changed; the table is then as it was (one transaction).
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardingError {
+    /// `nft` could not be run.
     #[error("cannot run nft (the nftables package is needed to keep net0 out of the networks behind the gateway): {0}")]
     Spawn(std::io::Error),
+    /// `nft` refused the ruleset: what it printed.
     #[error("nft refused the forwarding policy: {0}")]
     Refused(String),
 }
@@ -147,6 +150,8 @@ pub fn install_guard() -> Result<(), ForwardingError> {
 }
 
 impl ForwardingPolicy {
+    /// Adds `interface`'s chain: its peers reach `reach`, masqueraded as the gateway when
+    /// `masquerade`, and the replies come back.
     pub fn install(
         interface: &str,
         reach: &[IpNet],

@@ -13,9 +13,11 @@ use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+/// The gateway's own metrics (`lab_vpn_*`).
 #[derive(Clone, Default)]
 pub struct VpnMetrics {
     peers: Gauge,
+    /// What the data path counts, handed to the device.
     pub device: DeviceMetrics,
 }
 
@@ -32,6 +34,7 @@ impl VpnMetrics {
         metrics
     }
 
+    /// Sets what follows the config (`lab_vpn_peers_configured`), at start and on reload.
     pub fn describe(&self, config: &VpnConfig) {
         self.peers.set(config.peers.len() as i64);
     }
@@ -39,6 +42,7 @@ impl VpnMetrics {
 
 /// Per-peer metrics read from the running peers at each scrape.
 pub struct PeerCollector {
+    /// The device whose peers are read.
     pub device: Arc<Device>,
 }
 

@@ -8,15 +8,21 @@ use rtnetlink::packet_route::route::{
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+/// Why the interface could not be configured.
 #[derive(Debug, thiserror::Error)]
 pub enum NetlinkError {
+    /// No netlink socket could be opened.
     #[error("cannot open a netlink socket: {0}")]
     Connect(std::io::Error),
+    /// The kernel has no interface of this name.
     #[error("interface {0} not found")]
     NoSuchInterface(String),
+    /// The kernel refused a request.
     #[error("{what}: {source}")]
     Request {
+        /// What was asked, for the message: `adding 10.8.0.1/24 to wg0`.
         what: String,
+        /// What the kernel answered.
         source: rtnetlink::Error,
     },
 }

@@ -4,18 +4,26 @@ use qrcode::render::unicode::Dense1x2;
 use qrcode::{Color, EcLevel, QrCode};
 use std::path::Path;
 
+/// Why a config could not be drawn or saved as a QR code.
 #[derive(Debug, thiserror::Error)]
 pub enum QrError {
+    /// The text is more than the largest QR code holds.
     #[error("the text does not fit in a QR code: {0}")]
     TooLong(qrcode::types::QrError),
+    /// The PNG file could not be created or written.
     #[error("cannot write {path}: {source}")]
     Write {
+        /// The PNG file.
         path: String,
+        /// What the system said.
         source: std::io::Error,
     },
+    /// The PNG encoder failed.
     #[error("cannot encode {path}: {source}")]
     Png {
+        /// The PNG file.
         path: String,
+        /// What the encoder said.
         source: png::EncodingError,
     },
 }

@@ -9,8 +9,10 @@ pub const MAX_PACKET: usize = 65535;
 /// Packets taken from the device per wake-up.
 pub const BATCH: usize = 64;
 
+/// The gateway's TUN device, open for reading and writing packets.
 pub struct Tun {
     device: AsyncDevice,
+    /// The interface name.
     pub name: String,
 }
 

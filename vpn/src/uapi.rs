@@ -17,6 +17,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
+/// Where `wg` looks for `<interface>.sock`.
 pub const SOCKET_DIR: &str = "/var/run/wireguard";
 
 /// Errno values `wg` understands.
@@ -269,10 +270,12 @@ pub struct ControlSocket {
 }
 
 impl ControlSocket {
+    /// Serves `device` on `<SOCKET_DIR>/<interface>.sock`.
     pub fn start(device: Arc<Device>) -> std::io::Result<Self> {
         Self::start_at(Path::new(SOCKET_DIR), device)
     }
 
+    /// Serves `device` on `<dir>/<interface>.sock`; refuses when another process serves it.
     pub fn start_at(dir: &Path, device: Arc<Device>) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The control socket of `interface`: `/var/run/wireguard/<interface>.sock`.
 pub fn socket_path(interface: &str) -> PathBuf {
     PathBuf::from(SOCKET_DIR).join(format!("{interface}.sock"))
 }
@@ -18,11 +19,17 @@ pub fn socket_path(interface: &str) -> PathBuf {
 /// What `get` reports of one peer.
 #[derive(Debug, Clone, Default)]
 pub struct PeerStatus {
+    /// The peer's key; `None` only if the daemon's answer lacked it.
     pub public_key: Option<PublicKey>,
+    /// Where the peer was last seen, `address:port` as the daemon wrote it.
     pub endpoint: Option<String>,
+    /// Wall-clock time of its last completed handshake; `None` before the first.
     pub last_handshake: Option<SystemTime>,
+    /// WireGuard bytes received from the peer (`rx_bytes`).
     pub received: u64,
+    /// WireGuard bytes sent to the peer (`tx_bytes`).
     pub sent: u64,
+    /// The source addresses the peer may use and the destinations routed to it.
     pub allowed_ips: Vec<IpNet>,
 }
 

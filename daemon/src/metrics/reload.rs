@@ -21,6 +21,7 @@ pub struct ReloadMetrics {
 }
 
 impl ReloadMetrics {
+    /// Registers the reload metrics in `registry` (the daemon's prefixed one), all at zero.
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self {
             last_successful: Gauge::default(),
@@ -54,6 +55,7 @@ impl ReloadMetrics {
         self.last_success_time.set(unix_now());
     }
 
+    /// A reload (SIGHUP) applied the config on disk.
     pub fn reload_succeeded(&self) {
         self.reloads
             .get_or_create(&ResultLabel { result: "success" })
@@ -61,6 +63,7 @@ impl ReloadMetrics {
         self.loaded();
     }
 
+    /// A reload was refused; the previous config is still in effect.
     pub fn reload_failed(&self) {
         self.reloads
             .get_or_create(&ResultLabel { result: "failure" })

@@ -18,13 +18,16 @@ use tokio::task::JoinHandle;
 
 /// A daemon's JSON description of what it is doing right now, served at `GET /status`.
 pub trait StatusPage: Send + Sync + 'static {
+    /// The page's body: one JSON document, made at each request.
     fn json(&self) -> String;
 }
 
 /// What the endpoint serves.
 #[derive(Clone)]
 pub struct Pages {
+    /// What `GET /metrics` encodes.
     pub registry: Arc<Registry>,
+    /// What `GET /status` shows; without one, `/status` is a 404.
     pub status: Option<Arc<dyn StatusPage>>,
 }
 
@@ -80,6 +83,7 @@ impl MetricsServer {
         })
     }
 
+    /// The address the endpoint listens on (the bound one, so port 0 is resolved).
     pub fn address(&self) -> SocketAddr {
         self.address
     }

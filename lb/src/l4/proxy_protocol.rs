@@ -4,10 +4,13 @@
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+/// A PROXY protocol version, as `lb.toml` names it (`v1`, `v2`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Version {
+    /// The text header (`PROXY TCP4 ...\r\n`), at most 107 bytes.
     V1,
+    /// The binary header, starting with [`V2_SIGNATURE`].
     V2,
 }
 
@@ -83,13 +86,17 @@ fn encode_v2(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
 /// What the first bytes from a trusted upstream say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed {
+    /// Not enough bytes yet to tell.
     NeedMore,
     /// A complete header of `length` bytes; `addresses` is `None` for `LOCAL`/`UNKNOWN`
     /// (health checks from the upstream itself): the connection's own addresses stand.
     Header {
+        /// Bytes the header takes; the client's own data follows them.
         length: usize,
+        /// The client (source) and the address it connected to (destination).
         addresses: Option<(SocketAddr, SocketAddr)>,
     },
+    /// Not a PROXY header, or a malformed one: why.
     Invalid(&'static str),
 }
 
@@ -102,6 +109,8 @@ pub fn looks_like_header(received: &[u8]) -> bool {
             || received[..n.min(V1_PREFIX.len())] == V1_PREFIX[..n.min(V1_PREFIX.len())])
 }
 
+/// What the first bytes of a connection from a trusted upstream say: `received` is every byte so
+/// far, a v1 or v2 header at its start.
 pub fn parse(received: &[u8]) -> Parsed {
     if received.is_empty() {
         return Parsed::NeedMore;

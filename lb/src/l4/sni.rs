@@ -7,7 +7,10 @@ pub enum Hello {
     /// Not enough bytes yet to finish the ClientHello.
     NeedMore,
     /// A complete ClientHello; `None` when it names no server (an IP-address client, say).
-    Complete { server_name: Option<String> },
+    Complete {
+        /// The name, lower-cased.
+        server_name: Option<String>,
+    },
     /// Not a TLS ClientHello, or a malformed one.
     Invalid(&'static str),
 }
@@ -179,12 +182,14 @@ fn server_name(body: &[u8]) -> Result<Option<String>, &'static str> {
 /// (`*.apps.lab` matches `x.apps.lab` and `a.b.apps.lab`, not `apps.lab`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SniPattern {
+    /// One name, lower-cased.
     Exact(String),
     /// Stored with its leading dot: `.apps.lab`.
     Suffix(String),
 }
 
 impl SniPattern {
+    /// A route's `sni` entry: a server name or `*.` and one; the message says why not.
     pub fn parse(pattern: &str) -> Result<Self, String> {
         let lower = pattern.to_ascii_lowercase();
         let (wildcard, name) = match lower.strip_prefix("*.") {

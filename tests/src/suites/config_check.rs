@@ -6,12 +6,15 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+/// The exit status of a refused config file (sysexits.h's `EX_CONFIG`).
 pub const EX_CONFIG: i32 = 78;
 
 /// The command that checks a file: `lab-lb check`, `lab-bootstrap validate`.
 #[derive(Debug, Clone, Copy)]
 pub struct Checker<'a> {
+    /// The program.
     pub bin: &'a str,
+    /// Its subcommand that takes the file: `check`, `validate`.
     pub subcommand: &'a str,
 }
 
@@ -25,6 +28,7 @@ impl<'a> Checker<'a> {
     }
 }
 
+/// Runs `checker` on `file` and returns what it did; panics if it panicked.
 pub fn check(checker: Checker<'_>, file: &Path) -> Output {
     let Checker { bin, subcommand } = checker;
     let output = Command::new(bin)

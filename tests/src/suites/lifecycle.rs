@@ -15,7 +15,9 @@ const NOTIFY_TIMEOUT: Duration = Duration::from_secs(20);
 /// The shipped units' TimeoutStopSec.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A daemon, and what the check needs to know of it.
 pub struct Lifecycle<'a> {
+    /// The daemon's binary.
     pub bin: &'a str,
     /// Metric name prefix: `lab_lb`.
     pub prefix: &'a str,
@@ -52,6 +54,8 @@ fn monotonic_usec_now() -> i64 {
     now.tv_sec() * 1_000_000 + now.tv_nsec() / 1_000
 }
 
+/// Takes the daemon of `test` through start, scrape, reload, refused reload and stop; panics at
+/// the first step where it does not behave as systemd and Prometheus expect.
 pub fn run(test: Lifecycle<'_>) {
     let Lifecycle {
         bin,

@@ -71,6 +71,9 @@ fn closed_by_daemon(stream: &mut TcpStream, within: Duration) -> bool {
     }
 }
 
+/// Starts the daemon of `setup` and floods its metrics endpoint with slow connections, from
+/// one address and from many; panics if its descriptors grow past the endpoint's limits, if
+/// another address is not served meanwhile, or if held connections outlive their head timeout.
 pub fn slow_clients_are_bounded(setup: &Setup<'_>) {
     let prepared = prepare(setup);
     // As written: the config function may pick new ports each call.

@@ -12,8 +12,11 @@ use toml_edit::DocumentMut;
 /// How a daemon is set up for these checks: its config for a directory, and whether it needs a
 /// namespace of its own.
 pub struct Setup<'a> {
+    /// The daemon's binary.
     pub bin: &'a str,
+    /// The daemon's config to run on loopback, given the directory it will be written to.
     pub config: &'a dyn Fn(&Path) -> DocumentMut,
+    /// Run the daemon (and every client) in a namespace of its own.
     pub in_netns: bool,
 }
 

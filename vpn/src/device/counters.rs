@@ -34,6 +34,7 @@ pub enum Drop {
 }
 
 impl Drop {
+    /// Every reason, for label values present from the start.
     pub const ALL: [Drop; 11] = [
         Drop::Invalid,
         Drop::BadMac,
@@ -48,6 +49,7 @@ impl Drop {
         Drop::Encrypt,
     ];
 
+    /// The reason as the `reason` label of `lab_vpn_packets_dropped_total` shows it.
     pub fn as_str(self) -> &'static str {
         match self {
             Drop::Invalid => "invalid",
@@ -98,6 +100,7 @@ impl HandshakeRole {
 pub struct DeviceMetrics {
     dropped: Family<ReasonLabel, Counter>,
     handshakes: Family<RoleLabel, Counter>,
+    /// Cookie replies sent to handshake messages while under load.
     pub cookie_replies: Counter,
 }
 
@@ -132,6 +135,7 @@ impl DeviceMetrics {
         );
     }
 
+    /// Counts a packet dropped for `reason`.
     pub fn dropped(&self, reason: Drop) {
         self.dropped
             .get_or_create(&ReasonLabel {
@@ -140,6 +144,7 @@ impl DeviceMetrics {
             .inc();
     }
 
+    /// Counts a completed handshake.
     pub fn handshake(&self, role: HandshakeRole) {
         self.handshakes
             .get_or_create(&RoleLabel {

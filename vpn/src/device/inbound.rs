@@ -64,6 +64,7 @@ pub enum Answer<'a> {
 }
 
 impl Answer<'_> {
+    /// The datagram, whichever it is.
     pub fn datagram(&self) -> &[u8] {
         match self {
             Answer::Cookie(d) | Answer::Session(d) => d,
@@ -139,6 +140,7 @@ enum MessageKind {
     Data,
 }
 
+/// The drop counted for a datagram boringtun's session refused with `error`.
 pub fn drop_reason(error: &WireGuardError) -> Drop {
     match error {
         WireGuardError::DuplicateCounter | WireGuardError::InvalidCounter => Drop::Replay,

@@ -30,7 +30,9 @@ use tokio::task::JoinHandle;
 /// replies are required (the value wireguard-go and boringtun use).
 const HANDSHAKE_RATE_LIMIT: u64 = 100;
 
+/// The gateway's one WireGuard device: its key, its peers, its UDP socket and TUN device.
 pub struct Device {
+    /// The TUN interface's name (`wg0`), for logs, metrics and the control socket.
     pub interface: String,
     key: PrivateKey,
     public: boringtun::x25519::PublicKey,
@@ -45,10 +47,13 @@ pub struct Device {
     settings: std::sync::Mutex<Vec<PeerSettings>>,
     conn: Conn,
     tun: Tun,
+    /// What the data path counts.
     pub metrics: DeviceMetrics,
 }
 
 impl Device {
+    /// A device with no peers yet (see [`set_peers`](Self::set_peers)); nothing runs until
+    /// [`spawn`](Self::spawn).
     pub fn new(
         interface: String,
         key: PrivateKey,
@@ -71,14 +76,17 @@ impl Device {
         }
     }
 
+    /// The gateway's public key, as peers configure it.
     pub fn public_key(&self) -> crate::key::PublicKey {
         self.key.public_key()
     }
 
+    /// The UDP port the socket is bound to; 0 if the socket cannot say.
     pub fn listen_port(&self) -> u16 {
         self.conn.local_addr().map(|a| a.port()).unwrap_or(0)
     }
 
+    /// The peer set now; a change of peers builds a new set, so this one stays whole while held.
     pub fn peers(&self) -> Arc<PeerSet> {
         self.peers.load_full()
     }

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 /// Where a peer is, and which of the gateway's addresses it talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Endpoint {
+    /// The peer's address and port.
     pub address: SocketAddr,
     /// The local address its last authenticated packet arrived on; replies leave from it.
     pub local: Option<IpAddr>,
@@ -22,8 +23,11 @@ pub struct Endpoint {
 /// What fixes a peer's noise session: changing any of it starts a new one.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SessionKeys {
+    /// The peer's public key.
     pub public_key: PublicKey,
+    /// The preshared key mixed into the handshake, if the peer has one.
     pub preshared_key: Option<[u8; 32]>,
+    /// Seconds between keepalives sent to the peer (`persistent_keepalive`); `None` for none.
     pub keepalive: Option<u16>,
 }
 
@@ -38,8 +42,11 @@ impl std::fmt::Debug for SessionKeys {
     }
 }
 
+/// A running peer: its session and what may change without ending it.
 pub struct Peer {
+    /// The peer's name in `vpn.toml`, for logs and metrics.
     pub name: Name,
+    /// What its session was made from.
     pub keys: SessionKeys,
     /// Index in the upper 24 bits of this peer's session ids, to find it from a data packet.
     pub index: u32,
@@ -53,13 +60,18 @@ pub struct Peer {
 /// A peer as configured, its files read.
 #[derive(Debug, Clone)]
 pub struct PeerSettings {
+    /// The peer's name in `vpn.toml`.
     pub name: Name,
+    /// What its session is made from.
     pub keys: SessionKeys,
+    /// The source addresses the peer may use, and the destinations routed to it.
     pub allowed_ips: Vec<IpNet>,
+    /// Where to reach the peer before it has sent anything; `None` waits for it to come.
     pub endpoint: Option<SocketAddr>,
 }
 
 impl PeerSettings {
+    /// The settings of a configured peer, its preshared key file read.
     pub fn from_config(peer: &config::Peer) -> Result<Self, KeyFileError> {
         let preshared_key = match &peer.preshared_key_file {
             Some(path) => Some(read_key_file(path)?),
@@ -120,10 +132,12 @@ impl Peer {
         }
     }
 
+    /// The peer's noise session, locked.
     pub fn tunn(&self) -> MutexGuard<'_, Tunn> {
         lock(&self.tunn)
     }
 
+    /// Where the peer is now: configured, or where its last authenticated packet came from.
     pub fn endpoint(&self) -> Option<Endpoint> {
         *lock(&self.endpoint)
     }
@@ -147,18 +161,22 @@ impl Peer {
         }
     }
 
+    /// The peer's allowed IPs now.
     pub fn allowed_ips(&self) -> Vec<IpNet> {
         lock(&self.allowed_ips).clone()
     }
 
+    /// Replaces the allowed IPs, keeping the session; a new peer set routes by them.
     pub fn set_allowed_ips(&self, allowed: Vec<IpNet>) {
         *lock(&self.allowed_ips) = allowed;
     }
 
+    /// Adds `bytes` of WireGuard datagrams received from the peer.
     pub fn count_received(&self, bytes: usize) {
         self.received.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
+    /// Adds `bytes` of WireGuard datagrams sent to the peer.
     pub fn count_sent(&self, bytes: usize) {
         self.sent.fetch_add(bytes as u64, Ordering::Relaxed);
     }

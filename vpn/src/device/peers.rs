@@ -9,10 +9,14 @@ use rand_core::RngCore;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// The running peers, found three ways.
 #[derive(Default)]
 pub struct PeerSet {
+    /// By public key: whom a handshake initiation is from.
     pub by_key: HashMap<PublicKey, Arc<Peer>>,
+    /// By peer index (a session id's upper 24 bits): whom a response or data packet is for.
     pub by_index: HashMap<u32, Arc<Peer>>,
+    /// By allowed IP: which peer an outgoing packet goes to.
     pub routes: AllowedIps<Arc<Peer>>,
 }
 
@@ -66,6 +70,8 @@ impl PeerSet {
         self.by_key.insert(peer.keys.public_key, peer);
     }
 
+    /// Whether `source` (a decrypted packet's inner source) is `peer`'s to use: its allowed IPs
+    /// hold it most specifically.
     pub fn is_allowed_source(&self, peer: &Arc<Peer>, source: std::net::IpAddr) -> bool {
         self.routes
             .longest_match(source)

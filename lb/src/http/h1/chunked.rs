@@ -34,10 +34,13 @@ enum State {
     Done,
 }
 
+/// A body that is not valid chunked coding: what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed chunked body: {0}")]
 pub struct ChunkError(&'static str);
 
+/// Follows one chunked body as its bytes pass, from the first chunk size to the end of the
+/// trailers.
 #[derive(Debug, Clone)]
 pub struct ChunkedScanner {
     state: State,
@@ -56,6 +59,7 @@ impl Default for ChunkedScanner {
 }
 
 impl ChunkedScanner {
+    /// Whether the body's last byte (the final CRLF) has been fed.
     pub fn is_done(&self) -> bool {
         self.state == State::Done
     }

@@ -17,18 +17,22 @@ const FORWARDING: [&str; 4] = [
     "forwarded",
 ];
 
+/// What the bytes received so far make of a head.
 pub enum Parsed<T> {
     /// More bytes needed.
     Partial,
     /// A head this path does not carry (or not valid at all): pingora's session takes over.
     Other,
+    /// The head, and the bytes it took (its body, or the next message, follows them).
     Complete(T, usize),
 }
 
 /// What the proxy needs of a request it carries.
 #[derive(Debug)]
 pub struct Request {
+    /// The request method.
     pub method: http::Method,
+    /// The target's path, without the query: what routes match.
     pub path: String,
     /// As routes match it: lower-case, without port.
     pub host: String,
@@ -36,7 +40,9 @@ pub struct Request {
     pub close: bool,
     /// Bytes of body after the head (`Content-Length`).
     pub body: u64,
+    /// The `X-Forwarded-For` fields the client sent, joined with `, `.
     pub xff: Option<String>,
+    /// The `Forwarded` fields the client sent, joined with `, `.
     pub forwarded: Option<String>,
     /// A protocol the client asks to switch to (`Upgrade` nominated by `Connection`, on a GET
     /// without a body): a 101 turns the connection into a tunnel to the server.
@@ -263,16 +269,22 @@ fn write_request(
 /// How a response body is delimited (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
+    /// No body: a response to HEAD, a 1xx, 204 or 304, or a 101's switch.
     None,
+    /// `Content-Length` bytes.
     Length(u64),
+    /// Chunked coding, to its final chunk and trailers.
     Chunked,
     /// Until the server closes: the client's connection closes after it too.
     UntilClose,
 }
 
+/// What the proxy needs of a response it carries.
 #[derive(Debug)]
 pub struct Response {
+    /// The status code.
     pub status: u16,
+    /// How the body is delimited.
     pub framing: Framing,
     /// The server keeps the connection open after this response.
     pub keep_alive: bool,
