@@ -5,6 +5,7 @@
 
 // It runs as root on the Proxmox host with the lab's secrets: nothing here needs `unsafe`.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod host;
 pub mod local;

@@ -11,6 +11,7 @@ pub struct MacAddr([u8; 6]);
 /// The prefix Proxmox VE uses for the MACs it generates.
 pub const PROXMOX_OUI: [u8; 3] = [0xBC, 0x24, 0x11];
 
+/// Text that is not six colon-separated pairs of hex digits; it holds that text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("`{0}` is not a MAC address like BC:24:11:00:0C:81")]
 pub struct MacError(String);
@@ -25,6 +26,7 @@ impl MacAddr {
         Self([PROXMOX_OUI[0], PROXMOX_OUI[1], PROXMOX_OUI[2], a, b, c])
     }
 
+    /// The six bytes, first on the wire first.
     pub fn octets(&self) -> [u8; 6] {
         self.0
     }

@@ -11,12 +11,14 @@ use crate::render::guest_routes::guest_routes;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
+/// Creates namespace `name` with its loopback up.
 pub fn add_namespace(name: &str) -> Result<(), LocalError> {
     run("ip", &["netns", "add", name])?;
     run("ip", &["-n", name, "link", "set", "lo", "up"])?;
     Ok(())
 }
 
+/// The three lab bridges in the host namespace, each with the host's address on it, up.
 pub fn bridges(lab: &Lab, names: &LocalLab) -> Result<(), LocalError> {
     let host = names.host_ns();
     for id in NetworkId::ALL {
@@ -107,6 +109,8 @@ fn port_name(machine: &Machine, index: usize) -> String {
     format!("m{}n{index}", machine.vmid)
 }
 
+/// One veth per NIC of `machine`, `eth<index>` in its namespace with the planned MAC, plugged
+/// into the NIC's bridge.
 pub fn machine_links(lab: &Lab, names: &LocalLab, machine: &Machine) -> Result<(), LocalError> {
     let ns = names.machine_ns(&machine.name.to_string());
     for (index, nic) in machine.nics.iter().enumerate() {
@@ -197,6 +201,7 @@ fn route(ns: &str, destination: &str, gateway: &str, extra: &[&str]) -> Result<(
     run("ip", &args).map(|_| ())
 }
 
+/// Turns on IPv4 forwarding in `ns` (the namespace's own, not the machine's).
 pub fn forwarding(ns: &str) -> Result<(), LocalError> {
     in_ns(ns, "sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"]).map(|_| ())
 }

@@ -8,8 +8,10 @@ use std::path::PathBuf;
 /// Where local labs keep their state: runtime data, gone after a reboot like the namespaces.
 pub const STATE_ROOT: &str = "/run/lab-bootstrap";
 
+/// One local lab's names, all derived from its prefix.
 #[derive(Debug, Clone)]
 pub struct LocalLab {
+    /// The lab's name: 1 to 12 lowercase letters, digits or `-`, starting with a letter.
     pub prefix: String,
 }
 
@@ -17,6 +19,7 @@ pub struct LocalLab {
 const MAX_PREFIX: usize = 12;
 
 impl LocalLab {
+    /// The lab named `prefix`; a prefix too long or with other characters is a usage error.
     pub fn new(prefix: &str) -> Result<Self, LocalError> {
         let valid = !prefix.is_empty()
             && prefix.len() <= MAX_PREFIX
@@ -44,10 +47,12 @@ impl LocalLab {
         format!("{}-outside", self.prefix)
     }
 
+    /// The namespace that plays `machine`.
     pub fn machine_ns(&self, machine: &str) -> String {
         format!("{}-{machine}", self.prefix)
     }
 
+    /// The lab's state directory (pids, logs, the namespaces it made), under [`STATE_ROOT`].
     pub fn state_dir(&self) -> PathBuf {
         PathBuf::from(STATE_ROOT).join(&self.prefix)
     }

@@ -79,6 +79,7 @@ fn machine_row(lab: &Lab, names: &LocalLab, state: &Path, machine: &Machine) -> 
     }
 }
 
+/// Prints the table of machines (and the dnsmasq servers' state) and the commands to try.
 pub fn print(lab: &Lab, names: &LocalLab, state: &Path) {
     lab_daemon::cli::out(&format!(
         "{:<10} {:<14} {:<34} {:<44} STATUS\n",

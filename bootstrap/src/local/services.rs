@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Where service `name`'s output goes: `logs/<name>.log` in the state directory.
 pub fn log_path(state: &Path, name: &str) -> PathBuf {
     state.join("logs").join(format!("{name}.log"))
 }

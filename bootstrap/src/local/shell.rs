@@ -4,6 +4,7 @@
 use super::LocalError;
 use std::process::Command;
 
+/// Runs `program args…` here; its stdout, or an error with its stderr when it fails.
 pub fn run(program: &str, args: &[&str]) -> Result<String, LocalError> {
     let output = Command::new(program)
         .args(args)

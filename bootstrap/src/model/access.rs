@@ -5,6 +5,7 @@ use lab_daemon::Issues;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+/// `[manager]`: how the user logs in to the manager VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manager {
@@ -40,6 +41,7 @@ impl Default for Manager {
     }
 }
 
+/// `[host]`: the Proxmox host's own firewall openings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Host {
@@ -50,6 +52,7 @@ pub struct Host {
 }
 
 impl Host {
+    /// SSH and the Proxmox UI.
     pub const DEFAULT_MANAGEMENT_ACCESS: [u16; 2] = [22, 8006];
 
     fn default_management_access() -> Vec<u16> {

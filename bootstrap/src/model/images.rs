@@ -5,6 +5,8 @@ use super::Lab;
 use lab_daemon::Issues;
 use serde::{Deserialize, Serialize};
 
+/// `[images]`: the images to fetch onto the file storage; each unset one is expected there
+/// under its default name.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Images {
@@ -19,13 +21,16 @@ pub struct Images {
     pub lxc_template: Option<Image>,
 }
 
+/// One image: where Proxmox downloads it from and the checksum it must match.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Image {
+    /// An `https://` (or `http://`) URL.
     pub url: String,
     /// Exactly one of the two, as published next to the image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// SHA-512 in hex (128 digits); `sha256` is 64.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha512: Option<String>,
     /// The name it is stored under; the URL's last segment when unset.
@@ -34,6 +39,7 @@ pub struct Image {
 }
 
 impl Image {
+    /// The name it is stored under on the file storage: `file`, or the URL's last segment.
     pub fn file_name(&self) -> &str {
         match &self.file {
             Some(file) => file,

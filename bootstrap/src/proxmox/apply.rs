@@ -15,10 +15,13 @@ use super::plan::{Action, Change, Plan};
 const TASK_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 const TASK_POLL: Duration = Duration::from_millis(500);
 
+/// The step an apply stopped at, and why.
 #[derive(Debug, thiserror::Error)]
 #[error("{step}: {source}")]
 pub struct ApplyError {
+    /// The resource and the call made for it (`vm 101 (cp1): POST /nodes/pve/qemu`).
     pub step: String,
+    /// Why the call or its task failed.
     pub source: ApiError,
 }
 

@@ -11,13 +11,18 @@ use serde_json::Value;
 /// The HTTP methods of the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
+    /// Reads (`pvesh get`).
     Get,
+    /// Creates (`pvesh create`).
     Post,
+    /// Changes (`pvesh set`).
     Put,
+    /// Removes (`pvesh delete`).
     Delete,
 }
 
 impl Method {
+    /// The HTTP method's name, as errors and progress lines show it.
     pub fn as_str(self) -> &'static str {
         match self {
             Method::Get => "GET",
@@ -41,46 +46,80 @@ impl Method {
 /// Parameters in wire form, in the order they are sent.
 pub type Params = [(String, String)];
 
+/// Why an API call or a task failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// `pvesh` could not be started.
     #[error("cannot run {}: {source}", program.display())]
     Spawn {
+        /// The program that was run.
         program: PathBuf,
+        /// Why it could not be.
         source: std::io::Error,
     },
+    /// The call was turned down (`pvesh` failed, an HTTP status other than 200) or, over
+    /// HTTPS, got no answer in time.
     #[error("{method} {path}: {message}")]
     Refused {
+        /// The HTTP method ([`Method::as_str`]).
         method: &'static str,
+        /// The API path called.
         path: String,
+        /// Proxmox's reason, or the transport's.
         message: String,
     },
+    /// The answer could not be parsed as JSON.
     #[error("{method} {path}: the answer is not JSON: {source}")]
     Decode {
+        /// The HTTP method ([`Method::as_str`]).
         method: &'static str,
+        /// The API path called.
         path: String,
+        /// The parser's error.
         source: serde_json::Error,
     },
+    /// A task stopped with an exit status other than `OK`.
     #[error("task {upid}: {exitstatus}")]
-    TaskFailed { upid: String, exitstatus: String },
+    TaskFailed {
+        /// The task's id.
+        upid: String,
+        /// The status it stopped with.
+        exitstatus: String,
+    },
+    /// A task was still running when [`wait_task`]'s timeout ran out.
     #[error("task {upid}: still running after {waited:?}")]
-    TaskTimeout { upid: String, waited: Duration },
+    TaskTimeout {
+        /// The task's id.
+        upid: String,
+        /// How long it was waited for.
+        waited: Duration,
+    },
+    /// What should have been a task id does not start `UPID:<node>:`.
     #[error("`{upid}` is not a task id (UPID)")]
-    NotUpid { upid: String },
+    NotUpid {
+        /// The text given as a task id.
+        upid: String,
+    },
 }
 
 /// One Proxmox API call, whatever the transport.
 pub trait ProxmoxApi {
+    /// Calls `path` (`/nodes/…`) and returns the answer's `data` (`null` when there is none).
     fn call(&self, method: Method, path: &str, params: &Params) -> Result<Value, ApiError>;
 
+    /// A read without parameters.
     fn get(&self, path: &str) -> Result<Value, ApiError> {
         self.call(Method::Get, path, &[])
     }
+    /// A create; long-running ones answer with a task id to [`wait_task`] on.
     fn post(&self, path: &str, params: &Params) -> Result<Value, ApiError> {
         self.call(Method::Post, path, params)
     }
+    /// A change.
     fn put(&self, path: &str, params: &Params) -> Result<Value, ApiError> {
         self.call(Method::Put, path, params)
     }
+    /// A removal without parameters.
     fn delete(&self, path: &str) -> Result<Value, ApiError> {
         self.call(Method::Delete, path, &[])
     }

@@ -11,6 +11,7 @@ use std::path::Path;
 
 /// The tag on every guest we create, and the mark in every bridge's comments.
 pub const MANAGED_TAG: &str = "lab-bootstrap";
+/// What guest descriptions end with and bridge comments start with.
 pub const MANAGED_COMMENT: &str = "managed by lab-bootstrap";
 
 /// The lab a guest's description names, when lab-bootstrap wrote it: the line
@@ -53,6 +54,8 @@ pub struct Sources {
     pub manager_image: String,
     /// The manager VM's cloud-init user and authorized keys (OpenSSH lines).
     pub manager_user: String,
+    /// The contents of `[manager] ssh_keys_file`; `None` without one (and from
+    /// [`Sources::defaults`]).
     pub manager_ssh_keys: Option<String>,
 }
 
@@ -110,14 +113,19 @@ impl Sources {
     }
 }
 
+/// What sort of resource on the node a [`Resource`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
+    /// A Linux bridge of the node's network.
     Bridge,
+    /// An LXC container.
     Container,
+    /// A QEMU VM.
     Vm,
 }
 
 impl Kind {
+    /// The kind's name in plans and progress lines.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Bridge => "bridge",
@@ -139,6 +147,7 @@ impl Kind {
 /// One resource as the lab wants it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resource {
+    /// Bridge, container or VM.
     pub kind: Kind,
     /// The bridge name or the VMID.
     pub id: String,

@@ -35,20 +35,39 @@ pub enum Trust {
     Fingerprint(String),
 }
 
+/// Why the HTTPS transport could not be set up (calls themselves fail with [`ApiError`]).
 #[derive(Debug, thiserror::Error)]
 pub enum HttpsError {
+    /// The URL is not `https://host[:port]`.
     #[error("{url}: not an https://host[:port] URL")]
-    Url { url: String },
+    Url {
+        /// The URL given.
+        url: String,
+    },
+    /// The token id is not `USER@REALM!TOKENID`.
     #[error("API token id `{id}`: expected USER@REALM!TOKENID")]
-    TokenId { id: String },
+    TokenId {
+        /// The token id given.
+        id: String,
+    },
+    /// The token secret is empty or only whitespace.
     #[error("the API token secret is empty")]
     EmptySecret,
+    /// The CA file cannot be read, holds no certificate, or holds one rustls refuses.
     #[error("{}: cannot read CA certificates: {reason}", path.display())]
-    CaFile { path: PathBuf, reason: String },
+    CaFile {
+        /// The CA file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The fingerprint given is not 32 bytes of hex.
     #[error("fingerprint `{0}`: expected 32 bytes of hex (AA:BB:… as Proxmox shows it)")]
     Fingerprint(String),
+    /// rustls would not build a client configuration.
     #[error("TLS setup: {0}")]
     Tls(String),
+    /// The tokio runtime the calls run on could not be started.
     #[error("cannot start the I/O runtime: {0}")]
     Runtime(std::io::Error),
 }

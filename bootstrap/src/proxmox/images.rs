@@ -15,7 +15,10 @@ const POLL: Duration = Duration::from_millis(500);
 pub struct Download {
     /// `local:import/talos-….raw`
     pub volid: String,
+    /// The storage content type it lands as: `import` for disk images, `vztmpl` for the LXC
+    /// template.
     pub content: &'static str,
+    /// The `[images]` entry: where to fetch it from and its checksum.
     pub image: Image,
 }
 

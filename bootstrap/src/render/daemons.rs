@@ -8,8 +8,11 @@
 use super::{dnsmasq, nftables, Route, CONFIG_DIR};
 use std::fmt::Write;
 
+/// Where [`dnsmasq_unit`] is installed: the template of every bridge's dnsmasq.
 pub const DNSMASQ_UNIT_PATH: &str = "/etc/systemd/system/lab-dnsmasq@.service";
+/// Where the oneshot that loads the ruleset and the routes is installed.
 pub const NETWORK_UNIT_PATH: &str = "/etc/systemd/system/lab-network.service";
+/// The oneshot's unit name, as systemctl takes it.
 pub const NETWORK_UNIT: &str = "lab-network.service";
 
 /// `lab-dnsmasq@<bridge>.service`: dnsmasq in the foreground (systemd tracks it, no pid file),

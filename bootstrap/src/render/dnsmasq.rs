@@ -14,6 +14,7 @@ pub fn config_path(bridge: &str) -> PathBuf {
     PathBuf::from(format!("{CONFIG_DIR}/dnsmasq-{bridge}.conf"))
 }
 
+/// `/var/lib/lab/dnsmasq-<bridge>.leases`: where the dnsmasq serving `bridge` keeps its leases.
 pub fn lease_path(bridge: &str) -> PathBuf {
     PathBuf::from(format!("{STATE_DIR}/dnsmasq-{bridge}.leases"))
 }

@@ -6,11 +6,14 @@ use std::fmt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
+/// What writing one file did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
+    /// There was no file at the path.
     Created,
     /// Replaced; the old contents are in `<path>.bak`.
     Changed,
+    /// Contents and mode were already right: nothing written.
     Unchanged,
 }
 
@@ -24,15 +27,23 @@ impl fmt::Display for Outcome {
     }
 }
 
+/// Why a rendered file could not be installed.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
+    /// Reading, writing or backing up the file, or creating its directory, failed.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The file or directory.
         path: PathBuf,
+        /// The underlying error.
         source: std::io::Error,
     },
+    /// The path is not absolute, has a `.` or `..` in it, or has no parent directory.
     #[error("{}: not an absolute path without `..`", path.display())]
-    BadPath { path: PathBuf },
+    BadPath {
+        /// The path given.
+        path: PathBuf,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WriteError + '_ {

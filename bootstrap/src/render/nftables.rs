@@ -14,6 +14,7 @@ use super::{role_address, RenderError};
 use crate::model::{Lab, NetworkId, Role};
 use std::fmt::Write;
 
+/// Where the ruleset is installed; `lab-network.service` loads it.
 pub const PATH: &str = "/etc/lab/lab.nft";
 
 /// The ruleset, loaded with `nft -f`: it replaces `table inet lab` in one transaction and

@@ -14,12 +14,25 @@ const KUBELET_IMAGE: &str = "ghcr.io/siderolabs/kubelet";
 /// Used when net0 has no gateway to resolve through.
 const FALLBACK_NAMESERVERS: [Ipv4Addr; 2] = [Ipv4Addr::new(1, 1, 1, 1), Ipv4Addr::new(8, 8, 8, 8)];
 
+/// Why a node's machine configuration could not be rendered.
 #[derive(Debug, thiserror::Error)]
 pub enum MachineConfigError {
+    /// The machine lacks something its config needs (a NIC without a MAC).
     #[error("machine `{machine}`: {message}")]
-    Machine { machine: String, message: String },
+    Machine {
+        /// The machine's name.
+        machine: String,
+        /// What it lacks.
+        message: String,
+    },
+    /// A config document could not be written as YAML.
     #[error("serialising the machine config of `{machine}`: {message}")]
-    Serialise { machine: String, message: String },
+    Serialise {
+        /// The machine's name.
+        machine: String,
+        /// The serialiser's error.
+        message: String,
+    },
 }
 
 /// One YAML stream per Talos node (control planes and workers, in `lab.toml` order).

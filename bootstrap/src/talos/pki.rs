@@ -19,19 +19,27 @@ pub const CLIENT_VALIDITY: Duration = Duration::days(365);
 /// Certificates are backdated a little so a node whose clock lags still accepts them.
 const CLOCK_SKEW: Duration = Duration::minutes(10);
 
+/// Why a key or certificate could not be made or read.
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
+    /// rcgen could not generate a key pair or sign a certificate.
     #[error("generating a key or certificate: {0}")]
     Generate(#[from] rcgen::Error),
+    /// An ECDSA key could not be converted between PKCS#8 and SEC1.
     #[error("converting an ECDSA key: {0}")]
     Ecdsa(String),
+    /// A key's text is not PEM.
     #[error("not a PEM document: {0}")]
     Pem(#[from] pem::PemError),
+    /// The bundle's Talos OS CA could not be decoded.
     #[error("the secrets bundle: {0}")]
     Bundle(String),
+    /// A PEM block has another label than the key type calls for.
     #[error("expected a PEM `{expected}` block, found `{found}`")]
     Label {
+        /// The label the key type calls for.
         expected: &'static str,
+        /// The label the block has.
         found: String,
     },
 }

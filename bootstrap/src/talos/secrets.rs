@@ -23,9 +23,13 @@ pub const SECRETS_FILE: &str = "talos-secrets.yaml";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Secrets {
+    /// The cluster's discovery id and secret.
     pub cluster: ClusterIdentity,
+    /// The bootstrap token and the encryption key of Secrets at rest.
     pub secrets: ClusterTokens,
+    /// The nodes' shared trustd token.
     pub trustdinfo: TrustdInfo,
+    /// The cluster's CAs and the service-account signing key.
     pub certs: Certs,
 }
 
@@ -33,10 +37,13 @@ pub struct Secrets {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterIdentity {
+    /// URL-safe base64 of 32 random bytes; not secret, shown in debug output.
     pub id: String,
+    /// Base64 of 32 random bytes: what encrypts the cluster's discovery data.
     pub secret: String,
 }
 
+/// The cluster-wide tokens and keys that are not certificates.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterTokens {
@@ -46,6 +53,7 @@ pub struct ClusterTokens {
     pub secretboxencryptionsecret: String,
 }
 
+/// What nodes share to be trusted by trustd.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrustdInfo {
@@ -53,27 +61,37 @@ pub struct TrustdInfo {
     pub token: String,
 }
 
+/// The cluster's CAs (ECDSA P-256, the Talos API's Ed25519) and the service-account key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Certs {
+    /// etcd's CA.
     pub etcd: EncodedCertAndKey,
+    /// The Kubernetes cluster CA.
     pub k8s: EncodedCertAndKey,
+    /// The CA of the kube-apiserver's aggregation layer (front proxy).
     pub k8saggregator: EncodedCertAndKey,
+    /// What signs service-account tokens.
     pub k8sserviceaccount: EncodedKey,
     /// The Talos API's CA.
     pub os: EncodedCertAndKey,
 }
 
+/// A certificate and its private key, each base64 of its PEM text.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EncodedCertAndKey {
+    /// The certificate; not secret, shown in debug output.
     pub crt: String,
+    /// The private key.
     pub key: String,
 }
 
+/// A private key alone, base64 of its PEM text.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EncodedKey {
+    /// The private key.
     pub key: String,
 }
 
@@ -125,17 +143,38 @@ impl fmt::Debug for EncodedKey {
     }
 }
 
+/// Why a state file with secrets (the bundle, the admin credentials) could not be loaded or
+/// created.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretsError {
+    /// Reading or writing the file, or creating the state directory, failed.
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// The file is not YAML of the expected shape, or a field fails its check.
     #[error("{}: {message}", path.display())]
-    Invalid { path: PathBuf, message: String },
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the field where there is one.
+        message: String,
+    },
+    /// The file can be read by others than its owner.
     #[error(
         "{} has mode {mode:04o}: it holds the cluster's keys and must be readable by its owner only (chmod 600)",
         path.display()
     )]
-    Exposed { path: PathBuf, mode: u32 },
+    Exposed {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Generating a key or certificate for a new file failed.
     #[error("generating the Talos secrets: {0}")]
     Generate(#[from] PkiError),
 }

@@ -22,7 +22,9 @@ pub const ADMIN_FILE: &str = "talos-admin.yaml";
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminCredentials {
+    /// The `os:admin` client certificate, valid for a year.
     pub crt: String,
+    /// Its private key.
     pub key: String,
 }
 
