@@ -1,5 +1,5 @@
-//! Proxmox VE: the API schema calls are checked against, the client transports (`pvesh` on the
-//! host, HTTPS with a token), and the plan/apply/destroy of the lab's bridges, containers and VMs.
+//! Proxmox VE: the client transports (`pvesh` on the host, HTTPS with a token), and the
+//! plan/apply/destroy of the lab's bridges, containers and VMs.
 
 pub mod apply;
 pub mod cli;
@@ -8,4 +8,3 @@ pub mod desired;
 pub mod https;
 pub mod images;
 pub mod plan;
-pub mod schema;
