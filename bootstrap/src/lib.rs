@@ -6,6 +6,7 @@
 // It runs as root on the Proxmox host with the lab's secrets: nothing here needs `unsafe`.
 #![forbid(unsafe_code)]
 
+pub mod commands;
 pub mod host;
 pub mod local;
 pub mod mac;

@@ -2,7 +2,6 @@
 //! plan/apply/destroy of the lab's bridges, containers and VMs.
 
 pub mod apply;
-pub mod cli;
 pub mod client;
 pub mod desired;
 pub mod https;

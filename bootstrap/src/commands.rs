@@ -1,4 +1,6 @@
-//! `lab-bootstrap plan|apply|destroy`: the command-line side of the Proxmox driver.
+//! `lab-bootstrap plan|apply|destroy`: the Proxmox node's resources first, then the host's
+//! files and services, then etcd. The drivers below know nothing of each other; the order and
+//! what is asked before anything changes are decided here.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -7,11 +9,11 @@ use std::process::ExitCode;
 use lab_daemon::config::load;
 use lab_daemon::exit;
 
-use super::apply::apply;
-use super::client::{ProxmoxApi, Pvesh};
-use super::desired::{desired, Sources};
-use super::https::{read_secret, Https, Trust};
-use super::plan::{destroy_plan, plan, read_live, Action, Plan};
+use crate::proxmox::apply::apply;
+use crate::proxmox::client::{ProxmoxApi, Pvesh};
+use crate::proxmox::desired::{desired, Sources};
+use crate::proxmox::https::{read_secret, Https, Trust};
+use crate::proxmox::plan::{destroy_plan, plan, read_live, Action, Plan};
 use crate::Lab;
 
 /// `plan` found changes (as `terraform plan -detailed-exitcode` does).
@@ -166,7 +168,7 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
     };
     let downloads = match op {
         Op::Destroy => Vec::new(),
-        _ => super::images::missing(api, lab).map_err(|e| e.to_string())?,
+        _ => crate::proxmox::images::missing(api, lab).map_err(|e| e.to_string())?,
     };
     print!("{}", plan.render());
     for download in &downloads {
@@ -239,7 +241,7 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
         // Guests are created from the images, so those come first.
         for download in &downloads {
             println!("Downloading {} ...", download.volid);
-            super::images::download(api, lab, download).map_err(|e| e.to_string())?;
+            crate::proxmox::images::download(api, lab, download).map_err(|e| e.to_string())?;
         }
         let mut stdout = std::io::stdout();
         let done = apply(api, &plan, &mut stdout).map_err(|e| e.to_string())? + downloads.len();
