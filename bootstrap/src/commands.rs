@@ -13,7 +13,7 @@ use crate::proxmox::apply::apply;
 use crate::proxmox::client::{ProxmoxApi, Pvesh};
 use crate::proxmox::desired::{desired, Sources};
 use crate::proxmox::https::{read_secret, Https, Trust};
-use crate::proxmox::plan::{destroy_plan, plan, read_live, Action, Plan};
+use crate::proxmox::plan::{destroy_plan, plan, read_live, ChangeKind, Plan};
 use crate::Lab;
 
 /// `plan` found changes (as `terraform plan -detailed-exitcode` does).
@@ -354,10 +354,10 @@ fn confirm(op: Op) -> Result<bool, String> {
 fn root_only(plan: &Plan) -> Vec<String> {
     plan.changes
         .iter()
-        .filter(|c| c.action != Action::Delete)
+        .filter(|c| c.action != ChangeKind::Delete)
         .filter(|c| {
             let keys: Vec<&str> = match c.action {
-                Action::Update => c.diffs.iter().map(|d| d.key.as_str()).collect(),
+                ChangeKind::Update => c.diffs.iter().map(|d| d.key.as_str()).collect(),
                 _ => c.resource.create.keys().map(String::as_str).collect(),
             };
             keys.iter().any(|k| k.starts_with("dev"))

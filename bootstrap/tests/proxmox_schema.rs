@@ -3,8 +3,8 @@
 
 mod support;
 
-use std::path::Path;
 use serde_json::Value;
+use std::path::Path;
 use support::proxmox_schema::*;
 
 fn schema() -> Schema {
@@ -48,7 +48,10 @@ fn a_real_container_create_is_valid() {
         "/nodes/pve/lxc",
         &p(&[
             ("vmid", "200"),
-            ("ostemplate", "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"),
+            (
+                "ostemplate",
+                "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
+            ),
             ("unprivileged", "1"),
             ("memory", "256"),
             (

@@ -3,11 +3,11 @@
 //! what is there, so a second run does nothing, and what must follow a write is recorded
 //! before the write, so a run killed at any point converges on the next.
 
-use super::actions::{self, Action, PendingError};
+use super::actions::{self, PendingError, ServiceAction};
 use super::containers::{self, ContainerError};
 use super::etcd;
 use super::manifest::{self, ManifestError};
-use super::{services, Host, HostError};
+use super::{services, HostError, Runner};
 use crate::model::Lab;
 use crate::render::files::{backup_path, under_root, Outcome, WriteError};
 use crate::render::state::{self, StateError};
@@ -45,12 +45,12 @@ pub struct Summary {
     pub files_written: usize,
     pub files_pushed: usize,
     pub vms_started: usize,
-    pub actions: Vec<Action>,
+    pub actions: Vec<ServiceAction>,
     pub etcd: Option<etcd::Outcome>,
 }
 
 pub fn apply(
-    host: &mut dyn Host,
+    host: &mut dyn Runner,
     lab: &Lab,
     options: &Options,
     out: &mut dyn Write,
@@ -126,25 +126,25 @@ fn record_backup(
     Ok(())
 }
 
-fn is_container(action: &Action) -> bool {
+fn is_container(action: &ServiceAction) -> bool {
     matches!(
         action,
-        Action::ContainerDaemonReload(_)
-            | Action::ContainerRestart(..)
-            | Action::ContainerReload(..)
+        ServiceAction::ContainerDaemonReload(_)
+            | ServiceAction::ContainerRestart(..)
+            | ServiceAction::ContainerReload(..)
     )
 }
 
 /// Runs the pending host (or container) actions in order, each struck off once done.
 fn run_pending(
-    host: &mut dyn Host,
+    host: &mut dyn Runner,
     state_dir: &std::path::Path,
-    pending: &mut BTreeSet<Action>,
+    pending: &mut BTreeSet<ServiceAction>,
     summary: &mut Summary,
     out: &mut dyn Write,
     in_containers: bool,
 ) -> Result<(), HostApplyError> {
-    let todo: Vec<Action> = pending
+    let todo: Vec<ServiceAction> = pending
         .iter()
         .filter(|a| is_container(a) == in_containers)
         .cloned()

@@ -3,8 +3,8 @@
 //! when only its config changed, restarted when its binary or unit did. Debian packages a program
 //! needs at run time (lab-vpn's `nft`) are installed first, only when missing.
 
-use super::actions::{self, Action, PendingError};
-use super::{Host, HostError};
+use super::actions::{self, PendingError, ServiceAction};
+use super::{HostError, Runner};
 use crate::model::{Lab, Role};
 use crate::render::containers::{
     staged_path, LB_BINARY, LB_CONFIG, LB_ROUTES_DROPIN, LB_UNIT, VPN_BINARY, VPN_CONFIG,
@@ -160,7 +160,7 @@ pub(crate) fn parse_sums(stdout: &str) -> BTreeMap<String, String> {
 }
 
 /// Starts the container unless it runs: `pct push` and `pct exec` need it running.
-fn ensure_running(host: &mut dyn Host, vmid: &str) -> Result<bool, HostError> {
+fn ensure_running(host: &mut dyn Runner, vmid: &str) -> Result<bool, HostError> {
     let status = host.check("pct", &["status", vmid])?;
     if status.stdout.contains("status: running") {
         return Ok(false);
@@ -171,7 +171,7 @@ fn ensure_running(host: &mut dyn Host, vmid: &str) -> Result<bool, HostError> {
 
 /// Whether the package's command is on the container's PATH (read-only).
 pub(crate) fn has_package(
-    host: &mut dyn Host,
+    host: &mut dyn Runner,
     vmid: &str,
     package: &Package,
 ) -> Result<bool, HostError> {
@@ -183,7 +183,7 @@ pub(crate) fn has_package(
 
 /// Installs what the container's program needs and is missing; true when anything was.
 fn install_packages(
-    host: &mut dyn Host,
+    host: &mut dyn Runner,
     container: &Container,
     out: &mut dyn Write,
 ) -> Result<bool, ContainerError> {
@@ -228,10 +228,10 @@ fn install_packages(
 /// Pushes what differs into every container and records the service actions that follows
 /// (in `pending`, saved before the first push). Returns how many files were pushed.
 pub fn provision(
-    host: &mut dyn Host,
+    host: &mut dyn Runner,
     containers: &[Container],
     state: &Path,
-    pending: &mut BTreeSet<Action>,
+    pending: &mut BTreeSet<ServiceAction>,
     out: &mut dyn Write,
 ) -> Result<usize, ContainerError> {
     let mut pushed = 0;
@@ -242,7 +242,7 @@ pub fn provision(
         }
         if install_packages(host, container, out)? {
             // The program may have failed for want of it: start it again.
-            pending.insert(Action::ContainerRestart(
+            pending.insert(ServiceAction::ContainerRestart(
                 container.vmid,
                 container.unit.to_owned(),
             ));
@@ -274,12 +274,12 @@ pub fn provision(
         let (unit_changed, binary_changed) = (any(FileKind::Unit), any(FileKind::Binary));
         let unit = container.unit.to_owned();
         if unit_changed {
-            pending.insert(Action::ContainerDaemonReload(container.vmid));
+            pending.insert(ServiceAction::ContainerDaemonReload(container.vmid));
         }
         if unit_changed || binary_changed {
-            pending.insert(Action::ContainerRestart(container.vmid, unit));
+            pending.insert(ServiceAction::ContainerRestart(container.vmid, unit));
         } else {
-            pending.insert(Action::ContainerReload(container.vmid, unit));
+            pending.insert(ServiceAction::ContainerReload(container.vmid, unit));
         }
         actions::save(state, pending)?;
         let dirs: BTreeSet<&str> = changed
@@ -304,9 +304,13 @@ pub fn provision(
 }
 
 /// Runs one container action; a reload is skipped when the same unit is restarted anyway.
-pub fn run(host: &mut dyn Host, action: &Action, all: &BTreeSet<Action>) -> Result<(), HostError> {
+pub fn run(
+    host: &mut dyn Runner,
+    action: &ServiceAction,
+    all: &BTreeSet<ServiceAction>,
+) -> Result<(), HostError> {
     match action {
-        Action::ContainerDaemonReload(vmid) => {
+        ServiceAction::ContainerDaemonReload(vmid) => {
             host.check(
                 "pct",
                 &[
@@ -318,13 +322,13 @@ pub fn run(host: &mut dyn Host, action: &Action, all: &BTreeSet<Action>) -> Resu
                 ],
             )?;
         }
-        Action::ContainerRestart(vmid, unit) => {
+        ServiceAction::ContainerRestart(vmid, unit) => {
             let vmid = vmid.to_string();
             host.check("pct", &["exec", &vmid, "--", "systemctl", "enable", unit])?;
             host.check("pct", &["exec", &vmid, "--", "systemctl", "restart", unit])?;
         }
-        Action::ContainerReload(vmid, unit)
-            if !all.contains(&Action::ContainerRestart(*vmid, unit.clone())) =>
+        ServiceAction::ContainerReload(vmid, unit)
+            if !all.contains(&ServiceAction::ContainerRestart(*vmid, unit.clone())) =>
         {
             let vmid = vmid.to_string();
             host.check(

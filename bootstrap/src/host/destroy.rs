@@ -5,7 +5,7 @@
 //! directory carrying the marker lab-bootstrap wrote when it made it.
 
 use super::manifest::{self, sha256_hex, ManifestError};
-use super::{Host, HostError};
+use super::{HostError, Runner};
 use crate::model::Lab;
 use crate::render::files::{under_root, WriteError};
 use crate::render::{daemons, dnsmasq, CONFIG_DIR, DHCP_NETWORKS, STATE_DIR};
@@ -122,7 +122,7 @@ fn units(lab: &Lab) -> Vec<String> {
 /// Stops what apply started on the host and removes what it wrote; returns how many things
 /// it changed (0: nothing of ours was there).
 pub fn destroy(
-    host: &mut dyn Host,
+    host: &mut dyn Runner,
     lab: &Lab,
     options: &Options,
     out: &mut dyn Write,

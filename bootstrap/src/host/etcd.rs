@@ -1,7 +1,7 @@
 //! Bootstrapping etcd on the first control plane, once: with talosctl when it is installed,
 //! otherwise by saying exactly what to run.
 
-use super::{command_line, Host, HostError};
+use super::{command_line, HostError, Runner};
 use crate::model::{Lab, NetworkId, Role};
 use crate::render::state::TALOSCONFIG;
 use std::io::Write;
@@ -37,7 +37,7 @@ pub fn command(lab: &Lab, state: &Path) -> Option<Vec<String>> {
 }
 
 pub fn bootstrap(
-    host: &mut dyn Host,
+    host: &mut dyn Runner,
     lab: &Lab,
     state: &Path,
     out: &mut dyn Write,

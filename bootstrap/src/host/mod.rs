@@ -1,4 +1,4 @@
-//! The Proxmox host itself: running commands on it ([`Host`]), installing the rendered files
+//! The Proxmox host itself: running commands on it ([`Runner`]), installing the rendered files
 //! and restarting only what they changed ([`services`]), provisioning the lb and vpn containers
 //! ([`containers`]), starting the VMs ([`guests`]) and bootstrapping etcd ([`etcd`]). [`apply`] runs them in order.
 
@@ -35,13 +35,13 @@ pub enum HostError {
 }
 
 /// Runs commands on the Proxmox host; tests substitute a recording one.
-pub trait Host {
+pub trait Runner {
     fn run(&mut self, program: &str, args: &[&str]) -> Result<Output, HostError>;
 
     /// Whether `program` can be run at all (talosctl is optional).
     fn has(&mut self, program: &str) -> bool;
 
-    /// [`Host::run`], failing unless the command succeeded.
+    /// [`Runner::run`], failing unless the command succeeded.
     fn check(&mut self, program: &str, args: &[&str]) -> Result<Output, HostError> {
         let output = self.run(program, args)?;
         if output.success {
@@ -70,7 +70,7 @@ pub struct System {
     pub via: Option<PathBuf>,
 }
 
-impl Host for System {
+impl Runner for System {
     fn run(&mut self, program: &str, args: &[&str]) -> Result<Output, HostError> {
         let mut command = match &self.via {
             Some(via) => {

@@ -2,10 +2,10 @@
 //! reading only. Nothing is written and no secret is made: files that need a secret not made
 //! yet are shown as to be created with it.
 
-use super::actions::{self, Action, PendingError};
+use super::actions::{self, PendingError, ServiceAction};
 use super::containers::{self, parse_sums, ContainerError};
 use super::manifest::sha256_hex;
-use super::{services, Host, HostError};
+use super::{services, HostError, Runner};
 use crate::model::{Lab, Role};
 use crate::render::files::{under_root, WriteError};
 use crate::render::state::{self, Preview, StateError};
@@ -51,7 +51,7 @@ pub enum Change {
         container: String,
         target: String,
     },
-    Action(Action),
+    Service(ServiceAction),
     StartVm {
         name: String,
         vmid: u32,
@@ -109,7 +109,7 @@ impl HostPlan {
                     format!("{target} will be pushed into {container}"),
                     format!("~ push \"{container}:{target}\""),
                 ),
-                Change::Action(action) => (describe(action), format!("~ {}", label(action))),
+                Change::Service(action) => (describe(action), format!("~ {}", label(action))),
                 Change::StartVm { name, vmid } => (
                     format!("vm {vmid} ({name}) will be started"),
                     format!("~ vm \"{vmid}\""),
@@ -123,36 +123,38 @@ impl HostPlan {
 }
 
 /// The action as a plan line names it: verb and "where: unit".
-fn label(action: &Action) -> String {
+fn label(action: &ServiceAction) -> String {
     match action {
-        Action::DaemonReload => "daemon-reload \"host\"".to_owned(),
-        Action::SysctlLoad(file) => format!("sysctl \"{file}\""),
-        Action::Restart(unit) => format!("restart \"{unit}\""),
-        Action::ContainerDaemonReload(vmid) => format!("daemon-reload \"ct {vmid}\""),
-        Action::ContainerRestart(vmid, unit) => format!("restart \"ct {vmid}: {unit}\""),
-        Action::ContainerReload(vmid, unit) => format!("reload \"ct {vmid}: {unit}\""),
+        ServiceAction::DaemonReload => "daemon-reload \"host\"".to_owned(),
+        ServiceAction::SysctlLoad(file) => format!("sysctl \"{file}\""),
+        ServiceAction::Restart(unit) => format!("restart \"{unit}\""),
+        ServiceAction::ContainerDaemonReload(vmid) => format!("daemon-reload \"ct {vmid}\""),
+        ServiceAction::ContainerRestart(vmid, unit) => format!("restart \"ct {vmid}: {unit}\""),
+        ServiceAction::ContainerReload(vmid, unit) => format!("reload \"ct {vmid}: {unit}\""),
     }
 }
 
-fn describe(action: &Action) -> String {
+fn describe(action: &ServiceAction) -> String {
     match action {
-        Action::DaemonReload => "systemd will reload its units".to_owned(),
-        Action::SysctlLoad(file) => format!("{file} will be loaded"),
-        Action::Restart(unit) => format!("{unit} will be enabled and restarted"),
-        Action::ContainerDaemonReload(vmid) => {
+        ServiceAction::DaemonReload => "systemd will reload its units".to_owned(),
+        ServiceAction::SysctlLoad(file) => format!("{file} will be loaded"),
+        ServiceAction::Restart(unit) => format!("{unit} will be enabled and restarted"),
+        ServiceAction::ContainerDaemonReload(vmid) => {
             format!("systemd in container {vmid} will reload its units")
         }
-        Action::ContainerRestart(vmid, unit) => {
+        ServiceAction::ContainerRestart(vmid, unit) => {
             format!("{unit} in container {vmid} will be enabled and restarted")
         }
-        Action::ContainerReload(vmid, unit) => format!("{unit} in container {vmid} will reload"),
+        ServiceAction::ContainerReload(vmid, unit) => {
+            format!("{unit} in container {vmid} will reload")
+        }
     }
 }
 
 /// What apply's host side would do, read-only: `root` and `state` as apply's, `binaries` where
 /// lab-lb and lab-vpn are.
 pub fn plan(
-    host: &mut dyn Host,
+    host: &mut dyn Runner,
     lab: &Lab,
     root: &Path,
     state_dir: &Path,
@@ -228,7 +230,7 @@ pub fn plan(
             }
         }
         if installs {
-            pending.insert(Action::ContainerRestart(
+            pending.insert(ServiceAction::ContainerRestart(
                 container.vmid,
                 container.unit.to_owned(),
             ));
@@ -265,15 +267,15 @@ pub fn plan(
             any(containers::FileKind::Binary),
         );
         if unit {
-            pending.insert(Action::ContainerDaemonReload(container.vmid));
+            pending.insert(ServiceAction::ContainerDaemonReload(container.vmid));
         }
         if unit || binary {
-            pending.insert(Action::ContainerRestart(
+            pending.insert(ServiceAction::ContainerRestart(
                 container.vmid,
                 container.unit.to_owned(),
             ));
         } else {
-            pending.insert(Action::ContainerReload(
+            pending.insert(ServiceAction::ContainerReload(
                 container.vmid,
                 container.unit.to_owned(),
             ));
@@ -287,12 +289,12 @@ pub fn plan(
     }
     // As apply runs them: a reload of a unit that restarts anyway does not happen.
     for action in &pending {
-        if let Action::ContainerReload(vmid, unit) = action {
-            if pending.contains(&Action::ContainerRestart(*vmid, unit.clone())) {
+        if let ServiceAction::ContainerReload(vmid, unit) = action {
+            if pending.contains(&ServiceAction::ContainerRestart(*vmid, unit.clone())) {
                 continue;
             }
         }
-        changes.push(Change::Action(action.clone()));
+        changes.push(Change::Service(action.clone()));
     }
     Ok(HostPlan { changes })
 }
@@ -318,7 +320,7 @@ fn would_change_at(path: &Path, file: &RenderedFile) -> bool {
 }
 
 /// Whether guest `vmid` runs; one that does not exist yet (Proxmox creates it first) does not.
-fn running(host: &mut dyn Host, program: &str, vmid: u32) -> Result<bool, HostError> {
+fn running(host: &mut dyn Runner, program: &str, vmid: u32) -> Result<bool, HostError> {
     let status = host.run(program, &["status", &vmid.to_string()])?;
     Ok(status.success && status.stdout.contains("status: running"))
 }

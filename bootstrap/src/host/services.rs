@@ -1,8 +1,8 @@
 //! The host's files and the services that read them: which units to reload or restart is
 //! decided by which files a write would change, before anything is written.
 
-use super::actions::Action;
-use super::{Host, HostError};
+use super::actions::ServiceAction;
+use super::{HostError, Runner};
 use crate::model::Lab;
 use crate::render::files::{under_root, write_atomic, Outcome, WriteError};
 use crate::render::state::StateError;
@@ -27,25 +27,25 @@ pub fn would_change(root: &Path, file: &RenderedFile) -> Result<bool, WriteError
 }
 
 /// What the host must do once `changed` (host paths) are written.
-pub fn actions_for(lab: &Lab, changed: &BTreeSet<PathBuf>) -> BTreeSet<Action> {
+pub fn actions_for(lab: &Lab, changed: &BTreeSet<PathBuf>) -> BTreeSet<ServiceAction> {
     let is = |path: &str| changed.contains(Path::new(path));
     let mut actions = BTreeSet::new();
     let dnsmasq_unit = is(daemons::DNSMASQ_UNIT_PATH);
     let network_unit = is(daemons::NETWORK_UNIT_PATH);
     if dnsmasq_unit || network_unit {
-        actions.insert(Action::DaemonReload);
+        actions.insert(ServiceAction::DaemonReload);
     }
     for id in DHCP_NETWORKS {
         let bridge = &lab.networks.get(id).bridge;
         if dnsmasq_unit || changed.contains(&dnsmasq::config_path(bridge)) {
-            actions.insert(Action::Restart(dnsmasq::instance(bridge)));
+            actions.insert(ServiceAction::Restart(dnsmasq::instance(bridge)));
         }
     }
     if network_unit || is(nftables::PATH) {
-        actions.insert(Action::Restart(daemons::NETWORK_UNIT.to_owned()));
+        actions.insert(ServiceAction::Restart(daemons::NETWORK_UNIT.to_owned()));
     }
     if is(sysctl::PATH) {
-        actions.insert(Action::SysctlLoad(sysctl::PATH.to_owned()));
+        actions.insert(ServiceAction::SysctlLoad(sysctl::PATH.to_owned()));
     }
     actions
 }
@@ -63,15 +63,15 @@ pub fn write(root: &Path, files: &[RenderedFile]) -> Result<Vec<(PathBuf, Outcom
 }
 
 /// Runs one host action (container actions are [`super::containers::run`]'s).
-pub fn run(host: &mut dyn Host, action: &Action) -> Result<(), HostError> {
+pub fn run(host: &mut dyn Runner, action: &ServiceAction) -> Result<(), HostError> {
     match action {
-        Action::DaemonReload => {
+        ServiceAction::DaemonReload => {
             host.check("systemctl", &["daemon-reload"])?;
         }
-        Action::SysctlLoad(file) => {
+        ServiceAction::SysctlLoad(file) => {
             host.check("sysctl", &["-p", file])?;
         }
-        Action::Restart(unit) => {
+        ServiceAction::Restart(unit) => {
             host.check("systemctl", &["enable", unit])?;
             host.check("systemctl", &["restart", unit])?;
         }
