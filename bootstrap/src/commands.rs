@@ -14,6 +14,8 @@ use crate::proxmox::client::{ProxmoxApi, Pvesh};
 use crate::proxmox::desired::{desired, Sources};
 use crate::proxmox::https::{read_secret, Https, Trust};
 use crate::proxmox::plan::{destroy_plan, plan, read_live, ChangeKind, Plan};
+use crate::host::plan::HostPlan;
+use crate::state_dir::StateDir;
 use crate::Lab;
 
 /// `plan` found changes (as `terraform plan -detailed-exitcode` does).
@@ -188,18 +190,11 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
     if op == Op::Plan {
         let mut changes = !(plan.is_empty() && downloads.is_empty());
         if on_host {
-            let host_plan = crate::host::plan::plan(
-                &mut system(args),
-                lab,
-                &args.root,
-                &state_dir(args),
-                &binaries(args)?,
-            )
-            .map_err(|e| e.to_string())?;
+            let host_plan = host_plan(args, lab)?;
             print!("{}", host_plan.render());
             changes |= !host_plan.is_empty();
             // Not counted: whether it can happen depends on talosctl and the node answering.
-            if !state_dir(args).join(crate::host::etcd::DONE_FILE).exists() {
+            if !crate::host::etcd::is_done(&state_dir(args)) {
                 println!("Note: etcd is not bootstrapped yet; apply bootstraps it once the first control plane answers (with talosctl, or prints the command).");
             }
         }
@@ -257,11 +252,23 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
     host_side(op, args, lab)
 }
 
-fn state_dir(args: &Args) -> PathBuf {
-    args.state.clone().unwrap_or_else(|| {
-        args.root
-            .join(crate::render::state::DEFAULT_STATE_DIR.trim_start_matches('/'))
-    })
+fn state_dir(args: &Args) -> StateDir {
+    match &args.state {
+        Some(dir) => StateDir::new(dir),
+        None => StateDir::default_under(&args.root),
+    }
+}
+
+/// What apply does on the host, as things are now.
+fn host_plan(args: &Args, lab: &Lab) -> Result<HostPlan, String> {
+    crate::host::plan::plan(
+        &mut system(args),
+        lab,
+        &args.root,
+        &state_dir(args),
+        &binaries(args)?,
+    )
+    .map_err(|e| e.to_string())
 }
 
 fn binaries(args: &Args) -> Result<PathBuf, String> {
@@ -318,12 +325,19 @@ fn host_side(op: Op, args: &Args, lab: &Lab) -> Result<ExitCode, String> {
     let options = crate::host::apply::Options {
         state: state_dir(args),
         root: args.root.clone(),
-        binaries: binaries(args)?,
     };
-    let mut host = system(args);
+    // Planned after the Proxmox changes: a container made or replaced just now is empty.
+    let plan = host_plan(args, lab)?;
+    print!("{}", plan.render());
     println!("Host:");
-    let summary = crate::host::apply::apply(&mut host, lab, &options, &mut std::io::stdout())
-        .map_err(|e| e.to_string())?;
+    let summary = crate::host::apply::apply(
+        &mut system(args),
+        lab,
+        &plan,
+        &options,
+        &mut std::io::stdout(),
+    )
+    .map_err(|e| e.to_string())?;
     println!(
         "Host complete: {} files written, {} pushed into containers, {} services reloaded or restarted, {} VMs started.",
         summary.files_written,

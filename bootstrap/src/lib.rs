@@ -13,6 +13,7 @@ pub mod mac;
 pub mod model;
 pub mod proxmox;
 pub mod render;
+pub mod state_dir;
 pub mod talos;
 
 pub use model::Lab;

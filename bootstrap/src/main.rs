@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
+use lab_bootstrap::state_dir::StateDir;
 use lab_bootstrap::{commands, local, render, Lab};
 use lab_daemon::config::load;
 use lab_daemon::{cli, exit};
@@ -97,9 +98,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate { file } => cli::check_file::<Lab>("lab-bootstrap", &file),
         Command::Render { root, state, file } => {
-            let state = state.unwrap_or_else(|| {
-                root.join(render::state::DEFAULT_STATE_DIR.trim_start_matches('/'))
-            });
+            let state = match state {
+                Some(dir) => StateDir::new(dir),
+                None => StateDir::default_under(&root),
+            };
             render(&root, &state, &file)
         }
         Command::Plan(args) => commands::run(commands::Op::Plan, &args),
@@ -139,7 +141,7 @@ fn local_result(result: Result<(), local::LocalError>) -> ExitCode {
     }
 }
 
-fn render(root: &Path, state: &Path, file: &Path) -> ExitCode {
+fn render(root: &Path, state: &StateDir, file: &Path) -> ExitCode {
     let lab = match load::<Lab>(file) {
         Ok(lab) => lab,
         Err(e) => {

@@ -713,7 +713,7 @@ fn purge_state_deletes_only_a_directory_lab_bootstrap_marked_as_its_state() {
     let bench = Bench::new();
     bench.apply_ok();
     let state = bench.path("root/var/lib/lab-bootstrap");
-    let marker = state.join(lab_bootstrap::talos::STATE_MARKER);
+    let marker = state.join(lab_bootstrap::state_dir::STATE_MARKER);
     assert!(marker.is_file(), "apply marks the state directory it makes");
 
     // Someone's directory given as --state by mistake: refused before anything changes.
@@ -727,7 +727,7 @@ fn purge_state_deletes_only_a_directory_lab_bootstrap_marked_as_its_state() {
     assert!(!out.status.success(), "{text}");
     assert!(
         text.contains(&format!("refusing to purge {mine_arg}"))
-            && text.contains(lab_bootstrap::talos::STATE_MARKER),
+            && text.contains(lab_bootstrap::state_dir::STATE_MARKER),
         "{text}"
     );
     assert_eq!(

@@ -4,10 +4,9 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use crate::state_dir::StateDir;
+use std::path::PathBuf;
 use std::str::FromStr;
-
-pub const PENDING_FILE: &str = "pending-actions";
 
 /// In the order they run: the host's daemon-reload before its restarts, a container's
 /// daemon-reload before its restart, a restart making a reload of the same unit moot.
@@ -19,6 +18,30 @@ pub enum ServiceAction {
     ContainerDaemonReload(u32),
     ContainerRestart(u32, String),
     ContainerReload(u32, String),
+}
+
+impl ServiceAction {
+    /// Whether it runs inside a container (after the containers' files are pushed) rather than
+    /// on the host (after the host's files are written).
+    pub fn in_container(&self) -> bool {
+        matches!(
+            self,
+            ServiceAction::ContainerDaemonReload(_)
+                | ServiceAction::ContainerRestart(..)
+                | ServiceAction::ContainerReload(..)
+        )
+    }
+
+    /// Whether another action of `all` does what this one would: a restart of the same unit
+    /// makes its reload moot.
+    pub fn is_moot(&self, all: &BTreeSet<ServiceAction>) -> bool {
+        match self {
+            ServiceAction::ContainerReload(vmid, unit) => {
+                all.contains(&ServiceAction::ContainerRestart(*vmid, unit.clone()))
+            }
+            _ => false,
+        }
+    }
 }
 
 impl fmt::Display for ServiceAction {
@@ -71,8 +94,8 @@ pub enum PendingError {
 }
 
 /// The actions an earlier, interrupted apply left to do.
-pub fn load(state: &Path) -> Result<BTreeSet<ServiceAction>, PendingError> {
-    let path = state.join(PENDING_FILE);
+pub fn load(state: &StateDir) -> Result<BTreeSet<ServiceAction>, PendingError> {
+    let path = state.pending_actions();
     match std::fs::read_to_string(&path) {
         Ok(text) => text
             .lines()
@@ -90,8 +113,8 @@ pub fn load(state: &Path) -> Result<BTreeSet<ServiceAction>, PendingError> {
 }
 
 /// Records `actions` as still to do (an empty set removes the record).
-pub fn save(state: &Path, actions: &BTreeSet<ServiceAction>) -> Result<(), PendingError> {
-    let path = state.join(PENDING_FILE);
+pub fn save(state: &StateDir, actions: &BTreeSet<ServiceAction>) -> Result<(), PendingError> {
+    let path = state.pending_actions();
     let io = |source| PendingError::Io {
         path: path.clone(),
         source,

@@ -1,18 +1,20 @@
-//! The host's files and the services that read them: which units to reload or restart is
-//! decided by which files a write would change, before anything is written.
+//! The host's files and the services that read them: which units to reload or restart follows
+//! from which files a write would change, decided before anything is written.
 
 use super::actions::ServiceAction;
-use super::{HostError, Runner};
+use super::{CommandError, Runner};
 use crate::model::Lab;
-use crate::render::files::{under_root, write_atomic, Outcome, WriteError};
+use crate::render::files::{under_root, WriteError};
 use crate::render::state::StateError;
 use crate::render::{daemons, dnsmasq, nftables, sysctl, RenderedFile, DHCP_NETWORKS};
+use crate::state_dir::StateDir;
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-/// Every file apply installs on the host (the state directory's own files aside).
-pub fn files(lab: &Lab, state: &Path) -> Result<Vec<RenderedFile>, StateError> {
+/// Every file apply installs on the host (the state directory's own files aside), making the
+/// secrets they need when there are none yet.
+pub fn files(lab: &Lab, state: &StateDir) -> Result<Vec<RenderedFile>, StateError> {
     let mut files = crate::render::host_files(lab)?;
     files.extend(crate::render::state::host_files(lab, state)?);
     Ok(files)
@@ -20,10 +22,14 @@ pub fn files(lab: &Lab, state: &Path) -> Result<Vec<RenderedFile>, StateError> {
 
 /// Whether writing `file` under `root` would change it (contents or mode).
 pub fn would_change(root: &Path, file: &RenderedFile) -> Result<bool, WriteError> {
-    let target = under_root(root, &file.path)?;
-    let same = std::fs::read(&target).is_ok_and(|old| old == file.contents.as_bytes())
-        && std::fs::metadata(&target).is_ok_and(|m| m.permissions().mode() & 0o7777 == file.mode);
-    Ok(!same)
+    Ok(differs(&under_root(root, &file.path)?, file))
+}
+
+/// Whether `target` holds something else than `file` (contents or mode).
+pub fn differs(target: &Path, file: &RenderedFile) -> bool {
+    let same = std::fs::read(target).is_ok_and(|old| old == file.contents.as_bytes())
+        && std::fs::metadata(target).is_ok_and(|m| m.permissions().mode() & 0o7777 == file.mode);
+    !same
 }
 
 /// What the host must do once `changed` (host paths) are written.
@@ -50,20 +56,8 @@ pub fn actions_for(lab: &Lab, changed: &BTreeSet<PathBuf>) -> BTreeSet<ServiceAc
     actions
 }
 
-/// Writes `files` under `root`; returns the host paths that changed.
-pub fn write(root: &Path, files: &[RenderedFile]) -> Result<Vec<(PathBuf, Outcome)>, WriteError> {
-    files
-        .iter()
-        .map(|file| {
-            let target = under_root(root, &file.path)?;
-            let outcome = write_atomic(&target, file.contents.as_bytes(), file.mode)?;
-            Ok((file.path.clone(), outcome))
-        })
-        .collect()
-}
-
 /// Runs one host action (container actions are [`super::containers::run`]'s).
-pub fn run(host: &mut dyn Runner, action: &ServiceAction) -> Result<(), HostError> {
+pub fn run(host: &mut dyn Runner, action: &ServiceAction) -> Result<(), CommandError> {
     match action {
         ServiceAction::DaemonReload => {
             host.check("systemctl", &["daemon-reload"])?;
