@@ -9,12 +9,12 @@ use std::process::ExitCode;
 use lab_daemon::config::load;
 use lab_daemon::exit;
 
+use crate::host::plan::HostPlan;
 use crate::proxmox::apply::apply;
 use crate::proxmox::client::{ProxmoxApi, Pvesh};
 use crate::proxmox::desired::{desired, Sources};
 use crate::proxmox::https::{read_secret, Https, Trust};
 use crate::proxmox::plan::{destroy_plan, plan, read_live, ChangeKind, Plan};
-use crate::host::plan::HostPlan;
 use crate::state_dir::StateDir;
 use crate::Lab;
 

@@ -58,9 +58,7 @@ impl StateDir {
 
     /// Whether the directory carries the marker [`Self::create`] writes.
     pub fn is_marked(&self) -> bool {
-        self.marker()
-            .symlink_metadata()
-            .is_ok_and(|m| m.is_file())
+        self.marker().symlink_metadata().is_ok_and(|m| m.is_file())
     }
 
     pub fn marker(&self) -> PathBuf {

@@ -2,9 +2,9 @@
 //! until it has happened: files are written before the services follow them, so an apply
 //! killed in between would otherwise leave new files that nothing ever picks up.
 
+use crate::state_dir::StateDir;
 use std::collections::BTreeSet;
 use std::fmt;
-use crate::state_dir::StateDir;
 use std::path::PathBuf;
 use std::str::FromStr;
 

@@ -58,7 +58,10 @@ pub fn apply(
     // The files the plan leaves alone already hold what apply would write: theirs too.
     let before = written.clone();
     for file in host_files.iter().filter(|f| !planned(&f.path)) {
-        written.insert(file.path.clone(), manifest::sha256_hex(file.contents.as_bytes()));
+        written.insert(
+            file.path.clone(),
+            manifest::sha256_hex(file.contents.as_bytes()),
+        );
     }
     if written != before {
         manifest::save(state_dir, &written)?;

@@ -175,7 +175,10 @@ pub fn has_package(
 ) -> Result<bool, CommandError> {
     let probe = format!("command -v {}", package.command);
     Ok(runner
-        .run("pct", &["exec", &vmid.to_string(), "--", "sh", "-c", &probe])?
+        .run(
+            "pct",
+            &["exec", &vmid.to_string(), "--", "sh", "-c", &probe],
+        )?
         .success)
 }
 
@@ -249,7 +252,11 @@ pub fn install(
 }
 
 /// Pushes `files` into container `vmid`, making their directories first.
-pub fn push(runner: &mut dyn Runner, vmid: u32, files: &[ContainerFile]) -> Result<(), CommandError> {
+pub fn push(
+    runner: &mut dyn Runner,
+    vmid: u32,
+    files: &[ContainerFile],
+) -> Result<(), CommandError> {
     let vmid = vmid.to_string();
     let dirs: BTreeSet<&str> = files
         .iter()

@@ -273,10 +273,7 @@ fn state_files_from(
             ],
             keepalive: Some(25),
         };
-        out.push((
-            state.vpn_client(&peer.name.to_string()),
-            config.to_string(),
-        ));
+        out.push((state.vpn_client(&peer.name.to_string()), config.to_string()));
     }
     Ok(out)
 }

@@ -7,12 +7,12 @@
 use super::files;
 use super::pki::{self, CertAndKey, KeyType, PkiError};
 use super::random;
+use crate::state_dir::StateDir;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use crate::state_dir::StateDir;
 use std::io;
 use std::path::{Path, PathBuf};
 
