@@ -4,7 +4,6 @@
 use super::actions::ServiceAction;
 use super::{CommandError, Runner};
 use crate::model::Lab;
-use crate::render::files::{under_root, WriteError};
 use crate::render::state::StateError;
 use crate::render::{daemons, dnsmasq, nftables, sysctl, RenderedFile, DHCP_NETWORKS};
 use crate::state_dir::StateDir;
@@ -18,11 +17,6 @@ pub fn files(lab: &Lab, state: &StateDir) -> Result<Vec<RenderedFile>, StateErro
     let mut files = crate::render::host_files(lab)?;
     files.extend(crate::render::state::host_files(lab, state)?);
     Ok(files)
-}
-
-/// Whether writing `file` under `root` would change it (contents or mode).
-pub fn would_change(root: &Path, file: &RenderedFile) -> Result<bool, WriteError> {
-    Ok(differs(&under_root(root, &file.path)?, file))
 }
 
 /// Whether `target` holds something else than `file` (contents or mode).
