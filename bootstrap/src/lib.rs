@@ -1,18 +1,23 @@
 //! `lab-bootstrap`: one `lab.toml` to a running lab.
 //!
-//! [`model`] is the `lab.toml` schema and its validation; [`mac`] the deterministic MAC addresses
-//! machines get. Planning, the Proxmox and local drivers come with their own issues.
+//! [`model`] is the `lab.toml` schema and its validation; [`render`] the files it makes for the
+//! host and containers, [`talos`] the cluster's secrets and machine configs, kept in the
+//! [`state_dir`]. [`commands`] runs plan/apply/destroy: the Proxmox node's resources
+//! ([`proxmox`]), then the host's files and services ([`host`]). [`local`] builds a lab in
+//! network namespaces instead. [`mac`] gives machines their deterministic MAC addresses.
 
 // It runs as root on the Proxmox host with the lab's secrets: nothing here needs `unsafe`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod commands;
 pub mod host;
 pub mod local;
 pub mod mac;
 pub mod model;
 pub mod proxmox;
 pub mod render;
+pub mod state_dir;
 pub mod talos;
 
 pub use model::Lab;

@@ -2,7 +2,8 @@
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
-use lab_bootstrap::{local, proxmox, render, Lab};
+use lab_bootstrap::state_dir::StateDir;
+use lab_bootstrap::{commands, local, render, Lab};
 use lab_daemon::config::load;
 use lab_daemon::{cli, exit};
 use std::path::{Path, PathBuf};
@@ -38,11 +39,11 @@ enum Command {
         file: PathBuf,
     },
     /// Show what apply would change on the Proxmox node and host (exit 0: nothing, 2: changes)
-    Plan(proxmox::cli::Args),
+    Plan(commands::Args),
     /// Create, update and replace what the plan shows, waiting on every Proxmox task
-    Apply(proxmox::cli::Args),
+    Apply(commands::Args),
     /// Remove every bridge, container, VM and host file lab-bootstrap created, and nothing else
-    Destroy(proxmox::cli::Args),
+    Destroy(commands::Args),
     /// Build the lab in network namespaces on this machine (`--local`), with the real programs
     Up {
         #[command(flatten)]
@@ -97,14 +98,15 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate { file } => cli::check_file::<Lab>("lab-bootstrap", &file),
         Command::Render { root, state, file } => {
-            let state = state.unwrap_or_else(|| {
-                root.join(render::state::DEFAULT_STATE_DIR.trim_start_matches('/'))
-            });
+            let state = match state {
+                Some(dir) => StateDir::new(dir),
+                None => StateDir::default_under(&root),
+            };
             render(&root, &state, &file)
         }
-        Command::Plan(args) => proxmox::cli::run(proxmox::cli::Op::Plan, &args),
-        Command::Apply(args) => proxmox::cli::run(proxmox::cli::Op::Apply, &args),
-        Command::Destroy(args) => proxmox::cli::run(proxmox::cli::Op::Destroy, &args),
+        Command::Plan(args) => commands::run(commands::Op::Plan, &args),
+        Command::Apply(args) => commands::run(commands::Op::Apply, &args),
+        Command::Destroy(args) => commands::run(commands::Op::Destroy, &args),
         Command::Up {
             local,
             connect,
@@ -139,7 +141,7 @@ fn local_result(result: Result<(), local::LocalError>) -> ExitCode {
     }
 }
 
-fn render(root: &Path, state: &Path, file: &Path) -> ExitCode {
+fn render(root: &Path, state: &StateDir, file: &Path) -> ExitCode {
     let lab = match load::<Lab>(file) {
         Ok(lab) => lab,
         Err(e) => {

@@ -7,7 +7,7 @@ mod lb;
 pub mod names;
 mod peers;
 
-pub use access::{Host, Manager};
+pub use access::{HostAccess, Manager};
 pub use images::{Image, Images};
 pub use lb::{default_routes, Lb, LbRoute};
 pub use peers::{PeerKeyError, VpnPeer};
@@ -36,7 +36,7 @@ pub struct Lab {
     #[serde(default)]
     pub manager: Manager,
     #[serde(default)]
-    pub host: Host,
+    pub host: HostAccess,
 }
 
 /// `[vpn]`: the network lab-vpn gives its peers. The host routes it to the vpn container's net1

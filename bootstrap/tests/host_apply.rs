@@ -2,10 +2,13 @@
 //! host's commands (systemctl, sysctl, pct, talosctl) go to a recording stand-in that keeps
 //! each container's files in a directory, so `pct exec -- sha256sum` answers what `pct push`
 //! put there. First apply installs and starts everything (VMs after their snippets); a second runs no writing command;
-//! a changed lb config is pushed alone and lab-lb reloaded; a killed apply converges.
+//! a changed lb config is pushed alone and lab-lb reloaded; a killed apply converges; and what
+//! apply does on the host is, in every scenario, what plan printed.
 
 mod support;
 
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use support::proxmox_sim::Simulator;
@@ -713,7 +716,7 @@ fn purge_state_deletes_only_a_directory_lab_bootstrap_marked_as_its_state() {
     let bench = Bench::new();
     bench.apply_ok();
     let state = bench.path("root/var/lib/lab-bootstrap");
-    let marker = state.join(lab_bootstrap::talos::STATE_MARKER);
+    let marker = state.join(lab_bootstrap::state_dir::STATE_MARKER);
     assert!(marker.is_file(), "apply marks the state directory it makes");
 
     // Someone's directory given as --state by mistake: refused before anything changes.
@@ -727,7 +730,7 @@ fn purge_state_deletes_only_a_directory_lab_bootstrap_marked_as_its_state() {
     assert!(!out.status.success(), "{text}");
     assert!(
         text.contains(&format!("refusing to purge {mine_arg}"))
-            && text.contains(lab_bootstrap::talos::STATE_MARKER),
+            && text.contains(lab_bootstrap::state_dir::STATE_MARKER),
         "{text}"
     );
     assert_eq!(
@@ -754,4 +757,186 @@ fn purge_state_deletes_only_a_directory_lab_bootstrap_marked_as_its_state() {
     let (out, text) = bench.run("destroy", &["--yes", "--purge-state"]);
     assert!(out.status.success(), "{text}");
     assert!(!state.exists(), "{text}");
+}
+
+/// Every file under the root with its contents and mode, by path relative to the root.
+fn snapshot(bench: &Bench) -> BTreeMap<String, (Vec<u8>, u32)> {
+    bench
+        .listing()
+        .into_iter()
+        .filter(|p| bench.path("root").join(p).is_file())
+        .map(|p| {
+            let path = bench.path("root").join(&p);
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+            (p, (std::fs::read(&path).unwrap(), mode))
+        })
+        .collect()
+}
+
+/// The files apply wrote, between two snapshots, as plan names them: host files by their path
+/// on the host, the state directory's by their full path. Apply's own records, the secrets it
+/// makes and the backups it keeps are not changes plan lists.
+fn files_written(
+    bench: &Bench,
+    before: &BTreeMap<String, (Vec<u8>, u32)>,
+    after: &BTreeMap<String, (Vec<u8>, u32)>,
+) -> Vec<String> {
+    let state = "var/lib/lab-bootstrap/";
+    let records = [
+        ".lab-bootstrap-state",
+        "pending-actions",
+        "written-files",
+        "etcd-bootstrapped",
+        "talos-secrets.yaml",
+        "talos-admin.yaml",
+        "vpn-gateway.key",
+    ];
+    let mut out: Vec<String> = after
+        .iter()
+        .filter(|(path, file)| before.get(*path) != Some(*file))
+        .map(|(path, _)| path)
+        .filter(|path| !path.ends_with(".bak"))
+        .filter(|path| {
+            path.strip_prefix(state)
+                .is_none_or(|name| !records.contains(&name))
+        })
+        .map(|path| {
+            let sign = if before.contains_key(path) { '~' } else { '+' };
+            let shown = if path.starts_with(state) {
+                bench.path("root").join(path).display().to_string()
+            } else {
+                format!("/{path}")
+            };
+            format!("{sign} file \"{shown}\"")
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The writing commands apply ran, as the plan lines that call for them; a command no plan
+/// line calls for fails the test.
+fn commands_as_plan_lines(bench: &Bench) -> Vec<String> {
+    let lab: lab_bootstrap::Lab = lab_daemon::config::load(&bench.path("lab.toml")).unwrap();
+    let name = |vmid: &str| {
+        lab.machines
+            .iter()
+            .find(|m| m.vmid.to_string() == vmid)
+            .map(|m| m.name.to_string())
+            .unwrap()
+    };
+    let mut out = Vec::new();
+    for command in bench.writes() {
+        let words: Vec<&str> = command.split_whitespace().collect();
+        let line = match words.as_slice() {
+            ["systemctl", "daemon-reload"] => "~ daemon-reload \"host\"".to_owned(),
+            ["sysctl", "-p", file] => format!("~ sysctl \"{file}\""),
+            ["systemctl", "restart", unit] => format!("~ restart \"{unit}\""),
+            ["qm", "start", vmid] => format!("~ vm \"{vmid}\""),
+            ["pct", "start", vmid] => format!("~ container \"{vmid}\""),
+            ["pct", "push", vmid, _, target, "--perms", _] => {
+                format!("~ push \"{}:{target}\"", name(vmid))
+            }
+            ["pct", "exec", vmid, "--", "systemctl", "daemon-reload"] => {
+                format!("~ daemon-reload \"ct {vmid}\"")
+            }
+            ["pct", "exec", vmid, "--", "systemctl", "restart", unit] => {
+                format!("~ restart \"ct {vmid}: {unit}\"")
+            }
+            ["pct", "exec", vmid, "--", "systemctl", "reload-or-restart", unit] => {
+                format!("~ reload \"ct {vmid}: {unit}\"")
+            }
+            [.., "apt-get", "-q", "-y", "--no-install-recommends", "install", package] => {
+                format!("+ package \"{}:{package}\"", name(words[2]))
+            }
+            // Parts of the lines above: enabled before a restart, directories and package lists
+            // before what goes in them.
+            ["systemctl", "enable", _]
+            | ["pct", "exec", _, "--", "systemctl", "enable", _]
+            | ["pct", "exec", _, "--", "mkdir", "-p", ..]
+            | [.., "apt-get", "-q", "update"] => continue,
+            _ => panic!("apply ran `{command}`, which no plan line calls for"),
+        };
+        out.push(line);
+    }
+    out
+}
+
+/// plan, then apply: the files apply wrote are the files plan listed, and the commands it ran
+/// are, in order, the rest of what plan listed.
+fn assert_apply_does_what_plan_printed(bench: &Bench, scenario: &str) {
+    let (_, text) = bench.run("plan", &[]);
+    let planned = host_changes(&text);
+    let (mut planned_files, planned_rest): (Vec<String>, Vec<String>) = planned
+        .into_iter()
+        .partition(|l| l.starts_with("+ file ") || l.starts_with("~ file "));
+    planned_files.sort();
+    let before = snapshot(bench);
+    let applied = bench.apply_ok();
+    let after = snapshot(bench);
+    assert_eq!(
+        files_written(bench, &before, &after),
+        planned_files,
+        "{scenario}: files\n{text}\n{applied}"
+    );
+    assert_eq!(
+        commands_as_plan_lines(bench),
+        planned_rest,
+        "{scenario}: commands\n{text}\n{applied}"
+    );
+}
+
+#[test]
+fn apply_does_what_plan_printed() {
+    let bench = Bench::new();
+    assert_apply_does_what_plan_printed(&bench, "fresh host");
+    assert_apply_does_what_plan_printed(&bench, "unchanged host");
+    let (_, text) = bench.run("plan", &[]);
+    assert!(host_changes(&text).is_empty(), "{text}");
+
+    let edited = example().replacen(
+        "roles = [\"control-plane\"]\nbalance = \"least-connections\"",
+        "roles = [\"control-plane\"]\nbalance = \"round-robin\"",
+        1,
+    );
+    assert_ne!(edited, example());
+    std::fs::write(bench.path("lab.toml"), edited).unwrap();
+    assert_apply_does_what_plan_printed(&bench, "a changed lb config: reloaded");
+
+    std::fs::write(bench.path("bin/lab-vpn"), "lab-vpn build 2").unwrap();
+    assert_apply_does_what_plan_printed(&bench, "a changed binary: restarted");
+
+    std::fs::write(
+        bench.path("ct/200/etc/systemd/system/lab-lb.service"),
+        "# edited inside the container\n",
+    )
+    .unwrap();
+    assert_apply_does_what_plan_printed(&bench, "a changed container unit: re-read, restarted");
+
+    let network_unit = bench.path("root/etc/systemd/system/lab-network.service");
+    std::fs::write(&network_unit, "# edited on the host\n").unwrap();
+    assert_apply_does_what_plan_printed(&bench, "a changed host unit: re-read, restarted");
+
+    let dnsmasq = bench.path("root/etc/lab/dnsmasq-vmbr2.conf");
+    assert!(dnsmasq.is_file(), "{:#?}", bench.listing());
+    std::fs::write(&dnsmasq, "# edited on the host\n").unwrap();
+    let sysctl = bench.path("root/etc/sysctl.d/90-lab.conf");
+    std::fs::set_permissions(&sysctl, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_apply_does_what_plan_printed(&bench, "a changed dnsmasq config and sysctl mode");
+
+    std::fs::remove_file(bench.path("ct/201/usr/sbin/nft")).unwrap();
+    assert_apply_does_what_plan_printed(&bench, "a package gone from a container");
+
+    // An apply killed before its restarts: the next plan starts with what is still due.
+    std::fs::write(bench.path("bin/lab-lb"), "lab-lb build 2").unwrap();
+    std::fs::write(
+        bench.path("fail"),
+        "pct exec 200 -- systemctl restart lab-lb.service",
+    )
+    .unwrap();
+    assert!(!bench.apply().status.success());
+    assert_apply_does_what_plan_printed(&bench, "after an interrupted apply");
+
+    assert_apply_does_what_plan_printed(&bench, "unchanged again");
+    assert!(bench.writes().is_empty(), "{:#?}", bench.writes());
 }

@@ -4,6 +4,7 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use lab_bootstrap::model::{NetworkId, Role};
+use lab_bootstrap::state_dir::StateDir;
 use lab_bootstrap::talos::{self, Secrets};
 use lab_bootstrap::Lab;
 use lab_tests::workspace;
@@ -32,7 +33,7 @@ fn secrets() -> &'static (tempfile::TempDir, Secrets) {
     static SECRETS: OnceLock<(tempfile::TempDir, Secrets)> = OnceLock::new();
     SECRETS.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let secrets = Secrets::load_or_generate(&dir.path().join("state")).unwrap();
+        let secrets = Secrets::load_or_generate(&StateDir::new(dir.path().join("state"))).unwrap();
         (dir, secrets)
     })
 }
@@ -387,25 +388,22 @@ fn regex_like_token(token: &str) -> bool {
 #[test]
 fn the_bundle_file_has_talosctls_layout_and_is_private() {
     let (dir, secrets) = secrets();
-    let state = dir.path().join("state");
-    let file = state.join(lab_bootstrap::talos::secrets::SECRETS_FILE);
-    assert_eq!(mode(&state), 0o700);
+    let state = StateDir::new(dir.path().join("state"));
+    let file = state.talos_secrets();
+    assert_eq!(mode(state.path()), 0o700);
     assert_eq!(mode(&file), 0o600);
     // The bundle and the marker that makes the directory lab-bootstrap's; no temporary files.
-    let mut leftovers: Vec<_> = std::fs::read_dir(&state)
+    let mut leftovers: Vec<_> = std::fs::read_dir(state.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     leftovers.sort();
     assert_eq!(
         leftovers,
-        [
-            lab_bootstrap::talos::STATE_MARKER,
-            lab_bootstrap::talos::secrets::SECRETS_FILE
-        ],
+        [lab_bootstrap::state_dir::STATE_MARKER, "talos-secrets.yaml"],
         "no temporary files left"
     );
-    assert_eq!(mode(&state.join(lab_bootstrap::talos::STATE_MARKER)), 0o600);
+    assert_eq!(mode(&state.marker()), 0o600);
     let yaml: Value = serde_norway::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     let keys = |v: &Value| {
         let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
@@ -430,9 +428,9 @@ fn the_bundle_file_has_talosctls_layout_and_is_private() {
 #[test]
 fn secrets_are_never_regenerated() {
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("nested").join("state");
+    let state = StateDir::new(dir.path().join("nested").join("state"));
     let first = Secrets::load_or_generate(&state).unwrap();
-    let file: PathBuf = state.join(lab_bootstrap::talos::secrets::SECRETS_FILE);
+    let file: PathBuf = state.talos_secrets();
     let bytes = std::fs::read(&file).unwrap();
     let second = Secrets::load_or_generate(&state).unwrap();
     assert_eq!(first, second);
@@ -476,14 +474,15 @@ fn talosconfig_reaches_the_control_planes_as_admin() {
     let lab = lab();
     let secrets = &secrets().1;
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
+    let state = StateDir::new(dir.path().join("state"));
     let admin = talos::AdminCredentials::load_or_generate(&state, secrets).unwrap();
     // Kept like the bundle: a second run gets the same certificate, so the same talosconfig.
     assert_eq!(
         talos::AdminCredentials::load_or_generate(&state, secrets).unwrap(),
         admin
     );
-    assert_eq!(mode(&state.join(talos::talosconfig::ADMIN_FILE)), 0o600);
+    assert_eq!(mode(&state.talos_admin()), 0o600);
+    assert!(state.talos_admin().ends_with("talos-admin.yaml"));
     let text = talos::talosconfig(&lab, secrets, &admin).unwrap();
     assert_eq!(text, talos::talosconfig(&lab, secrets, &admin).unwrap());
     let yaml: Value = serde_norway::from_str(&text).unwrap();
@@ -558,11 +557,11 @@ fn secret_texts(secrets: &Secrets, admin: &talos::AdminCredentials) -> Vec<Strin
 fn debug_output_never_shows_a_secret() {
     let lab = lab();
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
+    let state = StateDir::new(dir.path().join("state"));
     let secrets = Secrets::load_or_generate(&state).unwrap();
     let admin = talos::AdminCredentials::load_or_generate(&state, &secrets).unwrap();
     let host_files = lab_bootstrap::render::state::host_files(&lab, &state).unwrap();
-    let gateway_key = std::fs::read_to_string(state.join(lab_bootstrap::render::state::VPN_KEY))
+    let gateway_key = std::fs::read_to_string(state.vpn_gateway_key())
         .unwrap()
         .trim()
         .to_owned();

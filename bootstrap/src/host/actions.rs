@@ -2,17 +2,16 @@
 //! until it has happened: files are written before the services follow them, so an apply
 //! killed in between would otherwise leave new files that nothing ever picks up.
 
+use crate::state_dir::StateDir;
 use std::collections::BTreeSet;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
-
-pub const PENDING_FILE: &str = "pending-actions";
 
 /// In the order they run: the host's daemon-reload before its restarts, a container's
 /// daemon-reload before its restart, a restart making a reload of the same unit moot.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Action {
+pub enum ServiceAction {
     DaemonReload,
     SysctlLoad(String),
     Restart(String),
@@ -21,20 +20,44 @@ pub enum Action {
     ContainerReload(u32, String),
 }
 
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl ServiceAction {
+    /// Whether it runs inside a container (after the containers' files are pushed) rather than
+    /// on the host (after the host's files are written).
+    pub fn in_container(&self) -> bool {
+        matches!(
+            self,
+            ServiceAction::ContainerDaemonReload(_)
+                | ServiceAction::ContainerRestart(..)
+                | ServiceAction::ContainerReload(..)
+        )
+    }
+
+    /// Whether another action of `all` does what this one would: a restart of the same unit
+    /// makes its reload moot.
+    pub fn is_moot(&self, all: &BTreeSet<ServiceAction>) -> bool {
         match self {
-            Action::DaemonReload => write!(f, "daemon-reload"),
-            Action::SysctlLoad(file) => write!(f, "sysctl {file}"),
-            Action::Restart(unit) => write!(f, "restart {unit}"),
-            Action::ContainerDaemonReload(vmid) => write!(f, "ct-daemon-reload {vmid}"),
-            Action::ContainerRestart(vmid, unit) => write!(f, "ct-restart {vmid} {unit}"),
-            Action::ContainerReload(vmid, unit) => write!(f, "ct-reload {vmid} {unit}"),
+            ServiceAction::ContainerReload(vmid, unit) => {
+                all.contains(&ServiceAction::ContainerRestart(*vmid, unit.clone()))
+            }
+            _ => false,
         }
     }
 }
 
-impl FromStr for Action {
+impl fmt::Display for ServiceAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServiceAction::DaemonReload => write!(f, "daemon-reload"),
+            ServiceAction::SysctlLoad(file) => write!(f, "sysctl {file}"),
+            ServiceAction::Restart(unit) => write!(f, "restart {unit}"),
+            ServiceAction::ContainerDaemonReload(vmid) => write!(f, "ct-daemon-reload {vmid}"),
+            ServiceAction::ContainerRestart(vmid, unit) => write!(f, "ct-restart {vmid} {unit}"),
+            ServiceAction::ContainerReload(vmid, unit) => write!(f, "ct-reload {vmid} {unit}"),
+        }
+    }
+}
+
+impl FromStr for ServiceAction {
     type Err = String;
 
     fn from_str(line: &str) -> Result<Self, Self::Err> {
@@ -44,12 +67,16 @@ impl FromStr for Action {
                 .map_err(|_| format!("bad VMID in `{line}`"))
         };
         Ok(match words.as_slice() {
-            ["daemon-reload"] => Action::DaemonReload,
-            ["sysctl", file] => Action::SysctlLoad((*file).to_owned()),
-            ["restart", unit] => Action::Restart((*unit).to_owned()),
-            ["ct-daemon-reload", id] => Action::ContainerDaemonReload(vmid(id)?),
-            ["ct-restart", id, unit] => Action::ContainerRestart(vmid(id)?, (*unit).to_owned()),
-            ["ct-reload", id, unit] => Action::ContainerReload(vmid(id)?, (*unit).to_owned()),
+            ["daemon-reload"] => ServiceAction::DaemonReload,
+            ["sysctl", file] => ServiceAction::SysctlLoad((*file).to_owned()),
+            ["restart", unit] => ServiceAction::Restart((*unit).to_owned()),
+            ["ct-daemon-reload", id] => ServiceAction::ContainerDaemonReload(vmid(id)?),
+            ["ct-restart", id, unit] => {
+                ServiceAction::ContainerRestart(vmid(id)?, (*unit).to_owned())
+            }
+            ["ct-reload", id, unit] => {
+                ServiceAction::ContainerReload(vmid(id)?, (*unit).to_owned())
+            }
             _ => return Err(format!("unknown action `{line}`")),
         })
     }
@@ -67,8 +94,8 @@ pub enum PendingError {
 }
 
 /// The actions an earlier, interrupted apply left to do.
-pub fn load(state: &Path) -> Result<BTreeSet<Action>, PendingError> {
-    let path = state.join(PENDING_FILE);
+pub fn load(state: &StateDir) -> Result<BTreeSet<ServiceAction>, PendingError> {
+    let path = state.pending_actions();
     match std::fs::read_to_string(&path) {
         Ok(text) => text
             .lines()
@@ -86,8 +113,8 @@ pub fn load(state: &Path) -> Result<BTreeSet<Action>, PendingError> {
 }
 
 /// Records `actions` as still to do (an empty set removes the record).
-pub fn save(state: &Path, actions: &BTreeSet<Action>) -> Result<(), PendingError> {
-    let path = state.join(PENDING_FILE);
+pub fn save(state: &StateDir, actions: &BTreeSet<ServiceAction>) -> Result<(), PendingError> {
+    let path = state.pending_actions();
     let io = |source| PendingError::Io {
         path: path.clone(),
         source,

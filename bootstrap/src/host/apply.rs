@@ -1,43 +1,26 @@
-//! apply's host side, after the Proxmox steps: the host's files, then the services that read
-//! them, then the VMs started, then the containers' programs, then etcd. Every step is decided by comparing with
-//! what is there, so a second run does nothing, and what must follow a write is recorded
-//! before the write, so a run killed at any point converges on the next.
+//! apply's host side, after the Proxmox steps: carries out a [`HostPlan`] step by step, then
+//! bootstraps etcd. What must follow a write is recorded before the write, so a run killed at
+//! any point converges on the next, whose plan starts with what is still due.
 
-use super::actions::{self, Action, PendingError};
-use super::containers::{self, ContainerError};
+use super::actions;
+use super::containers;
 use super::etcd;
-use super::manifest::{self, ManifestError};
-use super::{services, Host, HostError};
+use super::guests;
+use super::manifest;
+use super::plan::{rendered, HostPlan, Step};
+use super::{services, HostError, Runner};
 use crate::model::Lab;
-use crate::render::files::{backup_path, under_root, Outcome, WriteError};
-use crate::render::state::{self, StateError};
-use std::collections::BTreeSet;
+use crate::render::files::{backup_path, under_root, write_atomic, Outcome};
+use crate::render::state;
+use crate::state_dir::StateDir;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Where `/` of the host is (tests use a temporary directory).
     pub root: PathBuf,
-    pub state: PathBuf,
-    /// The directory holding lab-lb and lab-vpn.
-    pub binaries: PathBuf,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum HostApplyError {
-    #[error(transparent)]
-    State(#[from] StateError),
-    #[error(transparent)]
-    Write(#[from] WriteError),
-    #[error(transparent)]
-    Pending(#[from] PendingError),
-    #[error(transparent)]
-    Host(#[from] HostError),
-    #[error(transparent)]
-    Container(#[from] ContainerError),
-    #[error(transparent)]
-    Manifest(#[from] ManifestError),
+    pub state: StateDir,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -45,76 +28,128 @@ pub struct Summary {
     pub files_written: usize,
     pub files_pushed: usize,
     pub vms_started: usize,
-    pub actions: Vec<Action>,
+    pub actions: Vec<actions::ServiceAction>,
     pub etcd: Option<etcd::Outcome>,
 }
 
+/// Carries out `plan`, every step of it and nothing else, then bootstraps etcd.
 pub fn apply(
-    host: &mut dyn Host,
+    runner: &mut dyn Runner,
     lab: &Lab,
+    plan: &HostPlan,
     options: &Options,
     out: &mut dyn Write,
-) -> Result<Summary, HostApplyError> {
-    let root = &options.root;
-    let state_dir = &options.state;
+) -> Result<Summary, HostError> {
+    let (root, state_dir) = (&options.root, &options.state);
     let mut summary = Summary::default();
     // Before anything is kept there, so the directory carries its marker from the start.
-    crate::talos::files::state_dir(state_dir).map_err(|source| StateError::Io {
-        path: state_dir.clone(),
-        source,
-    })?;
-    let files = services::files(lab, state_dir)?;
-    let mut changed = BTreeSet::new();
-    for file in &files {
-        if services::would_change(root, file)? {
-            changed.insert(file.path.clone());
-        }
-    }
-    let mut pending = actions::load(state_dir)?;
-    pending.extend(services::actions_for(lab, &changed));
-    actions::save(state_dir, &pending)?;
+    state::create(state_dir)?;
+    // Rendered now, when the secrets the plan said would be made are made.
+    let host_files = services::files(lab, state_dir)?;
+    let state_files = state::state_files(lab, state_dir)?;
+    let mut due = plan.service_actions();
+    actions::save(state_dir, &due)?;
     let mut written = manifest::load(state_dir)?;
-    for (path, outcome) in services::write(root, &files)? {
-        if outcome != Outcome::Unchanged {
-            let _ = writeln!(out, "  {outcome} {}", path.display());
-            summary.files_written += 1;
-        }
-        if outcome == Outcome::Changed {
-            record_backup(root, &path, &mut written)?;
-        }
-    }
-    // Every file now holds what was rendered: that is what destroy may take away again.
-    for file in &files {
+    let planned = |path: &Path| {
+        plan.steps
+            .iter()
+            .any(|s| matches!(s, Step::WriteHostFile(w) if w.path == path))
+    };
+    // The files the plan leaves alone already hold what apply would write: theirs too.
+    let before = written.clone();
+    for file in host_files.iter().filter(|f| !planned(&f.path)) {
         written.insert(
             file.path.clone(),
             manifest::sha256_hex(file.contents.as_bytes()),
         );
     }
-    manifest::save(state_dir, &written)?;
-    for (path, outcome) in state::write_state_files(lab, state_dir)? {
-        if outcome != Outcome::Unchanged {
-            let _ = writeln!(out, "  {outcome} {}", path.display());
-            summary.files_written += 1;
+    if written != before {
+        manifest::save(state_dir, &written)?;
+    }
+    for step in &plan.steps {
+        match step {
+            Step::WriteHostFile(write) => {
+                let file = rendered(&host_files, write)?;
+                let target = under_root(root, &file.path)?;
+                let outcome = write_atomic(&target, file.contents.as_bytes(), file.mode)?;
+                if outcome != Outcome::Unchanged {
+                    let _ = writeln!(out, "  {outcome} {}", file.path.display());
+                    summary.files_written += 1;
+                }
+                if outcome == Outcome::Changed {
+                    record_backup(root, &file.path, &mut written)?;
+                }
+                // What destroy may take away again.
+                written.insert(
+                    file.path.clone(),
+                    manifest::sha256_hex(file.contents.as_bytes()),
+                );
+                manifest::save(state_dir, &written)?;
+            }
+            Step::WriteStateFile(write) => {
+                let (path, contents) = state_files
+                    .iter()
+                    .find(|(path, _)| *path == write.path)
+                    .ok_or_else(|| HostError::NotRendered(write.path.clone()))?;
+                let outcome = state::write_state_file(state_dir, path, contents)?;
+                if outcome != Outcome::Unchanged {
+                    let _ = writeln!(out, "  {outcome} {}", path.display());
+                    summary.files_written += 1;
+                }
+            }
+            Step::Service(action) => {
+                if action.in_container() {
+                    containers::run(runner, action)?;
+                } else {
+                    services::run(runner, action)?;
+                }
+                let _ = writeln!(out, "  {action}");
+                due.remove(action);
+                actions::save(state_dir, &due)?;
+                summary.actions.push(action.clone());
+            }
+            Step::StartVm { name, vmid } => {
+                guests::start(runner, *vmid)?;
+                let _ = writeln!(out, "  started vm {name} ({vmid})");
+                summary.vms_started += 1;
+            }
+            Step::StartContainer { name, vmid } => {
+                containers::start(runner, *vmid)?;
+                let _ = writeln!(out, "  started container {name} ({vmid})");
+            }
+            Step::Install {
+                container,
+                vmid,
+                packages,
+            } => {
+                containers::install(runner, container, *vmid, packages)?;
+                let names: Vec<&str> = packages.iter().map(|p| p.name).collect();
+                let _ = writeln!(out, "  installed {} into {container}", names.join(" "));
+            }
+            Step::Push {
+                container,
+                vmid,
+                files,
+            } => {
+                containers::push(runner, *vmid, files)?;
+                for file in files {
+                    let _ = writeln!(out, "  pushed {} into {container}", file.target);
+                }
+                summary.files_pushed += files.len();
+            }
         }
     }
-    // The host's services first: the containers' traffic goes through its ruleset.
-    run_pending(host, state_dir, &mut pending, &mut summary, out, false)?;
-    // After the snippets are written: the Talos nodes read them on first boot.
-    summary.vms_started = super::guests::start_vms(host, lab, out)?;
-    let containers = containers::containers(lab, root, &options.binaries)?;
-    summary.files_pushed = containers::provision(host, &containers, state_dir, &mut pending, out)?;
-    run_pending(host, state_dir, &mut pending, &mut summary, out, true)?;
-    summary.etcd = Some(etcd::bootstrap(host, lab, state_dir, out)?);
+    summary.etcd = Some(etcd::bootstrap(runner, lab, state_dir, out)?);
     Ok(summary)
 }
 
 /// A backup holding what an earlier apply wrote is lab-bootstrap's too (destroy removes it);
 /// one holding anything else is the user's, kept.
 fn record_backup(
-    root: &std::path::Path,
-    path: &std::path::Path,
+    root: &Path,
+    path: &Path,
     written: &mut manifest::Manifest,
-) -> Result<(), HostApplyError> {
+) -> Result<(), HostError> {
     let Some(before) = written.get(path).cloned() else {
         return Ok(());
     };
@@ -122,44 +157,6 @@ fn record_backup(
     let on_disk = std::fs::read(under_root(root, &backup)?);
     if on_disk.is_ok_and(|bytes| manifest::sha256_hex(&bytes) == before) {
         written.insert(backup, before);
-    }
-    Ok(())
-}
-
-fn is_container(action: &Action) -> bool {
-    matches!(
-        action,
-        Action::ContainerDaemonReload(_)
-            | Action::ContainerRestart(..)
-            | Action::ContainerReload(..)
-    )
-}
-
-/// Runs the pending host (or container) actions in order, each struck off once done.
-fn run_pending(
-    host: &mut dyn Host,
-    state_dir: &std::path::Path,
-    pending: &mut BTreeSet<Action>,
-    summary: &mut Summary,
-    out: &mut dyn Write,
-    in_containers: bool,
-) -> Result<(), HostApplyError> {
-    let todo: Vec<Action> = pending
-        .iter()
-        .filter(|a| is_container(a) == in_containers)
-        .cloned()
-        .collect();
-    let all = pending.clone();
-    for action in todo {
-        if in_containers {
-            containers::run(host, &action, &all)?;
-        } else {
-            services::run(host, &action)?;
-        }
-        let _ = writeln!(out, "  {action}");
-        pending.remove(&action);
-        actions::save(state_dir, pending)?;
-        summary.actions.push(action);
     }
     Ok(())
 }

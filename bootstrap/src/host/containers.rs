@@ -3,8 +3,8 @@
 //! when only its config changed, restarted when its binary or unit did. Debian packages a program
 //! needs at run time (lab-vpn's `nft`) are installed first, only when missing.
 
-use super::actions::{self, Action, PendingError};
-use super::{Host, HostError};
+use super::actions::ServiceAction;
+use super::{CommandError, Runner};
 use crate::model::{Lab, Role};
 use crate::render::containers::{
     staged_path, LB_BINARY, LB_CONFIG, LB_ROUTES_DROPIN, LB_UNIT, VPN_BINARY, VPN_CONFIG,
@@ -12,7 +12,6 @@ use crate::render::containers::{
 };
 use crate::render::files::{under_root, WriteError};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,7 +22,7 @@ pub enum FileKind {
 }
 
 /// A file to have inside a container: where it comes from on the host and where it goes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerFile {
     pub source: PathBuf,
     pub target: &'static str,
@@ -57,9 +56,7 @@ pub struct Container {
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
     #[error(transparent)]
-    Host(#[from] HostError),
-    #[error(transparent)]
-    Pending(#[from] PendingError),
+    Command(#[from] CommandError),
     #[error(transparent)]
     Path(#[from] WriteError),
     #[error("{}: {source} (build lab-lb and lab-vpn, or name their directory with --binaries)", path.display())]
@@ -146,10 +143,8 @@ pub fn containers(
     Ok(out)
 }
 
-use super::manifest::sha256_hex;
-
 /// `sha256sum`'s output as target → digest; missing files are simply absent.
-pub(crate) fn parse_sums(stdout: &str) -> BTreeMap<String, String> {
+fn parse_sums(stdout: &str) -> BTreeMap<String, String> {
     stdout
         .lines()
         .filter_map(|line| {
@@ -159,44 +154,76 @@ pub(crate) fn parse_sums(stdout: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Starts the container unless it runs: `pct push` and `pct exec` need it running.
-fn ensure_running(host: &mut dyn Host, vmid: &str) -> Result<bool, HostError> {
-    let status = host.check("pct", &["status", vmid])?;
-    if status.stdout.contains("status: running") {
-        return Ok(false);
-    }
-    host.check("pct", &["start", vmid])?;
-    Ok(true)
+/// The SHA-256 of each of the container's files as it is inside (read-only; the container must
+/// run): target → digest, missing files absent.
+pub fn remote_sums(
+    runner: &mut dyn Runner,
+    container: &Container,
+) -> Result<BTreeMap<String, String>, CommandError> {
+    let vmid = container.vmid.to_string();
+    let mut args = vec!["exec", vmid.as_str(), "--", "sha256sum"];
+    args.extend(container.files.iter().map(|f| f.target));
+    // sha256sum fails when a file is missing but still prints the others.
+    Ok(parse_sums(&runner.run("pct", &args)?.stdout))
 }
 
 /// Whether the package's command is on the container's PATH (read-only).
-pub(crate) fn has_package(
-    host: &mut dyn Host,
-    vmid: &str,
+pub fn has_package(
+    runner: &mut dyn Runner,
+    vmid: u32,
     package: &Package,
-) -> Result<bool, HostError> {
+) -> Result<bool, CommandError> {
     let probe = format!("command -v {}", package.command);
-    Ok(host
-        .run("pct", &["exec", vmid, "--", "sh", "-c", &probe])?
+    Ok(runner
+        .run(
+            "pct",
+            &["exec", &vmid.to_string(), "--", "sh", "-c", &probe],
+        )?
         .success)
 }
 
-/// Installs what the container's program needs and is missing; true when anything was.
-fn install_packages(
-    host: &mut dyn Host,
-    container: &Container,
-    out: &mut dyn Write,
-) -> Result<bool, ContainerError> {
-    let vmid = container.vmid.to_string();
-    let mut missing = Vec::new();
-    for package in &container.packages {
-        if !has_package(host, &vmid, package)? {
-            missing.push(package.name);
-        }
+/// What must follow pushing `pushed` into `container`: systemd re-reads its units when one
+/// changed; the program restarts when its binary or unit changed, and only reloads when its
+/// config alone did.
+pub fn actions_for(container: &Container, pushed: &[ContainerFile]) -> BTreeSet<ServiceAction> {
+    let any = |kind| pushed.iter().any(|f| f.kind == kind);
+    let (unit_changed, binary_changed) = (any(FileKind::Unit), any(FileKind::Binary));
+    let unit = container.unit.to_owned();
+    let mut out = BTreeSet::new();
+    if pushed.is_empty() {
+        return out;
     }
-    if missing.is_empty() {
-        return Ok(false);
+    if unit_changed {
+        out.insert(ServiceAction::ContainerDaemonReload(container.vmid));
     }
+    if unit_changed || binary_changed {
+        out.insert(ServiceAction::ContainerRestart(container.vmid, unit));
+    } else {
+        out.insert(ServiceAction::ContainerReload(container.vmid, unit));
+    }
+    out
+}
+
+/// After packages were installed: the program may have failed for want of them, so it starts
+/// again.
+pub fn action_after_install(container: &Container) -> ServiceAction {
+    ServiceAction::ContainerRestart(container.vmid, container.unit.to_owned())
+}
+
+/// Starts the container: `pct push` and `pct exec` need it running.
+pub fn start(runner: &mut dyn Runner, vmid: u32) -> Result<(), CommandError> {
+    runner.check("pct", &["start", &vmid.to_string()])?;
+    Ok(())
+}
+
+/// Installs `packages` into container `name`.
+pub fn install(
+    runner: &mut dyn Runner,
+    name: &str,
+    vmid: u32,
+    packages: &[Package],
+) -> Result<(), ContainerError> {
+    let vmid = vmid.to_string();
     // A fresh template has no package lists; noninteractive so no prompt waits for a terminal.
     let apt = [
         "exec",
@@ -206,108 +233,54 @@ fn install_packages(
         "DEBIAN_FRONTEND=noninteractive",
         "apt-get",
     ];
-    let names = missing.join(" ");
-    let fail = |e: HostError| ContainerError::Install {
-        container: container.name.clone(),
-        package: names.clone(),
+    let names: Vec<&str> = packages.iter().map(|p| p.name).collect();
+    let fail = |e: CommandError| ContainerError::Install {
+        container: name.to_owned(),
+        package: names.join(" "),
         reason: e.to_string(),
     };
     let update: Vec<&str> = apt.iter().copied().chain(["-q", "update"]).collect();
-    host.check("pct", &update).map_err(fail)?;
+    runner.check("pct", &update).map_err(fail)?;
     let install: Vec<&str> = apt
         .iter()
         .copied()
         .chain(["-q", "-y", "--no-install-recommends", "install"])
-        .chain(missing.iter().copied())
+        .chain(names.iter().copied())
         .collect();
-    host.check("pct", &install).map_err(fail)?;
-    let _ = writeln!(out, "  installed {names} into {}", container.name);
-    Ok(true)
+    runner.check("pct", &install).map_err(fail)?;
+    Ok(())
 }
 
-/// Pushes what differs into every container and records the service actions that follows
-/// (in `pending`, saved before the first push). Returns how many files were pushed.
-pub fn provision(
-    host: &mut dyn Host,
-    containers: &[Container],
-    state: &Path,
-    pending: &mut BTreeSet<Action>,
-    out: &mut dyn Write,
-) -> Result<usize, ContainerError> {
-    let mut pushed = 0;
-    for container in containers {
-        let vmid = container.vmid.to_string();
-        if ensure_running(host, &vmid)? {
-            let _ = writeln!(out, "  started container {} ({vmid})", container.name);
-        }
-        if install_packages(host, container, out)? {
-            // The program may have failed for want of it: start it again.
-            pending.insert(Action::ContainerRestart(
-                container.vmid,
-                container.unit.to_owned(),
-            ));
-            actions::save(state, pending)?;
-        }
-        let mut local = Vec::new();
-        for file in &container.files {
-            let bytes = std::fs::read(&file.source).map_err(|source| ContainerError::Source {
-                path: file.source.clone(),
-                source,
-            })?;
-            local.push(sha256_hex(&bytes));
-        }
-        let mut args = vec!["exec", vmid.as_str(), "--", "sha256sum"];
-        args.extend(container.files.iter().map(|f| f.target));
-        // sha256sum fails when a file is missing but still prints the others.
-        let remote = parse_sums(&host.run("pct", &args)?.stdout);
-        let changed: Vec<&ContainerFile> = container
-            .files
-            .iter()
-            .zip(&local)
-            .filter(|(f, sum)| remote.get(f.target) != Some(*sum))
-            .map(|(f, _)| f)
-            .collect();
-        if changed.is_empty() {
-            continue;
-        }
-        let any = |kind| changed.iter().any(|f| f.kind == kind);
-        let (unit_changed, binary_changed) = (any(FileKind::Unit), any(FileKind::Binary));
-        let unit = container.unit.to_owned();
-        if unit_changed {
-            pending.insert(Action::ContainerDaemonReload(container.vmid));
-        }
-        if unit_changed || binary_changed {
-            pending.insert(Action::ContainerRestart(container.vmid, unit));
-        } else {
-            pending.insert(Action::ContainerReload(container.vmid, unit));
-        }
-        actions::save(state, pending)?;
-        let dirs: BTreeSet<&str> = changed
-            .iter()
-            .filter_map(|f| Path::new(f.target).parent()?.to_str())
-            .collect();
-        let mut mkdir = vec!["exec", vmid.as_str(), "--", "mkdir", "-p"];
-        mkdir.extend(dirs);
-        host.check("pct", &mkdir)?;
-        for file in changed {
-            let source = file.source.to_string_lossy();
-            let perms = format!("{:o}", file.mode);
-            host.check(
-                "pct",
-                &["push", &vmid, &source, file.target, "--perms", &perms],
-            )?;
-            let _ = writeln!(out, "  pushed {} into {}", file.target, container.name);
-            pushed += 1;
-        }
+/// Pushes `files` into container `vmid`, making their directories first.
+pub fn push(
+    runner: &mut dyn Runner,
+    vmid: u32,
+    files: &[ContainerFile],
+) -> Result<(), CommandError> {
+    let vmid = vmid.to_string();
+    let dirs: BTreeSet<&str> = files
+        .iter()
+        .filter_map(|f| Path::new(f.target).parent()?.to_str())
+        .collect();
+    let mut mkdir = vec!["exec", vmid.as_str(), "--", "mkdir", "-p"];
+    mkdir.extend(dirs);
+    runner.check("pct", &mkdir)?;
+    for file in files {
+        let source = file.source.to_string_lossy();
+        let perms = format!("{:o}", file.mode);
+        runner.check(
+            "pct",
+            &["push", &vmid, &source, file.target, "--perms", &perms],
+        )?;
     }
-    Ok(pushed)
+    Ok(())
 }
 
-/// Runs one container action; a reload is skipped when the same unit is restarted anyway.
-pub fn run(host: &mut dyn Host, action: &Action, all: &BTreeSet<Action>) -> Result<(), HostError> {
+/// Runs one container action (host actions are [`super::services::run`]'s).
+pub fn run(runner: &mut dyn Runner, action: &ServiceAction) -> Result<(), CommandError> {
     match action {
-        Action::ContainerDaemonReload(vmid) => {
-            host.check(
+        ServiceAction::ContainerDaemonReload(vmid) => {
+            runner.check(
                 "pct",
                 &[
                     "exec",
@@ -318,16 +291,14 @@ pub fn run(host: &mut dyn Host, action: &Action, all: &BTreeSet<Action>) -> Resu
                 ],
             )?;
         }
-        Action::ContainerRestart(vmid, unit) => {
+        ServiceAction::ContainerRestart(vmid, unit) => {
             let vmid = vmid.to_string();
-            host.check("pct", &["exec", &vmid, "--", "systemctl", "enable", unit])?;
-            host.check("pct", &["exec", &vmid, "--", "systemctl", "restart", unit])?;
+            runner.check("pct", &["exec", &vmid, "--", "systemctl", "enable", unit])?;
+            runner.check("pct", &["exec", &vmid, "--", "systemctl", "restart", unit])?;
         }
-        Action::ContainerReload(vmid, unit)
-            if !all.contains(&Action::ContainerRestart(*vmid, unit.clone())) =>
-        {
+        ServiceAction::ContainerReload(vmid, unit) => {
             let vmid = vmid.to_string();
-            host.check(
+            runner.check(
                 "pct",
                 &["exec", &vmid, "--", "systemctl", "reload-or-restart", unit],
             )?;

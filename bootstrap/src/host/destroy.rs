@@ -5,10 +5,11 @@
 //! directory carrying the marker lab-bootstrap wrote when it made it.
 
 use super::manifest::{self, sha256_hex, ManifestError};
-use super::{Host, HostError};
+use super::{CommandError, Runner};
 use crate::model::Lab;
 use crate::render::files::{under_root, WriteError};
 use crate::render::{daemons, dnsmasq, CONFIG_DIR, DHCP_NETWORKS, STATE_DIR};
+use crate::state_dir::StateDir;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -19,7 +20,7 @@ pub enum HostDestroyError {
     #[error(transparent)]
     Write(#[from] WriteError),
     #[error(transparent)]
-    Host(#[from] HostError),
+    Host(#[from] CommandError),
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -28,7 +29,7 @@ pub enum HostDestroyError {
     #[error(
         "refusing to purge {}: it has no {} file, so lab-bootstrap did not make it as its state directory (is --state right?); nothing was changed. If it is the lab's state, delete it by hand",
         path.display(),
-        crate::talos::STATE_MARKER
+        crate::state_dir::STATE_MARKER
     )]
     NotStateDir { path: PathBuf },
 }
@@ -36,12 +37,9 @@ pub enum HostDestroyError {
 /// `--purge-state` deletes a whole directory: only one lab-bootstrap marked as its own.
 fn check_purge(options: &Options) -> Result<(), HostDestroyError> {
     let state = &options.state;
-    if options.purge_state
-        && state.symlink_metadata().is_ok()
-        && !crate::talos::files::is_state_dir(state)
-    {
+    if options.purge_state && state.path().symlink_metadata().is_ok() && !state.is_marked() {
         return Err(HostDestroyError::NotStateDir {
-            path: state.clone(),
+            path: state.path().to_owned(),
         });
     }
     Ok(())
@@ -50,7 +48,7 @@ fn check_purge(options: &Options) -> Result<(), HostDestroyError> {
 #[derive(Debug, Clone)]
 pub struct Options {
     pub root: PathBuf,
-    pub state: PathBuf,
+    pub state: StateDir,
     /// Also delete the state directory (secrets, keys).
     pub purge_state: bool,
 }
@@ -100,10 +98,10 @@ pub fn preview(options: &Options) -> Result<Vec<String>, HostDestroyError> {
             FileState::Gone => {}
         }
     }
-    if options.purge_state && options.state.exists() {
+    if options.purge_state && options.state.path().exists() {
         out.push(format!(
             "  - state directory \"{}\" (Talos secrets, WireGuard keys)",
-            options.state.display()
+            options.state.path().display()
         ));
     }
     Ok(out)
@@ -122,7 +120,7 @@ fn units(lab: &Lab) -> Vec<String> {
 /// Stops what apply started on the host and removes what it wrote; returns how many things
 /// it changed (0: nothing of ours was there).
 pub fn destroy(
-    host: &mut dyn Host,
+    host: &mut dyn Runner,
     lab: &Lab,
     options: &Options,
     out: &mut dyn Write,
@@ -172,28 +170,28 @@ pub fn destroy(
     // Every file is dealt with: removed, or no longer ours.
     manifest::save(&options.state, &Default::default())?;
     if options.purge_state {
-        match std::fs::remove_dir_all(&options.state) {
+        match std::fs::remove_dir_all(options.state.path()) {
             Ok(()) => {
                 let _ = writeln!(
                     out,
                     "  removed {} (Talos secrets, WireGuard keys): a cluster or VPN made again gets new ones",
-                    options.state.display()
+                    options.state.path().display()
                 );
                 done += 1;
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => {
                 return Err(HostDestroyError::Io {
-                    path: options.state.clone(),
+                    path: options.state.path().to_owned(),
                     source,
                 })
             }
         }
-    } else if options.state.exists() {
+    } else if options.state.path().exists() {
         let _ = writeln!(
             out,
             "  kept {}: the Talos secrets and WireGuard keys; --purge-state deletes them, and with them access to a cluster made from them again",
-            options.state.display()
+            options.state.path().display()
         );
     }
     Ok(done)

@@ -1,14 +1,10 @@
 //! Bootstrapping etcd on the first control plane, once: with talosctl when it is installed,
 //! otherwise by saying exactly what to run.
 
-use super::{command_line, Host, HostError};
+use super::{command_line, CommandError, Runner};
 use crate::model::{Lab, NetworkId, Role};
-use crate::render::state::TALOSCONFIG;
+use crate::state_dir::StateDir;
 use std::io::Write;
-use std::path::Path;
-
-/// Left in the state directory once etcd answered, so later applies do not ask again.
-pub const DONE_FILE: &str = "etcd-bootstrapped";
 
 /// Seconds talosctl may take (coreutils `timeout`).
 const TALOSCTL_TIMEOUT: &str = "120";
@@ -22,12 +18,12 @@ pub enum Outcome {
 }
 
 /// The talosctl command that bootstraps etcd on the first control plane.
-pub fn command(lab: &Lab, state: &Path) -> Option<Vec<String>> {
+pub fn command(lab: &Lab, state: &StateDir) -> Option<Vec<String>> {
     let first = lab.machines.iter().find(|m| m.role == Role::ControlPlane)?;
     let address = first.address_on(NetworkId::Net1)?.to_string();
     Some(vec![
         "--talosconfig".to_owned(),
-        state.join(TALOSCONFIG).display().to_string(),
+        state.talosconfig().display().to_string(),
         "bootstrap".to_owned(),
         "--nodes".to_owned(),
         address.clone(),
@@ -36,14 +32,19 @@ pub fn command(lab: &Lab, state: &Path) -> Option<Vec<String>> {
     ])
 }
 
+/// Whether an earlier apply saw etcd answer.
+pub fn is_done(state: &StateDir) -> bool {
+    state.etcd_bootstrapped().exists()
+}
+
 pub fn bootstrap(
-    host: &mut dyn Host,
+    host: &mut dyn Runner,
     lab: &Lab,
-    state: &Path,
+    state: &StateDir,
     out: &mut dyn Write,
-) -> Result<Outcome, HostError> {
-    let done = state.join(DONE_FILE);
-    if done.exists() {
+) -> Result<Outcome, CommandError> {
+    let done = state.etcd_bootstrapped();
+    if is_done(state) {
         return Ok(Outcome::AlreadyDone);
     }
     let Some(args) = command(lab, state) else {

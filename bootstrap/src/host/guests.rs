@@ -1,25 +1,27 @@
 //! Starting the lab's VMs once their cloud-init snippets are in place: a Talos node booted
 //! without its snippet would come up in maintenance mode, waiting for a config by hand.
 
-use super::{Host, HostError};
-use crate::model::{Lab, Role};
-use std::io::Write;
+use super::{guest_running, CommandError, Runner};
+use crate::model::{Lab, Machine, Role};
 
-/// Starts every VM of the lab that is not running: the manager, then control planes, then
-/// workers. Returns how many were started.
-pub fn start_vms(host: &mut dyn Host, lab: &Lab, out: &mut dyn Write) -> Result<usize, HostError> {
-    let mut started = 0;
+/// Every VM of the lab that is not running, in the order they start: the manager, then control
+/// planes, then workers.
+pub fn stopped_vms<'a>(
+    runner: &mut dyn Runner,
+    lab: &'a Lab,
+) -> Result<Vec<&'a Machine>, CommandError> {
+    let mut out = Vec::new();
     for role in [Role::Manager, Role::ControlPlane, Role::Worker] {
         for machine in lab.machines.iter().filter(|m| m.role == role) {
-            let vmid = machine.vmid.to_string();
-            let status = host.check("qm", &["status", &vmid])?;
-            if status.stdout.contains("status: running") {
-                continue;
+            if !guest_running(runner, "qm", machine.vmid)? {
+                out.push(machine);
             }
-            host.check("qm", &["start", &vmid])?;
-            let _ = writeln!(out, "  started vm {} ({vmid})", machine.name);
-            started += 1;
         }
     }
-    Ok(started)
+    Ok(out)
+}
+
+pub fn start(runner: &mut dyn Runner, vmid: u32) -> Result<(), CommandError> {
+    runner.check("qm", &["start", &vmid.to_string()])?;
+    Ok(())
 }

@@ -2,10 +2,9 @@
 //! directory: destroy removes a file only while it still holds exactly that, so a file edited
 //! by hand since is never lost.
 
+use crate::state_dir::StateDir;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-
-pub const MANIFEST_FILE: &str = "written-files";
+use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -30,8 +29,8 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// The manifest in `state`; none yet is an empty one.
-pub fn load(state: &Path) -> Result<Manifest, ManifestError> {
-    let path = state.join(MANIFEST_FILE);
+pub fn load(state: &StateDir) -> Result<Manifest, ManifestError> {
+    let path = state.written_files();
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Manifest::new()),
@@ -57,8 +56,8 @@ pub fn load(state: &Path) -> Result<Manifest, ManifestError> {
 }
 
 /// Saves `manifest` (0600); an empty one removes the file.
-pub fn save(state: &Path, manifest: &Manifest) -> Result<(), ManifestError> {
-    let path = state.join(MANIFEST_FILE);
+pub fn save(state: &StateDir, manifest: &Manifest) -> Result<(), ManifestError> {
+    let path = state.written_files();
     let io = |source| ManifestError::Io {
         path: path.clone(),
         source,

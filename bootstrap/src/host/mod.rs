@@ -1,6 +1,8 @@
-//! The Proxmox host itself: running commands on it ([`Host`]), installing the rendered files
-//! and restarting only what they changed ([`services`]), provisioning the lb and vpn containers
-//! ([`containers`]), starting the VMs ([`guests`]) and bootstrapping etcd ([`etcd`]). [`apply`] runs them in order.
+//! The Proxmox host itself: running commands on it ([`Runner`]). [`plan`] decides, reading
+//! only, what apply does there: the rendered files to write and the services to reload or
+//! restart after them ([`services`]), the VMs to start ([`guests`]), what the lb and vpn
+//! containers need ([`containers`]). [`apply`] carries out that plan, then bootstraps etcd
+//! ([`etcd`]); [`destroy`] takes it all away again.
 
 pub mod actions;
 pub mod apply;
@@ -12,6 +14,11 @@ pub mod manifest;
 pub mod plan;
 pub mod services;
 
+use crate::render::files::WriteError;
+use crate::render::state::StateError;
+use actions::PendingError;
+use containers::ContainerError;
+use manifest::ManifestError;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -24,7 +31,7 @@ pub struct Output {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum HostError {
+pub enum CommandError {
     #[error("cannot run `{command}`: {source}")]
     Spawn {
         command: String,
@@ -34,25 +41,55 @@ pub enum HostError {
     Failed { command: String, stderr: String },
 }
 
+/// Why the host's side of plan or apply failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error(transparent)]
+    Pending(#[from] PendingError),
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("{}: the plan writes it, but lab.toml no longer renders it; run apply again", .0.display())]
+    NotRendered(PathBuf),
+}
+
 /// Runs commands on the Proxmox host; tests substitute a recording one.
-pub trait Host {
-    fn run(&mut self, program: &str, args: &[&str]) -> Result<Output, HostError>;
+pub trait Runner {
+    fn run(&mut self, program: &str, args: &[&str]) -> Result<Output, CommandError>;
 
     /// Whether `program` can be run at all (talosctl is optional).
     fn has(&mut self, program: &str) -> bool;
 
-    /// [`Host::run`], failing unless the command succeeded.
-    fn check(&mut self, program: &str, args: &[&str]) -> Result<Output, HostError> {
+    /// [`Runner::run`], failing unless the command succeeded.
+    fn check(&mut self, program: &str, args: &[&str]) -> Result<Output, CommandError> {
         let output = self.run(program, args)?;
         if output.success {
             Ok(output)
         } else {
-            Err(HostError::Failed {
+            Err(CommandError::Failed {
                 command: command_line(program, args),
                 stderr: output.stderr.trim().to_owned(),
             })
         }
     }
+}
+
+/// Whether guest `vmid` runs (`program` is `qm` for VMs, `pct` for containers); one that does
+/// not exist yet (Proxmox creates it first) does not.
+pub fn guest_running(
+    runner: &mut dyn Runner,
+    program: &str,
+    vmid: u32,
+) -> Result<bool, CommandError> {
+    let status = runner.run(program, &["status", &vmid.to_string()])?;
+    Ok(status.success && status.stdout.contains("status: running"))
 }
 
 pub fn command_line(program: &str, args: &[&str]) -> String {
@@ -70,8 +107,8 @@ pub struct System {
     pub via: Option<PathBuf>,
 }
 
-impl Host for System {
-    fn run(&mut self, program: &str, args: &[&str]) -> Result<Output, HostError> {
+impl Runner for System {
+    fn run(&mut self, program: &str, args: &[&str]) -> Result<Output, CommandError> {
         let mut command = match &self.via {
             Some(via) => {
                 let mut c = Command::new(via);
@@ -83,7 +120,7 @@ impl Host for System {
         let output = command
             .args(args)
             .output()
-            .map_err(|source| HostError::Spawn {
+            .map_err(|source| CommandError::Spawn {
                 command: command_line(program, args),
                 source,
             })?;

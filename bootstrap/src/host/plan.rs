@@ -1,43 +1,40 @@
-//! plan's host side: what apply would write, push, restart and start on the host, found by
-//! reading only. Nothing is written and no secret is made: files that need a secret not made
-//! yet are shown as to be created with it.
+//! What apply does on the host, decided once by reading only: the steps in the order apply
+//! carries them out. Nothing is written and no secret is made: files that need a secret not
+//! made yet are planned as to be created with it.
 
-use super::actions::{self, Action, PendingError};
-use super::containers::{self, parse_sums, ContainerError};
+use super::actions::{self, ServiceAction};
+use super::containers::{self, Container, ContainerError, ContainerFile, Package};
 use super::manifest::sha256_hex;
-use super::{services, Host, HostError};
-use crate::model::{Lab, Role};
-use crate::render::files::{under_root, WriteError};
-use crate::render::state::{self, Preview, StateError};
+use super::{guest_running, guests, services, HostError, Runner};
+use crate::model::Lab;
+use crate::render::files::under_root;
+use crate::render::state::{self, Preview};
 use crate::render::RenderedFile;
+use crate::state_dir::StateDir;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, thiserror::Error)]
-pub enum HostPlanError {
-    #[error(transparent)]
-    State(#[from] StateError),
-    #[error(transparent)]
-    Write(#[from] WriteError),
-    #[error(transparent)]
-    Pending(#[from] PendingError),
-    #[error(transparent)]
-    Host(#[from] HostError),
-    #[error(transparent)]
-    Container(#[from] ContainerError),
+/// A file to write: where (a host path, or a path in the state directory), whether it is there
+/// yet, and whether it comes from secrets or keys that will be made first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileWrite {
+    pub path: PathBuf,
+    pub exists: bool,
+    pub secret: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    /// A host file (path as on the host, or in the state directory); `secret` when it comes
-    /// from secrets or keys that will be made first.
-    CreateFile {
-        path: PathBuf,
-        secret: bool,
-    },
-    UpdateFile {
-        path: PathBuf,
+pub enum Step {
+    /// A host file, written under `--root`.
+    WriteHostFile(FileWrite),
+    /// A file of the state directory (talosconfig, client configs).
+    WriteStateFile(FileWrite),
+    /// A reload or restart, on the host or in a container.
+    Service(ServiceAction),
+    StartVm {
+        name: String,
+        vmid: u32,
     },
     StartContainer {
         name: String,
@@ -45,27 +42,36 @@ pub enum Change {
     },
     Install {
         container: String,
-        package: String,
+        vmid: u32,
+        packages: Vec<Package>,
     },
     Push {
         container: String,
-        target: String,
-    },
-    Action(Action),
-    StartVm {
-        name: String,
         vmid: u32,
+        files: Vec<ContainerFile>,
     },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostPlan {
-    pub changes: Vec<Change>,
+    /// In the order apply carries them out.
+    pub steps: Vec<Step>,
 }
 
 impl HostPlan {
     pub fn is_empty(&self) -> bool {
-        self.changes.is_empty()
+        self.steps.is_empty()
+    }
+
+    /// Every reload and restart the plan runs: what apply records as due before it writes.
+    pub fn service_actions(&self) -> BTreeSet<ServiceAction> {
+        self.steps
+            .iter()
+            .filter_map(|step| match step {
+                Step::Service(action) => Some(action.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// terraform-like lines, after the Proxmox changes.
@@ -79,246 +85,256 @@ impl HostPlan {
             return out;
         }
         let _ = writeln!(out, "\nOn the host:\n");
-        for change in &self.changes {
-            let (comment, line) = match change {
-                Change::CreateFile { path, secret } => (
-                    format!(
-                        "{} will be created{}",
-                        path.display(),
-                        if *secret {
-                            " (with the Talos secrets and keys made on first apply)"
-                        } else {
-                            ""
-                        }
-                    ),
-                    format!("+ file \"{}\"", path.display()),
-                ),
-                Change::UpdateFile { path } => (
-                    format!("{} will be updated in place", path.display()),
-                    format!("~ file \"{}\"", path.display()),
-                ),
-                Change::StartContainer { name, vmid } => (
-                    format!("container {vmid} ({name}) will be started"),
-                    format!("~ container \"{vmid}\""),
-                ),
-                Change::Install { container, package } => (
-                    format!("{package} will be installed in {container}"),
-                    format!("+ package \"{container}:{package}\""),
-                ),
-                Change::Push { container, target } => (
-                    format!("{target} will be pushed into {container}"),
-                    format!("~ push \"{container}:{target}\""),
-                ),
-                Change::Action(action) => (describe(action), format!("~ {}", label(action))),
-                Change::StartVm { name, vmid } => (
-                    format!("vm {vmid} ({name}) will be started"),
-                    format!("~ vm \"{vmid}\""),
-                ),
-            };
-            let _ = writeln!(out, "  # {comment}\n  {line}\n");
+        let mut count = 0;
+        for step in &self.steps {
+            for (comment, line) in lines(step) {
+                let _ = writeln!(out, "  # {comment}\n  {line}\n");
+                count += 1;
+            }
         }
-        let _ = writeln!(out, "Host: {} to change.", self.changes.len());
+        let _ = writeln!(out, "Host: {count} to change.");
         out
     }
 }
 
-/// The action as a plan line names it: verb and "where: unit".
-fn label(action: &Action) -> String {
-    match action {
-        Action::DaemonReload => "daemon-reload \"host\"".to_owned(),
-        Action::SysctlLoad(file) => format!("sysctl \"{file}\""),
-        Action::Restart(unit) => format!("restart \"{unit}\""),
-        Action::ContainerDaemonReload(vmid) => format!("daemon-reload \"ct {vmid}\""),
-        Action::ContainerRestart(vmid, unit) => format!("restart \"ct {vmid}: {unit}\""),
-        Action::ContainerReload(vmid, unit) => format!("reload \"ct {vmid}: {unit}\""),
+/// A step as plan shows it: (what happens, the change's line), one per file, package or action.
+fn lines(step: &Step) -> Vec<(String, String)> {
+    match step {
+        Step::WriteHostFile(file) | Step::WriteStateFile(file) => {
+            let path = file.path.display();
+            vec![if file.exists {
+                (
+                    format!("{path} will be updated in place"),
+                    format!("~ file \"{path}\""),
+                )
+            } else {
+                let with = if file.secret {
+                    " (with the Talos secrets and keys made on first apply)"
+                } else {
+                    ""
+                };
+                (
+                    format!("{path} will be created{with}"),
+                    format!("+ file \"{path}\""),
+                )
+            }]
+        }
+        Step::Service(action) => vec![(describe(action), format!("~ {}", label(action)))],
+        Step::StartVm { name, vmid } => vec![(
+            format!("vm {vmid} ({name}) will be started"),
+            format!("~ vm \"{vmid}\""),
+        )],
+        Step::StartContainer { name, vmid } => vec![(
+            format!("container {vmid} ({name}) will be started"),
+            format!("~ container \"{vmid}\""),
+        )],
+        Step::Install {
+            container,
+            packages,
+            ..
+        } => packages
+            .iter()
+            .map(|package| {
+                (
+                    format!("{} will be installed in {container}", package.name),
+                    format!("+ package \"{container}:{}\"", package.name),
+                )
+            })
+            .collect(),
+        Step::Push {
+            container, files, ..
+        } => files
+            .iter()
+            .map(|file| {
+                (
+                    format!("{} will be pushed into {container}", file.target),
+                    format!("~ push \"{container}:{}\"", file.target),
+                )
+            })
+            .collect(),
     }
 }
 
-fn describe(action: &Action) -> String {
+/// The action as a plan line names it: verb and "where: unit".
+fn label(action: &ServiceAction) -> String {
     match action {
-        Action::DaemonReload => "systemd will reload its units".to_owned(),
-        Action::SysctlLoad(file) => format!("{file} will be loaded"),
-        Action::Restart(unit) => format!("{unit} will be enabled and restarted"),
-        Action::ContainerDaemonReload(vmid) => {
+        ServiceAction::DaemonReload => "daemon-reload \"host\"".to_owned(),
+        ServiceAction::SysctlLoad(file) => format!("sysctl \"{file}\""),
+        ServiceAction::Restart(unit) => format!("restart \"{unit}\""),
+        ServiceAction::ContainerDaemonReload(vmid) => format!("daemon-reload \"ct {vmid}\""),
+        ServiceAction::ContainerRestart(vmid, unit) => format!("restart \"ct {vmid}: {unit}\""),
+        ServiceAction::ContainerReload(vmid, unit) => format!("reload \"ct {vmid}: {unit}\""),
+    }
+}
+
+fn describe(action: &ServiceAction) -> String {
+    match action {
+        ServiceAction::DaemonReload => "systemd will reload its units".to_owned(),
+        ServiceAction::SysctlLoad(file) => format!("{file} will be loaded"),
+        ServiceAction::Restart(unit) => format!("{unit} will be enabled and restarted"),
+        ServiceAction::ContainerDaemonReload(vmid) => {
             format!("systemd in container {vmid} will reload its units")
         }
-        Action::ContainerRestart(vmid, unit) => {
+        ServiceAction::ContainerRestart(vmid, unit) => {
             format!("{unit} in container {vmid} will be enabled and restarted")
         }
-        Action::ContainerReload(vmid, unit) => format!("{unit} in container {vmid} will reload"),
+        ServiceAction::ContainerReload(vmid, unit) => {
+            format!("{unit} in container {vmid} will reload")
+        }
     }
 }
 
-/// What apply's host side would do, read-only: `root` and `state` as apply's, `binaries` where
-/// lab-lb and lab-vpn are.
+/// What apply's host side will do, read-only: `root` and `state` as apply's, `binaries` where
+/// lab-lb and lab-vpn are. The order is apply's: the host's files, the state directory's, the
+/// host's services (the containers' traffic goes through its ruleset), the VMs (once their
+/// snippets are written: Talos nodes read them on first boot), then each container's start,
+/// packages and files, then the containers' services.
 pub fn plan(
-    host: &mut dyn Host,
+    runner: &mut dyn Runner,
     lab: &Lab,
     root: &Path,
-    state_dir: &Path,
+    state: &StateDir,
     binaries: &Path,
-) -> Result<HostPlan, HostPlanError> {
-    let mut changes = Vec::new();
+) -> Result<HostPlan, HostError> {
+    let mut steps = Vec::new();
     let mut previews: Vec<Preview> = crate::render::host_files(lab)
-        .map_err(StateError::from)?
+        .map_err(state::StateError::from)?
         .into_iter()
         .map(Preview::File)
         .collect();
-    previews.extend(state::preview_host_files(lab, state_dir)?);
+    previews.extend(state::preview_host_files(lab, state)?);
     // What each staged file will hold (None: made with a new secret), for the containers.
     let mut staged: BTreeMap<PathBuf, Option<String>> = BTreeMap::new();
     let mut changed = BTreeSet::new();
     for preview in &previews {
         let target = under_root(root, preview.path())?;
-        match preview {
-            Preview::File(file) => {
-                staged.insert(target.clone(), Some(file.contents.clone()));
-                if services::would_change(root, file)? {
-                    changed.insert(file.path.clone());
-                    changes.push(file_change(&target, &file.path, false));
-                }
-            }
-            Preview::Unmade { path, .. } => {
-                staged.insert(target.clone(), None);
-                changed.insert(path.clone());
-                changes.push(file_change(&target, path, true));
-            }
+        let (contents, write) = match preview {
+            Preview::File(file) => (
+                Some(file.contents.clone()),
+                services::differs(&target, file),
+            ),
+            Preview::Unmade { .. } => (None, true),
+        };
+        staged.insert(target.clone(), contents);
+        if write {
+            changed.insert(preview.path().to_owned());
+            steps.push(Step::WriteHostFile(file_write(&target, preview)));
         }
     }
-    for preview in state::preview_state_files(lab, state_dir)? {
-        match &preview {
-            Preview::File(file) => {
-                if would_change_at(&file.path, file) {
-                    changes.push(file_change(&file.path, &file.path, false));
-                }
-            }
-            Preview::Unmade { path, .. } => changes.push(file_change(path, path, true)),
+    for preview in state::preview_state_files(lab, state)? {
+        let write = match &preview {
+            Preview::File(file) => services::differs(&file.path, file),
+            Preview::Unmade { .. } => true,
+        };
+        if write {
+            steps.push(Step::WriteStateFile(file_write(preview.path(), &preview)));
         }
     }
-    let mut pending = actions::load(state_dir)?;
-    pending.extend(services::actions_for(lab, &changed));
-    for role in [Role::Manager, Role::ControlPlane, Role::Worker] {
-        for machine in lab.machines.iter().filter(|m| m.role == role) {
-            if !running(host, "qm", machine.vmid)? {
-                changes.push(Change::StartVm {
-                    name: machine.name.to_string(),
-                    vmid: machine.vmid,
-                });
-            }
-        }
+    // What an earlier, interrupted apply left to do comes first of all.
+    let mut due = actions::load(state)?;
+    due.extend(services::actions_for(lab, &changed));
+    let mut guest_steps = Vec::new();
+    for machine in guests::stopped_vms(runner, lab)? {
+        guest_steps.push(Step::StartVm {
+            name: machine.name.to_string(),
+            vmid: machine.vmid,
+        });
     }
     for container in containers::containers(lab, root, binaries)? {
-        let vmid = container.vmid.to_string();
-        let is_running = running(host, "pct", container.vmid)?;
-        if !is_running {
-            changes.push(Change::StartContainer {
-                name: container.name.clone(),
-                vmid: container.vmid,
-            });
-        }
-        let mut installs = false;
-        for package in &container.packages {
-            // One that is not running yet cannot be asked; a new container lacks them.
-            if !is_running || !containers::has_package(host, &vmid, package)? {
-                installs = true;
-                changes.push(Change::Install {
-                    container: container.name.clone(),
-                    package: package.name.to_owned(),
-                });
-            }
-        }
-        if installs {
-            pending.insert(Action::ContainerRestart(
-                container.vmid,
-                container.unit.to_owned(),
-            ));
-        }
-        let remote = if is_running {
-            let mut args = vec!["exec", vmid.as_str(), "--", "sha256sum"];
-            args.extend(container.files.iter().map(|f| f.target));
-            parse_sums(&host.run("pct", &args)?.stdout)
-        } else {
-            BTreeMap::new()
-        };
-        let mut pushed = Vec::new();
-        for file in &container.files {
-            let local = match staged.get(&file.source) {
-                Some(Some(contents)) => Some(sha256_hex(contents.as_bytes())),
-                Some(None) => None,
-                None => Some(sha256_hex(&std::fs::read(&file.source).map_err(
-                    |source| ContainerError::Source {
-                        path: file.source.clone(),
-                        source,
-                    },
-                )?)),
-            };
-            if local.is_none() || remote.get(file.target) != local.as_ref() {
-                pushed.push(file);
-            }
-        }
-        if pushed.is_empty() {
-            continue;
-        }
-        let any = |kind| pushed.iter().any(|f| f.kind == kind);
-        let (unit, binary) = (
-            any(containers::FileKind::Unit),
-            any(containers::FileKind::Binary),
-        );
-        if unit {
-            pending.insert(Action::ContainerDaemonReload(container.vmid));
-        }
-        if unit || binary {
-            pending.insert(Action::ContainerRestart(
-                container.vmid,
-                container.unit.to_owned(),
-            ));
-        } else {
-            pending.insert(Action::ContainerReload(
-                container.vmid,
-                container.unit.to_owned(),
-            ));
-        }
-        for file in pushed {
-            changes.push(Change::Push {
-                container: container.name.clone(),
-                target: file.target.to_owned(),
-            });
-        }
+        guest_steps.extend(container_plan(runner, &container, &staged, &mut due)?);
     }
-    // As apply runs them: a reload of a unit that restarts anyway does not happen.
-    for action in &pending {
-        if let Action::ContainerReload(vmid, unit) = action {
-            if pending.contains(&Action::ContainerRestart(*vmid, unit.clone())) {
-                continue;
-            }
-        }
-        changes.push(Change::Action(action.clone()));
-    }
-    Ok(HostPlan { changes })
+    let due: Vec<&ServiceAction> = due.iter().filter(|a| !a.is_moot(&due)).collect();
+    let service = |in_container: bool| {
+        due.iter()
+            .filter(move |a| a.in_container() == in_container)
+            .map(|a| Step::Service((*a).clone()))
+    };
+    steps.extend(service(false));
+    steps.extend(guest_steps);
+    steps.extend(service(true));
+    Ok(HostPlan { steps })
 }
 
-fn file_change(target: &Path, shown: &Path, secret: bool) -> Change {
-    if target.symlink_metadata().is_ok() {
-        Change::UpdateFile {
-            path: shown.to_owned(),
+/// One container's steps: started unless it runs, packages it lacks installed, files that
+/// differ inside pushed; the service actions they call for go into `due`.
+fn container_plan(
+    runner: &mut dyn Runner,
+    container: &Container,
+    staged: &BTreeMap<PathBuf, Option<String>>,
+    due: &mut BTreeSet<ServiceAction>,
+) -> Result<Vec<Step>, HostError> {
+    let mut steps = Vec::new();
+    let running = guest_running(runner, "pct", container.vmid)?;
+    if !running {
+        steps.push(Step::StartContainer {
+            name: container.name.clone(),
+            vmid: container.vmid,
+        });
+    }
+    let mut missing = Vec::new();
+    for package in &container.packages {
+        // One that is not running yet cannot be asked; a new container lacks them.
+        if !running || !containers::has_package(runner, container.vmid, package)? {
+            missing.push(*package);
         }
+    }
+    if !missing.is_empty() {
+        due.insert(containers::action_after_install(container));
+        steps.push(Step::Install {
+            container: container.name.clone(),
+            vmid: container.vmid,
+            packages: missing,
+        });
+    }
+    let remote = if running {
+        containers::remote_sums(runner, container)?
     } else {
-        Change::CreateFile {
-            path: shown.to_owned(),
-            secret,
+        BTreeMap::new()
+    };
+    let mut pushed = Vec::new();
+    for file in &container.files {
+        let local = match staged.get(&file.source) {
+            Some(Some(contents)) => Some(sha256_hex(contents.as_bytes())),
+            Some(None) => None,
+            None => Some(sha256_hex(&std::fs::read(&file.source).map_err(
+                |source| ContainerError::Source {
+                    path: file.source.clone(),
+                    source,
+                },
+            )?)),
+        };
+        if local.is_none() || remote.get(file.target) != local.as_ref() {
+            pushed.push(file.clone());
         }
+    }
+    if !pushed.is_empty() {
+        due.extend(containers::actions_for(container, &pushed));
+        steps.push(Step::Push {
+            container: container.name.clone(),
+            vmid: container.vmid,
+            files: pushed,
+        });
+    }
+    Ok(steps)
+}
+
+/// `target` is where the file is on this machine (under `--root`); the plan names it as the
+/// preview does.
+fn file_write(target: &Path, preview: &Preview) -> FileWrite {
+    FileWrite {
+        path: preview.path().to_owned(),
+        exists: target.symlink_metadata().is_ok(),
+        secret: matches!(preview, Preview::Unmade { .. }),
     }
 }
 
-fn would_change_at(path: &Path, file: &RenderedFile) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    let same = std::fs::read(path).is_ok_and(|old| old == file.contents.as_bytes())
-        && std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o7777 == file.mode);
-    !same
-}
-
-/// Whether guest `vmid` runs; one that does not exist yet (Proxmox creates it first) does not.
-fn running(host: &mut dyn Host, program: &str, vmid: u32) -> Result<bool, HostError> {
-    let status = host.run(program, &["status", &vmid.to_string()])?;
-    Ok(status.success && status.stdout.contains("status: running"))
+/// The rendered file a planned write puts there (rendered by apply once the secrets exist).
+pub(crate) fn rendered<'a>(
+    files: &'a [RenderedFile],
+    write: &FileWrite,
+) -> Result<&'a RenderedFile, HostError> {
+    files
+        .iter()
+        .find(|f| f.path == write.path)
+        .ok_or_else(|| HostError::NotRendered(write.path.clone()))
 }

@@ -1,77 +1,65 @@
-//! The host's files and the services that read them: which units to reload or restart is
-//! decided by which files a write would change, before anything is written.
+//! The host's files and the services that read them: which units to reload or restart follows
+//! from which files a write would change, decided before anything is written.
 
-use super::actions::Action;
-use super::{Host, HostError};
+use super::actions::ServiceAction;
+use super::{CommandError, Runner};
 use crate::model::Lab;
-use crate::render::files::{under_root, write_atomic, Outcome, WriteError};
 use crate::render::state::StateError;
 use crate::render::{daemons, dnsmasq, nftables, sysctl, RenderedFile, DHCP_NETWORKS};
+use crate::state_dir::StateDir;
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-/// Every file apply installs on the host (the state directory's own files aside).
-pub fn files(lab: &Lab, state: &Path) -> Result<Vec<RenderedFile>, StateError> {
+/// Every file apply installs on the host (the state directory's own files aside), making the
+/// secrets they need when there are none yet.
+pub fn files(lab: &Lab, state: &StateDir) -> Result<Vec<RenderedFile>, StateError> {
     let mut files = crate::render::host_files(lab)?;
     files.extend(crate::render::state::host_files(lab, state)?);
     Ok(files)
 }
 
-/// Whether writing `file` under `root` would change it (contents or mode).
-pub fn would_change(root: &Path, file: &RenderedFile) -> Result<bool, WriteError> {
-    let target = under_root(root, &file.path)?;
-    let same = std::fs::read(&target).is_ok_and(|old| old == file.contents.as_bytes())
-        && std::fs::metadata(&target).is_ok_and(|m| m.permissions().mode() & 0o7777 == file.mode);
-    Ok(!same)
+/// Whether `target` holds something else than `file` (contents or mode).
+pub fn differs(target: &Path, file: &RenderedFile) -> bool {
+    let same = std::fs::read(target).is_ok_and(|old| old == file.contents.as_bytes())
+        && std::fs::metadata(target).is_ok_and(|m| m.permissions().mode() & 0o7777 == file.mode);
+    !same
 }
 
 /// What the host must do once `changed` (host paths) are written.
-pub fn actions_for(lab: &Lab, changed: &BTreeSet<PathBuf>) -> BTreeSet<Action> {
+pub fn actions_for(lab: &Lab, changed: &BTreeSet<PathBuf>) -> BTreeSet<ServiceAction> {
     let is = |path: &str| changed.contains(Path::new(path));
     let mut actions = BTreeSet::new();
     let dnsmasq_unit = is(daemons::DNSMASQ_UNIT_PATH);
     let network_unit = is(daemons::NETWORK_UNIT_PATH);
     if dnsmasq_unit || network_unit {
-        actions.insert(Action::DaemonReload);
+        actions.insert(ServiceAction::DaemonReload);
     }
     for id in DHCP_NETWORKS {
         let bridge = &lab.networks.get(id).bridge;
         if dnsmasq_unit || changed.contains(&dnsmasq::config_path(bridge)) {
-            actions.insert(Action::Restart(dnsmasq::instance(bridge)));
+            actions.insert(ServiceAction::Restart(dnsmasq::instance(bridge)));
         }
     }
     if network_unit || is(nftables::PATH) {
-        actions.insert(Action::Restart(daemons::NETWORK_UNIT.to_owned()));
+        actions.insert(ServiceAction::Restart(daemons::NETWORK_UNIT.to_owned()));
     }
     if is(sysctl::PATH) {
-        actions.insert(Action::SysctlLoad(sysctl::PATH.to_owned()));
+        actions.insert(ServiceAction::SysctlLoad(sysctl::PATH.to_owned()));
     }
     actions
 }
 
-/// Writes `files` under `root`; returns the host paths that changed.
-pub fn write(root: &Path, files: &[RenderedFile]) -> Result<Vec<(PathBuf, Outcome)>, WriteError> {
-    files
-        .iter()
-        .map(|file| {
-            let target = under_root(root, &file.path)?;
-            let outcome = write_atomic(&target, file.contents.as_bytes(), file.mode)?;
-            Ok((file.path.clone(), outcome))
-        })
-        .collect()
-}
-
 /// Runs one host action (container actions are [`super::containers::run`]'s).
-pub fn run(host: &mut dyn Host, action: &Action) -> Result<(), HostError> {
+pub fn run(host: &mut dyn Runner, action: &ServiceAction) -> Result<(), CommandError> {
     match action {
-        Action::DaemonReload => {
+        ServiceAction::DaemonReload => {
             host.check("systemctl", &["daemon-reload"])?;
         }
-        Action::SysctlLoad(file) => {
+        ServiceAction::SysctlLoad(file) => {
             host.check("sysctl", &["-p", file])?;
         }
-        Action::Restart(unit) => {
+        ServiceAction::Restart(unit) => {
             host.check("systemctl", &["enable", unit])?;
             host.check("systemctl", &["restart", unit])?;
         }

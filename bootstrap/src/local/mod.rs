@@ -9,6 +9,7 @@ pub mod report;
 pub mod services;
 pub mod shell;
 pub mod stand_in;
+pub mod state_dir;
 
 use crate::model::{Lab, NetworkId, Role};
 use crate::render;
@@ -138,8 +139,6 @@ fn load(path: &Path) -> Result<Lab, LocalError> {
     lab_daemon::config::load::<Lab>(path).map_err(|e| LocalError::Usage(e.lines().join("\n")))
 }
 
-const DONE_MARK: &str = "up.complete";
-
 pub fn up(options: &UpOptions) -> Result<(), LocalError> {
     let names = LocalLab::new(&options.name)?;
     let lab = load(&options.lab_file)?;
@@ -154,7 +153,7 @@ pub fn up(options: &UpOptions) -> Result<(), LocalError> {
     let state = names.state_dir();
 
     if !names.existing_namespaces().is_empty() {
-        if state.join(DONE_MARK).exists() {
+        if state.up_complete().exists() {
             lab_daemon::cli::out(&format!("local lab `{}` is already up\n", names.prefix));
             report::print(&lab, &names, &state);
             return Ok(());
@@ -170,12 +169,13 @@ pub fn up(options: &UpOptions) -> Result<(), LocalError> {
         names.prefix,
         options.lab_file.display()
     ));
-    std::fs::create_dir_all(&state).map_err(io(format!("creating {}", state.display())))?;
-    std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .map_err(io(format!("securing {}", state.display())))?;
+    let dir = state.path();
+    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .map_err(io(format!("securing {}", dir.display())))?;
     let lab_text = std::fs::read_to_string(&options.lab_file)
         .map_err(io(format!("reading {}", options.lab_file.display())))?;
-    write(&state.join("lab.toml"), &lab_text, 0o644)?;
+    write(&state.lab_toml(), &lab_text, 0o644)?;
 
     // Namespaces and wiring. Each recorded once made: `down` removes exactly those.
     let namespaces = [names.host_ns(), names.outside_ns()].into_iter().chain(
@@ -187,7 +187,7 @@ pub fn up(options: &UpOptions) -> Result<(), LocalError> {
         build::add_namespace(&ns)?;
         names.record_namespace(&ns).map_err(io(format!(
             "recording namespace {ns} in {}",
-            state.display()
+            state.namespaces().display()
         )))?;
     }
     build::bridges(&lab, &names)?;
@@ -209,7 +209,7 @@ pub fn up(options: &UpOptions) -> Result<(), LocalError> {
     for (key, value) in render::sysctl::SETTINGS {
         shell::in_ns(&host, "sysctl", &["-q", "-w", &format!("{key}={value}")])?;
     }
-    let ruleset = state.join("lab.nft");
+    let ruleset = state.nftables();
     write(&ruleset, &render::nftables::ruleset(&lab)?, 0o644)?;
     shell::in_ns(&host, "nft", &["-f", &ruleset.display().to_string()])?;
     for route in render::routes(&lab)? {
@@ -233,8 +233,8 @@ pub fn up(options: &UpOptions) -> Result<(), LocalError> {
     // DHCP servers, then every machine's addresses from them.
     for id in render::DHCP_NETWORKS {
         let bridge = &lab.networks.get(id).bridge;
-        let config = state.join(format!("dnsmasq-{bridge}.conf"));
-        let leases = state.join(format!("dnsmasq-{bridge}.leases"));
+        let config = state.dnsmasq_config(bridge);
+        let leases = state.dnsmasq_leases(bridge);
         write(&config, &render::dnsmasq::config(&lab, id, &leases), 0o644)?;
         std::fs::write(&leases, "").map_err(io(format!("creating {}", leases.display())))?;
         services::start(
@@ -253,7 +253,7 @@ pub fn up(options: &UpOptions) -> Result<(), LocalError> {
     }
     // dnsmasq binds as the bridges are up already; give it a moment to open its sockets.
     std::thread::sleep(Duration::from_millis(300));
-    let script = state.join("udhcpc.script");
+    let script = state.udhcpc_script();
     write(&script, build::DHCP_SCRIPT, 0o755)?;
     for machine in &lab.machines {
         build::machine_addresses(&lab, &names, machine, &script)?;
@@ -286,7 +286,7 @@ pub fn up(options: &UpOptions) -> Result<(), LocalError> {
                 &ns,
                 SocketAddr::from(([127, 0, 0, 1], *port)),
                 &service,
-                &services::log_path(&state, &service),
+                &state.log(&service),
                 Duration::from_secs(10),
             )?;
         }
@@ -324,7 +324,7 @@ pub fn up(options: &UpOptions) -> Result<(), LocalError> {
         &toml_text(&vpn_config)?,
         vpn_config.metrics.listen,
     )?;
-    let client_file = state.join("admin.conf");
+    let client_file = state.admin_client();
     write(&client_file, &client.to_string(), 0o600)?;
     step(&format!(
         "lab-vpn in `vpn` ({}); admin peer config: {}",
@@ -336,7 +336,7 @@ pub fn up(options: &UpOptions) -> Result<(), LocalError> {
         connect(&names, &state, &client_file)?;
         step("wireguard-go client in `outside` connected with the admin peer's config");
     }
-    write(&state.join(DONE_MARK), "", 0o644)?;
+    write(&state.up_complete(), "", 0o644)?;
     lab_daemon::cli::out("\n");
     report::print(&lab, &names, &state);
     Ok(())
@@ -345,14 +345,14 @@ pub fn up(options: &UpOptions) -> Result<(), LocalError> {
 /// Runs daemon `program` (lab-lb, lab-vpn) in `ns` on `config` (kept in the state directory),
 /// ready once its metrics address answers.
 fn start_daemon(
-    state: &Path,
+    state: &state_dir::LocalStateDir,
     ns: &str,
     program: &str,
     binary: &Path,
     config: &str,
     metrics: SocketAddr,
 ) -> Result<(), LocalError> {
-    let file = state.join(format!("{program}.toml"));
+    let file = state.daemon_config(program);
     write(&file, config, 0o644)?;
     services::start(
         state,
@@ -369,7 +369,7 @@ fn start_daemon(
         ns,
         metrics,
         program,
-        &services::log_path(state, program),
+        &state.log(program),
         Duration::from_secs(20),
     )
 }
@@ -396,11 +396,11 @@ fn toml_text<T: serde::Serialize>(value: &T) -> Result<String, LocalError> {
 fn vpn_setup(
     lab: &Lab,
     names: &LocalLab,
-    state: &Path,
+    state: &state_dir::LocalStateDir,
 ) -> Result<(lab_vpn::VpnConfig, ClientConfig), LocalError> {
     let mut config = render::containers::vpn_config(lab)?;
     let gateway_key = PrivateKey::generate();
-    let key_file = state.join("vpn.key");
+    let key_file = state.vpn_key();
     write(
         &key_file,
         &format!("{}\n", gateway_key.expose_base64()),
@@ -440,7 +440,11 @@ fn vpn_setup(
 
 /// wireguard-go in the outside namespace with the admin peer's wg-quick config, applied as
 /// wg-quick would: `wg-quick strip` for `wg setconf`, then address and routes.
-fn connect(names: &LocalLab, state: &Path, client_file: &Path) -> Result<(), LocalError> {
+fn connect(
+    names: &LocalLab,
+    state: &state_dir::LocalStateDir,
+    client_file: &Path,
+) -> Result<(), LocalError> {
     for (tool, package) in [
         ("wireguard-go", "wireguard-go"),
         ("wg-quick", "wireguard-tools"),
@@ -452,10 +456,10 @@ fn connect(names: &LocalLab, state: &Path, client_file: &Path) -> Result<(), Loc
     let ns = names.outside_ns();
     let interface = names.client_interface();
     // wg-quick names the interface after the file.
-    let named = state.join(format!("{interface}.conf"));
+    let named = state.client_interface_config(&interface);
     std::fs::copy(client_file, &named).map_err(io(format!("writing {}", named.display())))?;
     let stripped = shell::run("wg-quick", &["strip", &named.display().to_string()])?;
-    let stripped_file = state.join("admin.stripped.conf");
+    let stripped_file = state.admin_client_stripped();
     write(&stripped_file, &stripped, 0o600)?;
     let client_text = std::fs::read_to_string(client_file)
         .map_err(io(format!("reading {}", client_file.display())))?;
@@ -478,9 +482,7 @@ fn connect(names: &LocalLab, state: &Path, client_file: &Path) -> Result<(), Loc
             return Err(LocalError::NotReady {
                 what: "wireguard-go".into(),
                 seconds: 10,
-                log: services::log_path(state, "wireguard-go")
-                    .display()
-                    .to_string(),
+                log: state.log("wireguard-go").display().to_string(),
             });
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -526,7 +528,7 @@ pub fn down(name: &str) -> Result<(), LocalError> {
     let names = LocalLab::new(name)?;
     let namespaces = names.existing_namespaces();
     let state = names.state_dir();
-    if namespaces.is_empty() && !state.exists() {
+    if namespaces.is_empty() && !state.path().exists() {
         lab_daemon::cli::out(&format!("local lab `{name}`: nothing to remove\n"));
         return Ok(());
     }
@@ -540,13 +542,14 @@ pub fn down(name: &str) -> Result<(), LocalError> {
     for interface in [names.vpn_interface(), names.client_interface()] {
         let _ = std::fs::remove_file(format!("/var/run/wireguard/{interface}.sock"));
     }
-    if state.exists() {
-        std::fs::remove_dir_all(&state).map_err(io(format!("removing {}", state.display())))?;
+    let dir = state.path();
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(io(format!("removing {}", dir.display())))?;
     }
     lab_daemon::cli::out(&format!(
         "local lab `{name}`: removed {} namespaces and their processes, and {}\n",
         namespaces.len(),
-        state.display()
+        dir.display()
     ));
     Ok(())
 }
@@ -554,12 +557,12 @@ pub fn down(name: &str) -> Result<(), LocalError> {
 pub fn status(name: &str) -> Result<(), LocalError> {
     let names = LocalLab::new(name)?;
     let state = names.state_dir();
-    let lab_file = state.join("lab.toml");
+    let lab_file = state.lab_toml();
     if names.existing_namespaces().is_empty() || !lab_file.exists() {
         return Err(LocalError::NotUp(name.to_owned()));
     }
     let lab = load(&lab_file)?;
-    if !state.join(DONE_MARK).exists() {
+    if !state.up_complete().exists() {
         lab_daemon::cli::out(&format!(
             "local lab `{name}`: `up` did not finish; `down --local` cleans up\n"
         ));

@@ -2,6 +2,7 @@
 //! one prefix, so two labs (or a lab and the tests) never collide, and `down` finds everything
 //! an interrupted `up` left from the prefix alone.
 
+use super::state_dir::LocalStateDir;
 use super::LocalError;
 use std::path::PathBuf;
 
@@ -53,8 +54,8 @@ impl LocalLab {
     }
 
     /// The lab's state directory (pids, logs, the namespaces it made), under [`STATE_ROOT`].
-    pub fn state_dir(&self) -> PathBuf {
-        PathBuf::from(STATE_ROOT).join(&self.prefix)
+    pub fn state_dir(&self) -> LocalStateDir {
+        LocalStateDir::new(PathBuf::from(STATE_ROOT).join(&self.prefix))
     }
 
     /// lab-vpn's interface: unique, because `/var/run/wireguard` is shared by all namespaces.
@@ -74,8 +75,7 @@ impl LocalLab {
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default();
-        let recorded =
-            std::fs::read_to_string(self.state_dir().join(NAMESPACES_FILE)).unwrap_or_default();
+        let recorded = std::fs::read_to_string(self.state_dir().namespaces()).unwrap_or_default();
         let recorded: Vec<&str> = recorded.lines().collect();
         listing
             .lines()
@@ -105,13 +105,10 @@ impl LocalLab {
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.state_dir().join(NAMESPACES_FILE))?;
+            .open(self.state_dir().namespaces())?;
         writeln!(file, "{name}")
     }
 }
-
-/// The namespaces `up` made, one a line, in the lab's state directory.
-pub const NAMESPACES_FILE: &str = "namespaces";
 
 #[cfg(test)]
 mod tests {

@@ -2,11 +2,11 @@
 //! what runs there, healthy or not) and commands to try.
 
 use super::names::LocalLab;
+use super::state_dir::LocalStateDir;
 use super::{services, shell, stand_in};
 use crate::model::{Lab, Machine, NetworkId, Role};
 use crate::render;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 fn reachable(ns: &str, address: SocketAddr) -> bool {
@@ -14,7 +14,12 @@ fn reachable(ns: &str, address: SocketAddr) -> bool {
 }
 
 /// What runs on a machine, whether it is healthy, and why not.
-fn machine_row(lab: &Lab, names: &LocalLab, state: &Path, machine: &Machine) -> (String, String) {
+fn machine_row(
+    lab: &Lab,
+    names: &LocalLab,
+    state: &LocalStateDir,
+    machine: &Machine,
+) -> (String, String) {
     let name = machine.name.to_string();
     let ns = names.machine_ns(&name);
     let service_health = |service: &str, address: Option<SocketAddr>| -> String {
@@ -80,7 +85,7 @@ fn machine_row(lab: &Lab, names: &LocalLab, state: &Path, machine: &Machine) -> 
 }
 
 /// Prints the table of machines (and the dnsmasq servers' state) and the commands to try.
-pub fn print(lab: &Lab, names: &LocalLab, state: &Path) {
+pub fn print(lab: &Lab, names: &LocalLab, state: &LocalStateDir) {
     lab_daemon::cli::out(&format!(
         "{:<10} {:<14} {:<34} {:<44} STATUS\n",
         "MACHINE", "NAMESPACE", "ADDRESSES", "RUNS"
@@ -165,7 +170,7 @@ pub fn print(lab: &Lab, names: &LocalLab, state: &Path) {
     }
     lab_daemon::cli::out(&format!(
         "  cat {}                    # the admin peer's wg-quick config\n",
-        state.join("admin.conf").display()
+        state.admin_client().display()
     ));
     lab_daemon::cli::out(&format!(
         "  lab-bootstrap down --local --name {}\n",

@@ -2,31 +2,27 @@
 //! session, output to a log file in the state directory) inside its namespace, with its pid
 //! recorded; `down` stops whatever runs in the lab's namespaces, recorded or not.
 
+use super::state_dir::LocalStateDir;
 use super::LocalError;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Where service `name`'s output goes: `logs/<name>.log` in the state directory.
-pub fn log_path(state: &Path, name: &str) -> PathBuf {
-    state.join("logs").join(format!("{name}.log"))
-}
-
-fn pid_path(state: &Path, name: &str) -> PathBuf {
-    state.join("pids").join(format!("{name}.pid"))
-}
-
 /// Starts `argv` in `ns` as service `name`; returns its pid.
-pub fn start(state: &Path, ns: &str, name: &str, argv: &[String]) -> Result<u32, LocalError> {
-    for dir in ["logs", "pids"] {
-        std::fs::create_dir_all(state.join(dir)).map_err(|e| LocalError::Io {
-            what: format!("creating {}", state.join(dir).display()),
+pub fn start(
+    state: &LocalStateDir,
+    ns: &str,
+    name: &str,
+    argv: &[String],
+) -> Result<u32, LocalError> {
+    for dir in [state.logs(), state.pids()] {
+        std::fs::create_dir_all(&dir).map_err(|e| LocalError::Io {
+            what: format!("creating {}", dir.display()),
             source: e,
         })?;
     }
-    let log_file = log_path(state, name);
+    let log_file = state.log(name);
     let log = std::fs::File::create(&log_file).map_err(|e| LocalError::Io {
         what: format!("creating {}", log_file.display()),
         source: e,
@@ -51,7 +47,7 @@ pub fn start(state: &Path, ns: &str, name: &str, argv: &[String]) -> Result<u32,
     let pid = child.id();
     // The child outlives this process; it is reaped by init once we exit.
     drop(child);
-    let path = pid_path(state, name);
+    let path = state.pid(name);
     std::fs::write(&path, format!("{pid}\n")).map_err(|e| LocalError::Io {
         what: format!("writing {}", path.display()),
         source: e,
@@ -60,8 +56,8 @@ pub fn start(state: &Path, ns: &str, name: &str, argv: &[String]) -> Result<u32,
 }
 
 /// The recorded pid of service `name`, if it still runs.
-pub fn running(state: &Path, name: &str) -> Option<u32> {
-    let pid: i32 = std::fs::read_to_string(pid_path(state, name))
+pub fn running(state: &LocalStateDir, name: &str) -> Option<u32> {
+    let pid: i32 = std::fs::read_to_string(state.pid(name))
         .ok()?
         .trim()
         .parse()

@@ -44,14 +44,14 @@ impl Default for Manager {
 /// `[host]`: the Proxmox host's own firewall openings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Host {
+pub struct HostAccess {
     /// TCP ports of the host kept open from net0 (SSH and the Proxmox UI unless told);
     /// an empty list closes them, which locks out anyone not on the console.
-    #[serde(default = "Host::default_management_access")]
+    #[serde(default = "HostAccess::default_management_access")]
     pub management_access: Vec<u16>,
 }
 
-impl Host {
+impl HostAccess {
     /// SSH and the Proxmox UI.
     pub const DEFAULT_MANAGEMENT_ACCESS: [u16; 2] = [22, 8006];
 
@@ -60,7 +60,7 @@ impl Host {
     }
 }
 
-impl Default for Host {
+impl Default for HostAccess {
     fn default() -> Self {
         Self {
             management_access: Self::default_management_access(),

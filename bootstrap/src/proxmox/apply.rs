@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::client::{wait_task, ApiError, Method, ProxmoxApi};
 use super::desired::Kind;
-use super::plan::{Action, Change, Plan};
+use super::plan::{Change, ChangeKind, Plan};
 
 /// How long one task (creating a guest imports its disk) may take.
 const TASK_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -38,7 +38,7 @@ pub fn apply(
     let (bridge_deletes, rest): (Vec<&Change>, Vec<&Change>) = plan
         .changes
         .iter()
-        .partition(|c| c.resource.kind == Kind::Bridge && c.action == Action::Delete);
+        .partition(|c| c.resource.kind == Kind::Bridge && c.action == ChangeKind::Delete);
     let mut network_pending = plan.reload_network;
     let mut done = 0;
     for change in rest {
@@ -77,11 +77,11 @@ fn one(
     };
     let _ = writeln!(progress, "{label}: {}", verb(change.action));
     match change.action {
-        Action::Create => {
+        ChangeKind::Create => {
             let params: Vec<(String, String)> = r.create.clone().into_iter().collect();
             call(api, Method::Post, &collection, &params, &label)?;
         }
-        Action::Update => {
+        ChangeKind::Update => {
             let mut params = pairs(&mut change.diffs.iter().map(|d| &d.key));
             if r.kind == Kind::Bridge {
                 // The API wants the type restated on every bridge update.
@@ -90,13 +90,13 @@ fn one(
             let path = format!("{item}{}", config_suffix(r.kind));
             call(api, Method::Put, &path, &params, &label)?;
         }
-        Action::Replace => {
+        ChangeKind::Replace => {
             stop_if_running(api, &item, change, &label, progress)?;
             call(api, Method::Delete, &item, &delete_params(r.kind), &label)?;
             let params: Vec<(String, String)> = r.create.clone().into_iter().collect();
             call(api, Method::Post, &collection, &params, &label)?;
         }
-        Action::Delete => {
+        ChangeKind::Delete => {
             stop_if_running(api, &item, change, &label, progress)?;
             call(api, Method::Delete, &item, &delete_params(r.kind), &label)?;
         }
@@ -105,12 +105,12 @@ fn one(
     Ok(())
 }
 
-fn verb(action: Action) -> &'static str {
+fn verb(action: ChangeKind) -> &'static str {
     match action {
-        Action::Create => "creating",
-        Action::Update => "updating in place",
-        Action::Replace => "replacing",
-        Action::Delete => "destroying",
+        ChangeKind::Create => "creating",
+        ChangeKind::Update => "updating in place",
+        ChangeKind::Replace => "replacing",
+        ChangeKind::Delete => "destroying",
     }
 }
 

@@ -140,7 +140,7 @@ fn flatten(object: &Value) -> BTreeMap<String, String> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub enum ChangeKind {
     Create,
     Update,
     Replace,
@@ -157,7 +157,7 @@ pub struct Diff {
 
 #[derive(Debug, Clone)]
 pub struct Change {
-    pub action: Action,
+    pub action: ChangeKind,
     pub resource: Resource,
     pub diffs: Vec<Diff>,
     /// A guest that must be stopped before it is deleted or replaced.
@@ -178,7 +178,7 @@ impl Plan {
         self.changes.is_empty() && !self.reload_network
     }
 
-    fn count(&self, action: Action) -> usize {
+    fn count(&self, action: ChangeKind) -> usize {
         self.changes.iter().filter(|c| c.action == action).count()
     }
 
@@ -204,20 +204,20 @@ impl Plan {
         for c in &self.changes {
             let r = &c.resource;
             let (sign, verb) = match c.action {
-                Action::Create => ("+", "will be created"),
-                Action::Update => ("~", "will be updated in place"),
-                Action::Replace => ("-/+", "must be replaced"),
-                Action::Delete => ("-", "will be destroyed"),
+                ChangeKind::Create => ("+", "will be created"),
+                ChangeKind::Update => ("~", "will be updated in place"),
+                ChangeKind::Replace => ("-/+", "must be replaced"),
+                ChangeKind::Delete => ("-", "will be destroyed"),
             };
             let _ = writeln!(out, "  # {} {} ({}) {verb}", r.kind.as_str(), r.id, r.name);
             let _ = writeln!(out, "  {sign} {} \"{}\"", r.kind.as_str(), r.id);
             match c.action {
-                Action::Create => {
+                ChangeKind::Create => {
                     for (k, v) in &r.create {
                         let _ = writeln!(out, "      + {k:<12} = {v:?}");
                     }
                 }
-                Action::Update | Action::Replace => {
+                ChangeKind::Update | ChangeKind::Replace => {
                     for d in &c.diffs {
                         let live = d.live.as_deref().unwrap_or("(unset)");
                         let note = if r.forces_replace(&d.key) {
@@ -232,17 +232,17 @@ impl Plan {
                         );
                     }
                 }
-                Action::Delete => {}
+                ChangeKind::Delete => {}
             }
             let _ = writeln!(out);
         }
         let _ = writeln!(
             out,
             "Plan: {} to add, {} to change, {} to replace, {} to destroy.",
-            self.count(Action::Create),
-            self.count(Action::Update),
-            self.count(Action::Replace),
-            self.count(Action::Delete)
+            self.count(ChangeKind::Create),
+            self.count(ChangeKind::Update),
+            self.count(ChangeKind::Replace),
+            self.count(ChangeKind::Delete)
         );
         out
     }
@@ -262,7 +262,7 @@ pub fn plan(node: &str, lab: &str, wanted: &[Resource], live: &Live) -> Result<P
         };
         let Some(existing) = existing else {
             changes.push(Change {
-                action: Action::Create,
+                action: ChangeKind::Create,
                 resource: r.clone(),
                 diffs: Vec::new(),
                 running: false,
@@ -292,9 +292,9 @@ pub fn plan(node: &str, lab: &str, wanted: &[Resource], live: &Live) -> Result<P
             return Err(PlanError::Conflict { what, why });
         }
         let action = if diffs.iter().any(|d| r.forces_replace(&d.key)) {
-            Action::Replace
+            ChangeKind::Replace
         } else {
-            Action::Update
+            ChangeKind::Update
         };
         changes.push(Change {
             action,
@@ -334,7 +334,7 @@ fn deletions(live: &Live, lab: &str, keep: impl Fn(Kind, &str) -> bool) -> Vec<C
         .chain(bridges)
         .filter(|(id, l)| l.managed(lab) && !keep(l.kind, id))
         .map(|(id, l)| Change {
-            action: Action::Delete,
+            action: ChangeKind::Delete,
             resource: Resource {
                 kind: l.kind,
                 name: l

@@ -5,7 +5,7 @@
 //! Proxmox owns that file (its UI rewrites it), and ifupdown2 merges stanzas across files in
 //! ways that are hard to undo; a unit of our own is installed and removed as a whole.
 
-use super::{dnsmasq, nftables, Route, CONFIG_DIR};
+use super::{dnsmasq, nftables, HostRoute, CONFIG_DIR};
 use std::fmt::Write;
 
 /// Where [`dnsmasq_unit`] is installed: the template of every bridge's dnsmasq.
@@ -64,7 +64,7 @@ WantedBy=multi-user.target
 }
 
 /// `lab-network.service`: loads `table inet lab` and adds the routes, after the bridges are up.
-pub fn network_unit(routes: &[Route]) -> String {
+pub fn network_unit(routes: &[HostRoute]) -> String {
     let mut exec = String::new();
     for route in routes {
         let _ = writeln!(

@@ -71,7 +71,7 @@ impl std::fmt::Debug for RenderedFile {
 
 /// A static route the host needs: `destination via gateway dev bridge`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
+pub struct HostRoute {
     pub destination: Ipv4Net,
     pub gateway: Ipv4Addr,
     pub bridge: String,
@@ -94,8 +94,8 @@ pub fn role_address(lab: &Lab, role: Role, network: NetworkId) -> Result<Ipv4Add
 }
 
 /// VPN peers reach the lab through the vpn container's net1 address.
-pub fn routes(lab: &Lab) -> Result<Vec<Route>, RenderError> {
-    Ok(vec![Route {
+pub fn routes(lab: &Lab) -> Result<Vec<HostRoute>, RenderError> {
+    Ok(vec![HostRoute {
         destination: lab.vpn.tunnel,
         gateway: role_address(lab, Role::Vpn, NetworkId::Net1)?,
         bridge: lab.networks.net1.bridge.clone(),

@@ -8,6 +8,7 @@ use super::containers::{staged_path, VPN_PORT, VPN_PRIVATE_KEY};
 use super::files::{write_atomic, Outcome, WriteError};
 use super::{role_address, RenderError, RenderedFile};
 use crate::model::{Lab, NetworkId, Role};
+use crate::state_dir::StateDir;
 use crate::talos::{self, AdminCredentials, MachineConfigError, Secrets, SecretsError};
 use ipnet::{IpNet, Ipv4Net};
 use lab_vpn::client_config::ClientConfig;
@@ -15,12 +16,6 @@ use lab_vpn::key::PrivateKey;
 use std::fs::DirBuilder;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-
-/// The state directory on the host.
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/lab-bootstrap";
-pub const TALOSCONFIG: &str = "talosconfig";
-pub const VPN_KEY: &str = "vpn-gateway.key";
-pub const CLIENTS_DIR: &str = "vpn-clients";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -55,6 +50,14 @@ pub fn snippet_path(lab: &Lab, name: &str) -> Result<PathBuf, StateError> {
     Ok(dir.join("snippets").join(format!("lab-{name}.yaml")))
 }
 
+/// The state directory, made and marked before anything is kept there.
+pub fn create(state: &StateDir) -> Result<(), StateError> {
+    state.create().map_err(|source| StateError::Io {
+        path: state.path().to_owned(),
+        source,
+    })
+}
+
 fn private_dir(dir: &Path) -> Result<(), StateError> {
     DirBuilder::new()
         .recursive(true)
@@ -67,8 +70,8 @@ fn private_dir(dir: &Path) -> Result<(), StateError> {
 }
 
 /// The gateway's key from the state directory, made on first use.
-fn gateway_key(state: &Path) -> Result<PrivateKey, StateError> {
-    let path = state.join(VPN_KEY);
+fn gateway_key(state: &StateDir) -> Result<PrivateKey, StateError> {
+    let path = state.vpn_gateway_key();
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             let bytes =
@@ -97,8 +100,8 @@ fn gateway_key(state: &Path) -> Result<PrivateKey, StateError> {
 }
 
 /// The gateway's key as it is, for a read that must not make one (`None`: not made yet).
-fn existing_gateway_key(state: &Path) -> Result<Option<PrivateKey>, StateError> {
-    if state.join(VPN_KEY).symlink_metadata().is_err() {
+fn existing_gateway_key(state: &StateDir) -> Result<Option<PrivateKey>, StateError> {
+    if state.vpn_gateway_key().symlink_metadata().is_err() {
         return Ok(None);
     }
     gateway_key(state).map(Some)
@@ -106,9 +109,9 @@ fn existing_gateway_key(state: &Path) -> Result<Option<PrivateKey>, StateError> 
 
 /// The Talos secrets and admin credentials as they are, for a read that must not make them
 /// (`None`: not made yet).
-fn existing_talos(state: &Path) -> Result<Option<(Secrets, AdminCredentials)>, StateError> {
-    let secrets = state.join(talos::secrets::SECRETS_FILE);
-    let admin = state.join(talos::talosconfig::ADMIN_FILE);
+fn existing_talos(state: &StateDir) -> Result<Option<(Secrets, AdminCredentials)>, StateError> {
+    let secrets = state.talos_secrets();
+    let admin = state.talos_admin();
     if secrets.symlink_metadata().is_err() || admin.symlink_metadata().is_err() {
         return Ok(None);
     }
@@ -139,7 +142,7 @@ impl Preview {
 }
 
 /// [`host_files`] without writing or generating anything (for `plan`).
-pub fn preview_host_files(lab: &Lab, state: &Path) -> Result<Vec<Preview>, StateError> {
+pub fn preview_host_files(lab: &Lab, state: &StateDir) -> Result<Vec<Preview>, StateError> {
     let mut out = Vec::new();
     match existing_talos(state)? {
         Some((secrets, _)) => {
@@ -180,17 +183,17 @@ pub fn preview_host_files(lab: &Lab, state: &Path) -> Result<Vec<Preview>, State
 }
 
 /// [`state_files`] without writing or generating anything (for `plan`).
-pub fn preview_state_files(lab: &Lab, state: &Path) -> Result<Vec<Preview>, StateError> {
+pub fn preview_state_files(lab: &Lab, state: &StateDir) -> Result<Vec<Preview>, StateError> {
     let talos = existing_talos(state)?;
     let key = existing_gateway_key(state)?;
     let (Some((secrets, admin)), Some(key)) = (talos, key) else {
         let mut out = vec![Preview::Unmade {
-            path: state.join(TALOSCONFIG),
+            path: state.talosconfig(),
             mode: 0o600,
         }];
         for peer in &lab.vpn.peers {
             out.push(Preview::Unmade {
-                path: state.join(CLIENTS_DIR).join(format!("{}.conf", peer.name)),
+                path: state.vpn_client(&peer.name.to_string()),
                 mode: 0o600,
             });
         }
@@ -210,11 +213,8 @@ pub fn preview_state_files(lab: &Lab, state: &Path) -> Result<Vec<Preview>, Stat
 
 /// Files that go on the host (under `--root`): the snippets, and the gateway key staged for
 /// the vpn container. All 0600: machine configs of control planes carry the cluster's CA keys.
-pub fn host_files(lab: &Lab, state: &Path) -> Result<Vec<RenderedFile>, StateError> {
-    crate::talos::files::state_dir(state).map_err(|source| StateError::Io {
-        path: state.to_owned(),
-        source,
-    })?;
+pub fn host_files(lab: &Lab, state: &StateDir) -> Result<Vec<RenderedFile>, StateError> {
+    create(state)?;
     let secrets = Secrets::load_or_generate(state)?;
     let mut out = Vec::new();
     for (name, config) in talos::machine_configs(lab, &secrets)? {
@@ -234,11 +234,8 @@ pub fn host_files(lab: &Lab, state: &Path) -> Result<Vec<RenderedFile>, StateErr
 
 /// Files of the state directory itself: the talosconfig and one wg-quick config per peer
 /// (without its private key, which only the peer has).
-pub fn state_files(lab: &Lab, state: &Path) -> Result<Vec<(PathBuf, String)>, StateError> {
-    crate::talos::files::state_dir(state).map_err(|source| StateError::Io {
-        path: state.to_owned(),
-        source,
-    })?;
+pub fn state_files(lab: &Lab, state: &StateDir) -> Result<Vec<(PathBuf, String)>, StateError> {
+    create(state)?;
     let secrets = Secrets::load_or_generate(state)?;
     let admin = AdminCredentials::load_or_generate(state, &secrets)?;
     let key = gateway_key(state)?;
@@ -247,14 +244,14 @@ pub fn state_files(lab: &Lab, state: &Path) -> Result<Vec<(PathBuf, String)>, St
 
 fn state_files_from(
     lab: &Lab,
-    state: &Path,
+    state: &StateDir,
     secrets: &Secrets,
     admin: &AdminCredentials,
     key: &PrivateKey,
 ) -> Result<Vec<(PathBuf, String)>, StateError> {
     let talosconfig = talos::talosconfig(lab, secrets, admin)
         .map_err(|e| StateError::Talosconfig(e.to_string()))?;
-    let mut out = vec![(state.join(TALOSCONFIG), talosconfig)];
+    let mut out = vec![(state.talosconfig(), talosconfig)];
     let gateway = key.public_key();
     let endpoint = format!(
         "{}:{VPN_PORT}",
@@ -276,24 +273,34 @@ fn state_files_from(
             ],
             keepalive: Some(25),
         };
-        out.push((
-            state.join(CLIENTS_DIR).join(format!("{}.conf", peer.name)),
-            config.to_string(),
-        ));
+        out.push((state.vpn_client(&peer.name.to_string()), config.to_string()));
     }
     Ok(out)
 }
 
 /// Writes [`state_files`] 0600 in 0700 directories; unchanged files are left alone.
-pub fn write_state_files(lab: &Lab, state: &Path) -> Result<Vec<(PathBuf, Outcome)>, StateError> {
-    let files = state_files(lab, state)?;
-    private_dir(&state.join(CLIENTS_DIR))?;
+pub fn write_state_files(
+    lab: &Lab,
+    state: &StateDir,
+) -> Result<Vec<(PathBuf, Outcome)>, StateError> {
     let mut out = Vec::new();
-    for (path, contents) in files {
-        let outcome = write_atomic(&path, contents.as_bytes(), 0o600)?;
+    for (path, contents) in state_files(lab, state)? {
+        let outcome = write_state_file(state, &path, &contents)?;
         out.push((path, outcome));
     }
     Ok(out)
+}
+
+/// Writes one of [`state_files`] 0600, its directory 0700.
+pub fn write_state_file(
+    state: &StateDir,
+    path: &Path,
+    contents: &str,
+) -> Result<Outcome, StateError> {
+    if path.starts_with(state.vpn_clients()) {
+        private_dir(&state.vpn_clients())?;
+    }
+    Ok(write_atomic(path, contents.as_bytes(), 0o600)?)
 }
 
 /// Everything `render --root` writes: the host files and the snippets under `root`, the state
@@ -301,7 +308,7 @@ pub fn write_state_files(lab: &Lab, state: &Path) -> Result<Vec<(PathBuf, Outcom
 pub fn render_all(
     lab: &Lab,
     root: &Path,
-    state: &Path,
+    state: &StateDir,
 ) -> Result<Vec<(PathBuf, Outcome)>, StateError> {
     let mut files = super::host_files(lab)?;
     files.extend(host_files(lab, state)?);

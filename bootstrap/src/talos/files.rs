@@ -13,40 +13,6 @@ pub fn private_dir(dir: &Path) -> io::Result<()> {
     DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
-/// The file in a state directory that says lab-bootstrap made it. `destroy --purge-state`
-/// deletes a directory with everything in it, so it must be sure the directory is its own and
-/// not, through a mistyped `--state`, somebody's home or `/etc`.
-pub const STATE_MARKER: &str = ".lab-bootstrap-state";
-
-const STATE_MARKER_TEXT: &[u8] =
-    b"lab-bootstrap's state directory (Talos secrets, WireGuard keys); `lab-bootstrap destroy --purge-state` deletes it\n";
-
-/// Creates the state directory `dir` (0700) and marks it as lab-bootstrap's, but only when it
-/// is made here or is still empty: a directory that already holds anything else is never
-/// claimed, so `--purge-state` will refuse it.
-pub fn state_dir(dir: &Path) -> io::Result<()> {
-    let empty = match fs::read_dir(dir) {
-        Ok(mut entries) => entries.next().is_none(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => true,
-        Err(e) => return Err(e),
-    };
-    private_dir(dir)?;
-    if !empty {
-        return Ok(());
-    }
-    match write_new_private(&dir.join(STATE_MARKER), STATE_MARKER_TEXT) {
-        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
-        _ => Ok(()),
-    }
-}
-
-/// Whether `dir` carries the marker [`state_dir`] writes.
-pub fn is_state_dir(dir: &Path) -> bool {
-    dir.join(STATE_MARKER)
-        .symlink_metadata()
-        .is_ok_and(|m| m.is_file())
-}
-
 /// Writes `contents` to `path` (mode 0600) only if nothing is there yet, atomically: a reader
 /// sees either no file or the whole file, and of two concurrent writers only one wins; the other
 /// gets `ErrorKind::AlreadyExists`.

@@ -85,7 +85,7 @@ fn machine_config(
         // from the VPN container, and their replies must go back the same way (the host routes
         // the tunnel network to the VPN container); net2 stays on-link traffic from the LB.
         let routes = if nic.network == default_route_network(machine) {
-            vec![RouteConfig {
+            vec![DefaultRouteConfig {
                 gateway: network.host.to_string(),
             }]
         } else {
@@ -362,7 +362,7 @@ struct LinkConfig<'a> {
     up: bool,
     addresses: Vec<AddressConfig>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    routes: Vec<RouteConfig>,
+    routes: Vec<DefaultRouteConfig>,
 }
 
 #[derive(Serialize)]
@@ -372,7 +372,7 @@ struct AddressConfig {
 
 /// No destination: the default route.
 #[derive(Serialize)]
-struct RouteConfig {
+struct DefaultRouteConfig {
     gateway: String,
 }
 

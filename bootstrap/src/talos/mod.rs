@@ -8,7 +8,6 @@ mod random;
 pub mod secrets;
 pub mod talosconfig;
 
-pub use files::STATE_MARKER;
 pub use machine_config::{machine_configs, MachineConfigError};
 pub use pki::PkiError;
 pub use secrets::{Secrets, SecretsError};

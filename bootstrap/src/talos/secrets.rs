@@ -7,6 +7,7 @@
 use super::files;
 use super::pki::{self, CertAndKey, KeyType, PkiError};
 use super::random;
+use crate::state_dir::StateDir;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
 use serde::de::DeserializeOwned;
@@ -14,9 +15,6 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-
-/// The bundle's file name inside the state directory.
-pub const SECRETS_FILE: &str = "talos-secrets.yaml";
 
 /// `talosctl gen secrets`'s `secrets.yaml`. Certificates and keys are base64 of their PEM text,
 /// as Talos machine configs carry them.
@@ -180,10 +178,10 @@ pub enum SecretsError {
 }
 
 impl Secrets {
-    /// The bundle in `state_dir`, generated and written (0600, in a 0700 directory) only when
+    /// The bundle in `state`, generated and written (0600, in a 0700 directory) only when
     /// there is none yet.
-    pub fn load_or_generate(state_dir: &Path) -> Result<Self, SecretsError> {
-        load_or_create(state_dir, SECRETS_FILE, Self::generate, Self::check)
+    pub fn load_or_generate(state: &StateDir) -> Result<Self, SecretsError> {
+        load_or_create(state, state.talos_secrets(), Self::generate, Self::check)
     }
 
     /// Reads and checks a bundle written by this program or by `talosctl gen secrets`.
@@ -294,20 +292,19 @@ pub(crate) fn decode_pem(key: &str, encoded: &str) -> Result<String, String> {
     String::from_utf8(bytes).map_err(|_| format!("{key}: not base64 of PEM text"))
 }
 
-/// The state file `name` in `state_dir`, created by `create` only when there is none yet: it is
-/// written 0600 in a 0700 directory, atomically, and never replaced.
+/// The file `path` of `state`, created by `create` only when there is none yet: it is written
+/// 0600 in a 0700 directory, atomically, and never replaced.
 pub(crate) fn load_or_create<T: Serialize + DeserializeOwned>(
-    state_dir: &Path,
-    name: &str,
+    state: &StateDir,
+    path: PathBuf,
     create: impl FnOnce() -> Result<T, PkiError>,
     check: impl Fn(&T) -> Result<(), String>,
 ) -> Result<T, SecretsError> {
-    let path = state_dir.join(name);
     if path.symlink_metadata().is_ok() {
         return load_private(&path, check);
     }
-    files::state_dir(state_dir).map_err(|source| SecretsError::Io {
-        path: state_dir.to_owned(),
+    state.create().map_err(|source| SecretsError::Io {
+        path: state.path().to_owned(),
         source,
     })?;
     let value = create()?;

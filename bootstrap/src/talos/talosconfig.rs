@@ -7,6 +7,7 @@
 use super::pki::{self, KeyType, PkiError};
 use super::secrets::{self, Secrets, SecretsError};
 use crate::model::{Lab, NetworkId, Role};
+use crate::state_dir::StateDir;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -15,8 +16,6 @@ use std::path::Path;
 
 /// The Talos role with every permission.
 pub const ADMIN_ROLE: &str = "os:admin";
-/// The admin credentials' file name inside the state directory.
-pub const ADMIN_FILE: &str = "talos-admin.yaml";
 
 /// The admin's client certificate and key, base64 of their PEM text as talosconfig carries them.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,11 +38,11 @@ impl std::fmt::Debug for AdminCredentials {
 }
 
 impl AdminCredentials {
-    /// The credentials in `state_dir`, issued by the bundle's Talos OS CA when there are none.
-    pub fn load_or_generate(state_dir: &Path, secrets: &Secrets) -> Result<Self, SecretsError> {
+    /// The credentials in `state`, issued by the bundle's Talos OS CA when there are none.
+    pub fn load_or_generate(state: &StateDir, secrets: &Secrets) -> Result<Self, SecretsError> {
         secrets::load_or_create(
-            state_dir,
-            ADMIN_FILE,
+            state,
+            state.talos_admin(),
             || Self::generate(secrets),
             Self::check,
         )

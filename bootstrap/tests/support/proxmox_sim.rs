@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lab_bootstrap::proxmox::schema::Schema;
+use super::proxmox_schema::Schema;
 use serde_json::{json, Value};
 
 /// One call the simulator saw.

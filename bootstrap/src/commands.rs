@@ -1,4 +1,6 @@
-//! `lab-bootstrap plan|apply|destroy`: the command-line side of the Proxmox driver.
+//! `lab-bootstrap plan|apply|destroy`: the Proxmox node's resources first, then the host's
+//! files and services, then etcd. The drivers below know nothing of each other; the order and
+//! what is asked before anything changes are decided here.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -7,11 +9,13 @@ use std::process::ExitCode;
 use lab_daemon::config::load;
 use lab_daemon::exit;
 
-use super::apply::apply;
-use super::client::{ProxmoxApi, Pvesh};
-use super::desired::{desired, Sources};
-use super::https::{read_secret, Https, Trust};
-use super::plan::{destroy_plan, plan, read_live, Action, Plan};
+use crate::host::plan::HostPlan;
+use crate::proxmox::apply::apply;
+use crate::proxmox::client::{ProxmoxApi, Pvesh};
+use crate::proxmox::desired::{desired, Sources};
+use crate::proxmox::https::{read_secret, Https, Trust};
+use crate::proxmox::plan::{destroy_plan, plan, read_live, ChangeKind, Plan};
+use crate::state_dir::StateDir;
 use crate::Lab;
 
 /// `plan` found changes (as `terraform plan -detailed-exitcode` does).
@@ -166,7 +170,7 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
     };
     let downloads = match op {
         Op::Destroy => Vec::new(),
-        _ => super::images::missing(api, lab).map_err(|e| e.to_string())?,
+        _ => crate::proxmox::images::missing(api, lab).map_err(|e| e.to_string())?,
     };
     print!("{}", plan.render());
     for download in &downloads {
@@ -186,18 +190,11 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
     if op == Op::Plan {
         let mut changes = !(plan.is_empty() && downloads.is_empty());
         if on_host {
-            let host_plan = crate::host::plan::plan(
-                &mut system(args),
-                lab,
-                &args.root,
-                &state_dir(args),
-                &binaries(args)?,
-            )
-            .map_err(|e| e.to_string())?;
+            let host_plan = host_plan(args, lab)?;
             print!("{}", host_plan.render());
             changes |= !host_plan.is_empty();
             // Not counted: whether it can happen depends on talosctl and the node answering.
-            if !state_dir(args).join(crate::host::etcd::DONE_FILE).exists() {
+            if !crate::host::etcd::is_done(&state_dir(args)) {
                 println!("Note: etcd is not bootstrapped yet; apply bootstraps it once the first control plane answers (with talosctl, or prints the command).");
             }
         }
@@ -239,7 +236,7 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
         // Guests are created from the images, so those come first.
         for download in &downloads {
             println!("Downloading {} ...", download.volid);
-            super::images::download(api, lab, download).map_err(|e| e.to_string())?;
+            crate::proxmox::images::download(api, lab, download).map_err(|e| e.to_string())?;
         }
         let mut stdout = std::io::stdout();
         let done = apply(api, &plan, &mut stdout).map_err(|e| e.to_string())? + downloads.len();
@@ -255,11 +252,23 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
     host_side(op, args, lab)
 }
 
-fn state_dir(args: &Args) -> PathBuf {
-    args.state.clone().unwrap_or_else(|| {
-        args.root
-            .join(crate::render::state::DEFAULT_STATE_DIR.trim_start_matches('/'))
-    })
+fn state_dir(args: &Args) -> StateDir {
+    match &args.state {
+        Some(dir) => StateDir::new(dir),
+        None => StateDir::default_under(&args.root),
+    }
+}
+
+/// What apply does on the host, as things are now.
+fn host_plan(args: &Args, lab: &Lab) -> Result<HostPlan, String> {
+    crate::host::plan::plan(
+        &mut system(args),
+        lab,
+        &args.root,
+        &state_dir(args),
+        &binaries(args)?,
+    )
+    .map_err(|e| e.to_string())
 }
 
 fn binaries(args: &Args) -> Result<PathBuf, String> {
@@ -316,12 +325,19 @@ fn host_side(op: Op, args: &Args, lab: &Lab) -> Result<ExitCode, String> {
     let options = crate::host::apply::Options {
         state: state_dir(args),
         root: args.root.clone(),
-        binaries: binaries(args)?,
     };
-    let mut host = system(args);
+    // Planned after the Proxmox changes: a container made or replaced just now is empty.
+    let plan = host_plan(args, lab)?;
+    print!("{}", plan.render());
     println!("Host:");
-    let summary = crate::host::apply::apply(&mut host, lab, &options, &mut std::io::stdout())
-        .map_err(|e| e.to_string())?;
+    let summary = crate::host::apply::apply(
+        &mut system(args),
+        lab,
+        &plan,
+        &options,
+        &mut std::io::stdout(),
+    )
+    .map_err(|e| e.to_string())?;
     println!(
         "Host complete: {} files written, {} pushed into containers, {} services reloaded or restarted, {} VMs started.",
         summary.files_written,
@@ -352,10 +368,10 @@ fn confirm(op: Op) -> Result<bool, String> {
 fn root_only(plan: &Plan) -> Vec<String> {
     plan.changes
         .iter()
-        .filter(|c| c.action != Action::Delete)
+        .filter(|c| c.action != ChangeKind::Delete)
         .filter(|c| {
             let keys: Vec<&str> = match c.action {
-                Action::Update => c.diffs.iter().map(|d| d.key.as_str()).collect(),
+                ChangeKind::Update => c.diffs.iter().map(|d| d.key.as_str()).collect(),
                 _ => c.resource.create.keys().map(String::as_str).collect(),
             };
             keys.iter().any(|k| k.starts_with("dev"))

@@ -1,0 +1,109 @@
+//! lab-bootstrap's state directory: the Talos secrets and admin credentials, the vpn gateway's
+//! key, the talosconfig and peers' client configs made from them, and apply's own records
+//! (files it wrote, actions still due, etcd bootstrapped). The file names are known here and
+//! nowhere else.
+
+use crate::talos::files::{private_dir, write_new_private};
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Where the state directory is on the host unless `--state` says otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/lab-bootstrap";
+
+/// The file in a state directory that says lab-bootstrap made it. `destroy --purge-state`
+/// deletes a directory with everything in it, so it must be sure the directory is its own and
+/// not, through a mistyped `--state`, somebody's home or `/etc`.
+pub const STATE_MARKER: &str = ".lab-bootstrap-state";
+
+const STATE_MARKER_TEXT: &[u8] =
+    b"lab-bootstrap's state directory (Talos secrets, WireGuard keys); `lab-bootstrap destroy --purge-state` deletes it\n";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateDir {
+    path: PathBuf,
+}
+
+impl StateDir {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    /// [`DEFAULT_STATE_DIR`] of the host whose `/` is `root`.
+    pub fn default_under(root: &Path) -> Self {
+        Self::new(root.join(DEFAULT_STATE_DIR.trim_start_matches('/')))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Creates the directory (0700) and marks it as lab-bootstrap's, but only when it is made
+    /// here or is still empty: a directory that already holds anything else is never claimed,
+    /// so `--purge-state` will refuse it.
+    pub fn create(&self) -> io::Result<()> {
+        let empty = match std::fs::read_dir(&self.path) {
+            Ok(mut entries) => entries.next().is_none(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+            Err(e) => return Err(e),
+        };
+        private_dir(&self.path)?;
+        if !empty {
+            return Ok(());
+        }
+        match write_new_private(&self.marker(), STATE_MARKER_TEXT) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the directory carries the marker [`Self::create`] writes.
+    pub fn is_marked(&self) -> bool {
+        self.marker().symlink_metadata().is_ok_and(|m| m.is_file())
+    }
+
+    pub fn marker(&self) -> PathBuf {
+        self.path.join(STATE_MARKER)
+    }
+
+    /// The Talos secrets bundle (`talosctl gen secrets` format).
+    pub fn talos_secrets(&self) -> PathBuf {
+        self.path.join("talos-secrets.yaml")
+    }
+
+    /// The admin's client certificate, issued once from the bundle's OS CA.
+    pub fn talos_admin(&self) -> PathBuf {
+        self.path.join("talos-admin.yaml")
+    }
+
+    pub fn talosconfig(&self) -> PathBuf {
+        self.path.join("talosconfig")
+    }
+
+    pub fn vpn_gateway_key(&self) -> PathBuf {
+        self.path.join("vpn-gateway.key")
+    }
+
+    /// The directory of the peers' wg-quick configs.
+    pub fn vpn_clients(&self) -> PathBuf {
+        self.path.join("vpn-clients")
+    }
+
+    pub fn vpn_client(&self, peer: &str) -> PathBuf {
+        self.vpn_clients().join(format!("{peer}.conf"))
+    }
+
+    /// The host files apply wrote, with what it wrote (destroy removes only those).
+    pub fn written_files(&self) -> PathBuf {
+        self.path.join("written-files")
+    }
+
+    /// Reloads and restarts an interrupted apply left to do.
+    pub fn pending_actions(&self) -> PathBuf {
+        self.path.join("pending-actions")
+    }
+
+    /// There once etcd answered, so later applies do not ask again.
+    pub fn etcd_bootstrapped(&self) -> PathBuf {
+        self.path.join("etcd-bootstrapped")
+    }
+}
