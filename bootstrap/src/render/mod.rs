@@ -57,7 +57,7 @@ impl std::fmt::Debug for RenderedFile {
         let mut out = f.debug_struct("RenderedFile");
         out.field("path", &self.path)
             .field("mode", &format_args!("{:04o}", self.mode));
-        if crate::talos::files::is_private(self.mode) {
+        if crate::state_dir::private::is_private(self.mode) {
             out.field(
                 "contents",
                 &format_args!("<{} bytes, redacted>", self.contents.len()),

@@ -1,7 +1,6 @@
 //! Talos Linux: the cluster's secrets bundle, each node's machine configuration and the admin's
 //! `talosconfig`, for the Talos release in `[cluster] talos_version` (1.13).
 
-pub(crate) mod files;
 pub mod machine_config;
 mod pki;
 mod random;

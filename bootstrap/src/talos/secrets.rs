@@ -4,9 +4,9 @@
 //! Regenerating it would lock the user out of a running cluster, so an existing file is always
 //! loaded, never replaced.
 
-use super::files;
 use super::pki::{self, CertAndKey, KeyType, PkiError};
 use super::random;
+use crate::state_dir::private as files;
 use crate::state_dir::StateDir;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;

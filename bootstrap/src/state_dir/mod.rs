@@ -3,7 +3,9 @@
 //! (files it wrote, actions still due, etcd bootstrapped). The file names are known here and
 //! nowhere else.
 
-use crate::talos::files::{private_dir, write_new_private};
+pub(crate) mod private;
+
+use private::{private_dir, write_new_private};
 use std::io;
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,6 @@
 //! Secret files on disk: 0700 directories, 0600 files, written atomically and never clobbered.
 //!
-//! `render::files` replaces files (with a backup); secrets need the opposite, a write that
+//! `render::files` replaces files (with a backup); the state directory needs the opposite, a write that
 //! refuses to replace anything, hence this small module of its own.
 
 use std::fs::{self, DirBuilder, File, Permissions};
