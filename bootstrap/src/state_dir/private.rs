@@ -1,7 +1,7 @@
 //! Secret files on disk: 0700 directories, 0600 files, written atomically and never clobbered.
 //!
-//! `render::files` replaces files (with a backup); the state directory needs the opposite, a write that
-//! refuses to replace anything, hence this small module of its own.
+//! `render::files` replaces files (with a backup); the state directory needs the opposite, a
+//! write that refuses to replace anything, hence this small module of its own.
 
 use std::fs::{self, DirBuilder, File, Permissions};
 use std::io::{self, Write};
