@@ -1,15 +1,10 @@
 //! The PROXY protocol (HAProxy's `proxy-protocol.txt`), versions 1 and 2: writing the header that
 //! tells a backend who the client really is, and reading one from a trusted upstream.
 
-use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Version {
-    V1,
-    V2,
-}
+/// `proxy_protocol` of a backend in `lb.toml`.
+pub use lab_schema::lb::ProxyProtocolVersion as Version;
 
 /// The 12 bytes every version-2 header starts with.
 pub const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
