@@ -1,7 +1,8 @@
 //! `lab-lb`: the load balancer in front of the lab's Kubernetes API and ingress.
 //!
-//! [`config`] is the `lb.toml` schema (also what `lab-bootstrap` serialises); [`daemon`] is the
-//! service the shared lifecycle in `lab_daemon` runs.
+//! [`config`] is the `lb.toml` schema, lab-schema's (also what `lab-bootstrap` serialises), and
+//! the checks that read the files it names; [`daemon`] is the service the shared lifecycle in
+//! `lab_daemon` runs.
 
 #![forbid(unsafe_code)]
 

@@ -151,4 +151,44 @@ mod tests {
         assert!(text.contains("PersistentKeepalive = 25\n"));
         assert!(!text.contains("\nPrivateKey"), "no key was generated here");
     }
+
+    fn gateway(public_endpoint: &str) -> VpnConfig {
+        let text = format!(
+            "[metrics]\nlisten = \"127.0.0.1:9586\"\n[interface]\nname = \"wg0\"\nprivate_key_file = \"/k\"\n\
+             listen_port = 51820\naddress = [\"10.10.100.1/24\"]\nreach = [\"10.10.1.0/24\", \"10.10.2.0/24\"]\n\
+             dns = [\"10.10.1.1\"]\n{public_endpoint}"
+        );
+        toml::from_str(&text).unwrap()
+    }
+
+    fn peer() -> ClientPeer {
+        ClientPeer {
+            name: "phone".into(),
+            address: "10.10.100.7/32".parse().unwrap(),
+            private_key: None,
+            preshared_key: None,
+        }
+    }
+
+    #[test]
+    fn a_peer_reaches_the_tunnel_and_every_network_behind_the_gateway() {
+        let key = PrivateKey::generate().public_key();
+        let config = gateway("public_endpoint = \"vpn.example.org:51820\"");
+        let client = ClientConfig::for_peer(&config, key, peer(), None, Some(25)).unwrap();
+        let nets: Vec<String> = client.allowed_ips.iter().map(ToString::to_string).collect();
+        assert_eq!(nets, ["10.10.100.0/24", "10.10.1.0/24", "10.10.2.0/24"]);
+        assert_eq!(client.endpoint, "vpn.example.org:51820");
+        assert_eq!(client.dns, config.interface.dns);
+        assert_eq!(client.keepalive, Some(25));
+        let given = Some("192.0.2.1:51820".to_owned());
+        let client = ClientConfig::for_peer(&config, key, peer(), given, None).unwrap();
+        assert_eq!(client.endpoint, "192.0.2.1:51820");
+    }
+
+    #[test]
+    fn without_an_endpoint_there_is_no_client_config() {
+        let key = PrivateKey::generate().public_key();
+        let refused = ClientConfig::for_peer(&gateway(""), key, peer(), None, None).err();
+        assert_eq!(refused, Some(NoEndpoint));
+    }
 }
