@@ -57,7 +57,7 @@ fn written_again<T: ConfigFile + Serialize>(config: &T, path: &str) {
 }
 
 /// Fields the proxy writes itself on every message: the framing and the hop-by-hop fields.
-/// Written out here rather than taken from lab-lb, so that the target checks lab-lb's list too.
+/// Written out here rather than taken from lab-schema, so that the target checks its list too.
 const PROXYS_OWN: [&str; 8] = [
     "content-length",
     "transfer-encoding",

@@ -442,7 +442,7 @@ fn join_cookies(request: &mut RequestHeader) -> Result<()> {
     request.insert_header(http::header::COOKIE, joined)
 }
 
-/// The one list of each, shared with the route checks of `lb.toml`.
+/// The fields the proxy writes itself: `lb.toml` refuses routes that change them, by these lists.
 pub(crate) use lab_schema::lb::headers::{FRAMING, HOP_BY_HOP};
 
 /// Whether one `Connection` value names a framing field.

@@ -140,14 +140,6 @@ pub fn add(path: &Path, request: &AddRequest) -> Result<Added, PeerError> {
             PeerError::Refused("no free address left in the tunnel network".to_owned())
         })?,
     };
-    let no_endpoint = || {
-        PeerError::Refused(
-            "clients need the gateway's address: set interface.public_endpoint in the config, or pass --endpoint HOST:PORT".to_owned(),
-        )
-    };
-    if request.endpoint.is_none() && config.interface.public_endpoint.is_none() {
-        return Err(no_endpoint());
-    }
     let (private_key, public_key) = match request.public_key {
         Some(key) => (None, key),
         None => {
@@ -161,6 +153,25 @@ pub fn add(path: &Path, request: &AddRequest) -> Result<Added, PeerError> {
             .map_err(|e| PeerError::Refused(format!("the gateway's private key: {e}")))?,
     )
     .public_key();
+    // Before anything is written: adding a peer leaves the interface, all the client's config
+    // depends on, as it is.
+    let mut client = ClientConfig::for_peer(
+        config,
+        gateway_key,
+        ClientPeer {
+            name: name.to_string(),
+            address,
+            private_key,
+            preshared_key: None,
+        },
+        request.endpoint.clone(),
+        (request.keepalive > 0).then_some(request.keepalive),
+    )
+    .map_err(|_| {
+        PeerError::Refused(
+            "clients need the gateway's address: set interface.public_endpoint in the config, or pass --endpoint HOST:PORT".to_owned(),
+        )
+    })?;
 
     let mut document = source.document()?;
     let mut peer = toml_edit::Table::new();
@@ -190,19 +201,7 @@ pub fn add(path: &Path, request: &AddRequest) -> Result<Added, PeerError> {
     let live = apply_live(&written, |peers| {
         peers.iter().any(|p| p.public_key == Some(public_key))
     })?;
-    let client = ClientConfig::for_peer(
-        &written,
-        gateway_key,
-        ClientPeer {
-            name: name.to_string(),
-            address,
-            private_key,
-            preshared_key,
-        },
-        request.endpoint.clone(),
-        (request.keepalive > 0).then_some(request.keepalive),
-    )
-    .map_err(|_| no_endpoint())?;
+    client.preshared_key = preshared_key;
     Ok(Added { client, live })
 }
 
