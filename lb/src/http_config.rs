@@ -1,7 +1,7 @@
 //! `[listener.http]`: the types and their checks are lab-schema's; reading the certificate and
 //! CA files they name is lab-lb's.
 
-pub use lab_schema::lb::http::{validate, CertPair, HttpListener, HttpRoute, UpstreamProtocol};
+pub use lab_schema::lb::http::{CertPair, HttpListener, HttpRoute, UpstreamProtocol};
 use lab_schema::Issues;
 
 /// Loads every CA bundle and certificate pair `http` names, each problem under `key`.

@@ -284,4 +284,45 @@ mod tests {
             );
         }
     }
+
+    /// One backend with a health check of `check`, behind a listener in `mode`.
+    fn with(mode: &str, check: &str) -> String {
+        format!(
+            "[metrics]\nlisten = \"127.0.0.1:9100\"\n[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:8443\"\n\
+             mode = \"{mode}\"\nbackend = \"b\"\n[[backend]]\nname = \"b\"\nserver = [{{ address = \"127.0.0.1:9\" }}]\n\
+             health_check = {{ kind = \"tcp\", {check} }}\n"
+        )
+    }
+
+    #[test]
+    fn health_checks_need_an_interval_and_a_timeout_within_it() {
+        assert_eq!(
+            problems::<LbConfig>(&with("tcp", "rise = 1")),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            problems::<LbConfig>(&with("tcp", "interval = \"0s\", timeout = \"0s\"")),
+            [
+                "key `backend[0].health_check.interval`: must be longer than 0s",
+                "key `backend[0].health_check.timeout`: must be longer than 0s and at most the interval (0ns)",
+            ]
+        );
+        assert_eq!(
+            problems::<LbConfig>(&with("tcp", "interval = \"1s\", timeout = \"2s\"")),
+            ["key `backend[0].health_check.timeout`: must be longer than 0s and at most the interval (1s)"]
+        );
+    }
+
+    #[test]
+    fn an_https_listener_needs_a_certificate_but_its_files_are_not_read_here() {
+        assert_eq!(
+            problems::<LbConfig>(&with("https", "rise = 1")),
+            ["key `listener[0].http.cert`: mode = \"https\" needs at least one [[listener.http.cert]]"]
+        );
+        let with_files = with("https", "rise = 1").replace(
+            "[[backend]]",
+            "[[listener.http.cert]]\ncert = \"/nonexistent.crt\"\nkey = \"/nonexistent.key\"\n[[backend]]",
+        );
+        assert_eq!(problems::<LbConfig>(&with_files), Vec::<String>::new());
+    }
 }
