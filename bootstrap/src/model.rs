@@ -6,6 +6,7 @@ mod images;
 mod lb;
 pub mod names;
 mod peers;
+mod rendered;
 
 pub use access::{HostAccess, Manager};
 pub use images::{Image, Images};
@@ -291,6 +292,10 @@ impl ConfigFile for Lab {
         self.validate_lb(issues);
         self.validate_images(issues);
         self.validate_access(issues);
+        // Only a lab that passed its own checks renders; those name anything both would find.
+        if issues.is_empty() {
+            self.validate_rendered(issues);
+        }
     }
 
     /// Key files are named relative to lab.toml, as a user reading it takes them.

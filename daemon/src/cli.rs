@@ -1,6 +1,6 @@
 //! The command-line surface both daemons share: `run` and `check`.
 
-use crate::config::{load, ConfigFile};
+use crate::config::{load, ConfigError, ConfigFile};
 use crate::exit;
 use crate::lifecycle::{self, Daemon};
 use crate::DaemonConfig;
@@ -37,7 +37,7 @@ impl DaemonCommand {
     pub fn execute<D: Daemon>(self) -> ExitCode {
         match self {
             DaemonCommand::Run(args) => run::<D>(args),
-            DaemonCommand::Check(args) => check::<D::Config>(args),
+            DaemonCommand::Check(args) => check::<D>(args),
         }
     }
 }
@@ -92,16 +92,26 @@ pub fn run<D: Daemon>(args: RunArgs) -> ExitCode {
     lifecycle::run::<D>(&path)
 }
 
-/// `check`: validates the config file of `args` (or `C`'s default path), as [`check_file`].
-pub fn check<C: DaemonConfig>(args: CheckArgs) -> ExitCode {
-    let path = args.file.unwrap_or_else(|| PathBuf::from(C::DEFAULT_PATH));
-    check_file::<C>(C::PROGRAM, &path)
+/// `check`: the daemon's config as it would load it, files it names included.
+pub fn check<D: Daemon>(args: CheckArgs) -> ExitCode {
+    let path = args
+        .file
+        .unwrap_or_else(|| PathBuf::from(D::Config::DEFAULT_PATH));
+    report_check(D::Config::PROGRAM, &path, D::load_config(&path))
 }
 
 /// Validates `path` as a `T`: one line on stdout and exit 0 when valid; every problem on stderr
 /// and exit 78 otherwise.
 pub fn check_file<T: ConfigFile>(program: &str, path: &Path) -> ExitCode {
-    match load::<T>(path) {
+    report_check(program, path, load::<T>(path))
+}
+
+fn report_check<T: ConfigFile>(
+    program: &str,
+    path: &Path,
+    loaded: Result<T, ConfigError>,
+) -> ExitCode {
+    match loaded {
         Ok(config) => {
             println!(
                 "{program}: configuration file {} is valid: {}",

@@ -1,6 +1,6 @@
 //! The life of a daemon under systemd: start, `READY=1`, reload on SIGHUP, drain on SIGTERM.
 
-use crate::config::{load, ConfigError, ConfigFile, DaemonConfig};
+use crate::config::{load_checked, ConfigError, ConfigFile, DaemonConfig, Issues};
 use crate::logging::Logging;
 use crate::metrics::{base_registry, MetricsServer, Pages, ReloadMetrics, StatusPage};
 use crate::{exit, notify};
@@ -41,6 +41,16 @@ pub trait Daemon: Sized + Send + 'static {
     /// after `timeout`.
     fn drain(self, timeout: Duration) -> impl Future<Output = ()> + Send;
 
+    /// The checks of `config` that read the files it names (certificates, keys), which the
+    /// schema's `validate` does not: run wherever the daemon loads its config (`check`, start,
+    /// reload), so a bad file is refused there with its key and line. The default reads none.
+    fn check_files(_config: &Self::Config, _issues: &mut Issues) {}
+
+    /// Reads, parses and checks the config at `path` as `check`, start and reload do.
+    fn load_config(path: &Path) -> Result<Self::Config, ConfigError> {
+        load_checked(path, Self::check_files)
+    }
+
     /// What `GET /status` on the metrics address shows, if the daemon has a status page. Asked
     /// once after start; the page must follow reloads itself.
     fn status_page(&self) -> Option<Arc<dyn StatusPage>> {
@@ -59,7 +69,7 @@ pub trait Daemon: Sized + Send + 'static {
 
 /// Runs daemon `D` with the config at `path` until SIGTERM or SIGINT; returns the exit status.
 pub fn run<D: Daemon>(path: &Path) -> ExitCode {
-    let config = match load::<D::Config>(path) {
+    let config = match D::load_config(path) {
         Ok(config) => Arc::new(config),
         Err(e) => {
             for line in e.lines() {
@@ -288,7 +298,7 @@ impl<D: Daemon> Running<D> {
     }
 
     async fn try_reload(&mut self) -> Result<(), ReloadError<D::Error>> {
-        let config = Arc::new(load::<D::Config>(&self.path).map_err(ReloadError::Config)?);
+        let config = Arc::new(D::load_config(&self.path).map_err(ReloadError::Config)?);
         let address = config.metrics().listen;
         // Bind the new endpoint before touching the daemon, so a taken port refuses the reload
         // while everything still runs on the old config.

@@ -4,7 +4,7 @@
 //! lab-bootstrap writes the daemons' files) to one that is accepted again, and a `lab.toml`
 //! that is accepted renders `lb.toml` and `vpn.toml` the daemons accept.
 
-use lab_daemon::config::{parse, ConfigFile};
+use lab_daemon::config::{parse, parse_checked, ConfigFile, Issues};
 use serde::Serialize;
 use std::path::Path;
 
@@ -12,20 +12,24 @@ const LB: &str = "/etc/lab-lb/lb.toml";
 const VPN: &str = "/etc/lab-vpn/vpn.toml";
 const LAB: &str = "/etc/lab/lab.toml";
 
-/// Validation reads the files a config names (certificates, CA bundles): a fuzzer that wrote
-/// `/dev/zero` or `/dev/stdin` there would hang the run, not find a bug.
+/// lab-lb's checks read the files a config names (certificates, CA bundles): a fuzzer that
+/// wrote `/dev/zero` or `/dev/stdin` there would hang the run, not find a bug.
 fn names_special_files(source: &str) -> bool {
     ["dev/", "proc/", "sys/"].iter().any(|d| source.contains(d))
 }
 
-/// Parses and validates `data` as a `T` in `path`: refused with every message naming the file,
-/// or accepted.
-fn load<T: ConfigFile>(data: &[u8], path: &str) -> Option<T> {
+/// Parses and validates `data` as a `T` in `path`, then runs the daemon's `check_files`:
+/// refused with every message naming the file, or accepted.
+fn load<T: ConfigFile>(
+    data: &[u8],
+    path: &str,
+    check_files: impl FnOnce(&T, &mut Issues),
+) -> Option<T> {
     let source = std::str::from_utf8(data).ok()?;
     if names_special_files(source) {
         return None;
     }
-    match parse::<T>(Path::new(path), source) {
+    match parse_checked::<T>(Path::new(path), source, check_files) {
         Ok(config) => {
             let _ = config.summary();
             Some(config)
@@ -53,7 +57,7 @@ fn written_again<T: ConfigFile + Serialize>(config: &T, path: &str) {
 }
 
 /// Fields the proxy writes itself on every message: the framing and the hop-by-hop fields.
-/// Written out here rather than taken from lab-lb, so that the target checks lab-lb's list too.
+/// Written out here rather than taken from lab-schema, so that the target checks its list too.
 const PROXYS_OWN: [&str; 8] = [
     "content-length",
     "transfer-encoding",
@@ -69,7 +73,7 @@ const PROXYS_OWN: [&str; 8] = [
 /// HTTP targets' round trip for a route's header changes: a route that removed
 /// `Content-Length` would send a body the server reads as the next request).
 pub fn config_lb(data: &[u8]) {
-    let Some(config) = load::<lab_lb::LbConfig>(data, LB) else {
+    let Some(config) = load::<lab_lb::LbConfig>(data, LB, lab_lb::config::check_files) else {
         return;
     };
     written_again(&config, LB);
@@ -99,7 +103,7 @@ pub fn config_lb(data: &[u8]) {
 /// `data` as `vpn.toml`: refused with every message naming the file, or accepted and accepted
 /// again once written out.
 pub fn config_vpn(data: &[u8]) {
-    if let Some(config) = load::<lab_vpn::VpnConfig>(data, VPN) {
+    if let Some(config) = load::<lab_vpn::VpnConfig>(data, VPN, |_, _| {}) {
         written_again(&config, VPN);
     }
 }
@@ -107,7 +111,7 @@ pub fn config_vpn(data: &[u8]) {
 /// `data` as `lab.toml`: loaded as [`config_vpn`] loads `vpn.toml`; the lb.toml and vpn.toml an
 /// accepted lab renders are accepted too, and again once written out.
 pub fn config_lab(data: &[u8]) {
-    let Some(lab) = load::<lab_bootstrap::Lab>(data, LAB) else {
+    let Some(lab) = load::<lab_bootstrap::Lab>(data, LAB, |_, _| {}) else {
         return;
     };
     written_again(&lab, LAB);

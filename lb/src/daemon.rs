@@ -156,7 +156,7 @@ impl LbDaemon {
             listener.hello_timeout,
             self.metrics.listener(listener.name.as_str()),
             self.http_metrics.clone(),
-            listener.admission_limits(),
+            crate::config::admission_limits(listener),
         );
         Ok((Arc::new(App::Http(Arc::new(app))), store))
     }
@@ -197,7 +197,7 @@ impl LbDaemon {
                 accept_proxy_from: listener.accept_proxy_from.clone(),
             },
             metrics: self.metrics.listener(listener.name.as_str()),
-            limits: listener.admission_limits(),
+            limits: crate::config::admission_limits(listener),
         }))
     }
 
@@ -313,6 +313,10 @@ impl Daemon for LbDaemon {
         daemon.apply(config).await?;
         daemon.restart_background();
         Ok(daemon)
+    }
+
+    fn check_files(config: &LbConfig, issues: &mut lab_daemon::Issues) {
+        crate::config::check_files(config, issues);
     }
 
     async fn reload(&mut self, config: Arc<LbConfig>) -> Result<(), LbError> {

@@ -1,6 +1,7 @@
 //! `lab-lb`: the load balancer in front of the lab's Kubernetes API and ingress.
 //!
-//! [`config`] is the `lb.toml` schema; [`daemon`] is the service the shared lifecycle in
+//! [`config`] is the `lb.toml` schema, lab-schema's (also what `lab-bootstrap` serialises), and
+//! the checks that read the files it names; [`daemon`] is the service the shared lifecycle in
 //! `lab_daemon` runs. The rest, by what it holds: [`l4`] the TCP proxy and what it reads of a
 //! connection (PROXY protocol, TLS ClientHello), `http` the L7 proxy (the router, our HTTP/1.1
 //! path and pingora's adapter), `tls` certificates and TLS streams, `backend` the server pools,

@@ -1,7 +1,8 @@
 //! `lab-vpn`: the WireGuard gateway that admin peers use to reach the administration network.
 //!
-//! [`config`] is the `vpn.toml` schema (also what `lab-bootstrap` serialises); [`key`] the
-//! WireGuard key type; [`daemon`] the service the shared lifecycle in `lab_daemon` runs.
+//! [`config`] is the `vpn.toml` schema and [`key`] the WireGuard key types, lab-schema's (also
+//! what `lab-bootstrap` serialises), with the reading of key files; [`daemon`] the service the
+//! shared lifecycle in `lab_daemon` runs.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -62,7 +62,7 @@ enum PeerCommand {
         #[arg(long, value_name = "HOST:PORT")]
         endpoint: Option<String>,
         /// The client's PersistentKeepalive in seconds; 0 leaves it out
-        #[arg(long, value_name = "SECONDS", default_value_t = 25)]
+        #[arg(long, value_name = "SECONDS", default_value_t = lab_vpn::client_config::ClientConfig::DEFAULT_KEEPALIVE)]
         keepalive: u16,
         /// Write the client config to FILE (created 0600) instead of stdout
         #[arg(short, long, value_name = "FILE")]

@@ -3,7 +3,7 @@
 //! the daemon would validate them before anything is written, are written atomically, and reach
 //! a running daemon by the same reload `systemctl reload` does, confirmed on its control socket.
 
-use crate::client_config::ClientConfig;
+use crate::client_config::{ClientConfig, ClientPeer};
 use crate::config::VpnConfig;
 use crate::key::{PrivateKey, PublicKey};
 use crate::uapi_client::{Control, PeerStatus};
@@ -118,40 +118,7 @@ impl ConfigSource {
     }
 }
 
-/// The first host address of the tunnel network that is neither the gateway's nor inside any
-/// peer's allowed IPs.
-pub fn next_free_address(config: &VpnConfig) -> Option<IpNet> {
-    let tunnel = config.interface.address.first()?;
-    let taken = |candidate: IpAddr| {
-        config
-            .interface
-            .address
-            .iter()
-            .any(|a| a.addr() == candidate)
-            || config
-                .peers
-                .iter()
-                .flat_map(|p| &p.allowed_ips)
-                .any(|net| net.contains(&candidate))
-    };
-    let host_prefix = match tunnel {
-        IpNet::V4(_) => 32,
-        IpNet::V6(_) => 128,
-    };
-    // Bounded: a /16 or larger tunnel network is searched in its first 65536 addresses.
-    tunnel
-        .trunc()
-        .hosts()
-        .take(65536)
-        .find(|candidate| !taken(*candidate))
-        .and_then(|address| IpNet::new(address, host_prefix).ok())
-}
-
-fn client_allowed_ips(config: &VpnConfig) -> Vec<IpNet> {
-    let mut nets: Vec<IpNet> = config.interface.address.iter().map(IpNet::trunc).collect();
-    nets.extend(config.interface.reach.iter().copied());
-    nets
-}
+pub use lab_schema::vpn::next_free_address;
 
 pub fn add(path: &Path, request: &AddRequest) -> Result<Added, PeerError> {
     let source = ConfigSource::read(path)?;
@@ -173,15 +140,6 @@ pub fn add(path: &Path, request: &AddRequest) -> Result<Added, PeerError> {
             PeerError::Refused("no free address left in the tunnel network".to_owned())
         })?,
     };
-    let endpoint = request
-        .endpoint
-        .clone()
-        .or_else(|| config.interface.public_endpoint.clone())
-        .ok_or_else(|| {
-            PeerError::Refused(
-                "clients need the gateway's address: set interface.public_endpoint in the config, or pass --endpoint HOST:PORT".to_owned(),
-            )
-        })?;
     let (private_key, public_key) = match request.public_key {
         Some(key) => (None, key),
         None => {
@@ -195,6 +153,25 @@ pub fn add(path: &Path, request: &AddRequest) -> Result<Added, PeerError> {
             .map_err(|e| PeerError::Refused(format!("the gateway's private key: {e}")))?,
     )
     .public_key();
+    // Before anything is written: adding a peer leaves the interface, all the client's config
+    // depends on, as it is.
+    let mut client = ClientConfig::for_peer(
+        config,
+        gateway_key,
+        ClientPeer {
+            name: name.to_string(),
+            address,
+            private_key,
+            preshared_key: None,
+        },
+        request.endpoint.clone(),
+        (request.keepalive > 0).then_some(request.keepalive),
+    )
+    .map_err(|_| {
+        PeerError::Refused(
+            "clients need the gateway's address: set interface.public_endpoint in the config, or pass --endpoint HOST:PORT".to_owned(),
+        )
+    })?;
 
     let mut document = source.document()?;
     let mut peer = toml_edit::Table::new();
@@ -224,20 +201,8 @@ pub fn add(path: &Path, request: &AddRequest) -> Result<Added, PeerError> {
     let live = apply_live(&written, |peers| {
         peers.iter().any(|p| p.public_key == Some(public_key))
     })?;
-    Ok(Added {
-        client: ClientConfig {
-            name: name.to_string(),
-            private_key,
-            address,
-            dns: written.interface.dns.clone(),
-            gateway_key,
-            preshared_key,
-            endpoint,
-            allowed_ips: client_allowed_ips(&written),
-            keepalive: (request.keepalive > 0).then_some(request.keepalive),
-        },
-        live,
-    })
+    client.preshared_key = preshared_key;
+    Ok(Added { client, live })
 }
 
 fn psk_file(config_path: &Path, name: &Name) -> PathBuf {
@@ -442,26 +407,6 @@ pub fn bytes(count: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn config(peers: &str) -> VpnConfig {
-        let text = format!(
-            "[metrics]\nlisten = \"127.0.0.1:9586\"\n[interface]\nname = \"wg0\"\nprivate_key_file = \"/k\"\nlisten_port = 51820\naddress = [\"10.10.100.1/24\"]\nreach = [\"10.10.1.0/24\"]\n{peers}"
-        );
-        parse::<VpnConfig>(Path::new("/vpn.toml"), &text).unwrap()
-    }
-
-    #[test]
-    fn the_next_address_skips_the_gateway_and_every_peer() {
-        assert_eq!(
-            next_free_address(&config("")).unwrap().to_string(),
-            "10.10.100.2/32"
-        );
-        let peers = "[[peer]]\nname = \"a\"\npublic_key = \"PlDxK2P0RXcx9wY0OZizdDpbKz5EKh3ywta4oUaLiYE=\"\nallowed_ips = [\"10.10.100.2/31\"]\n";
-        assert_eq!(
-            next_free_address(&config(peers)).unwrap().to_string(),
-            "10.10.100.4/32"
-        );
-    }
 
     #[test]
     fn handshake_ages_read_like_wg_show() {

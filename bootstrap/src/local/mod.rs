@@ -13,8 +13,9 @@ pub mod state_dir;
 
 use crate::model::{Lab, NetworkId, Role};
 use crate::render;
-use lab_vpn::client_config::ClientConfig;
-use lab_vpn::key::PrivateKey;
+use lab_schema::vpn::client_config::{ClientConfig, ClientPeer};
+use lab_schema::vpn::key::PrivateKey;
+use lab_schema::vpn::VpnConfig;
 use names::LocalLab;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -397,7 +398,7 @@ fn vpn_setup(
     lab: &Lab,
     names: &LocalLab,
     state: &state_dir::LocalStateDir,
-) -> Result<(lab_vpn::VpnConfig, ClientConfig), LocalError> {
+) -> Result<(VpnConfig, ClientConfig), LocalError> {
     let mut config = render::containers::vpn_config(lab)?;
     let gateway_key = PrivateKey::generate();
     let key_file = state.vpn_key();
@@ -409,9 +410,9 @@ fn vpn_setup(
     config.interface.name = names.vpn_interface();
     config.interface.private_key_file = key_file;
     let admin_key = PrivateKey::generate();
-    let address = lab_vpn::peer_admin::next_free_address(&config)
+    let address = lab_schema::vpn::next_free_address(&config)
         .ok_or_else(|| LocalError::Usage("the VPN tunnel network has no free address".into()))?;
-    config.peers.push(lab_vpn::config::Peer {
+    config.peers.push(lab_schema::vpn::Peer {
         name: "local-admin"
             .parse()
             .map_err(|e| LocalError::Usage(format!("peer name: {e}")))?,
@@ -421,20 +422,19 @@ fn vpn_setup(
         endpoint: None,
         persistent_keepalive: None,
     });
-    let mut allowed_ips: Vec<ipnet::IpNet> =
-        config.interface.address.iter().map(|a| a.trunc()).collect();
-    allowed_ips.extend(config.interface.reach.iter().copied());
-    let client = ClientConfig {
-        name: "local-admin".to_owned(),
-        private_key: Some(admin_key),
-        address,
-        dns: config.interface.dns.clone(),
-        gateway_key: gateway_key.public_key(),
-        preshared_key: None,
-        endpoint: config.interface.public_endpoint.clone().unwrap_or_default(),
-        allowed_ips,
-        keepalive: Some(25),
-    };
+    let client = ClientConfig::for_peer(
+        &config,
+        gateway_key.public_key(),
+        ClientPeer {
+            name: "local-admin".to_owned(),
+            address,
+            private_key: Some(admin_key),
+            preshared_key: None,
+        },
+        None,
+        Some(ClientConfig::DEFAULT_KEEPALIVE),
+    )
+    .map_err(|e| LocalError::Usage(e.to_string()))?;
     Ok((config, client))
 }
 

@@ -2,7 +2,7 @@
 
 use super::{Lab, NetworkId, Role};
 use lab_daemon::{Issues, Name};
-use lab_lb::config::{Balance, HealthCheck, HealthCheckKind, ListenerMode};
+use lab_schema::lb::{BalanceAlgorithm, HealthCheck, HealthCheckKind, ListenerMode};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -35,7 +35,7 @@ pub struct LbRoute {
     #[serde(default)]
     pub target_port: Option<u16>,
     #[serde(default)]
-    pub balance: Balance,
+    pub balance: BalanceAlgorithm,
     #[serde(default)]
     pub health_check: Option<HealthCheck>,
 }
@@ -60,14 +60,9 @@ impl LbRoute {
 
 fn check(kind: HealthCheckKind, path: Option<&str>, expect_status: &[u16]) -> HealthCheck {
     HealthCheck {
-        kind,
-        interval: std::time::Duration::from_secs(2),
-        timeout: std::time::Duration::from_secs(1),
-        rise: 2,
-        fall: 3,
         path: path.map(str::to_owned),
         expect_status: expect_status.to_vec(),
-        host: None,
+        ..HealthCheck::with_defaults(kind)
     }
 }
 
@@ -77,7 +72,7 @@ fn route(
     port: u16,
     mode: ListenerMode,
     role: Role,
-    balance: Balance,
+    balance: BalanceAlgorithm,
     health_check: HealthCheck,
 ) -> Option<LbRoute> {
     Some(LbRoute {
@@ -104,7 +99,7 @@ pub fn default_routes(lab: &Lab) -> Vec<LbRoute> {
             6443,
             ListenerMode::Tcp,
             Role::ControlPlane,
-            Balance::LeastConnections,
+            BalanceAlgorithm::LeastConnections,
             // Anonymous /readyz gets 401 when anonymous auth is off: still a live apiserver.
             check(HealthCheckKind::Https, Some("/readyz"), &[200, 401]),
         ),
@@ -114,7 +109,7 @@ pub fn default_routes(lab: &Lab) -> Vec<LbRoute> {
             50000,
             ListenerMode::Tcp,
             Role::ControlPlane,
-            Balance::LeastConnections,
+            BalanceAlgorithm::LeastConnections,
             check(HealthCheckKind::Tls, None, &[]),
         ),
     ];
@@ -125,7 +120,7 @@ pub fn default_routes(lab: &Lab) -> Vec<LbRoute> {
             80,
             ListenerMode::Tcp,
             Role::Worker,
-            Balance::RoundRobin,
+            BalanceAlgorithm::RoundRobin,
             check(HealthCheckKind::Tcp, None, &[]),
         ));
         out.push(route(
@@ -134,7 +129,7 @@ pub fn default_routes(lab: &Lab) -> Vec<LbRoute> {
             443,
             ListenerMode::TlsPassthrough,
             Role::Worker,
-            Balance::ConsistentHash,
+            BalanceAlgorithm::ConsistentHash,
             check(HealthCheckKind::Tcp, None, &[]),
         ));
     }

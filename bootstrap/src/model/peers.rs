@@ -2,7 +2,7 @@
 
 use super::Lab;
 use lab_daemon::{Issues, Name};
-use lab_vpn::key::PublicKey;
+use lab_schema::vpn::key::PublicKey;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;

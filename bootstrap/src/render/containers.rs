@@ -1,13 +1,14 @@
-//! `lb.toml` and `vpn.toml` for the containers, built as lab_lb's and lab_vpn's own config types
-//! and serialised, so the three programs can never disagree about a field. They are staged on
-//! the host under [`STAGING_DIR`]`/<machine>/` mirroring the container's own paths.
+//! `lb.toml` and `vpn.toml` for the containers, built as lab-schema's config types (the ones
+//! lab-lb and lab-vpn load) and serialised, so the three programs can never disagree about a
+//! field. They are staged on the host under [`STAGING_DIR`]`/<machine>/` mirroring the
+//! container's own paths.
 
 use super::{role_address, RenderError, RenderedFile};
 use crate::model::{Lab, LbRoute, NetworkId, Role};
 use ipnet::{IpNet, Ipv4Net};
 use lab_daemon::{LogConfig, MetricsConfig, RuntimeConfig, ShutdownConfig};
-use lab_lb::config::{Backend, LbConfig, Listener, Server};
-use lab_vpn::config::{Interface, Peer, VpnConfig};
+use lab_schema::lb::{Backend, LbConfig, Listener, Server};
+use lab_schema::vpn::{Interface, Peer, VpnConfig};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
@@ -49,7 +50,7 @@ fn backend(route: &LbRoute, lab: &Lab) -> Backend {
         .filter_map(|m| m.address_on(NetworkId::Net2))
         .map(|address| Server {
             address: SocketAddr::new(IpAddr::V4(address), route.target_port()),
-            weight: 1,
+            weight: Server::DEFAULT_WEIGHT,
         })
         .collect();
     Backend {

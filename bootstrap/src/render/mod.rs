@@ -40,6 +40,8 @@ pub enum RenderError {
     },
     #[error("cannot write {what}'s file: {reason}")]
     Serialize { what: String, reason: String },
+    #[error("a VPN client config: {0}")]
+    ClientConfig(lab_schema::vpn::client_config::NoEndpoint),
 }
 
 /// A file as it is installed on the host: absolute path, contents and permission bits.

@@ -4,15 +4,15 @@
 //! the gateway key; both are made once and never again, since a new bundle locks users out of
 //! their cluster and a new key out of the VPN.
 
-use super::containers::{staged_path, VPN_PORT, VPN_PRIVATE_KEY};
+use super::containers::{staged_path, VPN_PRIVATE_KEY};
 use super::files::{write_atomic, Outcome, WriteError};
-use super::{role_address, RenderError, RenderedFile};
-use crate::model::{Lab, NetworkId, Role};
+use super::{RenderError, RenderedFile};
+use crate::model::{Lab, Role};
 use crate::state_dir::StateDir;
 use crate::talos::{self, AdminCredentials, MachineConfigError, Secrets, SecretsError};
 use ipnet::{IpNet, Ipv4Net};
-use lab_vpn::client_config::ClientConfig;
-use lab_vpn::key::PrivateKey;
+use lab_schema::vpn::client_config::{ClientConfig, ClientPeer};
+use lab_schema::vpn::key::PrivateKey;
 use std::fs::DirBuilder;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -73,19 +73,12 @@ fn private_dir(dir: &Path) -> Result<(), StateError> {
 fn gateway_key(state: &StateDir) -> Result<PrivateKey, StateError> {
     let path = state.vpn_gateway_key();
     match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let bytes =
-                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text.trim())
-                    .map_err(|e| StateError::BadKey {
-                        path: path.clone(),
-                        reason: format!("not base64: {e}"),
-                    })?;
-            let bytes: [u8; 32] = bytes.try_into().map_err(|_| StateError::BadKey {
+        Ok(text) => text
+            .parse()
+            .map_err(|e: lab_schema::vpn::key::KeyError| StateError::BadKey {
                 path: path.clone(),
-                reason: "not a 32-byte key".to_owned(),
-            })?;
-            Ok(PrivateKey::from_bytes(bytes))
-        }
+                reason: e.to_string(),
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = PrivateKey::generate();
             write_atomic(
@@ -252,27 +245,22 @@ fn state_files_from(
     let talosconfig = talos::talosconfig(lab, secrets, admin)
         .map_err(|e| StateError::Talosconfig(e.to_string()))?;
     let mut out = vec![(state.talosconfig(), talosconfig)];
-    let gateway = key.public_key();
-    let endpoint = format!(
-        "{}:{VPN_PORT}",
-        role_address(lab, Role::Vpn, NetworkId::Net0)?
-    );
+    let gateway = super::containers::vpn_config(lab)?;
     for peer in &lab.vpn.peers {
-        let config = ClientConfig {
+        let client = ClientPeer {
             name: peer.name.to_string(),
-            private_key: None,
             address: IpNet::V4(Ipv4Net::from(peer.address)),
-            dns: Vec::new(),
-            gateway_key: gateway,
+            private_key: None,
             preshared_key: None,
-            endpoint: endpoint.clone(),
-            allowed_ips: vec![
-                IpNet::V4(lab.vpn.tunnel),
-                IpNet::V4(lab.networks.net1.cidr),
-                IpNet::V4(lab.networks.net2.cidr),
-            ],
-            keepalive: Some(25),
         };
+        let config = ClientConfig::for_peer(
+            &gateway,
+            key.public_key(),
+            client,
+            None,
+            Some(ClientConfig::DEFAULT_KEEPALIVE),
+        )
+        .map_err(RenderError::ClientConfig)?;
         out.push((state.vpn_client(&peer.name.to_string()), config.to_string()));
     }
     Ok(out)

@@ -1,24 +1,8 @@
 //! Reading a config file into its type, refusing bad input with file, line, column and key.
 
-use super::{line_column, locate_key, Invalid, Issues};
-use serde::de::DeserializeOwned;
+use super::{line_column, locate_key, ConfigFile, Invalid, Issues};
 use std::fmt;
 use std::path::{Path, PathBuf};
-
-/// A config file that can be loaded: its serde type plus the checks serde cannot express.
-pub trait ConfigFile: DeserializeOwned {
-    /// What a file of this type is, for messages: "a lab-lb configuration".
-    const WHAT: &'static str;
-
-    fn validate(&self, issues: &mut Issues);
-
-    /// One line describing what the file configures, for `check` and the start-up log.
-    fn summary(&self) -> String;
-
-    /// Makes relative paths in the file relative to `dir`, the file's own directory (as a user
-    /// reading the file would take them), not to the daemon's working directory.
-    fn resolve_paths(&mut self, _dir: &Path) {}
-}
 
 /// Why a config file was refused. Its `Display` is the message a user sees.
 #[derive(Debug)]
@@ -100,15 +84,34 @@ impl std::error::Error for ConfigError {}
 
 /// Reads, parses and validates the config file at `path`.
 pub fn load<T: ConfigFile>(path: &Path) -> Result<T, ConfigError> {
+    load_checked(path, |_: &T, _: &mut Issues| {})
+}
+
+/// As [`load`], then `check_files` too: the checks that read what the file names
+/// (certificates, keys), which [`ConfigFile::validate`] does not. Their problems are refused
+/// the same way, each with its line.
+pub fn load_checked<T: ConfigFile>(
+    path: &Path,
+    check_files: impl FnOnce(&T, &mut Issues),
+) -> Result<T, ConfigError> {
     let source = std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: path.to_owned(),
         kind: ConfigErrorKind::Read(e),
     })?;
-    parse(path, &source)
+    parse_checked(path, &source, check_files)
 }
 
 /// Parses and validates `source`; `path` only names the file in messages.
 pub fn parse<T: ConfigFile>(path: &Path, source: &str) -> Result<T, ConfigError> {
+    parse_checked(path, source, |_: &T, _: &mut Issues| {})
+}
+
+/// As [`parse`], then `check_files` (see [`load_checked`]).
+pub fn parse_checked<T: ConfigFile>(
+    path: &Path,
+    source: &str,
+    check_files: impl FnOnce(&T, &mut Issues),
+) -> Result<T, ConfigError> {
     let refuse = |kind| ConfigError {
         file: path.to_owned(),
         kind,
@@ -145,6 +148,7 @@ pub fn parse<T: ConfigFile>(path: &Path, source: &str) -> Result<T, ConfigError>
     }
     let mut issues = Issues::new();
     config.validate(&mut issues);
+    check_files(&config, &mut issues);
     if !issues.is_empty() {
         let located = issues
             .into_vec()

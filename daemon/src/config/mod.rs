@@ -1,30 +1,13 @@
-//! Configuration files: loading with precise errors ([`load`]), semantic checks ([`Issues`]),
-//! and the sections every daemon's config shares ([`LogConfig`], [`MetricsConfig`],
-//! [`ShutdownConfig`]).
+//! Configuration files: loading with precise errors ([`load`]). The types and their checks
+//! ([`ConfigFile`], [`Issues`], [`Name`], the sections every daemon's config shares) are
+//! lab-schema's, re-exported here for the daemons' code.
 
-mod issues;
 mod load;
 mod locate;
-mod name;
-mod sections;
 
-pub use issues::{Invalid, Issues};
-pub use load::{load, parse, ConfigError, ConfigErrorKind, ConfigFile};
+pub use lab_schema::{
+    ConfigFile, DaemonConfig, Invalid, Issues, LogConfig, LogLevel, MetricsConfig, Name, NameError,
+    RuntimeConfig, ShutdownConfig,
+};
+pub use load::{load, load_checked, parse, parse_checked, ConfigError, ConfigErrorKind};
 pub use locate::{line_column, locate_key};
-pub use name::{Name, NameError};
-pub use sections::{LogConfig, LogLevel, MetricsConfig, RuntimeConfig, ShutdownConfig};
-
-/// A daemon's configuration file: what it is called and the sections the runtime reads.
-pub trait DaemonConfig: ConfigFile + Send + Sync + 'static {
-    /// The program name, used in messages: `lab-lb`.
-    const PROGRAM: &'static str;
-    /// Where the unit file points the daemon by default.
-    const DEFAULT_PATH: &'static str;
-    /// Prefix of the daemon's own metric names, without the trailing underscore: `lab_lb`.
-    const METRICS_PREFIX: &'static str;
-
-    fn log(&self) -> &LogConfig;
-    fn metrics(&self) -> &MetricsConfig;
-    fn shutdown(&self) -> &ShutdownConfig;
-    fn runtime(&self) -> &RuntimeConfig;
-}

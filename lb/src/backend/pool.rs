@@ -89,7 +89,7 @@ impl ServerRef {
 
 pub struct Pool {
     pub name: Name,
-    pub algorithm: crate::config::Balance,
+    pub algorithm: crate::config::BalanceAlgorithm,
     /// Header sent to servers before the client's bytes.
     pub proxy_protocol: Option<crate::l4::proxy_protocol::Version>,
     candidates: Vec<Candidate>,

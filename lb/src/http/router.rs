@@ -407,22 +407,8 @@ impl Drop for InFlight {
     }
 }
 
-/// Fields that describe one hop, never forwarded (RFC 9110 §7.6.1); `Transfer-Encoding` goes
-/// with the framing.
-pub(crate) const HOP_BY_HOP: [&str; 6] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-];
-
-/// Fields that frame a message. They are never hop-by-hop (RFC 9110 §7.6.1): a `Connection`
-/// naming one asks a proxy to drop the framing while the body still follows, so that the body
-/// reads as the next message on a kept-alive connection (request smuggling, or a server
-/// desynchronising the client). Such a message is refused: 400 from a client, 502 from a server.
-pub(crate) const FRAMING: [&str; 2] = ["content-length", "transfer-encoding"];
+/// The fields the proxy writes itself: `lb.toml` refuses routes that change them, by these lists.
+pub(crate) use lab_schema::lb::headers::{FRAMING, HOP_BY_HOP};
 
 /// Whether one `Connection` value names a framing field.
 pub(crate) fn names_framing(connection: &[u8]) -> bool {

@@ -1,18 +1,10 @@
 //! The PROXY protocol (HAProxy's `proxy-protocol.txt`), versions 1 and 2: writing the header that
 //! tells a backend who the client really is, and reading one from a trusted upstream.
 
-use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-/// A PROXY protocol version, as `lb.toml` names it (`v1`, `v2`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Version {
-    /// The text header (`PROXY TCP4 ...\r\n`), at most 107 bytes.
-    V1,
-    /// The binary header, starting with [`V2_SIGNATURE`].
-    V2,
-}
+/// `proxy_protocol` of a backend in `lb.toml`.
+pub use lab_schema::lb::ProxyProtocolVersion as Version;
 
 /// The 12 bytes every version-2 header starts with.
 pub const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";

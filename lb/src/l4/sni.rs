@@ -1,6 +1,8 @@
 //! Reading the server name from a TLS ClientHello without terminating TLS, and matching it
 //! against route patterns. Pure: bytes in, a verdict out.
 
+pub use lab_schema::SniPattern;
+
 /// What the bytes received so far say about the client's first flight.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hello {
@@ -178,54 +180,6 @@ fn server_name(body: &[u8]) -> Result<Option<String>, &'static str> {
     Ok(None)
 }
 
-/// A route's name: exact (`a.example`) or a wildcard for every name below a suffix
-/// (`*.apps.lab` matches `x.apps.lab` and `a.b.apps.lab`, not `apps.lab`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SniPattern {
-    /// One name, lower-cased.
-    Exact(String),
-    /// Stored with its leading dot: `.apps.lab`.
-    Suffix(String),
-}
-
-impl SniPattern {
-    /// A route's `sni` entry: a server name or `*.` and one; the message says why not.
-    pub fn parse(pattern: &str) -> Result<Self, String> {
-        let lower = pattern.to_ascii_lowercase();
-        let (wildcard, name) = match lower.strip_prefix("*.") {
-            Some(rest) => (true, rest),
-            None => (false, lower.as_str()),
-        };
-        let valid_label = |label: &str| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        };
-        if name.is_empty() || name.len() > 253 || !name.split('.').all(valid_label) {
-            return Err(format!(
-                "`{pattern}` is not a server name like `a.example` or `*.apps.lab`"
-            ));
-        }
-        Ok(if wildcard {
-            SniPattern::Suffix(format!(".{name}"))
-        } else {
-            SniPattern::Exact(name.to_owned())
-        })
-    }
-
-    /// `server_name` must already be lower-case, as [`parse_client_hello`] returns it.
-    pub fn matches(&self, server_name: &str) -> bool {
-        match self {
-            SniPattern::Exact(name) => name == server_name,
-            SniPattern::Suffix(suffix) => {
-                server_name.len() > suffix.len() && server_name.ends_with(suffix.as_str())
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,20 +323,5 @@ mod tests {
                 server_name: Some("_acme.a-b.example".into())
             }
         );
-    }
-
-    #[test]
-    fn patterns_match_exact_and_suffix() {
-        let exact = SniPattern::parse("A.example").unwrap();
-        assert!(exact.matches("a.example"));
-        assert!(!exact.matches("b.a.example"));
-        let wildcard = SniPattern::parse("*.apps.lab").unwrap();
-        assert!(wildcard.matches("b.apps.lab"));
-        assert!(wildcard.matches("x.y.apps.lab"));
-        assert!(!wildcard.matches("apps.lab"));
-        assert!(!wildcard.matches("xapps.lab"));
-        for bad in ["", "*", "a..b", "*.*.x", "a b", "a*.x"] {
-            assert!(SniPattern::parse(bad).is_err(), "{bad}");
-        }
     }
 }

@@ -14,7 +14,7 @@ pub use least_connections::LeastConnections;
 pub use round_robin::RoundRobin;
 pub use weighted_round_robin::WeightedRoundRobin;
 
-use crate::config::Balance as Algorithm;
+use crate::config::BalanceAlgorithm as Algorithm;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

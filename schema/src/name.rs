@@ -1,3 +1,5 @@
+//! [`Name`]: the names of listeners, backends, peers and machines.
+
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -10,17 +12,22 @@ pub struct Name(String);
 /// Longest name accepted; also the limit of a DNS label.
 pub const MAX_NAME_LEN: usize = 63;
 
+/// Why a string is not a [`Name`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
+    /// The empty string.
     #[error("a name must not be empty")]
     Empty,
+    /// Longer than [`MAX_NAME_LEN`].
     #[error("name `{0}` is longer than {MAX_NAME_LEN} characters")]
     TooLong(String),
+    /// A character outside letters, digits, `-`, `_` and `.`, or a bad first character.
     #[error("name `{0}` may only contain letters, digits, `-`, `_` and `.`, and must start with a letter or digit")]
     BadCharacter(String),
 }
 
 impl Name {
+    /// The name as written.
     pub fn as_str(&self) -> &str {
         &self.0
     }

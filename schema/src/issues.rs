@@ -1,3 +1,5 @@
+//! Semantic problems of a config file, collected so a user sees them all at once.
+
 use std::fmt;
 
 /// One semantic problem in a config file: the key it is about and what is wrong.
@@ -5,6 +7,7 @@ use std::fmt;
 pub struct Invalid {
     /// Dotted key path as a user would write it: `listener[1].listen`.
     pub key: String,
+    /// What is wrong, for a user to read.
     pub message: String,
 }
 
@@ -21,10 +24,12 @@ pub struct Issues {
 }
 
 impl Issues {
+    /// No problems yet.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Records that `key` is wrong, and why.
     pub fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.found.push(Invalid {
             key: key.into(),
@@ -32,10 +37,12 @@ impl Issues {
         });
     }
 
+    /// Whether nothing was found.
     pub fn is_empty(&self) -> bool {
         self.found.is_empty()
     }
 
+    /// The problems, in the order they were found.
     pub fn into_vec(self) -> Vec<Invalid> {
         self.found
     }

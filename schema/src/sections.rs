@@ -1,3 +1,5 @@
+//! The sections every daemon's config file has: `[log]`, `[metrics]`, `[shutdown]`, `[runtime]`.
+
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -6,22 +8,30 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
+    /// The least severe level logged.
     #[serde(default)]
     pub level: LogLevel,
 }
 
+/// `[log] level`: the least severe messages logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
+    /// Failures only.
     Error,
+    /// And what may become one.
     Warn,
+    /// And what the daemon does (the default).
     #[default]
     Info,
+    /// And why.
     Debug,
+    /// Everything.
     Trace,
 }
 
 impl LogLevel {
+    /// As written in the file (and as `tracing` filters name it).
     pub fn as_str(self) -> &'static str {
         match self {
             LogLevel::Error => "error",
@@ -37,6 +47,7 @@ impl LogLevel {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
+    /// Address of the HTTP endpoint.
     pub listen: SocketAddr,
 }
 
@@ -46,6 +57,7 @@ pub struct MetricsConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShutdownConfig {
+    /// How long connections and sessions get to finish after SIGTERM.
     #[serde(
         with = "humantime_serde",
         default = "ShutdownConfig::default_drain_timeout"

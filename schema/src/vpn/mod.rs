@@ -1,0 +1,165 @@
+//! `vpn.toml`: the WireGuard interface, its peers, the networks peers may reach, and the shared
+//! daemon sections.
+//!
+//! Keys live in files referenced from here, never in this file, so it can be read, diffed and
+//! logged freely.
+
+mod addresses;
+pub mod client_config;
+pub mod key;
+mod validate;
+
+pub use addresses::next_free_address;
+
+use crate::{
+    ConfigFile, DaemonConfig, Issues, LogConfig, MetricsConfig, Name, RuntimeConfig, ShutdownConfig,
+};
+use ipnet::IpNet;
+use key::PublicKey;
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The whole of `vpn.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VpnConfig {
+    /// `[log]`.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// `[metrics]`.
+    pub metrics: MetricsConfig,
+    /// `[shutdown]`.
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+    /// `[runtime]`.
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    /// `[interface]`.
+    pub interface: Interface,
+    /// `[[peer]]`.
+    #[serde(default, rename = "peer")]
+    pub peers: Vec<Peer>,
+}
+
+/// `[interface]`: the tunnel device and the gateway's side of the tunnel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Interface {
+    /// Name of the TUN device, also the control socket's name (`/var/run/wireguard/<name>.sock`).
+    pub name: String,
+    /// File holding the gateway's private key in `wg genkey` format; mode 0600 or stricter.
+    pub private_key_file: PathBuf,
+    /// The UDP port peers send to.
+    pub listen_port: u16,
+    /// The gateway's tunnel addresses, with the tunnel's prefix: `10.10.100.1/24`.
+    pub address: Vec<IpNet>,
+    /// The tunnel device's MTU.
+    #[serde(default = "Interface::default_mtu")]
+    pub mtu: u16,
+    /// Networks behind the gateway that peers may reach (net1, and what the host routes on).
+    pub reach: Vec<IpNet>,
+    /// Source-NAT peer traffic towards `reach` to the gateway's address there, for networks
+    /// whose hosts have no route back to the tunnel.
+    #[serde(default)]
+    pub masquerade: bool,
+    /// DNS servers written into generated client configs.
+    #[serde(default)]
+    pub dns: Vec<IpAddr>,
+    /// `host:port` clients use to reach the gateway, written into generated client configs.
+    #[serde(default)]
+    pub public_endpoint: Option<String>,
+}
+
+impl Interface {
+    /// wireguard-go's default: 1500 minus the largest (IPv6) WireGuard overhead.
+    pub const DEFAULT_MTU: u16 = 1420;
+    /// Linux refuses longer interface names (IFNAMSIZ − 1).
+    pub const MAX_NAME_LEN: usize = 15;
+
+    fn default_mtu() -> u16 {
+        Self::DEFAULT_MTU
+    }
+}
+
+/// `[[peer]]`: one admin device allowed in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    /// Names the peer in logs, metrics and `peer list`.
+    pub name: Name,
+    /// The peer's key, as `wg pubkey` prints it.
+    pub public_key: PublicKey,
+    /// File holding a key shared with this peer alone (`wg genpsk` format, mode 0600).
+    #[serde(default)]
+    pub preshared_key_file: Option<PathBuf>,
+    /// Tunnel addresses this peer may send from, and that are routed to it.
+    pub allowed_ips: Vec<IpNet>,
+    /// Where the peer is, for a gateway that speaks first; learnt from the peer when unset.
+    #[serde(default)]
+    pub endpoint: Option<SocketAddr>,
+    /// Send a keepalive this often, whole seconds, to keep NAT state open.
+    #[serde(default, with = "humantime_serde")]
+    pub persistent_keepalive: Option<Duration>,
+}
+
+impl ConfigFile for VpnConfig {
+    const WHAT: &'static str = "a lab-vpn configuration ([metrics], [interface], [[peer]])";
+
+    fn validate(&self, issues: &mut Issues) {
+        self.validate_interface(issues);
+        self.validate_peers(issues);
+    }
+
+    fn resolve_paths(&mut self, dir: &std::path::Path) {
+        let resolve = |path: &mut PathBuf| {
+            if path.is_relative() {
+                *path = dir.join(&*path);
+            }
+        };
+        resolve(&mut self.interface.private_key_file);
+        for peer in &mut self.peers {
+            if let Some(psk) = &mut peer.preshared_key_file {
+                resolve(psk);
+            }
+        }
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "interface {} on UDP {}, {} peers, reaching {}",
+            self.interface.name,
+            self.interface.listen_port,
+            self.peers.len(),
+            self.interface
+                .reach
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+}
+
+impl DaemonConfig for VpnConfig {
+    const PROGRAM: &'static str = "lab-vpn";
+    const DEFAULT_PATH: &'static str = "/etc/lab-vpn/vpn.toml";
+    const METRICS_PREFIX: &'static str = "lab_vpn";
+
+    fn log(&self) -> &LogConfig {
+        &self.log
+    }
+
+    fn metrics(&self) -> &MetricsConfig {
+        &self.metrics
+    }
+
+    fn shutdown(&self) -> &ShutdownConfig {
+        &self.shutdown
+    }
+
+    fn runtime(&self) -> &RuntimeConfig {
+        &self.runtime
+    }
+}

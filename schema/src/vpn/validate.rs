@@ -1,0 +1,146 @@
+//! The checks of `vpn.toml` serde cannot make: a usable interface, and peers whose names, keys
+//! and allowed IPs tell them apart.
+
+use super::key::PublicKey;
+use super::{Interface, VpnConfig};
+use crate::{Issues, Name};
+use ipnet::IpNet;
+use std::collections::HashMap;
+
+impl VpnConfig {
+    pub(super) fn validate_interface(&self, issues: &mut Issues) {
+        let interface = &self.interface;
+        let name = &interface.name;
+        if name.is_empty()
+            || name.len() > Interface::MAX_NAME_LEN
+            || name == "."
+            || name == ".."
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            issues.add(
+                "interface.name",
+                format!(
+                    "`{name}` is not a usable interface name: 1 to {} letters, digits, `-`, `_` or `.`",
+                    Interface::MAX_NAME_LEN
+                ),
+            );
+        }
+        if interface.listen_port == 0 {
+            issues.add(
+                "interface.listen_port",
+                "port 0 would pick a random port each start; peers need a fixed one",
+            );
+        }
+        if interface.address.is_empty() {
+            issues.add(
+                "interface.address",
+                "the gateway needs at least one tunnel address",
+            );
+        }
+        let min_mtu = if interface.address.iter().any(|a| matches!(a, IpNet::V6(_))) {
+            1280
+        } else {
+            576
+        };
+        if interface.mtu < min_mtu {
+            issues.add(
+                "interface.mtu",
+                format!(
+                    "MTU {} is below the minimum of {min_mtu} for these addresses",
+                    interface.mtu
+                ),
+            );
+        }
+        if interface.reach.is_empty() {
+            issues.add(
+                "interface.reach",
+                "no networks to reach; peers would get nowhere through the gateway",
+            );
+        }
+        for (i, net) in interface.reach.iter().enumerate() {
+            if let Some(tunnel) = interface.address.iter().find(|a| overlaps(&a.trunc(), net)) {
+                issues.add(
+                    format!("interface.reach[{i}]"),
+                    format!("{net} overlaps the tunnel network {}", tunnel.trunc()),
+                );
+            }
+        }
+    }
+
+    pub(super) fn validate_peers(&self, issues: &mut Issues) {
+        let mut names: HashMap<&Name, usize> = HashMap::new();
+        let mut keys: HashMap<&PublicKey, usize> = HashMap::new();
+        for (i, peer) in self.peers.iter().enumerate() {
+            let key = format!("peer[{i}]");
+            if let Some(first) = names.insert(&peer.name, i) {
+                issues.add(
+                    format!("{key}.name"),
+                    format!("peer `{}` is already defined as peer[{first}]", peer.name),
+                );
+            }
+            if let Some(first) = keys.insert(&peer.public_key, i) {
+                issues.add(
+                    format!("{key}.public_key"),
+                    format!(
+                        "the same public key is already used by peer `{}`",
+                        self.peers[first].name
+                    ),
+                );
+            }
+            if peer.allowed_ips.is_empty() {
+                issues.add(
+                    format!("{key}.allowed_ips"),
+                    format!(
+                        "peer `{}` has no allowed IPs, so no packet could reach it",
+                        peer.name
+                    ),
+                );
+            }
+            for (j, net) in peer.allowed_ips.iter().enumerate() {
+                let net_key = format!("{key}.allowed_ips[{j}]");
+                if *net != net.trunc() {
+                    issues.add(
+                        net_key.clone(),
+                        format!("{net} has host bits set; did you mean {}?", net.trunc()),
+                    );
+                }
+                if let Some(own) = self
+                    .interface
+                    .address
+                    .iter()
+                    .find(|a| net.contains(&a.addr()))
+                {
+                    issues.add(
+                        net_key.clone(),
+                        format!("{net} contains the gateway's own address {}", own.addr()),
+                    );
+                }
+                for (other_index, other) in self.peers[..i].iter().enumerate() {
+                    if let Some(clash) = other.allowed_ips.iter().find(|o| overlaps(o, net)) {
+                        issues.add(
+                            net_key.clone(),
+                            format!(
+                                "{net} overlaps {clash} of peer `{}` (peer[{other_index}]); a packet could not tell which peer it is for",
+                                other.name
+                            ),
+                        );
+                    }
+                }
+            }
+            if let Some(keepalive) = peer.persistent_keepalive {
+                if keepalive.subsec_nanos() != 0 || keepalive.as_secs() > u64::from(u16::MAX) {
+                    issues.add(
+                        format!("{key}.persistent_keepalive"),
+                        "persistent keepalive is whole seconds, at most 65535s",
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
