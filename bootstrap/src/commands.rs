@@ -23,6 +23,7 @@ const CHANGES: u8 = 2;
 /// The node or the API refused, or the lab conflicts with what is there.
 const FAILED: u8 = 1;
 
+/// How lab-bootstrap reaches the Proxmox API (`--api`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Transport {
     /// `pvesh` on the Proxmox host, as root@pam (can do everything)
@@ -82,10 +83,14 @@ pub struct Args {
     pub file: PathBuf,
 }
 
+/// The operation [`run`] carries out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
+    /// Shows what apply would change, changing nothing; exits 2 when there is something.
     Plan,
+    /// Shows the changes and, once confirmed, makes the node and the host match lab.toml.
     Apply,
+    /// Shows what it would remove and, once confirmed, removes what apply made.
     Destroy,
 }
 

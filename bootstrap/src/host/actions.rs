@@ -12,11 +12,17 @@ use std::str::FromStr;
 /// daemon-reload before its restart, a restart making a reload of the same unit moot.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ServiceAction {
+    /// `systemctl daemon-reload` on the host, after one of its units changed.
     DaemonReload,
+    /// `sysctl -p` of the file at this path on the host.
     SysctlLoad(String),
+    /// `systemctl enable` and `restart` of this unit on the host.
     Restart(String),
+    /// `systemctl daemon-reload` inside container VMID, after one of its units changed.
     ContainerDaemonReload(u32),
+    /// `systemctl enable` and `restart` of the unit inside container VMID.
     ContainerRestart(u32, String),
+    /// `systemctl reload-or-restart` of the unit inside container VMID.
     ContainerReload(u32, String),
 }
 
@@ -82,15 +88,25 @@ impl FromStr for ServiceAction {
     }
 }
 
+/// Why the actions still due could not be read or recorded.
 #[derive(Debug, thiserror::Error)]
 pub enum PendingError {
+    /// Reading, writing or removing the record failed.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The record, in the state directory.
         path: PathBuf,
+        /// The underlying error.
         source: std::io::Error,
     },
+    /// A line of the record names no action this version knows.
     #[error("{}: {reason}", path.display())]
-    Parse { path: PathBuf, reason: String },
+    Parse {
+        /// The record, in the state directory.
+        path: PathBuf,
+        /// The line, and what is wrong with it (unknown action, bad VMID).
+        reason: String,
+    },
 }
 
 /// The actions an earlier, interrupted apply left to do.

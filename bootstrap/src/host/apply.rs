@@ -16,19 +16,27 @@ use crate::state_dir::StateDir;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// Where apply's host side works.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Where `/` of the host is (tests use a temporary directory).
     pub root: PathBuf,
+    /// The state directory: secrets and keys, the manifest, the actions still due.
     pub state: StateDir,
 }
 
+/// What apply's host side did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
+    /// Host and state-directory files created or changed (not those that already held it).
     pub files_written: usize,
+    /// Files pushed into the containers.
     pub files_pushed: usize,
+    /// VMs started.
     pub vms_started: usize,
+    /// The reloads and restarts run, in the order they ran.
     pub actions: Vec<actions::ServiceAction>,
+    /// How bootstrapping etcd went; set once every step is carried out.
     pub etcd: Option<etcd::Outcome>,
 }
 

@@ -14,26 +14,36 @@ use crate::render::files::{under_root, WriteError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+/// What a container file is to its program, which decides what follows pushing it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
+    /// The program itself: pushing it restarts the program.
     Binary,
+    /// Its config or key: pushing only these reloads the program.
     Config,
+    /// A systemd unit or drop-in: pushing it reloads systemd and restarts the program.
     Unit,
 }
 
 /// A file to have inside a container: where it comes from on the host and where it goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerFile {
+    /// Where it is on the host: the binary in `--binaries`, the others staged under `--root`.
     pub source: PathBuf,
+    /// Its path inside the container.
     pub target: &'static str,
+    /// Its permissions inside the container.
     pub mode: u32,
+    /// What it is to the program.
     pub kind: FileKind,
 }
 
 /// A Debian package a container's program runs, found by one of its commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Package {
+    /// The command that is on the container's PATH once the package is installed.
     pub command: &'static str,
+    /// The package's name, as apt-get installs it.
     pub name: &'static str,
 }
 
@@ -46,30 +56,46 @@ const NFTABLES: Package = Package {
 /// One container and what belongs in it.
 #[derive(Debug, Clone)]
 pub struct Container {
+    /// Its Proxmox VMID.
     pub vmid: u32,
+    /// Its name in lab.toml.
     pub name: String,
+    /// The systemd unit that runs its program (`lab-lb.service`, `lab-vpn.service`).
     pub unit: &'static str,
+    /// The Debian packages its program needs at run time.
     pub packages: Vec<Package>,
+    /// The files it must hold: the binary, its configs and keys, its units.
     pub files: Vec<ContainerFile>,
 }
 
+/// Why the lb or vpn container could not be found or filled.
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
+    /// A `pct` command failed.
     #[error(transparent)]
     Command(#[from] CommandError),
+    /// A staged file's path does not fit under `--root`.
     #[error(transparent)]
     Path(#[from] WriteError),
+    /// A file to push could not be read on the host (most often: lab-lb or lab-vpn not built).
     #[error("{}: {source} (build lab-lb and lab-vpn, or name their directory with --binaries)", path.display())]
     Source {
+        /// The file on the host.
         path: PathBuf,
+        /// The underlying error.
         source: std::io::Error,
     },
+    /// lab.toml has no machine of this role (`lb` or `vpn`).
     #[error("the lab has no {0} container; run `lab-bootstrap validate`")]
     Missing(&'static str),
+    /// `apt-get update` or `apt-get install` failed inside the container.
     #[error("container {container}: installing {package} failed: {reason} (the container needs a working apt source and a route to it)")]
     Install {
+        /// The container's name in lab.toml.
         container: String,
+        /// The packages being installed, space-separated.
         package: String,
+        /// The failed command and what it printed on standard error.
         reason: String,
     },
 }

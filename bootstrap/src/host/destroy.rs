@@ -13,25 +13,36 @@ use crate::state_dir::StateDir;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// Why destroy's host side failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HostDestroyError {
+    /// The manifest could not be read or emptied.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    /// A path of the manifest does not fit under `--root`.
     #[error(transparent)]
     Write(#[from] WriteError),
+    /// systemctl could not be run, or its daemon-reload after units were removed failed.
     #[error(transparent)]
     Host(#[from] CommandError),
+    /// Reading or removing a file, or deleting the state directory, failed.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The file (under `--root`) or the state directory.
         path: PathBuf,
+        /// The underlying error.
         source: std::io::Error,
     },
+    /// `--purge-state` names a directory without lab-bootstrap's marker; nothing was changed.
     #[error(
         "refusing to purge {}: it has no {} file, so lab-bootstrap did not make it as its state directory (is --state right?); nothing was changed. If it is the lab's state, delete it by hand",
         path.display(),
         crate::state_dir::STATE_MARKER
     )]
-    NotStateDir { path: PathBuf },
+    NotStateDir {
+        /// The directory `--state` names.
+        path: PathBuf,
+    },
 }
 
 /// `--purge-state` deletes a whole directory: only one lab-bootstrap marked as its own.
@@ -45,9 +56,12 @@ fn check_purge(options: &Options) -> Result<(), HostDestroyError> {
     Ok(())
 }
 
+/// What destroy's host side works on.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// Where `/` of the host is (tests use a temporary directory).
     pub root: PathBuf,
+    /// The state directory, with the manifest of the files apply wrote.
     pub state: StateDir,
     /// Also delete the state directory (secrets, keys).
     pub purge_state: bool,
@@ -60,6 +74,7 @@ pub enum FileState {
     Ours,
     /// Changed since: kept.
     Edited,
+    /// No longer there: nothing to do.
     Gone,
 }
 

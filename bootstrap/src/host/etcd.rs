@@ -9,9 +9,12 @@ use std::io::Write;
 /// Seconds talosctl may take (coreutils `timeout`).
 const TALOSCTL_TIMEOUT: &str = "120";
 
+/// How bootstrapping etcd went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
+    /// An earlier apply saw etcd answer; nothing was run.
     AlreadyDone,
+    /// talosctl bootstrapped it now, or found it bootstrapped already.
     Bootstrapped,
     /// talosctl is missing or the node does not answer yet; the command to run is printed.
     Deferred(String),
@@ -37,6 +40,8 @@ pub fn is_done(state: &StateDir) -> bool {
     state.etcd_bootstrapped().exists()
 }
 
+/// Bootstraps etcd unless an earlier apply saw it answer, recording success in the state
+/// directory; without talosctl, or while the node does not answer, prints the command instead.
 pub fn bootstrap(
     host: &mut dyn Runner,
     lab: &Lab,

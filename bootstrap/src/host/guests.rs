@@ -21,6 +21,7 @@ pub fn stopped_vms<'a>(
     Ok(out)
 }
 
+/// Starts VM `vmid` (`qm start`).
 pub fn start(runner: &mut dyn Runner, vmid: u32) -> Result<(), CommandError> {
     runner.check("qm", &["start", &vmid.to_string()])?;
     Ok(())

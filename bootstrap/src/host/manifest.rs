@@ -6,20 +6,31 @@ use crate::state_dir::StateDir;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+/// Why the manifest could not be read or saved.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
+    /// Reading, writing or removing it failed.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The manifest, in the state directory.
         path: PathBuf,
+        /// The underlying error.
         source: std::io::Error,
     },
+    /// A line is not a SHA-256 in hex, two spaces and an absolute path.
     #[error("{}: line {line}: expected `SHA256  /absolute/path`", path.display())]
-    Parse { path: PathBuf, line: usize },
+    Parse {
+        /// The manifest, in the state directory.
+        path: PathBuf,
+        /// The line's number, counting from 1.
+        line: usize,
+    },
 }
 
 /// Host path (absolute, as on the host) → SHA-256 (hex) of what lab-bootstrap wrote there.
 pub type Manifest = BTreeMap<PathBuf, String>;
 
+/// The SHA-256 of `bytes` in lowercase hex, as the manifest and `sha256sum` write it.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     ring::digest::digest(&ring::digest::SHA256, bytes)
         .as_ref()

@@ -25,43 +25,67 @@ use std::process::Command;
 /// What a command printed and whether it succeeded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Output {
+    /// Whether it exited with status 0.
     pub success: bool,
+    /// Its standard output (invalid UTF-8 replaced).
     pub stdout: String,
+    /// Its standard error (invalid UTF-8 replaced).
     pub stderr: String,
 }
 
+/// Why a command on the host could not be run, or did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
+    /// The program could not be started at all (not found, not executable).
     #[error("cannot run `{command}`: {source}")]
     Spawn {
+        /// The command line, program and arguments.
         command: String,
+        /// What starting it failed with.
         source: std::io::Error,
     },
+    /// It ran but did not succeed, where [`Runner::check`] needed it to.
     #[error("`{command}` failed: {stderr}")]
-    Failed { command: String, stderr: String },
+    Failed {
+        /// The command line, program and arguments.
+        command: String,
+        /// What it printed on standard error, trimmed.
+        stderr: String,
+    },
 }
 
 /// Why the host's side of plan or apply failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
+    /// Rendering the files, or reading or making the secrets and keys they need, failed.
     #[error(transparent)]
     State(#[from] StateError),
+    /// A host file could not be written, or its path does not fit under `--root`.
     #[error(transparent)]
     Write(#[from] WriteError),
+    /// The record of the reloads and restarts still due could not be read or saved.
     #[error(transparent)]
     Pending(#[from] PendingError),
+    /// A command on the host could not be run, or failed.
     #[error(transparent)]
     Command(#[from] CommandError),
+    /// Finding the lb or vpn container, reading a file to push into it, or installing its
+    /// packages failed.
     #[error(transparent)]
     Container(#[from] ContainerError),
+    /// The manifest of the files apply wrote could not be read or saved.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    /// A file the plan writes is not among those apply renders (lab.toml no longer renders
+    /// it). Holds the file's path as the plan names it.
     #[error("{}: the plan writes it, but lab.toml no longer renders it; run apply again", .0.display())]
     NotRendered(PathBuf),
 }
 
 /// Runs commands on the Proxmox host; tests substitute a recording one.
 pub trait Runner {
+    /// Runs `program` with `args` and returns what it printed, whether it succeeded or not;
+    /// fails only when it cannot be run.
     fn run(&mut self, program: &str, args: &[&str]) -> Result<Output, CommandError>;
 
     /// Whether `program` can be run at all (talosctl is optional).
@@ -92,6 +116,7 @@ pub fn guest_running(
     Ok(status.success && status.stdout.contains("status: running"))
 }
 
+/// `program` and `args` as one line, the way errors and printed hints show a command.
 pub fn command_line(program: &str, args: &[&str]) -> String {
     std::iter::once(program)
         .chain(args.iter().copied())
@@ -104,6 +129,7 @@ pub fn command_line(program: &str, args: &[&str]) -> String {
 /// pvesh.
 #[derive(Debug, Default)]
 pub struct System {
+    /// The stand-in every command goes through; `None` runs them directly.
     pub via: Option<PathBuf>,
 }
 

@@ -19,11 +19,17 @@ use std::path::{Path, PathBuf};
 /// yet, and whether it comes from secrets or keys that will be made first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileWrite {
+    /// The file's path as rendered: a host path (written under `--root`), or its path in the
+    /// state directory.
     pub path: PathBuf,
+    /// Whether something is there already, so the write replaces it rather than creates it.
     pub exists: bool,
+    /// Whether it is rendered from secrets or keys apply makes first, so what it will hold is
+    /// not known yet.
     pub secret: bool,
 }
 
+/// One thing apply does on the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// A host file, written under `--root`.
@@ -32,26 +38,42 @@ pub enum Step {
     WriteStateFile(FileWrite),
     /// A reload or restart, on the host or in a container.
     Service(ServiceAction),
+    /// Starts a VM that is not running (`qm start`), once its snippet is written.
     StartVm {
+        /// The machine's name in lab.toml.
         name: String,
+        /// Its Proxmox VMID.
         vmid: u32,
     },
+    /// Starts a container that is not running (`pct start`): installing and pushing need it.
     StartContainer {
+        /// The container's name in lab.toml.
         name: String,
+        /// Its Proxmox VMID.
         vmid: u32,
     },
+    /// Installs into a container, with apt-get, the Debian packages its program needs and it
+    /// lacks.
     Install {
+        /// The container's name in lab.toml.
         container: String,
+        /// Its Proxmox VMID.
         vmid: u32,
+        /// The packages it lacks (all of them when it was not running yet).
         packages: Vec<Package>,
     },
+    /// Pushes into a container (`pct push`) the files that differ from what it holds.
     Push {
+        /// The container's name in lab.toml.
         container: String,
+        /// Its Proxmox VMID.
         vmid: u32,
+        /// The files that differ or are missing (all of them when it was not running yet).
         files: Vec<ContainerFile>,
     },
 }
 
+/// What apply will do on the host, as [`plan`] decided it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostPlan {
     /// In the order apply carries them out.
@@ -59,6 +81,7 @@ pub struct HostPlan {
 }
 
 impl HostPlan {
+    /// Whether apply has nothing to do on the host.
     pub fn is_empty(&self) -> bool {
         self.steps.is_empty()
     }

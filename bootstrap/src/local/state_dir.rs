@@ -4,16 +4,19 @@
 
 use std::path::{Path, PathBuf};
 
+/// Where a local lab keeps its state, and where in it each thing is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalStateDir {
     path: PathBuf,
 }
 
 impl LocalStateDir {
+    /// The state directory at `path`; nothing is made here.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self { path: path.into() }
     }
 
+    /// The directory itself.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -38,10 +41,12 @@ impl LocalStateDir {
         self.path.join("lab.nft")
     }
 
+    /// The config of the dnsmasq serving DHCP on `bridge`.
     pub fn dnsmasq_config(&self, bridge: &str) -> PathBuf {
         self.path.join(format!("dnsmasq-{bridge}.conf"))
     }
 
+    /// The lease file of the dnsmasq serving DHCP on `bridge`.
     pub fn dnsmasq_leases(&self, bridge: &str) -> PathBuf {
         self.path.join(format!("dnsmasq-{bridge}.leases"))
     }
@@ -76,18 +81,22 @@ impl LocalStateDir {
         self.path.join("admin.stripped.conf")
     }
 
+    /// The directory of the services' logs.
     pub fn logs(&self) -> PathBuf {
         self.path.join("logs")
     }
 
+    /// Service `service`'s standard output and error.
     pub fn log(&self, service: &str) -> PathBuf {
         self.logs().join(format!("{service}.log"))
     }
 
+    /// The directory of the services' pid files.
     pub fn pids(&self) -> PathBuf {
         self.path.join("pids")
     }
 
+    /// The pid of service `service`, as it was started.
     pub fn pid(&self, service: &str) -> PathBuf {
         self.pids().join(format!("{service}.pid"))
     }

@@ -11,23 +11,41 @@ use super::client::{ApiError, ProxmoxApi};
 use super::desired::{lab_of_comments, lab_of_description, Kind, Resource, MANAGED_TAG};
 use crate::mac::MacAddr;
 
+/// Why the node's state could not be read, or the lab cannot be planned onto it.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
+    /// An API call reading the node's state failed.
     #[error("reading the node's state: {0}")]
     Api(#[from] ApiError),
+    /// Something the lab wants is there already and is not this lab's to change: of another
+    /// kind, another lab's, or differing without our marks.
     #[error(
         "{what} already exists and is not managed by lab-bootstrap ({why}); change lab.toml or remove it by hand"
     )]
-    Conflict { what: String, why: String },
+    Conflict {
+        /// The resource, as `kind id (name)`.
+        what: String,
+        /// What it is instead, whose it is, or which keys differ.
+        why: String,
+    },
+    /// A list the API returned is no list, or a guest in it has no VMID.
     #[error("GET {path}: unexpected answer: {answer}")]
-    Shape { path: String, answer: String },
+    Shape {
+        /// The API path read.
+        path: String,
+        /// What it answered, as JSON.
+        answer: String,
+    },
 }
 
 /// A guest or bridge as the node has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveResource {
+    /// Bridge, container or VM.
     pub kind: Kind,
+    /// Its configuration as the API reads it, every value as text (booleans as 0 and 1).
     pub config: BTreeMap<String, String>,
+    /// Whether the guest runs (never for a bridge).
     pub running: bool,
 }
 
@@ -60,7 +78,9 @@ impl LiveResource {
 /// Bridges by name and guests by VMID.
 #[derive(Debug, Clone, Default)]
 pub struct Live {
+    /// The node's bridges, by interface name.
     pub bridges: BTreeMap<String, LiveResource>,
+    /// The node's containers and VMs, by VMID.
     pub guests: BTreeMap<u32, LiveResource>,
 }
 
@@ -139,34 +159,50 @@ fn flatten(object: &Value) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// What a change does to its resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChangeKind {
+    /// Creates it: the node does not have it.
     Create,
+    /// Sets the keys that differ on the existing one.
     Update,
+    /// Deletes it (stopped first if it runs) and creates it again: a key that differs cannot
+    /// be changed on an existing guest.
     Replace,
+    /// Deletes it (stopped first if it runs): it is this lab's and no longer wanted.
     Delete,
 }
 
 /// One key that differs: its live value (none when unset) and the wanted one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diff {
+    /// The API parameter.
     pub key: String,
+    /// Its value on the node.
     pub live: Option<String>,
+    /// Its value as the lab wants it.
     pub wanted: String,
 }
 
+/// One change to one resource.
 #[derive(Debug, Clone)]
 pub struct Change {
+    /// What it does.
     pub action: ChangeKind,
+    /// The resource as the lab wants it; for a deletion, its kind, id and name on the node.
     pub resource: Resource,
+    /// The keys that differ (for an update or a replacement).
     pub diffs: Vec<Diff>,
     /// A guest that must be stopped before it is deleted or replaced.
     pub running: bool,
 }
 
+/// What apply (or destroy) changes on the node, read-only.
 #[derive(Debug, Clone)]
 pub struct Plan {
+    /// The Proxmox node's name.
     pub node: String,
+    /// In the order they are carried out.
     pub changes: Vec<Change>,
     /// Bridges of ours exist but are not up yet (an apply was interrupted between writing
     /// them and reloading the node's network): the reload is still due.
@@ -174,6 +210,7 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Whether there is nothing to change on the node.
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty() && !self.reload_network
     }

@@ -10,10 +10,14 @@ use std::net::Ipv4Addr;
 /// A route inside a guest; `destination` None is the default route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestRoute {
+    /// The network it reaches; `None` for the default route.
     pub destination: Option<Ipv4Net>,
+    /// The next hop: the home router on net0, or the host on a lab network.
     pub gateway: Ipv4Addr,
 }
 
+/// The routes `machine` needs, the default route first; none when it is only on net0 and net0
+/// has no gateway.
 pub fn guest_routes(lab: &Lab, machine: &Machine) -> Vec<GuestRoute> {
     let on = |id: NetworkId| machine.nics.iter().any(|n| n.network == id);
     let lab_networks = [NetworkId::Net1, NetworkId::Net2];

@@ -22,24 +22,36 @@ pub const CONFIG_DIR: &str = "/etc/lab";
 /// Leases survive restarts here (systemd's `StateDirectory=lab`).
 pub const STATE_DIR: &str = "/var/lib/lab";
 
+/// Why a file could not be rendered from the lab.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
+    /// A file needs the address of the machine with a role on a network, and there is none.
     #[error(
         "the lab has no machine with role = \"{role}\" on {network}; run `lab-bootstrap validate`"
     )]
     MissingRole {
+        /// The role, as lab.toml spells it.
         role: &'static str,
+        /// The network, as lab.toml spells it.
         network: &'static str,
     },
-    #[error("`{name}` is not a valid name: {reason}")]
-    Name { name: String, reason: String },
+    /// A vpn peer's public key could not be read or is no WireGuard key.
     #[error("vpn.peer `{peer}`: {source}")]
     PeerKey {
+        /// The peer's name.
         peer: String,
+        /// What is wrong with its key.
         source: crate::model::PeerKeyError,
     },
+    /// lab-lb's or lab-vpn's config could not be written as TOML.
     #[error("cannot write {what}'s file: {reason}")]
-    Serialize { what: String, reason: String },
+    Serialize {
+        /// The command that checks the file (`lab-lb check PATH`), which names it.
+        what: String,
+        /// The serializer's error.
+        reason: String,
+    },
+    /// A peer's client config cannot be made (the gateway has no public endpoint).
     #[error("a VPN client config: {0}")]
     ClientConfig(lab_schema::vpn::client_config::NoEndpoint),
 }
@@ -47,8 +59,11 @@ pub enum RenderError {
 /// A file as it is installed on the host: absolute path, contents and permission bits.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RenderedFile {
+    /// Where it goes on the host.
     pub path: PathBuf,
+    /// What it holds.
     pub contents: String,
+    /// Its permission bits; 0600 keeps it private, in debug output too.
     pub mode: u32,
 }
 
@@ -74,8 +89,11 @@ impl std::fmt::Debug for RenderedFile {
 /// A static route the host needs: `destination via gateway dev bridge`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostRoute {
+    /// The network it reaches.
     pub destination: Ipv4Net,
+    /// The next hop, on the bridge's network.
     pub gateway: Ipv4Addr,
+    /// The host bridge it leaves through.
     pub bridge: String,
 }
 

@@ -20,12 +20,14 @@ pub const STATE_MARKER: &str = ".lab-bootstrap-state";
 const STATE_MARKER_TEXT: &[u8] =
     b"lab-bootstrap's state directory (Talos secrets, WireGuard keys); `lab-bootstrap destroy --purge-state` deletes it\n";
 
+/// Where lab-bootstrap keeps its state, and where in it each thing is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateDir {
     path: PathBuf,
 }
 
 impl StateDir {
+    /// The state directory at `path`; nothing is made until [`Self::create`].
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self { path: path.into() }
     }
@@ -35,6 +37,7 @@ impl StateDir {
         Self::new(root.join(DEFAULT_STATE_DIR.trim_start_matches('/')))
     }
 
+    /// The directory itself.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -63,6 +66,7 @@ impl StateDir {
         self.marker().symlink_metadata().is_ok_and(|m| m.is_file())
     }
 
+    /// The [`STATE_MARKER`] file in it.
     pub fn marker(&self) -> PathBuf {
         self.path.join(STATE_MARKER)
     }
@@ -77,10 +81,13 @@ impl StateDir {
         self.path.join("talos-admin.yaml")
     }
 
+    /// talosctl's client config for the cluster, made from the secrets and the admin's
+    /// certificate.
     pub fn talosconfig(&self) -> PathBuf {
         self.path.join("talosconfig")
     }
 
+    /// The vpn gateway's WireGuard private key, made on first apply.
     pub fn vpn_gateway_key(&self) -> PathBuf {
         self.path.join("vpn-gateway.key")
     }
@@ -90,6 +97,7 @@ impl StateDir {
         self.path.join("vpn-clients")
     }
 
+    /// Peer `peer`'s wg-quick config.
     pub fn vpn_client(&self, peer: &str) -> PathBuf {
         self.vpn_clients().join(format!("{peer}.conf"))
     }
