@@ -1,6 +1,7 @@
 //! `lab-bootstrap`: one `lab.toml` to a running lab.
 //!
-//! [`model`] is the `lab.toml` schema and its validation; [`render`] the files it makes for the
+//! [`model`] is the `lab.toml` schema and its validation (`lab_file` adds the checks of the
+//! daemon configs it renders); [`render`] the files it makes for the
 //! host and containers, [`talos`] the cluster's secrets and machine configs, kept in the
 //! [`state_dir`]. [`commands`] runs plan/apply/destroy: the Proxmox node's resources
 //! ([`proxmox`]), then the host's files and services ([`host`]). [`local`] builds a lab in
@@ -12,6 +13,7 @@
 
 pub mod commands;
 pub mod host;
+mod lab_file;
 pub mod local;
 pub mod mac;
 pub mod model;

@@ -6,11 +6,10 @@ mod images;
 mod lb;
 pub mod names;
 mod peers;
-mod rendered;
 
 pub use access::{HostAccess, Manager};
 pub use images::{Image, Images};
-pub use lb::{default_routes, Lb, LbRoute};
+pub use lb::{default_routes, Lb, LbRoute, LB_METRICS_PORT};
 pub use peers::{PeerKeyError, VpnPeer};
 
 use crate::mac::MacAddr;
@@ -275,11 +274,10 @@ pub const MAX_VMID: u32 = 999_999_999;
 /// NICs a Proxmox guest can have (net0..net31); derived MACs cover the first 16.
 const MAX_NICS: usize = 16;
 
-impl ConfigFile for Lab {
-    const WHAT: &'static str =
-        "a lab description ([proxmox], [networks.net0..2], [cluster], [[machine]])";
-
-    fn validate(&self, issues: &mut Issues) {
+impl Lab {
+    /// Every check of the lab itself, each problem under its lab.toml key. The checks of what
+    /// it renders come after these (`crate::lab_file`).
+    pub(crate) fn validate_model(&self, issues: &mut Issues) {
         self.validate_names(issues);
         self.validate_networks(issues);
         self.validate_machines(issues);
@@ -292,44 +290,6 @@ impl ConfigFile for Lab {
         self.validate_lb(issues);
         self.validate_images(issues);
         self.validate_access(issues);
-        // Only a lab that passed its own checks renders; those name anything both would find.
-        if issues.is_empty() {
-            self.validate_rendered(issues);
-        }
-    }
-
-    /// Key files are named relative to lab.toml, as a user reading it takes them.
-    fn resolve_paths(&mut self, dir: &std::path::Path) {
-        let resolve = |path: &mut std::path::PathBuf| {
-            if path.is_relative() {
-                *path = dir.join(&*path);
-            }
-        };
-        for peer in &mut self.vpn.peers {
-            if let Some(file) = &mut peer.public_key_file {
-                resolve(file);
-            }
-        }
-        if let Some(file) = &mut self.manager.ssh_keys_file {
-            resolve(file);
-        }
-    }
-
-    fn summary(&self) -> String {
-        let count = |role| self.machines.iter().filter(|m| m.role == role).count();
-        format!(
-            "cluster {}: {} control planes, {} workers, {} other machines on {} ({} MiB of {} MiB)",
-            self.cluster.name,
-            count(Role::ControlPlane),
-            count(Role::Worker),
-            self.machines.len() - count(Role::ControlPlane) - count(Role::Worker),
-            self.proxmox.node,
-            self.machines
-                .iter()
-                .map(|m| u64::from(m.memory_mib))
-                .sum::<u64>(),
-            self.proxmox.memory_mib
-        )
     }
 }
 

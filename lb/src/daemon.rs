@@ -316,7 +316,7 @@ impl Daemon for LbDaemon {
     }
 
     fn check_files(config: &LbConfig, issues: &mut lab_daemon::Issues) {
-        crate::config::check_files(config, issues);
+        crate::tls::check_files(config, issues);
     }
 
     async fn reload(&mut self, config: Arc<LbConfig>) -> Result<(), LbError> {

@@ -18,7 +18,6 @@ mod http;
 /// The HTTP/1.1 path's parsers for the fuzz targets; not an API.
 #[doc(hidden)]
 pub use http::h1::fuzzing as http1_fuzzing;
-pub mod http_config;
 pub mod l4;
 mod listener;
 mod metrics;

@@ -6,6 +6,9 @@ use lab_schema::lb::{BalanceAlgorithm, HealthCheck, HealthCheckKind, ListenerMod
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
+/// lab-lb's metrics port on its net2 address (configs/lb.toml's): no `[[lb.route]]` may take it.
+pub const LB_METRICS_PORT: u16 = 8404;
+
 /// `[lb]`: without any `[[lb.route]]`, the routes of [`default_routes`].
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -183,9 +186,7 @@ impl Lab {
                     ),
                 );
             }
-            if route.listen == NetworkId::Net2
-                && route.port == crate::render::containers::LB_METRICS_PORT
-            {
+            if route.listen == NetworkId::Net2 && route.port == LB_METRICS_PORT {
                 issues.add(
                     format!("{key}.port"),
                     format!("net2 port {} is lab-lb's own metrics address", route.port),

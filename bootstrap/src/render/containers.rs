@@ -28,9 +28,9 @@ pub const LB_ROUTES_DROPIN: &str = "/etc/systemd/system/lab-lb.service.d/10-lab-
 pub const VPN_ROUTES_DROPIN: &str = "/etc/systemd/system/lab-vpn.service.d/10-lab-routes.conf";
 pub const LB_BINARY: &str = "/usr/local/bin/lab-lb";
 pub const VPN_BINARY: &str = "/usr/local/bin/lab-vpn";
-/// The metrics ports of configs/lb.toml and configs/vpn.toml (9586: the WireGuard exporters').
-pub const LB_METRICS_PORT: u16 = 8404;
+/// The metrics port of configs/vpn.toml (9586: the WireGuard exporters').
 pub const VPN_METRICS_PORT: u16 = 9586;
+pub use crate::model::LB_METRICS_PORT;
 
 /// The staged host path of `path` inside the container of the machine with `role`.
 pub fn staged_path(lab: &Lab, role: Role, path: &str) -> PathBuf {

@@ -91,7 +91,7 @@ pub struct Pool {
     pub name: Name,
     pub algorithm: crate::config::BalanceAlgorithm,
     /// Header sent to servers before the client's bytes.
-    pub proxy_protocol: Option<crate::l4::proxy_protocol::Version>,
+    pub proxy_protocol: Option<crate::config::ProxyProtocolVersion>,
     candidates: Vec<Candidate>,
     servers: Vec<Server>,
     balance: Box<dyn Balance>,

@@ -5,7 +5,7 @@
 use super::idle::IdleConnections;
 use super::metrics::{HttpMetrics, ListenerLabel, RouteCounters, UpstreamHandles};
 use crate::backend::pool::Pool;
-use crate::http_config::{HttpListener, HttpRoute};
+use crate::config::http::{HttpListener, HttpRoute};
 use crate::l4::sni::SniPattern;
 use crate::tls::upstream::{CaError, Upstream};
 use bytes::Bytes;

@@ -2,9 +2,9 @@
 //! rustls resolver whose set is swapped whole when the files change (an ACME renewal) or on
 //! reload. pingora's own rustls listener takes one certificate and no callbacks, hence ours.
 
-use crate::http_config::CertPair;
-use crate::l4::sni::SniPattern;
+use crate::config::http::CertPair;
 use arc_swap::ArcSwap;
+use lab_schema::SniPattern;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};

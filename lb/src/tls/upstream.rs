@@ -2,7 +2,7 @@
 //! config's, the system's roots, or explicitly not at all), HTTP/1.1 or h2. Turned into
 //! pingora's peer options per request.
 
-use crate::http_config::UpstreamProtocol;
+use crate::config::http::UpstreamProtocol;
 use pingora_core::protocols::tls::CaType;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::utils::tls::WrappedX509;
