@@ -1,6 +1,6 @@
 //! The rendered `table inet lab`, loaded with the real `nft` into a namespace router shaped
 //! like the host (the three bridges and host addresses of configs/lab.toml, the rendered sysctl
-//! and route), enforces DESIGN.md's policy matrix on real TCP connections, and replacing it
+//! and route), enforces docs/ARCHITECTURE.md's policy matrix on real TCP connections, and replacing it
 //! leaves every other table alone. The matrix runs with br_netfilter on (as Proxmox's firewall
 //! turns it on: switched traffic crosses the same chains) and off. The router also has two
 //! bridges that are not the lab's, with guests of the user's own: they keep forwarding, among

@@ -1,4 +1,4 @@
-//! `table inet lab`: the policy of DESIGN.md between the host's bridges, and nothing else.
+//! `table inet lab`: the policy of docs/ARCHITECTURE.md between the host's bridges, and nothing else.
 //!
 //! Only routed traffic crosses the forward chain. The lb and vpn containers sit on net0 and on
 //! a lab bridge themselves, so "outside → LB 80/443" and "outside → VPN UDP 51820" are switched
