@@ -14,7 +14,7 @@ pub use peers::{PeerKeyError, VpnPeer};
 
 use crate::mac::MacAddr;
 use ipnet::{IpNet, Ipv4Net};
-use lab_daemon::{ConfigFile, Issues, Name};
+use lab_daemon::{Issues, Name};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;

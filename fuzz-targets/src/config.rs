@@ -73,7 +73,11 @@ const PROXYS_OWN: [&str; 8] = [
 /// HTTP targets' round trip for a route's header changes: a route that removed
 /// `Content-Length` would send a body the server reads as the next request).
 pub fn config_lb(data: &[u8]) {
-    let Some(config) = load::<lab_lb::LbConfig>(data, LB, lab_lb::config::check_files) else {
+    let Some(config) = load::<lab_lb::LbConfig>(
+        data,
+        LB,
+        <lab_lb::LbDaemon as lab_daemon::Daemon>::check_files,
+    ) else {
         return;
     };
     written_again(&config, LB);
