@@ -19,22 +19,33 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
+/// A whole `lab.toml`: everything one lab on one Proxmox host is built from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Lab {
+    /// `[proxmox]`: the host, its storages and its memory.
     pub proxmox: Proxmox,
+    /// `[networks]`: the uplink and the two lab networks.
     pub networks: Networks,
+    /// `[cluster]`: the Talos cluster the control planes and workers form.
     pub cluster: Cluster,
+    /// `[[machine]]`: every container and VM of the lab.
     #[serde(rename = "machine")]
     pub machines: Vec<Machine>,
+    /// `[vpn]`: the tunnel network and its peers; 10.10.100.0/24 and no peers when absent.
     #[serde(default)]
     pub vpn: Vpn,
+    /// `[lb]`: what lab-lb publishes; the routes of [`default_routes`] when absent.
     #[serde(default)]
     pub lb: Lb,
+    /// `[images]`: where the images come from; when absent, all are expected on the file
+    /// storage under their default names.
     #[serde(default)]
     pub images: Images,
+    /// `[manager]`: the login on the manager VM; user `lab` and no SSH keys when absent.
     #[serde(default)]
     pub manager: Manager,
+    /// `[host]`: what stays open on the host; SSH and the Proxmox UI when absent.
     #[serde(default)]
     pub host: HostAccess,
 }
@@ -44,8 +55,11 @@ pub struct Lab {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Vpn {
+    /// The tunnel network: lab-vpn takes its first host, each peer another; 10.10.100.0/24
+    /// when unset.
     #[serde(default = "Vpn::default_tunnel")]
     pub tunnel: Ipv4Net,
+    /// `[[vpn.peer]]`: the clients let in; none when absent.
     #[serde(default, rename = "peer")]
     pub peers: Vec<VpnPeer>,
 }
@@ -87,6 +101,7 @@ pub struct Proxmox {
     pub file_storage_path: Option<std::path::PathBuf>,
     /// The host's memory; what the machines ask for must fit with `host_reserve_mib` to spare.
     pub memory_mib: u32,
+    /// MiB of `memory_mib` kept for Proxmox itself, never given to machines; 2048 when unset.
     #[serde(default = "Proxmox::default_host_reserve_mib")]
     pub host_reserve_mib: u32,
 }
@@ -121,17 +136,23 @@ pub struct Networks {
     pub net2: Network,
 }
 
+/// One of the three networks, as lab.toml names it: `net0`, `net1` or `net2`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkId {
+    /// The uplink (`[networks.net0]`).
     Net0,
+    /// Administration (`[networks.net1]`).
     Net1,
+    /// Application traffic (`[networks.net2]`).
     Net2,
 }
 
 impl NetworkId {
+    /// The three networks, in order.
     pub const ALL: [NetworkId; 3] = [NetworkId::Net0, NetworkId::Net1, NetworkId::Net2];
 
+    /// Its lab.toml spelling: `net1`.
     pub fn as_str(self) -> &'static str {
         match self {
             NetworkId::Net0 => "net0",
@@ -142,6 +163,7 @@ impl NetworkId {
 }
 
 impl Networks {
+    /// The network `id` names.
     pub fn get(&self, id: NetworkId) -> &Network {
         match id {
             NetworkId::Net0 => &self.net0,
@@ -151,11 +173,14 @@ impl Networks {
     }
 }
 
+/// `[networks.net0]` and the others: one network and the host's place on it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Network {
     /// Linux bridge on the host: `vmbr1`.
     pub bridge: String,
+    /// The network's range, `10.10.1.0/24`; every address on it must be a usable host of it,
+    /// and it may overlap no other network of the lab.
     pub cidr: Ipv4Net,
     /// The host's address on this bridge (the lab networks' router).
     pub host: Ipv4Addr,
@@ -167,14 +192,18 @@ pub struct Network {
     pub dhcp: Option<DhcpRange>,
 }
 
+/// `dhcp`: the addresses dnsmasq hands out dynamically, first and last included.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DhcpRange {
+    /// The first address handed out.
     pub start: Ipv4Addr,
+    /// The last address handed out; not before `start`.
     pub end: Ipv4Addr,
 }
 
 impl DhcpRange {
+    /// Whether `address` is in the range, both ends included.
     pub fn contains(&self, address: Ipv4Addr) -> bool {
         self.start <= address && address <= self.end
     }
@@ -184,6 +213,7 @@ impl DhcpRange {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Cluster {
+    /// Names the Talos cluster and the lab on the Proxmox node; an RFC 1123 label.
     pub name: Name,
     /// Talos release the machine configs target: `v1.13.0`.
     pub talos_version: String,
@@ -192,10 +222,13 @@ pub struct Cluster {
     pub kubernetes_version: Option<String>,
     /// The Kubernetes API endpoint: the load balancer's net2 address.
     pub endpoint: String,
+    /// The pods' network; it may overlap none of the three networks.
     pub pod_cidr: IpNet,
+    /// The Services' network; it may overlap none of the three networks nor `pod_cidr`.
     pub service_cidr: IpNet,
 }
 
+/// `role`: what a machine is for, and so whether it is a container or a VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
@@ -205,15 +238,19 @@ pub enum Role {
     Vpn,
     /// VM with talosctl, kubectl and GitOps tooling.
     Manager,
+    /// Talos VM running etcd and the Kubernetes control plane.
     ControlPlane,
+    /// Talos VM running the cluster's workloads.
     Worker,
 }
 
 impl Role {
+    /// Whether machines of this role are LXC containers (lb, vpn) rather than VMs.
     pub fn is_container(self) -> bool {
         matches!(self, Role::Lb | Role::Vpn)
     }
 
+    /// Its lab.toml spelling: `control-plane`.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Lb => "lb",
@@ -229,20 +266,33 @@ impl Role {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Machine {
+    /// Unique in the lab: the guest's hostname and its name in dnsmasq's reservations.
     pub name: Name,
+    /// What the machine is for.
     pub role: Role,
+    /// The Proxmox VMID, unique in the lab; 100 to 999999999.
     pub vmid: u32,
+    /// CPU cores; at least one.
     pub cores: u16,
+    /// Memory in MiB; at least the role's minimum (2048 for a control plane, 1024 for a
+    /// worker, 512 for the manager, 128 for a container).
     pub memory_mib: u32,
+    /// Size of the root disk (a container's root filesystem) in GiB, on `proxmox.storage`.
     pub disk_gib: u32,
+    /// `[[machine.nic]]`: at most one per network and 16 in all; the guest's net0, net1, …
+    /// in this order.
     #[serde(rename = "nic")]
     pub nics: Vec<Nic>,
 }
 
+/// `[[machine.nic]]`: a machine's interface on one network, with its fixed address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Nic {
+    /// The network the NIC is on.
     pub network: NetworkId,
+    /// Its address: a usable host of the network, outside its DHCP range, used by nothing
+    /// else; dnsmasq reserves it for the NIC's MAC.
     pub address: Ipv4Addr,
     /// Derived from the VMID and NIC index under Proxmox's prefix when not given.
     #[serde(default)]
@@ -259,6 +309,7 @@ impl Machine {
         )
     }
 
+    /// The machine's address on `network`, if it has a NIC there.
     pub fn address_on(&self, network: NetworkId) -> Option<Ipv4Addr> {
         self.nics
             .iter()
@@ -269,6 +320,7 @@ impl Machine {
 
 /// Proxmox refuses VMIDs below 100.
 pub const MIN_VMID: u32 = 100;
+/// The largest VMID Proxmox accepts.
 pub const MAX_VMID: u32 = 999_999_999;
 
 /// NICs a Proxmox guest can have (net0..net31); derived MACs cover the first 16.

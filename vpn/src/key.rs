@@ -6,19 +6,32 @@ pub use lab_schema::vpn::key::{decode_key, KeyError, PrivateKey, PublicKey};
 /// Why a key file was refused. Messages name the file, never its content.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
+    /// The file, or its metadata, could not be read.
     #[error("{path}: cannot read: {source}")]
     Read {
+        /// The file, as shown.
         path: String,
+        /// The underlying error.
         source: std::io::Error,
     },
+    /// Its group or others may read the file.
     #[error("{path}: readable by {who} (mode {mode:04o}); keys must be 0600 or stricter: chmod 600 {path}")]
     TooOpen {
+        /// The file, as shown.
         path: String,
+        /// Who besides its owner can read it: `its group`, `others` or `group and others`.
         who: &'static str,
+        /// Its permission bits.
         mode: u32,
     },
+    /// The file does not hold a base64 WireGuard key.
     #[error("{path}: not a WireGuard key: {problem}")]
-    Malformed { path: String, problem: KeyError },
+    Malformed {
+        /// The file, as shown.
+        path: String,
+        /// What is wrong with its content.
+        problem: KeyError,
+    },
 }
 
 /// Reads a key file written by `wg genkey` / `wg genpsk` (or `lab-vpn genkey`), refusing one that

@@ -18,26 +18,39 @@ use std::time::{Duration, Instant, SystemTime};
 /// How long a running daemon gets to show a change after the reload signal.
 const RELOAD_WAIT: Duration = Duration::from_secs(10);
 
+/// Why `peer add`, `peer remove` or `peer list` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
+    /// vpn.toml as it stands fails the daemon's own checks.
     #[error("{0}")]
     Config(ConfigError),
+    /// vpn.toml could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The file.
         path: String,
+        /// The underlying error.
         source: std::io::Error,
     },
+    /// A file could not be written: vpn.toml, a new preshared key or a client's config.
     #[error("cannot write {path}: {source}")]
     Write {
+        /// The file.
         path: String,
+        /// The underlying error.
         source: std::io::Error,
     },
+    /// The request does not fit the file (a bad, taken or unknown peer name, no free address, no
+    /// gateway endpoint, an unreadable gateway key, peers not as `[[peer]]`); holds why.
     #[error("{0}")]
     Refused(String),
+    /// The edited vpn.toml would fail the daemon's checks, so nothing was written.
     #[error("the edited file would not be valid (nothing was written): {0}")]
     WouldBeInvalid(ConfigError),
+    /// The client's config could not be drawn or saved as a QR code.
     #[error("{0}")]
     Qr(#[from] crate::qr::QrError),
+    /// Talking to the running daemon on its control socket failed.
     #[error("cannot reach the running daemon: {0}")]
     Control(std::io::Error),
 }
@@ -52,6 +65,7 @@ impl PeerError {
 /// What `peer add` is asked for.
 #[derive(Debug, Default)]
 pub struct AddRequest {
+    /// The new peer's name; unique in the file.
     pub name: String,
     /// The peer's own public key; a key pair is generated when absent.
     pub public_key: Option<PublicKey>,
@@ -67,6 +81,7 @@ pub struct AddRequest {
 
 /// What `peer add` did.
 pub struct Added {
+    /// The client's wg-quick config, with its private key when one was generated here.
     pub client: ClientConfig,
     /// Whether a running daemon now has the peer (None: no daemon running).
     pub live: Option<bool>,
@@ -120,6 +135,7 @@ impl ConfigSource {
 
 pub use lab_schema::vpn::next_free_address;
 
+/// Adds a peer to the file and to a running daemon.
 pub fn add(path: &Path, request: &AddRequest) -> Result<Added, PeerError> {
     let source = ConfigSource::read(path)?;
     let config = &source.config;
@@ -320,7 +336,9 @@ fn apply_live(
 
 /// One line of `peer list`.
 pub struct Listed {
+    /// The peer's name; for one only the daemon has, `(not in file)` and its key.
     pub name: String,
+    /// Its allowed IPs: the file's, or the daemon's for a peer not in the file.
     pub allowed_ips: Vec<IpNet>,
     /// `None` when the daemon is not running.
     pub status: Option<PeerStatus>,

@@ -21,44 +21,73 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// Why a local lab could not be brought up, taken down or shown.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
+    /// The lab's name or its lab.toml cannot make a local lab (refused, or lacking what the
+    /// local lab needs); holds why.
     #[error("{0}")]
     Usage(String),
+    /// A system tool failed, or a program could not be started.
     #[error("{what}: {problem}")]
-    Command { what: String, problem: String },
+    Command {
+        /// The command line, or what was being started.
+        what: String,
+        /// The tool's stderr, or why it could not run.
+        problem: String,
+    },
+    /// Reading, writing or removing a file or directory failed.
     #[error("{what}: {source}")]
     Io {
+        /// What was being done, naming the path.
         what: String,
+        /// The underlying error.
         source: std::io::Error,
     },
+    /// The configs rendered for the lab could not be made.
     #[error("{0}")]
     Render(#[from] render::RenderError),
+    /// A machine's NIC did not get its reserved address from the host's dnsmasq.
     #[error("{machine} {interface}: DHCP gave {got:?}, the reservation is {expected}")]
     Dhcp {
+        /// The machine.
         machine: String,
+        /// Its interface, in its namespace.
         interface: String,
+        /// The reserved address with its prefix: `10.10.1.11/24`.
         expected: String,
+        /// What `ip address show` lists on the interface instead.
         got: String,
     },
+    /// A system tool the local lab runs is not found; names it and its Debian package.
     #[error("{0} is not installed; it is needed for the local lab")]
     MissingTool(String),
+    /// lab-lb or lab-vpn is not found; the message says where it was looked for.
     #[error("{0}")]
     MissingBinary(String),
+    /// A started program did not accept connections, or make its socket, in time.
     #[error("{what} did not become ready within {seconds}s; its log: {log}")]
     NotReady {
+        /// The program.
         what: String,
+        /// How long it was given.
         seconds: u64,
+        /// Its log file.
         log: String,
     },
+    /// A Talos node's stand-in could not be set up; holds why.
     #[error("stand-in: {0}")]
     StandIn(String),
+    /// No local lab of this name is up; holds the name.
     #[error("no local lab named `{0}` (none is up)")]
     NotUp(String),
 }
 
+/// What `up --local` is asked for.
 pub struct UpOptions {
+    /// The lab.toml to build the lab from.
     pub lab_file: PathBuf,
+    /// The lab's name: prefix of its namespaces and interfaces, so labs never collide.
     pub name: String,
     /// Start a wireguard-go client with the admin peer's config in the outside namespace.
     pub connect: bool,
@@ -140,6 +169,8 @@ fn load(path: &Path) -> Result<Lab, LocalError> {
     lab_daemon::config::load::<Lab>(path).map_err(|e| LocalError::Usage(e.lines().join("\n")))
 }
 
+/// Brings up the local lab of `options.lab_file`: an existing one is only reported, and what
+/// an unfinished `up` left is removed first.
 pub fn up(options: &UpOptions) -> Result<(), LocalError> {
     let names = LocalLab::new(&options.name)?;
     let lab = load(&options.lab_file)?;
@@ -554,6 +585,7 @@ pub fn down(name: &str) -> Result<(), LocalError> {
     Ok(())
 }
 
+/// Prints the machines of local lab `name`, and whether its `up` finished.
 pub fn status(name: &str) -> Result<(), LocalError> {
     let names = LocalLab::new(name)?;
     let state = names.state_dir();

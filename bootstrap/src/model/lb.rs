@@ -13,6 +13,7 @@ pub const LB_METRICS_PORT: u16 = 8404;
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Lb {
+    /// The `[[lb.route]]` tables, in lab.toml order; without the key, [`default_routes`].
     #[serde(default, rename = "route", skip_serializing_if = "Option::is_none")]
     pub routes: Option<Vec<LbRoute>>,
 }
@@ -25,7 +26,10 @@ pub struct LbRoute {
     pub name: Name,
     /// Which of the lb's addresses listens: net0 (the outside) or net2 (the nodes' side).
     pub listen: NetworkId,
+    /// The listener's port; not 0, and on net2 not [`LB_METRICS_PORT`]. At most one route
+    /// per network and port.
     pub port: u16,
+    /// What the listener does with a connection; `tcp` when unset.
     #[serde(default = "LbRoute::default_mode")]
     pub mode: ListenerMode,
     /// Every machine with one of these roles…
@@ -37,8 +41,11 @@ pub struct LbRoute {
     /// The machines' port; the listener's when unset.
     #[serde(default)]
     pub target_port: Option<u16>,
+    /// How a machine is picked for each new connection; `round-robin` when unset.
     #[serde(default)]
     pub balance: BalanceAlgorithm,
+    /// lb.toml's `[backend.health_check]` for the machines; without it a machine counts as up
+    /// unless connecting to it fails.
     #[serde(default)]
     pub health_check: Option<HealthCheck>,
 }
@@ -48,6 +55,7 @@ impl LbRoute {
         ListenerMode::Tcp
     }
 
+    /// The port connections go to on the machines: `target_port`, else `port`.
     pub fn target_port(&self) -> u16 {
         self.target_port.unwrap_or(self.port)
     }

@@ -8,13 +8,17 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
+/// `[[vpn.peer]]`: one WireGuard client, its key and its tunnel address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VpnPeer {
+    /// Unique among the peers: the peer's name in vpn.toml and its client config's in the
+    /// state directory.
     pub name: Name,
     /// The peer's public key, or the file holding it (relative to lab.toml); exactly one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<PublicKey>,
+    /// A file holding the peer's public key as `wg pubkey` prints it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key_file: Option<PathBuf>,
     /// The peer's address in `[vpn] tunnel`.
@@ -24,18 +28,29 @@ pub struct VpnPeer {
 /// Why a peer's key could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerKeyError {
+    /// Both or neither of `public_key` and `public_key_file` are given.
     #[error("give exactly one of `public_key` and `public_key_file`")]
     NotExactlyOne,
+    /// `public_key_file` could not be read.
     #[error("cannot read {file}: {source}")]
     Read {
+        /// The file.
         file: PathBuf,
+        /// The underlying error.
         source: std::io::Error,
     },
+    /// `public_key_file` holds something other than a public key.
     #[error("{file} does not hold a WireGuard public key: {reason}")]
-    Parse { file: PathBuf, reason: String },
+    Parse {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong with its content.
+        reason: String,
+    },
 }
 
 impl VpnPeer {
+    /// The peer's public key: `public_key`, or the one read from `public_key_file`.
     pub fn key(&self) -> Result<PublicKey, PeerKeyError> {
         match (&self.public_key, &self.public_key_file) {
             (Some(key), None) => Ok(*key),

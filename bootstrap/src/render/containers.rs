@@ -14,19 +14,28 @@ use std::path::PathBuf;
 
 /// Where container files wait on the host before they are pushed in.
 pub const STAGING_DIR: &str = "/var/lib/lab/containers";
+/// lab-lb's config in the lb container.
 pub const LB_CONFIG: &str = "/etc/lab-lb/lb.toml";
+/// lab-vpn's config in the vpn container.
 pub const VPN_CONFIG: &str = "/etc/lab-vpn/vpn.toml";
+/// The vpn gateway's private key in the vpn container (0600), staged from the state directory.
 pub const VPN_PRIVATE_KEY: &str = "/etc/lab-vpn/private.key";
+/// lab-vpn's WireGuard UDP port, and the peers' endpoint port on the vpn's net0 address.
 pub const VPN_PORT: u16 = 51820;
+/// lab-lb's systemd unit in the lb container.
 pub const LB_UNIT: &str = "/etc/systemd/system/lab-lb.service";
+/// lab-vpn's systemd unit in the vpn container.
 pub const VPN_UNIT: &str = "/etc/systemd/system/lab-vpn.service";
 /// Pulled in by lab-vpn.service; runs `lab-vpn guard` before the container's network is up.
 pub const VPN_GUARD_UNIT: &str = "/etc/systemd/system/lab-vpn-guard.service";
 /// Drop-ins adding the routes a container's LXC network config cannot hold (see
 /// [`super::guest_routes`]): without them replies to net1 or the VPN tunnel leave through net0.
 pub const LB_ROUTES_DROPIN: &str = "/etc/systemd/system/lab-lb.service.d/10-lab-routes.conf";
+/// The vpn container's routes drop-in, as [`LB_ROUTES_DROPIN`] is the lb's.
 pub const VPN_ROUTES_DROPIN: &str = "/etc/systemd/system/lab-vpn.service.d/10-lab-routes.conf";
+/// Where lab-lb's binary is installed in the lb container.
 pub const LB_BINARY: &str = "/usr/local/bin/lab-lb";
+/// Where lab-vpn's binary is installed in the vpn container.
 pub const VPN_BINARY: &str = "/usr/local/bin/lab-vpn";
 /// The metrics port of configs/vpn.toml (9586: the WireGuard exporters').
 pub const VPN_METRICS_PORT: u16 = 9586;

@@ -17,25 +17,41 @@ use std::fs::DirBuilder;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
+/// Why a file that depends on the state directory could not be previewed, made or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
+    /// A rendered file or config these build on could not be made from lab.toml.
     #[error(transparent)]
     Render(#[from] RenderError),
+    /// The Talos secrets bundle or the admin credentials could not be loaded or made.
     #[error(transparent)]
     Secrets(#[from] SecretsError),
+    /// A Talos node's machine config could not be made.
     #[error(transparent)]
     MachineConfig(#[from] MachineConfigError),
+    /// The admin's talosconfig could not be made; holds why.
     #[error("the talosconfig: {0}")]
     Talosconfig(String),
+    /// Creating the state directory or one under it, or reading the gateway key, failed.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The directory or file.
         path: PathBuf,
+        /// The underlying error.
         source: std::io::Error,
     },
+    /// The gateway key in the state directory is not a WireGuard private key.
     #[error("{}: {reason}; move it away to make a new key (every peer then needs the new gateway key)", path.display())]
-    BadKey { path: PathBuf, reason: String },
+    BadKey {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with its content.
+        reason: String,
+    },
+    /// Writing a file failed.
     #[error(transparent)]
     Write(#[from] WriteError),
+    /// `proxmox.file_storage` has no known directory for the snippets; holds the storage's name.
     #[error("[proxmox] file_storage `{0}` has no known path; set proxmox.file_storage_path")]
     NoStoragePath(String),
 }
@@ -117,15 +133,19 @@ fn existing_talos(state: &StateDir) -> Result<Option<(Secrets, AdminCredentials)
 /// from exists, only its path when that state would first have to be made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Preview {
+    /// Made from the existing state: the file as it would be written.
     File(RenderedFile),
     /// Needs secrets or keys that do not exist yet: it will be created with them.
     Unmade {
+        /// Where it will be written.
         path: PathBuf,
+        /// The permission bits it will have.
         mode: u32,
     },
 }
 
 impl Preview {
+    /// Where the file goes.
     pub fn path(&self) -> &Path {
         match self {
             Preview::File(file) => &file.path,

@@ -7,27 +7,40 @@ use std::path::{Path, PathBuf};
 /// Why a config file was refused. Its `Display` is the message a user sees.
 #[derive(Debug)]
 pub struct ConfigError {
+    /// The file, as the caller named it.
     pub file: PathBuf,
+    /// What is wrong with it.
     pub kind: ConfigErrorKind,
 }
 
+/// What was wrong with a refused config file.
 #[derive(Debug)]
 pub enum ConfigErrorKind {
     /// The file could not be read (missing, no permission, not UTF-8).
     Read(std::io::Error),
     /// The file holds nothing but whitespace.
-    Empty { what: &'static str },
+    Empty {
+        /// What the file should hold ([`ConfigFile::WHAT`]), for the message.
+        what: &'static str,
+    },
     /// Not TOML.
     Syntax {
+        /// The line of the error, from 1.
         line: usize,
+        /// Its column in characters, from 1.
         column: usize,
+        /// The TOML parser's message.
         message: String,
     },
     /// TOML, but a key is unknown, missing or has the wrong type or value.
     Value {
+        /// The line of the value, else of its key, from 1; 1 when neither is known.
         line: usize,
+        /// Its column in characters, from 1.
         column: usize,
+        /// The path of the key at fault; `None` when it is the file as a whole.
         key: Option<String>,
+        /// The deserializer's message.
         message: String,
     },
     /// Every field has the right type, but together they do not make sense.
