@@ -1,11 +1,15 @@
 # Sourced by the lab-lb benchmarks (from the repository root): installs the packages of the
-# associative array `needs`, builds lab-lb in release mode ($LB), makes a work directory ($work)
-# removed on exit with every process in `pids` (KEEP=1 keeps it), and gives free_port/wait_port.
+# associative array `needs`, builds lab-lb in release mode ($LB, unless LB names a binary),
+# makes a work directory ($work) removed on exit with every process in `pids` (KEEP=1 keeps it),
+# and gives free_port/wait_port.
 source scripts/install-needs.sh
 install_needs needs
 
-cargo build --release -q -p lab-lb
-LB=target/release/lab-lb
+# LB=PATH benchmarks that binary instead (an older build, for an A/B run).
+if [[ -z ${LB:-} ]]; then
+  cargo build --release -q -p lab-lb
+  LB=target/release/lab-lb
+fi
 
 # The ratios only mean something on an otherwise idle machine: a process busy on one of the two
 # cores takes CPU from wrk and the backend, which favours the proxy with the least CPU per

@@ -19,8 +19,11 @@ declare -A needs=([iperf3]=iperf3 [wireguard-go]=wireguard-go [wg]=wireguard-too
 source scripts/install-needs.sh
 install_needs needs
 
-cargo build --release -q -p lab-vpn
-VPN=$PWD/target/release/lab-vpn
+# VPN=PATH benchmarks that binary instead (an older build, for an A/B run).
+if [[ -z ${VPN:-} ]]; then
+  cargo build --release -q -p lab-vpn
+  VPN=$PWD/target/release/lab-vpn
+fi
 
 work=$(mktemp -d)
 id=$$
