@@ -62,6 +62,12 @@ pub struct Vpn {
     /// `[[vpn.peer]]`: the clients let in; none when absent.
     #[serde(default, rename = "peer")]
     pub peers: Vec<VpnPeer>,
+    /// `HOST:PORT` the clients dial, written into every client config: for access from
+    /// outside the home network, a (dynamic) DNS name or the public address of the home router,
+    /// which forwards that UDP port to the vpn container. When unset, the vpn container's net0
+    /// address and port 51820, which only reach it from the LAN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_endpoint: Option<String>,
 }
 
 impl Vpn {
@@ -81,6 +87,7 @@ impl Default for Vpn {
         Self {
             tunnel: Self::DEFAULT_TUNNEL,
             peers: Vec::new(),
+            public_endpoint: None,
         }
     }
 }
@@ -719,6 +726,11 @@ impl Lab {
         }
     }
     fn validate_vpn(&self, issues: &mut Issues) {
+        if let Some(endpoint) = &self.vpn.public_endpoint {
+            if let Err(problem) = lab_schema::vpn::check_endpoint(endpoint) {
+                issues.add("vpn.public_endpoint", problem);
+            }
+        }
         let tunnel = self.vpn.tunnel;
         if tunnel.prefix_len() > 30 {
             issues.add(

@@ -75,6 +75,8 @@ const BROKEN: &[Broken] = &[
     Broken { what: "a peer address outside the tunnel", edits: &[Set("vpn.peer[0].address", r#""10.10.1.200""#)], key: "vpn.peer[0].address" },
     Broken { what: "two peers at one address", edits: &[Add("vpn.peer[1]", r#"{ name = "phone", public_key = "m9XYp+SdT1i0HAvFg2d+VIqb0LEk+0iGEwjRTtPPVFM=", address = "10.10.100.2" }"#)], key: "vpn.peer[1].address" },
     Broken { what: "two peers with one name", edits: &[Add("vpn.peer[1]", r#"{ name = "laptop", public_key = "m9XYp+SdT1i0HAvFg2d+VIqb0LEk+0iGEwjRTtPPVFM=", address = "10.10.100.3" }"#)], key: "vpn.peer[1].name" },
+    Broken { what: "a public endpoint without a port", edits: &[Add("vpn.public_endpoint", r#""home.example.org""#)], key: "vpn.public_endpoint" },
+    Broken { what: "a public endpoint that is no host name", edits: &[Add("vpn.public_endpoint", r#""home_router!:51820""#)], key: "vpn.public_endpoint" },
 ];
 
 /// A key path's steps: table keys and array indices.

@@ -18,15 +18,16 @@ use talos_schema::{documents, TalosSchema};
 const BIN: &str = env!("CARGO_BIN_EXE_lab-bootstrap");
 
 fn render(root: &Path, state: Option<&Path>) -> String {
+    render_lab(&workspace::config_path("lab.toml"), root, state)
+}
+
+fn render_lab(lab_toml: &Path, root: &Path, state: Option<&Path>) -> String {
     let mut command = Command::new(BIN);
     command.arg("render").arg("--root").arg(root);
     if let Some(state) = state {
         command.arg("--state").arg(state);
     }
-    let out = command
-        .arg(workspace::config_path("lab.toml"))
-        .output()
-        .unwrap();
+    let out = command.arg(lab_toml).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -153,6 +154,45 @@ fn the_peers_client_config_names_the_gateway_key_the_vpn_container_gets() {
     assert!(
         client.contains(&format!("PublicKey = {}", public.trim())),
         "{client}"
+    );
+}
+
+#[test]
+fn clients_dial_the_public_endpoint_when_the_lab_names_one() {
+    // configs/lab.toml names no file relative to itself, so a copy elsewhere means the same.
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(workspace::config_path("lab.toml")).unwrap();
+    let lab_toml = dir.path().join("lab.toml");
+    std::fs::write(
+        &lab_toml,
+        example.replacen(
+            "[[vpn.peer]]",
+            "[vpn]\npublic_endpoint = \"home.example.org:51821\"\n\n[[vpn.peer]]",
+            1,
+        ),
+    )
+    .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    render_lab(&lab_toml, root.path(), None);
+    let client = std::fs::read_to_string(
+        root.path()
+            .join("var/lib/lab-bootstrap/vpn-clients/laptop.conf"),
+    )
+    .unwrap();
+    assert!(
+        client.contains("Endpoint = home.example.org:51821"),
+        "{client}"
+    );
+    // lab-vpn itself still listens on 51820: the router maps its public port to it.
+    let vpn_toml = std::fs::read_to_string(
+        root.path()
+            .join("var/lib/lab/containers/vpn/etc/lab-vpn/vpn.toml"),
+    )
+    .unwrap();
+    assert!(vpn_toml.contains("listen_port = 51820"), "{vpn_toml}");
+    assert!(
+        vpn_toml.contains("public_endpoint = \"home.example.org:51821\""),
+        "{vpn_toml}"
     );
 }
 

@@ -431,6 +431,10 @@ fn vpn_setup(
     state: &state_dir::LocalStateDir,
 ) -> Result<(VpnConfig, ClientConfig), LocalError> {
     let mut config = render::containers::vpn_config(lab)?;
+    let lan_endpoint = std::net::SocketAddr::new(
+        std::net::IpAddr::V4(render::role_address(lab, Role::Vpn, NetworkId::Net0)?),
+        render::containers::VPN_PORT,
+    );
     let gateway_key = PrivateKey::generate();
     let key_file = state.vpn_key();
     write(
@@ -462,7 +466,9 @@ fn vpn_setup(
             private_key: Some(admin_key),
             preshared_key: None,
         },
-        None,
+        // The local admin sits on the lab's net0: it dials the vpn there, whatever name
+        // `vpn.public_endpoint` gives clients outside.
+        Some(lan_endpoint.to_string()),
         Some(ClientConfig::DEFAULT_KEEPALIVE),
     )
     .map_err(|e| LocalError::Usage(e.to_string()))?;

@@ -141,7 +141,12 @@ pub fn vpn_config(lab: &Lab) -> Result<VpnConfig, RenderError> {
             masquerade: false,
             // The host serves no DNS and peers have no internet: none is handed out.
             dns: Vec::new(),
-            public_endpoint: Some(SocketAddr::new(IpAddr::V4(net0), VPN_PORT).to_string()),
+            public_endpoint: Some(
+                lab.vpn
+                    .public_endpoint
+                    .clone()
+                    .unwrap_or_else(|| SocketAddr::new(IpAddr::V4(net0), VPN_PORT).to_string()),
+            ),
         },
         peers: peers(lab)?,
     })

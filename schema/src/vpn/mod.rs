@@ -6,10 +6,12 @@
 
 mod addresses;
 pub mod client_config;
+mod endpoint;
 pub mod key;
 mod validate;
 
 pub use addresses::next_free_address;
+pub use endpoint::check_endpoint;
 
 use crate::{
     ConfigFile, DaemonConfig, Issues, LogConfig, MetricsConfig, Name, RuntimeConfig, ShutdownConfig,

@@ -27,6 +27,11 @@ impl VpnConfig {
                 ),
             );
         }
+        if let Some(endpoint) = &interface.public_endpoint {
+            if let Err(problem) = super::check_endpoint(endpoint) {
+                issues.add("interface.public_endpoint", problem);
+            }
+        }
         if interface.listen_port == 0 {
             issues.add(
                 "interface.listen_port",
