@@ -59,6 +59,16 @@ impl VpnConfig {
                 "no networks to reach; peers would get nowhere through the gateway",
             );
         }
+        for (i, domain) in interface.dns_search.iter().enumerate() {
+            if !is_dns_name(domain) {
+                issues.add(
+                    format!("interface.dns_search[{i}]"),
+                    format!(
+                        "`{domain}` is not a DNS domain: labels of 1 to 63 letters, digits and `-` (not starting or ending with `-`) joined by `.`, not an address"
+                    ),
+                );
+            }
+        }
         for (i, net) in interface.reach.iter().enumerate() {
             if let Some(tunnel) = interface.address.iter().find(|a| overlaps(&a.trunc(), net)) {
                 issues.add(
@@ -143,4 +153,21 @@ impl VpnConfig {
 
 fn overlaps(a: &IpNet, b: &IpNet) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// Whether wg-quick (and resolvers) take `domain` as a search domain: RFC 1123 labels joined by
+/// `.`, at most 253 characters, and not a number (wg-quick reads an address as a server).
+fn is_dns_name(domain: &str) -> bool {
+    let label = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    domain.len() <= 253
+        && domain.split('.').all(label)
+        && !domain
+            .rsplit('.')
+            .next()
+            .is_some_and(|last| last.chars().all(|c| c.is_ascii_digit()))
 }
