@@ -292,7 +292,13 @@ mod tests {
 
     #[test]
     fn domains_are_dns_names() {
-        for ok in ["lab", "home.example.org", "lab-1", "x1.lab", &"a".repeat(63)] {
+        for ok in [
+            "lab",
+            "home.example.org",
+            "lab-1",
+            "x1.lab",
+            &"a".repeat(63),
+        ] {
             assert_eq!(domain_problem(ok), None, "{ok}");
         }
         for bad in [
