@@ -171,3 +171,27 @@ fn is_dns_name(domain: &str) -> bool {
             .next()
             .is_some_and(|last| last.chars().all(|c| c.is_ascii_digit()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ConfigFile;
+
+    #[test]
+    fn search_domains_are_dns_names() {
+        for ok in ["lab", "home.example.org", "x-1.lab"] {
+            assert!(is_dns_name(ok), "{ok}");
+        }
+        for bad in ["", "lab.", ".lab", "home_lab", "10.10.1.1", "a b", "-lab"] {
+            assert!(!is_dns_name(bad), "{bad:?}");
+        }
+        let text = "[metrics]\nlisten = \"127.0.0.1:9586\"\n[interface]\nname = \"wg0\"\n\
+                    private_key_file = \"/k\"\nlisten_port = 51820\naddress = [\"10.10.100.1/24\"]\n\
+                    reach = [\"10.10.1.0/24\"]\ndns_search = [\"lab\", \"10.10.1.1\"]\n";
+        let config: VpnConfig = toml::from_str(text).unwrap();
+        let mut issues = Issues::new();
+        config.validate(&mut issues);
+        let keys: Vec<String> = issues.into_vec().into_iter().map(|i| i.key).collect();
+        assert_eq!(keys, ["interface.dns_search[1]"]);
+    }
+}
