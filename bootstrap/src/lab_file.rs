@@ -113,9 +113,13 @@ fn add_problems<T: ConfigFile>(
     }
 }
 
-/// `interface` comes from `[vpn] tunnel` and the networks; peer `i` from `vpn.peer[i]`, its
+/// `interface` comes from `[vpn] tunnel` and the networks (its search domain from
+/// `networks.domain`); peer `i` from `vpn.peer[i]`, its
 /// allowed IPs from its `address`.
 fn vpn_key(key: &str) -> String {
+    if key.starts_with("interface.dns_search") {
+        return "networks.domain".to_owned();
+    }
     if key.starts_with("interface") {
         return "vpn.tunnel".to_owned();
     }

@@ -135,6 +135,10 @@ impl Proxmox {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Networks {
+    /// The lab's DNS domain: the host's DNS on net1 and net2 answers `<machine>.<domain>`
+    /// (and the short names), hands the domain out as the search domain; `lab` when unset.
+    #[serde(default = "Networks::default_domain")]
+    pub domain: String,
     /// The existing uplink bridge; the home router does its DHCP. Never created or changed.
     pub net0: Network,
     /// Administration: reachable only through the VPN and from the host.
@@ -170,6 +174,13 @@ impl NetworkId {
 }
 
 impl Networks {
+    /// The domain when lab.toml names none.
+    pub const DEFAULT_DOMAIN: &'static str = "lab";
+
+    fn default_domain() -> String {
+        Self::DEFAULT_DOMAIN.to_owned()
+    }
+
     /// The network `id` names.
     pub fn get(&self, id: NetworkId) -> &Network {
         match id {

@@ -10,10 +10,14 @@ use lab_bootstrap::model::{NetworkId, Role};
 use lab_bootstrap::render::{self, nftables, sysctl};
 use lab_bootstrap::Lab;
 use lab_tests::bridged::Bridged;
+use lab_tests::dns;
 use lab_tests::netns::Netns;
 use lab_tests::workspace;
+use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn lab() -> Lab {
@@ -98,6 +102,59 @@ fn listen(ns: &Netns, port: u16) -> Listener {
             .spawn()
             .unwrap(),
     )
+}
+
+/// A DNS server on UDP port 53 of the given addresses of a namespace that answers each query
+/// with an empty answer: what reaches it is answered. One socket per address, so each reply
+/// leaves from the address asked. Stopped with the test.
+struct DnsResponder {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl DnsResponder {
+    fn start(ns: &Netns, addresses: &[String]) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = addresses
+            .iter()
+            .map(|address| {
+                let socket = ns.enter(|| UdpSocket::bind((address.as_str(), 53)).unwrap());
+                socket
+                    .set_read_timeout(Some(Duration::from_millis(100)))
+                    .unwrap();
+                let stopped = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 512];
+                    while !stopped.load(Ordering::Relaxed) {
+                        if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                            if n > 12 {
+                                // The query itself, marked as a reply (QR): no records, no error.
+                                buf[2] |= 0x80;
+                                let _ = socket.send_to(&buf[..n], from);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self { stop, threads }
+    }
+}
+
+impl Drop for DnsResponder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A DNS query over UDP from `ns` to `address:53` is answered within 2 seconds.
+fn dns_answers(ns: &Netns, address: &str) -> bool {
+    let server = SocketAddr::new(address.parse().unwrap(), 53);
+    ns.enter(|| dns::resolve_udp(server, "cp1.lab", Duration::from_secs(2)))
+        .is_ok()
 }
 
 /// A TCP connection from `ns` to `address:port` completes within 2 seconds.
@@ -261,6 +318,7 @@ fn policy_matrix(br_netfilter: bool) {
     }
 
     let _listeners = [
+        listen(&router.ns, 53),
         listen(&internet, 80),
         listen(&lb, 443),
         listen(&node1, 50000),
@@ -278,6 +336,8 @@ fn policy_matrix(br_netfilter: bool) {
     wait_listening(&node2, &w1, 80);
     wait_listening(&router.ns, &h(n0), 22);
     wait_listening(&router.ns, &h(n0), 8006);
+    wait_listening(&router.ns, &h(n1), 53);
+    let _dns = DnsResponder::start(&router.ns, &[h(n1), h(n2)]);
 
     type Cell<'a> = (&'a str, &'a Netns, String, u16);
     let allowed: Vec<Cell> = vec![
@@ -290,6 +350,10 @@ fn policy_matrix(br_netfilter: bool) {
         ("net1 -> net2", &node1, w1.clone(), 80),
         ("net1 -> internet (NAT)", &node1, public.to_owned(), 80),
         ("net1 -> host SSH", &node1, h(n1), 22),
+        // The lab's DNS: net1 and VPN peers on the host's net1 address, net2 on its net2 one.
+        ("net1 -> host DNS on net1", &node1, h(n1), 53),
+        ("VPN peer -> host DNS on net1", &peer, h(n1), 53),
+        ("net2 -> host DNS on net2", &node2, h(n2), 53),
         ("net2 -> internet (NAT)", &node2, public.to_owned(), 80),
         ("net1 -> user's guest", &node1, "172.16.8.10".to_owned(), 80),
         // Not the lab's: as without the table.
@@ -325,6 +389,11 @@ fn policy_matrix(br_netfilter: bool) {
         ("VPN peer -> internet", &peer, public.to_owned(), 80),
         ("net2 -> net1", &node2, cp1.clone(), 50000),
         ("net2 -> host SSH", &node2, h(n2), 22),
+        // Nothing from net0 (nor another bridge) reaches the lab's DNS; net2 only its own.
+        ("outside -> host DNS on net1", &outside, h(n1), 53),
+        ("outside -> host DNS on net2", &outside, h(n2), 53),
+        ("user's guest -> host DNS on net1", &fa, h(n1), 53),
+        ("net2 -> host DNS on net1", &node2, h(n1), 53),
         // The user's other bridges are outside the lab like net0.
         ("user's guest -> net1", &fa, cp1.clone(), 50000),
         ("user's guest -> net2", &fc, w1.clone(), 80),
@@ -336,14 +405,20 @@ fn policy_matrix(br_netfilter: bool) {
             80,
         ),
     ];
+    // Port 53 is asked over UDP too, with a DNS query: the rule covers both.
     let check = |cells: &[Cell]| -> Vec<(String, bool)> {
         std::thread::scope(|scope| {
-            let handles: Vec<_> = cells
+            let mut handles: Vec<_> = cells
                 .iter()
                 .map(|(name, ns, address, port)| {
                     scope.spawn(move || (name.to_string(), connects(ns, address, *port)))
                 })
                 .collect();
+            handles.extend(cells.iter().filter(|(.., port)| *port == 53).map(
+                |(name, ns, address, _)| {
+                    scope.spawn(move || (format!("{name} (UDP)"), dns_answers(ns, address)))
+                },
+            ));
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         })
     };

@@ -113,6 +113,9 @@ fn images_and_the_manager_login_come_from_lab_toml() {
         "{manager:?}"
     );
     assert_eq!(param(&manager, "ciuser"), "ops");
+    // The manager resolves through the lab's DNS on net1, the lab's names unqualified too.
+    assert_eq!(param(&manager, "nameserver"), "10.10.1.1");
+    assert_eq!(param(&manager, "searchdomain"), "lab");
     let keys = percent_encoding::percent_decode_str(&param(&manager, "sshkeys"))
         .decode_utf8()
         .unwrap()

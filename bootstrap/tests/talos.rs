@@ -155,11 +155,13 @@ fn nodes_get_their_names_addresses_and_nics_by_mac() {
             vec![(NetworkId::Net1, lab.networks.net1.host)],
             "{node}: one default route, via the host on the admin network"
         );
+        // The lab's DNS, on the host's address where the default route leaves.
         let resolvers = of_kind(&docs, "ResolverConfig");
         assert_eq!(
             resolvers[0]["nameservers"][0]["address"],
-            lab.networks.net0.gateway.unwrap().to_string()
+            lab.networks.net1.host.to_string()
         );
+        assert_eq!(resolvers[0]["searchDomains"]["domains"][0], "lab");
     }
 }
 

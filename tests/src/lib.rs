@@ -11,6 +11,7 @@
 pub mod binaries;
 pub mod bridged;
 pub mod daemon_process;
+pub mod dns;
 pub mod http;
 pub mod netns;
 pub mod nginx;

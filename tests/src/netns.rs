@@ -48,20 +48,7 @@ impl Netns {
     /// Runs `work` on a thread inside the namespace: sockets it makes belong to the namespace,
     /// whichever thread uses them later.
     pub fn enter<T: Send>(&self, work: impl FnOnce() -> T + Send) -> T {
-        use std::os::fd::AsFd;
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    let namespace =
-                        std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-                    nix::sched::setns(namespace.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                        .unwrap_or_else(|e| panic!("setns {path}: {e}"));
-                    work()
-                })
-                .join()
-                .unwrap_or_else(|_| panic!("a thread in {} panicked", self.name))
-        })
+        enter(&self.name, work)
     }
 
     /// Runs a command inside the namespace and panics if it fails.
@@ -78,6 +65,25 @@ impl Netns {
             String::from_utf8_lossy(&output.stderr)
         );
     }
+}
+
+/// Runs `work` on a thread inside the namespace `name` (one made by `ip netns add`, this
+/// test's or a program's under test): sockets it makes belong to that namespace.
+pub fn enter<T: Send>(name: &str, work: impl FnOnce() -> T + Send) -> T {
+    use std::os::fd::AsFd;
+    let path = format!("/run/netns/{name}");
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let namespace =
+                    std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+                nix::sched::setns(namespace.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                    .unwrap_or_else(|e| panic!("setns {path}: {e}"));
+                work()
+            })
+            .join()
+            .unwrap_or_else(|_| panic!("a thread in {name} panicked"))
+    })
 }
 
 impl Drop for Netns {

@@ -1,12 +1,15 @@
 //! The end-to-end suite: `lab-bootstrap up --local --connect` builds the lab of
 //! configs/lab.toml in namespaces, with the real dnsmasq, nft, lab-lb, lab-vpn and a
 //! wireguard-go admin client; this test checks it as a user would, cell by cell of docs/ARCHITECTURE.md's
-//! policy matrix, and `down` removes it, even when an assertion fails.
+//! policy matrix and the lab's DNS through the tunnel, and `down` removes it, even when an
+//! assertion fails.
 
 use lab_tests::binaries::workspace_bin;
+use lab_tests::dns;
 use lab_tests::netns::Netns;
 use lab_tests::workspace;
 use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -239,6 +242,31 @@ fn the_local_lab_comes_up_works_as_designed_and_goes_away() {
         .unwrap_or_else(|| panic!("no admin peer in wg show:\n{dump}"));
     let handshake: u64 = admin.split('\t').nth(4).unwrap().parse().unwrap();
     assert!(handshake > 0, "no handshake: {admin}");
+
+    // DNS for VPN peers: the admin's config names the host's net1 address and the lab's
+    // domain, and through the tunnel the lab's names resolve there (from the outside's eth0
+    // the firewall would drop the query).
+    let admin_config = std::fs::read_to_string(lab.state().join("admin.conf")).unwrap();
+    assert!(
+        admin_config.lines().any(|l| l == "DNS = 10.10.1.1, lab"),
+        "{admin_config}"
+    );
+    let host_dns = SocketAddr::from(([10, 10, 1, 1], 53));
+    for (name, address) in [
+        ("manager.lab", [10, 10, 1, 5]),
+        ("cp1.lab", [10, 10, 1, 11]),
+        ("cp1", [10, 10, 1, 11]),
+        ("lb.lab", [10, 10, 2, 2]),
+    ] {
+        let answer = lab_tests::netns::enter(&outside, || {
+            dns::resolve_udp(host_dns, name, Duration::from_secs(2))
+        });
+        assert_eq!(
+            answer.map(|a| a.addresses),
+            Ok(vec![Ipv4Addr::from(address)]),
+            "{name} through the tunnel"
+        );
+    }
 
     // An internet server on the outside, to see who reaches it and as what.
     let internet = lab.bootstrap(&["--help"]); // binary runs; the stand-in is its subcommand

@@ -5,7 +5,7 @@
 //! into Proxmox API paths and parameters. Each is checked against the rule of where it goes, so
 //! `validate` refuses what the kernel, Proxmox, dnsmasq or Kubernetes would refuse later.
 
-use super::{Lab, NetworkId};
+use super::{Lab, NetworkId, Role};
 use lab_daemon::Issues;
 
 /// Linux's `IFNAMSIZ` is 16 with the terminating NUL.
@@ -93,6 +93,45 @@ pub fn host_name_problem(name: &str) -> Option<String> {
     None
 }
 
+/// DNS names are at most 253 characters written out (RFC 1035's 255 octets on the wire).
+const MAX_DOMAIN: usize = 253;
+
+/// Why `domain` cannot be the lab's DNS domain, if it cannot: dot-separated RFC 1123 labels,
+/// not ending in a number (it would read as an address), not `local` (mDNS's, RFC 6762).
+pub fn domain_problem(domain: &str) -> Option<String> {
+    let rule = format!(
+        "a DNS domain is labels of 1 to {MAX_LABEL} letters, digits and `-` (not starting or ending with `-`) joined by `.`, like `lab` or `home.example.org`"
+    );
+    if domain.len() > MAX_DOMAIN {
+        return Some(format!(
+            "`{domain}` is {} characters; DNS names are at most {MAX_DOMAIN}",
+            domain.len()
+        ));
+    }
+    if let Some(label) = domain.split('.').find(|label| !is_dns_label(label)) {
+        return Some(if label.is_empty() {
+            format!("`{domain}` has an empty label (a leading, trailing or doubled `.`); {rule}")
+        } else {
+            format!("`{domain}` has the label `{label}`; {rule}")
+        });
+    }
+    if domain
+        .rsplit('.')
+        .next()
+        .is_some_and(|last| last.chars().all(|c| c.is_ascii_digit()))
+    {
+        return Some(format!(
+            "`{domain}` ends in a number, which reads as an address; {rule}"
+        ));
+    }
+    if domain.eq_ignore_ascii_case("local") || domain.to_ascii_lowercase().ends_with(".local") {
+        return Some(format!(
+            "`{domain}` is under `local`, which multicast DNS (RFC 6762) owns; use another, like `lab`"
+        ));
+    }
+    None
+}
+
 /// Proxmox's `pve-storage-id`: `^[a-z][a-z0-9\-\_\.]*[a-z0-9]$` (case-insensitive).
 pub fn is_pve_storage_id(name: &str) -> bool {
     name.len() >= 2
@@ -124,6 +163,26 @@ impl Lab {
             if let Some(problem) = host_name_problem(machine.name.as_str()) {
                 issues.add(format!("machine[{i}].name"), problem);
             }
+        }
+        for (i, machine) in self.machines.iter().enumerate() {
+            // The lab's DNS gives these names to the lb and vpn containers, whatever their
+            // machine names (render::dnsmasq).
+            for role in [Role::Lb, Role::Vpn] {
+                if machine.name.as_str() == role.as_str() && machine.role != role {
+                    issues.add(
+                        format!("machine[{i}].name"),
+                        format!(
+                            "`{}` is the lab's DNS name of the {} container; name this {} otherwise",
+                            role.as_str(),
+                            role.as_str(),
+                            machine.role.as_str()
+                        ),
+                    );
+                }
+            }
+        }
+        if let Some(problem) = domain_problem(&self.networks.domain) {
+            issues.add("networks.domain", problem);
         }
         let lab = self.cluster.name.as_str();
         if !is_dns_label(lab) {
@@ -228,6 +287,36 @@ mod tests {
             &"a".repeat(64),
         ] {
             assert!(host_name_problem(bad).is_some(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn domains_are_dns_names() {
+        for ok in [
+            "lab",
+            "home.example.org",
+            "lab-1",
+            "x1.lab",
+            &"a".repeat(63),
+        ] {
+            assert_eq!(domain_problem(ok), None, "{ok}");
+        }
+        for bad in [
+            "",
+            ".lab",
+            "lab.",
+            "home..lab",
+            "lab_1",
+            "-lab",
+            "lab-",
+            "my lab",
+            "10.10.1",
+            "local",
+            "home.local",
+            &"a".repeat(64),
+            &["a"; 128].join("."),
+        ] {
+            assert!(domain_problem(bad).is_some(), "{bad:?}");
         }
     }
 

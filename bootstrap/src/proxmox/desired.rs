@@ -328,6 +328,7 @@ fn vm(lab: &Lab, sources: &Sources, m: &Machine) -> Resource {
             );
         }
         create.insert("nameserver".to_owned(), net1.host.to_string());
+        create.insert("searchdomain".to_owned(), lab.networks.domain.clone());
         create.insert("ciuser".to_owned(), sources.manager_user.clone());
         if let Some(keys) = &sources.manager_ssh_keys {
             // The API takes `sshkeys` URL-encoded (spaces as %20, not `+`).

@@ -139,8 +139,9 @@ pub fn vpn_config(lab: &Lab) -> Result<VpnConfig, RenderError> {
             ],
             // The host routes the tunnel back to the gateway, so peers keep their addresses.
             masquerade: false,
-            // The host serves no DNS and peers have no internet: none is handed out.
-            dns: Vec::new(),
+            // Peers resolve the lab's names through the host's DNS on net1, where they arrive.
+            dns: vec![IpAddr::V4(lab.networks.net1.host)],
+            dns_search: vec![lab.networks.domain.clone()],
             public_endpoint: Some(
                 lab.vpn
                     .public_endpoint

@@ -16,14 +16,14 @@ pub const NETWORK_UNIT_PATH: &str = "/etc/systemd/system/lab-network.service";
 pub const NETWORK_UNIT: &str = "lab-network.service";
 
 /// `lab-dnsmasq@<bridge>.service`: dnsmasq in the foreground (systemd tracks it, no pid file),
-/// with only what DHCP on a bridge needs.
+/// with only what DHCP and DNS on a bridge need.
 pub fn dnsmasq_unit() -> String {
     let config = dnsmasq::config_path("%i");
     let config = config.display();
     format!(
-        r#"# Written by lab-bootstrap: DHCP for one lab bridge (instance = bridge name).
+        r#"# Written by lab-bootstrap: DHCP and DNS for one lab bridge (instance = bridge name).
 [Unit]
-Description=lab DHCP on %i
+Description=lab DHCP and DNS on %i
 Documentation=man:dnsmasq(8)
 After=network.target {network}
 Wants={network}

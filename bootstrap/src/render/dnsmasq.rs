@@ -1,13 +1,57 @@
-//! One dnsmasq per lab bridge: DHCP only (no DNS), a reservation for every machine NIC on the
-//! network, the host as router.
+//! One dnsmasq per lab bridge: DHCP with a reservation for every machine NIC on the network,
+//! the host as router and as DNS server; DNS on the host's address on that bridge only, with
+//! the lab's names (docs/ARCHITECTURE.md, "DNS") and everything else forwarded to the host's
+//! own resolvers.
 
 use super::{CONFIG_DIR, STATE_DIR};
-use crate::model::{Lab, NetworkId};
+use crate::model::{Lab, NetworkId, Role};
 use std::fmt::Write;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 /// Leases last long enough to survive a host reboot without renumbering the dynamic range.
 pub const LEASE_TIME: &str = "12h";
+
+/// Names and forwarded answers cached; dnsmasq's default of 150 is small for a cluster pulling
+/// images, and a bound keeps the host's memory its own.
+pub const CACHE_SIZE: u32 = 1000;
+
+/// The names the host's DNS on one network answers with one address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsRecord {
+    /// Fully qualified first (`cp1.lab`), then the short name (`cp1`); the lb and vpn
+    /// containers also as `lb` and `vpn`.
+    pub names: Vec<String>,
+    /// The machine's address on the network, or (from net1) on net2.
+    pub address: Ipv4Addr,
+}
+
+/// What the host's DNS on `network` answers: every machine at its address on that network.
+/// From net1 (administrators, VPN peers), which reaches net2, a machine on net2 alone (the
+/// lb) is answered with its net2 address; from net2, which reaches nothing of net1, machines
+/// on net1 alone have no name.
+pub fn records(lab: &Lab, network: NetworkId) -> Vec<DnsRecord> {
+    let domain = &lab.networks.domain;
+    lab.machines
+        .iter()
+        .filter_map(|machine| {
+            let address = machine.address_on(network).or_else(|| {
+                (network == NetworkId::Net1)
+                    .then(|| machine.address_on(NetworkId::Net2))
+                    .flatten()
+            })?;
+            let mut short = vec![machine.name.to_string()];
+            if matches!(machine.role, Role::Lb | Role::Vpn)
+                && machine.name.as_str() != machine.role.as_str()
+            {
+                short.push(machine.role.as_str().to_owned());
+            }
+            let mut names: Vec<String> = short.iter().map(|n| format!("{n}.{domain}")).collect();
+            names.extend(short);
+            Some(DnsRecord { names, address })
+        })
+        .collect()
+}
 
 /// `/etc/lab/dnsmasq-<bridge>.conf`, read by `lab-dnsmasq@<bridge>.service`.
 pub fn config_path(bridge: &str) -> PathBuf {
@@ -31,18 +75,32 @@ pub fn config(lab: &Lab, network: NetworkId, lease_file: &std::path::Path) -> St
     // `write!` to a String cannot fail.
     let _ = writeln!(
         out,
-        "# Written by lab-bootstrap from lab.toml: DHCP for {} ({}) on {}.",
+        "# Written by lab-bootstrap from lab.toml: DHCP and DNS for {} ({}) on {}.",
         network.as_str(),
         net.cidr,
         net.bridge
     );
     let _ = writeln!(out, "interface={}", net.bridge);
-    // Binds only while the bridge exists and never to other interfaces' addresses, so it
-    // coexists with anything else on the host (another dnsmasq, Proxmox's own).
+    // Binds only while the bridge exists and never to other interfaces' addresses (loopback
+    // and net0 included), so it coexists with anything else on the host that serves DNS or
+    // DHCP (another dnsmasq, Proxmox's own, a resolver on 127.0.0.1).
     out.push_str("bind-dynamic\nexcept-interface=lo\n");
-    // DHCP only: DNS comes from the upstream resolver handed out below.
-    out.push_str("port=0\n");
-    out.push_str("no-resolv\nno-hosts\n");
+    let domain = &lab.networks.domain;
+    // The lab's names are answered from here and never forwarded; other names go to the
+    // resolvers of the host's /etc/resolv.conf. The host's /etc/hosts stays the host's.
+    let _ = writeln!(out, "domain={domain}\nlocal=/{domain}/");
+    out.push_str("domain-needed\nbogus-priv\nno-hosts\n");
+    let _ = writeln!(out, "cache-size={CACHE_SIZE}");
+    for record in records(lab, network) {
+        let _ = writeln!(
+            out,
+            "host-record={},{}",
+            record.names.join(","),
+            record.address
+        );
+    }
+    // Names come from lab.toml alone: a DHCP client cannot claim one.
+    out.push_str("dhcp-ignore-names\n");
     out.push_str("dhcp-authoritative\n");
     let _ = writeln!(out, "dhcp-leasefile={}", lease_file.display());
     if let Some(range) = &net.dhcp {
@@ -63,8 +121,8 @@ pub fn config(lab: &Lab, network: NetworkId, lease_file: &std::path::Path) -> St
         );
     }
     let _ = writeln!(out, "dhcp-option=option:router,{}", net.host);
-    let dns = lab.networks.net0.gateway.unwrap_or(lab.networks.net0.host);
-    let _ = writeln!(out, "dhcp-option=option:dns-server,{dns}");
+    let _ = writeln!(out, "dhcp-option=option:dns-server,{}", net.host);
+    let _ = writeln!(out, "dhcp-option=option:domain-search,{domain}");
     for machine in &lab.machines {
         for (index, nic) in machine.nics.iter().enumerate() {
             if nic.network != network {

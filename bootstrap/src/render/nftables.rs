@@ -26,6 +26,7 @@ pub fn ruleset(lab: &Lab) -> Result<String, RenderError> {
     let lb_net0 = role_address(lab, Role::Lb, NetworkId::Net0)?;
     let (b0, b1, b2) = (&n0.bridge, &n1.bridge, &n2.bridge);
     let (c1, c2) = (n1.cidr, n2.cidr);
+    let (h1, h2) = (n1.host, n2.host);
     let tunnel = lab.vpn.tunnel;
     // Peers may use what the lb publishes on net0 ([[lb.route]] listening there).
     let lb_ports: Vec<String> = lab
@@ -72,11 +73,19 @@ table inet lab {{
 		ct state established,related accept
 		ct state invalid drop
 		iifname "lo" accept
+		# The lab's DNS serves each lab network on the host's address there and no one else:
+		# not net0, not another bridge routing to that address. Other resolvers of the host
+		# (its other addresses) are not the lab's to decide.
+		ip daddr {h1} meta l4proto {{ tcp, udp }} th dport 53 iifname != "{b1}" drop
+		ip daddr {h2} meta l4proto {{ tcp, udp }} th dport 53 iifname != "{b2}" drop
 		{management}
 		meta l4proto {{ icmp, ipv6-icmp }} accept
 		# DHCP from the lab networks to the host's dnsmasq.
 		iifname {{ "{b1}", "{b2}" }} udp dport 67 accept
-		# Administration and VPN peers may reach the host; net2 only gets DHCP and replies.
+		# net2's machines resolve through the host's DNS on net2.
+		iifname "{b2}" ip daddr {h2} meta l4proto {{ tcp, udp }} th dport 53 accept
+		# Administration and VPN peers may reach the host (its DNS on net1 included); net2
+		# only gets DHCP, DNS and replies.
 		iifname "{b1}" accept
 		iifname "{b2}" drop
 	}}

@@ -5,14 +5,11 @@
 use super::secrets::{EncodedCertAndKey, Secrets};
 use crate::model::{Lab, Machine, NetworkId, Role};
 use serde::Serialize;
-use std::net::Ipv4Addr;
 
 /// Proxmox attaches the Talos disk as the first virtio-scsi disk.
 pub const INSTALL_DISK: &str = "/dev/sda";
 const INSTALLER_IMAGE: &str = "ghcr.io/siderolabs/installer";
 const KUBELET_IMAGE: &str = "ghcr.io/siderolabs/kubelet";
-/// Used when net0 has no gateway to resolve through.
-const FALLBACK_NAMESERVERS: [Ipv4Addr; 2] = [Ipv4Addr::new(1, 1, 1, 1), Ipv4Addr::new(8, 8, 8, 8)];
 
 /// Why a node's machine configuration could not be rendered.
 #[derive(Debug, thiserror::Error)]
@@ -105,20 +102,19 @@ fn machine_config(
             .map_err(serialise)?,
         );
     }
-    let nameservers = match lab.networks.net0.gateway {
-        Some(gateway) => vec![gateway],
-        None => FALLBACK_NAMESERVERS.to_vec(),
-    };
+    // The host's DNS on the network the default route leaves through: the lab's names, and
+    // the host's own resolvers for the rest.
+    let nameserver = lab.networks.get(default_route_network(machine)).host;
     documents.push(
         to_yaml(&ResolverConfig {
             api_version: "v1alpha1",
             kind: "ResolverConfig",
-            nameservers: nameservers
-                .into_iter()
-                .map(|a| NameserverConfig {
-                    address: a.to_string(),
-                })
-                .collect(),
+            nameservers: vec![NameserverConfig {
+                address: nameserver.to_string(),
+            }],
+            search_domains: SearchDomainsConfig {
+                domains: vec![lab.networks.domain.clone()],
+            },
         })
         .map_err(serialise)?,
     );
@@ -382,6 +378,12 @@ struct ResolverConfig {
     api_version: &'static str,
     kind: &'static str,
     nameservers: Vec<NameserverConfig>,
+    search_domains: SearchDomainsConfig,
+}
+
+#[derive(Serialize)]
+struct SearchDomainsConfig {
+    domains: Vec<String>,
 }
 
 #[derive(Serialize)]

@@ -20,6 +20,8 @@ pub struct ClientConfig {
     pub address: IpNet,
     /// DNS servers for the peer to use while connected.
     pub dns: Vec<IpAddr>,
+    /// Search domains for the peer while connected, after the servers on the `DNS` line.
+    pub dns_search: Vec<String>,
     /// The gateway's public key.
     pub gateway_key: PublicKey,
     /// A key shared by this peer and the gateway alone.
@@ -76,6 +78,7 @@ impl ClientConfig {
             private_key: peer.private_key,
             address: peer.address,
             dns: interface.dns.clone(),
+            dns_search: interface.dns_search.clone(),
             gateway_key,
             preshared_key: peer.preshared_key,
             endpoint,
@@ -105,8 +108,10 @@ impl fmt::Display for ClientConfig {
             )?,
         }
         writeln!(f, "Address = {}", self.address)?;
-        if !self.dns.is_empty() {
-            writeln!(f, "DNS = {}", join(&self.dns))?;
+        let mut dns: Vec<String> = self.dns.iter().map(ToString::to_string).collect();
+        dns.extend(self.dns_search.iter().cloned());
+        if !dns.is_empty() {
+            writeln!(f, "DNS = {}", join(&dns))?;
         }
         writeln!(f)?;
         writeln!(f, "[Peer]")?;
@@ -135,6 +140,7 @@ mod tests {
             private_key: None,
             address: "10.10.100.7/32".parse().unwrap(),
             dns: vec!["10.10.1.1".parse().unwrap()],
+            dns_search: vec!["lab".into()],
             gateway_key: gateway,
             preshared_key: None,
             endpoint: "vpn.example.org:51820".into(),
@@ -145,7 +151,7 @@ mod tests {
             keepalive: Some(25),
         };
         let text = config.to_string();
-        assert!(text.contains("Address = 10.10.100.7/32\nDNS = 10.10.1.1\n"));
+        assert!(text.contains("Address = 10.10.100.7/32\nDNS = 10.10.1.1, lab\n"));
         assert!(text.contains(&format!("PublicKey = {gateway}\n")));
         assert!(text.contains("AllowedIPs = 10.10.100.0/24, 10.10.1.0/24\n"));
         assert!(text.contains("PersistentKeepalive = 25\n"));
@@ -156,7 +162,7 @@ mod tests {
         let text = format!(
             "[metrics]\nlisten = \"127.0.0.1:9586\"\n[interface]\nname = \"wg0\"\nprivate_key_file = \"/k\"\n\
              listen_port = 51820\naddress = [\"10.10.100.1/24\"]\nreach = [\"10.10.1.0/24\", \"10.10.2.0/24\"]\n\
-             dns = [\"10.10.1.1\"]\n{public_endpoint}"
+             dns = [\"10.10.1.1\"]\ndns_search = [\"lab\"]\n{public_endpoint}"
         );
         toml::from_str(&text).unwrap()
     }
@@ -179,6 +185,7 @@ mod tests {
         assert_eq!(nets, ["10.10.100.0/24", "10.10.1.0/24", "10.10.2.0/24"]);
         assert_eq!(client.endpoint, "vpn.example.org:51820");
         assert_eq!(client.dns, config.interface.dns);
+        assert_eq!(client.dns_search, ["lab"]);
         assert_eq!(client.keepalive, Some(25));
         let given = Some("192.0.2.1:51820".to_owned());
         let client = ClientConfig::for_peer(&config, key, peer(), given, None).unwrap();

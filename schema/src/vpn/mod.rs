@@ -69,6 +69,10 @@ pub struct Interface {
     /// DNS servers written into generated client configs.
     #[serde(default)]
     pub dns: Vec<IpAddr>,
+    /// DNS search domains written into generated client configs (wg-quick's `DNS` line takes
+    /// them after the servers): `lab`, so `cp1` resolves as `cp1.lab`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_search: Vec<String>,
     /// `host:port` clients use to reach the gateway, written into generated client configs.
     #[serde(default)]
     pub public_endpoint: Option<String>,

@@ -64,6 +64,16 @@ impl VpnConfig {
                 "no networks to reach; peers would get nowhere through the gateway",
             );
         }
+        for (i, domain) in interface.dns_search.iter().enumerate() {
+            if !is_dns_name(domain) {
+                issues.add(
+                    format!("interface.dns_search[{i}]"),
+                    format!(
+                        "`{domain}` is not a DNS domain: labels of 1 to 63 letters, digits and `-` (not starting or ending with `-`) joined by `.`, not an address"
+                    ),
+                );
+            }
+        }
         for (i, net) in interface.reach.iter().enumerate() {
             if let Some(tunnel) = interface.address.iter().find(|a| overlaps(&a.trunc(), net)) {
                 issues.add(
@@ -148,4 +158,45 @@ impl VpnConfig {
 
 fn overlaps(a: &IpNet, b: &IpNet) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// Whether wg-quick (and resolvers) take `domain` as a search domain: RFC 1123 labels joined by
+/// `.`, at most 253 characters, and not a number (wg-quick reads an address as a server).
+fn is_dns_name(domain: &str) -> bool {
+    let label = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    domain.len() <= 253
+        && domain.split('.').all(label)
+        && !domain
+            .rsplit('.')
+            .next()
+            .is_some_and(|last| last.chars().all(|c| c.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ConfigFile;
+
+    #[test]
+    fn search_domains_are_dns_names() {
+        for ok in ["lab", "home.example.org", "x-1.lab"] {
+            assert!(is_dns_name(ok), "{ok}");
+        }
+        for bad in ["", "lab.", ".lab", "home_lab", "10.10.1.1", "a b", "-lab"] {
+            assert!(!is_dns_name(bad), "{bad:?}");
+        }
+        let text = "[metrics]\nlisten = \"127.0.0.1:9586\"\n[interface]\nname = \"wg0\"\n\
+                    private_key_file = \"/k\"\nlisten_port = 51820\naddress = [\"10.10.100.1/24\"]\n\
+                    reach = [\"10.10.1.0/24\"]\ndns_search = [\"lab\", \"10.10.1.1\"]\n";
+        let config: VpnConfig = toml::from_str(text).unwrap();
+        let mut issues = Issues::new();
+        config.validate(&mut issues);
+        let keys: Vec<String> = issues.into_vec().into_iter().map(|i| i.key).collect();
+        assert_eq!(keys, ["interface.dns_search[1]"]);
+    }
 }
