@@ -290,9 +290,7 @@ impl<D: Daemon> Running<D> {
                     );
                 }
                 let first = lines.first().map(String::as_str).unwrap_or("");
-                notify::ready(&format!(
-                    "reload refused, still serving the previous configuration: {first}"
-                ));
+                notify::ready(&format!("{}: {first}", notify::RELOAD_REFUSED));
             }
         }
     }
