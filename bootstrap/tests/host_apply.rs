@@ -2,6 +2,7 @@
 //! host's commands (systemctl, sysctl, pct, talosctl) go to a recording stand-in that keeps
 //! each container's files in a directory, so `pct exec -- sha256sum` answers what `pct push`
 //! put there. First apply installs and starts everything (VMs after their snippets); a second runs no writing command;
+//! a config the daemon's `check` refuses, or a reload or restart it does not take, stops apply;
 //! a changed lb config is pushed alone and lab-lb reloaded; a killed apply converges; and what
 //! apply does on the host is, in every scenario, what plan printed.
 
@@ -55,10 +56,15 @@ case "$1" in
         if [ "$1" = mv ] && [ "$2" = -f ]; then mv -f "$DIR/ct/$vmid$3" "$DIR/ct/$vmid$4"; exit; fi
         if [ "$1" = rm ] && [ "$2" = -f ]; then rm -f "$DIR/ct/$vmid$3"; exit; fi
         # What systemd says of the unit: status-VMID when the test set one (a refused reload, a
-        # failed unit), else the daemon serving.
+        # failed unit), else the daemon serving; @N@ is how many reloads it had, as lab-daemon
+        # counts them in its status.
+        if [ "$1" = systemctl ] && [ "$2" = reload-or-restart ]; then
+          echo $(( $(cat "$DIR/reloads-$vmid" 2>/dev/null || echo 0) + 1 )) > "$DIR/reloads-$vmid"
+        fi
         if [ "$1" = systemctl ] && [ "$2" = show ]; then
-          if [ -e "$DIR/status-$vmid" ]; then cat "$DIR/status-$vmid"
-          else printf 'ActiveState=active\nStatusText=serving: 4 listeners\n'; fi
+          n=$(cat "$DIR/reloads-$vmid" 2>/dev/null || echo 0)
+          if [ -e "$DIR/status-$vmid" ]; then sed "s/@N@/$n/" "$DIR/status-$vmid"
+          else printf 'ActiveState=active\nStatusText=serving: 4 listeners (reload %s)\n' "$n"; fi
           exit 0
         fi
         # A Debian container: a command is there when its file is; apt-get installs nftables.
@@ -274,7 +280,9 @@ fn first_apply_installs_everything_and_a_second_runs_nothing() {
     );
     assert!(
         at("pct exec 201 -- /usr/local/bin/lab-vpn check /etc/lab-vpn/vpn.toml.new")
-            > at(&format!("pct push 201 {key} /etc/lab-vpn/private.key --perms 600"))
+            > at(&format!(
+                "pct push 201 {key} /etc/lab-vpn/private.key --perms 600"
+            ))
     );
     assert!(
         at("pct exec 200 -- mv -f /etc/lab-lb/lb.toml.new /etc/lab-lb/lb.toml")
@@ -282,7 +290,9 @@ fn first_apply_installs_everything_and_a_second_runs_nothing() {
     );
     assert!(!bench.path("ct/200/etc/lab-lb/lb.toml.new").exists());
     assert!(!bench.path("ct/201/etc/lab-vpn/vpn.toml.new").exists());
-    assert!(bench.in_container(201, "/etc/lab-vpn/vpn.toml").contains("private.key"));
+    assert!(bench
+        .in_container(201, "/etc/lab-vpn/vpn.toml")
+        .contains("private.key"));
     // Each restarted daemon is asked whether it runs.
     for vmid in [200, 201] {
         assert!(
@@ -395,12 +405,19 @@ fn a_changed_lb_config_is_pushed_alone_and_lab_lb_reloaded() {
     assert!(bench
         .in_container(200, "/etc/lab-lb/lb.toml")
         .contains("round-robin"));
-    // The reload is confirmed with the daemon, after it ran.
+    // The daemon's status is read before the reload and again after it, to confirm it.
     let commands = bench.commands();
-    let at = |c: &str| commands.iter().position(|w| w == c).unwrap();
+    let show = "pct exec 200 -- systemctl show -p ActiveState,StatusText lab-lb.service";
+    let reload = commands
+        .iter()
+        .position(|w| w == "pct exec 200 -- systemctl reload-or-restart lab-lb.service")
+        .unwrap();
     assert!(
-        at("pct exec 200 -- systemctl reload-or-restart lab-lb.service")
-            < at("pct exec 200 -- systemctl show -p ActiveState,StatusText lab-lb.service"),
+        commands[..reload].iter().any(|c| c == show),
+        "{commands:#?}"
+    );
+    assert!(
+        commands[reload..].iter().any(|c| c == show),
         "{commands:#?}"
     );
 }
@@ -659,17 +676,22 @@ fn a_config_the_daemon_refuses_stops_apply_with_its_message_and_keeps_the_old_on
     bench.apply_ok();
     let old = bench.in_container(200, "/etc/lab-lb/lb.toml");
     edit_lb_balance(&bench);
-    let refusal = "lab-lb: /etc/lab-lb/lb.toml.new:31:1: backend[0].balance: not known to this build\n\
+    let refusal =
+        "lab-lb: /etc/lab-lb/lb.toml.new:31:1: backend[0].balance: not known to this build\n\
                    lab-lb: configuration file /etc/lab-lb/lb.toml.new test failed\n";
     std::fs::write(bench.path("refuse-200"), refusal).unwrap();
     let (ok, text) = apply_text(&bench);
     assert!(!ok, "{text}");
     assert!(
-        text.contains("container lb: `/usr/local/bin/lab-lb check` refused the new /etc/lab-lb/lb.toml"),
+        text.contains(
+            "container lb: `/usr/local/bin/lab-lb check` refused the new /etc/lab-lb/lb.toml"
+        ),
         "{text}"
     );
     assert!(
-        text.contains("  lab-lb: /etc/lab-lb/lb.toml.new:31:1: backend[0].balance: not known to this build"),
+        text.contains(
+            "  lab-lb: /etc/lab-lb/lb.toml.new:31:1: backend[0].balance: not known to this build"
+        ),
         "{text}"
     );
     let writes = bench.writes();
@@ -677,7 +699,10 @@ fn a_config_the_daemon_refuses_stops_apply_with_its_message_and_keeps_the_old_on
         writes.contains(&"pct exec 200 -- rm -f /etc/lab-lb/lb.toml.new".to_owned()),
         "{writes:#?}"
     );
-    assert!(!writes.iter().any(|w| w.contains("systemctl")), "{writes:#?}");
+    assert!(
+        !writes.iter().any(|w| w.contains("systemctl")),
+        "{writes:#?}"
+    );
     assert!(!writes.iter().any(|w| w.contains(" mv ")), "{writes:#?}");
     assert_eq!(bench.in_container(200, "/etc/lab-lb/lb.toml"), old);
     assert!(!bench.path("ct/200/etc/lab-lb/lb.toml.new").exists());
@@ -707,8 +732,8 @@ fn a_reload_the_daemon_refused_or_a_unit_not_running_stops_apply() {
     let status = bench.path("status-200");
     std::fs::write(
         &status,
-        "ActiveState=active\nStatusText=reload refused, still serving the previous configuration: \
-         cannot listen for metrics on 10.10.2.2:8404: Address in use\n",
+        "ActiveState=active\nStatusText=reload refused, still serving the previous configuration \
+         (reload @N@): cannot listen for metrics on 10.10.2.2:8404: Address in use\n",
     )
     .unwrap();
     let (ok, text) = apply_text(&bench);
@@ -716,8 +741,24 @@ fn a_reload_the_daemon_refused_or_a_unit_not_running_stops_apply() {
     assert!(
         text.contains(
             "container 200: lab-lb.service did not take its new configuration: state active, \
-             status: reload refused, still serving the previous configuration: cannot listen for \
-             metrics on 10.10.2.2:8404: Address in use"
+             status: reload refused, still serving the previous configuration (reload 1): cannot \
+             listen for metrics on 10.10.2.2:8404: Address in use"
+        ),
+        "{text}"
+    );
+    // A daemon whose status the reload left as it was has not said how the reload went (systemd's
+    // reload only sent SIGHUP): not taken for success.
+    std::fs::write(
+        &status,
+        "ActiveState=active\nStatusText=serving: 4 listeners\n",
+    )
+    .unwrap();
+    let (ok, text) = apply_text(&bench);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(
+            "container 200: lab-lb.service did not report on its reload within 10s; its status is \
+             still: serving: 4 listeners"
         ),
         "{text}"
     );
@@ -1029,7 +1070,10 @@ fn commands_as_plan_lines(bench: &Bench) -> Vec<String> {
             }
             ["pct", "exec", vmid, "--", program, "check", staged] => {
                 let key = format!("{vmid} {staged}");
-                assert!(unchecked.contains(&key), "apply checked {staged}, never pushed");
+                assert!(
+                    unchecked.contains(&key),
+                    "apply checked {staged}, never pushed"
+                );
                 let installed = match name(vmid).as_str() {
                     "lb" => "/usr/local/bin/lab-lb",
                     _ => "/usr/local/bin/lab-vpn",

@@ -107,8 +107,7 @@ pub fn apply(
             }
             Step::Service(action) => {
                 if action.in_container() {
-                    containers::run(runner, action)?;
-                    containers::confirm_taken(runner, action)?;
+                    containers::run_confirmed(runner, action)?;
                 } else {
                     services::run(runner, action)?;
                 }

@@ -127,6 +127,17 @@ pub enum ContainerError {
         /// Its `StatusText`: what the daemon last said with `STATUS=`.
         status: String,
     },
+    /// After a reload, the daemon's status stayed what it was before: it has not reported on
+    /// the reload (or runs a build that does not count reloads in its status).
+    #[error("container {vmid}: {unit} did not report on its reload within 10s; its status is still: {status}")]
+    NoAnswer {
+        /// The container's VMID.
+        vmid: u32,
+        /// The unit.
+        unit: String,
+        /// Its `StatusText`, unchanged since before the reload.
+        status: String,
+    },
     /// `apt-get update` or `apt-get install` failed inside the container.
     #[error("container {container}: installing {package} failed: {reason} (the container needs a working apt source and a route to it)")]
     Install {
@@ -383,7 +394,10 @@ pub fn push(
                     .join("\n"),
             });
         }
-        runner.check("pct", &["exec", &vmid, "--", "mv", "-f", &staged, file.target])?;
+        runner.check(
+            "pct",
+            &["exec", &vmid, "--", "mv", "-f", &staged, file.target],
+        )?;
     }
     Ok(())
 }
@@ -432,38 +446,43 @@ pub fn run(runner: &mut dyn Runner, action: &ServiceAction) -> Result<(), Comman
     Ok(())
 }
 
-/// How often, half a second apart, a unit still reloading or starting is asked again before
-/// apply gives up on it.
+/// How often, half a second apart, a unit still reloading or starting, or whose daemon has not
+/// yet reported on a reload, is asked again before apply gives up on it.
 const SETTLE_POLLS: u32 = 20;
 
-/// After a reload or restart of a container's daemon (other actions pass): its unit must be
-/// active and its status (the daemon's last `STATUS=`) must not say the reload was refused.
-pub fn confirm_taken(runner: &mut dyn Runner, action: &ServiceAction) -> Result<(), ContainerError> {
-    let (vmid, unit) = match action {
-        ServiceAction::ContainerRestart(vmid, unit) | ServiceAction::ContainerReload(vmid, unit) => {
-            (*vmid, unit)
+/// Runs one container action ([`run`]); after a reload or restart of the daemon, its unit must
+/// be active and its status (the daemon's last `STATUS=`) must not say the reload was refused.
+/// `ExecReload` only sends SIGHUP, so systemd's reload ends before the daemon has reloaded: the
+/// status must first change from the one before (lab-daemon counts reloads in it).
+pub fn run_confirmed(
+    runner: &mut dyn Runner,
+    action: &ServiceAction,
+) -> Result<(), ContainerError> {
+    let (vmid, unit, before) = match action {
+        ServiceAction::ContainerReload(vmid, unit) => {
+            let (_, before) = unit_status(runner, *vmid, unit)?;
+            (*vmid, unit, Some(before))
         }
-        _ => return Ok(()),
+        ServiceAction::ContainerRestart(vmid, unit) => (*vmid, unit, None),
+        _ => return Ok(run(runner, action)?),
     };
-    let id = vmid.to_string();
-    let show = [
-        "exec",
-        id.as_str(),
-        "--",
-        "systemctl",
-        "show",
-        "-p",
-        "ActiveState,StatusText",
-        unit.as_str(),
-    ];
+    run(runner, action)?;
     let mut polls = 0;
     loop {
-        let shown = runner.check("pct", &show)?;
-        let (state, status) = parse_show(&shown.stdout);
-        if matches!(state.as_str(), "reloading" | "activating") && polls < SETTLE_POLLS {
+        let (state, status) = unit_status(runner, vmid, unit)?;
+        let settling = matches!(state.as_str(), "reloading" | "activating");
+        let unanswered = state == "active" && before.as_ref() == Some(&status);
+        if (settling || unanswered) && polls < SETTLE_POLLS {
             polls += 1;
             std::thread::sleep(std::time::Duration::from_millis(500));
             continue;
+        }
+        if unanswered {
+            return Err(ContainerError::NoAnswer {
+                vmid,
+                unit: unit.clone(),
+                status,
+            });
         }
         if state == "active" && !status.starts_with(lab_daemon::notify::RELOAD_REFUSED) {
             return Ok(());
@@ -475,6 +494,29 @@ pub fn confirm_taken(runner: &mut dyn Runner, action: &ServiceAction) -> Result<
             status,
         });
     }
+}
+
+/// The unit's `ActiveState` and `StatusText` inside container `vmid` (read-only).
+fn unit_status(
+    runner: &mut dyn Runner,
+    vmid: u32,
+    unit: &str,
+) -> Result<(String, String), CommandError> {
+    let id = vmid.to_string();
+    let shown = runner.check(
+        "pct",
+        &[
+            "exec",
+            &id,
+            "--",
+            "systemctl",
+            "show",
+            "-p",
+            "ActiveState,StatusText",
+            unit,
+        ],
+    )?;
+    Ok(parse_show(&shown.stdout))
 }
 
 /// `ActiveState` and `StatusText` from `systemctl show`'s `KEY=value` lines (in the unit's
