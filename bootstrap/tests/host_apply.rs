@@ -8,6 +8,7 @@
 
 mod support;
 
+use lab_tests::binaries::workspace_bin;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -33,7 +34,9 @@ case "$1" in
     case "$2" in
       status) if [ -e "$DIR/running-$3" ]; then echo "status: running"; else echo "status: stopped"; fi ;;
       start) touch "$DIR/running-$3" ;;
-      push) mkdir -p "$(dirname "$DIR/ct/$3$5")" && cp "$4" "$DIR/ct/$3$5" ;;
+      push) mkdir -p "$(dirname "$DIR/ct/$3$5")" && cp "$4" "$DIR/ct/$3$5"
+            # A transfer cut short (the container's disk full): the file arrives truncated.
+            if [ -e "$DIR/truncate-push-$3" ]; then truncate -s 150 "$DIR/ct/$3$5"; fi ;;
       exec)
         vmid=$3; shift 4
         [ -e "$DIR/running-$vmid" ] || { echo "container $vmid not running" >&2; exit 1; }
@@ -50,6 +53,8 @@ case "$1" in
         # lab-vpn do (stderr, exit 78).
         if [ "$2" = check ]; then
           [ -f "$DIR/ct/$vmid$3" ] || { echo "$1: $3: No such file or directory" >&2; exit 78; }
+          # The real binary pushed into the container checks the real file pushed there.
+          if [ -e "$DIR/real-check-$vmid" ]; then exec "$DIR/ct/$vmid$1" check "$DIR/ct/$vmid$3"; fi
           if [ -e "$DIR/refuse-$vmid" ]; then cat "$DIR/refuse-$vmid" >&2; exit 78; fi
           echo "$1: configuration file $3 is valid"; exit 0
         fi
@@ -722,6 +727,47 @@ fn a_config_the_daemon_refuses_stops_apply_with_its_message_and_keeps_the_old_on
     assert_ne!(bench.in_container(200, "/etc/lab-lb/lb.toml"), old);
     bench.apply_ok();
     assert!(bench.writes().is_empty(), "{:#?}", bench.writes());
+}
+
+#[test]
+fn the_real_lab_lb_checks_what_apply_pushes_and_its_refusal_is_apply_s_error() {
+    let bench = Bench::new();
+    std::fs::copy(workspace_bin("lab-lb"), bench.path("bin/lab-lb")).unwrap();
+    std::fs::write(bench.path("real-check-200"), "").unwrap();
+    bench.apply_ok();
+    let old = bench.in_container(200, "/etc/lab-lb/lb.toml");
+    // The config lab-schema checked on the host arrives damaged: only lab-lb check, inside,
+    // can see it.
+    edit_lb_balance(&bench);
+    std::fs::write(bench.path("truncate-push-200"), "").unwrap();
+    let (ok, text) = apply_text(&bench);
+    assert!(!ok, "{text}");
+    let staged = bench.path("ct/200/etc/lab-lb/lb.toml.new");
+    assert!(
+        text.contains(
+            "container lb: `/usr/local/bin/lab-lb check` refused the new /etc/lab-lb/lb.toml"
+        ),
+        "{text}"
+    );
+    // lab-lb's own lines: file:line:column, then its verdict.
+    assert!(
+        text.contains(&format!("  lab-lb: {}:", staged.display())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "  lab-lb: configuration file {} test failed",
+            staged.display()
+        )),
+        "{text}"
+    );
+    assert!(!staged.exists());
+    assert_eq!(bench.in_container(200, "/etc/lab-lb/lb.toml"), old);
+    assert!(
+        !bench.writes().iter().any(|w| w.contains("systemctl")),
+        "{:#?}",
+        bench.writes()
+    );
 }
 
 #[test]
