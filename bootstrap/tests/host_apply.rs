@@ -2,11 +2,13 @@
 //! host's commands (systemctl, sysctl, pct, talosctl) go to a recording stand-in that keeps
 //! each container's files in a directory, so `pct exec -- sha256sum` answers what `pct push`
 //! put there. First apply installs and starts everything (VMs after their snippets); a second runs no writing command;
+//! a config the daemon's `check` refuses, or a reload or restart it does not take, stops apply;
 //! a changed lb config is pushed alone and lab-lb reloaded; a killed apply converges; and what
 //! apply does on the host is, in every scenario, what plan printed.
 
 mod support;
 
+use lab_tests::binaries::workspace_bin;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -32,7 +34,9 @@ case "$1" in
     case "$2" in
       status) if [ -e "$DIR/running-$3" ]; then echo "status: running"; else echo "status: stopped"; fi ;;
       start) touch "$DIR/running-$3" ;;
-      push) mkdir -p "$(dirname "$DIR/ct/$3$5")" && cp "$4" "$DIR/ct/$3$5" ;;
+      push) mkdir -p "$(dirname "$DIR/ct/$3$5")" && cp "$4" "$DIR/ct/$3$5"
+            # A transfer cut short (the container's disk full): the file arrives truncated.
+            if [ -e "$DIR/truncate-push-$3" ]; then truncate -s 150 "$DIR/ct/$3$5"; fi ;;
       exec)
         vmid=$3; shift 4
         [ -e "$DIR/running-$vmid" ] || { echo "container $vmid not running" >&2; exit 1; }
@@ -44,6 +48,29 @@ case "$1" in
             else echo "sha256sum: $p: No such file or directory" >&2; rc=1; fi
           done
           exit $rc
+        fi
+        # The daemon's own check: it refuses with the message in refuse-VMID, as lab-lb and
+        # lab-vpn do (stderr, exit 78).
+        if [ "$2" = check ]; then
+          [ -f "$DIR/ct/$vmid$3" ] || { echo "$1: $3: No such file or directory" >&2; exit 78; }
+          # The real binary pushed into the container checks the real file pushed there.
+          if [ -e "$DIR/real-check-$vmid" ]; then exec "$DIR/ct/$vmid$1" check "$DIR/ct/$vmid$3"; fi
+          if [ -e "$DIR/refuse-$vmid" ]; then cat "$DIR/refuse-$vmid" >&2; exit 78; fi
+          echo "$1: configuration file $3 is valid"; exit 0
+        fi
+        if [ "$1" = mv ] && [ "$2" = -f ]; then mv -f "$DIR/ct/$vmid$3" "$DIR/ct/$vmid$4"; exit; fi
+        if [ "$1" = rm ] && [ "$2" = -f ]; then rm -f "$DIR/ct/$vmid$3"; exit; fi
+        # What systemd says of the unit: status-VMID when the test set one (a refused reload, a
+        # failed unit), else the daemon serving; @N@ is how many reloads it had, as lab-daemon
+        # counts them in its status.
+        if [ "$1" = systemctl ] && [ "$2" = reload-or-restart ]; then
+          echo $(( $(cat "$DIR/reloads-$vmid" 2>/dev/null || echo 0) + 1 )) > "$DIR/reloads-$vmid"
+        fi
+        if [ "$1" = systemctl ] && [ "$2" = show ]; then
+          n=$(cat "$DIR/reloads-$vmid" 2>/dev/null || echo 0)
+          if [ -e "$DIR/status-$vmid" ]; then sed "s/@N@/$n/" "$DIR/status-$vmid"
+          else printf 'ActiveState=active\nStatusText=serving: 4 listeners (reload %s)\n' "$n"; fi
+          exit 0
         fi
         # A Debian container: a command is there when its file is; apt-get installs nftables.
         if [ "$1" = sh ] && [ "$2" = -c ]; then
@@ -176,7 +203,7 @@ impl Bench {
     }
 
     /// Commands that change something: not `pct status`/`qm status`, not `sha256sum`, not
-    /// `command -v`.
+    /// `command -v`, not `systemctl show`.
     fn writes(&self) -> Vec<String> {
         self.commands()
             .into_iter()
@@ -185,6 +212,7 @@ impl Bench {
                     && !c.starts_with("qm status")
                     && !c.contains(" -- sha256sum ")
                     && !c.contains(" -- sh -c command -v ")
+                    && !c.contains(" -- systemctl show ")
             })
             .collect()
     }
@@ -227,8 +255,11 @@ fn first_apply_installs_everything_and_a_second_runs_nothing() {
         "qm start 211".to_owned(),
         "qm start 222".to_owned(),
         "pct start 201".to_owned(),
-        format!("pct push 200 {lb_toml} /etc/lab-lb/lb.toml --perms 644"),
+        format!("pct push 200 {lb_toml} /etc/lab-lb/lb.toml.new --perms 644"),
+        "pct exec 200 -- /usr/local/bin/lab-lb check /etc/lab-lb/lb.toml.new".to_owned(),
+        "pct exec 200 -- mv -f /etc/lab-lb/lb.toml.new /etc/lab-lb/lb.toml".to_owned(),
         format!("pct push 201 {key} /etc/lab-vpn/private.key --perms 600"),
+        "pct exec 201 -- /usr/local/bin/lab-vpn check /etc/lab-vpn/vpn.toml.new".to_owned(),
         "pct exec 200 -- systemctl daemon-reload".to_owned(),
         "pct exec 200 -- systemctl enable lab-lb.service".to_owned(),
         "pct exec 200 -- systemctl restart lab-lb.service".to_owned(),
@@ -243,6 +274,40 @@ fn first_apply_installs_everything_and_a_second_runs_nothing() {
         at("pct exec 200 -- systemctl daemon-reload")
             < at("pct exec 200 -- systemctl restart lab-lb.service")
     );
+    // Each config is checked by the binary being installed, with the key it names already in
+    // place, and moved into place before its daemon starts.
+    assert!(
+        at("pct exec 200 -- /usr/local/bin/lab-lb check /etc/lab-lb/lb.toml.new")
+            > writes
+                .iter()
+                .position(|w| w.starts_with("pct push 200") && w.contains(" /usr/local/bin/lab-lb "))
+                .unwrap()
+    );
+    assert!(
+        at("pct exec 201 -- /usr/local/bin/lab-vpn check /etc/lab-vpn/vpn.toml.new")
+            > at(&format!(
+                "pct push 201 {key} /etc/lab-vpn/private.key --perms 600"
+            ))
+    );
+    assert!(
+        at("pct exec 200 -- mv -f /etc/lab-lb/lb.toml.new /etc/lab-lb/lb.toml")
+            < at("pct exec 200 -- systemctl restart lab-lb.service")
+    );
+    assert!(!bench.path("ct/200/etc/lab-lb/lb.toml.new").exists());
+    assert!(!bench.path("ct/201/etc/lab-vpn/vpn.toml.new").exists());
+    assert!(bench
+        .in_container(201, "/etc/lab-vpn/vpn.toml")
+        .contains("private.key"));
+    // Each restarted daemon is asked whether it runs.
+    for vmid in [200, 201] {
+        assert!(
+            bench.commands().iter().any(|c| c.starts_with(&format!(
+                "pct exec {vmid} -- systemctl show -p ActiveState,StatusText "
+            ))),
+            "{:#?}",
+            bench.commands()
+        );
+    }
     // Control planes before workers.
     assert!(at("qm start 213") < at("qm start 221"));
     // lab-vpn's forwarding policy needs nft: installed into the vpn container, before lab-vpn
@@ -336,13 +401,30 @@ fn a_changed_lb_config_is_pushed_alone_and_lab_lb_reloaded() {
         bench.writes(),
         [
             "pct exec 200 -- mkdir -p /etc/lab-lb".to_owned(),
-            format!("pct push 200 {lb_toml} /etc/lab-lb/lb.toml --perms 644"),
+            format!("pct push 200 {lb_toml} /etc/lab-lb/lb.toml.new --perms 644"),
+            "pct exec 200 -- /usr/local/bin/lab-lb check /etc/lab-lb/lb.toml.new".to_owned(),
+            "pct exec 200 -- mv -f /etc/lab-lb/lb.toml.new /etc/lab-lb/lb.toml".to_owned(),
             "pct exec 200 -- systemctl reload-or-restart lab-lb.service".to_owned(),
         ]
     );
     assert!(bench
         .in_container(200, "/etc/lab-lb/lb.toml")
         .contains("round-robin"));
+    // The daemon's status is read before the reload and again after it, to confirm it.
+    let commands = bench.commands();
+    let show = "pct exec 200 -- systemctl show -p ActiveState,StatusText lab-lb.service";
+    let reload = commands
+        .iter()
+        .position(|w| w == "pct exec 200 -- systemctl reload-or-restart lab-lb.service")
+        .unwrap();
+    assert!(
+        commands[..reload].iter().any(|c| c == show),
+        "{commands:#?}"
+    );
+    assert!(
+        commands[reload..].iter().any(|c| c == show),
+        "{commands:#?}"
+    );
 }
 
 #[test]
@@ -531,6 +613,13 @@ fn plan_of_a_changed_lb_route_lists_its_push_and_the_reload() {
         ],
         "{text}"
     );
+    assert!(
+        text.contains(
+            "/etc/lab-lb/lb.toml will be pushed into lb as /etc/lab-lb/lb.toml.new, checked there \
+             by `/usr/local/bin/lab-lb check`, and moved into place only if it passes"
+        ),
+        "{text}"
+    );
     // Read only: nothing written, pushed or restarted.
     assert!(bench.writes().is_empty(), "{:#?}", bench.writes());
     assert_eq!(bench.listing(), before);
@@ -549,14 +638,202 @@ fn plan_of_a_changed_lb_route_lists_its_push_and_the_reload() {
         [
             "pct exec 200 -- mkdir -p /etc/lab-lb".to_owned(),
             format!(
-                "pct push 200 {} /etc/lab-lb/lb.toml --perms 644",
+                "pct push 200 {} /etc/lab-lb/lb.toml.new --perms 644",
                 staged(&bench, "lb/etc/lab-lb/lb.toml")
             ),
+            "pct exec 200 -- /usr/local/bin/lab-lb check /etc/lab-lb/lb.toml.new".to_owned(),
+            "pct exec 200 -- mv -f /etc/lab-lb/lb.toml.new /etc/lab-lb/lb.toml".to_owned(),
             "pct exec 200 -- systemctl reload-or-restart lab-lb.service".to_owned(),
         ]
     );
+    assert_eq!(
+        bench.in_container(200, "/etc/lab-lb/lb.toml"),
+        std::fs::read_to_string(staged(&bench, "lb/etc/lab-lb/lb.toml")).unwrap()
+    );
     let (out, text) = bench.run("plan", &[]);
     assert_eq!(out.status.code(), Some(0), "{text}");
+}
+
+fn edit_lb_balance(bench: &Bench) {
+    let edited = example().replacen(
+        "roles = [\"control-plane\"]\nbalance = \"least-connections\"",
+        "roles = [\"control-plane\"]\nbalance = \"round-robin\"",
+        1,
+    );
+    assert_ne!(edited, example());
+    std::fs::write(bench.path("lab.toml"), edited).unwrap();
+}
+
+/// apply's output, and whether it succeeded.
+fn apply_text(bench: &Bench) -> (bool, String) {
+    let out = bench.apply();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn a_config_the_daemon_refuses_stops_apply_with_its_message_and_keeps_the_old_one() {
+    let bench = Bench::new();
+    bench.apply_ok();
+    let old = bench.in_container(200, "/etc/lab-lb/lb.toml");
+    edit_lb_balance(&bench);
+    let refusal =
+        "lab-lb: /etc/lab-lb/lb.toml.new:31:1: backend[0].balance: not known to this build\n\
+                   lab-lb: configuration file /etc/lab-lb/lb.toml.new test failed\n";
+    std::fs::write(bench.path("refuse-200"), refusal).unwrap();
+    let (ok, text) = apply_text(&bench);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(
+            "container lb: `/usr/local/bin/lab-lb check` refused the new /etc/lab-lb/lb.toml"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "  lab-lb: /etc/lab-lb/lb.toml.new:31:1: backend[0].balance: not known to this build"
+        ),
+        "{text}"
+    );
+    let writes = bench.writes();
+    assert!(
+        writes.contains(&"pct exec 200 -- rm -f /etc/lab-lb/lb.toml.new".to_owned()),
+        "{writes:#?}"
+    );
+    assert!(
+        !writes.iter().any(|w| w.contains("systemctl")),
+        "{writes:#?}"
+    );
+    assert!(!writes.iter().any(|w| w.contains(" mv ")), "{writes:#?}");
+    assert_eq!(bench.in_container(200, "/etc/lab-lb/lb.toml"), old);
+    assert!(!bench.path("ct/200/etc/lab-lb/lb.toml.new").exists());
+
+    // Refused again while the daemon says no; once it accepts, the new config goes in.
+    let (ok, text) = apply_text(&bench);
+    assert!(!ok, "{text}");
+    std::fs::remove_file(bench.path("refuse-200")).unwrap();
+    bench.apply_ok();
+    assert!(
+        bench
+            .writes()
+            .contains(&"pct exec 200 -- systemctl reload-or-restart lab-lb.service".to_owned()),
+        "{:#?}",
+        bench.writes()
+    );
+    assert_ne!(bench.in_container(200, "/etc/lab-lb/lb.toml"), old);
+    bench.apply_ok();
+    assert!(bench.writes().is_empty(), "{:#?}", bench.writes());
+}
+
+#[test]
+fn the_real_lab_lb_checks_what_apply_pushes_and_its_refusal_is_apply_s_error() {
+    let bench = Bench::new();
+    std::fs::copy(workspace_bin("lab-lb"), bench.path("bin/lab-lb")).unwrap();
+    std::fs::write(bench.path("real-check-200"), "").unwrap();
+    bench.apply_ok();
+    let old = bench.in_container(200, "/etc/lab-lb/lb.toml");
+    // The config lab-schema checked on the host arrives damaged: only lab-lb check, inside,
+    // can see it.
+    edit_lb_balance(&bench);
+    std::fs::write(bench.path("truncate-push-200"), "").unwrap();
+    let (ok, text) = apply_text(&bench);
+    assert!(!ok, "{text}");
+    let staged = bench.path("ct/200/etc/lab-lb/lb.toml.new");
+    assert!(
+        text.contains(
+            "container lb: `/usr/local/bin/lab-lb check` refused the new /etc/lab-lb/lb.toml"
+        ),
+        "{text}"
+    );
+    // lab-lb's own lines: file:line:column, then its verdict.
+    assert!(
+        text.contains(&format!("  lab-lb: {}:", staged.display())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "  lab-lb: configuration file {} test failed",
+            staged.display()
+        )),
+        "{text}"
+    );
+    assert!(!staged.exists());
+    assert_eq!(bench.in_container(200, "/etc/lab-lb/lb.toml"), old);
+    assert!(
+        !bench.writes().iter().any(|w| w.contains("systemctl")),
+        "{:#?}",
+        bench.writes()
+    );
+}
+
+#[test]
+fn a_reload_the_daemon_refused_or_a_unit_not_running_stops_apply() {
+    let bench = Bench::new();
+    bench.apply_ok();
+    edit_lb_balance(&bench);
+    let status = bench.path("status-200");
+    std::fs::write(
+        &status,
+        "ActiveState=active\nStatusText=reload refused, still serving the previous configuration \
+         (reload @N@): cannot listen for metrics on 10.10.2.2:8404: Address in use\n",
+    )
+    .unwrap();
+    let (ok, text) = apply_text(&bench);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(
+            "container 200: lab-lb.service did not take its new configuration: state active, \
+             status: reload refused, still serving the previous configuration (reload 1): cannot \
+             listen for metrics on 10.10.2.2:8404: Address in use"
+        ),
+        "{text}"
+    );
+    // A daemon whose status the reload left as it was has not said how the reload went (systemd's
+    // reload only sent SIGHUP): not taken for success.
+    std::fs::write(
+        &status,
+        "ActiveState=active\nStatusText=serving: 4 listeners\n",
+    )
+    .unwrap();
+    let (ok, text) = apply_text(&bench);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(
+            "container 200: lab-lb.service did not report on its reload within 10s; its status is \
+             still: serving: 4 listeners"
+        ),
+        "{text}"
+    );
+    // Still due: the next apply reloads again and asks again.
+    std::fs::remove_file(&status).unwrap();
+    bench.apply_ok();
+    assert_eq!(
+        bench.writes(),
+        ["pct exec 200 -- systemctl reload-or-restart lab-lb.service"],
+        "{:#?}",
+        bench.writes()
+    );
+
+    // A restart after which the unit is not running.
+    std::fs::write(bench.path("bin/lab-vpn"), "lab-vpn build 2").unwrap();
+    std::fs::write(
+        bench.path("status-201"),
+        "StatusText=failed: cannot open /dev/net/tun\nActiveState=failed\n",
+    )
+    .unwrap();
+    let (ok, text) = apply_text(&bench);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(
+            "container 201: lab-vpn.service did not take its new configuration: state failed, \
+             status: failed: cannot open /dev/net/tun"
+        ),
+        "{text}"
+    );
 }
 
 #[test]
@@ -826,9 +1103,39 @@ fn commands_as_plan_lines(bench: &Bench) -> Vec<String> {
             .unwrap()
     };
     let mut out = Vec::new();
+    // Configs pushed beside the one in place and not yet checked, then checked and not yet
+    // moved: a check or a move of anything else is no part of any plan line.
+    let (mut unchecked, mut checked) = (Vec::new(), Vec::new());
     for command in bench.writes() {
         let words: Vec<&str> = command.split_whitespace().collect();
         let line = match words.as_slice() {
+            ["pct", "push", vmid, _, staged, "--perms", _] if staged.ends_with(".new") => {
+                unchecked.push(format!("{vmid} {staged}"));
+                let target = staged.trim_end_matches(".new");
+                format!("~ push \"{}:{target}\"", name(vmid))
+            }
+            ["pct", "exec", vmid, "--", program, "check", staged] => {
+                let key = format!("{vmid} {staged}");
+                assert!(
+                    unchecked.contains(&key),
+                    "apply checked {staged}, never pushed"
+                );
+                let installed = match name(vmid).as_str() {
+                    "lb" => "/usr/local/bin/lab-lb",
+                    _ => "/usr/local/bin/lab-vpn",
+                };
+                assert_eq!(*program, installed, "{command}");
+                unchecked.retain(|k| *k != key);
+                checked.push(key);
+                continue;
+            }
+            ["pct", "exec", vmid, "--", "mv", "-f", staged, target] => {
+                let key = format!("{vmid} {staged}");
+                assert!(checked.contains(&key), "apply moved {staged} unchecked");
+                assert_eq!(format!("{target}.new"), *staged, "{command}");
+                checked.retain(|k| *k != key);
+                continue;
+            }
             ["systemctl", "daemon-reload"] => "~ daemon-reload \"host\"".to_owned(),
             ["sysctl", "-p", file] => format!("~ sysctl \"{file}\""),
             ["systemctl", "restart", unit] => format!("~ restart \"{unit}\""),
@@ -859,6 +1166,8 @@ fn commands_as_plan_lines(bench: &Bench) -> Vec<String> {
         };
         out.push(line);
     }
+    assert!(unchecked.is_empty(), "pushed, never checked: {unchecked:?}");
+    assert!(checked.is_empty(), "checked, never moved: {checked:?}");
     out
 }
 
@@ -936,6 +1245,13 @@ fn apply_does_what_plan_printed() {
     .unwrap();
     assert!(!bench.apply().status.success());
     assert_apply_does_what_plan_printed(&bench, "after an interrupted apply");
+
+    // A config lab-lb refused: the next plan pushes and checks it again, and reloads.
+    std::fs::write(bench.path("lab.toml"), example()).unwrap();
+    std::fs::write(bench.path("refuse-200"), "lab-lb: refused\n").unwrap();
+    assert!(!bench.apply().status.success());
+    std::fs::remove_file(bench.path("refuse-200")).unwrap();
+    assert_apply_does_what_plan_printed(&bench, "after a refused config");
 
     assert_apply_does_what_plan_printed(&bench, "unchanged again");
     assert!(bench.writes().is_empty(), "{:#?}", bench.writes());

@@ -132,6 +132,10 @@ struct Running<D: Daemon> {
     metrics_server: MetricsServer,
     reload_metrics: ReloadMetrics,
     logging: Logging,
+    /// SIGHUPs handled so far, in every `STATUS=` after one: a reload leaves the status changed
+    /// even when it says what it said before, so whoever sent the signal can tell its outcome
+    /// from the status it replaced.
+    reloads: u64,
 }
 
 async fn serve<D: Daemon>(path: PathBuf, config: Arc<D::Config>, logging: Logging) -> ExitCode {
@@ -189,6 +193,7 @@ async fn serve<D: Daemon>(path: PathBuf, config: Arc<D::Config>, logging: Loggin
         metrics_server,
         reload_metrics,
         logging,
+        reloads: 0,
     };
     let mut watchdog = notify::watchdog_interval().map(tokio::time::interval);
     let reason = loop {
@@ -269,13 +274,15 @@ async fn bind_metrics(address: SocketAddr) -> Result<TcpListener, MetricsBindErr
 impl<D: Daemon> Running<D> {
     async fn reload(&mut self) {
         notify::reloading();
+        self.reloads += 1;
+        let reload = self.reloads;
         tracing::info!(config = %self.path.display(), "reloading configuration");
         match self.try_reload().await {
             Ok(()) => {
                 self.reload_metrics.reload_succeeded();
                 let summary = self.config.summary();
                 tracing::info!(%summary, "configuration reloaded");
-                notify::ready(&format!("serving: {summary}"));
+                notify::ready(&format!("serving: {summary} (reload {reload})"));
             }
             Err(e) => {
                 self.reload_metrics.reload_failed();
@@ -291,7 +298,8 @@ impl<D: Daemon> Running<D> {
                 }
                 let first = lines.first().map(String::as_str).unwrap_or("");
                 notify::ready(&format!(
-                    "reload refused, still serving the previous configuration: {first}"
+                    "{} (reload {reload}): {first}",
+                    notify::RELOAD_REFUSED
                 ));
             }
         }

@@ -12,6 +12,10 @@ fn send(states: &[NotifyState<'_>]) {
     }
 }
 
+/// How `STATUS=` begins after a refused reload (the daemon still serves the old config):
+/// lab-bootstrap reads it back with `systemctl show` to tell a refused reload from a taken one.
+pub const RELOAD_REFUSED: &str = "reload refused, still serving the previous configuration";
+
 /// `READY=1`, with a human-readable `STATUS=`.
 pub fn ready(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);

@@ -107,7 +107,7 @@ pub fn apply(
             }
             Step::Service(action) => {
                 if action.in_container() {
-                    containers::run(runner, action)?;
+                    containers::run_confirmed(runner, action)?;
                 } else {
                     services::run(runner, action)?;
                 }
@@ -139,7 +139,7 @@ pub fn apply(
                 vmid,
                 files,
             } => {
-                containers::push(runner, *vmid, files)?;
+                containers::push(runner, container, *vmid, files)?;
                 for file in files {
                     let _ = writeln!(out, "  pushed {} into {container}", file.target);
                 }

@@ -2,6 +2,12 @@
 //! `pct push`, only those whose SHA-256 inside the container differs; then the service reloaded
 //! when only its config changed, restarted when its binary or unit did. Debian packages a program
 //! needs at run time (lab-vpn's `nft`) are installed first, only when missing.
+//!
+//! A daemon's config goes in beside the old one and replaces it only once the daemon's own
+//! `check`, run inside the container by the binary being installed, accepts it; after a reload or
+//! restart the unit's state and status (the daemon's `STATUS=`) say whether it took the config.
+//! Either refusal stops apply with the daemon's words, so apply never reports success over a
+//! config the daemon is not running.
 
 use super::actions::ServiceAction;
 use super::{CommandError, Runner};
@@ -36,6 +42,10 @@ pub struct ContainerFile {
     pub mode: u32,
     /// What it is to the program.
     pub kind: FileKind,
+    /// The program (its path inside the container) whose `check` must accept this file before
+    /// it replaces the one there: set for the daemon's config, whose refusal the daemon would
+    /// otherwise only log while it keeps running the old one.
+    pub checked_by: Option<&'static str>,
 }
 
 /// A Debian package a container's program runs, found by one of its commands.
@@ -64,7 +74,8 @@ pub struct Container {
     pub unit: &'static str,
     /// The Debian packages its program needs at run time.
     pub packages: Vec<Package>,
-    /// The files it must hold: the binary, its configs and keys, its units.
+    /// The files it must hold, in the order they are pushed: the binary, what its config names
+    /// (keys), its units, and its config last.
     pub files: Vec<ContainerFile>,
 }
 
@@ -88,6 +99,45 @@ pub enum ContainerError {
     /// lab.toml has no machine of this role (`lb` or `vpn`).
     #[error("the lab has no {0} container; run `lab-bootstrap validate`")]
     Missing(&'static str),
+    /// The daemon's `check` refused a config pushed beside the one in place: that one stays,
+    /// nothing is reloaded.
+    #[error("container {container}: `{program} check` refused the new {target} (pushed as {staged}), which was removed; the old one stays in place and nothing was reloaded:\n{message}")]
+    Refused {
+        /// The container's name in lab.toml.
+        container: String,
+        /// The checking program, as run inside the container.
+        program: String,
+        /// The config's path inside the container.
+        target: String,
+        /// Where the new config was pushed beside it, and what the daemon's messages name.
+        staged: String,
+        /// What `check` printed on standard error (on standard output when that was empty),
+        /// each line indented.
+        message: String,
+    },
+    /// After a reload or restart, the unit is not running, or says it refused its config.
+    #[error("container {vmid}: {unit} did not take its new configuration: state {state}, status: {status}")]
+    NotTaken {
+        /// The container's VMID.
+        vmid: u32,
+        /// The unit.
+        unit: String,
+        /// Its `ActiveState` (`active`, `failed`, …).
+        state: String,
+        /// Its `StatusText`: what the daemon last said with `STATUS=`.
+        status: String,
+    },
+    /// After a reload, the daemon's status stayed what it was before: it has not reported on
+    /// the reload (or runs a build that does not count reloads in its status).
+    #[error("container {vmid}: {unit} did not report on its reload within 10s; its status is still: {status}")]
+    NoAnswer {
+        /// The container's VMID.
+        vmid: u32,
+        /// The unit.
+        unit: String,
+        /// Its `StatusText`, unchanged since before the reload.
+        status: String,
+    },
     /// `apt-get update` or `apt-get install` failed inside the container.
     #[error("container {container}: installing {package} failed: {reason} (the container needs a working apt source and a route to it)")]
     Install {
@@ -108,13 +158,14 @@ pub fn containers(
 ) -> Result<Vec<Container>, ContainerError> {
     let staged = |role, path| under_root(root, &staged_path(lab, role, path));
     let mut out = Vec::new();
-    for (role, unit, binary, program, configs, packages) in [
+    for (role, unit, binary, program, config, named, packages) in [
         (
             Role::Lb,
             "lab-lb.service",
             LB_BINARY,
             "lab-lb",
-            vec![(LB_CONFIG, 0o644)],
+            LB_CONFIG,
+            vec![],
             vec![],
         ),
         (
@@ -122,7 +173,8 @@ pub fn containers(
             "lab-vpn.service",
             VPN_BINARY,
             "lab-vpn",
-            vec![(VPN_CONFIG, 0o644), (VPN_PRIVATE_KEY, 0o600)],
+            VPN_CONFIG,
+            vec![(VPN_PRIVATE_KEY, 0o600)],
             vec![NFTABLES],
         ),
     ] {
@@ -141,13 +193,16 @@ pub fn containers(
             target: binary,
             mode: 0o755,
             kind: FileKind::Binary,
+            checked_by: None,
         }];
-        for (path, mode) in configs {
+        // What the config names (the vpn's key).
+        for (path, mode) in named {
             files.push(ContainerFile {
                 source: staged(role, path)?,
                 target: path,
                 mode,
                 kind: FileKind::Config,
+                checked_by: None,
             });
         }
         for &path in units {
@@ -156,8 +211,17 @@ pub fn containers(
                 target: path,
                 mode: 0o644,
                 kind: FileKind::Unit,
+                checked_by: None,
             });
         }
+        // Last, so that its check runs the binary being installed and finds what it names.
+        files.push(ContainerFile {
+            source: staged(role, config)?,
+            target: config,
+            mode: 0o644,
+            kind: FileKind::Config,
+            checked_by: Some(binary),
+        });
         out.push(Container {
             vmid: machine.vmid,
             name: machine.name.to_string(),
@@ -277,12 +341,21 @@ pub fn install(
     Ok(())
 }
 
-/// Pushes `files` into container `vmid`, making their directories first.
+/// Where a checked config is pushed before its check: beside the one in place, so paths it
+/// names relative to its directory resolve as they will once it replaces it.
+pub fn staging_target(target: &str) -> String {
+    format!("{target}.new")
+}
+
+/// Pushes `files` into container `name` (VMID `vmid`) in their order, making their directories
+/// first. A checked config is pushed to [`staging_target`] and moved into place only if its
+/// program's `check` accepts it, so [`containers`] lists it after the binary and what it names.
 pub fn push(
     runner: &mut dyn Runner,
+    name: &str,
     vmid: u32,
     files: &[ContainerFile],
-) -> Result<(), CommandError> {
+) -> Result<(), ContainerError> {
     let vmid = vmid.to_string();
     let dirs: BTreeSet<&str> = files
         .iter()
@@ -292,13 +365,52 @@ pub fn push(
     mkdir.extend(dirs);
     runner.check("pct", &mkdir)?;
     for file in files {
-        let source = file.source.to_string_lossy();
-        let perms = format!("{:o}", file.mode);
+        let Some(program) = file.checked_by else {
+            push_file(runner, &vmid, file, file.target)?;
+            continue;
+        };
+        let staged = staging_target(file.target);
+        push_file(runner, &vmid, file, &staged)?;
+        let check = runner.run("pct", &["exec", &vmid, "--", program, "check", &staged])?;
+        if !check.success {
+            // The refused file must not linger where a later reload or a person could take it
+            // for the config.
+            runner.check("pct", &["exec", &vmid, "--", "rm", "-f", &staged])?;
+            let said = if check.stderr.trim().is_empty() {
+                &check.stdout
+            } else {
+                &check.stderr
+            };
+            return Err(ContainerError::Refused {
+                container: name.to_owned(),
+                program: program.to_owned(),
+                target: file.target.to_owned(),
+                staged,
+                message: said
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(|l| format!("  {l}"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            });
+        }
         runner.check(
             "pct",
-            &["push", &vmid, &source, file.target, "--perms", &perms],
+            &["exec", &vmid, "--", "mv", "-f", &staged, file.target],
         )?;
     }
+    Ok(())
+}
+
+fn push_file(
+    runner: &mut dyn Runner,
+    vmid: &str,
+    file: &ContainerFile,
+    target: &str,
+) -> Result<(), CommandError> {
+    let source = file.source.to_string_lossy();
+    let perms = format!("{:o}", file.mode);
+    runner.check("pct", &["push", vmid, &source, target, "--perms", &perms])?;
     Ok(())
 }
 
@@ -332,4 +444,91 @@ pub fn run(runner: &mut dyn Runner, action: &ServiceAction) -> Result<(), Comman
         _ => {}
     }
     Ok(())
+}
+
+/// How often, half a second apart, a unit still reloading or starting, or whose daemon has not
+/// yet reported on a reload, is asked again before apply gives up on it.
+const SETTLE_POLLS: u32 = 20;
+
+/// Runs one container action ([`run`]); after a reload or restart of the daemon, its unit must
+/// be active and its status (the daemon's last `STATUS=`) must not say the reload was refused.
+/// `ExecReload` only sends SIGHUP, so systemd's reload ends before the daemon has reloaded: the
+/// status must first change from the one before (lab-daemon counts reloads in it).
+pub fn run_confirmed(
+    runner: &mut dyn Runner,
+    action: &ServiceAction,
+) -> Result<(), ContainerError> {
+    let (vmid, unit, before) = match action {
+        ServiceAction::ContainerReload(vmid, unit) => {
+            let (_, before) = unit_status(runner, *vmid, unit)?;
+            (*vmid, unit, Some(before))
+        }
+        ServiceAction::ContainerRestart(vmid, unit) => (*vmid, unit, None),
+        _ => return Ok(run(runner, action)?),
+    };
+    run(runner, action)?;
+    let mut polls = 0;
+    loop {
+        let (state, status) = unit_status(runner, vmid, unit)?;
+        let settling = matches!(state.as_str(), "reloading" | "activating");
+        let unanswered = state == "active" && before.as_ref() == Some(&status);
+        if (settling || unanswered) && polls < SETTLE_POLLS {
+            polls += 1;
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            continue;
+        }
+        if unanswered {
+            return Err(ContainerError::NoAnswer {
+                vmid,
+                unit: unit.clone(),
+                status,
+            });
+        }
+        if state == "active" && !status.starts_with(lab_daemon::notify::RELOAD_REFUSED) {
+            return Ok(());
+        }
+        return Err(ContainerError::NotTaken {
+            vmid,
+            unit: unit.clone(),
+            state,
+            status,
+        });
+    }
+}
+
+/// The unit's `ActiveState` and `StatusText` inside container `vmid` (read-only).
+fn unit_status(
+    runner: &mut dyn Runner,
+    vmid: u32,
+    unit: &str,
+) -> Result<(String, String), CommandError> {
+    let id = vmid.to_string();
+    let shown = runner.check(
+        "pct",
+        &[
+            "exec",
+            &id,
+            "--",
+            "systemctl",
+            "show",
+            "-p",
+            "ActiveState,StatusText",
+            unit,
+        ],
+    )?;
+    Ok(parse_show(&shown.stdout))
+}
+
+/// `ActiveState` and `StatusText` from `systemctl show`'s `KEY=value` lines (in the unit's
+/// order, not the asked one); missing ones empty.
+fn parse_show(stdout: &str) -> (String, String) {
+    let value = |key: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    };
+    (value("ActiveState"), value("StatusText"))
 }

@@ -169,8 +169,16 @@ fn lines(step: &Step) -> Vec<(String, String)> {
         } => files
             .iter()
             .map(|file| {
+                let checked = match file.checked_by {
+                    Some(program) => format!(
+                        " as {}, checked there by `{program} check`, and moved into place only \
+                         if it passes (apply stops otherwise)",
+                        containers::staging_target(file.target)
+                    ),
+                    None => String::new(),
+                };
                 (
-                    format!("{} will be pushed into {container}", file.target),
+                    format!("{} will be pushed into {container}{checked}", file.target),
                     format!("~ push \"{container}:{}\"", file.target),
                 )
             })

@@ -150,7 +150,14 @@ pub fn run(test: Lifecycle<'_>) {
         usec >= before && usec <= monotonic_usec_now(),
         "MONOTONIC_USEC={usec} is not the time of the reload"
     );
-    notify.expect(&["READY=1"], NOTIFY_TIMEOUT);
+    let ready = notify.expect(&["READY=1"], NOTIFY_TIMEOUT);
+    // Counted, so a reload changes the status even when the summary stays: how lab-bootstrap
+    // tells the reload's outcome from the status before it.
+    assert!(
+        field(&ready, "STATUS")
+            .is_some_and(|s| s.starts_with("serving: ") && s.ends_with(" (reload 1)")),
+        "STATUS does not count the reload: {ready:?}"
+    );
     let exposition = scrape(netns, metrics);
     assert!(
         has_line(&exposition, changed_metric),
@@ -173,7 +180,8 @@ pub fn run(test: Lifecycle<'_>) {
     notify.expect(&["RELOADING=1"], NOTIFY_TIMEOUT);
     let ready = notify.expect(&["READY=1"], NOTIFY_TIMEOUT);
     assert!(
-        field(&ready, "STATUS").is_some_and(|s| s.contains("reload refused")),
+        field(&ready, "STATUS").is_some_and(|s| s
+            .starts_with("reload refused, still serving the previous configuration (reload 2): ")),
         "STATUS does not say the reload was refused: {ready:?}"
     );
     let logged = daemon.expect_log(
