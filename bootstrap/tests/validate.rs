@@ -231,3 +231,34 @@ fn lab_node_and_storage_names_proxmox_refuses_are_refused() {
         &["key `proxmox.file_storage`: `1local` is not a Proxmox storage ID"],
     );
 }
+
+#[test]
+fn talos_extensions_that_are_not_owner_slash_name_or_listed_twice_are_refused() {
+    refused(
+        |lab| {
+            let mut list = toml_edit::Array::new();
+            list.push("siderolabs/qemu-guest-agent");
+            list.push("qemu-guest-agent");
+            list.push("SideroLabs/iscsi-tools");
+            list.push("siderolabs/qemu-guest-agent");
+            lab["cluster"]["talos_extensions"] = value(list);
+        },
+        &[
+            "key `cluster.talos_extensions[1]`: `qemu-guest-agent` is not an official Talos system extension like `siderolabs/qemu-guest-agent`",
+            "key `cluster.talos_extensions[2]`: `SideroLabs/iscsi-tools` is not an official Talos system extension",
+            "key `cluster.talos_extensions[3]`: `siderolabs/qemu-guest-agent` is listed twice",
+        ],
+    );
+}
+
+#[test]
+fn a_talos_image_without_a_pinned_checksum_is_refused_saying_why() {
+    refused(
+        |lab| {
+            lab["images"] = toml_edit::table();
+            lab["images"]["talos"] = toml_edit::table();
+            lab["images"]["talos"]["file"] = value("talos.qcow2");
+        },
+        &["key `images.talos`: give exactly one of `sha256` and `sha512`: the Image Factory builds the image on request and publishes no checksum"],
+    );
+}
