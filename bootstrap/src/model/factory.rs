@@ -97,10 +97,7 @@ impl Lab {
     /// The Image Factory's installer and disk image for `[cluster] talos_extensions` and
     /// `talos_version`.
     pub fn talos_factory(&self) -> FactoryImage {
-        FactoryImage::new(
-            &self.cluster.talos_extensions,
-            &self.cluster.talos_version,
-        )
+        FactoryImage::new(&self.cluster.talos_extensions, &self.cluster.talos_version)
     }
 
     pub(super) fn validate_talos_extensions(&self, issues: &mut Issues) {

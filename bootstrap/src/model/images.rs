@@ -153,7 +153,8 @@ impl Lab {
 
     pub(super) fn validate_images(&self, issues: &mut Issues) {
         let images = &self.images;
-        let plain = "give exactly one of `sha256` and `sha512` (the download is checked against it)";
+        let plain =
+            "give exactly one of `sha256` and `sha512` (the download is checked against it)";
         // Proxmox's `import` content takes raw and qcow2 disks; `vztmpl` compressed tarballs.
         for (field, image, extensions, missing_checksum) in [
             (
@@ -162,7 +163,12 @@ impl Lab {
                 &[".raw", ".qcow2", ".img"][..],
                 TALOS_CHECKSUM,
             ),
-            ("debian", &images.debian, &[".raw", ".qcow2", ".img"][..], plain),
+            (
+                "debian",
+                &images.debian,
+                &[".raw", ".qcow2", ".img"][..],
+                plain,
+            ),
             (
                 "lxc_template",
                 &images.lxc_template,
