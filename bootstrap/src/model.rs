@@ -351,6 +351,7 @@ impl Lab {
         self.validate_roles(issues);
         self.validate_cluster(issues);
         self.validate_talos_extensions(issues);
+        self.validate_talos_image_url(issues);
         self.validate_memory(issues);
         self.validate_storage(issues);
         self.validate_vpn(issues);

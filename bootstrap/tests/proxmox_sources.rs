@@ -26,7 +26,7 @@ fn lab_with_sources(dir: &Path) -> PathBuf {
     ) + &format!(
         r#"
 [images.talos]
-url = "https://factory.talos.dev/image/abc/v1.13.9/nocloud-amd64.raw"
+url = "https://factory.talos.dev/image/ce4c980550dd2ab1b17bbf2b08801c7eb59418eafe8f279833297925d67c7515/v1.13.9/nocloud-amd64.raw"
 file = "talos-v1.13.9-factory-abc.raw"
 sha512 = "{sha}"
 
@@ -202,7 +202,7 @@ fn missing_images_are_downloaded_with_their_checksum_once() {
         downloads,
         [
             expected(
-                "https://factory.talos.dev/image/abc/v1.13.9/nocloud-amd64.raw",
+                "https://factory.talos.dev/image/ce4c980550dd2ab1b17bbf2b08801c7eb59418eafe8f279833297925d67c7515/v1.13.9/nocloud-amd64.raw",
                 "import",
                 "talos-v1.13.9-factory-abc.raw"
             ),

@@ -100,6 +100,39 @@ impl Lab {
         FactoryImage::new(&self.cluster.talos_extensions, &self.cluster.talos_version)
     }
 
+    /// `[images.talos] url` naming a factory image of another schematic or release than the
+    /// installer's: the disk would lack what the installer brings, or the reverse.
+    pub(super) fn validate_talos_image_url(&self, issues: &mut Issues) {
+        let Some(url) = self.images.talos.as_ref().and_then(|t| t.url.as_deref()) else {
+            return;
+        };
+        let Some(path) = url.strip_prefix(&format!("https://{FACTORY}/image/")) else {
+            return;
+        };
+        let factory = self.talos_factory();
+        let mut segments = path.split('/');
+        let (id, version) = (segments.next(), segments.next());
+        if id != Some(factory.schematic_id.as_str()) {
+            issues.add(
+                "images.talos.url",
+                format!(
+                    "names the factory schematic `{}`, but `cluster.talos_extensions` make `{}` (the installer's): leave `url` out to get the factory's image of the extensions",
+                    id.unwrap_or(""),
+                    factory.schematic_id
+                ),
+            );
+        } else if version != Some(self.cluster.talos_version.as_str()) {
+            issues.add(
+                "images.talos.url",
+                format!(
+                    "names Talos `{}`, but `cluster.talos_version` is `{}` (the installer's): leave `url` out to get the factory's image of that release",
+                    version.unwrap_or(""),
+                    self.cluster.talos_version
+                ),
+            );
+        }
+    }
+
     pub(super) fn validate_talos_extensions(&self, issues: &mut Issues) {
         let extensions = &self.cluster.talos_extensions;
         for (index, extension) in extensions.iter().enumerate() {
