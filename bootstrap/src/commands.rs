@@ -11,9 +11,10 @@ use lab_daemon::exit;
 
 use crate::host::plan::HostPlan;
 use crate::proxmox::apply::apply;
-use crate::proxmox::client::{ProxmoxApi, Pvesh};
+use crate::proxmox::client::{ApiError, ProxmoxApi, Pvesh};
 use crate::proxmox::desired::{desired, Sources};
 use crate::proxmox::https::{read_secret, Https, Trust};
+use crate::proxmox::images::Download;
 use crate::proxmox::plan::{destroy_plan, plan, read_live, ChangeKind, Plan};
 use crate::state_dir::StateDir;
 use crate::Lab;
@@ -177,6 +178,9 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
         Op::Destroy => Vec::new(),
         _ => crate::proxmox::images::missing(api, lab).map_err(|e| e.to_string())?,
     };
+    if op != Op::Destroy {
+        print!("{}", talos_image_lines(lab));
+    }
     print!("{}", plan.render());
     for download in &downloads {
         println!(
@@ -241,7 +245,8 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
         // Guests are created from the images, so those come first.
         for download in &downloads {
             println!("Downloading {} ...", download.volid);
-            crate::proxmox::images::download(api, lab, download).map_err(|e| e.to_string())?;
+            crate::proxmox::images::download(api, lab, download)
+                .map_err(|e| download_error(lab, download, &e))?;
         }
         let mut stdout = std::io::stdout();
         let done = apply(api, &plan, &mut stdout).map_err(|e| e.to_string())? + downloads.len();
@@ -255,6 +260,44 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
         );
     }
     host_side(op, args, lab)
+}
+
+/// The Talos image `plan` and `apply` work with: the schematic, its extensions, the
+/// installer and the disk image (the one `[images.talos] url` names when set).
+fn talos_image_lines(lab: &Lab) -> String {
+    let factory = lab.talos_factory();
+    let extensions = &factory.schematic.official_extensions;
+    let disk_image = lab
+        .talos_image()
+        .map_or(factory.disk_image_url, |image| image.url);
+    format!(
+        "Talos image (Image Factory):\n  schematic {} ({})\n  installer {}\n  disk image {} as {}\n\n",
+        factory.schematic_id,
+        if extensions.is_empty() {
+            "no extensions".to_owned()
+        } else {
+            format!("extensions {}", extensions.join(", "))
+        },
+        factory.installer,
+        disk_image,
+        Sources::defaults(lab).talos_image,
+    )
+}
+
+/// A failed download, and for the Talos image why its checksum is the user's to fix.
+fn download_error(lab: &Lab, download: &Download, error: &ApiError) -> String {
+    let is_talos = lab.talos_image().as_ref() == Some(&download.image);
+    match error {
+        ApiError::TaskFailed { exitstatus, .. }
+            if is_talos && exitstatus.contains("checksum mismatch") =>
+        {
+            format!(
+                "{error}\nimages.talos: {} does not match the checksum pinned in lab.toml. The Image Factory publishes no checksum, so lab-bootstrap cannot tell a changed image from a corrupted one: check the image and pin its checksum (README: pinning the Talos image).",
+                download.image.url
+            )
+        }
+        _ => error.to_string(),
+    }
 }
 
 fn state_dir(args: &Args) -> StateDir {

@@ -2,13 +2,15 @@
 //! check that can be made before anything is touched.
 
 mod access;
+mod factory;
 mod images;
 mod lb;
 pub mod names;
 mod peers;
 
 pub use access::{HostAccess, Manager};
-pub use images::{Image, Images};
+pub use factory::{FactoryImage, Schematic, DEFAULT_TALOS_EXTENSIONS};
+pub use images::{Image, Images, TalosImage};
 pub use lb::{default_routes, Lb, LbRoute, LB_METRICS_PORT};
 pub use peers::{PeerKeyError, VpnPeer};
 
@@ -235,6 +237,10 @@ pub struct Cluster {
     pub name: Name,
     /// Talos release the machine configs target: `v1.13.0`.
     pub talos_version: String,
+    /// Official Talos system extensions (`owner/name`) baked into the Image Factory image and
+    /// installer; [`DEFAULT_TALOS_EXTENSIONS`] when unset. The order is part of the schematic ID.
+    #[serde(default = "Cluster::default_talos_extensions")]
+    pub talos_extensions: Vec<String>,
     /// Kubernetes release; unset means the default of `talos_version`.
     #[serde(default)]
     pub kubernetes_version: Option<String>,
@@ -244,6 +250,15 @@ pub struct Cluster {
     pub pod_cidr: IpNet,
     /// The Services' network; it may overlap none of the three networks nor `pod_cidr`.
     pub service_cidr: IpNet,
+}
+
+impl Cluster {
+    fn default_talos_extensions() -> Vec<String> {
+        DEFAULT_TALOS_EXTENSIONS
+            .iter()
+            .map(|e| (*e).to_owned())
+            .collect()
+    }
 }
 
 /// `role`: what a machine is for, and so whether it is a container or a VM.
@@ -353,6 +368,8 @@ impl Lab {
         self.validate_machines(issues);
         self.validate_roles(issues);
         self.validate_cluster(issues);
+        self.validate_talos_extensions(issues);
+        self.validate_talos_image_url(issues);
         self.validate_memory(issues);
         self.validate_storage(issues);
         self.validate_vpn(issues);

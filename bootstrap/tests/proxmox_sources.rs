@@ -26,7 +26,7 @@ fn lab_with_sources(dir: &Path) -> PathBuf {
     ) + &format!(
         r#"
 [images.talos]
-url = "https://factory.talos.dev/image/abc/v1.13.9/nocloud-amd64.raw"
+url = "https://factory.talos.dev/image/ce4c980550dd2ab1b17bbf2b08801c7eb59418eafe8f279833297925d67c7515/v1.13.9/nocloud-amd64.raw"
 file = "talos-v1.13.9-factory-abc.raw"
 sha512 = "{sha}"
 
@@ -205,7 +205,7 @@ fn missing_images_are_downloaded_with_their_checksum_once() {
         downloads,
         [
             expected(
-                "https://factory.talos.dev/image/abc/v1.13.9/nocloud-amd64.raw",
+                "https://factory.talos.dev/image/ce4c980550dd2ab1b17bbf2b08801c7eb59418eafe8f279833297925d67c7515/v1.13.9/nocloud-amd64.raw",
                 "import",
                 "talos-v1.13.9-factory-abc.raw"
             ),
@@ -235,5 +235,133 @@ fn missing_images_are_downloaded_with_their_checksum_once() {
         Some(0),
         "{}",
         String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+const GUEST_AGENT_ID: &str = "ce4c980550dd2ab1b17bbf2b08801c7eb59418eafe8f279833297925d67c7515";
+const WITH_ISCSI_ID: &str = "dc7b152cb3ea99b821fcb7340ce7168313ce393d663740b791c36f6e95fc8586";
+
+/// The example with `extra` appended, written next to nothing else.
+fn example_with(dir: &Path, replace: (&str, &str), extra: &str) -> PathBuf {
+    let text = example();
+    assert!(text.contains(replace.0), "{}", replace.0);
+    let file = dir.join("lab.toml");
+    std::fs::write(&file, text.replace(replace.0, replace.1) + extra).unwrap();
+    file
+}
+
+#[test]
+fn plan_shows_the_talos_schematic_its_extensions_installer_and_disk_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Simulator::start();
+    let default = ("", "");
+    let out = plan(&sim, &example_with(dir.path(), default, ""));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    let id = GUEST_AGENT_ID;
+    for line in [
+        format!("  schematic {id} (extensions siderolabs/qemu-guest-agent)"),
+        format!("  installer factory.talos.dev/nocloud-installer/{id}:v1.13.9"),
+        format!("  disk image https://factory.talos.dev/image/{id}/v1.13.9/nocloud-amd64.qcow2 as local:import/talos-v1.13.9-{id}-nocloud-amd64.qcow2"),
+        // Without [images.talos] the VMs import the factory image expected on the storage.
+        format!("import-from=local:import/talos-v1.13.9-{id}-nocloud-amd64.qcow2"),
+    ] {
+        assert!(text.contains(&line), "{line}\n{text}");
+    }
+
+    // A second extension: another schematic, another installer and disk image.
+    let two = (
+        r#"talos_extensions = ["siderolabs/qemu-guest-agent"]"#,
+        r#"talos_extensions = ["siderolabs/iscsi-tools", "siderolabs/qemu-guest-agent"]"#,
+    );
+    let out = plan(&sim, &example_with(dir.path(), two, ""));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    let id = WITH_ISCSI_ID;
+    for line in [
+        format!("  schematic {id} (extensions siderolabs/iscsi-tools, siderolabs/qemu-guest-agent)"),
+        format!("  installer factory.talos.dev/nocloud-installer/{id}:v1.13.9"),
+        format!("  disk image https://factory.talos.dev/image/{id}/v1.13.9/nocloud-amd64.qcow2 as local:import/talos-v1.13.9-{id}-nocloud-amd64.qcow2"),
+    ] {
+        assert!(text.contains(&line), "{line}\n{text}");
+    }
+    assert!(!text.contains(GUEST_AGENT_ID), "{text}");
+}
+
+#[test]
+fn the_factory_image_is_downloaded_with_the_pinned_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    let sha = "ab".repeat(32);
+    let file = example_with(
+        dir.path(),
+        ("", ""),
+        &format!("\n[images.talos]\nsha256 = \"{sha}\"\n"),
+    );
+    let sim = Simulator::start();
+    let out = apply(&sim, &file);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(sim.rejected().is_empty(), "{:?}", sim.rejected());
+    let id = GUEST_AGENT_ID;
+    let mut download = sim
+        .writes()
+        .into_iter()
+        .find(|c| c.path == "/nodes/pve/storage/local/download-url")
+        .expect("the Talos image is downloaded")
+        .params;
+    download.sort();
+    let mut expected: Vec<(String, String)> = [
+        ("checksum", sha.as_str()),
+        ("checksum-algorithm", "sha256"),
+        ("content", "import"),
+        (
+            "filename",
+            &format!("talos-v1.13.9-{id}-nocloud-amd64.qcow2"),
+        ),
+        (
+            "url",
+            &format!("https://factory.talos.dev/image/{id}/v1.13.9/nocloud-amd64.qcow2"),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    expected.sort();
+    assert_eq!(download, expected);
+}
+
+#[test]
+fn a_factory_image_not_matching_the_pinned_checksum_stops_apply_saying_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = example_with(
+        dir.path(),
+        ("", ""),
+        &format!("\n[images.talos]\nsha256 = \"{}\"\n", "ab".repeat(32)),
+    );
+    let sim = Simulator::start();
+    let url =
+        format!("https://factory.talos.dev/image/{GUEST_AGENT_ID}/v1.13.9/nocloud-amd64.qcow2");
+    // What the factory serves now is another image than the one pinned.
+    sim.state
+        .lock()
+        .unwrap()
+        .served
+        .insert(url.clone(), "cd".repeat(32));
+    let out = apply(&sim, &file);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "images.talos: {url} does not match the checksum pinned in lab.toml. The Image Factory publishes no checksum"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        !sim.writes().iter().any(|c| c.path == "/nodes/pve/qemu"),
+        "no VM is created from an image that was not stored"
     );
 }

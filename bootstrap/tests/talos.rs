@@ -3,7 +3,7 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use lab_bootstrap::model::{NetworkId, Role};
+use lab_bootstrap::model::{NetworkId, Role, Schematic};
 use lab_bootstrap::state_dir::StateDir;
 use lab_bootstrap::talos::{self, Secrets};
 use lab_bootstrap::Lab;
@@ -191,9 +191,10 @@ fn configs_carry_the_cluster_and_secrets_and_only_control_planes_the_ca_keys() {
         assert_eq!(m["token"], secrets.trustdinfo.token.as_str());
         assert_eq!(m["ca"]["crt"], secrets.certs.os.crt.as_str());
         assert_eq!(m["install"]["disk"], "/dev/sda");
+        // The example's extensions are the default, the QEMU guest agent alone.
         assert_eq!(
             m["install"]["image"],
-            format!("ghcr.io/siderolabs/installer:{}", lab.cluster.talos_version)
+            "factory.talos.dev/nocloud-installer/ce4c980550dd2ab1b17bbf2b08801c7eb59418eafe8f279833297925d67c7515:v1.13.9"
         );
         for nic in &machine.nics {
             assert!(m["certSANs"]
@@ -594,4 +595,87 @@ fn debug_output_never_shows_a_secret() {
     assert!(shown[0].1.contains(&certs.os.crt));
     assert!(shown[0].1.contains(&secrets.cluster.id));
     assert!(shown[8].1.contains(&admin.crt));
+}
+
+/// The IDs the Image Factory gives the same schematics.
+#[test]
+fn schematic_ids_are_those_the_image_factory_gives() {
+    let schematic = |extensions: &[&str]| Schematic {
+        official_extensions: extensions.iter().map(|e| (*e).to_owned()).collect(),
+    };
+    // The empty schematic: siderolabs/image-factory, pkg/schematic/schematic_test.go (TestID,
+    // "empty"), and the examples of its docs/api.md (`factory.talos.dev/installer/3765…:v1.5.0`).
+    let empty = schematic(&[]);
+    assert_eq!(empty.to_yaml(), "customization: {}\n");
+    assert_eq!(
+        empty.id(),
+        "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba"
+    );
+    // qemu-guest-agent alone: the ID factory.talos.dev gives it, published in many public Proxmox
+    // setups (e.g. `talosctl gen config --install-image
+    // factory.talos.dev/installer/ce4c9805…:v1.9.4`, Terraform `talos_img_schematic` defaults).
+    assert_eq!(
+        schematic(&["siderolabs/qemu-guest-agent"]).id(),
+        "ce4c980550dd2ab1b17bbf2b08801c7eb59418eafe8f279833297925d67c7515"
+    );
+    // The factory's web page: "Your image schematic ID is: dc7b152c…" for iscsi-tools and
+    // qemu-guest-agent (as quoted in public Talos-on-Proxmox notes), and 88d1f7a5… with
+    // util-linux-tools as well (the Longhorn set, e.g. `factory.talos.dev/nocloud-installer/
+    // 88d1f7a5…:v1.12.1`), each listing its schematic YAML.
+    assert_eq!(
+        schematic(&["siderolabs/iscsi-tools", "siderolabs/qemu-guest-agent"]).id(),
+        "dc7b152cb3ea99b821fcb7340ce7168313ce393d663740b791c36f6e95fc8586"
+    );
+    assert_eq!(
+        schematic(&[
+            "siderolabs/iscsi-tools",
+            "siderolabs/qemu-guest-agent",
+            "siderolabs/util-linux-tools"
+        ])
+        .id(),
+        "88d1f7a5c4f1d3aba7df787c448c1d3d008ed29cfb34af53fa0df4336a56040b"
+    );
+}
+
+/// A second extension is another schematic: another installer in every machine config (still
+/// a valid Talos 1.13 document) and another disk image.
+#[test]
+fn a_second_extension_changes_the_installer_and_the_disk_image() {
+    let mut lab = lab();
+    let guest_agent = lab.talos_factory();
+    lab.cluster.talos_extensions = vec![
+        "siderolabs/iscsi-tools".to_owned(),
+        "siderolabs/qemu-guest-agent".to_owned(),
+    ];
+    let both = lab.talos_factory();
+    let id = "dc7b152cb3ea99b821fcb7340ce7168313ce393d663740b791c36f6e95fc8586";
+    assert_ne!(both.schematic_id, guest_agent.schematic_id);
+    assert_eq!(both.schematic_id, id);
+    assert_eq!(
+        both.installer,
+        format!("factory.talos.dev/nocloud-installer/{id}:v1.13.9")
+    );
+    assert_eq!(
+        both.disk_image_url,
+        format!("https://factory.talos.dev/image/{id}/v1.13.9/nocloud-amd64.qcow2")
+    );
+    assert_eq!(
+        both.disk_image_file,
+        format!("talos-v1.13.9-{id}-nocloud-amd64.qcow2")
+    );
+    let schema = TalosSchema::load();
+    let configs = talos::machine_configs(&lab, &secrets().1).unwrap();
+    assert!(!configs.is_empty());
+    for (node, yaml) in configs {
+        let docs = documents(&yaml);
+        assert_eq!(
+            config_of(&docs)["machine"]["install"]["image"],
+            both.installer.as_str(),
+            "{node}"
+        );
+        for doc in &docs {
+            let errors = schema.errors(doc);
+            assert!(errors.is_empty(), "{node}: {errors:#?}\n{doc:#}");
+        }
+    }
 }

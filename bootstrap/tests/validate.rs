@@ -231,3 +231,64 @@ fn lab_node_and_storage_names_proxmox_refuses_are_refused() {
         &["key `proxmox.file_storage`: `1local` is not a Proxmox storage ID"],
     );
 }
+
+#[test]
+fn talos_extensions_that_are_not_owner_slash_name_or_listed_twice_are_refused() {
+    refused(
+        |lab| {
+            let mut list = toml_edit::Array::new();
+            list.push("siderolabs/qemu-guest-agent");
+            list.push("qemu-guest-agent");
+            list.push("SideroLabs/iscsi-tools");
+            list.push("siderolabs/qemu-guest-agent");
+            lab["cluster"]["talos_extensions"] = value(list);
+        },
+        &[
+            "key `cluster.talos_extensions[1]`: `qemu-guest-agent` is not an official Talos system extension like `siderolabs/qemu-guest-agent`",
+            "key `cluster.talos_extensions[2]`: `SideroLabs/iscsi-tools` is not an official Talos system extension",
+            "key `cluster.talos_extensions[3]`: `siderolabs/qemu-guest-agent` is listed twice",
+        ],
+    );
+}
+
+#[test]
+fn a_talos_image_without_a_pinned_checksum_is_refused_saying_why() {
+    refused(
+        |lab| {
+            lab["images"] = toml_edit::table();
+            lab["images"]["talos"] = toml_edit::table();
+            lab["images"]["talos"]["file"] = value("talos.qcow2");
+        },
+        &["key `images.talos`: give exactly one of `sha256` and `sha512`: the Image Factory builds the image on request and publishes no checksum"],
+    );
+}
+
+#[test]
+fn a_factory_image_url_of_another_schematic_or_release_is_refused() {
+    let id = "ce4c980550dd2ab1b17bbf2b08801c7eb59418eafe8f279833297925d67c7515";
+    let talos_image = |lab: &mut DocumentMut, url: &str| {
+        lab["images"] = toml_edit::table();
+        lab["images"]["talos"] = toml_edit::table();
+        lab["images"]["talos"]["url"] = value(url);
+        lab["images"]["talos"]["sha256"] = value("ab".repeat(32));
+    };
+    // The stock image's schematic: the disk would lack the guest agent the installer brings.
+    refused(
+        |lab| {
+            talos_image(
+                lab,
+                "https://factory.talos.dev/image/376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba/v1.13.9/nocloud-amd64.qcow2",
+            )
+        },
+        &[&format!("key `images.talos.url`: names the factory schematic `376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba`, but `cluster.talos_extensions` make `{id}`")],
+    );
+    refused(
+        |lab| {
+            talos_image(
+                lab,
+                &format!("https://factory.talos.dev/image/{id}/v1.12.0/nocloud-amd64.qcow2"),
+            )
+        },
+        &["key `images.talos.url`: names Talos `v1.12.0`, but `cluster.talos_version` is `v1.13.9`"],
+    );
+}

@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Images {
-    /// Talos nocloud disk image (Image Factory `nocloud-amd64.raw`).
+    /// Talos nocloud disk image: the Image Factory's for `[cluster] talos_extensions` unless
+    /// it names another URL.
     #[serde(default)]
-    pub talos: Option<Image>,
+    pub talos: Option<TalosImage>,
     /// Debian generic cloud image for the manager VM.
     #[serde(default)]
     pub debian: Option<Image>,
@@ -38,6 +39,29 @@ pub struct Image {
     pub file: Option<String>,
 }
 
+/// `[images.talos]`: the Talos disk image, by default the Image Factory's for the lab's
+/// schematic and release, with the checksum the user pinned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TalosImage {
+    /// Where to fetch it from; the Image Factory's nocloud image when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Exactly one of the two: the factory publishes none, so the user pins what they checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// SHA-512 in hex (128 digits); `sha256` is 64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha512: Option<String>,
+    /// The name it is stored under; with `url`, the URL's last segment when unset, without it
+    /// the factory image's name (release and schematic ID in it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+/// Why `[images.talos]` needs a checksum, where the plain "exactly one" would not say.
+const TALOS_CHECKSUM: &str = "give exactly one of `sha256` and `sha512`: the Image Factory builds the image on request and publishes no checksum, so the one pinned here is the only check of what Proxmox downloads (README: pinning the Talos image)";
+
 impl Image {
     /// The name it is stored under on the file storage: `file`, or the URL's last segment.
     pub fn file_name(&self) -> &str {
@@ -62,7 +86,13 @@ impl Image {
     }
 }
 
-fn validate_image(image: &Image, key: &str, extensions: &[&str], issues: &mut Issues) {
+fn validate_image(
+    image: &Image,
+    key: &str,
+    extensions: &[&str],
+    missing_checksum: &str,
+    issues: &mut Issues,
+) {
     if !(image.url.starts_with("https://") || image.url.starts_with("http://")) {
         issues.add(
             format!("{key}.url"),
@@ -88,10 +118,7 @@ fn validate_image(image: &Image, key: &str, extensions: &[&str], issues: &mut Is
         );
     }
     match (&image.sha256, &image.sha512) {
-        (Some(_), Some(_)) | (None, None) => issues.add(
-            key.to_owned(),
-            "give exactly one of `sha256` and `sha512` (the download is checked against it)",
-        ),
+        (Some(_), Some(_)) | (None, None) => issues.add(key.to_owned(), missing_checksum),
         (Some(sum), None) => check_hex(sum, 64, &format!("{key}.sha256"), issues),
         (None, Some(sum)) => check_hex(sum, 128, &format!("{key}.sha512"), issues),
     }
@@ -107,20 +134,56 @@ fn check_hex(sum: &str, len: usize, key: &str, issues: &mut Issues) {
 }
 
 impl Lab {
+    /// `[images.talos]` with its URL and file name filled in: the Image Factory's when unset.
+    pub fn talos_image(&self) -> Option<Image> {
+        let talos = self.images.talos.as_ref()?;
+        let factory = self.talos_factory();
+        let file = match (&talos.file, &talos.url) {
+            (Some(file), _) => Some(file.clone()),
+            (None, Some(_)) => None,
+            (None, None) => Some(factory.disk_image_file),
+        };
+        Some(Image {
+            url: talos.url.clone().unwrap_or(factory.disk_image_url),
+            sha256: talos.sha256.clone(),
+            sha512: talos.sha512.clone(),
+            file,
+        })
+    }
+
     pub(super) fn validate_images(&self, issues: &mut Issues) {
         let images = &self.images;
+        let plain =
+            "give exactly one of `sha256` and `sha512` (the download is checked against it)";
         // Proxmox's `import` content takes raw and qcow2 disks; `vztmpl` compressed tarballs.
-        for (field, image, extensions) in [
-            ("talos", &images.talos, &[".raw", ".qcow2", ".img"][..]),
-            ("debian", &images.debian, &[".raw", ".qcow2", ".img"][..]),
+        for (field, image, extensions, missing_checksum) in [
+            (
+                "talos",
+                &self.talos_image(),
+                &[".raw", ".qcow2", ".img"][..],
+                TALOS_CHECKSUM,
+            ),
+            (
+                "debian",
+                &images.debian,
+                &[".raw", ".qcow2", ".img"][..],
+                plain,
+            ),
             (
                 "lxc_template",
                 &images.lxc_template,
                 &[".tar.zst", ".tar.gz", ".tar.xz"][..],
+                plain,
             ),
         ] {
             if let Some(image) = image {
-                validate_image(image, &format!("images.{field}"), extensions, issues);
+                validate_image(
+                    image,
+                    &format!("images.{field}"),
+                    extensions,
+                    missing_checksum,
+                    issues,
+                );
             }
         }
     }

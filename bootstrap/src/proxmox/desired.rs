@@ -81,10 +81,7 @@ impl Sources {
             ),
             talos_image: format!(
                 "{files}:import/{}",
-                file_of(
-                    &images.talos,
-                    format!("talos-{}-nocloud-amd64.raw", lab.cluster.talos_version)
-                )
+                file_of(&lab.talos_image(), lab.talos_factory().disk_image_file)
             ),
             manager_image: format!(
                 "{files}:import/{}",

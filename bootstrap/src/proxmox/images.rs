@@ -23,15 +23,15 @@ pub struct Download {
 }
 
 /// The images of lab.toml, each with the storage content type it lands as.
-fn wanted(lab: &Lab) -> Vec<(&'static str, &Image)> {
+fn wanted(lab: &Lab) -> Vec<(&'static str, Image)> {
     let images = &lab.images;
     [
-        ("import", &images.talos),
-        ("import", &images.debian),
-        ("vztmpl", &images.lxc_template),
+        ("import", lab.talos_image()),
+        ("import", images.debian.clone()),
+        ("vztmpl", images.lxc_template.clone()),
     ]
     .into_iter()
-    .filter_map(|(content, image)| Some((content, image.as_ref()?)))
+    .filter_map(|(content, image)| Some((content, image?)))
     .collect()
 }
 
@@ -57,7 +57,7 @@ pub fn missing(api: &dyn ProxmoxApi, lab: &Lab) -> Result<Vec<Download>, ApiErro
         .map(|(content, image)| Download {
             volid: format!("{storage}:{content}/{}", image.file_name()),
             content,
-            image: image.clone(),
+            image,
         })
         .filter(|d| !present.contains(&d.volid.as_str()))
         .collect())

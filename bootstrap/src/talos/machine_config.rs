@@ -8,7 +8,6 @@ use serde::Serialize;
 
 /// Proxmox attaches the Talos disk as the first virtio-scsi disk.
 pub const INSTALL_DISK: &str = "/dev/sda";
-const INSTALLER_IMAGE: &str = "ghcr.io/siderolabs/installer";
 const KUBELET_IMAGE: &str = "ghcr.io/siderolabs/kubelet";
 
 /// Why a node's machine configuration could not be rendered.
@@ -187,10 +186,9 @@ fn config_document<'a>(lab: &'a Lab, secrets: &'a Secrets, machine: &Machine) ->
             },
             install: InstallConfig {
                 disk: INSTALL_DISK,
-                image: format!(
-                    "{INSTALLER_IMAGE}:{}",
-                    version_tag(&lab.cluster.talos_version)
-                ),
+                // The factory's installer carries `[cluster] talos_extensions`; the stock one
+                // would drop them (the guest agent among them) at the first upgrade.
+                image: lab.talos_factory().installer,
                 wipe: false,
             },
         },

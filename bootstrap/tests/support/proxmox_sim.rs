@@ -45,6 +45,11 @@ pub struct State {
     pub calls: Vec<Call>,
     pub rejected: Vec<(Call, String)>,
     tasks: u32,
+    /// URL → the checksum (hex) of what it serves; a `download-url` pinning another one fails
+    /// its task as Proxmox's does, and stores nothing.
+    pub served: BTreeMap<String, String>,
+    /// UPID → exit status of the tasks that failed.
+    failed_tasks: BTreeMap<String, String>,
 }
 
 pub struct Simulator {
@@ -490,7 +495,8 @@ fn route(
         }
         ("GET", "/nodes/{node}/tasks/{upid}/status") => {
             let upid = pp.get("upid").cloned().unwrap_or_default();
-            Ok(json!({ "upid": upid, "status": "stopped", "exitstatus": "OK", "node": node }))
+            let exit = s.failed_tasks.get(&upid).map_or("OK", String::as_str);
+            Ok(json!({ "upid": upid, "status": "stopped", "exitstatus": exit, "node": node }))
         }
         ("GET", "/nodes/{node}/storage/{storage}/content") => {
             let key = format!("{node}/{}", pp.get("storage").map_or("", String::as_str));
@@ -511,6 +517,19 @@ fn route(
                 params.get("content").map_or("", String::as_str),
                 params.get("filename").map_or("", String::as_str)
             );
+            let served = params.get("url").and_then(|url| s.served.get(url)).cloned();
+            let pinned = params.get("checksum").map(|sum| sum.to_lowercase());
+            if let (Some(got), Some(expected)) = (served, pinned) {
+                if got != expected {
+                    // Proxmox's download task dies with this line (PVE::Tools::download_file_from_url).
+                    let task = upid(s, &node, "download", &storage);
+                    s.failed_tasks.insert(
+                        task.as_str().unwrap_or_default().to_owned(),
+                        format!("checksum mismatch: got '{got}' != expect '{expected}'"),
+                    );
+                    return Ok(task);
+                }
+            }
             s.content
                 .entry(format!("{node}/{storage}"))
                 .or_default()
