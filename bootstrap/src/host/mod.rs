@@ -74,6 +74,14 @@ pub enum HostError {
     /// packages failed.
     #[error(transparent)]
     Container(#[from] ContainerError),
+    /// `apt-get update` or `apt-get install` failed on the host.
+    #[error("installing {packages} on the host failed: {reason} (the host needs a working apt source and a route to it)")]
+    HostInstall {
+        /// The packages being installed, space-separated.
+        packages: String,
+        /// The failed command and what it printed on standard error.
+        reason: String,
+    },
     /// The manifest of the files apply wrote could not be read or saved.
     #[error(transparent)]
     Manifest(#[from] ManifestError),

@@ -3,7 +3,7 @@
 //! before anything needs it.
 
 use super::containers::Package;
-use super::{CommandError, Runner};
+use super::{CommandError, HostError, Runner};
 
 /// `dnsmasq-base` holds `/usr/sbin/dnsmasq` alone: the `dnsmasq` package would also start its
 /// own `dnsmasq.service` on every interface, clashing with the per-bridge instances and with
@@ -31,17 +31,22 @@ pub fn missing(runner: &mut dyn Runner) -> Result<Vec<Package>, CommandError> {
 }
 
 /// Installs `packages` on the host with apt-get.
-pub fn install(runner: &mut dyn Runner, packages: &[Package]) -> Result<(), CommandError> {
+pub fn install(runner: &mut dyn Runner, packages: &[Package]) -> Result<(), HostError> {
+    let names: Vec<&str> = packages.iter().map(|p| p.name).collect();
+    let fail = |e: CommandError| HostError::HostInstall {
+        packages: names.join(" "),
+        reason: e.to_string(),
+    };
     // noninteractive: no prompt may wait for a terminal apply does not have.
     let apt = ["DEBIAN_FRONTEND=noninteractive", "apt-get", "-q"];
     let update: Vec<&str> = apt.iter().copied().chain(["update"]).collect();
-    runner.check("env", &update)?;
+    runner.check("env", &update).map_err(fail)?;
     let install: Vec<&str> = apt
         .iter()
         .copied()
         .chain(["-y", "--no-install-recommends", "install"])
         .chain(packages.iter().map(|p| p.name))
         .collect();
-    runner.check("env", &install)?;
+    runner.check("env", &install).map_err(fail)?;
     Ok(())
 }
