@@ -185,7 +185,9 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
         Op::Destroy => None,
         _ => Some(preflight::check(api, lab, &plan, &downloads).map_err(|e| e.to_string())?),
     };
-    let template = preflight.as_ref().and_then(|p| p.template_download.as_ref());
+    let template = preflight
+        .as_ref()
+        .and_then(|p| p.template_download.as_ref());
     print!("{}", plan.render());
     for download in &downloads {
         println!(
@@ -235,7 +237,8 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
     }
     if let Some(preflight) = preflight.as_ref().filter(|p| !p.ok()) {
         let mut message = preflight.problems.join("\n");
-        message.push_str("\napply refused by preflight: nothing was changed on the node or the host");
+        message
+            .push_str("\napply refused by preflight: nothing was changed on the node or the host");
         return Err(message);
     }
     let host_destroy = if op == Op::Destroy && on_host {

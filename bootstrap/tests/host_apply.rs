@@ -964,7 +964,10 @@ fn a_host_without_dnsmasq_and_nft_gets_them_installed_first() {
     let changes = host_changes(&text);
     assert_eq!(
         changes[..2],
-        ["+ package \"host:dnsmasq-base\"", "+ package \"host:nftables\""],
+        [
+            "+ package \"host:dnsmasq-base\"",
+            "+ package \"host:nftables\""
+        ],
         "before any file: {text}"
     );
     // No apt source: a clear error, and nothing written on the host before it.
@@ -979,7 +982,10 @@ fn a_host_without_dnsmasq_and_nft_gets_them_installed_first() {
     assert!(!bench.path("root/etc").exists(), "{:?}", bench.listing());
     std::fs::remove_file(bench.path("no-apt")).unwrap();
     let text = bench.apply_ok();
-    assert!(text.contains("installed dnsmasq-base nftables on the host"), "{text}");
+    assert!(
+        text.contains("installed dnsmasq-base nftables on the host"),
+        "{text}"
+    );
     let (_, text) = bench.run("plan", &[]);
     assert!(!text.contains("package \"host:"), "{text}");
 }

@@ -345,7 +345,10 @@ fn an_apply_interrupted_before_the_network_reload_converges() {
         "/nodes/pve/aplinfo",
         &[
             ("storage".to_owned(), "local".to_owned()),
-            ("template".to_owned(), "debian-12-standard_12.12-1_amd64.tar.zst".to_owned()),
+            (
+                "template".to_owned(),
+                "debian-12-standard_12.12-1_amd64.tar.zst".to_owned(),
+            ),
         ],
     )
     .unwrap();

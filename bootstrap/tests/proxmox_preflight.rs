@@ -33,8 +33,11 @@ impl Bench {
             STAND_IN.replace("@DIR@", &dir.path().display().to_string()),
         )
         .unwrap();
-        std::fs::set_permissions(&stand_in, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+        std::fs::set_permissions(
+            &stand_in,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
         std::fs::create_dir(dir.path().join("root")).unwrap();
         std::fs::create_dir(dir.path().join("bin")).unwrap();
         for program in ["lab-lb", "lab-vpn"] {
@@ -87,7 +90,10 @@ impl Bench {
         let (out, text) = self.run("apply", &[]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{text}");
-        assert!(stderr.contains(&format!("lab-bootstrap: {problem}")), "{text}");
+        assert!(
+            stderr.contains(&format!("lab-bootstrap: {problem}")),
+            "{text}"
+        );
         assert!(
             stderr.contains("apply refused by preflight: nothing was changed"),
             "{text}"
@@ -181,9 +187,7 @@ fn a_guest_storage_without_rootdir_is_refused() {
 fn a_storage_the_node_does_not_have_is_refused_naming_the_key() {
     let bench = Bench::new();
     bench.sim.state.lock().unwrap().storages.remove("local-lvm");
-    bench.assert_refused(
-        "proxmox.storage: storage 'local-lvm' cannot be read on node pve (",
-    );
+    bench.assert_refused("proxmox.storage: storage 'local-lvm' cannot be read on node pve (");
 }
 
 #[test]
@@ -218,7 +222,9 @@ fn an_existing_guest_s_disk_is_not_counted_again() {
     assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(text.contains(&format!("+ vm \"{w2}\"")), "{text}");
     assert!(
-        text.contains("ok   storage 'local-lvm' has 50.0 GiB free for 40 GiB of 1 guest(s) to create"),
+        text.contains(
+            "ok   storage 'local-lvm' has 50.0 GiB free for 40 GiB of 1 guest(s) to create"
+        ),
         "{text}"
     );
     bench.set_avail("local-lvm", 30);
@@ -247,7 +253,9 @@ fn a_template_neither_there_nor_in_the_appliance_index_is_refused() {
     let (out, text) = bench.run("plan", &["--proxmox-only"]);
     assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(
-        text.contains("ok   template local:vztmpl/debian-12-standard_12.12-1_amd64.tar.zst is there"),
+        text.contains(
+            "ok   template local:vztmpl/debian-12-standard_12.12-1_amd64.tar.zst is there"
+        ),
         "{text}"
     );
 }

@@ -17,7 +17,10 @@ const GIB: u64 = 1 << 30;
 
 /// The content types a storage must allow, each with what of the lab's needs it.
 const FILE_CONTENT: [(&str, &str); 3] = [
-    ("snippets", "the Talos machine configs as cloud-init user-data"),
+    (
+        "snippets",
+        "the Talos machine configs as cloud-init user-data",
+    ),
     ("import", "the disk images the VMs are made from"),
     ("vztmpl", "the container template"),
 ];
@@ -51,7 +54,10 @@ impl Preflight {
         let verdict = if self.ok() {
             "OK".to_owned()
         } else {
-            format!("{} problem(s), apply would change nothing", self.problems.len())
+            format!(
+                "{} problem(s), apply would change nothing",
+                self.problems.len()
+            )
         };
         let _ = writeln!(out, "\nPreflight: {verdict}");
         for line in &self.passed {
@@ -64,6 +70,14 @@ impl Preflight {
     }
 }
 
+/// A storage the lab puts things on: the lab.toml key naming it, and the content types it
+/// needs with what each is for.
+struct StorageUse<'a> {
+    key: String,
+    storage: &'a str,
+    needs: Vec<(&'static str, &'static str)>,
+}
+
 /// Checks the node for `plan` (the Proxmox changes apply would make) and `downloads` (the
 /// `[images]` apply fetches).
 pub fn check(
@@ -74,24 +88,29 @@ pub fn check(
 ) -> Result<Preflight, ApiError> {
     let mut preflight = Preflight::default();
     let proxmox = &lab.proxmox;
-    let mut wanted: Vec<(String, &str, Vec<(&str, &str)>)> = vec![(
-        "proxmox.file_storage".to_owned(),
-        proxmox.file_storage.as_str(),
-        FILE_CONTENT.to_vec(),
-    )];
+    let mut wanted = vec![StorageUse {
+        key: "proxmox.file_storage".to_owned(),
+        storage: proxmox.file_storage.as_str(),
+        needs: FILE_CONTENT.to_vec(),
+    }];
     if proxmox.storage == proxmox.file_storage {
-        wanted[0].0 = "proxmox.storage and proxmox.file_storage".to_owned();
-        wanted[0].2.extend(GUEST_CONTENT);
+        wanted[0].key = "proxmox.storage and proxmox.file_storage".to_owned();
+        wanted[0].needs.extend(GUEST_CONTENT);
     } else {
-        wanted.push((
-            "proxmox.storage".to_owned(),
-            proxmox.storage.as_str(),
-            GUEST_CONTENT.to_vec(),
-        ));
+        wanted.push(StorageUse {
+            key: "proxmox.storage".to_owned(),
+            storage: proxmox.storage.as_str(),
+            needs: GUEST_CONTENT.to_vec(),
+        });
     }
     let mut guest_avail = None;
     let mut file_storage_read = false;
-    for (key, storage, needs) in &wanted {
+    for StorageUse {
+        key,
+        storage,
+        needs,
+    } in &wanted
+    {
         let path = format!("/nodes/{}/storage/{storage}/status", proxmox.node);
         let status = match api.get(&path) {
             Ok(status) => status,
@@ -184,7 +203,12 @@ fn check_disk(lab: &Lab, plan: &Plan, avail: Option<u64>, preflight: &mut Prefli
     }
     let each: Vec<String> = new
         .iter()
-        .map(|&i| format!("machine[{i}] {} {} GiB", lab.machines[i].name, lab.machines[i].disk_gib))
+        .map(|&i| {
+            format!(
+                "machine[{i}] {} {} GiB",
+                lab.machines[i].name, lab.machines[i].disk_gib
+            )
+        })
         .collect();
     preflight.problems.push(format!(
         "proxmox.storage: the guests to create need {} GiB on storage '{storage}' ({}), which has {free:.1} GiB free; free space there, or lower their disk_gib",
@@ -211,9 +235,9 @@ fn check_template(
     }
     let volid = Sources::defaults(lab).ostemplate;
     if downloads.iter().any(|d| d.volid == volid) {
-        preflight
-            .passed
-            .push(format!("template {volid} is downloaded from [images] lxc_template"));
+        preflight.passed.push(format!(
+            "template {volid} is downloaded from [images] lxc_template"
+        ));
         return Ok(());
     }
     let (node, storage) = (&lab.proxmox.node, &lab.proxmox.file_storage);

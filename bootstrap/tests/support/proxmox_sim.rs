@@ -57,7 +57,10 @@ fn fresh_node() -> State {
                 "local".to_owned(),
                 storage("dir", "iso,vztmpl,backup,snippets,import", 100),
             ),
-            ("local-lvm".to_owned(), storage("lvmthin", "images,rootdir", 400)),
+            (
+                "local-lvm".to_owned(),
+                storage("lvmthin", "images,rootdir", 400),
+            ),
         ]),
         appliances: vec!["debian-12-standard_12.12-1_amd64.tar.zst".to_owned()],
         ..State::default()
@@ -560,9 +563,11 @@ fn route(
                 .storages
                 .get(storage)
                 .ok_or(format!("storage '{storage}' does not exist"))?;
-            Ok(json!({ "type": st.kind, "content": st.content, "avail": st.avail,
+            Ok(
+                json!({ "type": st.kind, "content": st.content, "avail": st.avail,
                        "total": st.total, "used": st.total.saturating_sub(st.avail),
-                       "active": 1, "enabled": 1, "shared": 0 }))
+                       "active": 1, "enabled": 1, "shared": 0 }),
+            )
         }
         ("GET", "/nodes/{node}/aplinfo") => Ok(Value::Array(
             s.appliances
