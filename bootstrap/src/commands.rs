@@ -16,6 +16,7 @@ use crate::proxmox::desired::{desired, Sources};
 use crate::proxmox::https::{read_secret, Https, Trust};
 use crate::proxmox::images::Download;
 use crate::proxmox::plan::{destroy_plan, plan, read_live, ChangeKind, Plan};
+use crate::proxmox::preflight::{self, Preflight};
 use crate::state_dir::StateDir;
 use crate::Lab;
 
@@ -116,7 +117,9 @@ pub fn run(op: Op, args: &Args) -> ExitCode {
     match execute(op, args, &lab, api.as_ref()) {
         Ok(code) => code,
         Err(message) => {
-            eprintln!("lab-bootstrap: {message}");
+            for line in message.lines() {
+                eprintln!("lab-bootstrap: {line}");
+            }
             exit::code(FAILED)
         }
     }
@@ -181,6 +184,14 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
     if op != Op::Destroy {
         print!("{}", talos_image_lines(lab));
     }
+    // Read before anything is written, so a node that cannot take the lab is left as it is.
+    let preflight: Option<Preflight> = match op {
+        Op::Destroy => None,
+        _ => Some(preflight::check(api, lab, &plan, &downloads).map_err(|e| e.to_string())?),
+    };
+    let template = preflight
+        .as_ref()
+        .and_then(|p| p.template_download.as_ref());
     print!("{}", plan.render());
     for download in &downloads {
         println!(
@@ -190,6 +201,19 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
             download.image.checksum().map_or("not", |(a, _)| a)
         );
     }
+    if let Some(template) = template {
+        println!(
+            "  + template {}:vztmpl/{template} (from the node's appliance index)",
+            lab.proxmox.file_storage
+        );
+    }
+    let refused = match &preflight {
+        Some(preflight) => {
+            print!("{}", preflight.render());
+            !preflight.ok()
+        }
+        None => false,
+    };
     let on_host = !args.proxmox_only && args.api == Transport::Pvesh;
     if !args.proxmox_only && args.api == Transport::Https && op != Op::Apply {
         println!(
@@ -207,11 +231,19 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
                 println!("Note: etcd is not bootstrapped yet; apply bootstraps it once the first control plane answers (with talosctl, or prints the command).");
             }
         }
-        return Ok(if changes {
+        return Ok(if refused {
+            exit::code(FAILED)
+        } else if changes {
             exit::code(CHANGES)
         } else {
             ExitCode::SUCCESS
         });
+    }
+    if let Some(preflight) = preflight.as_ref().filter(|p| !p.ok()) {
+        let mut message = preflight.problems.join("\n");
+        message
+            .push_str("\napply refused by preflight: nothing was changed on the node or the host");
+        return Err(message);
     }
     let host_destroy = if op == Op::Destroy && on_host {
         crate::host::destroy::preview(&destroy_options(args)).map_err(|e| e.to_string())?
@@ -248,8 +280,15 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
             crate::proxmox::images::download(api, lab, download)
                 .map_err(|e| download_error(lab, download, &e))?;
         }
+        if let Some(template) = template {
+            println!("Downloading {template} from the appliance index ...");
+            crate::proxmox::images::download_template(api, lab, template)
+                .map_err(|e| e.to_string())?;
+        }
         let mut stdout = std::io::stdout();
-        let done = apply(api, &plan, &mut stdout).map_err(|e| e.to_string())? + downloads.len();
+        let done = apply(api, &plan, &mut stdout).map_err(|e| e.to_string())?
+            + downloads.len()
+            + usize::from(template.is_some());
         println!(
             "{} complete: {done} changes.",
             if op == Op::Destroy {

@@ -30,6 +30,14 @@ if [ -e "$DIR/fail" ] && [ "$*" = "$(cat "$DIR/fail")" ]; then
   rm "$DIR/fail"; echo "killed here" >&2; exit 1
 fi
 case "$1" in
+  # The host: a command is there unless the test took it away; apt-get brings it back.
+  sh) [ "$2" = -c ] && [ -e "$DIR/host-lacks-${3#command -v }" ] && exit 1 ;;
+  env)
+    [ "$3" = apt-get ] || exit 0
+    [ -e "$DIR/no-apt" ] && { echo "E: Unable to locate package" >&2; exit 100; }
+    for p in "$@"; do
+      case $p in dnsmasq-base) rm -f "$DIR/host-lacks-dnsmasq" ;; nftables) rm -f "$DIR/host-lacks-nft" ;; esac
+    done ;;
   pct)
     case "$2" in
       status) if [ -e "$DIR/running-$3" ]; then echo "status: running"; else echo "status: stopped"; fi ;;
@@ -213,6 +221,7 @@ impl Bench {
                     && !c.contains(" -- sha256sum ")
                     && !c.contains(" -- sh -c command -v ")
                     && !c.contains(" -- systemctl show ")
+                    && !c.starts_with("sh -c command -v ")
             })
             .collect()
     }
@@ -1153,6 +1162,9 @@ fn commands_as_plan_lines(bench: &Bench) -> Vec<String> {
             ["pct", "exec", vmid, "--", "systemctl", "reload-or-restart", unit] => {
                 format!("~ reload \"ct {vmid}: {unit}\"")
             }
+            ["env", _, "apt-get", "-q", "-y", "--no-install-recommends", "install", package] => {
+                format!("+ package \"host:{package}\"")
+            }
             [.., "apt-get", "-q", "-y", "--no-install-recommends", "install", package] => {
                 format!("+ package \"{}:{package}\"", name(words[2]))
             }
@@ -1255,4 +1267,48 @@ fn apply_does_what_plan_printed() {
 
     assert_apply_does_what_plan_printed(&bench, "unchanged again");
     assert!(bench.writes().is_empty(), "{:#?}", bench.writes());
+}
+
+#[test]
+fn a_host_without_dnsmasq_and_nft_gets_them_installed_first() {
+    let bench = Bench::new();
+    for command in ["dnsmasq", "nft"] {
+        std::fs::write(bench.path(&format!("host-lacks-{command}")), "").unwrap();
+    }
+    let (out, text) = bench.run("plan", &[]);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    let changes = host_changes(&text);
+    assert_eq!(
+        changes[..2],
+        [
+            "+ package \"host:dnsmasq-base\"",
+            "+ package \"host:nftables\""
+        ],
+        "before any file: {text}"
+    );
+    // No apt source: a clear error, and nothing written on the host before it.
+    std::fs::write(bench.path("no-apt"), "").unwrap();
+    let out = bench.apply();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("installing dnsmasq-base nftables on the host failed"),
+        "{err}"
+    );
+    assert!(!bench.path("root/etc").exists(), "{:?}", bench.listing());
+    std::fs::remove_file(bench.path("no-apt")).unwrap();
+    let text = bench.apply_ok();
+    assert!(
+        text.contains("installed dnsmasq-base nftables on the host"),
+        "{text}"
+    );
+    let (_, text) = bench.run("plan", &[]);
+    assert!(!text.contains("package \"host:"), "{text}");
+}
+
+#[test]
+fn apply_installs_on_the_host_what_plan_printed() {
+    let bench = Bench::new();
+    std::fs::write(bench.path("host-lacks-nft"), "").unwrap();
+    assert_apply_does_what_plan_printed(&bench, "host without nft");
 }

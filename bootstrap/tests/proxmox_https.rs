@@ -118,6 +118,8 @@ fn the_cli_plans_over_https_and_says_what_a_token_cannot_do() {
 
     let out = run("plan", &pin);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    // The preflight's reads (storage status, content, appliance index) work over HTTPS too.
+    assert!(text(&out).contains("Preflight: OK"), "{}", text(&out));
     assert!(!text(&out).contains(SECRET));
 
     // The vpn container needs /dev/net/tun, which only root@pam may pass: refused up front.

@@ -340,6 +340,18 @@ fn an_apply_interrupted_before_the_network_reload_converges() {
         let params: Vec<(String, String)> = bridge.create.clone().into_iter().collect();
         api.post("/nodes/pve/network", &params).unwrap();
     }
+    // The template too came before the run died, so the reload is the first thing left.
+    api.post(
+        "/nodes/pve/aplinfo",
+        &[
+            ("storage".to_owned(), "local".to_owned()),
+            (
+                "template".to_owned(),
+                "debian-12-standard_12.12-1_amd64.tar.zst".to_owned(),
+            ),
+        ],
+    )
+    .unwrap();
     sim.clear_calls();
     let out = run(&sim, "plan", &lab_toml(), &[], "");
     let t = text(&out);

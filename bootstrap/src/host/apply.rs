@@ -125,6 +125,11 @@ pub fn apply(
                 containers::start(runner, *vmid)?;
                 let _ = writeln!(out, "  started container {name} ({vmid})");
             }
+            Step::InstallHost { packages } => {
+                super::packages::install(runner, packages)?;
+                let names: Vec<&str> = packages.iter().map(|p| p.name).collect();
+                let _ = writeln!(out, "  installed {} on the host", names.join(" "));
+            }
             Step::Install {
                 container,
                 vmid,

@@ -1,6 +1,6 @@
 //! The Proxmox host itself: running commands on it ([`Runner`]). [`plan`] decides, reading
 //! only, what apply does there: the rendered files to write and the services to reload or
-//! restart after them ([`services`]), the VMs to start ([`guests`]), what the lb and vpn
+//! restart after them ([`services`]), the packages its units run ([`packages`]), the VMs to start ([`guests`]), what the lb and vpn
 //! containers need ([`containers`]). [`apply`] carries out that plan, then bootstraps etcd
 //! ([`etcd`]); [`destroy`] takes it all away again.
 
@@ -11,6 +11,7 @@ pub mod destroy;
 pub mod etcd;
 pub mod guests;
 pub mod manifest;
+pub mod packages;
 pub mod plan;
 pub mod services;
 
@@ -73,6 +74,14 @@ pub enum HostError {
     /// packages failed.
     #[error(transparent)]
     Container(#[from] ContainerError),
+    /// `apt-get update` or `apt-get install` failed on the host.
+    #[error("installing {packages} on the host failed: {reason} (the host needs a working apt source and a route to it)")]
+    HostInstall {
+        /// The packages being installed, space-separated.
+        packages: String,
+        /// The failed command and what it printed on standard error.
+        reason: String,
+    },
     /// The manifest of the files apply wrote could not be read or saved.
     #[error(transparent)]
     Manifest(#[from] ManifestError),

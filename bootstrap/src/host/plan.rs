@@ -5,7 +5,7 @@
 use super::actions::{self, ServiceAction};
 use super::containers::{self, Container, ContainerError, ContainerFile, Package};
 use super::manifest::sha256_hex;
-use super::{guest_running, guests, services, HostError, Runner};
+use super::{guest_running, guests, packages, services, HostError, Runner};
 use crate::model::Lab;
 use crate::render::files::under_root;
 use crate::render::state::{self, Preview};
@@ -32,6 +32,11 @@ pub struct FileWrite {
 /// One thing apply does on the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
+    /// Installs on the host, with apt-get, the Debian packages its units run and it lacks.
+    InstallHost {
+        /// The packages it lacks.
+        packages: Vec<Package>,
+    },
     /// A host file, written under `--root`.
     WriteHostFile(FileWrite),
     /// A file of the state directory (talosconfig, client configs).
@@ -151,6 +156,15 @@ fn lines(step: &Step) -> Vec<(String, String)> {
             format!("container {vmid} ({name}) will be started"),
             format!("~ container \"{vmid}\""),
         )],
+        Step::InstallHost { packages } => packages
+            .iter()
+            .map(|package| {
+                (
+                    format!("{} will be installed on the host", package.name),
+                    format!("+ package \"host:{}\"", package.name),
+                )
+            })
+            .collect(),
         Step::Install {
             container,
             packages,
@@ -216,7 +230,7 @@ fn describe(action: &ServiceAction) -> String {
 }
 
 /// What apply's host side will do, read-only: `root` and `state` as apply's, `binaries` where
-/// lab-lb and lab-vpn are. The order is apply's: the host's files, the state directory's, the
+/// lab-lb and lab-vpn are. The order is apply's: the packages the host's units run, the host's files, the state directory's, the
 /// host's services (the containers' traffic goes through its ruleset), the VMs (once their
 /// snippets are written: Talos nodes read them on first boot), then each container's start,
 /// packages and files, then the containers' services.
@@ -228,6 +242,10 @@ pub fn plan(
     binaries: &Path,
 ) -> Result<HostPlan, HostError> {
     let mut steps = Vec::new();
+    let lacking = packages::missing(runner)?;
+    if !lacking.is_empty() {
+        steps.push(Step::InstallHost { packages: lacking });
+    }
     let mut previews: Vec<Preview> = crate::render::host_files(lab)
         .map_err(state::StateError::from)?
         .into_iter()

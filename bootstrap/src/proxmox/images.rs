@@ -87,3 +87,17 @@ pub fn download(api: &dyn ProxmoxApi, lab: &Lab, download: &Download) -> Result<
     }
     Ok(())
 }
+
+/// Has Proxmox fetch `template` from its appliance index (`pveam download`) onto the file
+/// storage and waits until it is stored.
+pub fn download_template(api: &dyn ProxmoxApi, lab: &Lab, template: &str) -> Result<(), ApiError> {
+    let params = [
+        ("storage".to_owned(), lab.proxmox.file_storage.clone()),
+        ("template".to_owned(), template.to_owned()),
+    ];
+    let upid = api.post(&format!("/nodes/{}/aplinfo", lab.proxmox.node), &params)?;
+    if let Some(upid) = upid.as_str() {
+        wait_task(api, upid, DOWNLOAD_TIMEOUT, POLL)?;
+    }
+    Ok(())
+}

@@ -7,3 +7,4 @@ pub mod desired;
 pub mod https;
 pub mod images;
 pub mod plan;
+pub mod preflight;

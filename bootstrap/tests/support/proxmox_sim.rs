@@ -29,6 +29,44 @@ impl Call {
     }
 }
 
+/// One storage as `pvesm status` shows it.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    pub kind: String,
+    /// The allowed content types, comma-separated as storage.cfg has them.
+    pub content: String,
+    pub avail: u64,
+    pub total: u64,
+}
+
+pub const GIB: u64 = 1 << 30;
+
+/// A fresh Proxmox VE 8 install: `local` (a directory, with snippets and import added as the
+/// lab's README says) and `local-lvm` (thin LVM) with room for the example lab; the appliance
+/// index offers Debian 12's standard template.
+fn fresh_node() -> State {
+    let storage = |kind: &str, content: &str, avail: u64| Storage {
+        kind: kind.to_owned(),
+        content: content.to_owned(),
+        avail: avail * GIB,
+        total: 2 * avail * GIB,
+    };
+    State {
+        storages: BTreeMap::from([
+            (
+                "local".to_owned(),
+                storage("dir", "iso,vztmpl,backup,snippets,import", 100),
+            ),
+            (
+                "local-lvm".to_owned(),
+                storage("lvmthin", "images,rootdir", 400),
+            ),
+        ]),
+        appliances: vec!["debian-12-standard_12.12-1_amd64.tar.zst".to_owned()],
+        ..State::default()
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct State {
     /// node → iface → properties (what is running).
@@ -40,6 +78,10 @@ pub struct State {
     pub qemu: BTreeMap<u32, (String, BTreeMap<String, String>)>,
     /// node/storage → volume ids.
     pub content: BTreeMap<String, Vec<String>>,
+    /// storage.cfg: storage id → what it allows and has free (on every node).
+    pub storages: BTreeMap<String, Storage>,
+    /// The appliance index (`pveam available`): template file names.
+    pub appliances: Vec<String>,
     /// VMIDs of guests that are running.
     pub running: std::collections::BTreeSet<u32>,
     pub calls: Vec<Call>,
@@ -138,7 +180,7 @@ impl Simulator {
         let schema = Arc::new(Schema::load(&schema_path()).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = Arc::new(Mutex::new(State::default()));
+        let state = Arc::new(Mutex::new(fresh_node()));
         let shared = state.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
@@ -499,15 +541,57 @@ fn route(
             Ok(json!({ "upid": upid, "status": "stopped", "exitstatus": exit, "node": node }))
         }
         ("GET", "/nodes/{node}/storage/{storage}/content") => {
-            let key = format!("{node}/{}", pp.get("storage").map_or("", String::as_str));
+            let storage = pp.get("storage").map_or("", String::as_str);
+            if !s.storages.contains_key(storage) {
+                return Err(format!("storage '{storage}' does not exist"));
+            }
+            let key = format!("{node}/{storage}");
+            // A volume id is `storage:content/name`.
+            let wanted = params_map(call).get("content").cloned();
             Ok(Value::Array(
                 s.content
                     .get(&key)
                     .into_iter()
                     .flatten()
+                    .filter(|v| {
+                        wanted.as_deref().is_none_or(|c| {
+                            v.split_once(':')
+                                .is_some_and(|(_, rest)| rest.starts_with(&format!("{c}/")))
+                        })
+                    })
                     .map(|v| json!({ "volid": v }))
                     .collect(),
             ))
+        }
+        ("GET", "/nodes/{node}/storage/{storage}/status") => {
+            let storage = pp.get("storage").map_or("", String::as_str);
+            let st = s
+                .storages
+                .get(storage)
+                .ok_or(format!("storage '{storage}' does not exist"))?;
+            Ok(
+                json!({ "type": st.kind, "content": st.content, "avail": st.avail,
+                       "total": st.total, "used": st.total.saturating_sub(st.avail),
+                       "active": 1, "enabled": 1, "shared": 0 }),
+            )
+        }
+        ("GET", "/nodes/{node}/aplinfo") => Ok(Value::Array(
+            s.appliances
+                .iter()
+                .map(|t| json!({ "template": t, "section": "system", "type": "lxc" }))
+                .collect(),
+        )),
+        ("POST", "/nodes/{node}/aplinfo") => {
+            let params = params_map(call);
+            let (storage, template) = (params["storage"].clone(), params["template"].clone());
+            if !s.appliances.contains(&template) {
+                return Err(format!("no such template '{template}'"));
+            }
+            s.content
+                .entry(format!("{node}/{storage}"))
+                .or_default()
+                .push(format!("{storage}:vztmpl/{template}"));
+            Ok(upid(s, &node, "download", &storage))
         }
         ("POST", "/nodes/{node}/storage/{storage}/download-url") => {
             let storage = pp.get("storage").cloned().unwrap_or_default();
