@@ -71,12 +71,16 @@ case "$1" in
         # What systemd says of the unit: status-VMID when the test set one (a refused reload, a
         # failed unit), else the daemon serving; @N@ is how many reloads it had, as lab-daemon
         # counts them in its status.
+        # A unit stopped (stopped-VMID, keeping its last status) is started by reload-or-restart,
+        # and a started daemon has had no reload.
         if [ "$1" = systemctl ] && [ "$2" = reload-or-restart ]; then
-          echo $(( $(cat "$DIR/reloads-$vmid" 2>/dev/null || echo 0) + 1 )) > "$DIR/reloads-$vmid"
+          if [ -e "$DIR/stopped-$vmid" ]; then rm "$DIR/stopped-$vmid"; echo 0 > "$DIR/reloads-$vmid"
+          else echo $(( $(cat "$DIR/reloads-$vmid" 2>/dev/null || echo 0) + 1 )) > "$DIR/reloads-$vmid"; fi
         fi
         if [ "$1" = systemctl ] && [ "$2" = show ]; then
           n=$(cat "$DIR/reloads-$vmid" 2>/dev/null || echo 0)
-          if [ -e "$DIR/status-$vmid" ]; then sed "s/@N@/$n/" "$DIR/status-$vmid"
+          if [ -e "$DIR/stopped-$vmid" ]; then printf 'ActiveState=inactive\nStatusText=serving: 4 listeners (reload %s)\n' "$n"
+          elif [ -e "$DIR/status-$vmid" ]; then sed "s/@N@/$n/" "$DIR/status-$vmid"
           else printf 'ActiveState=active\nStatusText=serving: 4 listeners (reload %s)\n' "$n"; fi
           exit 0
         fi
@@ -826,6 +830,13 @@ fn a_reload_the_daemon_refused_or_a_unit_not_running_stops_apply() {
         "{:#?}",
         bench.writes()
     );
+
+    // A stopped unit is started by the reload: running, it counts no reload, and is taken.
+    std::fs::write(bench.path("lab.toml"), example()).unwrap();
+    std::fs::write(bench.path("reloads-200"), "0\n").unwrap();
+    std::fs::write(bench.path("stopped-200"), "").unwrap();
+    bench.apply_ok();
+    assert!(!bench.path("stopped-200").exists());
 
     // A restart after which the unit is not running.
     std::fs::write(bench.path("bin/lab-vpn"), "lab-vpn build 2").unwrap();

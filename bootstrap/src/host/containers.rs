@@ -460,8 +460,10 @@ pub fn run_confirmed(
 ) -> Result<(), ContainerError> {
     let (vmid, unit, before) = match action {
         ServiceAction::ContainerReload(vmid, unit) => {
-            let (_, before) = unit_status(runner, *vmid, unit)?;
-            (*vmid, unit, Some(before))
+            // A unit not running is started instead, which systemctl waits for: only a running
+            // daemon's status must change.
+            let (state, status) = unit_status(runner, *vmid, unit)?;
+            (*vmid, unit, (state == "active").then_some(status))
         }
         ServiceAction::ContainerRestart(vmid, unit) => (*vmid, unit, None),
         _ => return Ok(run(runner, action)?),
