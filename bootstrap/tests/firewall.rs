@@ -394,6 +394,8 @@ fn policy_matrix(br_netfilter: bool) {
         ("outside -> host DNS on net2", &outside, h(n2), 53),
         ("user's guest -> host DNS on net1", &fa, h(n1), 53),
         ("net2 -> host DNS on net1", &node2, h(n1), 53),
+        ("net1 -> host DNS on net2", &node1, h(n2), 53),
+        ("VPN peer -> host DNS on net2", &peer, h(n2), 53),
         // The user's other bridges are outside the lab like net0.
         ("user's guest -> net1", &fa, cp1.clone(), 50000),
         ("user's guest -> net2", &fc, w1.clone(), 80),

@@ -145,7 +145,8 @@ fn a_peer_added_by_the_cli_connects_with_wireguard_go_and_the_qr_codes_hold_its_
         setting(&client, "AllowedIPs"),
         "10.10.100.0/24, 10.10.1.0/24, 10.10.2.0/24"
     );
-    assert_eq!(setting(&client, "DNS"), "10.10.1.1");
+    // The example's `dns` and `dns_search`: the lab's DNS and its domain, as wg-quick takes them.
+    assert_eq!(setting(&client, "DNS"), "10.10.1.1, lab");
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(&client_file).unwrap().permissions(),
     );
