@@ -12,7 +12,7 @@ use lab_tests::binaries::workspace_bin;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use support::proxmox_sim::Simulator;
 
 struct Bench {
@@ -138,16 +138,9 @@ impl Bench {
 
     fn apply(&self) -> Output {
         let _ = std::fs::remove_file(self.path("commands.log"));
-        Command::new(env!("CARGO_BIN_EXE_lab-bootstrap"))
-            .args(["apply", "--yes", "--api", "pvesh", "--pvesh"])
-            .arg(self.sim.pvesh_shim())
-            .arg("--root")
-            .arg(self.path("root"))
-            .arg("--binaries")
-            .arg(self.path("bin"))
-            .arg("--run-via")
-            .arg(self.path("stand-in"))
-            .arg(self.path("lab.toml"))
+        self.sim
+            .bootstrap_on_host("apply", self.dir.path())
+            .arg("--yes")
             .output()
             .unwrap()
     }
@@ -155,18 +148,10 @@ impl Bench {
     /// plan or destroy, as apply runs: the simulator, the stand-in, the test root.
     fn run(&self, op: &str, extra: &[&str]) -> (Output, String) {
         let _ = std::fs::remove_file(self.path("commands.log"));
-        let out = Command::new(env!("CARGO_BIN_EXE_lab-bootstrap"))
-            .arg(op)
+        let out = self
+            .sim
+            .bootstrap_on_host(op, self.dir.path())
             .args(extra)
-            .args(["--api", "pvesh", "--pvesh"])
-            .arg(self.sim.pvesh_shim())
-            .arg("--root")
-            .arg(self.path("root"))
-            .arg("--binaries")
-            .arg(self.path("bin"))
-            .arg("--run-via")
-            .arg(self.path("stand-in"))
-            .arg(self.path("lab.toml"))
             .output()
             .unwrap();
         let text = format!(

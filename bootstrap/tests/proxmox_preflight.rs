@@ -6,7 +6,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use support::proxmox_sim::{Simulator, GIB};
 
@@ -57,18 +57,11 @@ impl Bench {
 
     /// plan or apply on the host (pvesh, the stand-in, the test root), or `--proxmox-only`.
     fn run(&self, op: &str, extra: &[&str]) -> (Output, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_lab-bootstrap"))
-            .arg(op)
+        let out = self
+            .sim
+            .bootstrap_on_host(op, self.dir.path())
+            .arg("--yes")
             .args(extra)
-            .args(["--yes", "--api", "pvesh", "--pvesh"])
-            .arg(self.sim.pvesh_shim())
-            .arg("--root")
-            .arg(self.path("root"))
-            .arg("--binaries")
-            .arg(self.path("bin"))
-            .arg("--run-via")
-            .arg(self.path("stand-in"))
-            .arg(self.path("lab.toml"))
             .output()
             .unwrap();
         let text = format!(

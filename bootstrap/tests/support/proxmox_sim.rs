@@ -210,6 +210,26 @@ impl Simulator {
         }
     }
 
+    /// `lab-bootstrap OP` as it runs on a Proxmox host whose `pvesh` is this simulator, laid out
+    /// in the test directory `dir`: files under `dir/root`, the daemons' binaries from
+    /// `dir/bin`, the host's commands through the recording `dir/stand-in`, `dir/lab.toml`.
+    /// Further arguments go after it.
+    pub fn bootstrap_on_host(&self, op: &str, dir: &std::path::Path) -> std::process::Command {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_lab-bootstrap"));
+        command
+            .arg(op)
+            .args(["--api", "pvesh", "--pvesh"])
+            .arg(self.pvesh_shim())
+            .arg("--root")
+            .arg(dir.join("root"))
+            .arg("--binaries")
+            .arg(dir.join("bin"))
+            .arg("--run-via")
+            .arg(dir.join("stand-in"))
+            .arg(dir.join("lab.toml"));
+        command
+    }
+
     /// A `pvesh` lookalike talking to this simulator: `pvesh get|create|set|delete PATH
     /// --name value ... --output-format json`; prints the data, exits 255 with the error.
     pub fn pvesh_shim(&self) -> PathBuf {
