@@ -35,6 +35,9 @@ impl ConfigFile for Lab {
         if let Some(file) = &mut self.manager.ssh_keys_file {
             resolve(file);
         }
+        if let Some(gitops) = &mut self.gitops {
+            resolve(&mut gitops.token_file);
+        }
     }
 
     fn summary(&self) -> String {

@@ -3,16 +3,23 @@
 
 mod access;
 mod factory;
+mod gitops;
 mod images;
 mod lb;
 pub mod names;
 mod peers;
+mod tools;
 
 pub use access::{HostAccess, Manager};
 pub use factory::{FactoryImage, Schematic, DEFAULT_TALOS_EXTENSIONS};
+pub use gitops::Gitops;
 pub use images::{Image, Images, TalosImage};
 pub use lb::{default_routes, Lb, LbRoute, LB_METRICS_PORT};
 pub use peers::{PeerKeyError, VpnPeer};
+pub use tools::{
+    talos_default_kubernetes, Checksum, ManagerTool, ManagerTools, ToolError, ToolPin, FLUX_VERSION,
+    HELM_VERSION,
+};
 
 use crate::mac::MacAddr;
 use ipnet::{IpNet, Ipv4Net};
@@ -50,6 +57,9 @@ pub struct Lab {
     /// `[host]`: what stays open on the host; SSH and the Proxmox UI when absent.
     #[serde(default)]
     pub host: HostAccess,
+    /// `[gitops]`: the repository the manager bootstraps Flux from; no GitOps when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitops: Option<Gitops>,
 }
 
 /// `[vpn]`: the network lab-vpn gives its peers. The host routes it to the vpn container's net1
@@ -377,6 +387,8 @@ impl Lab {
         self.validate_lb(issues);
         self.validate_images(issues);
         self.validate_access(issues);
+        self.validate_manager_tools(issues);
+        self.validate_gitops(issues);
     }
 }
 

@@ -15,6 +15,9 @@ pub struct Manager {
     /// OpenSSH public keys, one a line (relative to lab.toml); without it, no SSH login.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_keys_file: Option<PathBuf>,
+    /// `[manager.tools]`: the tools installed on first boot; the cluster's releases when absent.
+    #[serde(default)]
+    pub tools: super::ManagerTools,
 }
 
 impl Manager {
@@ -37,6 +40,7 @@ impl Default for Manager {
         Self {
             user: Self::default_user(),
             ssh_keys_file: None,
+            tools: super::ManagerTools::default(),
         }
     }
 }

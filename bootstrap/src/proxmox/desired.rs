@@ -326,6 +326,8 @@ fn vm(lab: &Lab, sources: &Sources, m: &Machine) -> Resource {
         }
         create.insert("nameserver".to_owned(), net1.host.to_string());
         create.insert("searchdomain".to_owned(), lab.networks.domain.clone());
+        // The snippet of `cicustom` replaces the user-data Proxmox makes from these two; it
+        // creates the same login. They stay so the Proxmox UI shows who logs in.
         create.insert("ciuser".to_owned(), sources.manager_user.clone());
         if let Some(keys) = &sources.manager_ssh_keys {
             // The API takes `sshkeys` URL-encoded (spaces as %20, not `+`).
@@ -334,17 +336,17 @@ fn vm(lab: &Lab, sources: &Sources, m: &Machine) -> Resource {
                     .to_string();
             create.insert("sshkeys".to_owned(), encoded);
         }
-    } else {
-        // The Talos machine config arrives as cloud-init user-data from the snippets storage.
-        create.insert(
-            "cicustom".to_owned(),
-            format!(
-                "user={}:snippets/lab-{}.yaml",
-                lab.proxmox.file_storage,
-                m.name.as_str()
-            ),
-        );
     }
+    // The Talos machine config, or the manager's cloud-config (its tools, talosconfig and
+    // kubeconfig), arrives as cloud-init user-data from the snippets storage.
+    create.insert(
+        "cicustom".to_owned(),
+        format!(
+            "user={}:snippets/lab-{}.yaml",
+            lab.proxmox.file_storage,
+            m.name.as_str()
+        ),
+    );
     Resource {
         kind: Kind::Vm,
         id: m.vmid.to_string(),

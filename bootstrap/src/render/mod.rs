@@ -7,6 +7,7 @@ pub mod daemons;
 pub mod dnsmasq;
 pub mod files;
 pub mod guest_routes;
+pub mod manager;
 pub mod nftables;
 pub mod state;
 pub mod sysctl;

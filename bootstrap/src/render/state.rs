@@ -6,6 +6,7 @@
 
 use super::containers::{staged_path, VPN_PRIVATE_KEY};
 use super::files::{write_atomic, Outcome, WriteError};
+use super::manager::{self, ManagerError, ManagerInputs};
 use super::{RenderError, RenderedFile};
 use crate::model::{Lab, Role};
 use crate::state_dir::StateDir;
@@ -51,12 +52,15 @@ pub enum StateError {
     /// Writing a file failed.
     #[error(transparent)]
     Write(#[from] WriteError),
+    /// The manager VM's cloud-init cannot be made.
+    #[error(transparent)]
+    Manager(#[from] ManagerError),
     /// `proxmox.file_storage` has no known directory for the snippets; holds the storage's name.
     #[error("[proxmox] file_storage `{0}` has no known path; set proxmox.file_storage_path")]
     NoStoragePath(String),
 }
 
-/// The cloud-init user-data snippet of Talos node `name`, where `cicustom` points
+/// The cloud-init user-data snippet of VM `name` (a Talos node or the manager), where `cicustom` points
 /// (`<file_storage>:snippets/lab-<name>.yaml`).
 pub fn snippet_path(lab: &Lab, name: &str) -> Result<PathBuf, StateError> {
     let dir = lab
@@ -64,6 +68,45 @@ pub fn snippet_path(lab: &Lab, name: &str) -> Result<PathBuf, StateError> {
         .file_storage_dir()
         .ok_or_else(|| StateError::NoStoragePath(lab.proxmox.file_storage.clone()))?;
     Ok(dir.join("snippets").join(format!("lab-{name}.yaml")))
+}
+
+/// The manager VM's snippet (user-data), 0600: it carries the admin talosconfig and the Git
+/// token of `[gitops]`.
+fn manager_snippets(
+    lab: &Lab,
+    secrets: &Secrets,
+    admin: &AdminCredentials,
+) -> Result<Vec<RenderedFile>, StateError> {
+    let talosconfig = talos::talosconfig(lab, secrets, admin)
+        .map_err(|e| StateError::Talosconfig(e.to_string()))?;
+    let unreadable = |path: &Path| {
+        let path = path.to_owned();
+        move |source| StateError::Io { path, source }
+    };
+    let ssh_keys = match &lab.manager.ssh_keys_file {
+        Some(file) => Some(lab.manager.ssh_keys().map_err(unreadable(file))?),
+        None => None,
+    }
+    .flatten();
+    let git_token = match &lab.gitops {
+        Some(gitops) => Some(gitops.token().map_err(unreadable(&gitops.token_file))?),
+        None => None,
+    };
+    let mut out = Vec::new();
+    for machine in lab.machines.iter().filter(|m| m.role == Role::Manager) {
+        let name = machine.name.to_string();
+        let inputs = ManagerInputs {
+            talosconfig: &talosconfig,
+            ssh_keys: ssh_keys.as_deref(),
+            git_token: git_token.as_deref(),
+        };
+        out.push(RenderedFile {
+            path: snippet_path(lab, &name)?,
+            contents: manager::user_data(lab, &name, inputs)?,
+            mode: 0o600,
+        });
+    }
+    Ok(out)
 }
 
 /// The state directory, made and marked before anything is kept there.
@@ -158,7 +201,7 @@ impl Preview {
 pub fn preview_host_files(lab: &Lab, state: &StateDir) -> Result<Vec<Preview>, StateError> {
     let mut out = Vec::new();
     match existing_talos(state)? {
-        Some((secrets, _)) => {
+        Some((secrets, admin)) => {
             for (name, config) in talos::machine_configs(lab, &secrets)? {
                 out.push(Preview::File(RenderedFile {
                     path: snippet_path(lab, &name)?,
@@ -166,13 +209,16 @@ pub fn preview_host_files(lab: &Lab, state: &StateDir) -> Result<Vec<Preview>, S
                     mode: 0o600,
                 }));
             }
+            out.extend(
+                manager_snippets(lab, &secrets, &admin)?
+                    .into_iter()
+                    .map(Preview::File),
+            );
         }
         None => {
-            for machine in lab
-                .machines
-                .iter()
-                .filter(|m| matches!(m.role, Role::ControlPlane | Role::Worker))
-            {
+            for machine in lab.machines.iter().filter(|m| {
+                matches!(m.role, Role::ControlPlane | Role::Worker | Role::Manager)
+            }) {
                 out.push(Preview::Unmade {
                     path: snippet_path(lab, &machine.name.to_string())?,
                     mode: 0o600,
@@ -225,10 +271,12 @@ pub fn preview_state_files(lab: &Lab, state: &StateDir) -> Result<Vec<Preview>, 
 }
 
 /// Files that go on the host (under `--root`): the snippets, and the gateway key staged for
-/// the vpn container. All 0600: machine configs of control planes carry the cluster's CA keys.
+/// the vpn container. All 0600: machine configs of control planes carry the cluster's CA keys,
+/// the manager's the admin talosconfig.
 pub fn host_files(lab: &Lab, state: &StateDir) -> Result<Vec<RenderedFile>, StateError> {
     create(state)?;
     let secrets = Secrets::load_or_generate(state)?;
+    let admin = AdminCredentials::load_or_generate(state, &secrets)?;
     let mut out = Vec::new();
     for (name, config) in talos::machine_configs(lab, &secrets)? {
         out.push(RenderedFile {
@@ -237,6 +285,7 @@ pub fn host_files(lab: &Lab, state: &StateDir) -> Result<Vec<RenderedFile>, Stat
             mode: 0o600,
         });
     }
+    out.extend(manager_snippets(lab, &secrets, &admin)?);
     out.push(RenderedFile {
         path: staged_path(lab, Role::Vpn, VPN_PRIVATE_KEY),
         contents: format!("{}\n", gateway_key(state)?.expose_base64()),
@@ -330,7 +379,10 @@ impl StateError {
     pub fn is_config(&self) -> bool {
         matches!(
             self,
-            StateError::Render(_) | StateError::NoStoragePath(_) | StateError::MachineConfig(_)
+            StateError::Render(_)
+                | StateError::NoStoragePath(_)
+                | StateError::MachineConfig(_)
+                | StateError::Manager(ManagerError::Tools(_))
         )
     }
 }
