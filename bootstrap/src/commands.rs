@@ -18,6 +18,7 @@ use crate::proxmox::images::Download;
 use crate::proxmox::plan::{destroy_plan, plan, read_live, ChangeKind, Plan};
 use crate::proxmox::preflight::{self, Preflight};
 use crate::state_dir::StateDir;
+use crate::model::Checksum;
 use crate::Lab;
 
 /// `plan` found changes (as `terraform plan -detailed-exitcode` does).
@@ -183,6 +184,7 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
     };
     if op != Op::Destroy {
         print!("{}", talos_image_lines(lab));
+        print!("{}", manager_tools_lines(lab));
     }
     // Read before anything is written, so a node that cannot take the lab is left as it is.
     let preflight: Option<Preflight> = match op {
@@ -321,6 +323,35 @@ fn talos_image_lines(lab: &Lab) -> String {
         disk_image,
         Sources::defaults(lab).talos_image,
     )
+}
+
+/// What the manager VM installs on first boot, each tool's release and how it is checked, and
+/// the Flux bootstrap of `[gitops]`.
+fn manager_tools_lines(lab: &Lab) -> String {
+    let mut out = String::from("Manager tools (installed by the manager on first boot, linux-amd64):\n");
+    match lab.manager_tools() {
+        Ok(tools) => {
+            for tool in tools {
+                let checked = match &tool.checksum {
+                    Checksum::Pinned(_) => "sha256 pinned in lab.toml".to_owned(),
+                    Checksum::Published(url) => format!("not pinned: sha256 from {url}"),
+                };
+                out.push_str(&format!(
+                    "  {} {} from {} ({checked})\n",
+                    tool.name, tool.version, tool.url
+                ));
+            }
+        }
+        Err(e) => out.push_str(&format!("  {e}\n")),
+    }
+    if let (Some(gitops), Some(path)) = (&lab.gitops, lab.gitops_path()) {
+        out.push_str(&format!(
+            "  then flux bootstrap git {} (branch {}, path {}), once\n",
+            gitops.url, gitops.branch, path
+        ));
+    }
+    out.push('\n');
+    out
 }
 
 /// A failed download, and for the Talos image why its checksum is the user's to fix.
