@@ -10,6 +10,7 @@ use lab_daemon::config::load;
 use lab_daemon::exit;
 
 use crate::host::plan::HostPlan;
+use crate::model::Checksum;
 use crate::proxmox::apply::apply;
 use crate::proxmox::client::{ApiError, ProxmoxApi, Pvesh};
 use crate::proxmox::desired::{desired, Sources};
@@ -18,7 +19,6 @@ use crate::proxmox::images::Download;
 use crate::proxmox::plan::{destroy_plan, plan, read_live, ChangeKind, Plan};
 use crate::proxmox::preflight::{self, Preflight};
 use crate::state_dir::StateDir;
-use crate::model::Checksum;
 use crate::Lab;
 
 /// `plan` found changes (as `terraform plan -detailed-exitcode` does).
@@ -328,7 +328,8 @@ fn talos_image_lines(lab: &Lab) -> String {
 /// What the manager VM installs on first boot, each tool's release and how it is checked, and
 /// the Flux bootstrap of `[gitops]`.
 fn manager_tools_lines(lab: &Lab) -> String {
-    let mut out = String::from("Manager tools (installed by the manager on first boot, linux-amd64):\n");
+    let mut out =
+        String::from("Manager tools (installed by the manager on first boot, linux-amd64):\n");
     match lab.manager_tools() {
         Ok(tools) => {
             for tool in tools {

@@ -169,7 +169,11 @@ fn the_manager_snippet_is_valid_private_cloud_config_where_cicustom_points() {
     // The unit as systemd reads it, with the script at its path.
     let unit_dir = tempfile::tempdir().unwrap();
     let unit = unit_dir.path().join("lab-manager-setup.service");
-    std::fs::write(&unit, &files["/etc/systemd/system/lab-manager-setup.service"].1).unwrap();
+    std::fs::write(
+        &unit,
+        &files["/etc/systemd/system/lab-manager-setup.service"].1,
+    )
+    .unwrap();
     let script = unit_dir.path().join("lab-manager-setup");
     std::fs::write(&script, &files["/usr/local/sbin/lab-manager-setup"].1).unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -229,22 +233,31 @@ helm v4.2.4 https://get.helm.sh/helm-v4.2.4-linux-amd64.tar.gz linux-amd64/helm 
         dir.path(),
         &format!("\n[manager.tools.helm]\nversion = \"3.19.0\"\nsha256 = \"{sha}\"\n"),
     );
-    let with_k8s = std::fs::read_to_string(&lab_toml)
-        .unwrap()
-        .replace("talos_version = \"v1.13.9\"", "talos_version = \"v1.13.9\"\nkubernetes_version = \"1.35.4\"");
+    let with_k8s = std::fs::read_to_string(&lab_toml).unwrap().replace(
+        "talos_version = \"v1.13.9\"",
+        "talos_version = \"v1.13.9\"\nkubernetes_version = \"1.35.4\"",
+    );
     std::fs::write(&lab_toml, with_k8s).unwrap();
     let other = tempfile::tempdir().unwrap();
     let (root, _) = render(&lab_toml, other.path());
     let files = written_files(&std::fs::read_to_string(root.join(SNIPPET)).unwrap());
     let tools = &files["/etc/lab-manager/tools"].1;
-    assert!(tools.contains("kubectl v1.35.4 https://dl.k8s.io/release/v1.35.4/bin/linux/amd64/kubectl "), "{tools}");
+    assert!(
+        tools
+            .contains("kubectl v1.35.4 https://dl.k8s.io/release/v1.35.4/bin/linux/amd64/kubectl "),
+        "{tools}"
+    );
     assert!(tools.contains(&format!("helm v3.19.0 https://get.helm.sh/helm-v3.19.0-linux-amd64.tar.gz linux-amd64/helm sha256:{sha}\n")), "{tools}");
 }
 
 #[test]
 fn the_setup_script_passes_bash_n_and_shellcheck() {
     let script = workspace::root().join("bootstrap/src/render/manager-setup.sh");
-    let out = Command::new("bash").arg("-n").arg(&script).output().unwrap();
+    let out = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let out = Command::new("shellcheck")
         .arg(&script)
@@ -259,7 +272,10 @@ fn plan_shows_each_tools_release_and_whether_it_is_pinned() {
     let sha = "cd".repeat(32);
     let lab_toml = lab_in(
         dir.path(),
-        &format!("\n[manager.tools.kubectl]\nsha256 = \"{sha}\"\n{}", gitops()),
+        &format!(
+            "\n[manager.tools.kubectl]\nsha256 = \"{sha}\"\n{}",
+            gitops()
+        ),
     );
     let sim = Simulator::start();
     let out = Command::new(BIN)
@@ -382,8 +398,10 @@ impl Releases {
                         r.extend(body);
                         r
                     }
-                    _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                        .to_vec(),
+                    _ => {
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            .to_vec()
+                    }
                 };
                 let _ = stream.write_all(&response);
             }
@@ -405,13 +423,15 @@ fn sha256(path: &Path) -> String {
 /// `$FAKE_LOG`. talosctl refuses `kubeconfig` twice (the cluster not up yet), then writes one.
 fn fake_tool(name: &str) -> String {
     let body = match name {
-        "talosctl" => r#"
+        "talosctl" => {
+            r#"
 n=$(cat "$FAKE_LOG.talosctl-tries" 2>/dev/null || echo 0)
 echo $((n + 1)) >"$FAKE_LOG.talosctl-tries"
 if [ "$n" -lt 2 ]; then echo "rpc error: connection refused" >&2; exit 1; fi
 out=${!#}
 printf 'apiVersion: v1\nkind: Config\nclusters: []\n' >"$out"
-"#,
+"#
+        }
         "flux" => r#"echo "flux token=$GIT_PASSWORD" >>"$FAKE_LOG""#,
         _ => "",
     };
@@ -453,7 +473,10 @@ fn publish(tools: &str, www: &Path, base: &str) -> String {
             let sums = if sums_url.ends_with("kubectl.sha256") {
                 format!("{hash}\n")
             } else {
-                format!("{}  {name}-darwin-arm64\n{hash}  {file_name}\n", "0".repeat(64))
+                format!(
+                    "{}  {name}-darwin-arm64\n{hash}  {file_name}\n",
+                    "0".repeat(64)
+                )
             };
             std::fs::write(www.join(sums_url), sums).unwrap();
         }
@@ -485,7 +508,11 @@ impl Manager {
         }
         let tools = publish(&files["/etc/lab-manager/tools"].1, www, &releases.base);
         std::fs::write(etc.join("tools"), tools).unwrap();
-        std::fs::write(etc.join("talosconfig"), &files["/etc/lab-manager/talosconfig"].1).unwrap();
+        std::fs::write(
+            etc.join("talosconfig"),
+            &files["/etc/lab-manager/talosconfig"].1,
+        )
+        .unwrap();
         if let Some((_, token)) = files.get("/etc/lab-manager/git-token") {
             std::fs::write(etc.join("git-token"), token).unwrap();
         }
@@ -610,12 +637,21 @@ fn the_setup_script_installs_checked_tools_places_both_configs_and_bootstraps_fl
         ],
         "{calls}"
     );
-    assert!(calls.contains("kubectl --kubeconfig"), "the API is waited for before flux");
+    assert!(
+        calls.contains("kubectl --kubeconfig"),
+        "the API is waited for before flux"
+    );
     // Secrets stay out of the log (the journal).
     assert!(!log.contains(TOKEN), "{log}");
     let key = &manager.files["/etc/lab-manager/talosconfig"].1;
-    let key = key.lines().find(|l| l.trim_start().starts_with("key:")).unwrap();
-    assert!(!log.contains(key.trim_start().trim_start_matches("key: ")), "{log}");
+    let key = key
+        .lines()
+        .find(|l| l.trim_start().starts_with("key:"))
+        .unwrap();
+    assert!(
+        !log.contains(key.trim_start().trim_start_matches("key: ")),
+        "{log}"
+    );
 
     // A second run (a reboot, a restart): nothing downloaded, flux not run again.
     let before = releases.requests.load(Ordering::SeqCst);
@@ -623,7 +659,11 @@ fn the_setup_script_installs_checked_tools_places_both_configs_and_bootstraps_fl
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(releases.requests.load(Ordering::SeqCst), before);
     assert_eq!(manager.calls().matches("flux bootstrap").count(), 1);
-    assert!(text(&out).contains("flux: already bootstrapped"), "{}", text(&out));
+    assert!(
+        text(&out).contains("flux: already bootstrapped"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -636,7 +676,11 @@ fn without_gitops_no_flux_bootstrap_runs() {
     let out = manager.run();
     assert!(out.status.success(), "{}", text(&out));
     assert!(manager.path("home/.kube/config").exists());
-    assert!(!manager.calls().contains("flux bootstrap"), "{}", manager.calls());
+    assert!(
+        !manager.calls().contains("flux bootstrap"),
+        "{}",
+        manager.calls()
+    );
 }
 
 #[test]
@@ -647,7 +691,9 @@ fn a_download_not_matching_its_published_checksum_is_not_installed_and_fails_nam
     let releases = Releases::serve(www.path().to_owned());
     let manager = Manager::from(&lab_toml, www.path(), &releases);
     // The binary changed after its checksum was published (or in transit).
-    let kubectl = www.path().join("dl.k8s.io/release/v1.36.3/bin/linux/amd64/kubectl");
+    let kubectl = www
+        .path()
+        .join("dl.k8s.io/release/v1.36.3/bin/linux/amd64/kubectl");
     std::fs::write(&kubectl, "#!/bin/sh\necho tampered\n").unwrap();
 
     let out = manager.run();
@@ -672,7 +718,9 @@ fn a_pinned_checksum_is_what_is_checked() {
     // Pinned to what the project publishes: installed, though the checksum file says otherwise.
     let lab_dir = tempfile::tempdir().unwrap();
     let probe = Manager::from(&lab_in(lab_dir.path(), ""), www.path(), &releases);
-    let helm_tgz = www.path().join("get.helm.sh/helm-v4.2.4-linux-amd64.tar.gz");
+    let helm_tgz = www
+        .path()
+        .join("get.helm.sh/helm-v4.2.4-linux-amd64.tar.gz");
     let right = sha256(&helm_tgz);
     drop(probe);
     let lab_toml = lab_in(
@@ -681,7 +729,8 @@ fn a_pinned_checksum_is_what_is_checked() {
     );
     let manager = Manager::from(&lab_toml, www.path(), &releases);
     std::fs::write(
-        www.path().join("get.helm.sh/helm-v4.2.4-linux-amd64.tar.gz.sha256sum"),
+        www.path()
+            .join("get.helm.sh/helm-v4.2.4-linux-amd64.tar.gz.sha256sum"),
         format!("{}  helm-v4.2.4-linux-amd64.tar.gz\n", "1".repeat(64)),
     )
     .unwrap();

@@ -10,7 +10,7 @@ use std::process::Command;
 const BIN: &str = env!("CARGO_BIN_EXE_lab-bootstrap");
 
 /// What render writes and reports, sorted.
-const EXPECTED: [&str; 21] = [
+const EXPECTED: [&str; 22] = [
     "etc/lab/dnsmasq-vmbr1.conf",
     "etc/lab/dnsmasq-vmbr2.conf",
     "etc/lab/lab.nft",
@@ -30,6 +30,7 @@ const EXPECTED: [&str; 21] = [
     "var/lib/vz/snippets/lab-cp1.yaml",
     "var/lib/vz/snippets/lab-cp2.yaml",
     "var/lib/vz/snippets/lab-cp3.yaml",
+    "var/lib/vz/snippets/lab-manager.yaml",
     "var/lib/vz/snippets/lab-w1.yaml",
     "var/lib/vz/snippets/lab-w2.yaml",
 ];

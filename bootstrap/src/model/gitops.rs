@@ -67,12 +67,13 @@ impl Lab {
         let Some(gitops) = &self.gitops else {
             return;
         };
-        let url_ok = gitops.url.strip_prefix("https://").is_some_and(|rest| {
-            !rest.is_empty() && !rest.starts_with('/') && !rest.contains('@')
-        }) && gitops
-            .url
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && !b"'\"`\\$".contains(&b));
+        let url_ok =
+            gitops.url.strip_prefix("https://").is_some_and(|rest| {
+                !rest.is_empty() && !rest.starts_with('/') && !rest.contains('@')
+            }) && gitops
+                .url
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"'\"`\\$".contains(&b));
         if !url_ok {
             issues.add(
                 "gitops.url",
@@ -89,8 +90,7 @@ impl Lab {
             );
         }
         if let Some(path) = &gitops.path {
-            if !is_plain(path, "/") || path.starts_with('/') || path.split('/').any(|p| p == "..")
-            {
+            if !is_plain(path, "/") || path.starts_with('/') || path.split('/').any(|p| p == "..") {
                 issues.add(
                     "gitops.path",
                     format!("`{path}` is not a relative directory of the repository"),

@@ -171,11 +171,7 @@ pub fn setup_env(lab: &Lab) -> String {
 
 /// The manager's user-data (`#cloud-config`), for `cicustom: user=`; it replaces what Proxmox
 /// would make from `ciuser`/`sshkeys`, so it creates the login itself.
-pub fn user_data(
-    lab: &Lab,
-    manager: &str,
-    inputs: ManagerInputs,
-) -> Result<String, ManagerError> {
+pub fn user_data(lab: &Lab, manager: &str, inputs: ManagerInputs) -> Result<String, ManagerError> {
     let private = |path, content: &str| WriteFile {
         path,
         permissions: "0600",

@@ -216,9 +216,11 @@ pub fn preview_host_files(lab: &Lab, state: &StateDir) -> Result<Vec<Preview>, S
             );
         }
         None => {
-            for machine in lab.machines.iter().filter(|m| {
-                matches!(m.role, Role::ControlPlane | Role::Worker | Role::Manager)
-            }) {
+            for machine in lab
+                .machines
+                .iter()
+                .filter(|m| matches!(m.role, Role::ControlPlane | Role::Worker | Role::Manager))
+            {
                 out.push(Preview::Unmade {
                     path: snippet_path(lab, &machine.name.to_string())?,
                     mode: 0o600,
