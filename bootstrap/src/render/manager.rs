@@ -46,6 +46,8 @@ StartLimitBurst=4
 
 [Service]
 Type=oneshot
+# systemd sets no HOME for root's services; kubectl and flux keep their caches there.
+Environment=HOME=/root
 ExecStart=/usr/local/sbin/lab-manager-setup /etc/lab-manager/setup.env
 Restart=on-failure
 RestartSec=30
