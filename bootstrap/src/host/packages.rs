@@ -1,5 +1,6 @@
 //! The Debian packages the host's own units run: dnsmasq for `lab-dnsmasq@`, nft for
-//! `lab-network`'s ruleset. Proxmox VE ships neither by default; apply installs what is missing
+//! `lab-network`'s ruleset, the node exporter and journal upload the manager watches the host
+//! with. Proxmox VE ships none of them by default; apply installs what is missing
 //! before anything needs it.
 
 use super::containers::Package;
@@ -18,10 +19,23 @@ const NFTABLES: Package = Package {
     name: "nftables",
 };
 
+/// The host's metrics for the manager's Prometheus (`render::observability`).
+const NODE_EXPORTER: Package = Package {
+    command: "prometheus-node-exporter",
+    name: "prometheus-node-exporter",
+};
+
+/// systemd-journal-upload, which sends the host's journal to the manager; not on the PATH, so
+/// probed by its path (`command -v` takes one).
+pub const JOURNAL_UPLOAD: Package = Package {
+    command: "/lib/systemd/systemd-journal-upload",
+    name: "systemd-journal-remote",
+};
+
 /// The packages the host lacks, by whether their command is on its PATH (read-only).
 pub fn missing(runner: &mut dyn Runner) -> Result<Vec<Package>, CommandError> {
     let mut out = Vec::new();
-    for package in [DNSMASQ, NFTABLES] {
+    for package in [DNSMASQ, NFTABLES, NODE_EXPORTER, JOURNAL_UPLOAD] {
         let probe = format!("command -v {}", package.command);
         if !runner.run("sh", &["-c", &probe])?.success {
             out.push(package);

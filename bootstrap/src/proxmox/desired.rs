@@ -334,6 +334,15 @@ fn vm(lab: &Lab, sources: &Sources, m: &Machine) -> Resource {
                     .to_string();
             create.insert("sshkeys".to_owned(), encoded);
         }
+        // Vendor-data, not user-data: the user-data Proxmox makes from `ciuser`/`sshkeys` stays.
+        create.insert(
+            "cicustom".to_owned(),
+            format!(
+                "vendor={}:snippets/lab-{}-observability.yaml",
+                lab.proxmox.file_storage,
+                m.name.as_str()
+            ),
+        );
     } else {
         // The Talos machine config arrives as cloud-init user-data from the snippets storage.
         create.insert(

@@ -43,6 +43,21 @@ pub fn ruleset(lab: &Lab) -> Result<String, RenderError> {
             lb_ports.join(", ")
         )
     };
+    // The lb container, on net0 and net2, uploads its journal to the manager on net1: that
+    // one port from that one address, nothing else from net2 into net1.
+    let manager_net1 = lab
+        .machines
+        .iter()
+        .find(|m| m.role == Role::Manager)
+        .and_then(|m| m.address_on(NetworkId::Net1));
+    let lb_journal = match manager_net1 {
+        Some(manager) => format!(
+            "iifname \"{b2}\" ip saddr {} oifname \"{b1}\" ip daddr {manager} tcp dport {} accept",
+            role_address(lab, Role::Lb, NetworkId::Net2)?,
+            super::observability::JOURNAL_REMOTE_PORT
+        ),
+        None => "# No manager on net1: no journal upload from the lb.".to_owned(),
+    };
     let ports = &lab.host.management_access;
     // `dport { }` is a syntax error: an empty list keeps no port open explicitly.
     let management = if ports.is_empty() {
@@ -116,6 +131,9 @@ table inet lab {{
 
 		# Administration reaches everything, the internet through NAT.
 		iifname "{b1}" ip saddr {c1} accept
+
+		# The lb's journal to the manager's journal-remote.
+		{lb_journal}
 
 		# Application traffic: its own network and the internet, never into net1 (replies only).
 		iifname "{b2}" ip saddr {c2} oifname "{b0}" accept

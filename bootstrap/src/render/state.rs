@@ -66,6 +66,25 @@ pub fn snippet_path(lab: &Lab, name: &str) -> Result<PathBuf, StateError> {
     Ok(dir.join("snippets").join(format!("lab-{name}.yaml")))
 }
 
+/// The manager's cloud-init vendor-data snippet (dashboards and logging), where its `cicustom`
+/// points (`<file_storage>:snippets/lab-<name>-observability.yaml`).
+pub fn vendor_snippet_path(lab: &Lab, name: &str) -> Result<PathBuf, StateError> {
+    Ok(snippet_path(lab, name)?.with_file_name(format!("lab-{name}-observability.yaml")))
+}
+
+/// The manager's vendor-data snippet; it holds no secret.
+fn manager_snippets(lab: &Lab) -> Result<Vec<RenderedFile>, StateError> {
+    let mut out = Vec::new();
+    for manager in lab.machines.iter().filter(|m| m.role == Role::Manager) {
+        out.push(RenderedFile {
+            path: vendor_snippet_path(lab, &manager.name.to_string())?,
+            contents: super::observability::manager_vendor_data(lab)?,
+            mode: 0o644,
+        });
+    }
+    Ok(out)
+}
+
 /// The state directory, made and marked before anything is kept there.
 pub fn create(state: &StateDir) -> Result<(), StateError> {
     state.create().map_err(|source| StateError::Io {
@@ -180,6 +199,7 @@ pub fn preview_host_files(lab: &Lab, state: &StateDir) -> Result<Vec<Preview>, S
             }
         }
     }
+    out.extend(manager_snippets(lab)?.into_iter().map(Preview::File));
     let key_path = staged_path(lab, Role::Vpn, VPN_PRIVATE_KEY);
     out.push(match existing_gateway_key(state)? {
         Some(key) => Preview::File(RenderedFile {
@@ -237,6 +257,7 @@ pub fn host_files(lab: &Lab, state: &StateDir) -> Result<Vec<RenderedFile>, Stat
             mode: 0o600,
         });
     }
+    out.extend(manager_snippets(lab)?);
     out.push(RenderedFile {
         path: staged_path(lab, Role::Vpn, VPN_PRIVATE_KEY),
         contents: format!("{}\n", gateway_key(state)?.expose_base64()),
