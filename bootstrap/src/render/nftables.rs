@@ -58,6 +58,7 @@ pub fn ruleset(lab: &Lab) -> Result<String, RenderError> {
         ),
         None => "# No manager on net1: no journal upload from the lb.".to_owned(),
     };
+    let node_exporter = super::observability::NODE_EXPORTER_PORT;
     let ports = &lab.host.management_access;
     // `dport { }` is a syntax error: an empty list keeps no port open explicitly.
     let management = if ports.is_empty() {
@@ -93,6 +94,8 @@ table inet lab {{
 		# (its other addresses) are not the lab's to decide.
 		ip daddr {h1} meta l4proto {{ tcp, udp }} th dport 53 iifname != "{b1}" drop
 		ip daddr {h2} meta l4proto {{ tcp, udp }} th dport 53 iifname != "{b2}" drop
+		# The node exporter (the manager's scrape of the host) likewise: net1 only.
+		ip daddr {h1} tcp dport {node_exporter} iifname != "{b1}" drop
 		{management}
 		meta l4proto {{ icmp, ipv6-icmp }} accept
 		# DHCP from the lab networks to the host's dnsmasq.
