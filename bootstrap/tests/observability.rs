@@ -483,3 +483,126 @@ fn every_metric_the_dashboards_and_rules_name_is_served_by_the_daemons() {
         missing.join("\n")
     );
 }
+
+/// The command a rendered drop-in runs: its last `ExecStart=` that is not the reset.
+fn exec_start(dropin: &str) -> Vec<String> {
+    dropin
+        .lines()
+        .filter_map(|l| l.strip_prefix("ExecStart="))
+        .rfind(|c| !c.is_empty())
+        .unwrap_or_else(|| panic!("no ExecStart in\n{dropin}"))
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A journal entry uploaded as the host and containers upload, with the rendered commands,
+/// reaches the manager's journal-remote as it runs there (socket-activated on the socket
+/// drop-in's address, over HTTP), and `journalctl --directory` on what it wrote shows it.
+#[test]
+fn a_machines_journal_arrives_on_the_managers_journal_remote() {
+    let (root, _) = rendered();
+    let manager = root.path().join("manager");
+    let read = |base: &Path, path: &str| std::fs::read_to_string(base.join(&path[1..])).unwrap();
+    let socket = read(&manager, observability::JOURNAL_REMOTE_SOCKET_DROPIN);
+    let listen = socket
+        .lines()
+        .filter_map(|l| l.strip_prefix("ListenStream="))
+        .rfind(|a| !a.is_empty())
+        .unwrap();
+    let address: SocketAddr = listen.parse().unwrap();
+    let out = root.path().join("remote");
+    std::fs::create_dir(&out).unwrap();
+    let remote: Vec<String> = exec_start(&read(
+        &manager,
+        observability::JOURNAL_REMOTE_SERVICE_DROPIN,
+    ))
+    .into_iter()
+    .map(|arg| {
+        arg.replace(
+            observability::REMOTE_JOURNAL_DIR,
+            out.to_str().unwrap().trim_end_matches('/'),
+        )
+    })
+    .collect();
+    // The lb container's uploader as apply pushes it.
+    let upload_dropin = read(
+        &root.path().join("var/lib/lab/containers/lb"),
+        observability::JOURNAL_UPLOAD_DROPIN,
+    );
+    let state = root.path().join("upload-state");
+    let mut upload: Vec<String> = exec_start(&upload_dropin)
+        .into_iter()
+        .map(|arg| {
+            if arg == "--save-state" {
+                format!("--save-state={}", state.display())
+            } else {
+                arg
+            }
+        })
+        .collect();
+    assert!(
+        upload.contains(&format!("--url=http://{address}")),
+        "{upload:?}"
+    );
+    // What the lb's journal would hold: one entry, made into a journal file by journal-remote
+    // itself from the export format.
+    let source = root.path().join("lb.journal");
+    let mut make = Command::new("/lib/systemd/systemd-journal-remote")
+        .arg("-o")
+        .arg(&source)
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = make.stdin.take().unwrap();
+        stdin
+            .write_all(b"__REALTIME_TIMESTAMP=1700000000000000\nMESSAGE=lab-lb: serving 4 listeners\n_HOSTNAME=lb\nSYSLOG_IDENTIFIER=lab-lb\n\n")
+            .unwrap();
+    }
+    assert!(make.wait().unwrap().success());
+    upload.push(format!("--file={}", source.display()));
+    upload.push("--follow=no".to_owned());
+
+    let ns = Netns::new("jrnl");
+    ns.run(&["ip", "addr", "add", &format!("{}/32", address.ip()), "dev", "lo"]);
+    let mut sink = ns
+        .command("systemd-socket-activate")
+        .args(["-l", listen])
+        .args(&remote)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It says so once the socket is bound, before anyone connects (a probe would be the one
+    // connection it serves).
+    let mut said = std::io::BufReader::new(sink.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut said, &mut line).unwrap();
+    assert!(line.starts_with("Listening on"), "{line}");
+    let sent = ns
+        .command("timeout")
+        .arg("20")
+        .args(&upload)
+        .output()
+        .unwrap();
+    let _ = sink.kill();
+    let _ = sink.wait();
+    assert!(
+        sent.status.success(),
+        "{upload:?}: {}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let shown = Command::new("journalctl")
+        .arg(format!("--directory={}", out.display()))
+        .args(["-o", "short", "--no-pager"])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains("lb lab-lb: lab-lb: serving 4 listeners"),
+        "{shown}"
+    );
+}
