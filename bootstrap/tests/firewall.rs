@@ -379,11 +379,36 @@ fn policy_matrix(br_netfilter: bool) {
         ("net2 -> internet (NAT)", &node2, public.to_owned(), 80),
         ("net1 -> user's guest", &node1, "172.16.8.10".to_owned(), 80),
         // Dashboards and logging: the manager scrapes, the machines send their journals.
-        ("manager -> lb metrics on net2", &manager, lb2.clone(), lb_metrics),
-        ("manager -> vpn metrics on net1", &manager, vpn1.clone(), vpn_metrics),
-        ("manager -> host node exporter on net1", &manager, h(n1), node_exporter),
-        ("lb on net2 -> manager journal-remote", &lb_net2, manager1.clone(), journal),
-        ("vpn -> manager journal-remote", &vpn, manager1.clone(), journal),
+        (
+            "manager -> lb metrics on net2",
+            &manager,
+            lb2.clone(),
+            lb_metrics,
+        ),
+        (
+            "manager -> vpn metrics on net1",
+            &manager,
+            vpn1.clone(),
+            vpn_metrics,
+        ),
+        (
+            "manager -> host node exporter on net1",
+            &manager,
+            h(n1),
+            node_exporter,
+        ),
+        (
+            "lb on net2 -> manager journal-remote",
+            &lb_net2,
+            manager1.clone(),
+            journal,
+        ),
+        (
+            "vpn -> manager journal-remote",
+            &vpn,
+            manager1.clone(),
+            journal,
+        ),
         // Not the lab's: as without the table.
         (
             "user's guest -> guest, same bridge",
@@ -417,11 +442,26 @@ fn policy_matrix(br_netfilter: bool) {
         ("VPN peer -> internet", &peer, public.to_owned(), 80),
         ("net2 -> net1", &node2, cp1.clone(), 50000),
         // The lb's journal opens one port from one address, nothing more from net2.
-        ("net2 -> manager journal-remote", &node2, manager1.clone(), journal),
+        (
+            "net2 -> manager journal-remote",
+            &node2,
+            manager1.clone(),
+            journal,
+        ),
         ("lb on net2 -> manager SSH", &lb_net2, manager1.clone(), 22),
         ("lb on net2 -> net1", &lb_net2, cp1.clone(), 50000),
-        ("outside -> manager journal-remote", &outside, manager1.clone(), journal),
-        ("outside -> host node exporter", &outside, h(n1), node_exporter),
+        (
+            "outside -> manager journal-remote",
+            &outside,
+            manager1.clone(),
+            journal,
+        ),
+        (
+            "outside -> host node exporter",
+            &outside,
+            h(n1),
+            node_exporter,
+        ),
         ("net2 -> host node exporter", &node2, h(n1), node_exporter),
         ("net2 -> host SSH", &node2, h(n2), 22),
         // Nothing from net0 (nor another bridge) reaches the lab's DNS; net2 only its own.

@@ -354,9 +354,14 @@ fn first_apply_installs_everything_and_a_second_runs_nothing() {
     }
     let host_file = |path: &str| std::fs::read_to_string(bench.path("root").join(path)).unwrap();
     assert!(host_file(&upload[1..]).contains("--url=http://10.10.1.5:19532"));
-    assert!(host_file("etc/systemd/system/prometheus-node-exporter.service.d/lab.conf")
-        .contains("--web.listen-address=10.10.1.1:9100"));
-    for unit in ["systemd-journal-upload.service", "prometheus-node-exporter.service"] {
+    assert!(
+        host_file("etc/systemd/system/prometheus-node-exporter.service.d/lab.conf")
+            .contains("--web.listen-address=10.10.1.1:9100")
+    );
+    for unit in [
+        "systemd-journal-upload.service",
+        "prometheus-node-exporter.service",
+    ] {
         assert!(at("systemctl daemon-reload") < at(&format!("systemctl restart {unit}")));
     }
     assert!(bench
@@ -1191,12 +1196,18 @@ fn commands_as_plan_lines(bench: &Bench) -> Vec<String> {
                 format!("~ reload \"ct {vmid}: {unit}\"")
             }
             // One install of several packages is a plan line for each.
-            ["env", _, "apt-get", "-q", "-y", "--no-install-recommends", "install", packages @ ..] => {
+            ["env", _, "apt-get", "-q", "-y", "--no-install-recommends", "install", packages @ ..] =>
+            {
                 out.extend(packages.iter().map(|p| format!("+ package \"host:{p}\"")));
                 continue;
             }
-            ["pct", "exec", vmid, "--", "env", _, "apt-get", "-q", "-y", "--no-install-recommends", "install", packages @ ..] => {
-                out.extend(packages.iter().map(|p| format!("+ package \"{}:{p}\"", name(vmid))));
+            ["pct", "exec", vmid, "--", "env", _, "apt-get", "-q", "-y", "--no-install-recommends", "install", packages @ ..] =>
+            {
+                out.extend(
+                    packages
+                        .iter()
+                        .map(|p| format!("+ package \"{}:{p}\"", name(vmid))),
+                );
                 continue;
             }
             // Parts of the lines above: enabled before a restart, directories and package lists

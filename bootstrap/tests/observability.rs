@@ -272,9 +272,8 @@ fn the_manager_installs_and_starts_what_it_serves() {
 #[test]
 fn journal_remote_listens_on_the_managers_net1_address_over_http() {
     let (root, _) = rendered();
-    let read = |path: &str| {
-        std::fs::read_to_string(root.path().join("manager").join(&path[1..])).unwrap()
-    };
+    let read =
+        |path: &str| std::fs::read_to_string(root.path().join("manager").join(&path[1..])).unwrap();
     let socket = read(observability::JOURNAL_REMOTE_SOCKET_DROPIN);
     // The package's own ListenStream (every address) is reset before ours.
     assert!(
@@ -329,7 +328,10 @@ fn dashboards_are_the_repositorys_and_use_the_provisioned_datasource() {
         let panels = dashboard["panels"].as_array().unwrap();
         assert!(panels.len() >= 5, "{name}");
         for panel in panels {
-            assert_eq!(panel["datasource"]["uid"], DATASOURCE_UID, "{name}: {panel}");
+            assert_eq!(
+                panel["datasource"]["uid"], DATASOURCE_UID,
+                "{name}: {panel}"
+            );
             let targets = panel["targets"].as_array().unwrap();
             assert!(!targets.is_empty(), "{name}: {}", panel["title"]);
             for target in targets {
@@ -379,10 +381,18 @@ fn lb_config(dir: &Path) -> (PathBuf, SocketAddr) {
     let mut config = workspace::config_document("lb.toml");
     let metrics = ports::free_tcp();
     config["metrics"]["listen"] = value(metrics.to_string());
-    for listener in config["listener"].as_array_of_tables_mut().unwrap().iter_mut() {
+    for listener in config["listener"]
+        .as_array_of_tables_mut()
+        .unwrap()
+        .iter_mut()
+    {
         listener["listen"] = value(ports::free_tcp().to_string());
     }
-    for backend in config["backend"].as_array_of_tables_mut().unwrap().iter_mut() {
+    for backend in config["backend"]
+        .as_array_of_tables_mut()
+        .unwrap()
+        .iter_mut()
+    {
         for server in backend["server"].as_array_mut().unwrap().iter_mut() {
             let server = server.as_inline_table_mut().unwrap();
             server.insert("address", ports::free_tcp().to_string().into());
@@ -442,8 +452,8 @@ fn every_metric_the_dashboards_and_rules_name_is_served_by_the_daemons() {
             }
         }
     }
-    let rules = std::fs::read_to_string(root.path().join("manager/etc/prometheus/lab.rules.yml"))
-        .unwrap();
+    let rules =
+        std::fs::read_to_string(root.path().join("manager/etc/prometheus/lab.rules.yml")).unwrap();
     named.extend(lab_metric_names(&rules));
     let (lb_names, vpn_names): (BTreeSet<String>, BTreeSet<String>) =
         named.into_iter().partition(|n| n.starts_with("lab_lb_"));
@@ -462,12 +472,8 @@ fn every_metric_the_dashboards_and_rules_name_is_served_by_the_daemons() {
     ] {
         let mut notify = NotifySocket::new();
         let bin = workspace_bin(program);
-        let command = DaemonProcess::command_in(
-            Some(&ns),
-            bin.to_str().unwrap(),
-            &config,
-            notify.path(),
-        );
+        let command =
+            DaemonProcess::command_in(Some(&ns), bin.to_str().unwrap(), &config, notify.path());
         let daemon = DaemonProcess::spawn(command);
         notify.expect(&["READY=1"], Duration::from_secs(20));
         missing.extend(
@@ -567,7 +573,14 @@ fn a_machines_journal_arrives_on_the_managers_journal_remote() {
     upload.push("--follow=no".to_owned());
 
     let ns = Netns::new("jrnl");
-    ns.run(&["ip", "addr", "add", &format!("{}/32", address.ip()), "dev", "lo"]);
+    ns.run(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{}/32", address.ip()),
+        "dev",
+        "lo",
+    ]);
     let mut sink = ns
         .command("systemd-socket-activate")
         .args(["-l", listen])

@@ -67,8 +67,13 @@ const NFTABLES: Package = Package {
     name: "nftables",
 };
 
-/// The container's journal goes to the manager (`render::observability`).
-const JOURNAL_UPLOAD: Package = super::packages::JOURNAL_UPLOAD;
+/// systemd-journal-upload, which sends the containers' and the host's journals to the
+/// manager (`render::observability`); not on the PATH, so probed by its path (`command -v`
+/// takes one).
+pub const JOURNAL_UPLOAD: Package = Package {
+    command: "/lib/systemd/systemd-journal-upload",
+    name: "systemd-journal-remote",
+};
 
 /// One container and what belongs in it.
 #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@
 //! with. Proxmox VE ships none of them by default; apply installs what is missing
 //! before anything needs it.
 
-use super::containers::Package;
+use super::containers::{Package, JOURNAL_UPLOAD};
 use super::{CommandError, HostError, Runner};
 
 /// `dnsmasq-base` holds `/usr/sbin/dnsmasq` alone: the `dnsmasq` package would also start its
@@ -23,13 +23,6 @@ const NFTABLES: Package = Package {
 const NODE_EXPORTER: Package = Package {
     command: "prometheus-node-exporter",
     name: "prometheus-node-exporter",
-};
-
-/// systemd-journal-upload, which sends the host's journal to the manager; not on the PATH, so
-/// probed by its path (`command -v` takes one).
-pub const JOURNAL_UPLOAD: Package = Package {
-    command: "/lib/systemd/systemd-journal-upload",
-    name: "systemd-journal-remote",
 };
 
 /// The packages the host lacks, by whether their command is on its PATH (read-only).

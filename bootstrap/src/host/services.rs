@@ -47,8 +47,14 @@ pub fn actions_for(lab: &Lab, changed: &BTreeSet<PathBuf>) -> BTreeSet<ServiceAc
         actions.insert(ServiceAction::Restart(daemons::NETWORK_UNIT.to_owned()));
     }
     for (dropin, unit) in [
-        (observability::NODE_EXPORTER_DROPIN, observability::NODE_EXPORTER_UNIT),
-        (observability::JOURNAL_UPLOAD_DROPIN, observability::JOURNAL_UPLOAD_UNIT),
+        (
+            observability::NODE_EXPORTER_DROPIN,
+            observability::NODE_EXPORTER_UNIT,
+        ),
+        (
+            observability::JOURNAL_UPLOAD_DROPIN,
+            observability::JOURNAL_UPLOAD_UNIT,
+        ),
     ] {
         if is(dropin) {
             actions.insert(ServiceAction::DaemonReload);

@@ -9,8 +9,8 @@
 use super::containers::staged_path;
 use super::{role_address, RenderError, RenderedFile};
 use crate::model::{Lab, NetworkId, Role};
-use crate::render::containers::VPN_METRICS_PORT;
 use crate::render::containers::LB_METRICS_PORT;
+use crate::render::containers::VPN_METRICS_PORT;
 use serde_json::{json, Value};
 use std::fmt::Write;
 use std::net::Ipv4Addr;
