@@ -103,6 +103,7 @@ fn every_machine_is_scraped_under_its_own_name() {
         std::fs::read_to_string(root.path().join("manager/etc/prometheus/prometheus.yml")).unwrap();
     // (job, target, instance) as the example lab's addresses and names say.
     for (job, target, instance) in [
+        ("prometheus", "localhost:9090", "manager"),
         ("lab-lb", "10.10.2.2:8404", "lb"),
         ("lab-vpn", "10.10.1.2:9586", "vpn"),
         ("node", "10.10.1.1:9100", "host"),
@@ -239,21 +240,11 @@ fn the_manager_installs_and_starts_what_it_serves() {
         "prometheus",
         "prometheus-blackbox-exporter",
         "systemd-journal-remote",
-        "grafana",
+        "curl",
+        "gnupg",
     ] {
         assert!(packages.contains(&package), "{packages:?}");
     }
-    // Grafana from its own repository, its key trusted by full fingerprint only.
-    let grafana = &config["apt"]["sources"]["grafana"];
-    assert_eq!(
-        grafana["keyid"].as_str().unwrap().len(),
-        40,
-        "not a full fingerprint: {grafana}"
-    );
-    assert!(grafana["source"]
-        .as_str()
-        .unwrap()
-        .starts_with("deb [signed-by=$KEY_FILE] https://apt.grafana.com "));
     // Written after the packages, so no package default replaces them.
     for file in config["write_files"].as_array().unwrap() {
         assert_eq!(file["defer"], true, "{}", file["path"]);
@@ -263,10 +254,93 @@ fn the_manager_installs_and_starts_what_it_serves() {
         "systemd-journal-remote.socket",
         "prometheus",
         "prometheus-blackbox-exporter",
-        "grafana-server",
+        observability::GRAFANA_INSTALLER,
     ] {
         assert!(runcmd.contains(&format!("\"{unit}\"")), "{runcmd}");
     }
+    // Grafana's installer is the rendered one, executable, and starts Grafana.
+    let installer = config["write_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == observability::GRAFANA_INSTALLER)
+        .unwrap();
+    assert_eq!(installer["permissions"], "0755");
+    let script = installer["content"].as_str().unwrap();
+    assert_eq!(script, observability::grafana_installer());
+    assert!(script.ends_with("systemctl enable --now grafana-server\n"));
+    let syntax = Command::new("sh")
+        .args(["-n", "-c", script])
+        .status()
+        .unwrap();
+    assert!(syntax.success());
+}
+
+/// The Grafana installer's key check (the script up to where it trusts the key, run with a
+/// local key in place of apt.grafana.com's): a key of another fingerprint is refused, saying
+/// which; the one with the pinned fingerprint passes.
+#[test]
+fn grafanas_apt_key_is_trusted_only_with_the_pinned_fingerprint() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("gnupg");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let gpg = |args: &[&str]| {
+        let out = Command::new("gpg")
+            .env("GNUPGHOME", &home)
+            .args(["--batch", "--passphrase", ""])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "gpg {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    gpg(&[
+        "--quick-gen-key",
+        "lab test <test@lab.invalid>",
+        "ed25519",
+        "sign",
+        "never",
+    ]);
+    let key = dir.path().join("key.asc");
+    std::fs::write(&key, gpg(&["--armor", "--export"])).unwrap();
+    let ours = gpg(&["--with-colons", "--list-keys"])
+        .lines()
+        .find_map(|l| l.strip_prefix("fpr:::::::::"))
+        .unwrap()
+        .trim_end_matches(':')
+        .to_owned();
+
+    let installer = observability::grafana_installer();
+    let (check, _) = installer
+        .split_once(observability::GRAFANA_KEY_CHECKED)
+        .unwrap();
+    let local = check.replace(
+        observability::GRAFANA_APT_KEY_URL,
+        &format!("file://{}", key.display()),
+    );
+    let run = |script: &str| Command::new("sh").args(["-c", script]).output().unwrap();
+    let refused = run(&local);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        said.contains(&format!(
+            "holds the key(s) {ours}, not {}; Grafana is not installed",
+            observability::GRAFANA_APT_KEY_FINGERPRINT
+        )),
+        "{said}"
+    );
+    let pinned = local.replace(observability::GRAFANA_APT_KEY_FINGERPRINT, &ours);
+    let passed = run(&pinned);
+    assert!(
+        passed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&passed.stderr)
+    );
 }
 
 #[test]

@@ -9,8 +9,7 @@
 use super::containers::staged_path;
 use super::{role_address, RenderError, RenderedFile};
 use crate::model::{Lab, NetworkId, Role};
-use crate::render::containers::LB_METRICS_PORT;
-use crate::render::containers::VPN_METRICS_PORT;
+use crate::render::containers::{LB_METRICS_PORT, VPN_METRICS_PORT};
 use serde_json::{json, Value};
 use std::fmt::Write;
 use std::net::Ipv4Addr;
@@ -73,10 +72,50 @@ pub const DASHBOARDS: [(&str, &str); 2] = [
     ),
 ];
 
-/// Grafana is not packaged by Debian: its own apt repository, whose signing key cloud-init
-/// fetches by this full fingerprint (the one apt.grafana.com publishes since its 2023 key
-/// rotation), so a key with another fingerprint is never trusted.
+/// Grafana is not packaged by Debian: its own apt repository, whose signing key is trusted only
+/// with this full fingerprint (the one apt.grafana.com publishes since its 2023 key rotation).
 pub const GRAFANA_APT_KEY_FINGERPRINT: &str = "B53AE77BADB630A683046005963FA27710458545";
+/// Where apt.grafana.com publishes that key.
+pub const GRAFANA_APT_KEY_URL: &str = "https://apt.grafana.com/gpg.key";
+/// The script that installs Grafana on the manager.
+pub const GRAFANA_INSTALLER: &str = "/usr/local/sbin/lab-install-grafana";
+/// The line of [`grafana_installer`] after which the key is trusted.
+pub const GRAFANA_KEY_CHECKED: &str = "# The key is the published one: from here on it is trusted.";
+
+/// Installs Grafana from apt.grafana.com once the key it serves proves to be the one key with
+/// [`GRAFANA_APT_KEY_FINGERPRINT`]. Run after the Debian packages, so a failure here (the
+/// repository down, a changed key) costs Grafana alone, said in cloud-init's log.
+pub fn grafana_installer() -> String {
+    format!(
+        r#"#!/bin/sh
+# Written by lab-bootstrap: Grafana is not in Debian; apt.grafana.com's key is trusted only if
+# it is exactly the key with the published fingerprint.
+set -eu
+FINGERPRINT={GRAFANA_APT_KEY_FINGERPRINT}
+KEY_URL={GRAFANA_APT_KEY_URL}
+KEYRING=/etc/apt/keyrings/grafana.gpg
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+export GNUPGHOME="$tmp"
+curl -fsSL --retry 5 "$KEY_URL" -o "$tmp/key.asc"
+gpg --batch --dearmor < "$tmp/key.asc" > "$tmp/key.gpg"
+# The primary key of every key in the file: one, and the published one.
+found=$(gpg --batch --show-keys --with-colons "$tmp/key.gpg" | awk -F: '$1 == "pub" {{ p = 1; next }} $1 == "fpr" && p {{ print $10; p = 0 }}')
+if [ "$found" != "$FINGERPRINT" ]; then
+  echo "lab-install-grafana: $KEY_URL holds the key(s) $found, not $FINGERPRINT; Grafana is not installed" >&2
+  exit 1
+fi
+{GRAFANA_KEY_CHECKED}
+install -d -m 0755 /etc/apt/keyrings
+install -m 0644 "$tmp/key.gpg" "$KEYRING"
+echo "deb [signed-by=$KEYRING] https://apt.grafana.com stable main" > /etc/apt/sources.list.d/grafana.list
+apt-get update -q
+DEBIAN_FRONTEND=noninteractive apt-get install -y -q grafana
+systemctl daemon-reload
+systemctl enable --now grafana-server
+"#
+    )
+}
 
 fn manager_net1(lab: &Lab) -> Result<Ipv4Addr, RenderError> {
     role_address(lab, Role::Manager, NetworkId::Net1)
@@ -107,7 +146,7 @@ pub fn prometheus_config(lab: &Lab) -> Result<String, RenderError> {
     );
     let _ = writeln!(out, "  - {RULES_FILE}");
     out.push_str("scrape_configs:\n  - job_name: prometheus\n    static_configs:\n");
-    out.push_str(&target("localhost:9090", "manager-prometheus"));
+    out.push_str(&target("localhost:9090", &machine_name(Role::Manager)));
     out.push_str("  - job_name: lab-lb\n    static_configs:\n");
     out.push_str(&target(
         format!("{lb}:{LB_METRICS_PORT}"),
@@ -291,6 +330,10 @@ fn file(path: &str, content: &str) -> Value {
     json!({"path": path, "content": content, "permissions": "0644", "defer": true})
 }
 
+fn executable(path: &str, content: &str) -> Value {
+    json!({"path": path, "content": content, "permissions": "0755", "defer": true})
+}
+
 /// The manager's cloud-init vendor-data (`#cloud-config`; JSON is YAML): the packages, their
 /// configs, the dashboards, and the services started.
 pub fn manager_vendor_data(lab: &Lab) -> Result<String, RenderError> {
@@ -300,6 +343,7 @@ pub fn manager_vendor_data(lab: &Lab) -> Result<String, RenderError> {
         file(BLACKBOX_CONFIG, blackbox_config()),
         file(GRAFANA_DATASOURCE, &grafana_datasource()),
         file(GRAFANA_DASHBOARD_PROVIDER, &grafana_dashboard_provider()),
+        executable(GRAFANA_INSTALLER, &grafana_installer()),
         file(
             JOURNAL_REMOTE_SOCKET_DROPIN,
             &journal_remote_socket_dropin(lab)?,
@@ -313,23 +357,20 @@ pub fn manager_vendor_data(lab: &Lab) -> Result<String, RenderError> {
         files.push(file(&format!("{DASHBOARD_DIR}/{name}"), dashboard));
     }
     let data = json!({
-        "apt": {"sources": {"grafana": {
-            "source": "deb [signed-by=$KEY_FILE] https://apt.grafana.com stable main",
-            "keyid": GRAFANA_APT_KEY_FINGERPRINT,
-            "keyserver": "keyserver.ubuntu.com",
-        }}},
         "packages": [
             "prometheus",
             "prometheus-blackbox-exporter",
             "systemd-journal-remote",
-            "grafana",
+            // What the Grafana installer fetches and checks its key with.
+            "curl",
+            "gnupg",
         ],
         "write_files": files,
         "runcmd": [
             ["systemctl", "daemon-reload"],
             ["systemctl", "enable", "--now", "systemd-journal-remote.socket"],
             ["systemctl", "restart", "prometheus", "prometheus-blackbox-exporter"],
-            ["systemctl", "enable", "--now", "grafana-server"],
+            [GRAFANA_INSTALLER],
         ],
     });
     let body = serde_json::to_string_pretty(&data).map_err(|e| RenderError::Serialize {
