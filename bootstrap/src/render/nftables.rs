@@ -45,12 +45,7 @@ pub fn ruleset(lab: &Lab) -> Result<String, RenderError> {
     };
     // The lb container, on net0 and net2, uploads its journal to the manager on net1: that
     // one port from that one address, nothing else from net2 into net1.
-    let manager_net1 = lab
-        .machines
-        .iter()
-        .find(|m| m.role == Role::Manager)
-        .and_then(|m| m.address_on(NetworkId::Net1));
-    let lb_journal = match manager_net1 {
+    let lb_journal = match super::observability::journal_sink(lab) {
         Some(manager) => format!(
             "iifname \"{b2}\" ip saddr {} oifname \"{b1}\" ip daddr {manager} tcp dport {} accept",
             role_address(lab, Role::Lb, NetworkId::Net2)?,
