@@ -462,6 +462,48 @@ fn a_changed_lb_config_is_pushed_alone_and_lab_lb_reloaded() {
     );
 }
 
+/// The manager moved: every uploader follows it, restarted after its drop-in, and neither
+/// daemon is reloaded or restarted for a file that is not theirs.
+#[test]
+fn a_moved_manager_restarts_the_journal_uploaders_and_not_the_daemons() {
+    let bench = Bench::new();
+    bench.apply_ok();
+    let edited = example().replacen(
+        "nic = [{ network = \"net1\", address = \"10.10.1.5\" }]",
+        "nic = [{ network = \"net1\", address = \"10.10.1.7\" }]",
+        1,
+    );
+    assert_ne!(edited, example());
+    std::fs::write(bench.path("lab.toml"), edited).unwrap();
+    bench.apply_ok();
+    let writes = bench.writes();
+    let upload = "/etc/systemd/system/systemd-journal-upload.service.d/lab.conf";
+    for vmid in [200, 201] {
+        let at = |c: &str| {
+            writes
+                .iter()
+                .position(|w| w == c)
+                .unwrap_or_else(|| panic!("{c}\n{writes:#?}"))
+        };
+        assert!(
+            at(&format!("pct exec {vmid} -- systemctl daemon-reload"))
+                < at(&format!(
+                    "pct exec {vmid} -- systemctl restart systemd-journal-upload.service"
+                ))
+        );
+        assert!(bench
+            .in_container(vmid, upload)
+            .contains("--url=http://10.10.1.7:19532"));
+    }
+    assert!(writes.contains(&"systemctl restart systemd-journal-upload.service".to_owned()));
+    assert!(
+        !writes
+            .iter()
+            .any(|w| w.contains("lab-lb.service") || w.contains("lab-vpn.service")),
+        "{writes:#?}"
+    );
+}
+
 #[test]
 fn a_new_binary_restarts_its_service() {
     let bench = Bench::new();
