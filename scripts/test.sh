@@ -7,7 +7,11 @@ cd "$(dirname "$0")/.."
 # Debian packages the suite (and pingora's build) needs, by the command that proves each present.
 declare -A needs=(
   [cmake]=cmake                    # pingora's libz-ng-sys
-  [promtool]=prometheus            # `promtool check metrics`
+  [promtool]=prometheus            # `promtool check metrics`, `check config`/`rules`, `test rules`
+  [cloud-init]=cloud-init          # `cloud-init schema` on the manager's vendor-data
+  # journal-remote and the uploader, run with the rendered commands (not on the PATH)
+  [/lib/systemd/systemd-journal-remote]=systemd-journal-remote
+  [systemd-socket-activate]=systemd # the socket the manager's journal-remote is activated on
   [systemd-analyze]=systemd        # `systemd-analyze verify` on the units
   [curl]=curl                      # real HTTP client in the daemon tests
   [nginx]=nginx-light              # real backends behind lab-lb

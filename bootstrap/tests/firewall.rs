@@ -7,7 +7,7 @@
 //! themselves and to the outside, whatever the lab's policy.
 
 use lab_bootstrap::model::{NetworkId, Role};
-use lab_bootstrap::render::{self, nftables, sysctl};
+use lab_bootstrap::render::{self, nftables, observability, sysctl};
 use lab_bootstrap::Lab;
 use lab_tests::bridged::Bridged;
 use lab_tests::dns;
@@ -225,6 +225,12 @@ fn policy_matrix(br_netfilter: bool) {
     };
     let cp1 = machine("cp1", NetworkId::Net1);
     let w1 = machine("w1", NetworkId::Net2);
+    let manager1 = machine("manager", NetworkId::Net1);
+    let lb2 = address_of(Role::Lb, NetworkId::Net2);
+    let vpn_metrics = lab_bootstrap::render::containers::VPN_METRICS_PORT;
+    let lb_metrics = lab_bootstrap::model::LB_METRICS_PORT;
+    let node_exporter = observability::NODE_EXPORTER_PORT;
+    let journal = observability::JOURNAL_REMOTE_PORT;
 
     // The host: three bridges, the rendered sysctl and route, an uplink via the home router.
     let router = Bridged::new("fw");
@@ -292,6 +298,13 @@ fn policy_matrix(br_netfilter: bool) {
     ]);
     let node1 = client(&router, "cp1", &n1.bridge, &cp1, &h(n1));
     let node2 = client(&router, "w1", &n2.bridge, &w1, &h(n2));
+    // The manager on net1, with Prometheus and journal-remote; the lb container's net2 side
+    // with its metrics, routing net1 via the host as its drop-in makes it.
+    let manager = client(&router, "mgr", &n1.bridge, &manager1, &h(n1));
+    let lb_net2 = Netns::new("lb2");
+    router.attach(&n2.bridge, &lb_net2, "eth0", None);
+    lb_net2.run(&["ip", "addr", "add", &format!("{lb2}/24"), "dev", "eth0"]);
+    lb_net2.run(&["ip", "route", "add", &n1.cidr.to_string(), "via", &h(n2)]);
     // The vpn container on net1, forwarding for a peer behind its tunnel (a veth here).
     let vpn = client(&router, "vpn", &n1.bridge, &vpn1, &h(n1));
     sysctl_set(&vpn, "net.ipv4.ip_forward", "1");
@@ -327,7 +340,16 @@ fn policy_matrix(br_netfilter: bool) {
         listen(&router.ns, 8006),
         listen(&fb, 80),
         listen(&fc, 80),
+        listen(&manager, journal),
+        listen(&manager, 22),
+        listen(&lb_net2, lb_metrics),
+        listen(&lb_net2, 6443),
+        listen(&router.ns, node_exporter),
+        listen(&vpn, vpn_metrics),
     ];
+    wait_listening(&manager, &manager1, journal);
+    wait_listening(&lb_net2, &lb2, lb_metrics);
+    wait_listening(&vpn, &vpn1, vpn_metrics);
     wait_listening(&fb, "172.16.7.11", 80);
     wait_listening(&fc, "172.16.8.10", 80);
     wait_listening(&internet, public, 80);
@@ -356,6 +378,37 @@ fn policy_matrix(br_netfilter: bool) {
         ("net2 -> host DNS on net2", &node2, h(n2), 53),
         ("net2 -> internet (NAT)", &node2, public.to_owned(), 80),
         ("net1 -> user's guest", &node1, "172.16.8.10".to_owned(), 80),
+        // Dashboards and logging: the manager scrapes, the machines send their journals.
+        (
+            "manager -> lb metrics on net2",
+            &manager,
+            lb2.clone(),
+            lb_metrics,
+        ),
+        (
+            "manager -> vpn metrics on net1",
+            &manager,
+            vpn1.clone(),
+            vpn_metrics,
+        ),
+        (
+            "manager -> host node exporter on net1",
+            &manager,
+            h(n1),
+            node_exporter,
+        ),
+        (
+            "lb on net2 -> manager journal-remote",
+            &lb_net2,
+            manager1.clone(),
+            journal,
+        ),
+        (
+            "vpn -> manager journal-remote",
+            &vpn,
+            manager1.clone(),
+            journal,
+        ),
         // Not the lab's: as without the table.
         (
             "user's guest -> guest, same bridge",
@@ -388,6 +441,28 @@ fn policy_matrix(br_netfilter: bool) {
         ("outside -> net2", &outside, w1.clone(), 80),
         ("VPN peer -> internet", &peer, public.to_owned(), 80),
         ("net2 -> net1", &node2, cp1.clone(), 50000),
+        // The lb's journal opens one port from one address, nothing more from net2.
+        (
+            "net2 -> manager journal-remote",
+            &node2,
+            manager1.clone(),
+            journal,
+        ),
+        ("lb on net2 -> manager SSH", &lb_net2, manager1.clone(), 22),
+        ("lb on net2 -> net1", &lb_net2, cp1.clone(), 50000),
+        (
+            "outside -> manager journal-remote",
+            &outside,
+            manager1.clone(),
+            journal,
+        ),
+        (
+            "outside -> host node exporter",
+            &outside,
+            h(n1),
+            node_exporter,
+        ),
+        ("net2 -> host node exporter", &node2, h(n1), node_exporter),
         ("net2 -> host SSH", &node2, h(n2), 22),
         // Nothing from net0 (nor another bridge) reaches the lab's DNS; net2 only its own.
         ("outside -> host DNS on net1", &outside, h(n1), 53),

@@ -84,14 +84,22 @@ case "$1" in
           else printf 'ActiveState=active\nStatusText=serving: 4 listeners (reload %s)\n' "$n"; fi
           exit 0
         fi
-        # A Debian container: a command is there when its file is; apt-get installs nftables.
+        # A Debian container: a command is there when its file is (in /usr/sbin, or at the
+        # path asked); apt-get installs nftables' nft and systemd-journal-remote's uploader.
         if [ "$1" = sh ] && [ "$2" = -c ]; then
-          [ -e "$DIR/ct/$vmid/usr/sbin/${3#command -v }" ]; exit
+          c=${3#command -v }
+          case $c in /*) [ -e "$DIR/ct/$vmid$c" ] ;; *) [ -e "$DIR/ct/$vmid/usr/sbin/$c" ] ;; esac
+          exit
         fi
         if [ "$1" = env ] && [ "$3" = apt-get ]; then
           [ -e "$DIR/no-apt" ] && { echo "E: Unable to locate package" >&2; exit 100; }
-          if [ "${@: -2:1}" = install ] && [ "${@: -1}" = nftables ]; then
-            mkdir -p "$DIR/ct/$vmid/usr/sbin" && touch "$DIR/ct/$vmid/usr/sbin/nft"
+          if [ "$7" = install ]; then
+            for p in "${@:8}"; do
+              case $p in
+                nftables) mkdir -p "$DIR/ct/$vmid/usr/sbin" && touch "$DIR/ct/$vmid/usr/sbin/nft" ;;
+                systemd-journal-remote) mkdir -p "$DIR/ct/$vmid/lib/systemd" && touch "$DIR/ct/$vmid/lib/systemd/systemd-journal-upload" ;;
+              esac
+            done
           fi
         fi ;;
     esac ;;
@@ -309,24 +317,53 @@ fn first_apply_installs_everything_and_a_second_runs_nothing() {
     // Control planes before workers.
     assert!(at("qm start 213") < at("qm start 221"));
     // lab-vpn's forwarding policy needs nft: installed into the vpn container, before lab-vpn
-    // starts, and into nothing else.
+    // starts, and into nothing else; both containers get the journal uploader.
     let install =
-        "pct exec 201 -- env DEBIAN_FRONTEND=noninteractive apt-get -q -y --no-install-recommends install nftables";
+        "pct exec 201 -- env DEBIAN_FRONTEND=noninteractive apt-get -q -y --no-install-recommends install nftables systemd-journal-remote";
     assert!(
         at("pct exec 201 -- env DEBIAN_FRONTEND=noninteractive apt-get -q update") < at(install)
     );
     assert!(at(install) < at("pct exec 201 -- systemctl restart lab-vpn.service"));
+    let lb_install =
+        "pct exec 200 -- env DEBIAN_FRONTEND=noninteractive apt-get -q -y --no-install-recommends install systemd-journal-remote";
+    assert!(at(lb_install) < at("pct exec 200 -- systemctl restart lab-lb.service"));
     assert_eq!(
         writes.iter().filter(|w| w.contains("apt-get")).count(),
-        2,
+        4,
         "{writes:#?}"
     );
-    // 4 files into lb (binary, config, unit, routes drop-in), 6 into vpn (and its key, and the
-    // boot guard unit lab-vpn.service pulls in).
+    // 5 files into lb (binary, config, unit, routes drop-in, journal upload drop-in), 7 into
+    // vpn (and its key, and the boot guard unit lab-vpn.service pulls in).
     assert_eq!(
         writes.iter().filter(|w| w.starts_with("pct push")).count(),
-        10
+        12
     );
+    // Every journal goes to the manager's net1 address, the uploader restarted after its
+    // drop-in (not the daemon's unit), the host's node exporter on the host's net1 address.
+    let upload = "/etc/systemd/system/systemd-journal-upload.service.d/lab.conf";
+    for vmid in [200, 201] {
+        assert!(bench
+            .in_container(vmid, upload)
+            .contains("--url=http://10.10.1.5:19532"));
+        assert!(
+            at(&format!("pct exec {vmid} -- systemctl daemon-reload"))
+                < at(&format!(
+                    "pct exec {vmid} -- systemctl restart systemd-journal-upload.service"
+                ))
+        );
+    }
+    let host_file = |path: &str| std::fs::read_to_string(bench.path("root").join(path)).unwrap();
+    assert!(host_file(&upload[1..]).contains("--url=http://10.10.1.5:19532"));
+    assert!(
+        host_file("etc/systemd/system/prometheus-node-exporter.service.d/lab.conf")
+            .contains("--web.listen-address=10.10.1.1:9100")
+    );
+    for unit in [
+        "systemd-journal-upload.service",
+        "prometheus-node-exporter.service",
+    ] {
+        assert!(at("systemctl daemon-reload") < at(&format!("systemctl restart {unit}")));
+    }
     assert!(bench
         .in_container(201, "/etc/systemd/system/lab-vpn-guard.service")
         .contains("ExecStart=/usr/local/bin/lab-vpn guard"));
@@ -422,6 +459,48 @@ fn a_changed_lb_config_is_pushed_alone_and_lab_lb_reloaded() {
     assert!(
         commands[reload..].iter().any(|c| c == show),
         "{commands:#?}"
+    );
+}
+
+/// The manager moved: every uploader follows it, restarted after its drop-in, and neither
+/// daemon is reloaded or restarted for a file that is not theirs.
+#[test]
+fn a_moved_manager_restarts_the_journal_uploaders_and_not_the_daemons() {
+    let bench = Bench::new();
+    bench.apply_ok();
+    let edited = example().replacen(
+        "nic = [{ network = \"net1\", address = \"10.10.1.5\" }]",
+        "nic = [{ network = \"net1\", address = \"10.10.1.7\" }]",
+        1,
+    );
+    assert_ne!(edited, example());
+    std::fs::write(bench.path("lab.toml"), edited).unwrap();
+    bench.apply_ok();
+    let writes = bench.writes();
+    let upload = "/etc/systemd/system/systemd-journal-upload.service.d/lab.conf";
+    for vmid in [200, 201] {
+        let at = |c: &str| {
+            writes
+                .iter()
+                .position(|w| w == c)
+                .unwrap_or_else(|| panic!("{c}\n{writes:#?}"))
+        };
+        assert!(
+            at(&format!("pct exec {vmid} -- systemctl daemon-reload"))
+                < at(&format!(
+                    "pct exec {vmid} -- systemctl restart systemd-journal-upload.service"
+                ))
+        );
+        assert!(bench
+            .in_container(vmid, upload)
+            .contains("--url=http://10.10.1.7:19532"));
+    }
+    assert!(writes.contains(&"systemctl restart systemd-journal-upload.service".to_owned()));
+    assert!(
+        !writes
+            .iter()
+            .any(|w| w.contains("lab-lb.service") || w.contains("lab-vpn.service")),
+        "{writes:#?}"
     );
 }
 
@@ -1158,11 +1237,20 @@ fn commands_as_plan_lines(bench: &Bench) -> Vec<String> {
             ["pct", "exec", vmid, "--", "systemctl", "reload-or-restart", unit] => {
                 format!("~ reload \"ct {vmid}: {unit}\"")
             }
-            ["env", _, "apt-get", "-q", "-y", "--no-install-recommends", "install", package] => {
-                format!("+ package \"host:{package}\"")
+            // One install of several packages is a plan line for each.
+            ["env", _, "apt-get", "-q", "-y", "--no-install-recommends", "install", packages @ ..] =>
+            {
+                out.extend(packages.iter().map(|p| format!("+ package \"host:{p}\"")));
+                continue;
             }
-            [.., "apt-get", "-q", "-y", "--no-install-recommends", "install", package] => {
-                format!("+ package \"{}:{package}\"", name(words[2]))
+            ["pct", "exec", vmid, "--", "env", _, "apt-get", "-q", "-y", "--no-install-recommends", "install", packages @ ..] =>
+            {
+                out.extend(
+                    packages
+                        .iter()
+                        .map(|p| format!("+ package \"{}:{p}\"", name(vmid))),
+                );
+                continue;
             }
             // Parts of the lines above: enabled before a restart, directories and package lists
             // before what goes in them.

@@ -10,23 +10,27 @@ use std::process::Command;
 const BIN: &str = env!("CARGO_BIN_EXE_lab-bootstrap");
 
 /// What render writes and reports, sorted.
-const EXPECTED: [&str; 22] = [
+const EXPECTED: [&str; 26] = [
     "etc/lab/dnsmasq-vmbr1.conf",
     "etc/lab/dnsmasq-vmbr2.conf",
     "etc/lab/lab.nft",
     "etc/sysctl.d/90-lab.conf",
     "etc/systemd/system/lab-dnsmasq@.service",
     "etc/systemd/system/lab-network.service",
+    "etc/systemd/system/prometheus-node-exporter.service.d/lab.conf",
+    "etc/systemd/system/systemd-journal-upload.service.d/lab.conf",
     "var/lib/lab-bootstrap/talosconfig",
     "var/lib/lab-bootstrap/vpn-clients/laptop.conf",
     "var/lib/lab/containers/lb/etc/lab-lb/lb.toml",
     "var/lib/lab/containers/lb/etc/systemd/system/lab-lb.service",
     "var/lib/lab/containers/lb/etc/systemd/system/lab-lb.service.d/10-lab-routes.conf",
+    "var/lib/lab/containers/lb/etc/systemd/system/systemd-journal-upload.service.d/lab.conf",
     "var/lib/lab/containers/vpn/etc/lab-vpn/private.key",
     "var/lib/lab/containers/vpn/etc/lab-vpn/vpn.toml",
     "var/lib/lab/containers/vpn/etc/systemd/system/lab-vpn-guard.service",
     "var/lib/lab/containers/vpn/etc/systemd/system/lab-vpn.service",
     "var/lib/lab/containers/vpn/etc/systemd/system/lab-vpn.service.d/10-lab-routes.conf",
+    "var/lib/lab/containers/vpn/etc/systemd/system/systemd-journal-upload.service.d/lab.conf",
     "var/lib/vz/snippets/lab-cp1.yaml",
     "var/lib/vz/snippets/lab-cp2.yaml",
     "var/lib/vz/snippets/lab-cp3.yaml",

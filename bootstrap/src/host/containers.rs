@@ -17,6 +17,7 @@ use crate::render::containers::{
     VPN_GUARD_UNIT, VPN_PRIVATE_KEY, VPN_ROUTES_DROPIN, VPN_UNIT,
 };
 use crate::render::files::{under_root, WriteError};
+use crate::render::observability::{self, JOURNAL_UPLOAD_DROPIN, JOURNAL_UPLOAD_UNIT};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -29,6 +30,9 @@ pub enum FileKind {
     Config,
     /// A systemd unit or drop-in: pushing it reloads systemd and restarts the program.
     Unit,
+    /// systemd-journal-upload's drop-in: pushing it reloads systemd and restarts the uploader,
+    /// not the program.
+    JournalUpload,
 }
 
 /// A file to have inside a container: where it comes from on the host and where it goes.
@@ -61,6 +65,14 @@ pub struct Package {
 const NFTABLES: Package = Package {
     command: "nft",
     name: "nftables",
+};
+
+/// systemd-journal-upload, which sends the containers' and the host's journals to the
+/// manager (`render::observability`); not on the PATH, so probed by its path (`command -v`
+/// takes one).
+pub const JOURNAL_UPLOAD: Package = Package {
+    command: "/lib/systemd/systemd-journal-upload",
+    name: "systemd-journal-remote",
 };
 
 /// One container and what belongs in it.
@@ -214,6 +226,17 @@ pub fn containers(
                 checked_by: None,
             });
         }
+        let mut packages = packages;
+        if observability::journal_sink(lab).is_some() {
+            packages.push(JOURNAL_UPLOAD);
+            files.push(ContainerFile {
+                source: staged(role, JOURNAL_UPLOAD_DROPIN)?,
+                target: JOURNAL_UPLOAD_DROPIN,
+                mode: 0o644,
+                kind: FileKind::JournalUpload,
+                checked_by: None,
+            });
+        }
         // Last, so that its check runs the binary being installed and finds what it names.
         files.push(ContainerFile {
             source: staged(role, config)?,
@@ -280,7 +303,14 @@ pub fn actions_for(container: &Container, pushed: &[ContainerFile]) -> BTreeSet<
     let (unit_changed, binary_changed) = (any(FileKind::Unit), any(FileKind::Binary));
     let unit = container.unit.to_owned();
     let mut out = BTreeSet::new();
-    if pushed.is_empty() {
+    if any(FileKind::JournalUpload) {
+        out.insert(ServiceAction::ContainerDaemonReload(container.vmid));
+        out.insert(ServiceAction::ContainerRestart(
+            container.vmid,
+            JOURNAL_UPLOAD_UNIT.to_owned(),
+        ));
+    }
+    if pushed.iter().all(|f| f.kind == FileKind::JournalUpload) {
         return out;
     }
     if unit_changed {
@@ -464,6 +494,10 @@ pub fn run_confirmed(
             // daemon's status must change.
             let (state, status) = unit_status(runner, *vmid, unit)?;
             (*vmid, unit, (state == "active").then_some(status))
+        }
+        // The uploader reports nothing with STATUS=, and retries while the manager is not up.
+        ServiceAction::ContainerRestart(_, unit) if unit == JOURNAL_UPLOAD_UNIT => {
+            return Ok(run(runner, action)?)
         }
         ServiceAction::ContainerRestart(vmid, unit) => (*vmid, unit, None),
         _ => return Ok(run(runner, action)?),

@@ -1,8 +1,9 @@
 //! The Debian packages the host's own units run: dnsmasq for `lab-dnsmasq@`, nft for
-//! `lab-network`'s ruleset. Proxmox VE ships neither by default; apply installs what is missing
+//! `lab-network`'s ruleset, the node exporter and journal upload the manager watches the host
+//! with. Proxmox VE ships none of them by default; apply installs what is missing
 //! before anything needs it.
 
-use super::containers::Package;
+use super::containers::{Package, JOURNAL_UPLOAD};
 use super::{CommandError, HostError, Runner};
 
 /// `dnsmasq-base` holds `/usr/sbin/dnsmasq` alone: the `dnsmasq` package would also start its
@@ -18,10 +19,16 @@ const NFTABLES: Package = Package {
     name: "nftables",
 };
 
+/// The host's metrics for the manager's Prometheus (`render::observability`).
+const NODE_EXPORTER: Package = Package {
+    command: "prometheus-node-exporter",
+    name: "prometheus-node-exporter",
+};
+
 /// The packages the host lacks, by whether their command is on its PATH (read-only).
 pub fn missing(runner: &mut dyn Runner) -> Result<Vec<Package>, CommandError> {
     let mut out = Vec::new();
-    for package in [DNSMASQ, NFTABLES] {
+    for package in [DNSMASQ, NFTABLES, NODE_EXPORTER, JOURNAL_UPLOAD] {
         let probe = format!("command -v {}", package.command);
         if !runner.run("sh", &["-c", &probe])?.success {
             out.push(package);

@@ -5,7 +5,9 @@ use super::actions::ServiceAction;
 use super::{CommandError, Runner};
 use crate::model::Lab;
 use crate::render::state::StateError;
-use crate::render::{daemons, dnsmasq, nftables, sysctl, RenderedFile, DHCP_NETWORKS};
+use crate::render::{
+    daemons, dnsmasq, nftables, observability, sysctl, RenderedFile, DHCP_NETWORKS,
+};
 use crate::state_dir::StateDir;
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
@@ -43,6 +45,21 @@ pub fn actions_for(lab: &Lab, changed: &BTreeSet<PathBuf>) -> BTreeSet<ServiceAc
     }
     if network_unit || is(nftables::PATH) {
         actions.insert(ServiceAction::Restart(daemons::NETWORK_UNIT.to_owned()));
+    }
+    for (dropin, unit) in [
+        (
+            observability::NODE_EXPORTER_DROPIN,
+            observability::NODE_EXPORTER_UNIT,
+        ),
+        (
+            observability::JOURNAL_UPLOAD_DROPIN,
+            observability::JOURNAL_UPLOAD_UNIT,
+        ),
+    ] {
+        if is(dropin) {
+            actions.insert(ServiceAction::DaemonReload);
+            actions.insert(ServiceAction::Restart(unit.to_owned()));
+        }
     }
     if is(sysctl::PATH) {
         actions.insert(ServiceAction::SysctlLoad(sysctl::PATH.to_owned()));

@@ -86,7 +86,7 @@ struct CloudConfig<'a> {
     users: Vec<User<'a>>,
     packages: Vec<&'static str>,
     write_files: Vec<WriteFile>,
-    runcmd: Vec<Vec<&'static str>>,
+    runcmd: Vec<Vec<String>>,
 }
 
 #[derive(Serialize)]
@@ -100,11 +100,31 @@ struct User<'a> {
     ssh_authorized_keys: Vec<&'a str>,
 }
 
-#[derive(Serialize)]
-struct WriteFile {
-    path: &'static str,
-    permissions: &'static str,
-    content: String,
+/// One file of the manager's `write_files`.
+#[derive(Debug, Serialize)]
+pub struct WriteFile {
+    /// Where it goes on the manager.
+    pub path: String,
+    /// Its mode, octal as cloud-init takes it (`0644`).
+    pub permissions: &'static str,
+    /// Its text.
+    pub content: String,
+    /// Written after the packages are installed, so no package's own default (or dpkg's
+    /// question about a changed conffile) comes after it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub defer: bool,
+}
+
+/// What another part of the lab adds to the manager's one cloud-config (cloud-init takes a
+/// single user-data; vendor-data would lose its lists to the user-data's same keys).
+#[derive(Debug, Default)]
+pub struct CloudConfigPart {
+    /// Debian packages to install.
+    pub packages: Vec<&'static str>,
+    /// Files to write.
+    pub write_files: Vec<WriteFile>,
+    /// Commands run once at first boot, after the packages and files, before the setup unit.
+    pub runcmd: Vec<Vec<String>>,
 }
 
 /// `[manager.tools]` as the script reads it: one line per tool.
@@ -173,22 +193,31 @@ pub fn setup_env(lab: &Lab) -> String {
 
 /// The manager's user-data (`#cloud-config`), for `cicustom: user=`; it replaces what Proxmox
 /// would make from `ciuser`/`sshkeys`, so it creates the login itself.
-pub fn user_data(lab: &Lab, manager: &str, inputs: ManagerInputs) -> Result<String, ManagerError> {
-    let private = |path, content: &str| WriteFile {
-        path,
+/// `more` (dashboards and logging) joins the same cloud-config.
+pub fn user_data(
+    lab: &Lab,
+    manager: &str,
+    inputs: ManagerInputs,
+    more: CloudConfigPart,
+) -> Result<String, ManagerError> {
+    let private = |path: &str, content: &str| WriteFile {
+        path: path.to_owned(),
         permissions: "0600",
         content: content.to_owned(),
+        defer: false,
     };
     let mut write_files = vec![
         WriteFile {
-            path: SETUP_SCRIPT_PATH,
+            path: SETUP_SCRIPT_PATH.to_owned(),
             permissions: "0755",
             content: SETUP_SCRIPT.to_owned(),
+            defer: false,
         },
         WriteFile {
-            path: "/etc/systemd/system/lab-manager-setup.service",
+            path: "/etc/systemd/system/lab-manager-setup.service".to_owned(),
             permissions: "0644",
             content: UNIT.to_owned(),
+            defer: false,
         },
         private(SETUP_ENV_PATH, &setup_env(lab)),
         private(TOOLS_PATH, &tools_file(lab)?),
@@ -197,6 +226,21 @@ pub fn user_data(lab: &Lab, manager: &str, inputs: ManagerInputs) -> Result<Stri
     if let (Some(_), Some(token)) = (&lab.gitops, inputs.git_token) {
         write_files.push(private(GIT_TOKEN_PATH, &format!("{token}\n")));
     }
+    write_files.extend(more.write_files);
+    let mut packages = vec!["curl", "ca-certificates"];
+    for package in more.packages {
+        if !packages.contains(&package) {
+            packages.push(package);
+        }
+    }
+    let command = |words: &[&str]| words.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>();
+    let mut runcmd = vec![command(&["systemctl", "daemon-reload"])];
+    runcmd.extend(more.runcmd);
+    runcmd.extend([
+        command(&["systemctl", "enable", SETUP_UNIT]),
+        // Queued, not waited for: the unit runs after cloud-final, which this is part of.
+        command(&["systemctl", "start", "--no-block", SETUP_UNIT]),
+    ]);
     let config = CloudConfig {
         hostname: manager,
         fqdn: format!("{manager}.{}", lab.networks.domain),
@@ -217,14 +261,9 @@ pub fn user_data(lab: &Lab, manager: &str, inputs: ManagerInputs) -> Result<Stri
                 })
                 .unwrap_or_default(),
         }],
-        packages: vec!["curl", "ca-certificates"],
+        packages,
         write_files,
-        runcmd: vec![
-            vec!["systemctl", "daemon-reload"],
-            vec!["systemctl", "enable", SETUP_UNIT],
-            // Queued, not waited for: the unit runs after cloud-final, which this is part of.
-            vec!["systemctl", "start", "--no-block", SETUP_UNIT],
-        ],
+        runcmd,
     };
     let yaml = serde_norway::to_string(&config).map_err(|e| ManagerError::Yaml(e.to_string()))?;
     Ok(format!("#cloud-config\n{yaml}"))

@@ -9,6 +9,7 @@ pub mod files;
 pub mod guest_routes;
 pub mod manager;
 pub mod nftables;
+pub mod observability;
 pub mod state;
 pub mod sysctl;
 
@@ -155,5 +156,6 @@ pub fn host_files(lab: &Lab) -> Result<Vec<RenderedFile>, RenderError> {
         mode: 0o644,
     });
     out.extend(containers::files(lab)?);
+    out.extend(observability::host_files(lab));
     Ok(out)
 }

@@ -43,6 +43,17 @@ pub fn ruleset(lab: &Lab) -> Result<String, RenderError> {
             lb_ports.join(", ")
         )
     };
+    // The lb container, on net0 and net2, uploads its journal to the manager on net1: that
+    // one port from that one address, nothing else from net2 into net1.
+    let lb_journal = match super::observability::journal_sink(lab) {
+        Some(manager) => format!(
+            "iifname \"{b2}\" ip saddr {} oifname \"{b1}\" ip daddr {manager} tcp dport {} accept",
+            role_address(lab, Role::Lb, NetworkId::Net2)?,
+            super::observability::JOURNAL_REMOTE_PORT
+        ),
+        None => "# No manager on net1: no journal upload from the lb.".to_owned(),
+    };
+    let node_exporter = super::observability::NODE_EXPORTER_PORT;
     let ports = &lab.host.management_access;
     // `dport { }` is a syntax error: an empty list keeps no port open explicitly.
     let management = if ports.is_empty() {
@@ -78,6 +89,8 @@ table inet lab {{
 		# (its other addresses) are not the lab's to decide.
 		ip daddr {h1} meta l4proto {{ tcp, udp }} th dport 53 iifname != "{b1}" drop
 		ip daddr {h2} meta l4proto {{ tcp, udp }} th dport 53 iifname != "{b2}" drop
+		# The node exporter (the manager's scrape of the host) likewise: net1 only.
+		ip daddr {h1} tcp dport {node_exporter} iifname != "{b1}" drop
 		{management}
 		meta l4proto {{ icmp, ipv6-icmp }} accept
 		# DHCP from the lab networks to the host's dnsmasq.
@@ -116,6 +129,9 @@ table inet lab {{
 
 		# Administration reaches everything, the internet through NAT.
 		iifname "{b1}" ip saddr {c1} accept
+
+		# The lb's journal to the manager's journal-remote.
+		{lb_journal}
 
 		# Application traffic: its own network and the internet, never into net1 (replies only).
 		iifname "{b2}" ip saddr {c2} oifname "{b0}" accept

@@ -7,6 +7,7 @@
 use super::containers::{staged_path, VPN_PRIVATE_KEY};
 use super::files::{write_atomic, Outcome, WriteError};
 use super::manager::{self, ManagerError, ManagerInputs};
+use super::observability;
 use super::{RenderError, RenderedFile};
 use crate::model::{Lab, Role};
 use crate::state_dir::StateDir;
@@ -102,7 +103,7 @@ fn manager_snippets(
         };
         out.push(RenderedFile {
             path: snippet_path(lab, &name)?,
-            contents: manager::user_data(lab, &name, inputs)?,
+            contents: manager::user_data(lab, &name, inputs, observability::manager_part(lab)?)?,
             mode: 0o600,
         });
     }
