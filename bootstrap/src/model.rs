@@ -7,11 +7,12 @@ mod images;
 mod lb;
 pub mod names;
 mod peers;
+mod route_certs;
 
 pub use access::{HostAccess, Manager};
 pub use factory::{FactoryImage, Schematic, DEFAULT_TALOS_EXTENSIONS};
 pub use images::{Image, Images, TalosImage};
-pub use lb::{default_routes, Lb, LbRoute, LB_METRICS_PORT};
+pub use lb::{default_routes, HttpRule, Lb, LbRoute, RouteCert, LB_METRICS_PORT};
 pub use peers::{PeerKeyError, VpnPeer};
 
 use crate::mac::MacAddr;

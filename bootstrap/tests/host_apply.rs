@@ -1308,3 +1308,58 @@ fn apply_installs_on_the_host_what_plan_printed() {
     std::fs::write(bench.path("host-lacks-nft"), "").unwrap();
     assert_apply_does_what_plan_printed(&bench, "host without nft");
 }
+
+#[test]
+fn an_https_route_s_certificate_and_key_go_into_the_lb_key_0600_checked_by_the_real_lab_lb() {
+    let bench = Bench::new();
+    std::fs::copy(workspace_bin("lab-lb"), bench.path("bin/lab-lb")).unwrap();
+    std::fs::write(bench.path("real-check-200"), "").unwrap();
+    let certs = bench.path("certs");
+    std::fs::create_dir(&certs).unwrap();
+    let pair = lab_tests::certs::make_for(&certs, "apps", &["*.apps.lab"], "lab");
+    let lab = example()
+        + "\n[[lb.route]]\nname = \"apps\"\nlisten = \"net0\"\nport = 8443\nmode = \"https\"\n\
+           roles = [\"worker\"]\ntarget_port = 80\n\
+           cert = [{ cert = \"certs/apps.crt\", key = \"certs/apps.key\" }]\n";
+    std::fs::write(bench.path("lab.toml"), lab).unwrap();
+    bench.apply_ok();
+    let writes = bench.writes();
+    let key = staged(&bench, "lb/etc/lab-lb/certs/apps-0.key");
+    let cert = staged(&bench, "lb/etc/lab-lb/certs/apps-0.crt");
+    let at = |c: &str| {
+        writes
+            .iter()
+            .position(|w| w == c)
+            .unwrap_or_else(|| panic!("{c}\n{writes:#?}"))
+    };
+    let push_key = format!("pct push 200 {key} /etc/lab-lb/certs/apps-0.key --perms 600");
+    let push_cert = format!("pct push 200 {cert} /etc/lab-lb/certs/apps-0.crt --perms 644");
+    let check = "pct exec 200 -- /usr/local/bin/lab-lb check /etc/lab-lb/lb.toml.new";
+    // In place before lab-lb checks the config naming them.
+    assert!(at(&push_key) < at(check));
+    assert!(at(&push_cert) < at(check));
+    // Staged on the host 0600 too, and what arrived is the user's pair.
+    let staged_mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(staged_mode, 0o600);
+    assert_eq!(
+        bench.in_container(200, "/etc/lab-lb/certs/apps-0.key"),
+        std::fs::read_to_string(&pair.key).unwrap()
+    );
+    assert!(bench
+        .in_container(200, "/etc/lab-lb/lb.toml")
+        .contains("cert = \"certs/apps-0.crt\""));
+    bench.apply_ok();
+    assert!(bench.writes().is_empty(), "{:#?}", bench.writes());
+
+    // A renewed certificate in the user's files is pushed alone, and lab-lb reloaded.
+    let renewed = lab_tests::certs::make_for(&certs, "renewed", &["*.apps.lab"], "lab");
+    std::fs::rename(renewed.cert, &pair.cert).unwrap();
+    std::fs::rename(renewed.key, &pair.key).unwrap();
+    bench.apply_ok();
+    let writes = bench.writes();
+    assert!(writes.contains(&push_key), "{writes:#?}");
+    assert!(
+        writes.contains(&"pct exec 200 -- systemctl reload-or-restart lab-lb.service".to_owned()),
+        "{writes:#?}"
+    );
+}

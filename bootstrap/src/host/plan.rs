@@ -187,7 +187,7 @@ fn lines(step: &Step) -> Vec<(String, String)> {
                     Some(program) => format!(
                         " as {}, checked there by `{program} check`, and moved into place only \
                          if it passes (apply stops otherwise)",
-                        containers::staging_target(file.target)
+                        containers::staging_target(&file.target)
                     ),
                     None => String::new(),
                 };
@@ -352,7 +352,7 @@ fn container_plan(
                 },
             )?)),
         };
-        if local.is_none() || remote.get(file.target) != local.as_ref() {
+        if local.is_none() || remote.get(&file.target) != local.as_ref() {
             pushed.push(file.clone());
         }
     }

@@ -328,6 +328,16 @@ pub fn up(options: &UpOptions) -> Result<(), LocalError> {
     // The balancer.
     let lb_ns = machine_ns_by_role(&lab, &names, Role::Lb)?;
     let lb_config = render::containers::lb_config(&lab)?;
+    // Beside the config, where lb.toml's relative names find them, as in the container.
+    for (target, contents, mode) in render::containers::lb_cert_files(&lab)? {
+        let path = state
+            .path()
+            .join(render::containers::relative_to_lb_config(&target));
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+        }
+        write(&path, &contents, mode)?;
+    }
     start_daemon(
         &state,
         &lb_ns,
