@@ -11,7 +11,7 @@ use lab_schema::lb::http::{CertPair, HttpListener, HttpRoute};
 use lab_schema::lb::{Backend, LbConfig, Listener, ListenerMode, Server};
 use lab_schema::vpn::{Interface, Peer, VpnConfig};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Where container files wait on the host before they are pushed in.
 pub const STAGING_DIR: &str = "/var/lib/lab/containers";
@@ -22,6 +22,9 @@ pub const LB_CONFIG: &str = "/etc/lab-lb/lb.toml";
 pub const LB_CERT_DIR: &str = "/etc/lab-lb/certs";
 /// lab-vpn's config in the vpn container.
 pub const VPN_CONFIG: &str = "/etc/lab-vpn/vpn.toml";
+/// The peers `lab-vpn peer add` adds in the vpn container: vpn.toml names it (relative to
+/// itself), apply never writes it, so they survive apply; `plan` reads and lists them.
+pub const VPN_PEERS_FILE: &str = "/etc/lab-vpn/peers.toml";
 /// The vpn gateway's private key in the vpn container (0600), staged from the state directory.
 pub const VPN_PRIVATE_KEY: &str = "/etc/lab-vpn/private.key";
 /// lab-vpn's WireGuard UDP port, and the peers' endpoint port on the vpn's net0 address.
@@ -197,6 +200,7 @@ pub fn vpn_config(lab: &Lab) -> Result<VpnConfig, RenderError> {
     let gateway = lab.vpn_gateway();
     let tunnel = Ipv4Net::new(gateway, network.prefix_len()).unwrap_or(network);
     Ok(VpnConfig {
+        peers_file: Path::new(VPN_PEERS_FILE).file_name().map(PathBuf::from),
         log: LogConfig::default(),
         metrics: MetricsConfig {
             listen: SocketAddr::new(IpAddr::V4(net1), VPN_METRICS_PORT),
