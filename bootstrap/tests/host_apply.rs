@@ -66,6 +66,7 @@ case "$1" in
           if [ -e "$DIR/refuse-$vmid" ]; then cat "$DIR/refuse-$vmid" >&2; exit 78; fi
           echo "$1: configuration file $3 is valid"; exit 0
         fi
+        if [ "$1" = cat ]; then exec cat "$DIR/ct/$vmid$2"; fi
         if [ "$1" = mv ] && [ "$2" = -f ]; then mv -f "$DIR/ct/$vmid$3" "$DIR/ct/$vmid$4"; exit; fi
         if [ "$1" = rm ] && [ "$2" = -f ]; then rm -f "$DIR/ct/$vmid$3"; exit; fi
         # What systemd says of the unit: status-VMID when the test set one (a refused reload, a
@@ -200,7 +201,7 @@ impl Bench {
     }
 
     /// Commands that change something: not `pct status`/`qm status`, not `sha256sum`, not
-    /// `command -v`, not `systemctl show`.
+    /// `command -v`, not `cat`, not `systemctl show`.
     fn writes(&self) -> Vec<String> {
         self.commands()
             .into_iter()
@@ -209,6 +210,7 @@ impl Bench {
                     && !c.starts_with("qm status")
                     && !c.contains(" -- sha256sum ")
                     && !c.contains(" -- sh -c command -v ")
+                    && !c.contains(" -- cat ")
                     && !c.contains(" -- systemctl show ")
                     && !c.starts_with("sh -c command -v ")
             })
@@ -1362,4 +1364,76 @@ fn an_https_route_s_certificate_and_key_go_into_the_lb_key_0600_checked_by_the_r
         writes.contains(&"pct exec 200 -- systemctl reload-or-restart lab-lb.service".to_owned()),
         "{writes:#?}"
     );
+}
+
+/// The peers `lab-vpn peer add` keeps in the vpn container.
+const ADDED_PEERS: &str = "/etc/lab-vpn/peers.toml";
+
+fn phone_peer(name: &str, address: &str) -> String {
+    format!(
+        "# added on the gateway\n[[peer]]\nname = \"{name}\"\npublic_key = \"m9XYp+SdT1i0HAvFg2d+VIqb0LEk+0iGEwjRTtPPVFM=\"\nallowed_ips = [\"{address}/32\"]\n"
+    )
+}
+
+#[test]
+fn a_peer_added_in_the_vpn_container_survives_apply_and_plan_lists_it() {
+    let bench = Bench::new();
+    std::fs::copy(workspace_bin("lab-vpn"), bench.path("bin/lab-vpn")).unwrap();
+    std::fs::write(bench.path("real-check-201"), "").unwrap();
+    bench.apply_ok();
+    let added = phone_peer("phone", "10.10.100.9");
+    std::fs::write(bench.path(&format!("ct/201{ADDED_PEERS}")), &added).unwrap();
+
+    // lab.toml gains a peer: vpn.toml changes, the added peers do not.
+    let lab = std::fs::read_to_string(bench.path("lab.toml")).unwrap()
+        + "\n[[vpn.peer]]\nname = \"tablet\"\npublic_key = \"xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=\"\naddress = \"10.10.100.3\"\n";
+    std::fs::write(bench.path("lab.toml"), lab).unwrap();
+    let (out, text) = bench.run("plan", &[]);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("VPN peers added in the vpn container with `lab-vpn peer add` (/etc/lab-vpn/peers.toml, kept by apply):\n\n  phone 10.10.100.9/32"),
+        "{text}"
+    );
+    assert!(!text.contains("will refuse"), "{text}");
+    bench.apply_ok();
+    let writes = bench.writes();
+    assert!(
+        !writes.iter().any(|w| w.contains(ADDED_PEERS)),
+        "{writes:#?}"
+    );
+    assert_eq!(bench.in_container(201, ADDED_PEERS), added);
+    let vpn_toml = bench.in_container(201, "/etc/lab-vpn/vpn.toml");
+    assert!(
+        vpn_toml.contains("peers_file = \"peers.toml\""),
+        "{vpn_toml}"
+    );
+    assert!(vpn_toml.contains("name = \"tablet\""), "{vpn_toml}");
+    // The real lab-vpn in the container checked the new vpn.toml with the added peers.
+    assert!(
+        writes.contains(
+            &"pct exec 201 -- /usr/local/bin/lab-vpn check /etc/lab-vpn/vpn.toml.new".to_owned()
+        ),
+        "{writes:#?}"
+    );
+
+    // A lab.toml peer taking the added one's address: plan says lab-vpn will refuse, and apply
+    // stops at lab-vpn's check with its words, the running vpn.toml kept.
+    let lab = std::fs::read_to_string(bench.path("lab.toml"))
+        .unwrap()
+        .replace("address = \"10.10.100.3\"", "address = \"10.10.100.9\"");
+    std::fs::write(bench.path("lab.toml"), lab).unwrap();
+    let (_, text) = bench.run("plan", &[]);
+    assert!(
+        text.contains("! lab-vpn check will refuse the new vpn.toml, and apply stop: /etc/lab-vpn/peers.toml: key `peer[0].allowed_ips[0]`: 10.10.100.9/32 overlaps 10.10.100.9/32 of vpn.toml's peer `tablet`"),
+        "{text}"
+    );
+    let (ok, text) = apply_text(&bench);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("container vpn: `/usr/local/bin/lab-vpn check` refused the new /etc/lab-vpn/vpn.toml")
+            && text.contains("key `peer[0].allowed_ips[0]`: 10.10.100.9/32 overlaps 10.10.100.9/32 of vpn.toml's peer `tablet`"),
+        "{text}"
+    );
+    assert_eq!(bench.in_container(201, "/etc/lab-vpn/vpn.toml"), vpn_toml);
+    assert_eq!(bench.in_container(201, ADDED_PEERS), added);
 }

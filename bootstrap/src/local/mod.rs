@@ -330,9 +330,10 @@ pub fn up(options: &UpOptions) -> Result<(), LocalError> {
     let lb_config = render::containers::lb_config(&lab)?;
     // Beside the config, where lb.toml's relative names find them, as in the container.
     for (target, contents, mode) in render::containers::lb_cert_files(&lab)? {
-        let path = state
-            .path()
-            .join(render::containers::relative_to_lb_config(&target));
+        let path = state.path().join(render::containers::relative_to(
+            render::containers::LB_CONFIG,
+            &target,
+        ));
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
         }

@@ -104,14 +104,14 @@ pub fn lb_cert_paths(route: &LbRoute, k: usize) -> (String, String) {
     (format!("{base}.crt"), format!("{base}.key"))
 }
 
-/// `path` in the lb container as lb.toml names it: relative to lb.toml's directory.
-pub fn relative_to_lb_config(path: &str) -> PathBuf {
-    let dir = std::path::Path::new(LB_CONFIG)
-        .parent()
-        .unwrap_or(std::path::Path::new("/"));
-    std::path::Path::new(path)
+/// `path` in a container as the daemon config at `config` there names it: relative to the
+/// config's directory, so a config checked beside the one in place (or run from the local
+/// lab's directory) finds what it names.
+pub fn relative_to(config: &str, path: &str) -> PathBuf {
+    let dir = Path::new(config).parent().unwrap_or(Path::new("/"));
+    Path::new(path)
         .strip_prefix(dir)
-        .map(std::path::Path::to_path_buf)
+        .map(Path::to_path_buf)
         .unwrap_or_else(|_| PathBuf::from(path))
 }
 
@@ -140,8 +140,8 @@ fn http_listener(route: &LbRoute) -> Option<HttpListener> {
         .map(|(k, pair)| {
             let (cert, key) = lb_cert_paths(route, k);
             CertPair {
-                cert: relative_to_lb_config(&cert),
-                key: relative_to_lb_config(&key),
+                cert: relative_to(LB_CONFIG, &cert),
+                key: relative_to(LB_CONFIG, &key),
                 names: pair.names.clone(),
             }
         })
@@ -200,7 +200,7 @@ pub fn vpn_config(lab: &Lab) -> Result<VpnConfig, RenderError> {
     let gateway = lab.vpn_gateway();
     let tunnel = Ipv4Net::new(gateway, network.prefix_len()).unwrap_or(network);
     Ok(VpnConfig {
-        peers_file: Path::new(VPN_PEERS_FILE).file_name().map(PathBuf::from),
+        peers_file: Some(relative_to(VPN_CONFIG, VPN_PEERS_FILE)),
         log: LogConfig::default(),
         metrics: MetricsConfig {
             listen: SocketAddr::new(IpAddr::V4(net1), VPN_METRICS_PORT),
@@ -209,7 +209,7 @@ pub fn vpn_config(lab: &Lab) -> Result<VpnConfig, RenderError> {
         runtime: RuntimeConfig::default(),
         interface: Interface {
             name: "wg0".to_owned(),
-            private_key_file: PathBuf::from(VPN_PRIVATE_KEY),
+            private_key_file: relative_to(VPN_CONFIG, VPN_PRIVATE_KEY),
             listen_port: VPN_PORT,
             address: vec![IpNet::V4(tunnel)],
             mtu: Interface::DEFAULT_MTU,
