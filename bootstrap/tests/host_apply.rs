@@ -1376,7 +1376,7 @@ fn phone_peer(name: &str, address: &str) -> String {
 }
 
 #[test]
-fn a_peer_added_in_the_vpn_container_survives_apply_and_plan_lists_it() {
+fn peers_added_in_the_vpn_container_and_with_lab_bootstrap_peer_add_both_survive_apply() {
     let bench = Bench::new();
     std::fs::copy(workspace_bin("lab-vpn"), bench.path("bin/lab-vpn")).unwrap();
     std::fs::write(bench.path("real-check-201"), "").unwrap();
@@ -1384,10 +1384,34 @@ fn a_peer_added_in_the_vpn_container_survives_apply_and_plan_lists_it() {
     let added = phone_peer("phone", "10.10.100.9");
     std::fs::write(bench.path(&format!("ct/201{ADDED_PEERS}")), &added).unwrap();
 
-    // lab.toml gains a peer: vpn.toml changes, the added peers do not.
-    let lab = std::fs::read_to_string(bench.path("lab.toml")).unwrap()
-        + "\n[[vpn.peer]]\nname = \"tablet\"\npublic_key = \"xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=\"\naddress = \"10.10.100.3\"\n";
-    std::fs::write(bench.path("lab.toml"), lab).unwrap();
+    // lab.toml gains two peers with `lab-bootstrap peer add`: vpn.toml changes, the added
+    // peers do not.
+    for args in [
+        &[
+            "tablet",
+            "--public-key",
+            "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=",
+        ][..],
+        &["laptop2"][..],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lab-bootstrap"))
+            .args(["peer", "add"])
+            .args(args)
+            .arg("--root")
+            .arg(bench.path("root"))
+            .arg(bench.path("lab.toml"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let client = bench.path("root/var/lib/lab-bootstrap/vpn-clients/laptop2.conf");
+    let made = std::fs::read_to_string(&client).unwrap();
+    assert!(made.contains("PrivateKey = "), "{made}");
+    assert!(made.contains("Address = 10.10.100.4/32"), "{made}");
     let (out, text) = bench.run("plan", &[]);
     assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(
@@ -1408,6 +1432,9 @@ fn a_peer_added_in_the_vpn_container_survives_apply_and_plan_lists_it() {
         "{vpn_toml}"
     );
     assert!(vpn_toml.contains("name = \"tablet\""), "{vpn_toml}");
+    assert!(vpn_toml.contains("name = \"laptop2\""), "{vpn_toml}");
+    // apply keeps the client config peer add made, private key and all.
+    assert_eq!(std::fs::read_to_string(&client).unwrap(), made);
     // The real lab-vpn in the container checked the new vpn.toml with the added peers.
     assert!(
         writes.contains(

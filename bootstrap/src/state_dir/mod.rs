@@ -102,6 +102,11 @@ impl StateDir {
         self.vpn_clients().join(format!("{peer}.conf"))
     }
 
+    /// The private key `lab-bootstrap peer add` made for peer `peer`, kept for its config.
+    pub fn vpn_client_key(&self, peer: &str) -> PathBuf {
+        self.vpn_clients().join(format!("{peer}.key"))
+    }
+
     /// The host files apply wrote, with what it wrote (destroy removes only those).
     pub fn written_files(&self) -> PathBuf {
         self.path.join("written-files")
