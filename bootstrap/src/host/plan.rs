@@ -340,13 +340,16 @@ pub fn plan(
     })
 }
 
+/// A peer's name and allowed IPs, as plan shows it.
+type NamedPeer = (String, String);
+
 /// The vpn container's added peers (read-only), and their clashes with lab.toml's, as lab-vpn
 /// will judge them against the vpn.toml rendered from `lab`.
 fn read_added_peers(
     runner: &mut dyn Runner,
     lab: &Lab,
     vmid: u32,
-) -> Result<(Vec<(String, String)>, Vec<String>), HostError> {
+) -> Result<(Vec<NamedPeer>, Vec<String>), HostError> {
     let read = runner.run(
         "pct",
         &["exec", &vmid.to_string(), "--", "cat", VPN_PEERS_FILE],
