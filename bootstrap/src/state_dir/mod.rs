@@ -87,7 +87,7 @@ impl StateDir {
         self.path.join("talosconfig")
     }
 
-    /// The vpn gateway's WireGuard private key, made on first apply.
+    /// The vpn gateway's WireGuard private key, made on first apply (or `peer add`).
     pub fn vpn_gateway_key(&self) -> PathBuf {
         self.path.join("vpn-gateway.key")
     }
