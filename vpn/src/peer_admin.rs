@@ -364,15 +364,18 @@ pub fn remove(path: &Path, name: &str) -> Result<Option<bool>, PeerError> {
     let source = ConfigSource::read(path)?;
     let position =
         |peers: &[crate::config::Peer]| peers.iter().position(|p| p.name.as_str() == name);
-    let written = match (&source.added, position(&source.config.peers)) {
-        (Some(added), _) if position(&added.peers.peers).is_some() => {
-            let index = position(&added.peers.peers).unwrap_or_default();
+    let in_added = source
+        .added
+        .as_ref()
+        .and_then(|added| Some((added, position(&added.peers.peers)?)));
+    let written = match (in_added, &source.added, position(&source.config.peers)) {
+        (Some((added, index)), _, _) => {
             let public_key = added.peers.peers[index].public_key;
             let mut document = added.document()?;
             remove_peer(&mut document, index)?;
             (added.replace(&document, &source.config)?, public_key)
         }
-        (Some(added), Some(_)) => {
+        (None, Some(added), Some(_)) => {
             return Err(PeerError::Refused(format!(
                 "peer `{name}` is one of {}'s own, which is rewritten by the tool that wrote it \
                  (lab-bootstrap, from lab.toml: `lab-bootstrap peer remove {name}`, then apply); \
@@ -381,13 +384,13 @@ pub fn remove(path: &Path, name: &str) -> Result<Option<bool>, PeerError> {
                 added.path.display()
             )))
         }
-        (None, Some(index)) => {
+        (None, None, Some(index)) => {
             let public_key = source.config.peers[index].public_key;
             let mut document = source.document()?;
             remove_peer(&mut document, index)?;
             (source.replace(&document)?, public_key)
         }
-        (_, None) => {
+        (None, _, None) => {
             return Err(PeerError::Refused(format!(
                 "no peer named `{name}` in {}{}",
                 path.display(),

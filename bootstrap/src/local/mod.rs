@@ -208,6 +208,10 @@ pub fn up(options: &UpOptions) -> Result<(), LocalError> {
     let lab_text = std::fs::read_to_string(&options.lab_file)
         .map_err(io(format!("reading {}", options.lab_file.display())))?;
     write(&state.lab_toml(), &lab_text, 0o644)?;
+    let lab_dir = std::path::absolute(&options.lab_file)
+        .map_err(io(format!("reading {}", options.lab_file.display())))?;
+    let lab_dir = lab_dir.parent().unwrap_or(Path::new("/"));
+    write(&state.lab_dir(), &format!("{}\n", lab_dir.display()), 0o644)?;
 
     // Namespaces and wiring. Each recorded once made: `down` removes exactly those.
     let namespaces = [names.host_ns(), names.outside_ns()].into_iter().chain(
@@ -610,7 +614,16 @@ pub fn status(name: &str) -> Result<(), LocalError> {
     if names.existing_namespaces().is_empty() || !lab_file.exists() {
         return Err(LocalError::NotUp(name.to_owned()));
     }
-    let lab = load(&lab_file)?;
+    // The copy, its relative paths taken from where the original was.
+    let lab = match std::fs::read_to_string(state.lab_dir()) {
+        Ok(dir) => {
+            let text = std::fs::read_to_string(&lab_file)
+                .map_err(io(format!("reading {}", lab_file.display())))?;
+            lab_daemon::config::parse::<Lab>(&Path::new(dir.trim_end()).join("lab.toml"), &text)
+                .map_err(|e| LocalError::Usage(e.lines().join("\n")))?
+        }
+        Err(_) => load(&lab_file)?,
+    };
     if !state.up_complete().exists() {
         lab_daemon::cli::out(&format!(
             "local lab `{name}`: `up` did not finish; `down --local` cleans up\n"
