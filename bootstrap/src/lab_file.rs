@@ -32,6 +32,16 @@ impl ConfigFile for Lab {
                 resolve(file);
             }
         }
+        for pair in self
+            .lb
+            .routes
+            .iter_mut()
+            .flatten()
+            .flat_map(|r| &mut r.certs)
+        {
+            resolve(&mut pair.cert);
+            resolve(&mut pair.key);
+        }
         if let Some(file) = &mut self.manager.ssh_keys_file {
             resolve(file);
         }
@@ -71,30 +81,64 @@ fn validate_rendered(lab: &Lab, issues: &mut Issues) {
     }
 }
 
-/// Listener and backend `i` of lb.toml are both made from route `i` of [`Lab::lb_routes`]:
-/// `lb.route[i]` when lab.toml lists its routes, `lb` when they are the defaults.
+/// Listener `i` of lb.toml is made from route `i` of [`Lab::lb_routes`], and its backends, in
+/// order, from the route and then each of its `http` rules: `lb.route[i]` (`.http[j]`) when
+/// lab.toml lists its routes, `lb` when they are the defaults.
 fn lb_key(lab: &Lab, key: &str) -> String {
-    let Some((index, field)) = ["listener[", "backend["]
-        .iter()
-        .find_map(|prefix| indexed(key, prefix))
-    else {
+    let Some(routes) = &lab.lb.routes else {
         return "lb".to_owned();
     };
-    if lab.lb.routes.is_none() {
-        return "lb".to_owned();
+    if let Some((i, field)) = indexed(key, "listener[") {
+        return listener_key(&format!("lb.route[{i}]"), field);
     }
-    let route = format!("lb.route[{index}]");
+    let Some((b, field)) = indexed(key, "backend[") else {
+        return "lb".to_owned();
+    };
+    // Backend `b` is the route's own or one of its rules', counted through the routes.
+    let mut first = 0;
+    for (i, route) in routes.iter().enumerate() {
+        let route_key = format!("lb.route[{i}]");
+        if b < first + 1 + route.http.len() {
+            let origin = match b - first {
+                0 => route_key.clone(),
+                rule => format!("{route_key}.http[{}]", rule - 1),
+            };
+            let field = field.strip_prefix('.').unwrap_or(field);
+            let (head, _) = field.split_once(['.', '[']).unwrap_or((field, ""));
+            return match head {
+                "name" => format!("{route_key}.name"),
+                "health_check" => format!("{route_key}.{field}"),
+                _ => origin,
+            };
+        }
+        first += 1 + route.http.len();
+    }
+    "lb".to_owned()
+}
+
+/// `field` of the listener made from the route at `route` (e.g. `lb.route[2]`).
+fn listener_key(route: &str, field: &str) -> String {
     let field = field.strip_prefix('.').unwrap_or(field);
+    if let Some(rest) = field.strip_prefix("http.cert[") {
+        // `cert[k].names[n]` keeps its shape in lab.toml; a bare `http.cert` (none, or not
+        // wanted) is about the mode, below.
+        return format!("{route}.cert[{rest}");
+    }
+    if let Some((j, rest)) = indexed(field, "http.route[") {
+        return match rest.strip_prefix('.') {
+            Some(part @ ("host" | "path")) => format!("{route}.http[{j}].{part}"),
+            _ => format!("{route}.http[{j}]"),
+        };
+    }
     let (first, _) = field.split_once(['.', '[']).unwrap_or((field, ""));
     match first {
         // Both are named after the route.
         "name" | "backend" => format!("{route}.name"),
         // The address is the lb's on the route's network: the port is the route's choice.
         "listen" => format!("{route}.port"),
-        // A listener's HTTP settings (certificates) follow from its mode alone.
+        // `[listener.http]` follows from the mode (and the route's certificates and rules).
         "http" | "mode" => format!("{route}.mode"),
-        "health_check" => format!("{route}.{field}"),
-        _ => route,
+        _ => route.to_owned(),
     }
 }
 
@@ -155,6 +199,23 @@ mod tests {
         assert_eq!(vpn_key("peer[0].public_key"), "vpn.peer[0].public_key");
         assert_eq!(vpn_key("peer[1]"), "vpn.peer[1]");
         assert_eq!(vpn_key("metrics.listen"), "vpn");
+    }
+
+    #[test]
+    fn http_listener_keys_map_to_the_route_s_certs_and_rules() {
+        let route = "lb.route[1]";
+        assert_eq!(
+            listener_key(route, ".http.cert[0].names[2]"),
+            "lb.route[1].cert[0].names[2]"
+        );
+        assert_eq!(listener_key(route, ".http.cert"), "lb.route[1].mode");
+        assert_eq!(
+            listener_key(route, ".http.route[3].host"),
+            "lb.route[1].http[3].host"
+        );
+        assert_eq!(listener_key(route, ".http.route[3]"), "lb.route[1].http[3]");
+        assert_eq!(listener_key(route, ".http"), "lb.route[1].mode");
+        assert_eq!(listener_key(route, ".listen"), "lb.route[1].port");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use lab_bootstrap::state_dir::StateDir;
-use lab_bootstrap::{commands, local, render, Lab};
+use lab_bootstrap::{commands, local, peers, render, Lab};
 use lab_daemon::config::load;
 use lab_daemon::{cli, exit};
 use std::path::{Path, PathBuf};
@@ -68,6 +68,11 @@ enum Command {
         #[command(flatten)]
         local: LocalArgs,
     },
+    /// The VPN peers of lab.toml: add, remove, list (then `apply` pushes them)
+    Peer {
+        #[command(subcommand)]
+        command: PeerCommand,
+    },
     /// A stand-in for a VM's services in a local lab (run by `up --local`)
     #[command(hide = true)]
     StandIn {
@@ -77,6 +82,62 @@ enum Command {
         #[arg(long = "tls", value_name = "PORT")]
         tls: Vec<u16>,
     },
+}
+
+#[derive(Subcommand)]
+enum PeerCommand {
+    /// Add a peer to lab.toml; without a key, make a key pair and write the client config
+    /// (with its private key) to the state directory
+    Add {
+        /// The peer's name
+        name: String,
+        /// The peer's public key, as `wg pubkey` prints it
+        #[arg(long, value_name = "KEY", conflicts_with = "public_key_file")]
+        public_key: Option<lab_schema::vpn::key::PublicKey>,
+        /// A file holding the peer's public key (lab.toml names it relative to itself)
+        #[arg(long, value_name = "FILE")]
+        public_key_file: Option<PathBuf>,
+        /// The peer's tunnel address [default: the next free one in vpn.tunnel]
+        #[arg(long, value_name = "IP")]
+        address: Option<std::net::Ipv4Addr>,
+        #[command(flatten)]
+        files: PeerFiles,
+    },
+    /// Remove a peer from lab.toml, and its client config from the state directory
+    Remove {
+        /// The peer's name
+        name: String,
+        #[command(flatten)]
+        files: PeerFiles,
+    },
+    /// List lab.toml's peers (`plan` also lists those added with `lab-vpn peer add`)
+    List {
+        /// The lab description
+        #[arg(value_name = "FILE", default_value = "lab.toml")]
+        file: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct PeerFiles {
+    /// The state directory (client configs) [default: ROOT/var/lib/lab-bootstrap]
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
+    /// Where `/` of the host is, for the default state directory
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    root: PathBuf,
+    /// The lab description
+    #[arg(value_name = "FILE", default_value = "lab.toml")]
+    file: PathBuf,
+}
+
+impl PeerFiles {
+    fn state(&self) -> StateDir {
+        match &self.state {
+            Some(dir) => StateDir::new(dir),
+            None => StateDir::default_under(&self.root),
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -120,6 +181,7 @@ fn main() -> ExitCode {
         })),
         Command::Down { local } => local_result(local::down(&local.name)),
         Command::Status { local } => local_result(local::status(&local.name)),
+        Command::Peer { command } => peer(command),
         Command::StandIn { name, http, tls } => {
             local_result(local::stand_in::serve(&name, &http, &tls))
         }
@@ -136,6 +198,73 @@ fn local_result(result: Result<(), local::LocalError>) -> ExitCode {
             match e {
                 local::LocalError::Usage(_) => exit::code(exit::CONFIG),
                 _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+fn peer(command: PeerCommand) -> ExitCode {
+    let result = match command {
+        PeerCommand::Add {
+            name,
+            public_key,
+            public_key_file,
+            address,
+            files,
+        } => {
+            let key = match (public_key, public_key_file) {
+                (Some(key), _) => peers::KeySource::Key(key),
+                (None, Some(file)) => peers::KeySource::File(file),
+                (None, None) => peers::KeySource::Generate,
+            };
+            peers::add(&files.file, &files.state(), &name, &key, address).map(|added| {
+                println!(
+                    "added peer `{name}` at {} to {}",
+                    added.address,
+                    files.file.display()
+                );
+                if let Some(config) = added.client_config {
+                    println!(
+                        "its client config, private key included: {} (0600; apply keeps it)",
+                        config.display()
+                    );
+                }
+                println!(
+                    "next: `lab-bootstrap plan {0}`, then `lab-bootstrap apply {0}` puts it on the gateway",
+                    files.file.display()
+                );
+            })
+        }
+        PeerCommand::Remove { name, files } => {
+            peers::remove(&files.file, &files.state(), &name).map(|()| {
+                println!(
+                    "removed peer `{name}` from {}; next: `lab-bootstrap apply {}` takes it off the gateway",
+                    files.file.display(),
+                    files.file.display()
+                );
+            })
+        }
+        PeerCommand::List { file } => peers::list(&file).map(|peers| {
+            for peer in peers {
+                let key = match (&peer.public_key, &peer.public_key_file) {
+                    (Some(key), _) => key.to_string(),
+                    (None, Some(file)) => file.display().to_string(),
+                    (None, None) => String::new(),
+                };
+                println!("{}\t{}/32\t{key}", peer.name, peer.address);
+            }
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            for line in e.to_string().lines() {
+                eprintln!("lab-bootstrap: {line}");
+            }
+            if e.is_config() {
+                exit::code(exit::CONFIG)
+            } else {
+                exit::code(exit::OS_ERROR)
             }
         }
     }

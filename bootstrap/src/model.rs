@@ -8,13 +8,14 @@ mod images;
 mod lb;
 pub mod names;
 mod peers;
+mod route_certs;
 mod tools;
 
 pub use access::{HostAccess, Manager};
 pub use factory::{FactoryImage, Schematic, DEFAULT_TALOS_EXTENSIONS};
 pub use gitops::Gitops;
 pub use images::{Image, Images, TalosImage};
-pub use lb::{default_routes, Lb, LbRoute, LB_METRICS_PORT};
+pub use lb::{default_routes, HttpRule, Lb, LbRoute, RouteCert, LB_METRICS_PORT};
 pub use peers::{PeerKeyError, VpnPeer};
 pub use tools::{
     talos_default_kubernetes, Checksum, ManagerTool, ManagerTools, ToolError, ToolPin,

@@ -66,6 +66,7 @@ case "$1" in
           if [ -e "$DIR/refuse-$vmid" ]; then cat "$DIR/refuse-$vmid" >&2; exit 78; fi
           echo "$1: configuration file $3 is valid"; exit 0
         fi
+        if [ "$1" = cat ]; then exec cat "$DIR/ct/$vmid$2"; fi
         if [ "$1" = mv ] && [ "$2" = -f ]; then mv -f "$DIR/ct/$vmid$3" "$DIR/ct/$vmid$4"; exit; fi
         if [ "$1" = rm ] && [ "$2" = -f ]; then rm -f "$DIR/ct/$vmid$3"; exit; fi
         # What systemd says of the unit: status-VMID when the test set one (a refused reload, a
@@ -208,7 +209,7 @@ impl Bench {
     }
 
     /// Commands that change something: not `pct status`/`qm status`, not `sha256sum`, not
-    /// `command -v`, not `systemctl show`.
+    /// `command -v`, not `cat`, not `systemctl show`.
     fn writes(&self) -> Vec<String> {
         self.commands()
             .into_iter()
@@ -217,6 +218,7 @@ impl Bench {
                     && !c.starts_with("qm status")
                     && !c.contains(" -- sha256sum ")
                     && !c.contains(" -- sh -c command -v ")
+                    && !c.contains(" -- cat ")
                     && !c.contains(" -- systemctl show ")
                     && !c.starts_with("sh -c command -v ")
             })
@@ -1395,4 +1397,158 @@ fn apply_installs_on_the_host_what_plan_printed() {
     let bench = Bench::new();
     std::fs::write(bench.path("host-lacks-nft"), "").unwrap();
     assert_apply_does_what_plan_printed(&bench, "host without nft");
+}
+
+#[test]
+fn an_https_route_s_certificate_and_key_go_into_the_lb_key_0600_checked_by_the_real_lab_lb() {
+    let bench = Bench::new();
+    std::fs::copy(workspace_bin("lab-lb"), bench.path("bin/lab-lb")).unwrap();
+    std::fs::write(bench.path("real-check-200"), "").unwrap();
+    let certs = bench.path("certs");
+    std::fs::create_dir(&certs).unwrap();
+    let pair = lab_tests::certs::make_for(&certs, "apps", &["*.apps.lab"], "lab");
+    let lab = example()
+        + "\n[[lb.route]]\nname = \"apps\"\nlisten = \"net0\"\nport = 8443\nmode = \"https\"\n\
+           roles = [\"worker\"]\ntarget_port = 80\n\
+           cert = [{ cert = \"certs/apps.crt\", key = \"certs/apps.key\" }]\n";
+    std::fs::write(bench.path("lab.toml"), lab).unwrap();
+    bench.apply_ok();
+    let writes = bench.writes();
+    let key = staged(&bench, "lb/etc/lab-lb/certs/apps-0.key");
+    let cert = staged(&bench, "lb/etc/lab-lb/certs/apps-0.crt");
+    let at = |c: &str| {
+        writes
+            .iter()
+            .position(|w| w == c)
+            .unwrap_or_else(|| panic!("{c}\n{writes:#?}"))
+    };
+    let push_key = format!("pct push 200 {key} /etc/lab-lb/certs/apps-0.key --perms 600");
+    let push_cert = format!("pct push 200 {cert} /etc/lab-lb/certs/apps-0.crt --perms 644");
+    let check = "pct exec 200 -- /usr/local/bin/lab-lb check /etc/lab-lb/lb.toml.new";
+    // In place before lab-lb checks the config naming them.
+    assert!(at(&push_key) < at(check));
+    assert!(at(&push_cert) < at(check));
+    // Staged on the host 0600 too, and what arrived is the user's pair.
+    let staged_mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(staged_mode, 0o600);
+    assert_eq!(
+        bench.in_container(200, "/etc/lab-lb/certs/apps-0.key"),
+        std::fs::read_to_string(&pair.key).unwrap()
+    );
+    assert!(bench
+        .in_container(200, "/etc/lab-lb/lb.toml")
+        .contains("cert = \"certs/apps-0.crt\""));
+    bench.apply_ok();
+    assert!(bench.writes().is_empty(), "{:#?}", bench.writes());
+
+    // A renewed certificate in the user's files is pushed alone, and lab-lb reloaded.
+    let renewed = lab_tests::certs::make_for(&certs, "renewed", &["*.apps.lab"], "lab");
+    std::fs::rename(renewed.cert, &pair.cert).unwrap();
+    std::fs::rename(renewed.key, &pair.key).unwrap();
+    bench.apply_ok();
+    let writes = bench.writes();
+    assert!(writes.contains(&push_key), "{writes:#?}");
+    assert!(
+        writes.contains(&"pct exec 200 -- systemctl reload-or-restart lab-lb.service".to_owned()),
+        "{writes:#?}"
+    );
+}
+
+/// The peers `lab-vpn peer add` keeps in the vpn container.
+const ADDED_PEERS: &str = "/etc/lab-vpn/peers.toml";
+
+fn phone_peer(name: &str, address: &str) -> String {
+    format!(
+        "# added on the gateway\n[[peer]]\nname = \"{name}\"\npublic_key = \"m9XYp+SdT1i0HAvFg2d+VIqb0LEk+0iGEwjRTtPPVFM=\"\nallowed_ips = [\"{address}/32\"]\n"
+    )
+}
+
+#[test]
+fn peers_added_in_the_vpn_container_and_with_lab_bootstrap_peer_add_both_survive_apply() {
+    let bench = Bench::new();
+    std::fs::copy(workspace_bin("lab-vpn"), bench.path("bin/lab-vpn")).unwrap();
+    std::fs::write(bench.path("real-check-201"), "").unwrap();
+    bench.apply_ok();
+    let added = phone_peer("phone", "10.10.100.9");
+    std::fs::write(bench.path(&format!("ct/201{ADDED_PEERS}")), &added).unwrap();
+
+    // lab.toml gains two peers with `lab-bootstrap peer add`: vpn.toml changes, the added
+    // peers do not.
+    for args in [
+        &[
+            "tablet",
+            "--public-key",
+            "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=",
+        ][..],
+        &["laptop2"][..],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lab-bootstrap"))
+            .args(["peer", "add"])
+            .args(args)
+            .arg("--root")
+            .arg(bench.path("root"))
+            .arg(bench.path("lab.toml"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let client = bench.path("root/var/lib/lab-bootstrap/vpn-clients/laptop2.conf");
+    let made = std::fs::read_to_string(&client).unwrap();
+    assert!(made.contains("PrivateKey = "), "{made}");
+    assert!(made.contains("Address = 10.10.100.4/32"), "{made}");
+    let (out, text) = bench.run("plan", &[]);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("VPN peers added in the vpn container with `lab-vpn peer add` (/etc/lab-vpn/peers.toml, kept by apply):\n\n  phone 10.10.100.9/32"),
+        "{text}"
+    );
+    assert!(!text.contains("will refuse"), "{text}");
+    bench.apply_ok();
+    let writes = bench.writes();
+    assert!(
+        !writes.iter().any(|w| w.contains(ADDED_PEERS)),
+        "{writes:#?}"
+    );
+    assert_eq!(bench.in_container(201, ADDED_PEERS), added);
+    let vpn_toml = bench.in_container(201, "/etc/lab-vpn/vpn.toml");
+    assert!(
+        vpn_toml.contains("peers_file = \"peers.toml\""),
+        "{vpn_toml}"
+    );
+    assert!(vpn_toml.contains("name = \"tablet\""), "{vpn_toml}");
+    assert!(vpn_toml.contains("name = \"laptop2\""), "{vpn_toml}");
+    // apply keeps the client config peer add made, private key and all.
+    assert_eq!(std::fs::read_to_string(&client).unwrap(), made);
+    // The real lab-vpn in the container checked the new vpn.toml with the added peers.
+    assert!(
+        writes.contains(
+            &"pct exec 201 -- /usr/local/bin/lab-vpn check /etc/lab-vpn/vpn.toml.new".to_owned()
+        ),
+        "{writes:#?}"
+    );
+
+    // A lab.toml peer taking the added one's address: plan says lab-vpn will refuse, and apply
+    // stops at lab-vpn's check with its words, the running vpn.toml kept.
+    let lab = std::fs::read_to_string(bench.path("lab.toml"))
+        .unwrap()
+        .replace("address = \"10.10.100.3\"", "address = \"10.10.100.9\"");
+    std::fs::write(bench.path("lab.toml"), lab).unwrap();
+    let (_, text) = bench.run("plan", &[]);
+    assert!(
+        text.contains("! lab-vpn check will refuse the new vpn.toml, and apply stop: /etc/lab-vpn/peers.toml: key `peer[0].allowed_ips[0]`: 10.10.100.9/32 overlaps 10.10.100.9/32 of vpn.toml's peer `tablet`"),
+        "{text}"
+    );
+    let (ok, text) = apply_text(&bench);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("container vpn: `/usr/local/bin/lab-vpn check` refused the new /etc/lab-vpn/vpn.toml")
+            && text.contains("key `peer[0].allowed_ips[0]`: 10.10.100.9/32 overlaps 10.10.100.9/32 of vpn.toml's peer `tablet`"),
+        "{text}"
+    );
+    assert_eq!(bench.in_container(201, "/etc/lab-vpn/vpn.toml"), vpn_toml);
+    assert_eq!(bench.in_container(201, ADDED_PEERS), added);
 }

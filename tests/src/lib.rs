@@ -10,6 +10,7 @@
 
 pub mod binaries;
 pub mod bridged;
+pub mod certs;
 pub mod daemon_process;
 pub mod dns;
 pub mod http;

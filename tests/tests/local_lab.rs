@@ -44,6 +44,19 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// An https route on the lb's net0 port 8443 to the workers' HTTP: `one.apps.lab` to w1.
+const APPS_ROUTE: &str = r#"
+[[lb.route]]
+name = "apps"
+listen = "net0"
+port = 8443
+mode = "https"
+roles = ["worker"]
+target_port = 80
+cert = [{ cert = "apps.crt", key = "apps.key" }]
+http = [{ host = "one.apps.lab", machines = ["w1"] }]
+"#;
+
 /// `curl` from namespace `ns`: the body, or None if the connection failed or timed out.
 fn curl(ns: &str, extra: &[&str], url: &str) -> Option<String> {
     let output = Command::new("ip")
@@ -131,8 +144,12 @@ fn the_local_lab_comes_up_works_as_designed_and_goes_away() {
         name: format!("labt{}", std::process::id() % 100000),
         bin: workspace_bin("lab-bootstrap"),
     };
-    let config = workspace::config_path("lab.toml");
-    let config = config.to_str().unwrap();
+    // configs/lab.toml, and an https route terminating TLS with the lab's own certificate.
+    let dir = tempfile::tempdir().unwrap();
+    let apps = lab_tests::certs::make_for(dir.path(), "apps", &["*.apps.lab", "apps.lab"], "lab");
+    let lab_toml = dir.path().join("lab.toml");
+    std::fs::write(&lab_toml, workspace::config_text("lab.toml") + APPS_ROUTE).unwrap();
+    let config = lab_toml.to_str().unwrap();
     let up = lab.bootstrap(&["up", "--local", "--connect", "--name", &lab.name, config]);
     let printed = text(&up.stdout);
     assert!(
@@ -188,6 +205,29 @@ fn the_local_lab_comes_up_works_as_designed_and_goes_away() {
     assert_eq!(workers, BTreeSet::from(["w1".to_owned(), "w2".to_owned()]));
     let tls = curl(&outside, &direct, "https://192.168.1.50/").expect("no TLS ingress");
     assert!(tls == "w1" || tls == "w2", "{tls}");
+    // The https route: lab-lb answers with the lab's certificate (verified against it), the
+    // rule's host goes to w1 alone, any other to both workers' HTTP.
+    let verified = |host: &str| {
+        let output = Command::new("ip")
+            .args(["netns", "exec", &outside, "curl", "-s", "--max-time", "3"])
+            .args(direct)
+            .arg("--cacert")
+            .arg(&apps.cert)
+            .args(["--resolve", &format!("{host}:8443:192.168.1.50")])
+            .arg(format!("https://{host}:8443/"))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{host}: {}", text(&output.stderr));
+        text(&output.stdout).trim().to_owned()
+    };
+    for _ in 0..4 {
+        assert_eq!(verified("one.apps.lab"), "w1");
+    }
+    let mut by_any = BTreeSet::new();
+    for _ in 0..6 {
+        by_any.insert(verified("apps.lab"));
+    }
+    assert_eq!(by_any, BTreeSet::from(["w1".to_owned(), "w2".to_owned()]));
 
     // Policy matrix. net0 / outside: LB yes (above), VPN yes (below), net1 no, net2 no.
     assert_eq!(

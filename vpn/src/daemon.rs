@@ -144,6 +144,11 @@ impl Daemon for VpnDaemon {
     type Config = VpnConfig;
     type Error = VpnError;
 
+    /// vpn.toml and the peers of its `peers_file`.
+    fn load_config(path: &std::path::Path) -> Result<VpnConfig, lab_daemon::config::ConfigError> {
+        crate::config::load(path)
+    }
+
     async fn start(config: Arc<VpnConfig>, registry: &mut Registry) -> Result<Self, VpnError> {
         let interface = &config.interface;
         let key = PrivateKey::from_bytes(

@@ -148,7 +148,7 @@ fn describe_live(live: Option<bool>, interface: &str) -> String {
 }
 
 fn interface_name(config: &Path) -> String {
-    lab_daemon::config::load::<VpnConfig>(config)
+    lab_vpn::config::load(config)
         .map(|c| c.interface.name)
         .unwrap_or_else(|_| "the interface".to_owned())
 }

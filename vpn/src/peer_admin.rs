@@ -1,10 +1,11 @@
-//! `lab-vpn peer add | remove | list`: managing admin peers in `vpn.toml`, the file staying the
-//! one source of truth. Edits keep the file's comments and layout (toml_edit), are validated as
+//! `lab-vpn peer add | remove | list`: managing admin peers in `vpn.toml`, or, when it names a
+//! `peers_file`, in that file, which whoever writes vpn.toml (lab-bootstrap, from lab.toml)
+//! leaves alone, so added peers survive its next rewrite. Edits keep the file's comments and layout (toml_edit), are validated as
 //! the daemon would validate them before anything is written, are written atomically, and reach
 //! a running daemon by the same reload `systemctl reload` does, confirmed on its control socket.
 
 use crate::client_config::{ClientConfig, ClientPeer};
-use crate::config::VpnConfig;
+use crate::config::{parse_peers_file, PeersFile, VpnConfig};
 use crate::key::{PrivateKey, PublicKey};
 use crate::uapi_client::{Control, PeerStatus};
 use ipnet::IpNet;
@@ -87,11 +88,20 @@ pub struct Added {
     pub live: Option<bool>,
 }
 
-/// The file as text and as the daemon reads it.
+/// The file as text and as the daemon reads it, and the peers file it names.
 struct ConfigSource {
     path: PathBuf,
     text: String,
+    /// vpn.toml alone, without the peers file's peers.
     config: VpnConfig,
+    added: Option<PeersSource>,
+}
+
+/// The peers file as text and as read; empty while it does not exist.
+struct PeersSource {
+    path: PathBuf,
+    text: String,
+    peers: PeersFile,
 }
 
 impl ConfigSource {
@@ -101,11 +111,24 @@ impl ConfigSource {
             source,
         })?;
         let config = parse::<VpnConfig>(path, &text).map_err(PeerError::Config)?;
+        let added = match &config.peers_file {
+            Some(file) => Some(PeersSource::read(file, &config)?),
+            None => None,
+        };
         Ok(Self {
             path: path.to_owned(),
             text,
             config,
+            added,
         })
+    }
+
+    /// Every peer, vpn.toml's and the peers file's: what the daemon loads.
+    fn merged(&self) -> VpnConfig {
+        match &self.added {
+            Some(added) => added.peers.merged_into(&self.config),
+            None => self.config.clone(),
+        }
     }
 
     fn document(&self) -> Result<toml_edit::DocumentMut, PeerError> {
@@ -133,20 +156,73 @@ impl ConfigSource {
     }
 }
 
+impl PeersSource {
+    fn read(path: &Path, config: &VpnConfig) -> Result<Self, PeerError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => {
+                return Err(PeerError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })
+            }
+        };
+        let peers = parse_peers_file(path, &text, config).map_err(PeerError::Config)?;
+        Ok(Self {
+            path: path.to_owned(),
+            text,
+            peers,
+        })
+    }
+
+    fn document(&self) -> Result<toml_edit::DocumentMut, PeerError> {
+        self.text
+            .parse()
+            .map_err(|e| PeerError::Refused(format!("{}: {e}", self.path.display())))
+    }
+
+    /// Checks `document` against vpn.toml's `config` as the daemon would, then replaces the
+    /// file with it atomically; returns every peer, as the daemon will load them.
+    fn replace(
+        &self,
+        document: &toml_edit::DocumentMut,
+        config: &VpnConfig,
+    ) -> Result<VpnConfig, PeerError> {
+        let text = document.to_string();
+        let peers =
+            parse_peers_file(&self.path, &text, config).map_err(PeerError::WouldBeInvalid)?;
+        // Public keys and addresses only, as in vpn.toml.
+        lab_daemon::files::write_atomic(&self.path, text.as_bytes(), 0o644).map_err(|source| {
+            PeerError::Write {
+                path: self.path.display().to_string(),
+                source,
+            }
+        })?;
+        Ok(peers.merged_into(config))
+    }
+}
+
 pub use lab_schema::vpn::next_free_address;
 
 /// Adds a peer to the file and to a running daemon.
 pub fn add(path: &Path, request: &AddRequest) -> Result<Added, PeerError> {
     let source = ConfigSource::read(path)?;
-    let config = &source.config;
+    let merged = source.merged();
+    let config = &merged;
     let name: Name = request
         .name
         .parse()
         .map_err(|e| PeerError::Refused(format!("peer name `{}`: {e}", request.name)))?;
     if config.peers.iter().any(|p| p.name == name) {
         return Err(PeerError::Refused(format!(
-            "a peer named `{name}` already exists in {}",
-            path.display()
+            "a peer named `{name}` already exists in {}{}",
+            path.display(),
+            source
+                .added
+                .as_ref()
+                .map(|a| format!(" or {}", a.path.display()))
+                .unwrap_or_default()
         )));
     }
     let address = match request.address {
@@ -189,7 +265,6 @@ pub fn add(path: &Path, request: &AddRequest) -> Result<Added, PeerError> {
         )
     })?;
 
-    let mut document = source.document()?;
     let mut peer = toml_edit::Table::new();
     peer["name"] = toml_edit::value(name.to_string());
     peer["public_key"] = toml_edit::value(public_key.to_string());
@@ -206,8 +281,18 @@ pub fn add(path: &Path, request: &AddRequest) -> Result<Added, PeerError> {
     let mut allowed = toml_edit::Array::new();
     allowed.push(address.to_string());
     peer["allowed_ips"] = toml_edit::value(allowed);
-    append_peer(&mut document, peer)?;
-    let written = source.replace(&document);
+    let written = match &source.added {
+        Some(added) => {
+            let mut document = added.document()?;
+            append_peer(&mut document, peer)?;
+            added.replace(&document, &source.config)
+        }
+        None => {
+            let mut document = source.document()?;
+            append_peer(&mut document, peer)?;
+            source.replace(&document)
+        }
+    };
     if let (Err(_), true) = (&written, preshared_key.is_some()) {
         // Nothing refers to it: do not leave a secret lying about.
         let _ = std::fs::remove_file(psk_file(path, &name));
@@ -273,22 +358,58 @@ fn append_peer(
     }
 }
 
-/// Removes peer `name` from the file and from a running daemon.
+/// Removes peer `name` from the file (the peers file, when vpn.toml names one) and from a
+/// running daemon.
 pub fn remove(path: &Path, name: &str) -> Result<Option<bool>, PeerError> {
     let source = ConfigSource::read(path)?;
-    let Some(index) = source
-        .config
-        .peers
-        .iter()
-        .position(|p| p.name.to_string() == name)
-    else {
-        return Err(PeerError::Refused(format!(
-            "no peer named `{name}` in {}",
-            path.display()
-        )));
+    let position =
+        |peers: &[crate::config::Peer]| peers.iter().position(|p| p.name.as_str() == name);
+    let in_added = source
+        .added
+        .as_ref()
+        .and_then(|added| Some((added, position(&added.peers.peers)?)));
+    let written = match (in_added, &source.added, position(&source.config.peers)) {
+        (Some((added, index)), _, _) => {
+            let public_key = added.peers.peers[index].public_key;
+            let mut document = added.document()?;
+            remove_peer(&mut document, index)?;
+            (added.replace(&document, &source.config)?, public_key)
+        }
+        (None, Some(added), Some(_)) => {
+            return Err(PeerError::Refused(format!(
+                "peer `{name}` is one of {}'s own, which is rewritten by the tool that wrote it \
+                 (lab-bootstrap, from lab.toml: `lab-bootstrap peer remove {name}`, then apply); \
+                 `peer remove` removes the peers of {} only",
+                path.display(),
+                added.path.display()
+            )))
+        }
+        (None, None, Some(index)) => {
+            let public_key = source.config.peers[index].public_key;
+            let mut document = source.document()?;
+            remove_peer(&mut document, index)?;
+            (source.replace(&document)?, public_key)
+        }
+        (None, _, None) => {
+            return Err(PeerError::Refused(format!(
+                "no peer named `{name}` in {}{}",
+                path.display(),
+                source
+                    .added
+                    .as_ref()
+                    .map(|a| format!(" or {}", a.path.display()))
+                    .unwrap_or_default()
+            )))
+        }
     };
-    let public_key = source.config.peers[index].public_key;
-    let mut document = source.document()?;
+    let (config, public_key) = written;
+    apply_live(&config, |peers| {
+        !peers.iter().any(|p| p.public_key == Some(public_key))
+    })
+}
+
+/// Takes `[[peer]]` table `index` out of `document`, and the key with the last one.
+fn remove_peer(document: &mut toml_edit::DocumentMut, index: usize) -> Result<(), PeerError> {
     let peers = document
         .get_mut("peer")
         .and_then(toml_edit::Item::as_array_of_tables_mut)
@@ -302,10 +423,7 @@ pub fn remove(path: &Path, name: &str) -> Result<Option<bool>, PeerError> {
     if peers.is_empty() {
         document.remove("peer");
     }
-    let written = source.replace(&document)?;
-    apply_live(&written, |peers| {
-        !peers.iter().any(|p| p.public_key == Some(public_key))
-    })
+    Ok(())
 }
 
 /// Signals a running daemon to reload, as `systemctl reload` would, and waits until its control
@@ -347,13 +465,12 @@ pub struct Listed {
 /// The configured peers with what the running daemon knows of them, then any peer the daemon
 /// has that the file does not (added with `wg set`), named by its key.
 pub fn list(path: &Path) -> Result<(Vec<Listed>, bool), PeerError> {
-    let source = ConfigSource::read(path)?;
-    let live = match Control::connect(&source.config.interface.name).map_err(PeerError::Control)? {
+    let source = ConfigSource::read(path)?.merged();
+    let live = match Control::connect(&source.interface.name).map_err(PeerError::Control)? {
         Some(mut control) => Some(control.peers().map_err(PeerError::Control)?),
         None => None,
     };
     let mut listed: Vec<Listed> = source
-        .config
         .peers
         .iter()
         .map(|peer| Listed {
@@ -370,7 +487,6 @@ pub fn list(path: &Path) -> Result<(Vec<Listed>, bool), PeerError> {
         .collect();
     for status in live.iter().flatten() {
         let known = source
-            .config
             .peers
             .iter()
             .any(|p| Some(p.public_key) == status.public_key);

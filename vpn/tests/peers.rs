@@ -304,3 +304,120 @@ fn refused_peer_commands_leave_the_file_as_it_was() {
     let check = Command::new(BIN).arg("check").arg(&file).output().unwrap();
     assert!(check.status.success(), "{}", text(&check.stderr));
 }
+
+/// The peer lab-bootstrap wrote into vpn.toml from lab.toml.
+fn admin_peer(key: &KeyPair) -> String {
+    format!(
+        "[[peer]]\nname = \"admin\"\npublic_key = \"{}\"\nallowed_ips = [\"{CLIENT_TUNNEL}/32\"]\n",
+        key.public
+    )
+}
+
+fn listed_names(netns: &Netns, config: &str) -> Vec<String> {
+    let list = lab_vpn(netns, &["peer", "list", "--config", config]);
+    assert!(list.status.success(), "{}", text(&list.stderr));
+    text(&list.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| ["admin", "phone"].contains(n))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn with_a_peers_file_cli_peers_go_there_and_survive_vpn_toml_being_rewritten() {
+    let topology = Topology::new();
+    let gateway_key = key_pair();
+    let vpn_toml = format!(
+        "peers_file = \"peers.toml\"\n{}",
+        topology.gateway_config(&gateway_key, &admin_peer(&key_pair()))
+    );
+    let mut gateway = topology.start_gateway(&vpn_toml);
+    let file = gateway.config_path.clone();
+    let config = file.to_str().unwrap();
+    let peers_file = file.with_file_name("peers.toml");
+    let phone = key_pair();
+    let added = lab_vpn(
+        &topology.gateway,
+        &[
+            "peer",
+            "add",
+            "phone",
+            "--config",
+            config,
+            "--public-key",
+            &phone.public,
+            "--no-qr",
+        ],
+    );
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    assert!(
+        text(&added.stderr).contains("applied to the running"),
+        "{}",
+        text(&added.stderr)
+    );
+    // vpn.toml is as its writer left it; the peer is in the peers file, at the next address.
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), vpn_toml);
+    let kept = std::fs::read_to_string(&peers_file).unwrap();
+    assert!(kept.contains("name = \"phone\""), "{kept}");
+    assert!(kept.contains("10.10.100.3/32"), "{kept}");
+    assert_eq!(listed_names(&topology.gateway, config), ["admin", "phone"]);
+
+    // vpn.toml rewritten (what apply does) and reloaded: the daemon still has both.
+    let status = gateway.reload(&vpn_toml);
+    assert!(!status.contains("refused"), "{status}");
+    let shown = topology
+        .gateway
+        .command("wg")
+        .args(["show", &topology.interface, "allowed-ips"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&shown.stdout).contains(&format!("{}\t10.10.100.3/32", phone.public)),
+        "{}{}",
+        text(&shown.stdout),
+        text(&shown.stderr)
+    );
+    assert_eq!(listed_names(&topology.gateway, config), ["admin", "phone"]);
+    let check = Command::new(BIN).arg("check").arg(&file).output().unwrap();
+    assert!(check.status.success(), "{}", text(&check.stderr));
+    assert!(
+        text(&check.stdout).contains("2 peers"),
+        "{}",
+        text(&check.stdout)
+    );
+
+    // vpn.toml's own peers are its writer's to remove.
+    let refused = lab_vpn(
+        &topology.gateway,
+        &["peer", "remove", "admin", "--config", config],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("peer `admin` is one of")
+            && text(&refused.stderr).contains("lab-bootstrap peer remove admin"),
+        "{}",
+        text(&refused.stderr)
+    );
+
+    // A peers file that clashes with vpn.toml is refused by check, naming the file and key.
+    let clash = format!("{kept}\n[[peer]]\nname = \"admin\"\npublic_key = \"{}\"\nallowed_ips = [\"10.10.100.9/32\"]\n", key_pair().public);
+    std::fs::write(&peers_file, clash).unwrap();
+    let check = Command::new(BIN).arg("check").arg(&file).output().unwrap();
+    assert_eq!(check.status.code(), Some(78));
+    let stderr = text(&check.stderr);
+    assert!(
+        stderr.contains(&format!("{}:", peers_file.display()))
+            && stderr.contains("key `peer[1].name`: peer `admin` is also vpn.toml's"),
+        "{stderr}"
+    );
+    std::fs::write(&peers_file, &kept).unwrap();
+
+    let removed = lab_vpn(
+        &topology.gateway,
+        &["peer", "remove", "phone", "--config", config],
+    );
+    assert!(removed.status.success(), "{}", text(&removed.stderr));
+    assert_eq!(listed_names(&topology.gateway, config), ["admin"]);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), vpn_toml);
+}

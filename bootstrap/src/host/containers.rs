@@ -13,8 +13,8 @@ use super::actions::ServiceAction;
 use super::{CommandError, Runner};
 use crate::model::{Lab, Role};
 use crate::render::containers::{
-    staged_path, LB_BINARY, LB_CONFIG, LB_ROUTES_DROPIN, LB_UNIT, VPN_BINARY, VPN_CONFIG,
-    VPN_GUARD_UNIT, VPN_PRIVATE_KEY, VPN_ROUTES_DROPIN, VPN_UNIT,
+    lb_cert_files, staged_path, LB_BINARY, LB_CONFIG, LB_ROUTES_DROPIN, LB_UNIT, VPN_BINARY,
+    VPN_CONFIG, VPN_GUARD_UNIT, VPN_PRIVATE_KEY, VPN_ROUTES_DROPIN, VPN_UNIT,
 };
 use crate::render::files::{under_root, WriteError};
 use crate::render::observability::{self, JOURNAL_UPLOAD_DROPIN, JOURNAL_UPLOAD_UNIT};
@@ -41,7 +41,7 @@ pub struct ContainerFile {
     /// Where it is on the host: the binary in `--binaries`, the others staged under `--root`.
     pub source: PathBuf,
     /// Its path inside the container.
-    pub target: &'static str,
+    pub target: String,
     /// Its permissions inside the container.
     pub mode: u32,
     /// What it is to the program.
@@ -108,6 +108,9 @@ pub enum ContainerError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A file the containers' list depends on (an https route's certificate) cannot be read.
+    #[error(transparent)]
+    Render(#[from] crate::render::RenderError),
     /// lab.toml has no machine of this role (`lb` or `vpn`).
     #[error("the lab has no {0} container; run `lab-bootstrap validate`")]
     Missing(&'static str),
@@ -168,7 +171,12 @@ pub fn containers(
     root: &Path,
     binaries: &Path,
 ) -> Result<Vec<Container>, ContainerError> {
-    let staged = |role, path| under_root(root, &staged_path(lab, role, path));
+    let staged = |role, path: &str| under_root(root, &staged_path(lab, role, path));
+    // The https routes' certificates and keys, named by the lb's config.
+    let lb_certs: Vec<(String, u32)> = lb_cert_files(lab)?
+        .into_iter()
+        .map(|(target, _, mode)| (target, mode))
+        .collect();
     let mut out = Vec::new();
     for (role, unit, binary, program, config, named, packages) in [
         (
@@ -177,7 +185,7 @@ pub fn containers(
             LB_BINARY,
             "lab-lb",
             LB_CONFIG,
-            vec![],
+            lb_certs.clone(),
             vec![],
         ),
         (
@@ -186,7 +194,7 @@ pub fn containers(
             VPN_BINARY,
             "lab-vpn",
             VPN_CONFIG,
-            vec![(VPN_PRIVATE_KEY, 0o600)],
+            vec![(VPN_PRIVATE_KEY.to_owned(), 0o600)],
             vec![NFTABLES],
         ),
     ] {
@@ -202,15 +210,15 @@ pub fn containers(
         };
         let mut files = vec![ContainerFile {
             source: binaries.join(program),
-            target: binary,
+            target: binary.to_owned(),
             mode: 0o755,
             kind: FileKind::Binary,
             checked_by: None,
         }];
-        // What the config names (the vpn's key).
+        // What the config names (the vpn's key, the lb's certificates and keys).
         for (path, mode) in named {
             files.push(ContainerFile {
-                source: staged(role, path)?,
+                source: staged(role, &path)?,
                 target: path,
                 mode,
                 kind: FileKind::Config,
@@ -220,7 +228,7 @@ pub fn containers(
         for &path in units {
             files.push(ContainerFile {
                 source: staged(role, path)?,
-                target: path,
+                target: path.to_owned(),
                 mode: 0o644,
                 kind: FileKind::Unit,
                 checked_by: None,
@@ -231,7 +239,7 @@ pub fn containers(
             packages.push(JOURNAL_UPLOAD);
             files.push(ContainerFile {
                 source: staged(role, JOURNAL_UPLOAD_DROPIN)?,
-                target: JOURNAL_UPLOAD_DROPIN,
+                target: JOURNAL_UPLOAD_DROPIN.to_owned(),
                 mode: 0o644,
                 kind: FileKind::JournalUpload,
                 checked_by: None,
@@ -240,7 +248,7 @@ pub fn containers(
         // Last, so that its check runs the binary being installed and finds what it names.
         files.push(ContainerFile {
             source: staged(role, config)?,
-            target: config,
+            target: config.to_owned(),
             mode: 0o644,
             kind: FileKind::Config,
             checked_by: Some(binary),
@@ -275,7 +283,7 @@ pub fn remote_sums(
 ) -> Result<BTreeMap<String, String>, CommandError> {
     let vmid = container.vmid.to_string();
     let mut args = vec!["exec", vmid.as_str(), "--", "sha256sum"];
-    args.extend(container.files.iter().map(|f| f.target));
+    args.extend(container.files.iter().map(|f| f.target.as_str()));
     // sha256sum fails when a file is missing but still prints the others.
     Ok(parse_sums(&runner.run("pct", &args)?.stdout))
 }
@@ -389,17 +397,17 @@ pub fn push(
     let vmid = vmid.to_string();
     let dirs: BTreeSet<&str> = files
         .iter()
-        .filter_map(|f| Path::new(f.target).parent()?.to_str())
+        .filter_map(|f| Path::new(&f.target).parent()?.to_str())
         .collect();
     let mut mkdir = vec!["exec", vmid.as_str(), "--", "mkdir", "-p"];
     mkdir.extend(dirs);
     runner.check("pct", &mkdir)?;
     for file in files {
         let Some(program) = file.checked_by else {
-            push_file(runner, &vmid, file, file.target)?;
+            push_file(runner, &vmid, file, &file.target)?;
             continue;
         };
-        let staged = staging_target(file.target);
+        let staged = staging_target(&file.target);
         push_file(runner, &vmid, file, &staged)?;
         let check = runner.run("pct", &["exec", &vmid, "--", program, "check", &staged])?;
         if !check.success {
@@ -414,7 +422,7 @@ pub fn push(
             return Err(ContainerError::Refused {
                 container: name.to_owned(),
                 program: program.to_owned(),
-                target: file.target.to_owned(),
+                target: file.target.clone(),
                 staged,
                 message: said
                     .lines()
@@ -426,7 +434,7 @@ pub fn push(
         }
         runner.check(
             "pct",
-            &["exec", &vmid, "--", "mv", "-f", &staged, file.target],
+            &["exec", &vmid, "--", "mv", "-f", &staged, &file.target],
         )?;
     }
     Ok(())

@@ -6,11 +6,13 @@ use super::actions::{self, ServiceAction};
 use super::containers::{self, Container, ContainerError, ContainerFile, Package};
 use super::manifest::sha256_hex;
 use super::{guest_running, guests, packages, services, HostError, Runner};
-use crate::model::Lab;
+use crate::model::{Lab, Role};
+use crate::render::containers::VPN_PEERS_FILE;
 use crate::render::files::under_root;
 use crate::render::state::{self, Preview};
 use crate::render::RenderedFile;
 use crate::state_dir::StateDir;
+use lab_schema::vpn::PeersFile;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -83,6 +85,12 @@ pub enum Step {
 pub struct HostPlan {
     /// In the order apply carries them out.
     pub steps: Vec<Step>,
+    /// The peers `lab-vpn peer add` added in the vpn container (its peers file, which apply
+    /// never writes): name and allowed IPs. Not changes: shown so lab.toml's are not all.
+    pub added_peers: Vec<(String, String)>,
+    /// What lab-vpn's `check` will say of the added peers against the vpn.toml apply pushes (a
+    /// name, key or address lab.toml's peers took since): apply will stop there.
+    pub peer_clashes: Vec<String>,
 }
 
 impl HostPlan {
@@ -105,6 +113,21 @@ impl HostPlan {
     /// terraform-like lines, after the Proxmox changes.
     pub fn render(&self) -> String {
         let mut out = String::new();
+        if !self.added_peers.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nVPN peers added in the vpn container with `lab-vpn peer add` ({VPN_PEERS_FILE}, kept by apply):\n"
+            );
+            for (name, allowed_ips) in &self.added_peers {
+                let _ = writeln!(out, "  {name} {allowed_ips}");
+            }
+        }
+        for clash in &self.peer_clashes {
+            let _ = writeln!(
+                out,
+                "\n  ! lab-vpn check will refuse the new vpn.toml, and apply stop: {clash}"
+            );
+        }
         if self.is_empty() {
             let _ = writeln!(
                 out,
@@ -187,7 +210,7 @@ fn lines(step: &Step) -> Vec<(String, String)> {
                     Some(program) => format!(
                         " as {}, checked there by `{program} check`, and moved into place only \
                          if it passes (apply stops otherwise)",
-                        containers::staging_target(file.target)
+                        containers::staging_target(&file.target)
                     ),
                     None => String::new(),
                 };
@@ -289,8 +312,16 @@ pub fn plan(
             vmid: machine.vmid,
         });
     }
+    let mut added_peers = (Vec::new(), Vec::new());
     for container in containers::containers(lab, root, binaries)? {
         guest_steps.extend(container_plan(runner, &container, &staged, &mut due)?);
+        let is_vpn = lab
+            .machines
+            .iter()
+            .any(|m| m.role == Role::Vpn && m.vmid == container.vmid);
+        if is_vpn && guest_running(runner, "pct", container.vmid)? {
+            added_peers = read_added_peers(runner, lab, container.vmid)?;
+        }
     }
     let due: Vec<&ServiceAction> = due.iter().filter(|a| !a.is_moot(&due)).collect();
     let service = |in_container: bool| {
@@ -301,7 +332,58 @@ pub fn plan(
     steps.extend(service(false));
     steps.extend(guest_steps);
     steps.extend(service(true));
-    Ok(HostPlan { steps })
+    let (added_peers, peer_clashes) = added_peers;
+    Ok(HostPlan {
+        steps,
+        added_peers,
+        peer_clashes,
+    })
+}
+
+/// A peer's name and allowed IPs, as plan shows it.
+type NamedPeer = (String, String);
+
+/// The vpn container's added peers (read-only), and their clashes with lab.toml's, as lab-vpn
+/// will judge them against the vpn.toml rendered from `lab`.
+fn read_added_peers(
+    runner: &mut dyn Runner,
+    lab: &Lab,
+    vmid: u32,
+) -> Result<(Vec<NamedPeer>, Vec<String>), HostError> {
+    let read = runner.run(
+        "pct",
+        &["exec", &vmid.to_string(), "--", "cat", VPN_PEERS_FILE],
+    )?;
+    // No file: no peer was added there.
+    if !read.success || read.stdout.trim().is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let peers: PeersFile = match toml::from_str(&read.stdout) {
+        Ok(peers) => peers,
+        Err(e) => {
+            return Ok((
+                Vec::new(),
+                vec![format!("{VPN_PEERS_FILE}: {}", e.message())],
+            ))
+        }
+    };
+    let listed = peers
+        .peers
+        .iter()
+        .map(|p| {
+            let ips: Vec<String> = p.allowed_ips.iter().map(ToString::to_string).collect();
+            (p.name.to_string(), ips.join(", "))
+        })
+        .collect();
+    let gateway = crate::render::containers::vpn_config(lab).map_err(state::StateError::from)?;
+    let mut issues = lab_daemon::Issues::new();
+    peers.check_with(&gateway, &mut issues);
+    let clashes = issues
+        .into_vec()
+        .into_iter()
+        .map(|i| format!("{VPN_PEERS_FILE}: {i}"))
+        .collect();
+    Ok((listed, clashes))
 }
 
 /// One container's steps: started unless it runs, packages it lacks installed, files that
@@ -352,7 +434,7 @@ fn container_plan(
                 },
             )?)),
         };
-        if local.is_none() || remote.get(file.target) != local.as_ref() {
+        if local.is_none() || remote.get(&file.target) != local.as_ref() {
             pushed.push(file.clone());
         }
     }

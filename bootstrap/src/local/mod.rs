@@ -208,6 +208,10 @@ pub fn up(options: &UpOptions) -> Result<(), LocalError> {
     let lab_text = std::fs::read_to_string(&options.lab_file)
         .map_err(io(format!("reading {}", options.lab_file.display())))?;
     write(&state.lab_toml(), &lab_text, 0o644)?;
+    let lab_dir = std::path::absolute(&options.lab_file)
+        .map_err(io(format!("reading {}", options.lab_file.display())))?;
+    let lab_dir = lab_dir.parent().unwrap_or(Path::new("/"));
+    write(&state.lab_dir(), &format!("{}\n", lab_dir.display()), 0o644)?;
 
     // Namespaces and wiring. Each recorded once made: `down` removes exactly those.
     let namespaces = [names.host_ns(), names.outside_ns()].into_iter().chain(
@@ -328,6 +332,17 @@ pub fn up(options: &UpOptions) -> Result<(), LocalError> {
     // The balancer.
     let lb_ns = machine_ns_by_role(&lab, &names, Role::Lb)?;
     let lb_config = render::containers::lb_config(&lab)?;
+    // Beside the config, where lb.toml's relative names find them, as in the container.
+    for (target, contents, mode) in render::containers::lb_cert_files(&lab)? {
+        let path = state.path().join(render::containers::relative_to(
+            render::containers::LB_CONFIG,
+            &target,
+        ));
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+        }
+        write(&path, &contents, mode)?;
+    }
     start_daemon(
         &state,
         &lb_ns,
@@ -599,7 +614,16 @@ pub fn status(name: &str) -> Result<(), LocalError> {
     if names.existing_namespaces().is_empty() || !lab_file.exists() {
         return Err(LocalError::NotUp(name.to_owned()));
     }
-    let lab = load(&lab_file)?;
+    // The copy, its relative paths taken from where the original was.
+    let lab = match std::fs::read_to_string(state.lab_dir()) {
+        Ok(dir) => {
+            let text = std::fs::read_to_string(&lab_file)
+                .map_err(io(format!("reading {}", lab_file.display())))?;
+            lab_daemon::config::parse::<Lab>(&Path::new(dir.trim_end()).join("lab.toml"), &text)
+                .map_err(|e| LocalError::Usage(e.lines().join("\n")))?
+        }
+        Err(_) => load(&lab_file)?,
+    };
     if !state.up_complete().exists() {
         lab_daemon::cli::out(&format!(
             "local lab `{name}`: `up` did not finish; `down --local` cleans up\n"

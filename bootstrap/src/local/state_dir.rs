@@ -26,6 +26,12 @@ impl LocalStateDir {
         self.path.join("lab.toml")
     }
 
+    /// The directory of the lab.toml `up` was given: the files it names (keys, certificates)
+    /// are relative to it, not to the copy [`Self::lab_toml`].
+    pub fn lab_dir(&self) -> PathBuf {
+        self.path.join("lab-dir")
+    }
+
     /// There once `up` finished.
     pub fn up_complete(&self) -> PathBuf {
         self.path.join("up.complete")

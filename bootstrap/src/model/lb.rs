@@ -5,6 +5,7 @@ use lab_daemon::{Issues, Name};
 use lab_schema::lb::{BalanceAlgorithm, HealthCheck, HealthCheckKind, ListenerMode};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::path::PathBuf;
 
 /// lab-lb's metrics port on its net2 address (configs/lb.toml's): no `[[lb.route]]` may take it.
 pub const LB_METRICS_PORT: u16 = 8404;
@@ -44,10 +45,68 @@ pub struct LbRoute {
     /// How a machine is picked for each new connection; `round-robin` when unset.
     #[serde(default)]
     pub balance: BalanceAlgorithm,
-    /// lb.toml's `[backend.health_check]` for the machines; without it a machine counts as up
-    /// unless connecting to it fails.
+    /// lb.toml's `[backend.health_check]` for the machines (and those of every `http` rule);
+    /// without it a machine counts as up unless connecting to it fails.
     #[serde(default)]
     pub health_check: Option<HealthCheck>,
+    /// `[[lb.route.cert]]`, `https` only: the certificates served, picked by SNI.
+    #[serde(default, rename = "cert", skip_serializing_if = "Vec::is_empty")]
+    pub certs: Vec<RouteCert>,
+    /// `[[lb.route.http]]`, `http` and `https` only: requests by host and path to other
+    /// machines, first match wins; the others go to the route's own machines.
+    #[serde(default, rename = "http", skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<HttpRule>,
+}
+
+/// `[[lb.route.cert]]`: a PEM certificate chain and its key, files named relative to lab.toml;
+/// pushed into the lb container, the key 0600.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteCert {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The leaf's private key.
+    pub key: PathBuf,
+    /// Server names (exact or `*.suffix`) this pair is served for; the route's first pair is
+    /// served to clients naming none of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+}
+
+/// `[[lb.route.http]]`: requests for `host` under `path` go to these machines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpRule {
+    /// Exact host or `*.suffix`; any host when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Path prefix; `/` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Every machine with one of these roles…
+    #[serde(default)]
+    pub roles: Vec<Role>,
+    /// …and these machines by name.
+    #[serde(default)]
+    pub machines: Vec<Name>,
+    /// The machines' port; the route's `target_port` when unset.
+    #[serde(default)]
+    pub target_port: Option<u16>,
+}
+
+/// The machines with one of `roles` or named in `machines`, in lab.toml order, each once.
+fn machines_of<'a>(lab: &'a Lab, roles: &[Role], machines: &[Name]) -> Vec<&'a super::Machine> {
+    lab.machines
+        .iter()
+        .filter(|m| roles.contains(&m.role) || machines.contains(&m.name))
+        .collect()
+}
+
+impl HttpRule {
+    /// The machines this rule sends to, in lab.toml order, each once.
+    pub fn targets<'a>(&self, lab: &'a Lab) -> Vec<&'a super::Machine> {
+        machines_of(lab, &self.roles, &self.machines)
+    }
 }
 
 impl LbRoute {
@@ -62,10 +121,12 @@ impl LbRoute {
 
     /// The machines behind this route, in lab.toml order, each once.
     pub fn targets<'a>(&self, lab: &'a Lab) -> Vec<&'a super::Machine> {
-        lab.machines
-            .iter()
-            .filter(|m| self.roles.contains(&m.role) || self.machines.contains(&m.name))
-            .collect()
+        machines_of(lab, &self.roles, &self.machines)
+    }
+
+    /// The lb.toml backend of `http` rule `index`: the route's name, a dot, the rule's index.
+    pub fn rule_backend(&self, index: usize) -> String {
+        format!("{}.{index}", self.name)
     }
 }
 
@@ -96,6 +157,8 @@ fn route(
         target_port: None,
         balance,
         health_check: Some(health_check),
+        certs: Vec::new(),
+        http: Vec::new(),
     })
 }
 
@@ -200,43 +263,70 @@ impl Lab {
                     format!("net2 port {} is lab-lb's own metrics address", route.port),
                 );
             }
-            if route.roles.is_empty() && route.machines.is_empty() {
-                issues.add(
-                    key.clone(),
-                    "a route needs `roles` or `machines` to send connections to",
-                );
-            }
-            for (j, role) in route.roles.iter().enumerate() {
-                if !self.machines.iter().any(|m| m.role == *role) {
+            self.check_targets(&key, &route.roles, &route.machines, issues);
+            for (j, rule) in route.http.iter().enumerate() {
+                let rule_key = format!("{key}.http[{j}]");
+                self.check_targets(&rule_key, &rule.roles, &rule.machines, issues);
+                if rule.target_port == Some(0) {
+                    issues.add(format!("{rule_key}.target_port"), "port 0 is not a port");
+                }
+                let backend = route.rule_backend(j);
+                if backend.parse::<Name>().is_err() {
                     issues.add(
-                        format!("{key}.roles[{j}]"),
-                        format!("no machine has role = \"{}\"", role.as_str()),
+                        format!("{key}.name"),
+                        format!("too long for its http rules' backends (`{backend}`)"),
                     );
-                }
-            }
-            for (j, name) in route.machines.iter().enumerate() {
-                match self.machines.iter().find(|m| &m.name == name) {
-                    None => issues.add(
-                        format!("{key}.machines[{j}]"),
-                        format!("there is no machine named `{name}`"),
-                    ),
-                    Some(m) if m.address_on(NetworkId::Net2).is_none() => issues.add(
-                        format!("{key}.machines[{j}]"),
-                        format!("`{name}` has no net2 address the lb could reach"),
-                    ),
-                    Some(_) => {}
-                }
-            }
-            for (j, role) in route.roles.iter().enumerate() {
-                if matches!(role, Role::Lb | Role::Vpn | Role::Manager) {
+                } else if let Some(k) = routes.iter().position(|r| r.name.as_str() == backend) {
                     issues.add(
-                        format!("{key}.roles[{j}]"),
+                        format!("lb.route[{k}].name"),
                         format!(
-                            "the lb sends connections to Talos nodes, not to the {}",
-                            role.as_str()
+                            "`{backend}` is the backend of {rule_key}; name the route otherwise"
                         ),
                     );
                 }
+            }
+            super::route_certs::check(route, &key, issues);
+        }
+    }
+
+    /// `roles` and `machines` of a route or rule (under `key`) name Talos nodes on net2.
+    fn check_targets(&self, key: &str, roles: &[Role], machines: &[Name], issues: &mut Issues) {
+        if roles.is_empty() && machines.is_empty() {
+            issues.add(
+                key.to_owned(),
+                "a route needs `roles` or `machines` to send connections to",
+            );
+        }
+        for (j, role) in roles.iter().enumerate() {
+            if !self.machines.iter().any(|m| m.role == *role) {
+                issues.add(
+                    format!("{key}.roles[{j}]"),
+                    format!("no machine has role = \"{}\"", role.as_str()),
+                );
+            }
+        }
+        for (j, name) in machines.iter().enumerate() {
+            match self.machines.iter().find(|m| &m.name == name) {
+                None => issues.add(
+                    format!("{key}.machines[{j}]"),
+                    format!("there is no machine named `{name}`"),
+                ),
+                Some(m) if m.address_on(NetworkId::Net2).is_none() => issues.add(
+                    format!("{key}.machines[{j}]"),
+                    format!("`{name}` has no net2 address the lb could reach"),
+                ),
+                Some(_) => {}
+            }
+        }
+        for (j, role) in roles.iter().enumerate() {
+            if matches!(role, Role::Lb | Role::Vpn | Role::Manager) {
+                issues.add(
+                    format!("{key}.roles[{j}]"),
+                    format!(
+                        "the lb sends connections to Talos nodes, not to the {}",
+                        role.as_str()
+                    ),
+                );
             }
         }
     }

@@ -4,20 +4,27 @@
 //! container's own paths.
 
 use super::{role_address, RenderError, RenderedFile};
-use crate::model::{Lab, LbRoute, NetworkId, Role};
+use crate::model::{Lab, LbRoute, Machine, NetworkId, Role};
 use ipnet::{IpNet, Ipv4Net};
-use lab_daemon::{LogConfig, MetricsConfig, RuntimeConfig, ShutdownConfig};
-use lab_schema::lb::{Backend, LbConfig, Listener, Server};
+use lab_daemon::{LogConfig, MetricsConfig, Name, RuntimeConfig, ShutdownConfig};
+use lab_schema::lb::http::{CertPair, HttpListener, HttpRoute};
+use lab_schema::lb::{Backend, LbConfig, Listener, ListenerMode, Server};
 use lab_schema::vpn::{Interface, Peer, VpnConfig};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Where container files wait on the host before they are pushed in.
 pub const STAGING_DIR: &str = "/var/lib/lab/containers";
 /// lab-lb's config in the lb container.
 pub const LB_CONFIG: &str = "/etc/lab-lb/lb.toml";
+/// Where an `https` route's certificates and keys go in the lb container; lb.toml names them
+/// relative to its own directory, so they resolve wherever the config is checked from.
+pub const LB_CERT_DIR: &str = "/etc/lab-lb/certs";
 /// lab-vpn's config in the vpn container.
 pub const VPN_CONFIG: &str = "/etc/lab-vpn/vpn.toml";
+/// The peers `lab-vpn peer add` adds in the vpn container: vpn.toml names it (relative to
+/// itself), apply never writes it, so they survive apply; `plan` reads and lists them.
+pub const VPN_PEERS_FILE: &str = "/etc/lab-vpn/peers.toml";
 /// The vpn gateway's private key in the vpn container (0600), staged from the state directory.
 pub const VPN_PRIVATE_KEY: &str = "/etc/lab-vpn/private.key";
 /// lab-vpn's WireGuard UDP port, and the peers' endpoint port on the vpn's net0 address.
@@ -52,18 +59,17 @@ pub fn staged_path(lab: &Lab, role: Role, path: &str) -> PathBuf {
     PathBuf::from(format!("{STAGING_DIR}/{machine}{path}"))
 }
 
-fn backend(route: &LbRoute, lab: &Lab) -> Backend {
-    let servers = route
-        .targets(lab)
+fn backend(route: &LbRoute, name: Name, targets: Vec<&Machine>, port: u16) -> Backend {
+    let servers = targets
         .into_iter()
         .filter_map(|m| m.address_on(NetworkId::Net2))
         .map(|address| Server {
-            address: SocketAddr::new(IpAddr::V4(address), route.target_port()),
+            address: SocketAddr::new(IpAddr::V4(address), port),
             weight: Server::DEFAULT_WEIGHT,
         })
         .collect();
     Backend {
-        name: route.name.clone(),
+        name,
         balance: route.balance,
         servers,
         connect_timeout: Backend::DEFAULT_CONNECT_TIMEOUT,
@@ -72,6 +78,79 @@ fn backend(route: &LbRoute, lab: &Lab) -> Backend {
         proxy_protocol: None,
         health_check: route.health_check.clone(),
     }
+}
+
+/// The route's backend, then one per `http` rule (those whose name is no [`Name`] were refused
+/// by the model's checks, and are left out).
+fn backends_of(route: &LbRoute, lab: &Lab) -> Vec<Backend> {
+    let mut out = vec![backend(
+        route,
+        route.name.clone(),
+        route.targets(lab),
+        route.target_port(),
+    )];
+    for (j, rule) in route.http.iter().enumerate() {
+        if let Ok(name) = route.rule_backend(j).parse() {
+            let port = rule.target_port.unwrap_or(route.target_port());
+            out.push(backend(route, name, rule.targets(lab), port));
+        }
+    }
+    out
+}
+
+/// Certificate pair `k` of `route` in the lb container: its certificate's and key's paths.
+pub fn lb_cert_paths(route: &LbRoute, k: usize) -> (String, String) {
+    let base = format!("{LB_CERT_DIR}/{}-{k}", route.name);
+    (format!("{base}.crt"), format!("{base}.key"))
+}
+
+/// `path` in a container as the daemon config at `config` there names it: relative to the
+/// config's directory, so a config checked beside the one in place (or run from the local
+/// lab's directory) finds what it names.
+pub fn relative_to(config: &str, path: &str) -> PathBuf {
+    let dir = Path::new(config).parent().unwrap_or(Path::new("/"));
+    Path::new(path)
+        .strip_prefix(dir)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|_| PathBuf::from(path))
+}
+
+/// `[listener.http]` of an `http` or `https` route. A route of another mode with certificates
+/// or rules gets one too, for lb.toml's own rules to refuse with their words.
+fn http_listener(route: &LbRoute) -> Option<HttpListener> {
+    let l7 = matches!(route.mode, ListenerMode::Http | ListenerMode::Https);
+    if !l7 && route.certs.is_empty() && route.http.is_empty() {
+        return None;
+    }
+    let routes = route
+        .http
+        .iter()
+        .enumerate()
+        .map(|(j, rule)| HttpRoute {
+            host: rule.host.clone(),
+            path: rule.path.clone(),
+            backend: route.rule_backend(j).parse().ok(),
+            ..HttpRoute::default()
+        })
+        .collect();
+    let certs = route
+        .certs
+        .iter()
+        .enumerate()
+        .map(|(k, pair)| {
+            let (cert, key) = lb_cert_paths(route, k);
+            CertPair {
+                cert: relative_to(LB_CONFIG, &cert),
+                key: relative_to(LB_CONFIG, &key),
+                names: pair.names.clone(),
+            }
+        })
+        .collect();
+    Some(HttpListener {
+        routes,
+        certs,
+        ..HttpListener::default()
+    })
 }
 
 fn listener(route: &LbRoute, address: Ipv4Addr) -> Listener {
@@ -86,7 +165,7 @@ fn listener(route: &LbRoute, address: Ipv4Addr) -> Listener {
         idle_timeout: Listener::DEFAULT_IDLE_TIMEOUT,
         hello_timeout: Listener::DEFAULT_HELLO_TIMEOUT,
         accept_proxy_from: Vec::new(),
-        http: None,
+        http: http_listener(route),
     }
 }
 
@@ -98,7 +177,7 @@ pub fn lb_config(lab: &Lab) -> Result<LbConfig, RenderError> {
     let mut backends = Vec::new();
     for route in lab.lb_routes() {
         listeners.push(listener(&route, role_address(lab, Role::Lb, route.listen)?));
-        backends.push(backend(&route, lab));
+        backends.extend(backends_of(&route, lab));
     }
     Ok(LbConfig {
         log: LogConfig::default(),
@@ -121,6 +200,7 @@ pub fn vpn_config(lab: &Lab) -> Result<VpnConfig, RenderError> {
     let gateway = lab.vpn_gateway();
     let tunnel = Ipv4Net::new(gateway, network.prefix_len()).unwrap_or(network);
     Ok(VpnConfig {
+        peers_file: Some(relative_to(VPN_CONFIG, VPN_PEERS_FILE)),
         log: LogConfig::default(),
         metrics: MetricsConfig {
             listen: SocketAddr::new(IpAddr::V4(net1), VPN_METRICS_PORT),
@@ -129,7 +209,7 @@ pub fn vpn_config(lab: &Lab) -> Result<VpnConfig, RenderError> {
         runtime: RuntimeConfig::default(),
         interface: Interface {
             name: "wg0".to_owned(),
-            private_key_file: PathBuf::from(VPN_PRIVATE_KEY),
+            private_key_file: relative_to(VPN_CONFIG, VPN_PRIVATE_KEY),
             listen_port: VPN_PORT,
             address: vec![IpNet::V4(tunnel)],
             mtu: Interface::DEFAULT_MTU,
@@ -204,44 +284,76 @@ pub fn routes_dropin(lab: &Lab, role: Role) -> String {
     out
 }
 
+/// The certificates and keys of the lab's `https` routes, as they go into the lb container:
+/// path there, contents read from the files lab.toml names, and mode (keys 0600).
+pub fn lb_cert_files(lab: &Lab) -> Result<Vec<(String, String, u32)>, RenderError> {
+    let mut out = Vec::new();
+    for route in lab.lb_routes() {
+        if route.mode != ListenerMode::Https {
+            continue;
+        }
+        for (k, pair) in route.certs.iter().enumerate() {
+            let (cert, key) = lb_cert_paths(&route, k);
+            for (target, source, mode) in [(cert, &pair.cert, 0o644), (key, &pair.key, 0o600)] {
+                let contents =
+                    std::fs::read_to_string(source).map_err(|e| RenderError::RouteFile {
+                        path: source.clone(),
+                        reason: e.to_string(),
+                    })?;
+                out.push((target, contents, mode));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The containers' files, staged on the host.
 pub fn files(lab: &Lab) -> Result<Vec<RenderedFile>, RenderError> {
-    Ok(vec![
-        RenderedFile {
-            path: staged_path(lab, Role::Lb, LB_ROUTES_DROPIN),
-            contents: routes_dropin(lab, Role::Lb),
-            mode: 0o644,
-        },
-        RenderedFile {
-            path: staged_path(lab, Role::Vpn, VPN_ROUTES_DROPIN),
-            contents: routes_dropin(lab, Role::Vpn),
-            mode: 0o644,
-        },
-        RenderedFile {
-            path: staged_path(lab, Role::Lb, LB_CONFIG),
-            contents: toml_text(&format!("lab-lb check {LB_CONFIG}"), &lb_config(lab)?)?,
-            mode: 0o644,
-        },
-        RenderedFile {
-            path: staged_path(lab, Role::Vpn, VPN_CONFIG),
-            contents: toml_text(&format!("lab-vpn check {VPN_CONFIG}"), &vpn_config(lab)?)?,
-            mode: 0o644,
-        },
-        // The units as the repository ships them; they name the paths above.
-        RenderedFile {
-            path: staged_path(lab, Role::Lb, LB_UNIT),
-            contents: include_str!("../../../systemd/lab-lb.service").to_owned(),
-            mode: 0o644,
-        },
-        RenderedFile {
-            path: staged_path(lab, Role::Vpn, VPN_UNIT),
-            contents: include_str!("../../../systemd/lab-vpn.service").to_owned(),
-            mode: 0o644,
-        },
-        RenderedFile {
-            path: staged_path(lab, Role::Vpn, VPN_GUARD_UNIT),
-            contents: include_str!("../../../systemd/lab-vpn-guard.service").to_owned(),
-            mode: 0o644,
-        },
-    ])
+    let certs = lb_cert_files(lab)?
+        .into_iter()
+        .map(|(target, contents, mode)| RenderedFile {
+            path: staged_path(lab, Role::Lb, &target),
+            contents,
+            mode,
+        });
+    Ok(certs
+        .chain([
+            RenderedFile {
+                path: staged_path(lab, Role::Lb, LB_ROUTES_DROPIN),
+                contents: routes_dropin(lab, Role::Lb),
+                mode: 0o644,
+            },
+            RenderedFile {
+                path: staged_path(lab, Role::Vpn, VPN_ROUTES_DROPIN),
+                contents: routes_dropin(lab, Role::Vpn),
+                mode: 0o644,
+            },
+            RenderedFile {
+                path: staged_path(lab, Role::Lb, LB_CONFIG),
+                contents: toml_text(&format!("lab-lb check {LB_CONFIG}"), &lb_config(lab)?)?,
+                mode: 0o644,
+            },
+            RenderedFile {
+                path: staged_path(lab, Role::Vpn, VPN_CONFIG),
+                contents: toml_text(&format!("lab-vpn check {VPN_CONFIG}"), &vpn_config(lab)?)?,
+                mode: 0o644,
+            },
+            // The units as the repository ships them; they name the paths above.
+            RenderedFile {
+                path: staged_path(lab, Role::Lb, LB_UNIT),
+                contents: include_str!("../../../systemd/lab-lb.service").to_owned(),
+                mode: 0o644,
+            },
+            RenderedFile {
+                path: staged_path(lab, Role::Vpn, VPN_UNIT),
+                contents: include_str!("../../../systemd/lab-vpn.service").to_owned(),
+                mode: 0o644,
+            },
+            RenderedFile {
+                path: staged_path(lab, Role::Vpn, VPN_GUARD_UNIT),
+                contents: include_str!("../../../systemd/lab-vpn-guard.service").to_owned(),
+                mode: 0o644,
+            },
+        ])
+        .collect())
 }

@@ -53,6 +53,14 @@ pub enum RenderError {
         /// The serializer's error.
         reason: String,
     },
+    /// A certificate or key an `https` route names could not be read.
+    #[error("lb.route: cannot read {}: {reason}", path.display())]
+    RouteFile {
+        /// The file, as lab.toml names it (relative to lab.toml's directory).
+        path: PathBuf,
+        /// The underlying error.
+        reason: String,
+    },
     /// A peer's client config cannot be made (the gateway has no public endpoint).
     #[error("a VPN client config: {0}")]
     ClientConfig(lab_schema::vpn::client_config::NoEndpoint),

@@ -319,23 +319,79 @@ fn state_files_from(
     let mut out = vec![(state.talosconfig(), talosconfig)];
     let gateway = super::containers::vpn_config(lab)?;
     for peer in &lab.vpn.peers {
-        let client = ClientPeer {
-            name: peer.name.to_string(),
-            address: IpNet::V4(Ipv4Net::from(peer.address)),
-            private_key: None,
-            preshared_key: None,
-        };
-        let config = ClientConfig::for_peer(
-            &gateway,
-            key.public_key(),
-            client,
-            None,
-            Some(ClientConfig::DEFAULT_KEEPALIVE),
-        )
-        .map_err(RenderError::ClientConfig)?;
-        out.push((state.vpn_client(&peer.name.to_string()), config.to_string()));
+        let config = client_config(state, &gateway, key, &peer.name.to_string(), peer.address)?;
+        out.push((state.vpn_client(&peer.name.to_string()), config));
     }
     Ok(out)
+}
+
+/// Peer `name`'s wg-quick config for `gateway`, with the private key `lab-bootstrap peer add`
+/// made for it when the state directory keeps one.
+fn client_config(
+    state: &StateDir,
+    gateway: &lab_schema::vpn::VpnConfig,
+    key: &PrivateKey,
+    name: &str,
+    address: std::net::Ipv4Addr,
+) -> Result<String, StateError> {
+    let key_path = state.vpn_client_key(name);
+    let private_key =
+        match std::fs::read_to_string(&key_path) {
+            Ok(text) => Some(text.parse().map_err(|e: lab_schema::vpn::key::KeyError| {
+                StateError::BadKey {
+                    path: key_path.clone(),
+                    reason: e.to_string(),
+                }
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => {
+                return Err(StateError::Io {
+                    path: key_path,
+                    source,
+                })
+            }
+        };
+    let client = ClientPeer {
+        name: name.to_owned(),
+        address: IpNet::V4(Ipv4Net::from(address)),
+        private_key,
+        preshared_key: None,
+    };
+    let config = ClientConfig::for_peer(
+        gateway,
+        key.public_key(),
+        client,
+        None,
+        Some(ClientConfig::DEFAULT_KEEPALIVE),
+    )
+    .map_err(RenderError::ClientConfig)?;
+    Ok(config.to_string())
+}
+
+/// Writes peer `name`'s client config (at `address`, of `lab`) in the state directory, and
+/// first `private_key`, when one was made for it, 0600 beside it; the gateway's key is made if
+/// it is not yet. Returns the config's path.
+pub fn write_peer_client(
+    lab: &Lab,
+    state: &StateDir,
+    name: &str,
+    address: std::net::Ipv4Addr,
+    private_key: Option<&PrivateKey>,
+) -> Result<PathBuf, StateError> {
+    create(state)?;
+    private_dir(&state.vpn_clients())?;
+    if let Some(private_key) = private_key {
+        write_atomic(
+            &state.vpn_client_key(name),
+            format!("{}\n", private_key.expose_base64()).as_bytes(),
+            0o600,
+        )?;
+    }
+    let gateway = super::containers::vpn_config(lab)?;
+    let config = client_config(state, &gateway, &gateway_key(state)?, name, address)?;
+    let path = state.vpn_client(name);
+    write_state_file(state, &path, &config)?;
+    Ok(path)
 }
 
 /// Writes [`state_files`] 0600 in 0700 directories; unchanged files are left alone.

@@ -87,7 +87,7 @@ impl StateDir {
         self.path.join("talosconfig")
     }
 
-    /// The vpn gateway's WireGuard private key, made on first apply.
+    /// The vpn gateway's WireGuard private key, made on first apply (or `peer add`).
     pub fn vpn_gateway_key(&self) -> PathBuf {
         self.path.join("vpn-gateway.key")
     }
@@ -100,6 +100,11 @@ impl StateDir {
     /// Peer `peer`'s wg-quick config.
     pub fn vpn_client(&self, peer: &str) -> PathBuf {
         self.vpn_clients().join(format!("{peer}.conf"))
+    }
+
+    /// The private key `lab-bootstrap peer add` made for peer `peer`, kept for its config.
+    pub fn vpn_client_key(&self, peer: &str) -> PathBuf {
+        self.vpn_clients().join(format!("{peer}.key"))
     }
 
     /// The host files apply wrote, with what it wrote (destroy removes only those).

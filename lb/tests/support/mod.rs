@@ -3,7 +3,8 @@
 
 #![allow(dead_code)] // each test file uses its own part
 
-pub mod certs;
+#[allow(unused_imports)] // each test file uses its own part
+pub use lab_tests::certs;
 pub mod web;
 
 use lab_tests::daemon_process::Started;

@@ -360,6 +360,25 @@ impl ConfigFile for LbConfig {
         self.validate_backends(issues);
     }
 
+    /// Certificate, key and CA files are named relative to lb.toml, as lab-bootstrap writes
+    /// them, so a config checked beside the one in place names the same files.
+    fn resolve_paths(&mut self, dir: &std::path::Path) {
+        let resolve = |path: &mut std::path::PathBuf| {
+            if path.is_relative() {
+                *path = dir.join(&*path);
+            }
+        };
+        for http in self.listeners.iter_mut().filter_map(|l| l.http.as_mut()) {
+            for pair in &mut http.certs {
+                resolve(&mut pair.cert);
+                resolve(&mut pair.key);
+            }
+            for ca in http.upstreams.iter_mut().filter_map(|u| u.ca.as_mut()) {
+                resolve(ca);
+            }
+        }
+    }
+
     fn summary(&self) -> String {
         let servers: usize = self.backends.iter().map(|b| b.servers.len()).sum();
         format!(

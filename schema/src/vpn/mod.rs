@@ -8,10 +8,12 @@ mod addresses;
 pub mod client_config;
 mod endpoint;
 pub mod key;
+mod peers_file;
 mod validate;
 
 pub use addresses::next_free_address;
 pub use endpoint::check_endpoint;
+pub use peers_file::PeersFile;
 
 use crate::{
     ConfigFile, DaemonConfig, Issues, LogConfig, MetricsConfig, Name, RuntimeConfig, ShutdownConfig,
@@ -27,6 +29,13 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VpnConfig {
+    /// A file of further `[[peer]]` tables, those `lab-vpn peer add` adds (and `peer remove`
+    /// removes), read after this file's own peers. A file written by a tool (lab-bootstrap
+    /// writes vpn.toml from lab.toml) names one so that peers added on the gateway survive its
+    /// next rewrite; a peer there may not share a name, key or address with one here. Missing
+    /// means no peers yet. Relative to this file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peers_file: Option<PathBuf>,
     /// `[log]`.
     #[serde(default)]
     pub log: LogConfig,
@@ -125,6 +134,9 @@ impl ConfigFile for VpnConfig {
             }
         };
         resolve(&mut self.interface.private_key_file);
+        if let Some(file) = &mut self.peers_file {
+            resolve(file);
+        }
         for peer in &mut self.peers {
             if let Some(psk) = &mut peer.preshared_key_file {
                 resolve(psk);

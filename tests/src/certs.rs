@@ -1,16 +1,27 @@
-//! Certificates made with `openssl` for the TLS-termination tests.
+//! Certificates made with the real `openssl` for the TLS-termination tests (lab-lb's, and
+//! lab-bootstrap's `https` routes).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+/// A certificate and its private key, PEM files.
 pub struct Pair {
+    /// The certificate.
     pub cert: PathBuf,
+    /// Its private key.
     pub key: PathBuf,
 }
 
 /// A self-signed EC certificate for `name` with subject `/CN=<name>/O=<org>`, written as
 /// `<file>.crt` and `<file>.key` in `dir`.
 pub fn make(dir: &Path, file: &str, name: &str, org: &str) -> Pair {
+    make_for(dir, file, &[name], org)
+}
+
+/// As [`make`], valid for every one of `names` (the first is the subject's CN).
+pub fn make_for(dir: &Path, file: &str, names: &[&str], org: &str) -> Pair {
+    let name = names.first().copied().unwrap_or("localhost");
+    let alt_names: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
     let pair = Pair {
         cert: dir.join(format!("{file}.crt")),
         key: dir.join(format!("{file}.key")),
@@ -23,7 +34,10 @@ pub fn make(dir: &Path, file: &str, name: &str, org: &str) -> Pair {
         .arg("-out")
         .arg(&pair.cert)
         .args(["-subj", &format!("/CN={name}/O={org}")])
-        .args(["-addext", &format!("subjectAltName=DNS:{name}")])
+        .args([
+            "-addext",
+            &format!("subjectAltName={}", alt_names.join(",")),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
