@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 declare -A needs=(
   [cmake]=cmake                    # pingora's libz-ng-sys
   [promtool]=prometheus            # `promtool check metrics`, `check config`/`rules`, `test rules`
-  [cloud-init]=cloud-init          # `cloud-init schema` on the manager's vendor-data
+  [cloud-init]=cloud-init          # `cloud-init schema` on the manager's user-data
   # journal-remote and the uploader, run with the rendered commands (not on the PATH)
   [/lib/systemd/systemd-journal-remote]=systemd-journal-remote
   [systemd-socket-activate]=systemd # the socket the manager's journal-remote is activated on
