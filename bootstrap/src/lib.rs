@@ -17,6 +17,7 @@ mod lab_file;
 pub mod local;
 pub mod mac;
 pub mod model;
+pub mod progress;
 pub mod proxmox;
 pub mod render;
 pub mod state_dir;

@@ -9,6 +9,9 @@ pub mod archive;
 pub mod client;
 pub mod stand_in;
 
+/// gRPC status codes, as [`client::Problem::Status`] carries them.
+pub use tonic::Code;
+
 /// The code generated from reference/talos/api (messages, clients and servers), by package.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod proto {

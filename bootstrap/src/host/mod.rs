@@ -2,10 +2,12 @@
 //! only, what apply does there: the rendered files to write and the services to reload or
 //! restart after them ([`services`]), the packages its units run ([`packages`]), the VMs to start ([`guests`]), what the lb and vpn
 //! containers need ([`containers`]). [`apply`] carries out that plan, then bootstraps etcd
-//! ([`etcd`]); [`destroy`] takes it all away again.
+//! ([`etcd`]), waits for the cluster and writes its kubeconfig ([`cluster`]); [`destroy`] takes it
+//! all away again.
 
 pub mod actions;
 pub mod apply;
+pub mod cluster;
 pub mod containers;
 pub mod destroy;
 pub mod etcd;
@@ -82,6 +84,9 @@ pub enum HostError {
         /// The failed command and what it printed on standard error.
         reason: String,
     },
+    /// Bootstrapping etcd, waiting for the cluster or fetching its kubeconfig failed.
+    #[error("{0}\nthe host and guests are applied: `lab-bootstrap apply` again goes on from here (it writes nothing else), `--no-wait` skips the wait")]
+    Cluster(#[from] crate::talos::cluster::ClusterError),
     /// The manifest of the files apply wrote could not be read or saved.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
