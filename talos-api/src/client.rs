@@ -181,7 +181,7 @@ pub struct Client {
     cluster: ClusterServiceClient<Channel>,
 }
 
-/// The text of an error and its causes (tonic's own says only "transport error").
+/// The text of an error and its causes (tonic's own says only "transport error"), each once.
 fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
@@ -250,11 +250,18 @@ impl Client {
     }
 
     fn status(&self, call: &'static str, status: &tonic::Status) -> Error {
-        let message = match status.code() {
-            // The connection broke under the call: say why, not just "transport error".
-            tonic::Code::Unavailable | tonic::Code::Unknown => chain(status),
-            _ => status.message().to_owned(),
-        };
+        let mut message = status.message().to_owned();
+        if let Some(cause) = std::error::Error::source(status) {
+            message = format!("{message}: {}", chain(cause));
+        }
+        // Under TLS 1.3 the handshake is over for the client before the node has checked the
+        // client's certificate: a node that refuses it closes the connection under the first
+        // call, and only the broken connection is seen here.
+        if matches!(status.code(), tonic::Code::Unknown | tonic::Code::Cancelled) {
+            message.push_str(
+                " (the node closed the connection: it does so when it does not trust the client certificate)",
+            );
+        }
         self.error(
             call,
             Problem::Status {
