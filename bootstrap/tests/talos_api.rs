@@ -169,7 +169,7 @@ fn the_health_wait_follows_a_node_that_becomes_ready_late() {
     let probe = TcpListener::bind((LOOPBACK, 0)).unwrap();
     let port = probe.local_addr().unwrap().port();
     drop(probe);
-    let tls = lab_bootstrap::local::stand_in::talos_api_tls(&secrets, &[LOOPBACK]).unwrap();
+    let tls = lab_bootstrap::local::stand_in::talos_api_tls(&secrets, "cp1", &[LOOPBACK]).unwrap();
     let stand_in = lab_talos_api::stand_in::StandIn::new("cp1", "v1.13.9", Vec::new(), listening_on(port));
     let listener = std::net::TcpListener::bind((LOOPBACK, port)).unwrap();
     listener.set_nonblocking(true).unwrap();

@@ -72,7 +72,7 @@ fn talos_api_stand_in(
         .map(|n| IpAddr::V4(n.address))
         .chain([IpAddr::V4(Ipv4Addr::LOCALHOST)])
         .collect();
-    let tls = talos_api_tls(&secrets, &addresses).map_err(|e| failed(e.to_string()))?;
+    let tls = talos_api_tls(&secrets, name, &addresses).map_err(|e| failed(e.to_string()))?;
     let kubeconfig = admin_kubeconfig(&lab, &secrets).map_err(|e| failed(e.to_string()))?;
     let readiness: Readiness = Arc::new(|node: &str| {
         node.parse::<IpAddr>().is_ok_and(|ip| {
@@ -92,14 +92,15 @@ fn talos_api_stand_in(
     Ok((stand_in, tls))
 }
 
-/// What a node's apid presents and trusts: a certificate for `addresses` from the bundle's
-/// OS CA, and that CA for clients.
+/// What node `name`'s apid presents and trusts: a certificate for `addresses` from the
+/// bundle's OS CA, and that CA for clients.
 pub fn talos_api_tls(
     secrets: &Secrets,
+    name: &str,
     addresses: &[IpAddr],
 ) -> Result<lab_talos_api::stand_in::Tls, crate::talos::PkiError> {
     let os_ca = secrets.os_ca().map_err(crate::talos::PkiError::Bundle)?;
-    let server = pki::new_server(&os_ca, pki::KeyType::Ed25519, addresses)?;
+    let server = pki::new_server(&os_ca, pki::KeyType::Ed25519, name, addresses)?;
     Ok(lab_talos_api::stand_in::Tls {
         crt: server.crt,
         key: server.key,

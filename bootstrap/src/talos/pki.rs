@@ -138,12 +138,18 @@ pub fn new_client(ca: &CertAndKey, ca_kind: KeyType, role: &str) -> Result<CertA
 pub fn new_server(
     ca: &CertAndKey,
     ca_kind: KeyType,
+    common_name: &str,
     addresses: &[std::net::IpAddr],
 ) -> Result<CertAndKey, PkiError> {
     let ca_key = load_key(&ca.key, ca_kind)?;
     let issuer = Issuer::from_ca_cert_pem(&ca.crt, ca_key)?;
     let (key, key_pem) = generate_key(KeyType::Ed25519)?;
-    let mut params = base_params("talos", CLIENT_VALIDITY);
+    // Not the CA's subject (O=talos): a leaf named like its issuer looks self-signed to
+    // OpenSSL-based clients.
+    let mut params = base_params("talos-node", CLIENT_VALIDITY);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
     params.subject_alt_names = addresses
         .iter()
         .map(|ip| rcgen::SanType::IpAddress(*ip))

@@ -43,7 +43,7 @@ pub fn start(
     kubeconfig: &str,
     readiness: Readiness,
 ) -> Apid {
-    let tls = lab_bootstrap::local::stand_in::talos_api_tls(secrets, &[ip]).unwrap();
+    let tls = lab_bootstrap::local::stand_in::talos_api_tls(secrets, hostname, &[ip]).unwrap();
     let stand_in = StandIn::new(
         hostname,
         "v1.13.9",
