@@ -7,9 +7,9 @@
 //! a changed lb config is pushed alone and lab-lb reloaded; a killed apply converges; and what
 //! apply does on the host is, in every scenario, what plan printed.
 
-mod support;
 #[path = "support/talos_api.rs"]
 mod apid;
+mod support;
 
 use lab_bootstrap::talos::kubeconfig::admin_kubeconfig;
 use lab_bootstrap::talos::Secrets;
@@ -165,8 +165,7 @@ impl Bench {
     /// loopback, judging nodes with `readiness`.
     fn apid(&self, readiness: lab_talos_api::stand_in::Readiness) -> apid::Apid {
         let secrets = Secrets::load(&self.state().join("talos-secrets.yaml")).unwrap();
-        let lab: lab_bootstrap::Lab =
-            lab_daemon::config::load(&self.path("lab.toml")).unwrap();
+        let lab: lab_bootstrap::Lab = lab_daemon::config::load(&self.path("lab.toml")).unwrap();
         let kubeconfig = admin_kubeconfig(&lab, &secrets).unwrap();
         apid::start(
             &secrets,
@@ -577,18 +576,30 @@ fn apply_bootstraps_etcd_through_the_talos_api_once_and_writes_the_kubeconfig() 
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("etcd bootstrapped on cp1 (10.10.1.11)"), "{text}");
-    assert!(text.contains("cluster [") && text.contains("healthy"), "{text}");
+    assert!(
+        text.contains("etcd bootstrapped on cp1 (10.10.1.11)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("cluster [") && text.contains("healthy"),
+        "{text}"
+    );
     // What the node streamed, written next to the talosconfig, readable by root alone.
     let kubeconfig = bench.state().join("kubeconfig");
     let written = std::fs::read_to_string(&kubeconfig).unwrap();
     let yaml: serde_json::Value = serde_norway::from_str(&written).unwrap();
-    assert_eq!(yaml["clusters"][0]["cluster"]["server"], "https://10.10.2.2:6443");
+    assert_eq!(
+        yaml["clusters"][0]["cluster"]["server"],
+        "https://10.10.2.2:6443"
+    );
     assert_eq!(
         std::fs::metadata(&kubeconfig).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    assert!(text.contains(&format!("kubeconfig written: {}", kubeconfig.display())), "{text}");
+    assert!(
+        text.contains(&format!("kubeconfig written: {}", kubeconfig.display())),
+        "{text}"
+    );
     assert_eq!(apid.stand_in.record().bootstrap_calls, 1);
     assert!(bench.writes().is_empty(), "{:#?}", bench.writes());
 
@@ -601,7 +612,10 @@ fn apply_bootstraps_etcd_through_the_talos_api_once_and_writes_the_kubeconfig() 
     // An apply that stopped before recording it asks again: AlreadyExists is done too.
     std::fs::remove_file(bench.state().join("etcd-bootstrapped")).unwrap();
     let text = String::from_utf8_lossy(&bench.apply_with(&waiting).stdout).into_owned();
-    assert!(text.contains("etcd bootstrapped on cp1 (10.10.1.11) already"), "{text}");
+    assert!(
+        text.contains("etcd bootstrapped on cp1 (10.10.1.11) already"),
+        "{text}"
+    );
     assert_eq!(apid.stand_in.record().bootstrap_calls, 2);
     assert!(bench.state().join("etcd-bootstrapped").exists());
 }

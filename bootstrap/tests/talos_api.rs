@@ -86,7 +86,10 @@ fn bootstrap_runs_once_and_already_exists_counts_as_done() {
 fn a_node_not_answering_is_retried_until_the_wait_is_over_and_named() {
     let secrets = Secrets::generate().unwrap();
     // A port nothing listens on.
-    let closed = TcpListener::bind((LOOPBACK, 0)).unwrap().local_addr().unwrap();
+    let closed = TcpListener::bind((LOOPBACK, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let mut tries = 0;
     let started = Instant::now();
     let error = runtime()
@@ -123,7 +126,10 @@ fn the_kubeconfig_is_extracted_from_the_streamed_tar_gz() {
     // What kubectl would use: the cluster endpoint, the cluster's CA, an admin certificate of
     // system:masters signed by that CA.
     let yaml: serde_json::Value = serde_norway::from_slice(&fetched).unwrap();
-    assert_eq!(yaml["clusters"][0]["cluster"]["server"], "https://10.10.2.2:6443");
+    assert_eq!(
+        yaml["clusters"][0]["cluster"]["server"],
+        "https://10.10.2.2:6443"
+    );
     assert_eq!(
         yaml["clusters"][0]["cluster"]["certificate-authority-data"],
         secrets.certs.k8s.crt.as_str()
@@ -143,10 +149,33 @@ fn the_kubeconfig_is_extracted_from_the_streamed_tar_gz() {
         .collect();
     assert_eq!(groups, ["system:masters"]);
     assert_eq!(
-        yaml["current-context"],
-        yaml["contexts"][0]["name"],
+        yaml["current-context"], yaml["contexts"][0]["name"],
         "{yaml}"
     );
+}
+
+#[test]
+fn a_kubeconfig_stream_over_the_bound_is_refused() {
+    let secrets = Secrets::generate().unwrap();
+    // Past the bound even gzipped: bytes that do not compress.
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let noise: String = (0..1_600_000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(b'!' + (state % 90) as u8)
+        })
+        .collect();
+    let apid = apid::start(&secrets, LOOPBACK, "cp1", &noise, apid::all_ready());
+    let error = runtime()
+        .block_on(async {
+            let mut client = connect(apid.address, &credentials(&secrets, &secrets)).await;
+            client.kubeconfig().await
+        })
+        .unwrap_err();
+    assert!(matches!(error.problem, Problem::ArchiveTooLarge), "{error}");
+    assert!(error.to_string().contains("Kubeconfig"), "{error}");
 }
 
 /// Ready when something accepts connections on `port` at the node's address: the stand-in
@@ -154,11 +183,8 @@ fn the_kubeconfig_is_extracted_from_the_streamed_tar_gz() {
 fn listening_on(port: u16) -> Readiness {
     Arc::new(move |node: &str| {
         let ip: IpAddr = node.parse().unwrap();
-        std::net::TcpStream::connect_timeout(
-            &SocketAddr::new(ip, port),
-            Duration::from_millis(200),
-        )
-        .is_ok()
+        std::net::TcpStream::connect_timeout(&SocketAddr::new(ip, port), Duration::from_millis(200))
+            .is_ok()
     })
 }
 
@@ -170,7 +196,8 @@ fn the_health_wait_follows_a_node_that_becomes_ready_late() {
     let port = probe.local_addr().unwrap().port();
     drop(probe);
     let tls = lab_bootstrap::local::stand_in::talos_api_tls(&secrets, "cp1", &[LOOPBACK]).unwrap();
-    let stand_in = lab_talos_api::stand_in::StandIn::new("cp1", "v1.13.9", Vec::new(), listening_on(port));
+    let stand_in =
+        lab_talos_api::stand_in::StandIn::new("cp1", "v1.13.9", Vec::new(), listening_on(port));
     let listener = std::net::TcpListener::bind((LOOPBACK, port)).unwrap();
     listener.set_nonblocking(true).unwrap();
     let server = stand_in.clone();
@@ -232,7 +259,11 @@ fn the_health_wait_follows_a_node_that_becomes_ready_late() {
             Some("waiting for all nodes to report ready: OK"),
             "{seen:#?}"
         );
-        assert!(seen.iter().any(|m| m == "waiting for etcd members to be the control plane nodes: OK"), "{seen:#?}");
+        assert!(
+            seen.iter()
+                .any(|m| m == "waiting for etcd members to be the control plane nodes: OK"),
+            "{seen:#?}"
+        );
         drop(worker);
     });
 }
@@ -262,7 +293,10 @@ fn a_client_certificate_from_another_ca_is_refused() {
         assert_eq!(client.version().await.unwrap().hostname, "cp1");
     });
     let record = apid.stand_in.record();
-    assert_eq!(record.bootstrap_calls, 0, "the refused client reached the node");
+    assert_eq!(
+        record.bootstrap_calls, 0,
+        "the refused client reached the node"
+    );
 }
 
 #[test]
@@ -300,7 +334,10 @@ fn version_and_apply_configuration() {
             .await
             .unwrap();
         assert!(details.contains("without a reboot"), "{details}");
-        let empty = client.apply_configuration(&[], Mode::Auto).await.unwrap_err();
+        let empty = client
+            .apply_configuration(&[], Mode::Auto)
+            .await
+            .unwrap_err();
         assert!(empty.to_string().contains("ApplyConfiguration"), "{empty}");
     });
     assert_eq!(apid.stand_in.record().applied, vec![config]);

@@ -63,3 +63,66 @@ pub fn unpack_kubeconfig(archive: &[u8]) -> Result<Vec<u8>, ArchiveError> {
     }
     Err(ArchiveError::Missing)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn tar_gz(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut tar = tar::Builder::new(GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+        for (name, data) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o600);
+            tar.append_data(&mut header, name, *data).unwrap();
+        }
+        tar.into_inner().unwrap().finish().unwrap()
+    }
+
+    #[test]
+    fn the_kubeconfig_comes_back_out_of_what_pack_makes() {
+        let text = b"apiVersion: v1\nkind: Config\n";
+        assert_eq!(
+            unpack_kubeconfig(&pack_kubeconfig(text).unwrap()).unwrap(),
+            text
+        );
+    }
+
+    #[test]
+    fn other_files_are_skipped_and_a_missing_kubeconfig_is_said() {
+        let archive = tar_gz(&[("README", b"x"), ("kubeconfig", b"config")]);
+        assert_eq!(unpack_kubeconfig(&archive).unwrap(), b"config");
+        let archive = tar_gz(&[("README", b"x")]);
+        assert!(matches!(
+            unpack_kubeconfig(&archive),
+            Err(ArchiveError::Missing)
+        ));
+    }
+
+    #[test]
+    fn a_kubeconfig_over_the_bound_is_refused_without_reading_it_all() {
+        // Compresses to a few kilobytes, unpacks past the bound.
+        let huge = vec![b'a'; usize::try_from(MAX_KUBECONFIG).unwrap() + 1];
+        let archive = tar_gz(&[("kubeconfig", &huge)]);
+        assert!(archive.len() < 64 * 1024, "{}", archive.len());
+        assert!(matches!(
+            unpack_kubeconfig(&archive),
+            Err(ArchiveError::TooLarge)
+        ));
+    }
+
+    #[test]
+    fn what_is_not_a_gzipped_tar_is_said_to_be_so() {
+        assert!(matches!(
+            unpack_kubeconfig(b"kubeconfig"),
+            Err(ArchiveError::Corrupt(_))
+        ));
+        let mut cut = pack_kubeconfig(b"apiVersion: v1\n").unwrap();
+        cut.truncate(cut.len() / 2);
+        assert!(unpack_kubeconfig(&cut).is_err());
+        let mut plain = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        plain.write_all(b"apiVersion: v1\n").unwrap();
+        assert!(unpack_kubeconfig(&plain.finish().unwrap()).is_err());
+    }
+}

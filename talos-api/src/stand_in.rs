@@ -273,7 +273,9 @@ impl ClusterService for StandIn {
                         })
                     };
                     if missing.is_empty() {
-                        let _ = sender.send(message(format!("waiting for {what}: OK"))).await;
+                        let _ = sender
+                            .send(message(format!("waiting for {what}: OK")))
+                            .await;
                         break;
                     }
                     let text = format!("waiting for {what}: not yet: {}", missing.join(", "));

@@ -13,8 +13,8 @@ use lab_tests::dns;
 use lab_tests::netns::Netns;
 use lab_tests::workspace;
 use std::collections::BTreeSet;
-use std::os::unix::fs::PermissionsExt;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -202,7 +202,10 @@ fn the_local_lab_comes_up_works_as_designed_and_goes_away() {
         printed.contains(&format!("kubeconfig written to {}", kubeconfig.display())),
         "{printed}"
     );
-    assert!(printed.contains("etcd bootstrapped on cp1 (10.10.1.11)"), "{printed}");
+    assert!(
+        printed.contains("etcd bootstrapped on cp1 (10.10.1.11)"),
+        "{printed}"
+    );
     let mode = std::fs::metadata(&kubeconfig).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "{}", kubeconfig.display());
     let kubeconfig_yaml: serde_norway::Value =

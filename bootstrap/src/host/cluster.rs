@@ -53,7 +53,10 @@ pub fn kubeconfig(
         stage.finish(false, "not healthy");
         return Err(e.into());
     }
-    stage.finish(true, "healthy: etcd members are the control planes, every node ready");
+    stage.finish(
+        true,
+        "healthy: etcd members are the control planes, every node ready",
+    );
     let kubeconfig = access.kubeconfig()?;
     let path = write_kubeconfig(state, &kubeconfig)?;
     let _ = writeln!(out, "  kubeconfig written: {} (0600)", path.display());

@@ -219,8 +219,7 @@ pub fn up(options: &UpOptions) -> Result<(), LocalError> {
     // client authenticates with the talosconfig made from it.
     let talos = state.talos();
     let talos_failed = |e: &dyn std::fmt::Display| LocalError::Talos(e.to_string());
-    let secrets =
-        crate::talos::Secrets::load_or_generate(&talos).map_err(|e| talos_failed(&e))?;
+    let secrets = crate::talos::Secrets::load_or_generate(&talos).map_err(|e| talos_failed(&e))?;
     let admin = crate::talos::AdminCredentials::load_or_generate(&talos, &secrets)
         .map_err(|e| talos_failed(&e))?;
     let talosconfig =

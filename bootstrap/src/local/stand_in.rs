@@ -9,16 +9,16 @@ use super::LocalError;
 use crate::talos::kubeconfig::admin_kubeconfig;
 use crate::talos::pki;
 use crate::talos::Secrets;
-use lab_talos_api::stand_in::{Readiness, StandIn};
-use std::net::IpAddr;
-use std::path::Path;
-use std::time::Duration;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use lab_talos_api::stand_in::{Readiness, StandIn};
+use std::net::IpAddr;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -60,7 +60,8 @@ fn talos_api_stand_in(
     let failed = |problem: String| LocalError::StandIn(format!("Talos API of {name}: {problem}"));
     let local = super::state_dir::LocalStateDir::new(state);
     let lab = super::load(&local.lab_toml())?;
-    let secrets = Secrets::load(&local.talos().talos_secrets()).map_err(|e| failed(e.to_string()))?;
+    let secrets =
+        Secrets::load(&local.talos().talos_secrets()).map_err(|e| failed(e.to_string()))?;
     let machine = lab
         .machines
         .iter()

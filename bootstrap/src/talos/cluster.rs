@@ -69,7 +69,8 @@ impl Access {
     pub fn new(lab: &Lab, state: &StateDir, endpoint: Option<&str>) -> Result<Self, ClusterError> {
         let secrets = Secrets::load(&state.talos_secrets())?;
         let admin = AdminCredentials::load(&state.talos_admin())?;
-        let pem = |key: &str, value: &str| decode_pem(key, value).map_err(ClusterError::Credentials);
+        let pem =
+            |key: &str, value: &str| decode_pem(key, value).map_err(ClusterError::Credentials);
         let credentials = Credentials::from_pem(
             &pem("certs.os.crt", &secrets.certs.os.crt)?,
             &pem("crt", &admin.crt)?,
@@ -80,7 +81,12 @@ impl Access {
             lab.machines
                 .iter()
                 .filter(|m| m.role == role)
-                .filter_map(|m| Some((m.name.to_string(), m.address_on(NetworkId::Net1)?.to_string())))
+                .filter_map(|m| {
+                    Some((
+                        m.name.to_string(),
+                        m.address_on(NetworkId::Net1)?.to_string(),
+                    ))
+                })
                 .collect()
         };
         let control_planes = net1(Role::ControlPlane);
@@ -112,7 +118,11 @@ impl Access {
 
     /// Bootstraps etcd on the first control plane, trying again while it is not ready, for
     /// up to `within` (one try when zero).
-    pub fn bootstrap(&self, within: Duration, stage: &mut Stage) -> Result<Bootstrapped, ClusterError> {
+    pub fn bootstrap(
+        &self,
+        within: Duration,
+        stage: &mut Stage,
+    ) -> Result<Bootstrapped, ClusterError> {
         let started = Instant::now();
         let result = block_on(client::bootstrap_within(
             self.target(),
@@ -120,7 +130,11 @@ impl Access {
             self.timeouts,
             within,
             |e| {
-                stage.waiting_for(&format!("{} to take Bootstrap: {}", self.first_node(), e.problem));
+                stage.waiting_for(&format!(
+                    "{} to take Bootstrap: {}",
+                    self.first_node(),
+                    e.problem
+                ));
             },
         ))?;
         match result {
@@ -161,7 +175,11 @@ impl Access {
             client::Problem::TimedOut(_) => ClusterError::NotReady {
                 what: "cluster health".to_owned(),
                 seconds: started.elapsed().as_secs(),
-                last: if last.is_empty() { e.to_string() } else { last.clone() },
+                last: if last.is_empty() {
+                    e.to_string()
+                } else {
+                    last.clone()
+                },
             },
             _ => e.into(),
         })
