@@ -31,7 +31,6 @@ const NO_NODE: &str = "127.0.0.1:1";
 const STAND_IN: &str = r#"#!/bin/bash
 # Test stand-in for the host's commands; everything it does happens under $DIR.
 DIR="@DIR@"
-if [ "$1" = "--has" ]; then [ -e "$DIR/has-$2" ]; exit; fi
 echo "$*" >> "$DIR/commands.log"
 [ "$1" = timeout ] && shift 2
 if [ -e "$DIR/fail" ] && [ "$*" = "$(cat "$DIR/fail")" ]; then

@@ -22,7 +22,7 @@ use crate::render::state::StateError;
 use actions::PendingError;
 use containers::ContainerError;
 use manifest::ManifestError;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 /// What a command printed and whether it succeeded.
@@ -102,9 +102,6 @@ pub trait Runner {
     /// fails only when it cannot be run.
     fn run(&mut self, program: &str, args: &[&str]) -> Result<Output, CommandError>;
 
-    /// Whether `program` can be run at all (talosctl is optional).
-    fn has(&mut self, program: &str) -> bool;
-
     /// [`Runner::run`], failing unless the command succeeded.
     fn check(&mut self, program: &str, args: &[&str]) -> Result<Output, CommandError> {
         let output = self.run(program, args)?;
@@ -170,19 +167,4 @@ impl Runner for System {
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         })
     }
-
-    fn has(&mut self, program: &str) -> bool {
-        if self.via.is_some() {
-            // The stand-in decides: it answers `--has PROGRAM` with success or failure.
-            return self.run("--has", &[program]).is_ok_and(|o| o.success);
-        }
-        std::env::var_os("PATH").is_some_and(|path| {
-            std::env::split_paths(&path).any(|dir| is_executable(&dir.join(program)))
-        })
-    }
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
