@@ -46,11 +46,11 @@ impl Stage {
         what.clone_into(&mut self.last);
         match &self.bar {
             Some(bar) => bar.set_message(what.to_owned()),
-            None => println!(
-                "  {} [{}s] {what}",
+            None => lab_daemon::cli::out(&format!(
+                "  {} [{}s] {what}\n",
                 self.label,
                 self.started.elapsed().as_secs()
-            ),
+            )),
         }
     }
 
@@ -62,12 +62,10 @@ impl Stage {
             self.label,
             self.started.elapsed().as_secs()
         );
-        match self.bar {
-            Some(bar) => {
-                bar.finish_and_clear();
-                println!("{line}");
-            }
-            None => println!("{line}"),
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
         }
+        // A closed stdout (`| head`) is no reason to panic in the middle of an apply.
+        lab_daemon::cli::out(&format!("{line}\n"));
     }
 }
