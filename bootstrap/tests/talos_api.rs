@@ -320,6 +320,26 @@ fn a_node_with_a_certificate_from_another_ca_is_refused() {
 }
 
 #[test]
+fn a_stand_in_node_certificate_is_the_os_ca_s_for_its_addresses_and_not_named_like_it() {
+    let secrets = Secrets::generate().unwrap();
+    let address = IpAddr::V4(Ipv4Addr::new(10, 10, 1, 11));
+    let tls = lab_bootstrap::local::stand_in::talos_api_tls(&secrets, "cp1", &[address]).unwrap();
+    let ca_pem = pem(&secrets.certs.os.crt);
+    assert_eq!(tls.client_ca, ca_pem);
+    let (_, crt) = parse_x509_pem(tls.crt.as_bytes()).unwrap();
+    let (_, ca) = parse_x509_pem(ca_pem.as_bytes()).unwrap();
+    let (crt, ca) = (crt.parse_x509().unwrap(), ca.parse_x509().unwrap());
+    crt.verify_signature(Some(ca.public_key())).unwrap();
+    // A leaf named like its issuer looks self-signed to OpenSSL-based clients.
+    assert_ne!(crt.subject(), crt.issuer());
+    let sans = crt.subject_alternative_name().unwrap().unwrap();
+    assert_eq!(
+        sans.value.general_names,
+        vec![GeneralName::IPAddress(&[10, 10, 1, 11])]
+    );
+}
+
+#[test]
 fn version_and_apply_configuration() {
     let secrets = Secrets::generate().unwrap();
     let apid = apid::start(&secrets, LOOPBACK, "cp2", "", apid::all_ready());
