@@ -74,6 +74,16 @@ pub struct Args {
     /// apply: only the Proxmox resources, not the host's files, containers or etcd
     #[arg(long)]
     pub proxmox_only: bool,
+    /// apply: do not wait for the cluster (one try at bootstrapping etcd, no kubeconfig); a
+    /// later apply without it waits and writes the kubeconfig
+    #[arg(long)]
+    pub no_wait: bool,
+    /// apply: how long to wait, in all, for etcd and a healthy cluster
+    #[arg(long, value_name = "SECONDS", default_value_t = 1200)]
+    pub wait_timeout: u64,
+    /// Send every Talos API call to ADDR:PORT instead of the nodes (tests' stand-in apid)
+    #[arg(long, value_name = "ADDR", hide = true)]
+    pub talos_endpoint: Option<String>,
     /// destroy: also delete the state directory (Talos secrets, WireGuard keys); a cluster or
     /// VPN made again then gets new ones, and everyone's access to the old is gone
     #[arg(long)]
@@ -228,9 +238,17 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
             let host_plan = host_plan(args, lab)?;
             print!("{}", host_plan.render());
             changes |= !host_plan.is_empty();
-            // Not counted: whether it can happen depends on talosctl and the node answering.
-            if !crate::host::etcd::is_done(&state_dir(args)) {
-                println!("Note: etcd is not bootstrapped yet; apply bootstraps it once the first control plane answers (with talosctl, or prints the command).");
+            // Not counted: whether it can happen depends on the nodes answering.
+            let state = state_dir(args);
+            if !crate::host::etcd::is_done(&state) {
+                println!("Note: etcd is not bootstrapped yet; apply bootstraps it through the first control plane's Talos API once it answers.");
+            }
+            if !state.kubeconfig().exists() {
+                println!(
+                    "Note: apply waits for the cluster to be healthy (up to {}s; --no-wait skips it) and writes {}.",
+                    args.wait_timeout,
+                    state.kubeconfig().display()
+                );
             }
         }
         return Ok(if refused {
@@ -444,6 +462,10 @@ fn host_side(op: Op, args: &Args, lab: &Lab) -> Result<ExitCode, String> {
     let options = crate::host::apply::Options {
         state: state_dir(args),
         root: args.root.clone(),
+        cluster: crate::host::etcd::ClusterOptions {
+            within: (!args.no_wait).then(|| std::time::Duration::from_secs(args.wait_timeout)),
+            endpoint: args.talos_endpoint.clone(),
+        },
     };
     // Planned after the Proxmox changes: a container made or replaced just now is empty.
     let plan = host_plan(args, lab)?;

@@ -18,6 +18,7 @@ pub mod local;
 pub mod mac;
 pub mod model;
 pub mod peers;
+pub mod progress;
 pub mod proxmox;
 pub mod render;
 pub mod state_dir;

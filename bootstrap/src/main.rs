@@ -81,6 +81,9 @@ enum Command {
         http: Vec<u16>,
         #[arg(long = "tls", value_name = "PORT")]
         tls: Vec<u16>,
+        /// Serve the Talos API on 50000 with the PKI of the local lab in DIR
+        #[arg(long = "talos-api", value_name = "DIR")]
+        talos_api: Option<PathBuf>,
     },
 }
 
@@ -182,9 +185,17 @@ fn main() -> ExitCode {
         Command::Down { local } => local_result(local::down(&local.name)),
         Command::Status { local } => local_result(local::status(&local.name)),
         Command::Peer { command } => peer(command),
-        Command::StandIn { name, http, tls } => {
-            local_result(local::stand_in::serve(&name, &http, &tls))
-        }
+        Command::StandIn {
+            name,
+            http,
+            tls,
+            talos_api,
+        } => local_result(local::stand_in::serve(
+            &name,
+            &http,
+            &tls,
+            talos_api.as_deref(),
+        )),
     }
 }
 

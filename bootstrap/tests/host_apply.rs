@@ -1,13 +1,18 @@
-//! `lab-bootstrap apply` end to end on the host side: the Proxmox API is the simulator, and the
-//! host's commands (systemctl, sysctl, pct, talosctl) go to a recording stand-in that keeps
+//! `lab-bootstrap apply` end to end on the host side: the Proxmox API is the simulator, the
+//! Talos API a stand-in apid on loopback (or nothing, as while the nodes boot), and the
+//! host's commands (systemctl, sysctl, pct) go to a recording stand-in that keeps
 //! each container's files in a directory, so `pct exec -- sha256sum` answers what `pct push`
 //! put there. First apply installs and starts everything (VMs after their snippets); a second runs no writing command;
 //! a config the daemon's `check` refuses, or a reload or restart it does not take, stops apply;
 //! a changed lb config is pushed alone and lab-lb reloaded; a killed apply converges; and what
 //! apply does on the host is, in every scenario, what plan printed.
 
+#[path = "support/talos_api.rs"]
+mod apid;
 mod support;
 
+use lab_bootstrap::talos::kubeconfig::admin_kubeconfig;
+use lab_bootstrap::talos::Secrets;
 use lab_tests::binaries::workspace_bin;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -20,10 +25,12 @@ struct Bench {
     sim: Simulator,
 }
 
+/// Where the Talos API is while the nodes boot: a loopback port nothing listens on.
+const NO_NODE: &str = "127.0.0.1:1";
+
 const STAND_IN: &str = r#"#!/bin/bash
 # Test stand-in for the host's commands; everything it does happens under $DIR.
 DIR="@DIR@"
-if [ "$1" = "--has" ]; then [ -e "$DIR/has-$2" ]; exit; fi
 echo "$*" >> "$DIR/commands.log"
 [ "$1" = timeout ] && shift 2
 if [ -e "$DIR/fail" ] && [ "$*" = "$(cat "$DIR/fail")" ]; then
@@ -110,9 +117,6 @@ case "$1" in
       start) [ -e "$DIR/root/var/lib/vz/snippets/lab-cp1.yaml" ] || { echo "cp1 would boot without its snippet" >&2; exit 1; }
              touch "$DIR/running-$3" ;;
     esac ;;
-  talosctl)
-    if [ -e "$DIR/talos-down" ]; then echo "error: connection refused" >&2; exit 1; fi
-    echo "rpc error: code = AlreadyExists desc = etcd data directory is not empty" >&2; exit 1 ;;
 esac
 exit 0
 "#;
@@ -145,13 +149,39 @@ impl Bench {
         self.dir.path().join(name)
     }
 
+    /// apply while the Talos nodes do not answer yet (their API on a port nothing listens
+    /// on), not waiting for them: the host side alone.
     fn apply(&self) -> Output {
+        self.apply_with(&["--no-wait", "--talos-endpoint", NO_NODE])
+    }
+
+    fn apply_with(&self, extra: &[&str]) -> Output {
         let _ = std::fs::remove_file(self.path("commands.log"));
         self.sim
             .bootstrap_on_host("apply", self.dir.path())
             .arg("--yes")
+            .args(extra)
             .output()
             .unwrap()
+    }
+
+    fn state(&self) -> PathBuf {
+        self.path("root/var/lib/lab-bootstrap")
+    }
+
+    /// A stand-in apid for the state directory's secrets (made by a first apply), on
+    /// loopback, judging nodes with `readiness`.
+    fn apid(&self, readiness: lab_talos_api::stand_in::Readiness) -> apid::Apid {
+        let secrets = Secrets::load(&self.state().join("talos-secrets.yaml")).unwrap();
+        let lab: lab_bootstrap::Lab = lab_daemon::config::load(&self.path("lab.toml")).unwrap();
+        let kubeconfig = admin_kubeconfig(&lab, &secrets).unwrap();
+        apid::start(
+            &secrets,
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            "cp1",
+            &kubeconfig,
+            readiness,
+        )
     }
 
     /// plan or destroy, as apply runs: the simulator, the stand-in, the test root.
@@ -399,12 +429,17 @@ fn first_apply_installs_everything_and_a_second_runs_nothing() {
     assert!(bench
         .in_container(201, "/etc/systemd/system/lab-vpn.service")
         .contains("ExecStart=/usr/local/bin/lab-vpn"));
-    // Not on PATH here: told what to run.
-    assert!(first.contains("talosctl is not installed"), "{first}");
+    // The nodes do not answer yet: told what happens next, and no kubeconfig without a wait.
+    assert!(first.contains("etcd not bootstrapped yet"), "{first}");
     assert!(
-        first.contains("bootstrap --nodes 10.10.1.11 --endpoints 10.10.1.11"),
+        first.contains("apply again once cp1 (10.10.1.11) answers on port 50000"),
         "{first}"
     );
+    assert!(
+        first.contains("without --no-wait waits for it and writes"),
+        "{first}"
+    );
+    assert!(!bench.state().join("kubeconfig").exists());
     assert!(!bench
         .path("root/var/lib/lab-bootstrap/pending-actions")
         .exists());
@@ -608,33 +643,105 @@ fn a_vpn_container_that_lost_nft_gets_it_again_and_lab_vpn_restarted() {
 }
 
 #[test]
-fn talosctl_bootstraps_etcd_once_and_already_exists_counts_as_done() {
+fn apply_bootstraps_etcd_through_the_talos_api_once_and_writes_the_kubeconfig() {
     let bench = Bench::new();
-    std::fs::write(bench.path("has-talosctl"), "").unwrap();
-    let text = bench.apply_ok();
-    assert!(text.contains("etcd bootstrapped"), "{text}");
-    let state = bench.path("root/var/lib/lab-bootstrap");
-    let expected = format!(
-        "timeout 120 talosctl --talosconfig {}/talosconfig bootstrap --nodes 10.10.1.11 --endpoints 10.10.1.11",
-        state.display()
-    );
-    assert!(bench.writes().contains(&expected), "{:#?}", bench.writes());
     bench.apply_ok();
+    let apid = bench.apid(apid::all_ready());
+    let endpoint = apid.address.to_string();
+    let waiting = ["--talos-endpoint", endpoint.as_str()];
+    let out = bench.apply_with(&waiting);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("etcd bootstrapped on cp1 (10.10.1.11)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("cluster [") && text.contains("healthy"),
+        "{text}"
+    );
+    // What the node streamed, written next to the talosconfig, readable by root alone.
+    let kubeconfig = bench.state().join("kubeconfig");
+    let written = std::fs::read_to_string(&kubeconfig).unwrap();
+    let yaml: serde_json::Value = serde_norway::from_str(&written).unwrap();
+    assert_eq!(
+        yaml["clusters"][0]["cluster"]["server"],
+        "https://10.10.2.2:6443"
+    );
+    assert_eq!(
+        std::fs::metadata(&kubeconfig).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        text.contains(&format!("kubeconfig written: {}", kubeconfig.display())),
+        "{text}"
+    );
+    assert_eq!(apid.stand_in.record().bootstrap_calls, 1);
     assert!(bench.writes().is_empty(), "{:#?}", bench.writes());
+
+    // Seen once, never asked again.
+    let again = bench.apply_with(&waiting);
+    assert!(again.status.success());
+    assert_eq!(apid.stand_in.record().bootstrap_calls, 1);
+    assert_eq!(std::fs::read_to_string(&kubeconfig).unwrap(), written);
+
+    // An apply that stopped before recording it asks again: AlreadyExists is done too.
+    std::fs::remove_file(bench.state().join("etcd-bootstrapped")).unwrap();
+    let text = String::from_utf8_lossy(&bench.apply_with(&waiting).stdout).into_owned();
+    assert!(
+        text.contains("etcd bootstrapped on cp1 (10.10.1.11) already"),
+        "{text}"
+    );
+    assert_eq!(apid.stand_in.record().bootstrap_calls, 2);
+    assert!(bench.state().join("etcd-bootstrapped").exists());
 }
 
 #[test]
 fn a_node_not_answering_yet_defers_the_bootstrap_to_the_next_apply() {
     let bench = Bench::new();
-    std::fs::write(bench.path("has-talosctl"), "").unwrap();
-    std::fs::write(bench.path("talos-down"), "").unwrap();
     let text = bench.apply_ok();
     assert!(text.contains("etcd not bootstrapped yet"), "{text}");
-    assert!(text.contains("connection refused"), "{text}");
-    std::fs::remove_file(bench.path("talos-down")).unwrap();
-    let text = bench.apply_ok();
-    assert!(text.contains("etcd bootstrapped"), "{text}");
-    assert_eq!(bench.writes().len(), 1, "{:#?}", bench.writes());
+    assert!(text.contains("Connection refused"), "{text}");
+    assert!(!bench.state().join("etcd-bootstrapped").exists());
+    let apid = bench.apid(apid::all_ready());
+    let out = bench.apply_with(&["--no-wait", "--talos-endpoint", &apid.address.to_string()]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("etcd bootstrapped on cp1"), "{text}");
+    assert!(bench.writes().is_empty(), "{:#?}", bench.writes());
+    // --no-wait: no wait, no kubeconfig, and told how to get one.
+    assert!(!bench.state().join("kubeconfig").exists());
+    assert!(text.contains("without --no-wait waits for it"), "{text}");
+}
+
+#[test]
+fn apply_waits_a_bounded_time_and_names_what_never_became_ready() {
+    let bench = Bench::new();
+    bench.apply_ok();
+    let apid = bench.apid(std::sync::Arc::new(|node: &str| node != "10.10.1.22"));
+    let started = std::time::Instant::now();
+    let out = bench.apply_with(&[
+        "--talos-endpoint",
+        &apid.address.to_string(),
+        "--wait-timeout",
+        "3",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert!(
+        stderr.contains("waiting for all nodes to report ready: not yet: 10.10.1.22"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("cluster health not done after"), "{stderr}");
+    assert!(stderr.contains("--no-wait"), "{stderr}");
+    assert!(!bench.state().join("kubeconfig").exists());
+    // etcd itself was bootstrapped, and is not asked for again.
+    assert!(bench.state().join("etcd-bootstrapped").exists());
 }
 
 /// The host's part of plan's output: the lines after "On the host:" that name a change.

@@ -1,15 +1,20 @@
 //! The end-to-end suite: `lab-bootstrap up --local --connect` builds the lab of
 //! configs/lab.toml in namespaces, with the real dnsmasq, nft, lab-lb, lab-vpn and a
 //! wireguard-go admin client; this test checks it as a user would, cell by cell of docs/ARCHITECTURE.md's
-//! policy matrix and the lab's DNS through the tunnel, and `down` removes it, even when an
-//! assertion fails.
+//! policy matrix and the lab's DNS through the tunnel, the Talos API stand-ins asked with the
+//! lab's own client and talosconfig, the kubeconfig `up` fetched through it, and `down`
+//! removes it, even when an assertion fails.
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use lab_talos_api::client::{Client, Credentials, Timeouts};
 use lab_tests::binaries::workspace_bin;
 use lab_tests::dns;
 use lab_tests::netns::Netns;
 use lab_tests::workspace;
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -69,6 +74,48 @@ fn curl(ns: &str, extra: &[&str], url: &str) -> Option<String> {
         .status
         .success()
         .then(|| text(&output.stdout).trim().to_owned())
+}
+
+/// Whether a connection from `ns` to `url` gets through to the server: curl gets further than
+/// connecting (a TLS answer, a refusal of its missing client certificate included) rather
+/// than failing to connect (7) or timing out (28), as it does where the firewall drops.
+fn reaches(ns: &str, extra: &[&str], url: &str) -> bool {
+    let status = Command::new("ip")
+        .args(["netns", "exec", ns, "curl", "-s", "-k", "--max-time", "3"])
+        .args(extra)
+        .arg(url)
+        .status()
+        .unwrap();
+    !matches!(status.code(), Some(7 | 28))
+}
+
+/// The hostname `node`'s Talos API answers `Version` with, asked from namespace `ns` with the
+/// talosconfig `up` wrote (its OS CA, its admin certificate), as talosctl would.
+fn talos_hostname(lab: &LocalLab, ns: &str, node: &str) -> Result<String, String> {
+    let text = std::fs::read_to_string(lab.state().join("talos/talosconfig")).unwrap();
+    let config: serde_norway::Value = serde_norway::from_str(&text).unwrap();
+    let context = &config["contexts"][config["context"].as_str().unwrap()];
+    let field = |key: &str| {
+        String::from_utf8(STANDARD.decode(context[key].as_str().unwrap()).unwrap()).unwrap()
+    };
+    let credentials = Credentials::from_pem(&field("ca"), &field("crt"), &field("key")).unwrap();
+    let timeouts = Timeouts {
+        connect: Duration::from_secs(3),
+        call: Duration::from_secs(5),
+    };
+    lab_tests::netns::enter(ns, || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut client = Client::connect(node, &credentials, timeouts)
+                .await
+                .map_err(|e| e.to_string())?;
+            let version = client.version().await.map_err(|e| e.to_string())?;
+            Ok(version.hostname)
+        })
+    })
 }
 
 /// The `x-lab-client` header a stand-in answered with: the address it saw the request from.
@@ -165,6 +212,32 @@ fn the_local_lab_comes_up_works_as_designed_and_goes_away() {
         assert!(row.ends_with("healthy"), "{row}");
     }
 
+    // The Talos client bootstrapped the stand-ins' cluster, waited for it and wrote the admin
+    // kubeconfig next to the talosconfig, for root alone; up and status say where.
+    let kubeconfig = lab.state().join("talos/kubeconfig");
+    assert!(
+        printed.contains(&format!("kubeconfig written to {}", kubeconfig.display())),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("etcd bootstrapped on cp1 (10.10.1.11)"),
+        "{printed}"
+    );
+    let mode = std::fs::metadata(&kubeconfig).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{}", kubeconfig.display());
+    let kubeconfig_yaml: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(&kubeconfig).unwrap()).unwrap();
+    assert_eq!(
+        kubeconfig_yaml["clusters"][0]["cluster"]["server"].as_str(),
+        Some("https://10.10.2.2:6443")
+    );
+    let status = lab.bootstrap(&["status", "--local", "--name", &lab.name]);
+    assert!(
+        text(&status.stdout).contains(&format!("kubeconfig: {}", kubeconfig.display())),
+        "{}",
+        text(&status.stdout)
+    );
+
     // Every machine got its reserved address from dnsmasq: on the interface, and as a lease.
     let leases = std::fs::read_to_string(lab.state().join("dnsmasq-vmbr1.leases")).unwrap()
         + &std::fs::read_to_string(lab.state().join("dnsmasq-vmbr2.leases")).unwrap();
@@ -235,7 +308,10 @@ fn the_local_lab_comes_up_works_as_designed_and_goes_away() {
         None,
         "outside reached net1"
     );
-    assert_eq!(curl(&outside, &direct, "https://10.10.1.11:50000/"), None);
+    assert!(
+        !reaches(&outside, &direct, "https://10.10.1.11:50000/"),
+        "outside reached the Talos API on net1"
+    );
     assert_eq!(
         curl(&outside, &direct, "http://10.10.2.21/"),
         None,
@@ -247,10 +323,10 @@ fn the_local_lab_comes_up_works_as_designed_and_goes_away() {
         curl(&outside, &[], "http://10.10.1.5/").as_deref(),
         Some("manager")
     );
-    let talos = curl(&outside, &[], "https://10.10.1.11:50000/");
+    assert!(reaches(&outside, &[], "https://10.10.1.11:50000/"));
     assert_eq!(
-        talos.as_deref(),
-        Some("cp1"),
+        talos_hostname(&lab, &outside, "10.10.1.11").as_deref(),
+        Ok("cp1"),
         "Talos API on net1 through the VPN"
     );
     assert_eq!(
@@ -334,8 +410,8 @@ fn the_local_lab_comes_up_works_as_designed_and_goes_away() {
     let ingress = curl(&manager, &[], "http://192.168.1.50/").expect("net1 to the LB");
     assert!(ingress == "w1" || ingress == "w2");
     assert_eq!(
-        curl(&manager, &[], "https://10.10.1.12:50000/").as_deref(),
-        Some("cp2")
+        talos_hostname(&lab, &manager, "10.10.1.12").as_deref(),
+        Ok("cp2")
     );
     assert_eq!(
         curl(&manager, &[], "http://10.10.2.22/").as_deref(),
@@ -389,6 +465,17 @@ fn the_local_lab_comes_up_works_as_designed_and_goes_away() {
         // `curl` above trims; the exposition format ends with a newline.
         lab_tests::promtool::check_metrics(&format!("{body}\n"))
             .unwrap_or_else(|e| panic!("{url}: {e}"));
+    }
+    // The lb's kind=tls health check takes the control planes' apid, mutual TLS and all.
+    let metrics = curl(&manager, &[], "http://10.10.2.2:8404/metrics").unwrap();
+    for cp in ["10.10.2.11", "10.10.2.12", "10.10.2.13"] {
+        let series = format!("server=\"{cp}:50000\"}} 1");
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("lab_lb_server_up{") && l.ends_with(&series)),
+            "{cp}:50000 not up:\n{metrics}"
+        );
     }
 
     // A control plane's API stand-in stops: health checks take it out, the API stays up.

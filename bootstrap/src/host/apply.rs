@@ -1,8 +1,9 @@
 //! apply's host side, after the Proxmox steps: carries out a [`HostPlan`] step by step, then
-//! bootstraps etcd. What must follow a write is recorded before the write, so a run killed at
+//! bootstraps etcd, waits for the cluster and writes its kubeconfig. What must follow a write is recorded before the write, so a run killed at
 //! any point converges on the next, whose plan starts with what is still due.
 
 use super::actions;
+use super::cluster;
 use super::containers;
 use super::etcd;
 use super::guests;
@@ -23,6 +24,8 @@ pub struct Options {
     pub root: PathBuf,
     /// The state directory: secrets and keys, the manifest, the actions still due.
     pub state: StateDir,
+    /// Whether and how long to wait for the cluster.
+    pub cluster: etcd::ClusterOptions,
 }
 
 /// What apply's host side did.
@@ -38,9 +41,12 @@ pub struct Summary {
     pub actions: Vec<actions::ServiceAction>,
     /// How bootstrapping etcd went; set once every step is carried out.
     pub etcd: Option<etcd::Outcome>,
+    /// How waiting for the cluster and writing its kubeconfig went; set after etcd.
+    pub kubeconfig: Option<cluster::Outcome>,
 }
 
-/// Carries out `plan`, every step of it and nothing else, then bootstraps etcd.
+/// Carries out `plan`, every step of it and nothing else, then bootstraps etcd, waits for the
+/// cluster and writes its kubeconfig (`options.cluster` says how long, or not at all).
 pub fn apply(
     runner: &mut dyn Runner,
     lab: &Lab,
@@ -152,7 +158,24 @@ pub fn apply(
             }
         }
     }
-    summary.etcd = Some(etcd::bootstrap(runner, lab, state_dir, out)?);
+    // One budget for etcd and the cluster: the user waits for both.
+    let started = std::time::Instant::now();
+    let etcd = etcd::bootstrap(lab, state_dir, &options.cluster, out)?;
+    let within = match etcd {
+        etcd::Outcome::Deferred(_) => None,
+        _ => options
+            .cluster
+            .within
+            .map(|w| w.saturating_sub(started.elapsed())),
+    };
+    summary.etcd = Some(etcd);
+    summary.kubeconfig = Some(cluster::kubeconfig(
+        lab,
+        state_dir,
+        &options.cluster,
+        within,
+        out,
+    )?);
     Ok(summary)
 }
 

@@ -1,38 +1,35 @@
-//! Bootstrapping etcd on the first control plane, once: with talosctl when it is installed,
-//! otherwise by saying exactly what to run.
+//! Bootstrapping etcd on the first control plane, once, through its Talos API (lab-talos-api's
+//! client with the talosconfig's credentials: nothing to install on the host). A node still
+//! booting is asked again until the wait is over; with `--no-wait`, once.
 
-use super::{command_line, CommandError, Runner};
-use crate::model::{Lab, NetworkId, Role};
+use super::HostError;
+use crate::model::Lab;
+use crate::progress::Stage;
 use crate::state_dir::StateDir;
+use crate::talos::cluster::{Access, ClusterError};
+use lab_talos_api::client::Bootstrapped;
 use std::io::Write;
+use std::time::Duration;
 
-/// Seconds talosctl may take (coreutils `timeout`).
-const TALOSCTL_TIMEOUT: &str = "120";
+/// How apply deals with the cluster once the host's steps are done.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// How long apply waits, in all, for etcd and a healthy cluster; `None` is `--no-wait`:
+    /// one try at the bootstrap, no wait, no kubeconfig.
+    pub within: Option<Duration>,
+    /// Every Talos API call goes to this address instead of the nodes (tests).
+    pub endpoint: Option<String>,
+}
 
 /// How bootstrapping etcd went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// An earlier apply saw etcd answer; nothing was run.
+    /// An earlier apply saw etcd answer; nothing was asked.
     AlreadyDone,
-    /// talosctl bootstrapped it now, or found it bootstrapped already.
+    /// The node took the bootstrap now, or said it was bootstrapped already.
     Bootstrapped,
-    /// talosctl is missing or the node does not answer yet; the command to run is printed.
+    /// With `--no-wait`, the node did not answer yet; holds what it said.
     Deferred(String),
-}
-
-/// The talosctl command that bootstraps etcd on the first control plane.
-pub fn command(lab: &Lab, state: &StateDir) -> Option<Vec<String>> {
-    let first = lab.machines.iter().find(|m| m.role == Role::ControlPlane)?;
-    let address = first.address_on(NetworkId::Net1)?.to_string();
-    Some(vec![
-        "--talosconfig".to_owned(),
-        state.talosconfig().display().to_string(),
-        "bootstrap".to_owned(),
-        "--nodes".to_owned(),
-        address.clone(),
-        "--endpoints".to_owned(),
-        address,
-    ])
 }
 
 /// Whether an earlier apply saw etcd answer.
@@ -41,44 +38,47 @@ pub fn is_done(state: &StateDir) -> bool {
 }
 
 /// Bootstraps etcd unless an earlier apply saw it answer, recording success in the state
-/// directory; without talosctl, or while the node does not answer, prints the command instead.
+/// directory.
 pub fn bootstrap(
-    host: &mut dyn Runner,
     lab: &Lab,
     state: &StateDir,
+    options: &ClusterOptions,
     out: &mut dyn Write,
-) -> Result<Outcome, CommandError> {
-    let done = state.etcd_bootstrapped();
+) -> Result<Outcome, HostError> {
     if is_done(state) {
         return Ok(Outcome::AlreadyDone);
     }
-    let Some(args) = command(lab, state) else {
-        return Ok(Outcome::Deferred(String::new()));
-    };
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let line = command_line("talosctl", &args);
-    if !host.has("talosctl") {
-        let _ = writeln!(
-            out,
-            "  talosctl is not installed: once the first control plane answers on port 50000, run\n    {line}"
-        );
-        return Ok(Outcome::Deferred(line));
+    let access = Access::new(lab, state, options.endpoint.as_deref())?;
+    let node = access.first_node();
+    let mut stage = Stage::start("etcd", &format!("{node} to take Bootstrap"));
+    match access.bootstrap(options.within.unwrap_or(Duration::ZERO), &mut stage) {
+        Ok(how) => {
+            std::fs::write(state.etcd_bootstrapped(), "").map_err(|source| {
+                ClusterError::Write {
+                    path: state.etcd_bootstrapped(),
+                    source,
+                }
+            })?;
+            stage.finish(
+                true,
+                &match how {
+                    Bootstrapped::Now => format!("etcd bootstrapped on {node}"),
+                    Bootstrapped::Already => format!("etcd bootstrapped on {node} already"),
+                },
+            );
+            Ok(Outcome::Bootstrapped)
+        }
+        Err(ClusterError::Api(e)) if options.within.is_none() && e.is_not_ready() => {
+            stage.finish(false, &format!("etcd not bootstrapped yet: {}", e.problem));
+            let _ = writeln!(
+                out,
+                "  --no-wait: apply again once {node} answers on port 50000; it bootstraps etcd then"
+            );
+            Ok(Outcome::Deferred(e.to_string()))
+        }
+        Err(e) => {
+            stage.finish(false, "etcd not bootstrapped");
+            Err(e.into())
+        }
     }
-    // A node that is still booting can leave talosctl waiting far longer than an apply should.
-    let mut bounded = vec![TALOSCTL_TIMEOUT, "talosctl"];
-    bounded.extend(&args);
-    let result = host.run("timeout", &bounded)?;
-    let text = format!("{}{}", result.stdout, result.stderr);
-    // A second bootstrap is refused with AlreadyExists: etcd is there, which is the point.
-    if result.success || text.contains("AlreadyExists") || text.contains("already bootstrapped") {
-        let _ = std::fs::write(&done, "");
-        let _ = writeln!(out, "  etcd bootstrapped");
-        return Ok(Outcome::Bootstrapped);
-    }
-    let _ = writeln!(
-        out,
-        "  etcd not bootstrapped yet ({}); apply again once the node answers, or run\n    {line}",
-        text.lines().last().unwrap_or("no answer").trim()
-    );
-    Ok(Outcome::Deferred(line))
 }

@@ -2,10 +2,12 @@
 //! only, what apply does there: the rendered files to write and the services to reload or
 //! restart after them ([`services`]), the packages its units run ([`packages`]), the VMs to start ([`guests`]), what the lb and vpn
 //! containers need ([`containers`]). [`apply`] carries out that plan, then bootstraps etcd
-//! ([`etcd`]); [`destroy`] takes it all away again.
+//! ([`etcd`]), waits for the cluster and writes its kubeconfig ([`cluster`]); [`destroy`] takes it
+//! all away again.
 
 pub mod actions;
 pub mod apply;
+pub mod cluster;
 pub mod containers;
 pub mod destroy;
 pub mod etcd;
@@ -20,7 +22,7 @@ use crate::render::state::StateError;
 use actions::PendingError;
 use containers::ContainerError;
 use manifest::ManifestError;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 /// What a command printed and whether it succeeded.
@@ -82,6 +84,9 @@ pub enum HostError {
         /// The failed command and what it printed on standard error.
         reason: String,
     },
+    /// Bootstrapping etcd, waiting for the cluster or fetching its kubeconfig failed.
+    #[error("{0}\nthe host and guests are applied: `lab-bootstrap apply` again goes on from here (it writes nothing else), `--no-wait` skips the wait")]
+    Cluster(#[from] crate::talos::cluster::ClusterError),
     /// The manifest of the files apply wrote could not be read or saved.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
@@ -96,9 +101,6 @@ pub trait Runner {
     /// Runs `program` with `args` and returns what it printed, whether it succeeded or not;
     /// fails only when it cannot be run.
     fn run(&mut self, program: &str, args: &[&str]) -> Result<Output, CommandError>;
-
-    /// Whether `program` can be run at all (talosctl is optional).
-    fn has(&mut self, program: &str) -> bool;
 
     /// [`Runner::run`], failing unless the command succeeded.
     fn check(&mut self, program: &str, args: &[&str]) -> Result<Output, CommandError> {
@@ -165,19 +167,4 @@ impl Runner for System {
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         })
     }
-
-    fn has(&mut self, program: &str) -> bool {
-        if self.via.is_some() {
-            // The stand-in decides: it answers `--has PROGRAM` with success or failure.
-            return self.run("--has", &[program]).is_ok_and(|o| o.success);
-        }
-        std::env::var_os("PATH").is_some_and(|path| {
-            std::env::split_paths(&path).any(|dir| is_executable(&dir.join(program)))
-        })
-    }
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }

@@ -75,6 +75,10 @@ pub enum LocalError {
         /// Its log file.
         log: String,
     },
+    /// The Talos API stand-ins' cluster did not come up through lab-bootstrap's client, or its
+    /// PKI could not be made; holds why.
+    #[error("Talos API: {0}")]
+    Talos(String),
     /// A Talos node's stand-in could not be set up; holds why.
     #[error("stand-in: {0}")]
     StandIn(String),
@@ -94,6 +98,9 @@ pub struct UpOptions {
     /// Where lab-lb and lab-vpn are; next to this program, then `PATH`, when absent.
     pub binaries: Option<PathBuf>,
 }
+
+/// How long `up` waits for the stand-ins' cluster to bootstrap and be healthy.
+const CLUSTER_WAIT: Duration = Duration::from_secs(60);
 
 /// The tools the local lab runs, by the Debian package that has them.
 const TOOLS: [(&str, &str); 5] = [
@@ -165,7 +172,7 @@ fn step(text: &str) {
     lab_daemon::cli::out(&format!("  ✓ {text}\n"));
 }
 
-fn load(path: &Path) -> Result<Lab, LocalError> {
+pub(crate) fn load(path: &Path) -> Result<Lab, LocalError> {
     lab_daemon::config::load::<Lab>(path).map_err(|e| LocalError::Usage(e.lines().join("\n")))
 }
 
@@ -212,6 +219,16 @@ pub fn up(options: &UpOptions) -> Result<(), LocalError> {
         .map_err(io(format!("reading {}", options.lab_file.display())))?;
     let lab_dir = lab_dir.parent().unwrap_or(Path::new("/"));
     write(&state.lab_dir(), &format!("{}\n", lab_dir.display()), 0o644)?;
+    // The cluster's PKI, as apply keeps it on the host: the stand-ins serve with it, the
+    // client authenticates with the talosconfig made from it.
+    let talos = state.talos();
+    let talos_failed = |e: &dyn std::fmt::Display| LocalError::Talos(e.to_string());
+    let secrets = crate::talos::Secrets::load_or_generate(&talos).map_err(|e| talos_failed(&e))?;
+    let admin = crate::talos::AdminCredentials::load_or_generate(&talos, &secrets)
+        .map_err(|e| talos_failed(&e))?;
+    let talosconfig =
+        crate::talos::talosconfig(&lab, &secrets, &admin).map_err(|e| talos_failed(&e))?;
+    write(&talos.talosconfig(), &talosconfig, 0o600)?;
 
     // Namespaces and wiring. Each recorded once made: `down` removes exactly those.
     let namespaces = [names.host_ns(), names.outside_ns()].into_iter().chain(
@@ -299,7 +316,8 @@ pub fn up(options: &UpOptions) -> Result<(), LocalError> {
     // Stand-ins where the VMs would run.
     for machine in &lab.machines {
         let (http, tls) = stand_in::ports(machine.role);
-        if http.is_empty() && tls.is_empty() {
+        let talos_api = stand_in::talos_api(machine.role);
+        if http.is_empty() && tls.is_empty() && !talos_api {
             continue;
         }
         let name = machine.name.to_string();
@@ -315,9 +333,13 @@ pub fn up(options: &UpOptions) -> Result<(), LocalError> {
         for port in &tls {
             argv.extend(["--tls".to_owned(), port.to_string()]);
         }
+        if talos_api {
+            argv.extend(["--talos-api".to_owned(), dir.display().to_string()]);
+        }
         let service = format!("stand-in-{name}");
         services::start(&state, &ns, &service, &argv)?;
-        for port in http.iter().chain(&tls) {
+        let apid = talos_api.then_some(stand_in::TALOS_API_PORT);
+        for port in http.iter().chain(&tls).chain(apid.as_ref()) {
             wait_ready(
                 &ns,
                 SocketAddr::from(([127, 0, 0, 1], *port)),
@@ -327,7 +349,7 @@ pub fn up(options: &UpOptions) -> Result<(), LocalError> {
             )?;
         }
     }
-    step("stand-ins serving on the control planes, workers and manager");
+    step("stand-ins serving on the control planes, workers and manager; the Talos nodes' apid on 50000");
 
     // The balancer.
     let lb_ns = machine_ns_by_role(&lab, &names, Role::Lb)?;
@@ -382,6 +404,26 @@ pub fn up(options: &UpOptions) -> Result<(), LocalError> {
     if options.connect {
         connect(&names, &state, &client_file)?;
         step("wireguard-go client in `outside` connected with the admin peer's config");
+    }
+    // The Talos client, from the host as apply runs it there, against the stand-ins.
+    let options = crate::host::etcd::ClusterOptions {
+        within: Some(CLUSTER_WAIT),
+        endpoint: None,
+    };
+    let kubeconfig = shell::in_netns(&host, || {
+        let mut out = std::io::stdout();
+        crate::host::etcd::bootstrap(&lab, &talos, &options, &mut out)?;
+        crate::host::cluster::kubeconfig(&lab, &talos, &options, options.within, &mut out)
+    })?
+    .map_err(|e| match e {
+        crate::host::HostError::Cluster(e) => LocalError::Talos(e.to_string()),
+        other => LocalError::Talos(other.to_string()),
+    })?;
+    if let crate::host::cluster::Outcome::Written(path) = kubeconfig {
+        step(&format!(
+            "Talos API client: etcd bootstrapped, cluster healthy, kubeconfig written to {}",
+            path.display()
+        ));
     }
     write(&state.up_complete(), "", 0o644)?;
     lab_daemon::cli::out("\n");

@@ -51,13 +51,17 @@ fn machine_row(
             )
         }
         role => {
-            let (http, tls) = stand_in::ports(role);
+            let (http, mut tls) = stand_in::ports(role);
             let mut what = Vec::new();
             if !http.is_empty() {
                 what.push(format!("http {http:?}"));
             }
             if !tls.is_empty() {
                 what.push(format!("tls {tls:?}"));
+            }
+            if stand_in::talos_api(role) {
+                what.push(format!("talos-api {}", stand_in::TALOS_API_PORT));
+                tls.push(stand_in::TALOS_API_PORT);
             }
             let service = format!("stand-in-{name}");
             let health = match services::running(state, &service) {
@@ -139,6 +143,16 @@ pub fn print(lab: &Lab, names: &LocalLab, state: &LocalStateDir) {
         format!("net0 {}", super::build::home_router(lab)),
         outside_runs
     ));
+
+    let talos = state.talos();
+    for (what, path) in [
+        ("talosconfig", talos.talosconfig()),
+        ("kubeconfig", talos.kubeconfig()),
+    ] {
+        if path.exists() {
+            lab_daemon::cli::out(&format!("{what}: {}\n", path.display()));
+        }
+    }
 
     let lb_net0 = render::role_address(lab, Role::Lb, NetworkId::Net0).ok();
     let lb_net2 = render::role_address(lab, Role::Lb, NetworkId::Net2).ok();

@@ -30,23 +30,35 @@ pub fn in_ns(ns: &str, program: &str, args: &[&str]) -> Result<String, LocalErro
     run("ip", &full)
 }
 
-/// Whether a TCP connection to `address` from inside `ns` succeeds within `timeout`: the
-/// socket is made in a thread that entered the namespace.
+/// Runs `work` in a thread that entered network namespace `ns`, so every socket it makes is
+/// made there; the machine's own namespace is never changed.
+pub fn in_netns<T: Send>(ns: &str, work: impl FnOnce() -> T + Send) -> Result<T, LocalError> {
+    let path = format!("/run/netns/{ns}");
+    let failed = |problem: String| LocalError::Command {
+        what: format!("entering namespace {ns}"),
+        problem,
+    };
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let namespace = std::fs::File::open(&path).map_err(|e| failed(e.to_string()))?;
+                nix::sched::setns(&namespace, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| failed(e.to_string()))?;
+                Ok(work())
+            })
+            .join()
+            .unwrap_or_else(|_| Err(failed("the thread panicked".to_owned())))
+    })
+}
+
+/// Whether a TCP connection to `address` from inside `ns` succeeds within `timeout`.
 pub fn tcp_reachable(
     ns: &str,
     address: std::net::SocketAddr,
     timeout: std::time::Duration,
 ) -> bool {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let Ok(namespace) = std::fs::File::open(&path) else {
-            return false;
-        };
-        if nix::sched::setns(&namespace, nix::sched::CloneFlags::CLONE_NEWNET).is_err() {
-            return false;
-        }
+    in_netns(ns, || {
         std::net::TcpStream::connect_timeout(&address, timeout).is_ok()
     })
-    .join()
     .unwrap_or(false)
 }

@@ -1,15 +1,24 @@
 //! Stand-ins for what the lab's VMs would serve, since Talos cannot boot here: on each port the
 //! real node serves, a server answering every HTTP request with the node's name, over TLS (a
-//! certificate made for the node at start) where the real service speaks TLS. The balancer's
-//! health checks and balancing then meet real servers; `status` says they are stand-ins.
+//! certificate made for the node at start) where the real service speaks TLS; and on the Talos
+//! nodes' port 50000 a stand-in apid (lab-talos-api) speaking the Talos API over mutual TLS
+//! with the lab's own PKI. The balancer's health checks and balancing, and lab-bootstrap's
+//! Talos client, then meet real servers; `status` says they are stand-ins.
 
 use super::LocalError;
+use crate::talos::kubeconfig::admin_kubeconfig;
+use crate::talos::pki;
+use crate::talos::Secrets;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use lab_talos_api::stand_in::{Readiness, StandIn};
+use std::net::IpAddr;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -23,11 +32,81 @@ pub const CLIENT_HEADER: &str = "x-lab-client";
 pub fn ports(role: crate::model::Role) -> (Vec<u16>, Vec<u16>) {
     use crate::model::Role;
     match role {
-        Role::ControlPlane => (vec![], vec![6443, 50000]),
+        Role::ControlPlane => (vec![], vec![6443]),
         Role::Worker => (vec![80], vec![443]),
         Role::Manager => (vec![80], vec![]),
         Role::Lb | Role::Vpn => (vec![], vec![]),
     }
+}
+
+/// Whether the node runs apid (on [`TALOS_API_PORT`]): every Talos node does.
+pub fn talos_api(role: crate::model::Role) -> bool {
+    matches!(
+        role,
+        crate::model::Role::ControlPlane | crate::model::Role::Worker
+    )
+}
+
+/// The Talos API's port.
+pub const TALOS_API_PORT: u16 = lab_talos_api::client::PORT;
+
+/// The stand-in apid of node `name`, from the local lab in `state`: a certificate for the
+/// node's addresses from the lab's OS CA, the admin kubeconfig of the lab's Kubernetes CA, and
+/// a node counted ready once its own apid accepts connections.
+fn talos_api_stand_in(
+    name: &str,
+    state: &Path,
+) -> Result<(StandIn, lab_talos_api::stand_in::Tls), LocalError> {
+    let failed = |problem: String| LocalError::StandIn(format!("Talos API of {name}: {problem}"));
+    let local = super::state_dir::LocalStateDir::new(state);
+    let lab = super::load(&local.lab_toml())?;
+    let secrets =
+        Secrets::load(&local.talos().talos_secrets()).map_err(|e| failed(e.to_string()))?;
+    let machine = lab
+        .machines
+        .iter()
+        .find(|m| m.name.to_string() == name)
+        .ok_or_else(|| failed("no such machine in lab.toml".to_owned()))?;
+    let addresses: Vec<IpAddr> = machine
+        .nics
+        .iter()
+        .map(|n| IpAddr::V4(n.address))
+        .chain([IpAddr::V4(Ipv4Addr::LOCALHOST)])
+        .collect();
+    let tls = talos_api_tls(&secrets, name, &addresses).map_err(|e| failed(e.to_string()))?;
+    let kubeconfig = admin_kubeconfig(&lab, &secrets).map_err(|e| failed(e.to_string()))?;
+    let readiness: Readiness = Arc::new(|node: &str| {
+        node.parse::<IpAddr>().is_ok_and(|ip| {
+            std::net::TcpStream::connect_timeout(
+                &SocketAddr::new(ip, TALOS_API_PORT),
+                Duration::from_millis(300),
+            )
+            .is_ok()
+        })
+    });
+    let stand_in = StandIn::new(
+        name,
+        &lab.cluster.talos_version,
+        kubeconfig.into_bytes(),
+        readiness,
+    );
+    Ok((stand_in, tls))
+}
+
+/// What node `name`'s apid presents and trusts: a certificate for `addresses` from the
+/// bundle's OS CA, and that CA for clients.
+pub fn talos_api_tls(
+    secrets: &Secrets,
+    name: &str,
+    addresses: &[IpAddr],
+) -> Result<lab_talos_api::stand_in::Tls, crate::talos::PkiError> {
+    let os_ca = secrets.os_ca().map_err(crate::talos::PkiError::Bundle)?;
+    let server = pki::new_server(&os_ca, pki::KeyType::Ed25519, name, addresses)?;
+    Ok(lab_talos_api::stand_in::Tls {
+        crt: server.crt,
+        key: server.key,
+        client_ca: os_ca.crt,
+    })
 }
 
 fn tls_config(name: &str) -> Result<Arc<rustls::ServerConfig>, LocalError> {
@@ -67,16 +146,37 @@ where
         .await;
 }
 
-/// Serves until killed: plain HTTP on `http`, HTTP over TLS on `tls`.
-pub fn serve(name: &str, http: &[u16], tls: &[u16]) -> Result<(), LocalError> {
+/// Serves until killed: plain HTTP on `http`, HTTP over TLS on `tls`, and with `talos_api`
+/// (the local lab's state directory) the Talos API on [`TALOS_API_PORT`].
+pub fn serve(
+    name: &str,
+    http: &[u16],
+    tls: &[u16],
+    talos_api: Option<&Path>,
+) -> Result<(), LocalError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| LocalError::StandIn(e.to_string()))?;
+    let apid = talos_api
+        .map(|state| talos_api_stand_in(name, state))
+        .transpose()?;
     let name: Arc<str> = Arc::from(name);
     let acceptor = TlsAcceptor::from(tls_config(&name)?);
     runtime.block_on(async move {
         let mut tasks = Vec::new();
+        if let Some((apid, identity)) = apid {
+            let port = TALOS_API_PORT;
+            let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
+                .await
+                .map_err(|e| LocalError::StandIn(format!("port {port}: {e}")))?;
+            let name = name.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = apid.serve(listener, &identity).await {
+                    eprintln!("stand-in {name}: {e}");
+                }
+            }));
+        }
         for (port, secure) in http
             .iter()
             .map(|p| (*p, false))
@@ -104,7 +204,10 @@ pub fn serve(name: &str, http: &[u16], tls: &[u16]) -> Result<(), LocalError> {
                 }
             }));
         }
-        eprintln!("stand-in {name}: HTTP on {http:?}, TLS on {tls:?}");
+        eprintln!(
+            "stand-in {name}: HTTP on {http:?}, TLS on {tls:?}, Talos API: {}",
+            talos_api.is_some()
+        );
         for task in tasks {
             let _ = task.await;
         }

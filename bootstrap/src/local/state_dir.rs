@@ -21,6 +21,12 @@ impl LocalStateDir {
         &self.path
     }
 
+    /// The Talos state, laid out as apply's on the host: the secrets bundle the stand-ins
+    /// take their certificates from, the talosconfig, the kubeconfig `up` fetched.
+    pub fn talos(&self) -> crate::state_dir::StateDir {
+        crate::state_dir::StateDir::new(self.path.join("talos"))
+    }
+
     /// The lab.toml `up` was given, for `status` to read again.
     pub fn lab_toml(&self) -> PathBuf {
         self.path.join("lab.toml")

@@ -87,6 +87,11 @@ impl StateDir {
         self.path.join("talosconfig")
     }
 
+    /// The admin kubeconfig, fetched from the cluster once it is healthy.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.path.join("kubeconfig")
+    }
+
     /// The vpn gateway's WireGuard private key, made on first apply (or `peer add`).
     pub fn vpn_gateway_key(&self) -> PathBuf {
         self.path.join("vpn-gateway.key")

@@ -1,8 +1,10 @@
 //! Talos Linux: the cluster's secrets bundle, each node's machine configuration and the admin's
 //! `talosconfig`, for the Talos release in `[cluster] talos_version` (1.13).
 
+pub mod cluster;
+pub mod kubeconfig;
 pub mod machine_config;
-mod pki;
+pub(crate) mod pki;
 mod random;
 pub mod secrets;
 pub mod talosconfig;

@@ -133,6 +133,61 @@ pub fn new_client(ca: &CertAndKey, ca_kind: KeyType, role: &str) -> Result<CertA
     })
 }
 
+/// A Talos API server certificate for a node's addresses: Ed25519, signed by the Talos OS CA,
+/// as apid presents it (the local lab's stand-ins).
+pub fn new_server(
+    ca: &CertAndKey,
+    ca_kind: KeyType,
+    common_name: &str,
+    addresses: &[std::net::IpAddr],
+) -> Result<CertAndKey, PkiError> {
+    let ca_key = load_key(&ca.key, ca_kind)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca.crt, ca_key)?;
+    let (key, key_pem) = generate_key(KeyType::Ed25519)?;
+    // Not the CA's subject (O=talos): a leaf named like its issuer looks self-signed to
+    // OpenSSL-based clients.
+    let mut params = base_params("talos-node", CLIENT_VALIDITY);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.subject_alt_names = addresses
+        .iter()
+        .map(|ip| rcgen::SanType::IpAddress(*ip))
+        .collect();
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok(CertAndKey {
+        crt: cert.pem(),
+        key: key_pem,
+    })
+}
+
+/// A Kubernetes client certificate, `CN=common_name`, `O=group`: ECDSA P-256 signed by the
+/// Kubernetes CA (ECDSA P-256), as Talos issues the admin kubeconfig's.
+pub fn new_kubernetes_client(
+    ca: &CertAndKey,
+    common_name: &str,
+    group: &str,
+) -> Result<CertAndKey, PkiError> {
+    let ca_key = load_key(&ca.key, KeyType::EcdsaP256)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca.crt, ca_key)?;
+    let (key, key_pem) = generate_key(KeyType::EcdsaP256)?;
+    let mut params = base_params(group, CLIENT_VALIDITY);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.use_authority_key_identifier_extension = true;
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok(CertAndKey {
+        crt: cert.pem(),
+        key: key_pem,
+    })
+}
+
 fn base_params(organization: &str, validity: Duration) -> CertificateParams {
     let mut params = CertificateParams::default();
     let mut name = DistinguishedName::new();

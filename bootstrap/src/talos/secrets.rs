@@ -228,6 +228,14 @@ impl Secrets {
         })
     }
 
+    /// The Kubernetes CA, decoded: what signs the admin kubeconfig's client certificate.
+    pub(crate) fn kubernetes_ca(&self) -> Result<CertAndKey, String> {
+        Ok(CertAndKey {
+            crt: decode_pem("certs.k8s.crt", &self.certs.k8s.crt)?,
+            key: decode_pem("certs.k8s.key", &self.certs.k8s.key)?,
+        })
+    }
+
     /// Every field present and in the shape Talos expects; every key readable.
     fn check(&self) -> Result<(), String> {
         for (key, token) in [

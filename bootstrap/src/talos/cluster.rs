@@ -1,0 +1,229 @@
+//! The cluster through its Talos API, with lab-talos-api's client: bootstrapping etcd on the
+//! first control plane, waiting until the cluster is healthy, fetching the admin kubeconfig.
+//! The credentials are the talosconfig's (the state directory's OS CA and admin certificate);
+//! apply on the host and `up --local` both come through here.
+
+use super::secrets::{decode_pem, Secrets, SecretsError};
+use super::talosconfig::AdminCredentials;
+use crate::model::{Lab, NetworkId, Role};
+use crate::progress::Stage;
+use crate::state_dir::StateDir;
+use lab_talos_api::client::{self, Bootstrapped, Client, Credentials, Nodes, Timeouts};
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Why talking to the cluster failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The secrets bundle or the admin credentials could not be read.
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    /// The talosconfig's certificates or key are not usable.
+    #[error("the talosconfig credentials: {0}")]
+    Credentials(String),
+    /// lab.toml has no control plane with a net1 address to bootstrap.
+    #[error("lab.toml has no control plane with a net1 address: nothing to bootstrap")]
+    NoControlPlane,
+    /// A call failed for good.
+    #[error(transparent)]
+    Api(#[from] client::Error),
+    /// Something never became ready within the wait.
+    #[error("{what} not done after {seconds}s: {last}")]
+    NotReady {
+        /// What was waited for, naming the node.
+        what: String,
+        /// How long it was waited for.
+        seconds: u64,
+        /// The last answer: what is not ready.
+        last: String,
+    },
+    /// The client's runtime could not be started.
+    #[error("starting the Talos API client: {0}")]
+    Runtime(std::io::Error),
+    /// The kubeconfig could not be written.
+    #[error("writing {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// Who to ask and with what: the talosconfig's credentials, the first control plane (etcd is
+/// bootstrapped there) and every node by its net1 address.
+#[derive(Debug, Clone)]
+pub struct Access {
+    credentials: Credentials,
+    first: String,
+    first_name: String,
+    nodes: Nodes,
+    endpoint: Option<String>,
+    timeouts: Timeouts,
+}
+
+impl Access {
+    /// The cluster of `lab`, reached with the credentials in `state`; with `endpoint`, every
+    /// call goes to that address instead of the nodes (the tests' stand-in).
+    pub fn new(lab: &Lab, state: &StateDir, endpoint: Option<&str>) -> Result<Self, ClusterError> {
+        let secrets = Secrets::load(&state.talos_secrets())?;
+        let admin = AdminCredentials::load(&state.talos_admin())?;
+        let pem =
+            |key: &str, value: &str| decode_pem(key, value).map_err(ClusterError::Credentials);
+        let credentials = Credentials::from_pem(
+            &pem("certs.os.crt", &secrets.certs.os.crt)?,
+            &pem("crt", &admin.crt)?,
+            &pem("key", &admin.key)?,
+        )
+        .map_err(|e| ClusterError::Credentials(e.to_string()))?;
+        let net1 = |role: Role| -> Vec<(String, String)> {
+            lab.machines
+                .iter()
+                .filter(|m| m.role == role)
+                .filter_map(|m| {
+                    Some((
+                        m.name.to_string(),
+                        m.address_on(NetworkId::Net1)?.to_string(),
+                    ))
+                })
+                .collect()
+        };
+        let control_planes = net1(Role::ControlPlane);
+        let (first_name, first) = control_planes
+            .first()
+            .cloned()
+            .ok_or(ClusterError::NoControlPlane)?;
+        Ok(Self {
+            credentials,
+            first,
+            first_name,
+            nodes: Nodes {
+                control_planes: control_planes.into_iter().map(|(_, a)| a).collect(),
+                workers: net1(Role::Worker).into_iter().map(|(_, a)| a).collect(),
+            },
+            endpoint: endpoint.map(str::to_owned),
+            timeouts: Timeouts::default(),
+        })
+    }
+
+    /// The first control plane, as `cp1 (10.10.1.11)`.
+    pub fn first_node(&self) -> String {
+        format!("{} ({})", self.first_name, self.first)
+    }
+
+    fn target(&self) -> &str {
+        self.endpoint.as_deref().unwrap_or(&self.first)
+    }
+
+    /// Bootstraps etcd on the first control plane, trying again while it is not ready, for
+    /// up to `within` (one try when zero).
+    pub fn bootstrap(
+        &self,
+        within: Duration,
+        stage: &mut Stage,
+    ) -> Result<Bootstrapped, ClusterError> {
+        let started = Instant::now();
+        let result = block_on(client::bootstrap_within(
+            self.target(),
+            &self.credentials,
+            self.timeouts,
+            within,
+            |e| {
+                stage.waiting_for(&format!(
+                    "{} to take Bootstrap: {}",
+                    self.first_node(),
+                    e.problem
+                ));
+            },
+        ))?;
+        match result {
+            Ok(outcome) => Ok(outcome),
+            Err(e) if e.is_not_ready() && !within.is_zero() => Err(ClusterError::NotReady {
+                what: format!("etcd bootstrap on {}", self.first_node()),
+                seconds: started.elapsed().as_secs(),
+                last: e.to_string(),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Waits up to `within` for etcd's members to be the control planes and every node to
+    /// be ready, showing each message of the first control plane's health check.
+    pub fn wait_healthy(&self, within: Duration, stage: &mut Stage) -> Result<(), ClusterError> {
+        let started = Instant::now();
+        let mut last = String::new();
+        let result = block_on(async {
+            let mut client =
+                Client::connect(self.target(), &self.credentials, self.timeouts).await?;
+            client
+                .health_check(&self.nodes, within, |message| {
+                    message.clone_into(&mut last);
+                    stage.waiting_for(message);
+                })
+                .await
+        })?;
+        result.map_err(|e| match &e.problem {
+            client::Problem::Status {
+                code: lab_talos_api::Code::DeadlineExceeded,
+                message,
+            } => ClusterError::NotReady {
+                what: "cluster health".to_owned(),
+                seconds: started.elapsed().as_secs(),
+                last: message.clone(),
+            },
+            client::Problem::TimedOut(_) => ClusterError::NotReady {
+                what: "cluster health".to_owned(),
+                seconds: started.elapsed().as_secs(),
+                last: if last.is_empty() {
+                    e.to_string()
+                } else {
+                    last.clone()
+                },
+            },
+            _ => e.into(),
+        })
+    }
+
+    /// The admin kubeconfig, from the first control plane.
+    pub fn kubeconfig(&self) -> Result<Vec<u8>, ClusterError> {
+        block_on(async {
+            let mut client =
+                Client::connect(self.target(), &self.credentials, self.timeouts).await?;
+            client.kubeconfig().await
+        })?
+        .map_err(ClusterError::from)
+    }
+
+    /// The first control plane's `Version`: its hostname and Talos release.
+    pub fn version(&self) -> Result<client::NodeVersion, ClusterError> {
+        block_on(async {
+            let mut client =
+                Client::connect(self.target(), &self.credentials, self.timeouts).await?;
+            client.version().await
+        })?
+        .map_err(ClusterError::from)
+    }
+}
+
+/// Writes `kubeconfig` into `state` (0600, atomically: never half a file) and returns where.
+pub fn write_kubeconfig(state: &StateDir, kubeconfig: &[u8]) -> Result<PathBuf, ClusterError> {
+    let path = state.kubeconfig();
+    lab_daemon::files::write_atomic(&path, kubeconfig, 0o600).map_err(|source| {
+        ClusterError::Write {
+            path: path.clone(),
+            source,
+        }
+    })?;
+    Ok(path)
+}
+
+/// Runs `work` on a runtime of its own, on this thread: its sockets are made in this thread's
+/// network namespace (the local lab enters one first).
+fn block_on<F: Future>(work: F) -> Result<F::Output, ClusterError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ClusterError::Runtime)?;
+    Ok(runtime.block_on(work))
+}
