@@ -648,6 +648,21 @@ pub fn down(name: &str) -> Result<(), LocalError> {
     Ok(())
 }
 
+/// The local lab's copy of its lab.toml, its relative paths (certificates, keys) taken from
+/// where the original was.
+fn load_copy(state: &state_dir::LocalStateDir) -> Result<Lab, LocalError> {
+    let lab_file = state.lab_toml();
+    match std::fs::read_to_string(state.lab_dir()) {
+        Ok(dir) => {
+            let text = std::fs::read_to_string(&lab_file)
+                .map_err(io(format!("reading {}", lab_file.display())))?;
+            lab_daemon::config::parse::<Lab>(&Path::new(dir.trim_end()).join("lab.toml"), &text)
+                .map_err(|e| LocalError::Usage(e.lines().join("\n")))
+        }
+        Err(_) => load(&lab_file),
+    }
+}
+
 /// Prints the machines of local lab `name`, and whether its `up` finished.
 pub fn status(name: &str) -> Result<(), LocalError> {
     let names = LocalLab::new(name)?;
@@ -656,16 +671,7 @@ pub fn status(name: &str) -> Result<(), LocalError> {
     if names.existing_namespaces().is_empty() || !lab_file.exists() {
         return Err(LocalError::NotUp(name.to_owned()));
     }
-    // The copy, its relative paths taken from where the original was.
-    let lab = match std::fs::read_to_string(state.lab_dir()) {
-        Ok(dir) => {
-            let text = std::fs::read_to_string(&lab_file)
-                .map_err(io(format!("reading {}", lab_file.display())))?;
-            lab_daemon::config::parse::<Lab>(&Path::new(dir.trim_end()).join("lab.toml"), &text)
-                .map_err(|e| LocalError::Usage(e.lines().join("\n")))?
-        }
-        Err(_) => load(&lab_file)?,
-    };
+    let lab = load_copy(&state)?;
     if !state.up_complete().exists() {
         lab_daemon::cli::out(&format!(
             "local lab `{name}`: `up` did not finish; `down --local` cleans up\n"

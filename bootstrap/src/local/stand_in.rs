@@ -59,7 +59,7 @@ fn talos_api_stand_in(
 ) -> Result<(StandIn, lab_talos_api::stand_in::Tls), LocalError> {
     let failed = |problem: String| LocalError::StandIn(format!("Talos API of {name}: {problem}"));
     let local = super::state_dir::LocalStateDir::new(state);
-    let lab = super::load(&local.lab_toml())?;
+    let lab = super::load_copy(&local)?;
     let secrets =
         Secrets::load(&local.talos().talos_secrets()).map_err(|e| failed(e.to_string()))?;
     let machine = lab
