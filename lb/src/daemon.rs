@@ -10,7 +10,9 @@ use crate::http::router::HttpRouter;
 use crate::l4::proxy::{L4Proxy, Routing};
 use crate::l4::sni::SniPattern;
 use crate::listener::{self, App, BindError, ListenerSlot};
+use crate::http::idle::IdleConnections;
 use crate::metrics::LbMetrics;
+use crate::runtime_api::{RuntimeApi, Targets};
 use crate::status::{LbStatus, Snapshot};
 use crate::tls::certs::{CertError, CertStore};
 use lab_daemon::metrics::StatusPage;
@@ -40,6 +42,9 @@ pub struct LbDaemon {
     /// The `server_up` refresher and the active health checks of the running pools.
     background: Vec<tokio::task::JoinHandle<()>>,
     status: Arc<LbStatus>,
+    /// What the runtime API acts on, and its socket while `[runtime] socket` is set.
+    targets: Arc<Targets>,
+    runtime_api: Option<RuntimeApi>,
 }
 
 /// Why a config could not be put into effect (at start, or on reload: then nothing changed).
@@ -80,6 +85,14 @@ pub enum LbError {
         /// Which file, and why.
         source: crate::tls::upstream::CaError,
     },
+    /// The runtime API's socket could not be served.
+    #[error("runtime.socket: cannot serve the runtime API on {path}: {source}")]
+    RuntimeApi {
+        /// `[runtime] socket`.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// rustls refused the listener's certificates.
     #[error("listener `{listener}`: TLS setup: {source}")]
     Tls {
@@ -113,7 +126,7 @@ impl LbDaemon {
         &self,
         listener: &Listener,
         pools: &HashMap<Name, Arc<Pool>>,
-    ) -> Result<(Arc<App>, Option<Arc<CertStore>>), LbError> {
+    ) -> Result<(Arc<App>, Option<Arc<CertStore>>, Arc<IdleConnections>), LbError> {
         let default =
             pools
                 .get(&listener.backend)
@@ -150,6 +163,7 @@ impl LbDaemon {
             listener: listener.name.clone(),
             source,
         })?;
+        let idle = router.idle.clone();
         let app = HttpApp::new(
             router,
             tls,
@@ -158,7 +172,7 @@ impl LbDaemon {
             self.http_metrics.clone(),
             crate::config::admission_limits(listener),
         );
-        Ok((Arc::new(App::Http(Arc::new(app))), store))
+        Ok((Arc::new(App::Http(Arc::new(app))), store, idle))
     }
 
     fn build_proxy(
@@ -209,11 +223,13 @@ impl LbDaemon {
         let mut proxies = Vec::with_capacity(config.listeners.len());
         let mut status_listeners = Vec::with_capacity(config.listeners.len());
         let mut cert_stores = Vec::new();
+        let mut idle = Vec::new();
         for listener in &config.listeners {
             let proxy = match listener.mode {
                 ListenerMode::Http | ListenerMode::Https => {
-                    let (app, store) = self.build_http(listener, &pools)?;
+                    let (app, store, listener_idle) = self.build_http(listener, &pools)?;
                     cert_stores.extend(store);
+                    idle.push(listener_idle);
                     app
                 }
                 ListenerMode::Tcp | ListenerMode::TlsPassthrough => {
@@ -229,7 +245,26 @@ impl LbDaemon {
                 new_sockets.insert(*address, listener::bind(*address).await?);
             }
         }
+        let socket = config.runtime.socket.as_deref();
+        let new_runtime_api = match socket {
+            Some(path) if self.runtime_api.as_ref().map(|api| api.path.as_path()) != Some(path) => {
+                Some(RuntimeApi::start(path, self.targets.clone()).map_err(|source| {
+                    LbError::RuntimeApi {
+                        path: path.to_owned(),
+                        source,
+                    }
+                })?)
+            }
+            _ => None,
+        };
         // Nothing below fails: the new configuration takes over.
+        if socket.is_none() {
+            self.runtime_api = None;
+        }
+        if let Some(api) = new_runtime_api {
+            tracing::info!(socket = %api.path.display(), "runtime API listening");
+            self.runtime_api = Some(api);
+        }
         let mut kept = Vec::new();
         for slot in std::mem::take(&mut self.slots) {
             match proxies.iter().find(|(address, _)| *address == slot.address) {
@@ -272,6 +307,14 @@ impl LbDaemon {
                 .filter_map(|b| pools.get(&b.name).cloned())
                 .collect(),
         });
+        self.targets.update(
+            config
+                .backends
+                .iter()
+                .filter_map(|b| pools.get(&b.name).cloned())
+                .collect(),
+            idle,
+        );
         self.pools = pools;
         self.cert_stores = cert_stores;
         self.config = config;
@@ -309,6 +352,8 @@ impl Daemon for LbDaemon {
             connections: TaskTracker::new(),
             background: Vec::new(),
             status: Arc::new(LbStatus::default()),
+            targets: Arc::default(),
+            runtime_api: None,
         };
         daemon.apply(config).await?;
         daemon.restart_background();
