@@ -85,11 +85,20 @@ impl Drop for RuntimeApi {
 }
 
 async fn connection(mut stream: UnixStream, targets: &Targets) {
-    let answer = if control::peer_is_root_or_owner(&stream) {
-        let (read, _) = stream.split();
-        let mut reader = BufReader::new(read);
-        let mut budget = MAX_REQUEST;
-        match control::read_line(&mut reader, MAX_REQUEST, &mut budget).await {
+    // The line is read (bounded) before the peer is judged, so a refused client gets its
+    // answer rather than a reset for the bytes left unread.
+    let (read, _) = stream.split();
+    let mut reader = BufReader::new(read);
+    let mut budget = MAX_REQUEST;
+    let line = control::read_line(&mut reader, MAX_REQUEST, &mut budget).await;
+    let answer = if !control::peer_is_root_or_owner(&stream) {
+        let uid = stream
+            .peer_cred()
+            .map_or_else(|_| "unknown".to_owned(), |c| c.uid().to_string());
+        tracing::warn!(uid, "runtime API: client refused: neither root nor the daemon's user");
+        format!("error: permission denied: uid {uid} is neither root nor the daemon's user\n")
+    } else {
+        match line {
             Ok(line) => match execute(&line, &targets.current.load()) {
                 Ok(text) => format!("ok\n{text}"),
                 Err(why) => format!("error: {why}\n"),
@@ -100,12 +109,6 @@ async fn connection(mut stream: UnixStream, targets: &Targets) {
             }
             Err(LineError::NotUtf8) => "error: request is not UTF-8\n".to_owned(),
         }
-    } else {
-        let uid = stream
-            .peer_cred()
-            .map_or_else(|_| "unknown".to_owned(), |c| c.uid().to_string());
-        tracing::warn!(uid, "runtime API: client refused: neither root nor the daemon's user");
-        format!("error: permission denied: uid {uid} is neither root nor the daemon's user\n")
     };
     let _ = stream.write_all(answer.as_bytes()).await;
     let _ = stream.shutdown().await;
