@@ -4,13 +4,13 @@
 use crate::backend::health;
 use crate::backend::pool::{Pool, ServerStates};
 use crate::config::{LbConfig, Listener, ListenerMode};
+use crate::http::idle::IdleConnections;
 use crate::http::listener::HttpApp;
 use crate::http::metrics::HttpMetrics;
 use crate::http::router::HttpRouter;
 use crate::l4::proxy::{L4Proxy, Routing};
 use crate::l4::sni::SniPattern;
 use crate::listener::{self, App, BindError, ListenerSlot};
-use crate::http::idle::IdleConnections;
 use crate::metrics::LbMetrics;
 use crate::runtime_api::{RuntimeApi, Targets};
 use crate::status::{LbStatus, Snapshot};
@@ -45,6 +45,14 @@ pub struct LbDaemon {
     /// What the runtime API acts on, and its socket while `[runtime] socket` is set.
     targets: Arc<Targets>,
     runtime_api: Option<RuntimeApi>,
+}
+
+/// An `http`/`https` listener as built: its app, its certificate store (for watching) when
+/// `https`, and its idle server connections (for the runtime API's disable).
+struct BuiltHttp {
+    app: Arc<App>,
+    store: Option<Arc<CertStore>>,
+    idle: Arc<IdleConnections>,
 }
 
 /// Why a config could not be put into effect (at start, or on reload: then nothing changed).
@@ -121,12 +129,12 @@ impl LbDaemon {
             .collect()
     }
 
-    /// An `http`/`https` listener's app; its certificate store, for watching, when `https`.
+    /// An `http`/`https` listener's app, and what the daemon watches of it.
     fn build_http(
         &self,
         listener: &Listener,
         pools: &HashMap<Name, Arc<Pool>>,
-    ) -> Result<(Arc<App>, Option<Arc<CertStore>>, Arc<IdleConnections>), LbError> {
+    ) -> Result<BuiltHttp, LbError> {
         let default =
             pools
                 .get(&listener.backend)
@@ -172,7 +180,11 @@ impl LbDaemon {
             self.http_metrics.clone(),
             crate::config::admission_limits(listener),
         );
-        Ok((Arc::new(App::Http(Arc::new(app))), store, idle))
+        Ok(BuiltHttp {
+            app: Arc::new(App::Http(Arc::new(app))),
+            store,
+            idle,
+        })
     }
 
     fn build_proxy(
@@ -227,10 +239,10 @@ impl LbDaemon {
         for listener in &config.listeners {
             let proxy = match listener.mode {
                 ListenerMode::Http | ListenerMode::Https => {
-                    let (app, store, listener_idle) = self.build_http(listener, &pools)?;
-                    cert_stores.extend(store);
-                    idle.push(listener_idle);
-                    app
+                    let built = self.build_http(listener, &pools)?;
+                    cert_stores.extend(built.store);
+                    idle.push(built.idle);
+                    built.app
                 }
                 ListenerMode::Tcp | ListenerMode::TlsPassthrough => {
                     Arc::new(App::L4(self.build_proxy(listener, &pools)?))
@@ -248,12 +260,14 @@ impl LbDaemon {
         let socket = config.runtime.socket.as_deref();
         let new_runtime_api = match socket {
             Some(path) if self.runtime_api.as_ref().map(|api| api.path.as_path()) != Some(path) => {
-                Some(RuntimeApi::start(path, self.targets.clone()).map_err(|source| {
-                    LbError::RuntimeApi {
-                        path: path.to_owned(),
-                        source,
-                    }
-                })?)
+                Some(
+                    RuntimeApi::start(path, self.targets.clone()).map_err(|source| {
+                        LbError::RuntimeApi {
+                            path: path.to_owned(),
+                            source,
+                        }
+                    })?,
+                )
             }
             _ => None,
         };

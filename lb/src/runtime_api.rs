@@ -95,7 +95,10 @@ async fn connection(mut stream: UnixStream, targets: &Targets) {
         let uid = stream
             .peer_cred()
             .map_or_else(|_| "unknown".to_owned(), |c| c.uid().to_string());
-        tracing::warn!(uid, "runtime API: client refused: neither root nor the daemon's user");
+        tracing::warn!(
+            uid,
+            "runtime API: client refused: neither root nor the daemon's user"
+        );
         format!("error: permission denied: uid {uid} is neither root nor the daemon's user\n")
     } else {
         match line {

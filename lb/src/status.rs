@@ -64,7 +64,7 @@ struct ServerView {
     weight: u32,
     /// Set through the runtime API: ready, draining, drained (no longer active), disabled.
     state: &'static str,
-    /// Takes new connections: ready, healthy and not held down.
+    /// Healthy and not held down (new connections also need `state` ready).
     up: bool,
     healthy: bool,
     held_after_failed_connect: bool,
@@ -116,7 +116,7 @@ impl StatusPage for LbStatus {
                                 s.state.admin(),
                                 s.state.active(),
                             ),
-                            up: s.state.available(now),
+                            up: s.state.is_up(now),
                             healthy: s.state.is_healthy(),
                             held_after_failed_connect: s.state.is_held(now),
                             active_connections: s

@@ -153,11 +153,23 @@ fn a_drain_under_load_fails_no_request_and_the_drained_server_gets_nothing_new()
         )),
         1.0
     );
+    // Drained is not down: no server-down alert for a server taken out on purpose.
+    assert_eq!(
+        lb.setup.metric(&format!(
+            "lab_lb_server_up{{backend=\"web\",server=\"{}\"}}",
+            a.address
+        )),
+        1.0
+    );
 
     let a_at_drain = requests_seen(&a);
     let b_at_drain = requests_seen(&b);
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(requests_seen(&a), a_at_drain, "a drained server got requests");
+    assert_eq!(
+        requests_seen(&a),
+        a_at_drain,
+        "a drained server got requests"
+    );
     assert!(
         requests_seen(&b) > b_at_drain + 100,
         "the load went on to b"
@@ -186,7 +198,10 @@ fn disable_closes_our_idle_connections_to_the_server_and_enable_brings_it_back()
     let server = format!("web/{}", a.address);
 
     assert_eq!(lb.distribution(10, &["a", "b"]), [5, 5]);
-    assert!(connections_to(a.address) > 0, "kept alive for the next request");
+    assert!(
+        connections_to(a.address) > 0,
+        "kept alive for the next request"
+    );
 
     lb.ok(&["disable", &server]);
     assert_eq!(lb.row(a.address).0, "disabled");
@@ -217,10 +232,9 @@ fn a_weight_set_shows_in_the_distribution_and_bad_names_are_refused_by_name() {
     let a = EchoBackend::start("a");
     let b = EchoBackend::start("b");
     let lb = Lb::new();
-    let _daemon = lb.setup.start(&lb.config(
-        "weighted-round-robin",
-        &[(a.address, 1), (b.address, 1)],
-    ));
+    let _daemon = lb
+        .setup
+        .start(&lb.config("weighted-round-robin", &[(a.address, 1), (b.address, 1)]));
     assert_eq!(lb.distribution(40, &["a", "b"]), [20, 20]);
 
     lb.ok(&["weight", &format!("web/{}", b.address), "3"]);
@@ -260,7 +274,11 @@ fn a_weight_set_shows_in_the_distribution_and_bad_names_are_refused_by_name() {
         &["wait-drained", &format!("web/{}", a.address)],
         "is ready, not drained",
     );
-    assert_eq!(lb.distribution(40, &["a", "b"]), [10, 30], "nothing changed");
+    assert_eq!(
+        lb.distribution(40, &["a", "b"]),
+        [10, 30],
+        "nothing changed"
+    );
 }
 
 #[test]
@@ -352,6 +370,10 @@ fn the_socket_is_0600_refuses_other_users_and_bounds_requests() {
     let started = std::time::Instant::now();
     let mut byte = [0u8; 1];
     assert_eq!(silent.read(&mut byte).unwrap(), 0);
-    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(lb.ok(&["servers"]).contains(&a.address.to_string()));
 }

@@ -5,10 +5,10 @@ use crate::backend::balance::{self, Balance, Candidate};
 use crate::clock;
 use crate::config::Backend;
 use crate::metrics::{LbMetrics, ServerMetrics};
+use arc_swap::ArcSwap;
 use lab_daemon::Name;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,9 +86,15 @@ impl Default for ServerState {
 }
 
 impl ServerState {
-    /// Takes new connections: ready, healthy and not held down after a failed connect.
+    /// Takes new connections: ready, and up.
     pub fn available(&self, now: u64) -> bool {
-        self.admin() == AdminState::Ready && self.is_healthy() && !self.is_held(now)
+        self.admin() == AdminState::Ready && self.is_up(now)
+    }
+
+    /// Healthy and not held down after a failed connect: what `server_up` says, whatever the
+    /// runtime API made of the server (a drained server is not a down one to alert on).
+    pub fn is_up(&self, now: u64) -> bool {
+        self.is_healthy() && !self.is_held(now)
     }
 
     pub fn admin(&self) -> AdminState {
@@ -149,7 +155,7 @@ impl ServerRef {
     pub fn refresh_up(&self) {
         self.metrics
             .up
-            .set(i64::from(self.state.available(clock::now_ms())));
+            .set(i64::from(self.state.is_up(clock::now_ms())));
     }
 }
 
@@ -229,7 +235,7 @@ impl Pool {
             let server_metrics = metrics.server(backend.name.as_str(), &server.address.to_string());
             server_metrics
                 .up
-                .set(i64::from(state.available(clock::now_ms())));
+                .set(i64::from(state.is_up(clock::now_ms())));
             server_metrics.show_admin(&state, weight);
             servers.push(Server {
                 state,
@@ -399,10 +405,6 @@ impl Pool {
         let balancing = self.balancing.load();
         let weight = balancing.candidates.get(i).map_or(0, |c| c.weight);
         server.metrics.show_admin(&server.state, weight);
-        server
-            .metrics
-            .up
-            .set(i64::from(server.state.available(clock::now_ms())));
     }
 
     /// Gives server `i` `weight` from now on (and after reloads while the server stays): the
@@ -437,10 +439,7 @@ impl Pool {
     pub fn refresh_health_metrics(&self) {
         let now = clock::now_ms();
         for server in &self.servers {
-            server
-                .metrics
-                .up
-                .set(i64::from(server.state.available(now)));
+            server.metrics.up.set(i64::from(server.state.is_up(now)));
         }
     }
 }

@@ -362,7 +362,10 @@ impl ConfigFile for LbConfig {
             if socket.file_name().is_none() {
                 issues.add(
                     "runtime.socket",
-                    format!("`{}` names a directory, not a socket file", socket.display()),
+                    format!(
+                        "`{}` names a directory, not a socket file",
+                        socket.display()
+                    ),
                 );
             }
         }
