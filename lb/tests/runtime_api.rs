@@ -130,8 +130,8 @@ fn a_drain_under_load_fails_no_request_and_the_drained_server_gets_nothing_new()
         .start(&lb.config("round-robin", &[(a.address, 1), (b.address, 1)]));
     let drained = format!("web/{}", a.address);
 
-    let wrk = Command::new("wrk")
-        .args(["--threads", "2", "--connections", "16", "--duration", "6s"])
+    let mut wrk = Command::new("wrk")
+        .args(["--threads", "2", "--connections", "16", "--duration", "12s"])
         .arg(format!("http://{}/", lb.setup.lb))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
