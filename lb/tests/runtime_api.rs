@@ -165,6 +165,10 @@ fn a_drain_under_load_fails_no_request_and_the_drained_server_gets_nothing_new()
     let a_at_drain = requests_seen(&a);
     let b_at_drain = requests_seen(&b);
     std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        wrk.try_wait().unwrap().is_none(),
+        "wrk ended before the drained server was watched under load"
+    );
     assert_eq!(
         requests_seen(&a),
         a_at_drain,
@@ -301,9 +305,11 @@ fn a_reload_keeps_what_was_set_for_servers_that_stay_and_forgets_removed_ones() 
     assert_eq!(lb.distribution(30, &["a", "b", "c"]), [0, 0, 30]);
 
     // a and b removed, then back: as lb.toml has them.
-    daemon.reload(&lb.config("weighted-round-robin", &[(c.address, 1)]));
+    let status = daemon.reload(&lb.config("weighted-round-robin", &[(c.address, 1)]));
+    assert!(!status.contains("refused"), "{status}");
     assert!(!lb.ok(&["servers"]).contains(&a.address.to_string()));
-    daemon.reload(&lb.config("weighted-round-robin", &all));
+    let status = daemon.reload(&lb.config("weighted-round-robin", &all));
+    assert!(!status.contains("refused"), "{status}");
     assert_eq!(lb.row(a.address).0, "ready");
     assert_eq!(lb.row(b.address).3, 1);
     assert_eq!(lb.distribution(30, &["a", "b", "c"]), [10, 10, 10]);

@@ -414,24 +414,26 @@ impl Pool {
             return;
         };
         server.state.weight.store(weight, Ordering::Relaxed);
-        let old = self.balancing.load();
-        let candidates: Vec<Candidate> = old
-            .candidates
-            .iter()
-            .enumerate()
-            .map(|(j, c)| {
-                Candidate::with_counter(
-                    c.address,
-                    if j == i { weight } else { c.weight },
-                    c.active.clone(),
-                )
-            })
-            .collect();
-        let balance = balance::build(self.algorithm, &candidates);
-        self.balancing.store(Arc::new(Balancing {
-            candidates,
-            balance,
-        }));
+        // rcu: two clients setting weights of one backend at once both get theirs.
+        self.balancing.rcu(|old| {
+            let candidates: Vec<Candidate> = old
+                .candidates
+                .iter()
+                .enumerate()
+                .map(|(j, c)| {
+                    Candidate::with_counter(
+                        c.address,
+                        if j == i { weight } else { c.weight },
+                        c.active.clone(),
+                    )
+                })
+                .collect();
+            let balance = balance::build(self.algorithm, &candidates);
+            Balancing {
+                candidates,
+                balance,
+            }
+        });
         server.metrics.show_admin(&server.state, weight);
     }
 
