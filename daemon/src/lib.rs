@@ -12,6 +12,7 @@
 pub mod admission;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod exit;
 pub mod files;
 pub mod lifecycle;

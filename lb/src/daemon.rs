@@ -4,6 +4,7 @@
 use crate::backend::health;
 use crate::backend::pool::{Pool, ServerStates};
 use crate::config::{LbConfig, Listener, ListenerMode};
+use crate::http::idle::IdleConnections;
 use crate::http::listener::HttpApp;
 use crate::http::metrics::HttpMetrics;
 use crate::http::router::HttpRouter;
@@ -11,6 +12,7 @@ use crate::l4::proxy::{L4Proxy, Routing};
 use crate::l4::sni::SniPattern;
 use crate::listener::{self, App, BindError, ListenerSlot};
 use crate::metrics::LbMetrics;
+use crate::runtime_api::{RuntimeApi, Targets};
 use crate::status::{LbStatus, Snapshot};
 use crate::tls::certs::{CertError, CertStore};
 use lab_daemon::metrics::StatusPage;
@@ -40,6 +42,17 @@ pub struct LbDaemon {
     /// The `server_up` refresher and the active health checks of the running pools.
     background: Vec<tokio::task::JoinHandle<()>>,
     status: Arc<LbStatus>,
+    /// What the runtime API acts on, and its socket while `[runtime] socket` is set.
+    targets: Arc<Targets>,
+    runtime_api: Option<RuntimeApi>,
+}
+
+/// An `http`/`https` listener as built: its app, its certificate store (for watching) when
+/// `https`, and its idle server connections (for the runtime API's disable).
+struct BuiltHttp {
+    app: Arc<App>,
+    store: Option<Arc<CertStore>>,
+    idle: Arc<IdleConnections>,
 }
 
 /// Why a config could not be put into effect (at start, or on reload: then nothing changed).
@@ -80,6 +93,14 @@ pub enum LbError {
         /// Which file, and why.
         source: crate::tls::upstream::CaError,
     },
+    /// The runtime API's socket could not be served.
+    #[error("runtime.socket: cannot serve the runtime API on {path}: {source}")]
+    RuntimeApi {
+        /// `[runtime] socket`.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// rustls refused the listener's certificates.
     #[error("listener `{listener}`: TLS setup: {source}")]
     Tls {
@@ -108,12 +129,12 @@ impl LbDaemon {
             .collect()
     }
 
-    /// An `http`/`https` listener's app; its certificate store, for watching, when `https`.
+    /// An `http`/`https` listener's app, and what the daemon watches of it.
     fn build_http(
         &self,
         listener: &Listener,
         pools: &HashMap<Name, Arc<Pool>>,
-    ) -> Result<(Arc<App>, Option<Arc<CertStore>>), LbError> {
+    ) -> Result<BuiltHttp, LbError> {
         let default =
             pools
                 .get(&listener.backend)
@@ -150,6 +171,7 @@ impl LbDaemon {
             listener: listener.name.clone(),
             source,
         })?;
+        let idle = router.idle.clone();
         let app = HttpApp::new(
             router,
             tls,
@@ -158,7 +180,11 @@ impl LbDaemon {
             self.http_metrics.clone(),
             crate::config::admission_limits(listener),
         );
-        Ok((Arc::new(App::Http(Arc::new(app))), store))
+        Ok(BuiltHttp {
+            app: Arc::new(App::Http(Arc::new(app))),
+            store,
+            idle,
+        })
     }
 
     fn build_proxy(
@@ -209,12 +235,14 @@ impl LbDaemon {
         let mut proxies = Vec::with_capacity(config.listeners.len());
         let mut status_listeners = Vec::with_capacity(config.listeners.len());
         let mut cert_stores = Vec::new();
+        let mut idle = Vec::new();
         for listener in &config.listeners {
             let proxy = match listener.mode {
                 ListenerMode::Http | ListenerMode::Https => {
-                    let (app, store) = self.build_http(listener, &pools)?;
-                    cert_stores.extend(store);
-                    app
+                    let built = self.build_http(listener, &pools)?;
+                    cert_stores.extend(built.store);
+                    idle.push(built.idle);
+                    built.app
                 }
                 ListenerMode::Tcp | ListenerMode::TlsPassthrough => {
                     Arc::new(App::L4(self.build_proxy(listener, &pools)?))
@@ -229,7 +257,28 @@ impl LbDaemon {
                 new_sockets.insert(*address, listener::bind(*address).await?);
             }
         }
+        let socket = config.runtime.socket.as_deref();
+        let new_runtime_api = match socket {
+            Some(path) if self.runtime_api.as_ref().map(|api| api.path.as_path()) != Some(path) => {
+                Some(
+                    RuntimeApi::start(path, self.targets.clone()).map_err(|source| {
+                        LbError::RuntimeApi {
+                            path: path.to_owned(),
+                            source,
+                        }
+                    })?,
+                )
+            }
+            _ => None,
+        };
         // Nothing below fails: the new configuration takes over.
+        if socket.is_none() {
+            self.runtime_api = None;
+        }
+        if let Some(api) = new_runtime_api {
+            tracing::info!(socket = %api.path.display(), "runtime API listening");
+            self.runtime_api = Some(api);
+        }
         let mut kept = Vec::new();
         for slot in std::mem::take(&mut self.slots) {
             match proxies.iter().find(|(address, _)| *address == slot.address) {
@@ -272,6 +321,14 @@ impl LbDaemon {
                 .filter_map(|b| pools.get(&b.name).cloned())
                 .collect(),
         });
+        self.targets.update(
+            config
+                .backends
+                .iter()
+                .filter_map(|b| pools.get(&b.name).cloned())
+                .collect(),
+            idle,
+        );
         self.pools = pools;
         self.cert_stores = cert_stores;
         self.config = config;
@@ -309,6 +366,8 @@ impl Daemon for LbDaemon {
             connections: TaskTracker::new(),
             background: Vec::new(),
             status: Arc::new(LbStatus::default()),
+            targets: Arc::default(),
+            runtime_api: None,
         };
         daemon.apply(config).await?;
         daemon.restart_background();

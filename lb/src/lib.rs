@@ -5,7 +5,8 @@
 //! `lab_daemon` runs. The rest, by what it holds: [`l4`] the TCP proxy and what it reads of a
 //! connection (PROXY protocol, TLS ClientHello), `http` the L7 proxy (the router, our HTTP/1.1
 //! path and pingora's adapter), `tls` certificates and TLS streams, `backend` the server pools,
-//! their balancers and health checks.
+//! their balancers and health checks; [`runtime_api`] the socket `lab-lb ctl` talks to, and
+//! that client.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -21,6 +22,7 @@ pub use http::h1::fuzzing as http1_fuzzing;
 pub mod l4;
 mod listener;
 mod metrics;
+pub mod runtime_api;
 mod status;
 mod tls;
 

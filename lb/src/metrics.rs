@@ -96,6 +96,9 @@ pub struct LbMetrics {
     duration: HistogramFamily<ListenerLabel>,
     server_up: Family<ServerLabels, Gauge>,
     server_active: Family<ServerLabels, Gauge>,
+    server_draining: Family<ServerLabels, Gauge>,
+    server_disabled: Family<ServerLabels, Gauge>,
+    server_weight: Family<ServerLabels, Gauge>,
     server_connect_failures: Family<ServerLabels, Counter>,
     health_checks: Family<CheckLabels, Counter>,
     health_check_duration: HistogramFamily<ServerLabels>,
@@ -133,6 +136,9 @@ impl ListenerMetrics {
 pub struct ServerMetrics {
     pub up: Gauge,
     pub active: Gauge,
+    pub draining: Gauge,
+    pub disabled: Gauge,
+    pub weight: Gauge,
     pub connect_failures: Counter,
     pub checks_passed: Counter,
     pub checks_failed: Counter,
@@ -153,6 +159,9 @@ impl LbMetrics {
             duration: Family::new_with_constructor(duration_histogram),
             server_up: Family::default(),
             server_active: Family::default(),
+            server_draining: Family::default(),
+            server_disabled: Family::default(),
+            server_weight: Family::default(),
             server_connect_failures: Family::default(),
             health_checks: Family::default(),
             health_check_duration: Family::new_with_constructor(check_duration_histogram),
@@ -204,6 +213,21 @@ impl LbMetrics {
             "server_up",
             "Whether a backend server takes new connections (1) or is held down (0)",
             metrics.server_up.clone(),
+        );
+        registry.register(
+            "server_draining",
+            "Whether a backend server is drained by the runtime API (1): no new connections or requests, open ones finish",
+            metrics.server_draining.clone(),
+        );
+        registry.register(
+            "server_disabled",
+            "Whether a backend server is disabled by the runtime API (1): no new connections or requests, idle ones closed",
+            metrics.server_disabled.clone(),
+        );
+        registry.register(
+            "server_weight",
+            "A backend server's weight now (lb.toml's, or the runtime API's)",
+            metrics.server_weight.clone(),
         );
         registry.register(
             "server_active_connections",
@@ -274,6 +298,9 @@ impl LbMetrics {
         ServerMetrics {
             up: self.server_up.get_or_create(&labels).clone(),
             active: self.server_active.get_or_create(&labels).clone(),
+            draining: self.server_draining.get_or_create(&labels).clone(),
+            disabled: self.server_disabled.get_or_create(&labels).clone(),
+            weight: self.server_weight.get_or_create(&labels).clone(),
             connect_failures: self.server_connect_failures.get_or_create(&labels).clone(),
             checks_passed: check("passed"),
             checks_failed: check("failed"),
@@ -323,6 +350,9 @@ impl LbMetrics {
         for gone in servers(previous).into_iter().filter(|s| !kept.contains(s)) {
             self.server_up.remove(&gone);
             self.server_active.remove(&gone);
+            self.server_draining.remove(&gone);
+            self.server_disabled.remove(&gone);
+            self.server_weight.remove(&gone);
             self.server_connect_failures.remove(&gone);
             self.health_check_duration.remove(&gone);
             for result in ["passed", "failed"] {

@@ -62,7 +62,9 @@ struct BackendView {
 struct ServerView {
     address: String,
     weight: u32,
-    /// Takes new connections: healthy and not held down.
+    /// Set through the runtime API: ready, draining, drained (no longer active), disabled.
+    state: &'static str,
+    /// Healthy and not held down (new connections also need `state` ready).
     up: bool,
     healthy: bool,
     held_after_failed_connect: bool,
@@ -110,7 +112,11 @@ impl StatusPage for LbStatus {
                         .map(|s| ServerView {
                             address: s.address.to_string(),
                             weight: s.weight,
-                            up: s.state.available(now),
+                            state: crate::runtime_api::shown_state(
+                                s.state.admin(),
+                                s.state.active(),
+                            ),
+                            up: s.state.is_up(now),
                             healthy: s.state.is_healthy(),
                             held_after_failed_connect: s.state.is_held(now),
                             active_connections: s

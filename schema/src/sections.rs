@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// `[log]`: how much the daemon says. `RUST_LOG`, when set, takes precedence.
@@ -89,4 +90,13 @@ pub struct RuntimeConfig {
     /// Threads serving connections; one per CPU when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_threads: Option<usize>,
+    /// lab-lb only: the runtime API's Unix socket (`lab-lb ctl`); no runtime API when unset.
+    /// The shipped unit's runtime directory makes [`RuntimeConfig::LB_SOCKET`] the usual path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
+}
+
+impl RuntimeConfig {
+    /// Where `lab-lb ctl` looks unless told otherwise: under the unit's `RuntimeDirectory`.
+    pub const LB_SOCKET: &'static str = "/run/lab-lb/lab-lb.sock";
 }

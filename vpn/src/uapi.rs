@@ -5,6 +5,7 @@
 use crate::device::{Device, PeerSettings, SessionKeys};
 use crate::key::PublicKey;
 use ipnet::IpNet;
+use lab_daemon::control::{self, LineError};
 use lab_daemon::Name;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -12,9 +13,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
+use tokio::io::{AsyncBufRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
 use tokio::task::JoinHandle;
 
 /// Where `wg` looks for `<interface>.sock`.
@@ -280,20 +280,11 @@ impl ControlSocket {
         std::fs::create_dir_all(dir)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
         let path = dir.join(format!("{}.sock", device.interface));
-        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                format!(
-                    "{} is served by another process (another WireGuard interface of this name?)",
-                    path.display()
-                ),
-            ));
-        }
-        // A socket left by a crashed run would make bind fail.
-        let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-        let task = tokio::spawn(serve(listener, device));
+        let listener = control::bind(&path)?;
+        let task = tokio::spawn(control::serve(listener, MAX_CONNECTIONS, move |stream| {
+            let device = device.clone();
+            async move { connection(stream, &device).await }
+        }));
         Ok(Self { path, task })
     }
 }
@@ -302,28 +293,6 @@ impl Drop for ControlSocket {
     fn drop(&mut self) {
         self.task.abort();
         let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-async fn serve(listener: UnixListener, device: Arc<Device>) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(
-                limit = MAX_CONNECTIONS,
-                "control socket: too many connections, one closed"
-            );
-            continue;
-        };
-        let device = device.clone();
-        tokio::spawn(async move {
-            connection(stream, &device).await;
-            drop(slot);
-        });
     }
 }
 
@@ -343,30 +312,13 @@ async fn read_line<R: AsyncBufRead + Unpin>(
     reader: &mut R,
     budget: &mut usize,
 ) -> Result<String, ReadError> {
-    let mut line = Vec::new();
-    loop {
-        let available = reader.fill_buf().await.map_err(|_| ReadError::Closed)?;
-        if available.is_empty() {
-            return Err(ReadError::Closed);
-        }
-        let (taken, done) = match available.iter().position(|&b| b == b'\n') {
-            Some(end) => (end + 1, true),
-            None => (available.len(), false),
-        };
-        if line.len() + taken > MAX_LINE {
-            return Err(ReadError::Refused(EMSGSIZE));
-        }
-        if taken > *budget {
-            return Err(ReadError::Refused(EMSGSIZE));
-        }
-        *budget -= taken;
-        line.extend_from_slice(&available[..taken]);
-        reader.consume(taken);
-        if done {
-            line.pop();
-            return String::from_utf8(line).map_err(|_| ReadError::Refused(EPROTO));
-        }
-    }
+    control::read_line(reader, MAX_LINE, budget)
+        .await
+        .map_err(|e| match e {
+            LineError::Closed => ReadError::Closed,
+            LineError::TooLong => ReadError::Refused(EMSGSIZE),
+            LineError::NotUtf8 => ReadError::Refused(EPROTO),
+        })
 }
 
 /// Reads one request and answers it. `Ok(())` when the connection may carry another.

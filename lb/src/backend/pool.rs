@@ -5,10 +5,11 @@ use crate::backend::balance::{self, Balance, Candidate};
 use crate::clock;
 use crate::config::Backend;
 use crate::metrics::{LbMetrics, ServerMetrics};
+use arc_swap::ArcSwap;
 use lab_daemon::Name;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -25,6 +26,51 @@ pub struct ServerState {
     held_until: AtomicU64,
     /// What the active health check last decided; true for servers without checks.
     healthy: AtomicBool,
+    /// [`AdminState`] as set through the runtime API: read on every pick, so an atomic.
+    admin: AtomicU8,
+    /// The runtime API's weight; [`NO_WEIGHT`] while lb.toml's applies.
+    weight: AtomicU32,
+}
+
+/// [`ServerState::weight`] when the runtime API has not set one.
+const NO_WEIGHT: u32 = u32::MAX;
+
+/// What an operator made of a server through the runtime API (HAProxy's admin states).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminState {
+    /// Takes new connections and requests when healthy.
+    Ready,
+    /// No new connections or requests; those open finish.
+    Drain,
+    /// As drained, and its idle kept-alive connections closed.
+    Disabled,
+}
+
+impl AdminState {
+    /// As `lab-lb ctl servers` and `/status` show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminState::Ready => "ready",
+            AdminState::Drain => "drain",
+            AdminState::Disabled => "disabled",
+        }
+    }
+
+    fn from_u8(value: u8) -> Self {
+        match value {
+            1 => AdminState::Drain,
+            2 => AdminState::Disabled,
+            _ => AdminState::Ready,
+        }
+    }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            AdminState::Ready => 0,
+            AdminState::Drain => 1,
+            AdminState::Disabled => 2,
+        }
+    }
 }
 
 impl Default for ServerState {
@@ -33,14 +79,40 @@ impl Default for ServerState {
             active: Arc::default(),
             held_until: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
+            admin: AtomicU8::new(AdminState::Ready.to_u8()),
+            weight: AtomicU32::new(NO_WEIGHT),
         }
     }
 }
 
 impl ServerState {
-    /// Takes new connections: healthy and not held down after a failed connect.
+    /// Takes new connections: ready, and up.
     pub fn available(&self, now: u64) -> bool {
+        self.admin() == AdminState::Ready && self.is_up(now)
+    }
+
+    /// Healthy and not held down after a failed connect: what `server_up` says, whatever the
+    /// runtime API made of the server (a drained server is not a down one to alert on).
+    pub fn is_up(&self, now: u64) -> bool {
         self.is_healthy() && !self.is_held(now)
+    }
+
+    pub fn admin(&self) -> AdminState {
+        AdminState::from_u8(self.admin.load(Ordering::Relaxed))
+    }
+
+    pub fn set_admin(&self, state: AdminState) {
+        self.admin.store(state.to_u8(), Ordering::Relaxed);
+    }
+
+    /// The runtime API's weight, if it set one.
+    pub fn weight_override(&self) -> Option<u32> {
+        let weight = self.weight.load(Ordering::Relaxed);
+        (weight != NO_WEIGHT).then_some(weight)
+    }
+
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
     }
 
     /// Held down after a failed connect.
@@ -83,8 +155,25 @@ impl ServerRef {
     pub fn refresh_up(&self) {
         self.metrics
             .up
-            .set(i64::from(self.state.available(clock::now_ms())));
+            .set(i64::from(self.state.is_up(clock::now_ms())));
     }
+}
+
+impl ServerMetrics {
+    /// Makes the admin state's gauges say what `state` says now.
+    fn show_admin(&self, state: &ServerState, weight: u32) {
+        let admin = state.admin();
+        self.draining.set(i64::from(admin == AdminState::Drain));
+        self.disabled.set(i64::from(admin == AdminState::Disabled));
+        self.weight.set(i64::from(weight));
+    }
+}
+
+/// The servers as the balancer sees them, and the balancer: replaced together when the runtime
+/// API changes a weight (the weighted algorithms precompute from the weights).
+struct Balancing {
+    candidates: Vec<Candidate>,
+    balance: Box<dyn Balance>,
 }
 
 pub struct Pool {
@@ -92,9 +181,8 @@ pub struct Pool {
     pub algorithm: crate::config::BalanceAlgorithm,
     /// Header sent to servers before the client's bytes.
     pub proxy_protocol: Option<crate::config::ProxyProtocolVersion>,
-    candidates: Vec<Candidate>,
+    balancing: ArcSwap<Balancing>,
     servers: Vec<Server>,
-    balance: Box<dyn Balance>,
     connect_timeout: Duration,
     retries: u32,
     failure_hold: Duration,
@@ -138,15 +226,17 @@ impl Pool {
                 .entry((backend.name.clone(), server.address))
                 .or_default()
                 .clone();
+            let weight = state.weight_override().unwrap_or(server.weight);
             candidates.push(Candidate::with_counter(
                 server.address,
-                server.weight,
+                weight,
                 state.active.clone(),
             ));
             let server_metrics = metrics.server(backend.name.as_str(), &server.address.to_string());
             server_metrics
                 .up
-                .set(i64::from(state.available(clock::now_ms())));
+                .set(i64::from(state.is_up(clock::now_ms())));
+            server_metrics.show_admin(&state, weight);
             servers.push(Server {
                 state,
                 metrics: server_metrics,
@@ -157,9 +247,11 @@ impl Pool {
             name: backend.name.clone(),
             algorithm: backend.balance,
             proxy_protocol: backend.proxy_protocol,
-            candidates,
+            balancing: ArcSwap::from_pointee(Balancing {
+                candidates,
+                balance,
+            }),
             servers,
-            balance,
             connect_timeout: backend.connect_timeout,
             retries: backend.retries,
             failure_hold: backend.failure_hold,
@@ -174,12 +266,17 @@ impl Pool {
         for _ in 0..=self.retries {
             let now = clock::now_ms();
             let eligible = |i: usize| !tried.contains(&i) && self.servers[i].state.available(now);
-            let Some(i) = self.balance.pick(client, &self.candidates, &eligible) else {
+            let balancing = self.balancing.load();
+            let Some(i) = balancing
+                .balance
+                .pick(client, &balancing.candidates, &eligible)
+            else {
                 break;
             };
             tried.push(i);
             let server = &self.servers[i];
-            let address = self.candidates[i].address;
+            let address = balancing.candidates[i].address;
+            drop(balancing);
             // Counted before connecting so concurrent picks see the load on the way.
             let Some(guard) = self.track(i) else {
                 break;
@@ -228,8 +325,11 @@ impl Pool {
     pub fn pick(&self, client: IpAddr, tried: &Tried) -> Option<(usize, SocketAddr)> {
         let now = clock::now_ms();
         let eligible = |i: usize| !tried.contains(&i) && self.servers[i].state.available(now);
-        let i = self.balance.pick(client, &self.candidates, &eligible)?;
-        Some((i, self.candidates[i].address))
+        let balancing = self.balancing.load();
+        let i = balancing
+            .balance
+            .pick(client, &balancing.candidates, &eligible)?;
+        Some((i, balancing.candidates[i].address))
     }
 
     /// Counts a request on server `i` as active (least-connections sees it) until dropped.
@@ -265,7 +365,7 @@ impl Pool {
             .hold(clock::now_ms() + clock::ms(self.failure_hold));
         tracing::warn!(
             backend = %self.name,
-            server = %self.candidates[i].address,
+            server = %self.balancing.load().candidates[i].address,
             error = %error,
             hold = ?self.failure_hold,
             "server failed to connect; holding it down"
@@ -273,7 +373,9 @@ impl Pool {
     }
 
     pub fn server_refs(&self) -> Vec<ServerRef> {
-        self.candidates
+        self.balancing
+            .load()
+            .candidates
             .iter()
             .zip(&self.servers)
             .map(|(candidate, server)| ServerRef {
@@ -285,14 +387,61 @@ impl Pool {
             .collect()
     }
 
+    /// Index of the server at `address`.
+    pub fn position(&self, address: SocketAddr) -> Option<usize> {
+        self.balancing
+            .load()
+            .candidates
+            .iter()
+            .position(|c| c.address == address)
+    }
+
+    /// Puts server `i` in `state`; its gauges follow at once.
+    pub fn set_admin(&self, i: usize, state: AdminState) {
+        let Some(server) = self.servers.get(i) else {
+            return;
+        };
+        server.state.set_admin(state);
+        let balancing = self.balancing.load();
+        let weight = balancing.candidates.get(i).map_or(0, |c| c.weight);
+        server.metrics.show_admin(&server.state, weight);
+    }
+
+    /// Gives server `i` `weight` from now on (and after reloads while the server stays): the
+    /// balancer is rebuilt with it, and swapped in whole so a pick sees the old or the new.
+    pub fn set_weight(&self, i: usize, weight: u32) {
+        let Some(server) = self.servers.get(i) else {
+            return;
+        };
+        server.state.weight.store(weight, Ordering::Relaxed);
+        // rcu: two clients setting weights of one backend at once both get theirs.
+        self.balancing.rcu(|old| {
+            let candidates: Vec<Candidate> = old
+                .candidates
+                .iter()
+                .enumerate()
+                .map(|(j, c)| {
+                    Candidate::with_counter(
+                        c.address,
+                        if j == i { weight } else { c.weight },
+                        c.active.clone(),
+                    )
+                })
+                .collect();
+            let balance = balance::build(self.algorithm, &candidates);
+            Balancing {
+                candidates,
+                balance,
+            }
+        });
+        server.metrics.show_admin(&server.state, weight);
+    }
+
     /// Refreshes `server_up` for servers whose hold has run out.
     pub fn refresh_health_metrics(&self) {
         let now = clock::now_ms();
         for server in &self.servers {
-            server
-                .metrics
-                .up
-                .set(i64::from(server.state.available(now)));
+            server.metrics.up.set(i64::from(server.state.is_up(now)));
         }
     }
 }

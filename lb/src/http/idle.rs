@@ -69,6 +69,17 @@ impl IdleConnections {
     }
 }
 
+impl IdleConnections {
+    /// Closes every idle connection to `server` (disabled through the runtime API: it must see
+    /// none of ours left open); returns how many.
+    pub fn close(&self, server: SocketAddr) -> usize {
+        let Ok(mut by_server) = self.by_server.lock() else {
+            return 0;
+        };
+        by_server.remove(&server).map_or(0, |idle| idle.len())
+    }
+}
+
 /// An idle connection becomes readable only when the server closed it (or broke protocol by
 /// sending unasked): the reactor's readiness says so without a system call. One closed in the
 /// last instant is caught by the retry on a reused connection.

@@ -121,7 +121,7 @@ pub struct HttpRouter {
     duration: prometheus_client::metrics::histogram::Histogram,
     by_backend: foldhash::HashMap<Name, UpstreamHandles>,
     /// Kept-alive server connections of the HTTP/1.1 path.
-    pub(crate) idle: IdleConnections,
+    pub(crate) idle: Arc<IdleConnections>,
 }
 
 impl HttpRouter {
@@ -184,7 +184,7 @@ impl HttpRouter {
             max_requests: http.max_requests.map(|m| m as usize),
             in_flight: Arc::new(AtomicUsize::new(0)),
             metrics,
-            idle: IdleConnections::default(),
+            idle: Arc::default(),
         })
     }
 

@@ -358,6 +358,17 @@ impl ConfigFile for LbConfig {
     fn validate(&self, issues: &mut Issues) {
         self.validate_listeners(issues);
         self.validate_backends(issues);
+        if let Some(socket) = &self.runtime.socket {
+            if socket.file_name().is_none() {
+                issues.add(
+                    "runtime.socket",
+                    format!(
+                        "`{}` names a directory, not a socket file",
+                        socket.display()
+                    ),
+                );
+            }
+        }
     }
 
     /// Certificate, key and CA files are named relative to lb.toml, as lab-bootstrap writes
@@ -368,6 +379,9 @@ impl ConfigFile for LbConfig {
                 *path = dir.join(&*path);
             }
         };
+        if let Some(socket) = &mut self.runtime.socket {
+            resolve(socket);
+        }
         for http in self.listeners.iter_mut().filter_map(|l| l.http.as_mut()) {
             for pair in &mut http.certs {
                 resolve(&mut pair.cert);

@@ -125,6 +125,12 @@ impl ConfigFile for VpnConfig {
     fn validate(&self, issues: &mut Issues) {
         self.validate_interface(issues);
         self.validate_peers(issues);
+        if self.runtime.socket.is_some() {
+            issues.add(
+                "runtime.socket",
+                "is lab-lb's runtime API; lab-vpn's control socket is /var/run/wireguard/<interface>.sock",
+            );
+        }
     }
 
     fn resolve_paths(&mut self, dir: &std::path::Path) {
