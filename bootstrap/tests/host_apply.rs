@@ -722,7 +722,9 @@ fn a_node_not_answering_yet_defers_the_bootstrap_to_the_next_apply() {
 fn apply_waits_a_bounded_time_and_names_what_never_became_ready() {
     let bench = Bench::new();
     bench.apply_ok();
-    let apid = bench.apid(std::sync::Arc::new(|node: &str| node != "10.10.1.22"));
+    // Nodes are named to the health check by their kubelets' (net2) addresses, as Talos matches
+    // them with the Kubernetes nodes' InternalIP.
+    let apid = bench.apid(std::sync::Arc::new(|node: &str| node != "10.10.2.22"));
     let started = std::time::Instant::now();
     let out = bench.apply_with(&[
         "--talos-endpoint",
@@ -734,7 +736,7 @@ fn apply_waits_a_bounded_time_and_names_what_never_became_ready() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
     assert!(
-        stderr.contains("waiting for all nodes to report ready: not yet: 10.10.1.22"),
+        stderr.contains("waiting for all nodes to report ready: not yet: 10.10.2.22"),
         "{stderr}"
     );
     assert!(stderr.contains("cluster health not done after"), "{stderr}");

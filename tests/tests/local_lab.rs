@@ -238,6 +238,27 @@ fn the_local_lab_comes_up_works_as_designed_and_goes_away() {
         text(&status.stdout)
     );
 
+    // The balancer's runtime API answers on the lab's socket, listing the control planes
+    // behind the Talos API and the kube-apiserver (what a rolling upgrade drains).
+    let ctl = Command::new(workspace_bin("lab-lb"))
+        .args(["ctl", "--socket"])
+        .arg(lab.state().join("lab-lb.sock"))
+        .arg("servers")
+        .output()
+        .unwrap();
+    let servers = text(&ctl.stdout);
+    assert!(ctl.status.success(), "{servers}{}", text(&ctl.stderr));
+    for backend in ["kube-apiserver", "talos-api"] {
+        for address in ["10.10.2.11", "10.10.2.12", "10.10.2.13"] {
+            assert!(
+                servers
+                    .lines()
+                    .any(|l| l.starts_with(backend) && l.contains(address) && l.contains("ready")),
+                "{backend} {address}: {servers}"
+            );
+        }
+    }
+
     // Every machine got its reserved address from dnsmasq: on the interface, and as a lease.
     let leases = std::fs::read_to_string(lab.state().join("dnsmasq-vmbr1.leases")).unwrap()
         + &std::fs::read_to_string(lab.state().join("dnsmasq-vmbr2.leases")).unwrap();

@@ -353,7 +353,9 @@ pub fn up(options: &UpOptions) -> Result<(), LocalError> {
 
     // The balancer.
     let lb_ns = machine_ns_by_role(&lab, &names, Role::Lb)?;
-    let lb_config = render::containers::lb_config(&lab)?;
+    let mut lb_config = render::containers::lb_config(&lab)?;
+    // Each local lab's own socket: several labs (and the tests) run side by side.
+    lb_config.runtime.socket = Some(state.path().join("lab-lb.sock"));
     // Beside the config, where lb.toml's relative names find them, as in the container.
     for (target, contents, mode) in render::containers::lb_cert_files(&lab)? {
         let path = state.path().join(render::containers::relative_to(

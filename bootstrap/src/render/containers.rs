@@ -185,7 +185,11 @@ pub fn lb_config(lab: &Lab) -> Result<LbConfig, RenderError> {
             listen: SocketAddr::new(IpAddr::V4(net2), LB_METRICS_PORT),
         },
         shutdown: ShutdownConfig::default(),
-        runtime: RuntimeConfig::default(),
+        // `lab-lb ctl` in the container drains a control plane before its upgrade.
+        runtime: RuntimeConfig {
+            socket: Some(RuntimeConfig::LB_SOCKET.into()),
+            ..RuntimeConfig::default()
+        },
         listeners,
         backends,
     })

@@ -51,8 +51,8 @@ pub enum ClusterError {
     },
 }
 
-/// Who to ask and with what: the talosconfig's credentials, the first control plane (etcd is
-/// bootstrapped there) and every node by its net1 address.
+/// Who to ask and with what: the talosconfig's credentials, the first control plane by its
+/// net1 address (etcd is bootstrapped there) and every node by its kubelet's (net2) address.
 #[derive(Debug, Clone)]
 pub struct Access {
     credentials: Credentials,
@@ -77,30 +77,33 @@ impl Access {
             &pem("key", &admin.key)?,
         )
         .map_err(|e| ClusterError::Credentials(e.to_string()))?;
-        let net1 = |role: Role| -> Vec<(String, String)> {
+        let on = |network: NetworkId, role: Role| -> Vec<(String, String)> {
             lab.machines
                 .iter()
                 .filter(|m| m.role == role)
-                .filter_map(|m| {
-                    Some((
-                        m.name.to_string(),
-                        m.address_on(NetworkId::Net1)?.to_string(),
-                    ))
-                })
+                .filter_map(|m| Some((m.name.to_string(), m.address_on(network)?.to_string())))
                 .collect()
         };
-        let control_planes = net1(Role::ControlPlane);
-        let (first_name, first) = control_planes
+        let (first_name, first) = on(NetworkId::Net1, Role::ControlPlane)
             .first()
             .cloned()
             .ok_or(ClusterError::NoControlPlane)?;
+        // Talos's health check matches each node it is given with a Kubernetes node's
+        // InternalIP, which is the kubelet's net2 address (machine configs' nodeIP): net1
+        // addresses would never match. The nodes reach each other's apid there too.
+        let kubelet_addresses = |role: Role| -> Vec<String> {
+            on(NetworkId::Net2, role)
+                .into_iter()
+                .map(|(_, a)| a)
+                .collect()
+        };
         Ok(Self {
             credentials,
             first,
             first_name,
             nodes: Nodes {
-                control_planes: control_planes.into_iter().map(|(_, a)| a).collect(),
-                workers: net1(Role::Worker).into_iter().map(|(_, a)| a).collect(),
+                control_planes: kubelet_addresses(Role::ControlPlane),
+                workers: kubelet_addresses(Role::Worker),
             },
             endpoint: endpoint.map(str::to_owned),
             timeouts: Timeouts::default(),
