@@ -371,6 +371,16 @@ pub const MAX_VMID: u32 = 999_999_999;
 const MAX_NICS: usize = 16;
 
 impl Lab {
+    /// The addresses on `network` of the machines with `role`, in lab.toml order (machines
+    /// without a NIC there left out).
+    pub fn addresses_of(&self, role: Role, network: NetworkId) -> Vec<Ipv4Addr> {
+        self.machines
+            .iter()
+            .filter(|m| m.role == role)
+            .filter_map(|m| m.address_on(network))
+            .collect()
+    }
+
     /// Every check of the lab itself, each problem under its lab.toml key. The checks of what
     /// it renders come after these (`crate::lab_file`).
     pub(crate) fn validate_model(&self, issues: &mut Issues) {

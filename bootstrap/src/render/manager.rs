@@ -155,11 +155,9 @@ fn shell_quote(value: &str) -> String {
 pub fn setup_env(lab: &Lab) -> String {
     let user = &lab.manager.user;
     let control_planes: Vec<String> = lab
-        .machines
+        .addresses_of(Role::ControlPlane, NetworkId::Net1)
         .iter()
-        .filter(|m| m.role == Role::ControlPlane)
-        .filter_map(|m| m.address_on(NetworkId::Net1))
-        .map(|a| a.to_string())
+        .map(ToString::to_string)
         .collect();
     let mut vars = vec![
         ("LAB_USER", user.clone()),

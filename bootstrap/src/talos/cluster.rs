@@ -77,24 +77,24 @@ impl Access {
             &pem("key", &admin.key)?,
         )
         .map_err(|e| ClusterError::Credentials(e.to_string()))?;
-        let on = |network: NetworkId, role: Role| -> Vec<(String, String)> {
-            lab.machines
-                .iter()
-                .filter(|m| m.role == role)
-                .filter_map(|m| Some((m.name.to_string(), m.address_on(network)?.to_string())))
-                .collect()
-        };
-        let (first_name, first) = on(NetworkId::Net1, Role::ControlPlane)
-            .first()
-            .cloned()
+        let (first_name, first) = lab
+            .machines
+            .iter()
+            .filter(|m| m.role == Role::ControlPlane)
+            .find_map(|m| {
+                Some((
+                    m.name.to_string(),
+                    m.address_on(NetworkId::Net1)?.to_string(),
+                ))
+            })
             .ok_or(ClusterError::NoControlPlane)?;
         // Talos's health check matches each node it is given with a Kubernetes node's
         // InternalIP, which is the kubelet's net2 address (machine configs' nodeIP): net1
         // addresses would never match. The nodes reach each other's apid there too.
         let kubelet_addresses = |role: Role| -> Vec<String> {
-            on(NetworkId::Net2, role)
-                .into_iter()
-                .map(|(_, a)| a)
+            lab.addresses_of(role, NetworkId::Net2)
+                .iter()
+                .map(ToString::to_string)
                 .collect()
         };
         Ok(Self {

@@ -119,18 +119,14 @@ pub fn new_ca(organization: &str, kind: KeyType) -> Result<CertAndKey, PkiError>
 /// A client certificate for the Talos API: Ed25519, organisation = the Talos role
 /// (`os:admin`), signed by the Talos OS CA.
 pub fn new_client(ca: &CertAndKey, ca_kind: KeyType, role: &str) -> Result<CertAndKey, PkiError> {
-    let ca_key = load_key(&ca.key, ca_kind)?;
-    let issuer = Issuer::from_ca_cert_pem(&ca.crt, ca_key)?;
-    let (key, key_pem) = generate_key(KeyType::Ed25519)?;
-    let mut params = base_params(role, CLIENT_VALIDITY);
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    params.use_authority_key_identifier_extension = true;
-    let cert = params.signed_by(&key, &issuer)?;
-    Ok(CertAndKey {
-        crt: cert.pem(),
-        key: key_pem,
-    })
+    let params = base_params(role, CLIENT_VALIDITY);
+    new_leaf(
+        ca,
+        ca_kind,
+        KeyType::Ed25519,
+        params,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    )
 }
 
 /// A Talos API server certificate for a node's addresses: Ed25519, signed by the Talos OS CA,
@@ -141,9 +137,6 @@ pub fn new_server(
     common_name: &str,
     addresses: &[std::net::IpAddr],
 ) -> Result<CertAndKey, PkiError> {
-    let ca_key = load_key(&ca.key, ca_kind)?;
-    let issuer = Issuer::from_ca_cert_pem(&ca.crt, ca_key)?;
-    let (key, key_pem) = generate_key(KeyType::Ed25519)?;
     // Not the CA's subject (O=talos): a leaf named like its issuer looks self-signed to
     // OpenSSL-based clients.
     let mut params = base_params("talos-node", CLIENT_VALIDITY);
@@ -154,14 +147,13 @@ pub fn new_server(
         .iter()
         .map(|ip| rcgen::SanType::IpAddress(*ip))
         .collect();
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.use_authority_key_identifier_extension = true;
-    let cert = params.signed_by(&key, &issuer)?;
-    Ok(CertAndKey {
-        crt: cert.pem(),
-        key: key_pem,
-    })
+    new_leaf(
+        ca,
+        ca_kind,
+        KeyType::Ed25519,
+        params,
+        ExtendedKeyUsagePurpose::ServerAuth,
+    )
 }
 
 /// A Kubernetes client certificate, `CN=common_name`, `O=group`: ECDSA P-256 signed by the
@@ -171,15 +163,32 @@ pub fn new_kubernetes_client(
     common_name: &str,
     group: &str,
 ) -> Result<CertAndKey, PkiError> {
-    let ca_key = load_key(&ca.key, KeyType::EcdsaP256)?;
-    let issuer = Issuer::from_ca_cert_pem(&ca.crt, ca_key)?;
-    let (key, key_pem) = generate_key(KeyType::EcdsaP256)?;
     let mut params = base_params(group, CLIENT_VALIDITY);
     params
         .distinguished_name
         .push(DnType::CommonName, common_name);
+    new_leaf(
+        ca,
+        KeyType::EcdsaP256,
+        KeyType::EcdsaP256,
+        params,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    )
+}
+
+/// A leaf certificate of `params` for a new `kind` key, for `usage`, signed by `ca`.
+fn new_leaf(
+    ca: &CertAndKey,
+    ca_kind: KeyType,
+    kind: KeyType,
+    mut params: CertificateParams,
+    usage: ExtendedKeyUsagePurpose,
+) -> Result<CertAndKey, PkiError> {
+    let ca_key = load_key(&ca.key, ca_kind)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca.crt, ca_key)?;
+    let (key, key_pem) = generate_key(kind)?;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.extended_key_usages = vec![usage];
     params.use_authority_key_identifier_extension = true;
     let cert = params.signed_by(&key, &issuer)?;
     Ok(CertAndKey {

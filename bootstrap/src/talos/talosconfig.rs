@@ -94,11 +94,9 @@ pub fn talosconfig(
     admin: &AdminCredentials,
 ) -> Result<String, serde_norway::Error> {
     let endpoints = lab
-        .machines
+        .addresses_of(Role::ControlPlane, NetworkId::Net1)
         .iter()
-        .filter(|m| m.role == Role::ControlPlane)
-        .filter_map(|m| m.address_on(NetworkId::Net1))
-        .map(|a| a.to_string())
+        .map(ToString::to_string)
         .collect();
     let name = lab.cluster.name.to_string();
     let config = TalosConfig {
