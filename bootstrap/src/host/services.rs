@@ -4,8 +4,8 @@
 use super::actions::ServiceAction;
 use super::{CommandError, Runner};
 use crate::model::Lab;
-use crate::render::state::StateError;
 use crate::render::backup::{self, BackupJob};
+use crate::render::state::StateError;
 use crate::render::{
     daemons, dnsmasq, nftables, observability, sysctl, RenderedFile, DHCP_NETWORKS,
 };

@@ -264,7 +264,7 @@ impl Access {
             match taken {
                 Ok(taken) => return Ok(taken),
                 Err(e @ ClusterError::Write { .. }) => return Err(e),
-                Err(e) => failures.push(e.to_string()),
+                Err(e) => failures.push(format!("{node}: {e}")),
             }
         }
         Err(ClusterError::NoSnapshot(failures.join("; ")))
