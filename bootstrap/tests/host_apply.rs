@@ -1107,7 +1107,10 @@ fn apply_installs_and_starts_the_daily_backup_of_this_lab() {
     assert!(at("systemctl daemon-reload") < at("systemctl enable lab-backup.timer"));
     assert!(at("systemctl enable lab-backup.timer") < at("systemctl restart lab-backup.timer"));
     // The timer starts; the backup itself waits for it (it needs a running cluster).
-    assert!(!writes.iter().any(|w| w.contains("lab-backup.service")), "{writes:#?}");
+    assert!(
+        !writes.iter().any(|w| w.contains("lab-backup.service")),
+        "{writes:#?}"
+    );
 }
 
 #[test]
