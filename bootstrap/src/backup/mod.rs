@@ -140,12 +140,15 @@ pub fn take(
         sha256(File::open(snapshot_file.path()).map_err(io_error(snapshot_file.path()))?)
             .map_err(io_error(snapshot_file.path()))?;
 
+    // Read once, so the bytes archived are the bytes summed, whatever writes the state
+    // directory meanwhile (its files are small: keys, certificates, configs).
     let mut files = Vec::new();
-    let relative_files = state_files(state.path())?;
-    for relative in &relative_files {
-        let path = state.path().join(relative);
-        let (sum, size) =
-            sha256(File::open(&path).map_err(io_error(&path))?).map_err(io_error(&path))?;
+    let mut contents = Vec::new();
+    for relative in state_files(state.path())? {
+        let path = state.path().join(&relative);
+        let bytes = fs::read(&path).map_err(io_error(&path))?;
+        let (sum, size) = sha256(bytes.as_slice()).map_err(io_error(&path))?;
+        contents.push((relative.clone(), bytes));
         files.push(FileSum {
             path: format!("{STATE}/{}", relative.display()),
             size,
@@ -176,8 +179,7 @@ pub fn take(
         out.as_file_mut(),
         &manifest,
         snapshot_file.path(),
-        state.path(),
-        &relative_files,
+        &contents,
     )
     .map_err(io_error(&archive))?;
     out.as_file().sync_all().map_err(io_error(&archive))?;
@@ -198,22 +200,30 @@ fn write_archive(
     out: &mut File,
     manifest: &Manifest,
     snapshot: &Path,
-    state: &Path,
-    files: &[PathBuf],
+    files: &[(PathBuf, Vec<u8>)],
 ) -> io::Result<()> {
     let gzip = GzEncoder::new(BufWriter::new(out), flate2::Compression::default());
     let mut tar = tar::Builder::new(gzip);
     let text = serde_json::to_vec_pretty(manifest).map_err(io::Error::other)?;
-    let mut header = tar::Header::new_gnu();
-    header.set_size(text.len() as u64);
-    header.set_mode(0o600);
-    header.set_entry_type(tar::EntryType::Regular);
-    tar.append_data(&mut header, MANIFEST, text.as_slice())?;
+    tar.append_data(&mut private_header(text.len()), MANIFEST, text.as_slice())?;
     tar.append_path_with_name(snapshot, SNAPSHOT)?;
-    for relative in files {
-        tar.append_path_with_name(state.join(relative), Path::new(STATE).join(relative))?;
+    for (relative, bytes) in files {
+        tar.append_data(
+            &mut private_header(bytes.len()),
+            Path::new(STATE).join(relative),
+            bytes.as_slice(),
+        )?;
     }
     tar.into_inner()?.finish()?.flush()
+}
+
+/// A regular file's header, 0600: unpacked, the secrets stay root's alone.
+fn private_header(size: usize) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(size as u64);
+    header.set_mode(0o600);
+    header.set_entry_type(tar::EntryType::Regular);
+    header
 }
 
 /// The lab's archives in `dir`, oldest first.

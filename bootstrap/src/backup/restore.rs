@@ -65,6 +65,7 @@ pub fn check(archive: &Path, lab: &Lab, state: &StateDir) -> Result<Checked, Res
     for entry in tar.entries().map_err(read)? {
         let mut entry = entry.map_err(read)?;
         let path = entry.path().map_err(read)?.to_string_lossy().into_owned();
+        let path = path.trim_start_matches("./").to_owned();
         // Directories carry nothing to check (tar adds them when an archive is repacked); a
         // link or device would be a way out of the directory it is unpacked into.
         if entry.header().entry_type() == tar::EntryType::Directory {

@@ -216,6 +216,9 @@ impl Access {
     }
 }
 
+/// How long one control plane has to stream the whole etcd snapshot.
+pub const SNAPSHOT_WAIT: Duration = Duration::from_secs(600);
+
 /// Where an etcd snapshot came from and what it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TakenSnapshot {
@@ -248,7 +251,12 @@ impl Access {
                         path: path.to_owned(),
                         source,
                     })?;
-                let mut client = Client::connect(target, &self.credentials, self.timeouts).await?;
+                // A snapshot of gigabytes takes longer than any other call.
+                let timeouts = Timeouts {
+                    call: SNAPSHOT_WAIT,
+                    ..self.timeouts
+                };
+                let mut client = Client::connect(target, &self.credentials, timeouts).await?;
                 let version = client.version().await?;
                 let size = client.etcd_snapshot(&mut file, max).await?;
                 file.sync_all().map_err(|source| ClusterError::Write {
