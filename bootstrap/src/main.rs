@@ -406,6 +406,10 @@ fn backup(args: &BackupArgs) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Err(e @ backup::BackupError::Prune { .. }) => {
+            eprintln!("lab-bootstrap: {e}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("lab-bootstrap: backup failed, no archive written or removed: {e}");
             ExitCode::FAILURE

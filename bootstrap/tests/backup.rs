@@ -195,13 +195,8 @@ fn tampered(archive: &Path, into: &Path, change: impl FnOnce(&Path)) -> PathBuf 
     let out = into.join(archive.file_name().unwrap());
     run(
         "tar",
-        &[
-            "-czf",
-            out.to_str().unwrap(),
-            "manifest.json",
-            "etcd.snapshot",
-            "state",
-        ],
+        // As someone repacking by hand would: `./`-prefixed names, directories included.
+        &["-czf", out.to_str().unwrap(), "."],
         unpacked.path(),
     );
     out
@@ -490,4 +485,26 @@ fn the_backup_timer_and_service_pass_systemd_analyze_verify() {
     ] {
         assert!(timer.lines().any(|l| l == line), "{line}: {timer}");
     }
+}
+
+#[test]
+fn an_old_archive_that_cannot_be_removed_is_said_and_the_new_one_kept() {
+    let bench = Bench::new("lab", 1);
+    bench.bootstrap();
+    // A directory by an archive's name: remove_file refuses it.
+    let stuck = bench.backups().join("lab-20200101T030000Z.tar.gz");
+    std::fs::create_dir_all(stuck.join("inside")).unwrap();
+    let out = bench.backup();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("written, but removing the archives beyond `[backup] keep` failed")
+            && stderr.contains("lab-20200101T030000Z.tar.gz"),
+        "{stderr}"
+    );
+    let names = listing(&bench.backups());
+    assert_eq!(names.len(), 2, "{names:?}");
+    let new = names.iter().find(|n| !n.starts_with("lab-2020")).unwrap();
+    let ok = bench.restore(&bench.backups().join(new), &bench.path("state"), true);
+    assert!(ok.status.success(), "{}", text(&ok));
 }

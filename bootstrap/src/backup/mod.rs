@@ -35,6 +35,14 @@ pub enum BackupError {
         /// The underlying error.
         source: io::Error,
     },
+    /// The new archive is in place, but an older one could not be removed.
+    #[error("{} written, but removing the archives beyond `[backup] keep` failed: {source}", archive.display())]
+    Prune {
+        /// The new archive.
+        archive: PathBuf,
+        /// Why the removal failed.
+        source: Box<BackupError>,
+    },
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> BackupError + '_ {
@@ -188,7 +196,10 @@ pub fn take(
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_error(dir))?;
-    let removed = prune(dir, &name, keep)?;
+    let removed = prune(dir, &name, keep).map_err(|source| BackupError::Prune {
+        archive: archive.clone(),
+        source: Box::new(source),
+    })?;
     Ok(Taken {
         archive,
         manifest,
