@@ -2,7 +2,8 @@
 //! (mutual TLS with the lab's own PKI): the archive 0600 in a 0700 directory, unpacked by the
 //! real `tar` and checked with the real `sha256sum` against its manifest and the snapshot the
 //! node streamed; `[backup] keep` keeping exactly the newest of this lab's archives, and a
-//! failed backup removing nothing; restore --dry-run accepting a good archive with its
+//! failed backup removing nothing (and an old archive that cannot be removed said apart from a
+//! failed backup); restore --dry-run accepting a good archive with its
 //! recovery steps, refusing a tampered one (naming the file), one of another lab and one of
 //! another cluster; the daily timer's units passing `systemd-analyze verify`.
 
