@@ -404,8 +404,24 @@ fn host_plan(args: &Args, lab: &Lab) -> Result<HostPlan, String> {
         &args.root,
         &state_dir(args),
         &binaries(args)?,
+        &backup_job(args)?,
     )
     .map_err(|e| e.to_string())
+}
+
+/// What the daily backup runs: this lab-bootstrap, with this lab.toml and state directory.
+fn backup_job(args: &Args) -> Result<crate::render::backup::BackupJob, String> {
+    let program = std::env::current_exe()
+        .map_err(|e| format!("cannot tell where lab-bootstrap is, for the backup timer: {e}"))?;
+    let absolute = |path: &std::path::Path| {
+        std::path::absolute(path)
+            .map_err(|e| format!("{}: cannot make it absolute: {e}", path.display()))
+    };
+    Ok(crate::render::backup::BackupJob {
+        program,
+        lab_file: absolute(&args.file)?,
+        state: absolute(state_dir(args).path())?,
+    })
 }
 
 fn binaries(args: &Args) -> Result<PathBuf, String> {
@@ -466,6 +482,7 @@ fn host_side(op: Op, args: &Args, lab: &Lab) -> Result<ExitCode, String> {
             within: (!args.no_wait).then(|| std::time::Duration::from_secs(args.wait_timeout)),
             endpoint: args.talos_endpoint.clone(),
         },
+        backup: backup_job(args)?,
     };
     // Planned after the Proxmox changes: a container made or replaced just now is empty.
     let plan = host_plan(args, lab)?;

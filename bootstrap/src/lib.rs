@@ -5,12 +5,14 @@
 //! host and containers, [`talos`] the cluster's secrets and machine configs, kept in the
 //! [`state_dir`]. [`commands`] runs plan/apply/destroy: the Proxmox node's resources
 //! ([`proxmox`]), then the host's files and services ([`host`]). [`local`] builds a lab in
-//! network namespaces instead. [`mac`] gives machines their deterministic MAC addresses.
+//! network namespaces instead. [`backup`] archives etcd and the state directory and checks an
+//! archive before a recovery. [`mac`] gives machines their deterministic MAC addresses.
 
 // It runs as root on the Proxmox host with the lab's secrets: nothing here needs `unsafe`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod backup;
 pub mod commands;
 pub mod host;
 mod lab_file;

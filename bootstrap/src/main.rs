@@ -3,7 +3,8 @@
 
 use clap::{Parser, Subcommand};
 use lab_bootstrap::state_dir::StateDir;
-use lab_bootstrap::{commands, local, peers, render, Lab};
+use lab_bootstrap::talos::cluster::Access;
+use lab_bootstrap::{backup, commands, local, peers, render, Lab};
 use lab_daemon::config::load;
 use lab_daemon::{cli, exit};
 use std::path::{Path, PathBuf};
@@ -44,6 +45,24 @@ enum Command {
     Apply(commands::Args),
     /// Remove every bridge, container, VM and host file lab-bootstrap created, and nothing else
     Destroy(commands::Args),
+    /// Archive an etcd snapshot (through the Talos API) and the state directory, keeping the
+    /// `[backup] keep` newest archives
+    Backup(BackupArgs),
+    /// Check an archive against the lab (checksums, snapshot, same cluster) and print the
+    /// recovery steps; only --dry-run is implemented
+    Restore {
+        /// Check and print the steps, change nothing
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        state: StateArgs,
+        /// The archive `backup` wrote
+        #[arg(value_name = "ARCHIVE")]
+        archive: PathBuf,
+        /// The lab description
+        #[arg(value_name = "FILE", default_value = "lab.toml")]
+        file: PathBuf,
+    },
     /// Build the lab in network namespaces on this machine (`--local`), with the real programs
     Up {
         #[command(flatten)]
@@ -144,6 +163,40 @@ impl PeerFiles {
 }
 
 #[derive(clap::Args)]
+struct StateArgs {
+    /// The state directory [default: ROOT/var/lib/lab-bootstrap]
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
+    /// Where `/` of the host is, for the default state directory
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    root: PathBuf,
+}
+
+impl StateArgs {
+    fn state(&self) -> StateDir {
+        match &self.state {
+            Some(dir) => StateDir::new(dir),
+            None => StateDir::default_under(&self.root),
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct BackupArgs {
+    /// Where the archive goes [default: `[backup] dir` of lab.toml]
+    #[arg(long, value_name = "DIR")]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    state: StateArgs,
+    /// Send every Talos API call to ADDR:PORT instead of the nodes (tests' stand-in apid)
+    #[arg(long, value_name = "ADDR", hide = true)]
+    talos_endpoint: Option<String>,
+    /// The lab description
+    #[arg(value_name = "FILE", default_value = "lab.toml")]
+    file: PathBuf,
+}
+
+#[derive(clap::Args)]
 struct LocalArgs {
     /// In network namespaces on this machine (the only place up/down/status work; on Proxmox
     /// it is apply/destroy/plan)
@@ -171,6 +224,13 @@ fn main() -> ExitCode {
         Command::Plan(args) => commands::run(commands::Op::Plan, &args),
         Command::Apply(args) => commands::run(commands::Op::Apply, &args),
         Command::Destroy(args) => commands::run(commands::Op::Destroy, &args),
+        Command::Backup(args) => backup(&args),
+        Command::Restore {
+            dry_run,
+            state,
+            archive,
+            file,
+        } => restore(dry_run, &state.state(), &archive, &file),
         Command::Up {
             local,
             connect,
@@ -305,6 +365,82 @@ fn render(root: &Path, state: &StateDir, file: &Path) -> ExitCode {
         Err(e) => {
             eprintln!("lab-bootstrap: cannot write: {e}");
             exit::code(exit::OS_ERROR)
+        }
+    }
+}
+
+fn load_lab(file: &Path) -> Result<Lab, ExitCode> {
+    load::<Lab>(file).map_err(|e| {
+        for line in e.lines() {
+            eprintln!("lab-bootstrap: {line}");
+        }
+        exit::code(exit::CONFIG)
+    })
+}
+
+fn backup(args: &BackupArgs) -> ExitCode {
+    let lab = match load_lab(&args.file) {
+        Ok(lab) => lab,
+        Err(code) => return code,
+    };
+    let state = args.state.state();
+    let dir = args
+        .output
+        .clone()
+        .unwrap_or_else(|| lab.backup.dir.clone());
+    let taken = Access::new(&lab, &state, args.talos_endpoint.as_deref())
+        .map_err(backup::BackupError::from)
+        .and_then(|access| backup::take(&lab, &state, &access, &dir, lab.backup.keep));
+    match taken {
+        Ok(taken) => {
+            println!(
+                "backup {} (0600): etcd snapshot from {} ({} bytes, sha256 {}), {} state files",
+                taken.archive.display(),
+                taken.manifest.snapshot.node,
+                taken.manifest.snapshot.size,
+                taken.manifest.snapshot.sha256,
+                taken.manifest.files.len()
+            );
+            for old in taken.removed {
+                println!("removed {} (keeping {})", old.display(), lab.backup.keep);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e @ backup::BackupError::Prune { .. }) => {
+            eprintln!("lab-bootstrap: {e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("lab-bootstrap: backup failed, no archive written or removed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn restore(dry_run: bool, state: &StateDir, archive: &Path, file: &Path) -> ExitCode {
+    if !dry_run {
+        eprintln!(
+            "lab-bootstrap: restore without --dry-run is not implemented: run `lab-bootstrap restore --dry-run {} {}` and follow the steps it prints",
+            archive.display(),
+            file.display()
+        );
+        return exit::code(exit::USAGE);
+    }
+    let lab = match load_lab(file) {
+        Ok(lab) => lab,
+        Err(code) => return code,
+    };
+    match backup::restore::check(archive, &lab, state) {
+        Ok(checked) => {
+            print!(
+                "{}",
+                backup::restore::steps(&checked, archive, &lab, file, state)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("lab-bootstrap: refused: {e}");
+            ExitCode::FAILURE
         }
     }
 }

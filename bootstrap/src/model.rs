@@ -2,6 +2,7 @@
 //! check that can be made before anything is touched.
 
 mod access;
+mod backup;
 mod factory;
 mod gitops;
 mod images;
@@ -12,6 +13,7 @@ mod route_certs;
 mod tools;
 
 pub use access::{HostAccess, Manager};
+pub use backup::{Backup, DEFAULT_BACKUP_DIR};
 pub use factory::{FactoryImage, Schematic, DEFAULT_TALOS_EXTENSIONS};
 pub use gitops::Gitops;
 pub use images::{Image, Images, TalosImage};
@@ -61,6 +63,10 @@ pub struct Lab {
     /// `[gitops]`: the repository the manager bootstraps Flux from; no GitOps when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gitops: Option<Gitops>,
+    /// `[backup]`: where `lab-bootstrap backup` writes its archives and how many it keeps;
+    /// the defaults of [`Backup`] when absent.
+    #[serde(default)]
+    pub backup: Backup,
 }
 
 /// `[vpn]`: the network lab-vpn gives its peers. The host routes it to the vpn container's net1
@@ -400,6 +406,7 @@ impl Lab {
         self.validate_access(issues);
         self.validate_manager_tools(issues);
         self.validate_gitops(issues);
+        self.validate_backup(issues);
     }
 }
 

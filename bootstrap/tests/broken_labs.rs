@@ -57,6 +57,8 @@ const BROKEN: &[Broken] = &[
     Broken { what: "a port listed twice", edits: &[Set("host.management_access", "[22, 22]")], key: "host.management_access[1]" },
     Broken { what: "a storage name Proxmox refuses", edits: &[Set("proxmox.storage", r#""local-lvm-""#)], key: "proxmox.storage" },
     Broken { what: "more memory than an 8 GiB host has", edits: &[Set("proxmox.memory_mib", "8192")], key: "proxmox.memory_mib" },
+    Broken { what: "backups kept: none", edits: &[Add("backup.keep", "0")], key: "backup.keep" },
+    Broken { what: "a backup directory relative to wherever the timer runs", edits: &[Add("backup.dir", r#""backups""#)], key: "backup.dir" },
     Broken { what: "a checksum of the wrong length", edits: &[Add("images.talos", r#"{ url = "https://factory.talos.dev/image/x/v1.13.9/nocloud-amd64.raw", sha256 = "abc123" }"#)], key: "images.talos.sha256" },
     Broken { what: "an image without checksum", edits: &[Add("images.lxc_template", r#"{ url = "http://download.proxmox.com/images/system/debian-12-standard_12.12-1_amd64.tar.zst" }"#)], key: "images.lxc_template" },
     Broken { what: "a path instead of a URL", edits: &[Add("images.debian", r#"{ url = "/tmp/debian.qcow2", sha256 = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" }"#)], key: "images.debian.url" },

@@ -1082,6 +1082,38 @@ fn lab_files(bench: &Bench) -> Vec<String> {
 }
 
 #[test]
+fn apply_installs_and_starts_the_daily_backup_of_this_lab() {
+    let bench = Bench::new();
+    bench.apply_ok();
+    let units = bench.path("root/etc/systemd/system");
+    let service = std::fs::read_to_string(units.join("lab-backup.service")).unwrap();
+    // The lab-bootstrap, lab.toml and state directory apply ran with, by absolute paths.
+    let exec = format!(
+        "ExecStart=\"{}\" backup --state \"{}\" \"{}\"",
+        env!("CARGO_BIN_EXE_lab-bootstrap"),
+        bench.state().display(),
+        bench.path("lab.toml").display()
+    );
+    assert!(service.lines().any(|l| l == exec), "{exec}\n{service}");
+    let timer = std::fs::read_to_string(units.join("lab-backup.timer")).unwrap();
+    assert!(timer.lines().any(|l| l == "OnCalendar=daily"), "{timer}");
+    let writes = bench.writes();
+    let at = |c: &str| {
+        writes
+            .iter()
+            .position(|w| w == c)
+            .unwrap_or_else(|| panic!("{c}\n{writes:#?}"))
+    };
+    assert!(at("systemctl daemon-reload") < at("systemctl enable lab-backup.timer"));
+    assert!(at("systemctl enable lab-backup.timer") < at("systemctl restart lab-backup.timer"));
+    // The timer starts; the backup itself waits for it (it needs a running cluster).
+    assert!(
+        !writes.iter().any(|w| w.contains("lab-backup.service")),
+        "{writes:#?}"
+    );
+}
+
+#[test]
 fn destroy_removes_what_apply_wrote_and_keeps_the_state_and_a_second_does_nothing() {
     let bench = Bench::new();
     bench.apply_ok();
@@ -1095,6 +1127,7 @@ fn destroy_removes_what_apply_wrote_and_keeps_the_state_and_a_second_does_nothin
     );
     let writes = bench.writes();
     for unit in [
+        "lab-backup.timer",
         "lab-dnsmasq@vmbr1.service",
         "lab-dnsmasq@vmbr2.service",
         "lab-network.service",

@@ -83,6 +83,36 @@ fn bootstrap_runs_once_and_already_exists_counts_as_done() {
 }
 
 #[test]
+fn the_etcd_snapshot_streams_whole_into_the_writer_and_is_refused_past_the_bound() {
+    let secrets = Secrets::generate().unwrap();
+    let apid = apid::start(&secrets, LOOPBACK, "cp1", "", apid::all_ready());
+    let credentials = credentials(&secrets, &secrets);
+    let expected = lab_talos_api::stand_in::etcd_snapshot_of("cp1");
+    runtime().block_on(async {
+        let mut client = connect(apid.address, &credentials).await;
+        // Before etcd runs there is nothing to snapshot, and the node says so.
+        let mut out = Vec::new();
+        let e = client.etcd_snapshot(&mut out, 1 << 30).await.unwrap_err();
+        assert_eq!(e.call, "EtcdSnapshot");
+        assert!(
+            matches!(&e.problem, Problem::Status { code, .. } if *code == lab_talos_api::Code::FailedPrecondition),
+            "{e}"
+        );
+        client.bootstrap().await.unwrap();
+        // Many chunks, put together in order.
+        let size = client.etcd_snapshot(&mut out, 1 << 30).await.unwrap();
+        assert_eq!(size, expected.len() as u64);
+        assert_eq!(out, expected);
+        // A bound below its size: refused, not read on past it.
+        let mut cut = Vec::new();
+        let bound = expected.len() as u64 / 2;
+        let e = client.etcd_snapshot(&mut cut, bound).await.unwrap_err();
+        assert!(matches!(e.problem, Problem::SnapshotTooLarge(b) if b == bound), "{e}");
+        assert!(cut.len() as u64 <= bound, "{}", cut.len());
+    });
+}
+
+#[test]
 fn a_node_not_answering_is_retried_until_the_wait_is_over_and_named() {
     let secrets = Secrets::generate().unwrap();
     // A port nothing listens on.

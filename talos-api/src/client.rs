@@ -8,7 +8,7 @@ use crate::proto::cluster::cluster_service_client::ClusterServiceClient;
 use crate::proto::cluster::{ClusterInfo, HealthCheckRequest};
 use crate::proto::machine::apply_configuration_request::Mode;
 use crate::proto::machine::machine_service_client::MachineServiceClient;
-use crate::proto::machine::{ApplyConfigurationRequest, BootstrapRequest};
+use crate::proto::machine::{ApplyConfigurationRequest, BootstrapRequest, EtcdSnapshotRequest};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -114,6 +114,12 @@ pub enum Problem {
     /// The answer lacks what the call returns.
     #[error("the answer holds no {0}")]
     Empty(&'static str),
+    /// The etcd snapshot went past the bound the caller set.
+    #[error("the etcd snapshot is larger than {0} bytes")]
+    SnapshotTooLarge(u64),
+    /// The snapshot could not be written where the caller wanted it.
+    #[error("writing the etcd snapshot: {0}")]
+    Write(std::io::Error),
 }
 
 /// A failed call: which node, which call, what happened.
@@ -372,6 +378,43 @@ impl Client {
             .map(|m| m.mode_details)
             .collect::<Vec<_>>()
             .join("; "))
+    }
+
+    /// `EtcdSnapshot`: the node's etcd database, streamed into `out` chunk by chunk (never whole
+    /// in memory) and refused past `max` bytes; returns how many bytes came. The whole stream
+    /// must arrive within the call timeout.
+    pub async fn etcd_snapshot(
+        &mut self,
+        out: &mut (impl std::io::Write + Send),
+        max: u64,
+    ) -> Result<u64, Error> {
+        let mut machine = self.machine.clone();
+        let follow = async move {
+            let mut stream = machine
+                .etcd_snapshot(EtcdSnapshotRequest {})
+                .await?
+                .into_inner();
+            let mut size: u64 = 0;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk?;
+                size += chunk.bytes.len() as u64;
+                if size > max {
+                    return Ok(Err(Problem::SnapshotTooLarge(max)));
+                }
+                if let Err(e) = out.write_all(&chunk.bytes) {
+                    return Ok(Err(Problem::Write(e)));
+                }
+            }
+            Ok(Ok(size))
+        };
+        match self
+            .bounded("EtcdSnapshot", self.timeouts.call, follow)
+            .await?
+        {
+            Ok(0) => Err(self.error("EtcdSnapshot", Problem::Empty("snapshot data"))),
+            Ok(size) => Ok(size),
+            Err(problem) => Err(self.error("EtcdSnapshot", problem)),
+        }
     }
 
     /// `ClusterService.HealthCheck`: waits up to `wait` for etcd's members to be the control

@@ -2,7 +2,8 @@
 //! makes, over the same protos and mutual TLS as a real node, with the lab's own PKI. It
 //! refuses clients whose certificate is not from the OS CA, bootstraps once (then
 //! `AlreadyExists`), streams the kubeconfig it was given as Talos does, records applied
-//! configs, and checks health by asking `Readiness` about each node.
+//! configs, streams a deterministic etcd snapshot once etcd is bootstrapped, and checks health
+//! by asking `Readiness` about each node.
 
 use crate::archive;
 use crate::client::pkcs8_pem;
@@ -13,7 +14,8 @@ use crate::proto::machine::apply_configuration_request::Mode;
 use crate::proto::machine::machine_service_server::{MachineService, MachineServiceServer};
 use crate::proto::machine::{
     ApplyConfiguration, ApplyConfigurationRequest, ApplyConfigurationResponse, Bootstrap,
-    BootstrapRequest, BootstrapResponse, PlatformInfo, Version, VersionInfo, VersionResponse,
+    BootstrapRequest, BootstrapResponse, EtcdSnapshotRequest, PlatformInfo, Version, VersionInfo,
+    VersionResponse,
 };
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -44,6 +46,31 @@ pub struct Record {
     pub bootstrap_calls: usize,
     /// The configs `ApplyConfiguration` was given, in order.
     pub applied: Vec<Vec<u8>>,
+    /// How many `EtcdSnapshot` calls came.
+    pub snapshot_calls: usize,
+}
+
+/// The etcd snapshot the stand-in of node `hostname` streams: bbolt's page size of bytes per
+/// page, as many pages as a freshly bootstrapped etcd has, the same bytes on every call, so a
+/// test can check what arrived against it.
+pub fn etcd_snapshot_of(hostname: &str) -> Vec<u8> {
+    const PAGE: usize = 4096;
+    const PAGES: usize = 24;
+    let mut snapshot = Vec::with_capacity(PAGE * PAGES);
+    for page in 0..PAGES {
+        let header = format!("stand-in etcd snapshot of {hostname}, page {page}\n");
+        let start = snapshot.len();
+        snapshot.extend_from_slice(header.as_bytes());
+        // Deterministic but not constant, so a flipped or dropped byte shows.
+        let mut state = u32::try_from(page).unwrap_or(0).wrapping_mul(2_654_435_761) | 1;
+        while snapshot.len() < start + PAGE {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            snapshot.push(state.to_le_bytes()[0]);
+        }
+    }
+    snapshot
 }
 
 /// The node's TLS identity: its certificate (for its addresses, from the OS CA) and key, and
@@ -173,6 +200,31 @@ impl MachineService for StandIn {
             .map_err(|e| Status::internal(format!("packing the kubeconfig: {e}")))?;
         let chunks: Vec<Result<Data, Status>> = archive
             .chunks(CHUNK)
+            .map(|chunk| {
+                Ok(Data {
+                    metadata: self.metadata(),
+                    bytes: chunk.to_vec(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
+    async fn etcd_snapshot(
+        &self,
+        _request: Request<EtcdSnapshotRequest>,
+    ) -> Result<Response<Stream<Data>>, Status> {
+        let bootstrapped = {
+            let mut record = self.lock();
+            record.snapshot_calls += 1;
+            record.bootstrapped
+        };
+        if !bootstrapped {
+            // What Talos answers on a control plane whose etcd is not running.
+            return Err(Status::failed_precondition("etcd is not running"));
+        }
+        let chunks: Vec<Result<Data, Status>> = etcd_snapshot_of(&self.hostname)
+            .chunks(CHUNK * 8)
             .map(|chunk| {
                 Ok(Data {
                     metadata: self.metadata(),

@@ -238,6 +238,82 @@ fn the_local_lab_comes_up_works_as_designed_and_goes_away() {
         text(&status.stdout)
     );
 
+    // A backup through the stand-ins' Talos API, from the lab's host namespace as `up` talks
+    // to them: the snapshot cp1 streamed, its checksum the manifest's, checked by sha256sum;
+    // and restore --dry-run takes the archive for this lab.
+    let talos_state = lab.state().join("talos");
+    let backups = dir.path().join("backups");
+    let backup = Command::new("ip")
+        .args(["netns", "exec", &lab.ns("host")])
+        .arg(&lab.bin)
+        .arg("backup")
+        .arg("--state")
+        .arg(&talos_state)
+        .arg("--output")
+        .arg(&backups)
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        backup.status.success(),
+        "{}{}",
+        text(&backup.stdout),
+        text(&backup.stderr)
+    );
+    let archive = std::fs::read_dir(&backups)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".tar.gz"))
+        .unwrap();
+    let mode = std::fs::metadata(&archive).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{}", archive.display());
+    let unpacked = tempfile::tempdir().unwrap();
+    let untar = Command::new("tar")
+        .arg("-xzf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(unpacked.path())
+        .status()
+        .unwrap();
+    assert!(untar.success());
+    let manifest: serde_norway::Value =
+        serde_norway::from_slice(&std::fs::read(unpacked.path().join("manifest.json")).unwrap())
+            .unwrap();
+    let sum = Command::new("sha256sum")
+        .arg(unpacked.path().join("etcd.snapshot"))
+        .output()
+        .unwrap();
+    let sum = text(&sum.stdout);
+    let sum = sum.split_whitespace().next().unwrap();
+    assert_eq!(manifest["snapshot"]["sha256"].as_str(), Some(sum));
+    assert_eq!(
+        manifest["snapshot"]["node"].as_str(),
+        Some("cp1 (10.10.1.11)")
+    );
+    assert!(
+        text(&backup.stdout).contains(sum),
+        "{}",
+        text(&backup.stdout)
+    );
+    assert_eq!(
+        std::fs::read(unpacked.path().join("etcd.snapshot")).unwrap(),
+        lab_talos_api::stand_in::etcd_snapshot_of("cp1")
+    );
+    let restore = lab.bootstrap(&[
+        "restore",
+        "--dry-run",
+        "--state",
+        talos_state.to_str().unwrap(),
+        archive.to_str().unwrap(),
+        config,
+    ]);
+    assert!(
+        restore.status.success(),
+        "{}{}",
+        text(&restore.stdout),
+        text(&restore.stderr)
+    );
+
     // The balancer's runtime API answers on the lab's socket, listing the control planes
     // behind the Talos API and the kube-apiserver (what a rolling upgrade drains).
     let ctl = Command::new(workspace_bin("lab-lb"))

@@ -26,6 +26,8 @@ pub struct Options {
     pub state: StateDir,
     /// Whether and how long to wait for the cluster.
     pub cluster: etcd::ClusterOptions,
+    /// What the daily backup timer runs.
+    pub backup: crate::render::backup::BackupJob,
 }
 
 /// What apply's host side did.
@@ -59,7 +61,7 @@ pub fn apply(
     // Before anything is kept there, so the directory carries its marker from the start.
     state::create(state_dir)?;
     // Rendered now, when the secrets the plan said would be made are made.
-    let host_files = services::files(lab, state_dir)?;
+    let host_files = services::files(lab, state_dir, &options.backup)?;
     let state_files = state::state_files(lab, state_dir)?;
     let mut due = plan.service_actions();
     actions::save(state_dir, &due)?;

@@ -122,12 +122,15 @@ pub fn preview(options: &Options) -> Result<Vec<String>, HostDestroyError> {
     Ok(out)
 }
 
-/// Units apply enables on the host, in the order they stop: DHCP first, then the network.
+/// Units apply enables on the host, in the order they stop: the backup timer (nothing to
+/// back up once the rest goes), DHCP, then the network.
 fn units(lab: &Lab) -> Vec<String> {
-    let mut out: Vec<String> = DHCP_NETWORKS
-        .iter()
-        .map(|id| dnsmasq::instance(&lab.networks.get(*id).bridge))
-        .collect();
+    let mut out = vec![crate::render::backup::TIMER_UNIT.to_owned()];
+    out.extend(
+        DHCP_NETWORKS
+            .iter()
+            .map(|id| dnsmasq::instance(&lab.networks.get(*id).bridge)),
+    );
     out.push(daemons::NETWORK_UNIT.to_owned());
     out
 }

@@ -7,6 +7,7 @@ use super::containers::{self, Container, ContainerError, ContainerFile, Package}
 use super::manifest::sha256_hex;
 use super::{guest_running, guests, packages, services, HostError, Runner};
 use crate::model::{Lab, Role};
+use crate::render::backup::BackupJob;
 use crate::render::containers::VPN_PEERS_FILE;
 use crate::render::files::under_root;
 use crate::render::state::{self, Preview};
@@ -253,7 +254,7 @@ fn describe(action: &ServiceAction) -> String {
 }
 
 /// What apply's host side will do, read-only: `root` and `state` as apply's, `binaries` where
-/// lab-lb and lab-vpn are. The order is apply's: the packages the host's units run, the host's files, the state directory's, the
+/// lab-lb and lab-vpn are, `backup` what the daily backup timer runs. The order is apply's: the packages the host's units run, the host's files, the state directory's, the
 /// host's services (the containers' traffic goes through its ruleset), the VMs (once their
 /// snippets are written: Talos nodes read them on first boot), then each container's start,
 /// packages and files, then the containers' services.
@@ -263,6 +264,7 @@ pub fn plan(
     root: &Path,
     state: &StateDir,
     binaries: &Path,
+    backup: &BackupJob,
 ) -> Result<HostPlan, HostError> {
     let mut steps = Vec::new();
     let lacking = packages::missing(runner)?;
@@ -272,6 +274,7 @@ pub fn plan(
     let mut previews: Vec<Preview> = crate::render::host_files(lab)
         .map_err(state::StateError::from)?
         .into_iter()
+        .chain(crate::render::backup::files(backup))
         .map(Preview::File)
         .collect();
     previews.extend(state::preview_host_files(lab, state)?);

@@ -4,6 +4,7 @@
 use super::actions::ServiceAction;
 use super::{CommandError, Runner};
 use crate::model::Lab;
+use crate::render::backup::{self, BackupJob};
 use crate::render::state::StateError;
 use crate::render::{
     daemons, dnsmasq, nftables, observability, sysctl, RenderedFile, DHCP_NETWORKS,
@@ -15,8 +16,13 @@ use std::path::{Path, PathBuf};
 
 /// Every file apply installs on the host (the state directory's own files aside), making the
 /// secrets they need when there are none yet.
-pub fn files(lab: &Lab, state: &StateDir) -> Result<Vec<RenderedFile>, StateError> {
+pub fn files(
+    lab: &Lab,
+    state: &StateDir,
+    backup: &BackupJob,
+) -> Result<Vec<RenderedFile>, StateError> {
     let mut files = crate::render::host_files(lab)?;
+    files.extend(crate::render::backup::files(backup));
     files.extend(crate::render::state::host_files(lab, state)?);
     Ok(files)
 }
@@ -60,6 +66,10 @@ pub fn actions_for(lab: &Lab, changed: &BTreeSet<PathBuf>) -> BTreeSet<ServiceAc
             actions.insert(ServiceAction::DaemonReload);
             actions.insert(ServiceAction::Restart(unit.to_owned()));
         }
+    }
+    if is(backup::SERVICE_PATH) || is(backup::TIMER_PATH) {
+        actions.insert(ServiceAction::DaemonReload);
+        actions.insert(ServiceAction::Restart(backup::TIMER_UNIT.to_owned()));
     }
     if is(sysctl::PATH) {
         actions.insert(ServiceAction::SysctlLoad(sysctl::PATH.to_owned()));

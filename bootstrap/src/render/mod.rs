@@ -2,6 +2,7 @@
 //! per lab bridge, the nftables table, the sysctl drop-in and the units that start them.
 //! Rendering is pure; [`files`] writes the result.
 
+pub mod backup;
 pub mod containers;
 pub mod daemons;
 pub mod dnsmasq;

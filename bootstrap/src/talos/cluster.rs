@@ -10,7 +10,8 @@ use crate::progress::Stage;
 use crate::state_dir::StateDir;
 use lab_talos_api::client::{self, Bootstrapped, Client, Credentials, Nodes, Timeouts};
 use std::future::Future;
-use std::path::PathBuf;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Why talking to the cluster failed.
@@ -38,6 +39,9 @@ pub enum ClusterError {
         /// The last answer: what is not ready.
         last: String,
     },
+    /// No control plane gave an etcd snapshot.
+    #[error("no control plane gave an etcd snapshot: {0}")]
+    NoSnapshot(String),
     /// The client's runtime could not be started.
     #[error("starting the Talos API client: {0}")]
     Runtime(std::io::Error),
@@ -58,6 +62,7 @@ pub struct Access {
     credentials: Credentials,
     first: String,
     first_name: String,
+    control_planes: Vec<(String, String)>,
     nodes: Nodes,
     endpoint: Option<String>,
     timeouts: Timeouts,
@@ -77,16 +82,17 @@ impl Access {
             &pem("key", &admin.key)?,
         )
         .map_err(|e| ClusterError::Credentials(e.to_string()))?;
-        let (first_name, first) = lab
-            .machines
-            .iter()
-            .filter(|m| m.role == Role::ControlPlane)
-            .find_map(|m| {
-                Some((
-                    m.name.to_string(),
-                    m.address_on(NetworkId::Net1)?.to_string(),
-                ))
-            })
+        let on = |network: NetworkId, role: Role| -> Vec<(String, String)> {
+            lab.machines
+                .iter()
+                .filter(|m| m.role == role)
+                .filter_map(|m| Some((m.name.to_string(), m.address_on(network)?.to_string())))
+                .collect()
+        };
+        let control_planes = on(NetworkId::Net1, Role::ControlPlane);
+        let (first_name, first) = control_planes
+            .first()
+            .cloned()
             .ok_or(ClusterError::NoControlPlane)?;
         // Talos's health check matches each node it is given with a Kubernetes node's
         // InternalIP, which is the kubelet's net2 address (machine configs' nodeIP): net1
@@ -101,6 +107,7 @@ impl Access {
             credentials,
             first,
             first_name,
+            control_planes,
             nodes: Nodes {
                 control_planes: kubelet_addresses(Role::ControlPlane),
                 workers: kubelet_addresses(Role::Worker),
@@ -206,6 +213,69 @@ impl Access {
             client.version().await
         })?
         .map_err(ClusterError::from)
+    }
+}
+
+/// How long one control plane has to stream the whole etcd snapshot.
+pub const SNAPSHOT_WAIT: Duration = Duration::from_secs(600);
+
+/// Where an etcd snapshot came from and what it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakenSnapshot {
+    /// The control plane that answered, as `cp1 (10.10.1.11)`.
+    pub node: String,
+    /// Its Talos release, `v1.13.9`.
+    pub talos_version: String,
+    /// The snapshot's size in bytes.
+    pub size: u64,
+}
+
+impl Access {
+    /// An etcd snapshot into `path` (created 0600, or emptied), from the first control plane
+    /// that gives one whole: any one holds all of etcd, so one that is down or fails midway
+    /// is passed over for the next. Refused past `max` bytes. The error of the last failure
+    /// names every node tried.
+    pub fn etcd_snapshot(&self, path: &Path, max: u64) -> Result<TakenSnapshot, ClusterError> {
+        let mut failures = Vec::new();
+        for (name, address) in &self.control_planes {
+            let node = format!("{name} ({address})");
+            let target = self.endpoint.as_deref().unwrap_or(address);
+            let taken = block_on(async {
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(|source| ClusterError::Write {
+                        path: path.to_owned(),
+                        source,
+                    })?;
+                // A snapshot of gigabytes takes longer than any other call.
+                let timeouts = Timeouts {
+                    call: SNAPSHOT_WAIT,
+                    ..self.timeouts
+                };
+                let mut client = Client::connect(target, &self.credentials, timeouts).await?;
+                let version = client.version().await?;
+                let size = client.etcd_snapshot(&mut file, max).await?;
+                file.sync_all().map_err(|source| ClusterError::Write {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                Ok::<_, ClusterError>(TakenSnapshot {
+                    node: node.clone(),
+                    talos_version: version.tag,
+                    size,
+                })
+            })?;
+            match taken {
+                Ok(taken) => return Ok(taken),
+                Err(e @ ClusterError::Write { .. }) => return Err(e),
+                Err(e) => failures.push(format!("{node}: {e}")),
+            }
+        }
+        Err(ClusterError::NoSnapshot(failures.join("; ")))
     }
 }
 
