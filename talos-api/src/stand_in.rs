@@ -140,6 +140,21 @@ impl StandIn {
         })
     }
 
+    /// `bytes` as Talos streams a file: `common.Data` chunks of `chunk` bytes, each naming
+    /// this node.
+    fn stream_of(&self, bytes: &[u8], chunk: usize) -> Response<Stream<Data>> {
+        let chunks: Vec<Result<Data, Status>> = bytes
+            .chunks(chunk)
+            .map(|part| {
+                Ok(Data {
+                    metadata: self.metadata(),
+                    bytes: part.to_vec(),
+                })
+            })
+            .collect();
+        Response::new(Box::pin(tokio_stream::iter(chunks)))
+    }
+
     /// Serves on `listener` until the task is dropped, requiring client certificates from
     /// `tls.client_ca`.
     pub async fn serve(
@@ -198,16 +213,7 @@ impl MachineService for StandIn {
     async fn kubeconfig(&self, _request: Request<()>) -> Result<Response<Stream<Data>>, Status> {
         let archive = archive::pack_kubeconfig(&self.kubeconfig)
             .map_err(|e| Status::internal(format!("packing the kubeconfig: {e}")))?;
-        let chunks: Vec<Result<Data, Status>> = archive
-            .chunks(CHUNK)
-            .map(|chunk| {
-                Ok(Data {
-                    metadata: self.metadata(),
-                    bytes: chunk.to_vec(),
-                })
-            })
-            .collect();
-        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+        Ok(self.stream_of(&archive, CHUNK))
     }
 
     async fn etcd_snapshot(
@@ -223,16 +229,7 @@ impl MachineService for StandIn {
             // What Talos answers on a control plane whose etcd is not running.
             return Err(Status::failed_precondition("etcd is not running"));
         }
-        let chunks: Vec<Result<Data, Status>> = etcd_snapshot_of(&self.hostname)
-            .chunks(CHUNK * 8)
-            .map(|chunk| {
-                Ok(Data {
-                    metadata: self.metadata(),
-                    bytes: chunk.to_vec(),
-                })
-            })
-            .collect();
-        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+        Ok(self.stream_of(&etcd_snapshot_of(&self.hostname), CHUNK * 8))
     }
 
     async fn version(&self, _request: Request<()>) -> Result<Response<VersionResponse>, Status> {
