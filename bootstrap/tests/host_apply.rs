@@ -10,6 +10,9 @@
 #[path = "support/talos_api.rs"]
 mod apid;
 mod support;
+// The host tests only: the Proxmox tests run no program.
+#[path = "support/stand_in.rs"]
+mod stand_in;
 
 use lab_bootstrap::talos::kubeconfig::admin_kubeconfig;
 use lab_bootstrap::talos::Secrets;
@@ -124,14 +127,7 @@ exit 0
 impl Bench {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let shim = dir.path().join("stand-in");
-        std::fs::write(
-            &shim,
-            STAND_IN.replace("@DIR@", &dir.path().display().to_string()),
-        )
-        .unwrap();
-        std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+        stand_in::stand_in_script(dir.path(), STAND_IN);
         let binaries = dir.path().join("bin");
         std::fs::create_dir(&binaries).unwrap();
         for program in ["lab-lb", "lab-vpn"] {

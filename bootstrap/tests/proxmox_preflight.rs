@@ -4,6 +4,9 @@
 //! neither there nor downloadable. The simulator's storages and appliance index are the node's.
 
 mod support;
+// The host tests only: the Proxmox tests run no program.
+#[path = "support/stand_in.rs"]
+mod stand_in;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -18,7 +21,6 @@ struct Bench {
 
 /// Logs every command; guests are stopped, and every program is there.
 const STAND_IN: &str = r#"#!/bin/bash
-[ "$1" = "--has" ] && exit 1
 echo "$*" >> "@DIR@/commands.log"
 case "$1 $2" in "pct status"|"qm status") echo "status: stopped" ;; esac
 exit 0
@@ -27,17 +29,7 @@ exit 0
 impl Bench {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let stand_in = dir.path().join("stand-in");
-        std::fs::write(
-            &stand_in,
-            STAND_IN.replace("@DIR@", &dir.path().display().to_string()),
-        )
-        .unwrap();
-        std::fs::set_permissions(
-            &stand_in,
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
+        stand_in::stand_in_script(dir.path(), STAND_IN);
         std::fs::create_dir(dir.path().join("root")).unwrap();
         std::fs::create_dir(dir.path().join("bin")).unwrap();
         for program in ["lab-lb", "lab-vpn"] {
