@@ -93,6 +93,9 @@ pub enum LbError {
         /// Which file, and why.
         source: crate::tls::upstream::CaError,
     },
+    /// `[runtime] socket_group` names no group of this machine.
+    #[error("runtime.socket_group: {0}")]
+    RuntimeGroup(String),
     /// The runtime API's socket could not be served.
     #[error("runtime.socket: cannot serve the runtime API on {path}: {source}")]
     RuntimeApi {
@@ -258,18 +261,35 @@ impl LbDaemon {
             }
         }
         let socket = config.runtime.socket.as_deref();
+        let group = config
+            .runtime
+            .socket_group
+            .as_deref()
+            .map(lab_daemon::control::group_named)
+            .transpose()
+            .map_err(LbError::RuntimeGroup)?;
+        let serving = self.runtime_api.as_ref().map(|api| api.path.as_path());
         let new_runtime_api = match socket {
-            Some(path) if self.runtime_api.as_ref().map(|api| api.path.as_path()) != Some(path) => {
-                Some(
-                    RuntimeApi::start(path, self.targets.clone()).map_err(|source| {
-                        LbError::RuntimeApi {
-                            path: path.to_owned(),
-                            source,
-                        }
-                    })?,
-                )
+            Some(path) if serving != Some(path) => Some(
+                RuntimeApi::start(path, group, self.targets.clone()).map_err(|source| {
+                    LbError::RuntimeApi {
+                        path: path.to_owned(),
+                        source,
+                    }
+                })?,
+            ),
+            Some(path) => {
+                // The same socket: only its group may have changed, set on the file in place
+                // so connected clients and the path stay.
+                if let Some(api) = &self.runtime_api {
+                    api.set_group(group).map_err(|source| LbError::RuntimeApi {
+                        path: path.to_owned(),
+                        source,
+                    })?;
+                }
+                None
             }
-            _ => None,
+            None => None,
         };
         // Nothing below fails: the new configuration takes over.
         if socket.is_none() {

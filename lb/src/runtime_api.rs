@@ -11,6 +11,7 @@ use crate::clock;
 use crate::http::idle::IdleConnections;
 use arc_swap::ArcSwap;
 use lab_daemon::control::{self, LineError};
+use nix::unistd::Gid;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -54,17 +55,24 @@ impl Targets {
 pub struct RuntimeApi {
     /// `[runtime] socket`.
     pub path: PathBuf,
+    /// `[runtime] socket_group`, resolved; read by every connection, changed by reloads.
+    group: Arc<ArcSwap<Option<Gid>>>,
     task: JoinHandle<()>,
 }
 
 impl RuntimeApi {
-    /// Serves `targets` on `path` (0600); refuses when another process serves it.
-    pub fn start(path: &Path, targets: Arc<Targets>) -> std::io::Result<Self> {
-        let listener = control::bind(path)?;
+    /// Serves `targets` on `path` (0600, or 0660 and `group`'s); refuses when another process
+    /// serves it.
+    pub fn start(path: &Path, group: Option<Gid>, targets: Arc<Targets>) -> std::io::Result<Self> {
+        let listener = control::bind(path, group)?;
+        let group = Arc::new(ArcSwap::from_pointee(group));
+        let allowed = group.clone();
         let task = tokio::spawn(control::serve(listener, MAX_CONNECTIONS, move |stream| {
             let targets = targets.clone();
+            let group = **allowed.load();
             async move {
-                let served = tokio::time::timeout(REQUEST_TIMEOUT, connection(stream, &targets));
+                let served =
+                    tokio::time::timeout(REQUEST_TIMEOUT, connection(stream, group, &targets));
                 if served.await.is_err() {
                     tracing::debug!("runtime API: request not complete in time, connection closed");
                 }
@@ -72,8 +80,20 @@ impl RuntimeApi {
         }));
         Ok(Self {
             path: path.to_owned(),
+            group,
             task,
         })
+    }
+
+    /// Gives the socket to `group` (0660), or back to its owner alone (0600), for the
+    /// connections to come.
+    pub fn set_group(&self, group: Option<Gid>) -> std::io::Result<()> {
+        if **self.group.load() == group {
+            return Ok(());
+        }
+        control::set_access(&self.path, group)?;
+        self.group.store(Arc::new(group));
+        Ok(())
     }
 }
 
@@ -84,22 +104,23 @@ impl Drop for RuntimeApi {
     }
 }
 
-async fn connection(mut stream: UnixStream, targets: &Targets) {
+async fn connection(mut stream: UnixStream, group: Option<Gid>, targets: &Targets) {
     // The line is read (bounded) before the peer is judged, so a refused client gets its
     // answer rather than a reset for the bytes left unread.
     let (read, _) = stream.split();
     let mut reader = BufReader::new(read);
     let mut budget = MAX_REQUEST;
     let line = control::read_line(&mut reader, MAX_REQUEST, &mut budget).await;
-    let answer = if !control::peer_is_root_or_owner(&stream) {
+    let answer = if !control::peer_is_allowed(&stream, group) {
         let uid = stream
             .peer_cred()
             .map_or_else(|_| "unknown".to_owned(), |c| c.uid().to_string());
-        tracing::warn!(
-            uid,
-            "runtime API: client refused: neither root nor the daemon's user"
-        );
-        format!("error: permission denied: uid {uid} is neither root nor the daemon's user\n")
+        let who = match group {
+            Some(gid) => format!("neither root, the daemon's user nor in group {gid}"),
+            None => "neither root nor the daemon's user".to_owned(),
+        };
+        tracing::warn!(uid, "runtime API: client refused: {who}");
+        format!("error: permission denied: uid {uid} is {who}\n")
     } else {
         match line {
             Ok(line) => match execute(&line, &targets.current.load()) {

@@ -2,7 +2,8 @@
 //! fails no request and leaves the server untouched once drained; disable closes the idle
 //! connections the server had from us and enable brings it back; a weight shows in the
 //! distribution; reloads keep what was set for servers that stay and forget removed ones; the
-//! socket is 0600 and refuses a user who is neither root nor the daemon's.
+//! socket is 0600 and refuses a user who is neither root nor the daemon's, or 0660 and open to
+//! the members of `[runtime] socket_group` alone.
 
 mod support;
 
@@ -325,8 +326,17 @@ fn binary_for_nobody(dir: &Path) -> PathBuf {
 }
 
 fn ctl_as_nobody(bin: &Path, socket: &Path) -> Output {
+    ctl_as(
+        bin,
+        socket,
+        &["--reuid=nobody", "--regid=nogroup", "--clear-groups"],
+    )
+}
+
+/// `lab-lb ctl servers` run with `setpriv`'s `credentials`.
+fn ctl_as(bin: &Path, socket: &Path, credentials: &[&str]) -> Output {
     Command::new("setpriv")
-        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .args(credentials)
         .arg(bin)
         .args(["ctl", "--socket"])
         .arg(socket)
@@ -380,6 +390,87 @@ fn the_socket_is_0600_refuses_other_users_and_bounds_requests() {
         started.elapsed() < Duration::from_secs(8),
         "{:?}",
         started.elapsed()
+    );
+    assert!(lb.ok(&["servers"]).contains(&a.address.to_string()));
+}
+
+#[test]
+fn socket_group_opens_the_api_to_that_group_alone_and_a_reload_takes_it_back() {
+    let a = EchoBackend::start("a");
+    let lb = Lb::new();
+    // `nogroup` (65534) is the group under test; `users` (100) is any other group.
+    let grouped = lb.config("round-robin", &[(a.address, 1)]).replacen(
+        "[runtime]\n",
+        "[runtime]\nsocket_group = \"nogroup\"\n",
+        1,
+    );
+    let mut daemon = lb.setup.start(&grouped);
+    let socket = lb.socket();
+    let metadata = std::fs::metadata(&socket).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(metadata.permissions().mode() & 0o777, 0o660);
+    assert_eq!(metadata.gid(), 65534);
+
+    let bin_dir = tempfile::tempdir().unwrap();
+    let bin = binary_for_nobody(bin_dir.path());
+    std::fs::set_permissions(lb.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let listed =
+        |output: &Output| String::from_utf8_lossy(&output.stdout).contains(&a.address.to_string());
+
+    // A member by its primary group, and one by a supplementary group.
+    let primary = ctl_as(
+        &bin,
+        &socket,
+        &["--reuid=nobody", "--regid=nogroup", "--clear-groups"],
+    );
+    assert!(primary.status.success() && listed(&primary), "{primary:?}");
+    let supplementary = ctl_as(
+        &bin,
+        &socket,
+        &["--reuid=nobody", "--regid=users", "--groups=65534"],
+    );
+    assert!(
+        supplementary.status.success() && listed(&supplementary),
+        "{supplementary:?}"
+    );
+
+    // Not a member: the file's mode refuses, and with the mode opened by hand the daemon does.
+    let outsider = ["--reuid=nobody", "--regid=users", "--clear-groups"];
+    let output = ctl_as(&bin, &socket, &outsider);
+    assert!(!output.status.success() && !listed(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("Permission denied"),
+        "{output:?}"
+    );
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let output = ctl_as(&bin, &socket, &outsider);
+    assert!(!output.status.success() && !listed(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("nor in group 65534"),
+        "{output:?}"
+    );
+
+    // The group removed by a reload: the socket is root's again, for the group's members too.
+    let status = daemon.reload(&lb.config("round-robin", &[(a.address, 1)]));
+    assert!(!status.contains("refused"), "{status}");
+    assert_eq!(
+        std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let output = ctl_as_nobody(&bin, &socket);
+    assert!(!output.status.success() && !listed(&output), "{output:?}");
+
+    // A group this machine does not have: the reload is refused, the API goes on as it was.
+    let unknown = lb.config("round-robin", &[(a.address, 1)]).replacen(
+        "[runtime]\n",
+        "[runtime]\nsocket_group = \"no-such-group\"\n",
+        1,
+    );
+    let status = daemon.reload(&unknown);
+    assert!(
+        status.contains("refused")
+            && status.contains("runtime.socket_group: no group `no-such-group`"),
+        "{status}"
     );
     assert!(lb.ok(&["servers"]).contains(&a.address.to_string()));
 }

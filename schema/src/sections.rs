@@ -94,6 +94,10 @@ pub struct RuntimeConfig {
     /// The shipped unit's runtime directory makes [`RuntimeConfig::LB_SOCKET`] the usual path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub socket: Option<PathBuf>,
+    /// lab-lb only: a group (name or number) whose members may use the runtime API as well as
+    /// root and the daemon's user; the socket is then 0660 and that group's. Root only when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_group: Option<String>,
 }
 
 impl RuntimeConfig {

@@ -280,7 +280,7 @@ impl ControlSocket {
         std::fs::create_dir_all(dir)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
         let path = dir.join(format!("{}.sock", device.interface));
-        let listener = control::bind(&path)?;
+        let listener = control::bind(&path, None)?;
         let task = tokio::spawn(control::serve(listener, MAX_CONNECTIONS, move |stream| {
             let device = device.clone();
             async move { connection(stream, &device).await }

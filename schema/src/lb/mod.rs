@@ -369,6 +369,12 @@ impl ConfigFile for LbConfig {
                 );
             }
         }
+        if self.runtime.socket_group.is_some() && self.runtime.socket.is_none() {
+            issues.add(
+                "runtime.socket_group",
+                "is the runtime API's group: set runtime.socket too",
+            );
+        }
     }
 
     /// Certificate, key and CA files are named relative to lb.toml, as lab-bootstrap writes

@@ -131,6 +131,12 @@ impl ConfigFile for VpnConfig {
                 "is lab-lb's runtime API; lab-vpn's control socket is /var/run/wireguard/<interface>.sock",
             );
         }
+        if self.runtime.socket_group.is_some() {
+            issues.add(
+                "runtime.socket_group",
+                "is lab-lb's runtime API's group; lab-vpn's control socket is root's only",
+            );
+        }
     }
 
     fn resolve_paths(&mut self, dir: &std::path::Path) {

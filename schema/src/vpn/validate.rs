@@ -203,12 +203,12 @@ mod tests {
     #[test]
     fn the_runtime_socket_is_lab_lbs_and_refused_in_vpn_toml() {
         let text = "[metrics]\nlisten = \"127.0.0.1:9586\"\n[runtime]\nsocket = \"/run/x.sock\"\n\
-                    [interface]\nname = \"wg0\"\nprivate_key_file = \"/k\"\nlisten_port = 51820\n\
+                    socket_group = \"adm\"\n[interface]\nname = \"wg0\"\nprivate_key_file = \"/k\"\nlisten_port = 51820\n\
                     address = [\"10.10.100.1/24\"]\nreach = [\"10.10.1.0/24\"]\n";
         let config: VpnConfig = toml::from_str(text).unwrap();
         let mut issues = Issues::new();
         config.validate(&mut issues);
         let keys: Vec<String> = issues.into_vec().into_iter().map(|i| i.key).collect();
-        assert_eq!(keys, ["runtime.socket"]);
+        assert_eq!(keys, ["runtime.socket", "runtime.socket_group"]);
     }
 }
