@@ -3,7 +3,8 @@
 //! connections the server had from us and enable brings it back; a weight shows in the
 //! distribution; reloads keep what was set for servers that stay and forget removed ones; the
 //! socket is 0600 and refuses a user who is neither root nor the daemon's, or 0660 and open to
-//! the members of `[runtime] socket_group` alone.
+//! the members of `[runtime] socket_group` alone; a drained `tcp` server keeps its open
+//! connections, gets no new one, and is reported drained when the last one closes.
 
 mod support;
 
@@ -473,4 +474,86 @@ fn socket_group_opens_the_api_to_that_group_alone_and_a_reload_takes_it_back() {
         "{status}"
     );
     assert!(lb.ok(&["servers"]).contains(&a.address.to_string()));
+}
+
+/// A kept-alive connection through a `tcp` listener: which server answered its first request.
+fn held_connection(lb: SocketAddr) -> (std::net::TcpStream, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(lb).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: lab\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !answer.ends_with(b"\n") || !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed before an answer");
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&answer);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    (
+        stream,
+        body.split(' ').next().unwrap_or_default().to_owned(),
+    )
+}
+
+#[test]
+fn a_drained_tcp_server_keeps_its_open_connection_and_gets_no_new_one() {
+    let a = EchoBackend::start("a");
+    let b = EchoBackend::start("b");
+    let lb = Lb::new();
+    let config = lb
+        .config("round-robin", &[(a.address, 1), (b.address, 1)])
+        .replace("mode = \"http\"", "mode = \"tcp\"");
+    let _daemon = lb.setup.start(&config);
+    let drained = format!("web/{}", a.address);
+
+    // Round robin: one of the first two connections is a's; the other is closed.
+    let (first, first_server) = held_connection(lb.setup.lb);
+    let (second, second_server) = held_connection(lb.setup.lb);
+    let (mut held, other) = if first_server == "a" {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    assert_eq!(
+        [first_server.as_str(), second_server.as_str()]
+            .iter()
+            .filter(|s| **s == "a")
+            .count(),
+        1
+    );
+    drop(other);
+
+    lb.ok(&["drain", &drained]);
+    wait_for(
+        "the other connection to end",
+        Duration::from_secs(5),
+        || lb.row(b.address).2 == 0,
+    );
+    assert_eq!(lb.row(a.address), ("draining".into(), "up".into(), 1, 1));
+    // Each curl is a new connection: all of them go to b.
+    let url = format!("http://{}/", lb.setup.lb);
+    for _ in 0..6 {
+        let (status, _, body) = support::web::curl(&[], &url);
+        assert_eq!(status, 200);
+        assert!(body.starts_with("b "), "{body}");
+    }
+    // The open connection goes on being served by a, and holds the drain open.
+    use std::io::{Read, Write};
+    held.write_all(b"GET /again HTTP/1.1\r\nHost: lab\r\n\r\n")
+        .unwrap();
+    let mut chunk = [0u8; 4096];
+    let n = held.read(&mut chunk).unwrap();
+    assert!(String::from_utf8_lossy(&chunk[..n]).contains("a uri=/again"));
+    let waiting = lb.ctl(&["wait-drained", &drained, "--timeout", "1s"]);
+    assert!(!waiting.status.success(), "drained with a connection open");
+
+    drop(held);
+    lb.ok(&["wait-drained", &drained, "--timeout", "5s"]);
+    assert_eq!(lb.row(a.address).0, "drained");
 }
