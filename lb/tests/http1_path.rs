@@ -1,7 +1,8 @@
 //! The HTTP/1.1 path of plain `http` listeners at its edges: one client connection moving from
 //! our path to pingora's mid-stream, pipelined requests, chunked, bodiless and close-delimited
 //! responses passed through intact with the server connection reused, and a kept-alive server
-//! connection that the server closed being replaced without the client noticing.
+//! connection that the server closed being replaced without the client noticing; and a
+//! connection that idles, giving its buffers back, serving on within its keep-alive timeout.
 
 mod support;
 
@@ -764,4 +765,48 @@ fn a_response_whose_connection_names_the_framing_is_a_502() {
         assert!(answer.starts_with("HTTP/1.1 502 "), "{path}:\n{answer}");
         assert!(!answer.contains("forged"), "{path}:\n{answer}");
     }
+}
+
+#[test]
+fn a_connection_idle_past_its_buffers_serves_on_and_its_keepalive_timeout_still_holds() {
+    let web = EchoBackend::start("web");
+    let setup = Setup::new();
+    let _lb = setup.start(&setup.single(
+        "http",
+        "http = { keepalive_timeout = \"5s\" }",
+        "",
+        &[web.address],
+    ));
+    let stream = TcpStream::connect(setup.lb).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = BufReader::new(&stream);
+    let mut writer = &stream;
+
+    // Idle past the moment its buffers are given back (2 s), then a request on the same
+    // connection, bigger than the first read's room (1 KiB).
+    writer
+        .write_all(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    assert!(read_response(&mut reader).1.starts_with("web uri=/one "));
+    std::thread::sleep(Duration::from_millis(3000));
+    let long_path = format!("/{}", "x".repeat(3000));
+    writer
+        .write_all(format!("GET {long_path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+        .unwrap();
+    let (head, body) = read_response(&mut reader);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body.starts_with(&format!("web uri={long_path} ")), "{body}");
+
+    // The keep-alive timeout counts from the end of the last response, the release of the
+    // buffers included: closed at 5 s, not 2 s + 5 s.
+    let started = std::time::Instant::now();
+    let mut byte = [0u8; 1];
+    assert_eq!(reader.read(&mut byte).unwrap(), 0, "closed when idle");
+    let idle = started.elapsed();
+    assert!(
+        idle > Duration::from_millis(4500) && idle < Duration::from_millis(6500),
+        "closed after {idle:?}"
+    );
 }

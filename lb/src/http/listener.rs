@@ -140,7 +140,9 @@ impl HttpApp {
             }
         };
         self.metrics.active.inc();
-        let _ = self.proxy.process_new(stream, shutdown).await;
+        // Boxed: inline, pingora's session future (kilobytes) would size every connection's
+        // task, though most connections never leave our HTTP/1.1 path.
+        let _ = Box::pin(self.proxy.process_new(stream, shutdown)).await;
         self.metrics.active.dec();
     }
 }

@@ -32,6 +32,15 @@ use tokio::net::TcpStream;
 /// Room made for each read from either side.
 const READ_SIZE: usize = 16 * 1024;
 
+/// Room for the first read of a request on a connection that holds no buffers (nginx's
+/// `client_header_buffer_size`): most request heads fit, a bigger one gets `READ_SIZE` more.
+const FIRST_READ_SIZE: usize = 1024;
+
+/// A connection idle this long between requests gives its buffers back: a client that sends
+/// its next request sooner (a busy keep-alive connection) reuses them, one that sits idle costs
+/// the connection's state alone (lab-lb's container has 512 MiB for thousands of clients).
+const BUFFERS_KEPT_IDLE: Duration = Duration::from_secs(2);
+
 /// Largest response head accepted from a server (pingora's limit too).
 const MAX_RESPONSE_HEAD: usize = 1024 * 1024;
 
@@ -57,18 +66,21 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let mut stopping = pin!(watched.changed());
     let timeouts = router.timeouts();
     let client_name = router.client_name(client);
-    let mut buf = BytesMut::with_capacity(READ_SIZE);
-    // Reused from request to request: the request as sent upstream, the server's bytes, and
-    // the client's bytes of the response.
-    let mut upstream_request = Vec::with_capacity(1024);
+    // Made when bytes come, reused from request to request while the client is busy, and given
+    // back when it idles: the client's bytes, the request as sent upstream, the server's bytes,
+    // and the client's bytes of the response.
+    let mut buf = BytesMut::new();
+    let mut upstream_request = Vec::new();
     let mut buffers = Buffers {
-        from_server: BytesMut::with_capacity(READ_SIZE),
-        to_client: Vec::with_capacity(READ_SIZE),
+        from_server: BytesMut::new(),
+        to_client: Vec::new(),
         deadline: Deadline::new(timeouts.shortest()),
     };
     loop {
         // The next request's head.
         let mut head_deadline: Option<tokio::time::Instant> = None;
+        // Counted once from the end of the last request, whatever waits it is made of.
+        let mut keepalive_deadline: Option<tokio::time::Instant> = None;
         let mut route_index = None;
         let (request, head_len) = loop {
             if !buf.is_empty() {
@@ -115,16 +127,40 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             let until = match head_deadline {
                 Some(until) if !buf.is_empty() => until,
                 _ if !buf.is_empty() => *head_deadline.insert(now + timeouts.client_body),
-                _ => now + timeouts.keepalive,
+                _ => *keepalive_deadline.get_or_insert(now + timeouts.keepalive),
             };
-            buf.reserve(READ_SIZE);
+            let between_requests = buf.is_empty();
+            let holding = between_requests
+                && (buf.capacity() > FIRST_READ_SIZE
+                    || upstream_request.capacity() > 0
+                    || buffers.from_server.capacity() > 0
+                    || buffers.to_client.capacity() > 0);
+            let wait_until = if holding {
+                until.min(now + BUFFERS_KEPT_IDLE)
+            } else {
+                until
+            };
+            buf.reserve(if between_requests {
+                FIRST_READ_SIZE
+            } else {
+                READ_SIZE
+            });
             let read = tokio::select! {
                 biased;
-                read = buffers.deadline.within(until, socket.read_buf(&mut buf)) => read,
+                read = buffers.deadline.within(wait_until, socket.read_buf(&mut buf)) => read,
                 _ = &mut stopping, if buf.is_empty() => return Served::Closed,
             };
-            if !matches!(read, Some(Ok(n)) if n > 0) {
-                return Served::Closed;
+            match read {
+                Some(Ok(n)) if n > 0 => {}
+                // Idle for a while, not for good: the buffers go, the connection stays. (A
+                // read cut short has taken nothing from the socket.)
+                None if wait_until < until => {
+                    buf = BytesMut::new();
+                    upstream_request = Vec::new();
+                    buffers.from_server = BytesMut::new();
+                    buffers.to_client = Vec::new();
+                }
+                _ => return Served::Closed,
             }
         };
         let started = Instant::now();
