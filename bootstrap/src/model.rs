@@ -21,7 +21,7 @@ pub use lb::{default_routes, HttpRule, Lb, LbRoute, RouteCert, LB_METRICS_PORT};
 pub use peers::{PeerKeyError, VpnPeer};
 pub use tools::{
     talos_default_kubernetes, Checksum, ManagerTool, ManagerTools, ToolError, ToolPin,
-    FLUX_VERSION, HELM_VERSION,
+    FLUX_VERSION, HELM_VERSION, talos_line_kubernetes,
 };
 
 use crate::mac::MacAddr;
