@@ -1298,8 +1298,11 @@ fn files_written(
         .map(|(path, _)| path)
         .filter(|path| !path.ends_with(".bak"))
         .filter(|path| {
-            path.strip_prefix(state)
-                .is_none_or(|name| !records.contains(&name))
+            // apply's own records (what each Talos node was given among them), not files
+            // lab.toml renders.
+            path.strip_prefix(state).is_none_or(|name| {
+                !records.contains(&name) && !name.starts_with("talos-applied/")
+            })
         })
         .map(|path| {
             let sign = if before.contains_key(path) { '~' } else { '+' };

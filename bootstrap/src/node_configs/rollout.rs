@@ -13,7 +13,7 @@ use crate::talos::cluster::{Access, ClusterError};
 use lab_talos_api::client::ApplyMode;
 use std::fmt::Write as _;
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Why a rollout stopped.
 #[derive(Debug, thiserror::Error)]
@@ -163,7 +163,6 @@ pub fn roll(
     for step in sequence(nodes, order) {
         match step {
             Step::Healthy => {
-                let started = Instant::now();
                 let mut stage = Stage::start("cluster", "etcd and every node healthy");
                 if let Err(source) = access.wait_healthy(within, &mut stage) {
                     stage.finish(false, "not healthy: no control plane is changed now");
@@ -174,7 +173,7 @@ pub fn roll(
                 }
                 stage.finish(
                     true,
-                    &format!("healthy after {}s", started.elapsed().as_secs()),
+                    "healthy: etcd members are the control planes, every node ready",
                 );
             }
             Step::Apply(node) => {
