@@ -10,9 +10,9 @@ use lab_daemon::config::load;
 use lab_daemon::exit;
 
 use crate::host::plan::HostPlan;
+use crate::model::Checksum;
 use crate::node_configs::applied::{adopt_snippets, node_configs, NodeConfig};
 use crate::node_configs::rollout::{self, Order};
-use crate::model::Checksum;
 use crate::proxmox::apply::apply;
 use crate::proxmox::client::{ApiError, ProxmoxApi, Pvesh};
 use crate::proxmox::desired::{desired, Sources};

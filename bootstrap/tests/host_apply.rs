@@ -1300,9 +1300,8 @@ fn files_written(
         .filter(|path| {
             // apply's own records (what each Talos node was given among them), not files
             // lab.toml renders.
-            path.strip_prefix(state).is_none_or(|name| {
-                !records.contains(&name) && !name.starts_with("talos-applied/")
-            })
+            path.strip_prefix(state)
+                .is_none_or(|name| !records.contains(&name) && !name.starts_with("talos-applied/"))
         })
         .map(|path| {
             let sign = if before.contains_key(path) { '~' } else { '+' };
@@ -1747,7 +1746,11 @@ fn a_changed_node_config_is_planned_by_field_then_applied_workers_first_and_cont
     let endpoint = apid.address.to_string();
     let talos = ["--talos-endpoint", endpoint.as_str()];
     let out = bench.apply_with(&talos);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(apid.stand_in.record().applied.is_empty());
 
     // A changed lab.toml: the kubelet and the control planes' images. And cp1's record as if
@@ -1847,7 +1850,11 @@ fn plan_shows_a_reboot_for_a_changed_installer_and_the_diff_of_a_node_that_does_
     let talos = ["--talos-endpoint", endpoint.as_str()];
     pin_kubernetes(&bench, "v1.36.2");
     let out = bench.apply_with(&talos);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(apid.stand_in.record().applied.len(), 5);
 
     // Another installer (the extensions make the schematic): Talos installs it at a reboot.
@@ -1865,11 +1872,22 @@ fn plan_shows_a_reboot_for_a_changed_installer_and_the_diff_of_a_node_that_does_
         text.contains("~ cp1 (10.10.1.11): reboot (Talos dry run: Applied configuration with a reboot: machine.install changed (skipped in dry-run).)"),
         "{text}"
     );
-    assert!(text.contains("~ machine.install.image: factory.talos.dev/"), "{text}");
+    assert!(
+        text.contains("~ machine.install.image: factory.talos.dev/"),
+        "{text}"
+    );
 
     // Nobody answering: said so, the diff still shown.
     let (out, text) = bench.run("plan", &["--talos-endpoint", NO_NODE]);
     assert_eq!(out.status.code(), Some(2), "{text}");
-    assert!(text.contains("~ w1 (10.10.1.21): unreachable, mode unknown (Talos API of 127.0.0.1:1, connect"), "{text}");
-    assert!(text.contains("~ machine.install.image: factory.talos.dev/"), "{text}");
+    assert!(
+        text.contains(
+            "~ w1 (10.10.1.21): unreachable, mode unknown (Talos API of 127.0.0.1:1, connect"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("~ machine.install.image: factory.talos.dev/"),
+        "{text}"
+    );
 }

@@ -417,7 +417,10 @@ fn a_dry_run_reports_the_mode_talos_would_use_and_changes_nothing() {
             .await
             .unwrap();
         assert_eq!(kubelet.mode, Some(Mode::NoReboot), "{kubelet:?}");
-        assert!(kubelet.details.starts_with("Dry run summary:"), "{kubelet:?}");
+        assert!(
+            kubelet.details.starts_with("Dry run summary:"),
+            "{kubelet:?}"
+        );
         // Another installer takes effect at boot only.
         let installer = config("installer:v2", "kubelet:v1");
         let reboot = client
@@ -436,7 +439,9 @@ fn a_dry_run_reports_the_mode_talos_would_use_and_changes_nothing() {
             .await
             .unwrap_err();
         assert!(
-            refused.to_string().contains("without reboot is not supported"),
+            refused
+                .to_string()
+                .contains("without reboot is not supported"),
             "{refused}"
         );
     });

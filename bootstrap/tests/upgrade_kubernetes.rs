@@ -143,7 +143,11 @@ fn a_two_minor_jump_and_a_downgrade_are_refused_naming_both_releases() {
         assert!(text(&out).contains(says), "{version}: {}", text(&out));
     }
     assert_eq!(lab.lab_toml(), before);
-    assert!(rollout_calls(&apid).is_empty(), "{:?}", rollout_calls(&apid));
+    assert!(
+        rollout_calls(&apid).is_empty(),
+        "{:?}",
+        rollout_calls(&apid)
+    );
     assert!(apid.stand_in.record().applied.is_empty());
 }
 
@@ -184,7 +188,11 @@ fn control_planes_first_one_at_a_time_then_workers_and_lab_toml_says_it() {
         assert!(said.contains(line), "{line}\n{said}");
     }
     assert_eq!(lab.lab_toml(), before);
-    assert!(rollout_calls(&apid).is_empty(), "{:?}", rollout_calls(&apid));
+    assert!(
+        rollout_calls(&apid).is_empty(),
+        "{:?}",
+        rollout_calls(&apid)
+    );
     assert!(lab.snippet("cp1").contains("kube-apiserver:v1.35.2"));
 
     let out = lab.upgrade("v1.36.3", &apid, &[]);
@@ -214,7 +222,10 @@ fn control_planes_first_one_at_a_time_then_workers_and_lab_toml_says_it() {
         let config = String::from_utf8(config.clone()).unwrap();
         // A rebuilt VM boots with what its node runs.
         assert_eq!(lab.snippet(node), config, "{node}");
-        assert!(config.contains("ghcr.io/siderolabs/kubelet:v1.36.3"), "{node}");
+        assert!(
+            config.contains("ghcr.io/siderolabs/kubelet:v1.36.3"),
+            "{node}"
+        );
         let control_plane = node.starts_with("cp");
         for image in [
             "registry.k8s.io/kube-apiserver:v1.36.3",
@@ -242,7 +253,11 @@ fn control_planes_first_one_at_a_time_then_workers_and_lab_toml_says_it() {
     let calls = rollout_calls(&apid).len();
     let out = lab.upgrade("v1.36.3", &apid, &[]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("0 nodes given their new config"), "{}", text(&out));
+    assert!(
+        text(&out).contains("0 nodes given their new config"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(rollout_calls(&apid).len(), calls);
 }
 
@@ -268,12 +283,20 @@ fn an_upgrade_run_again_after_it_stopped_goes_on_with_the_nodes_still_to_do() {
     assert!(out.status.success(), "{}", text(&out));
     // As if it had stopped after cp2: the others' records still say what they ran before.
     for (node, config) in &old {
-        std::fs::write(lab.path(&format!("state/talos-applied/{node}.yaml")), config).unwrap();
+        std::fs::write(
+            lab.path(&format!("state/talos-applied/{node}.yaml")),
+            config,
+        )
+        .unwrap();
     }
     let done = rollout_calls(&apid).len();
     let out = lab.upgrade("v1.36.3", &apid, &[]);
     assert!(out.status.success(), "{}", text(&out));
-    let mut expected = vec!["HealthCheck".to_owned(), "ApplyConfiguration cp3".to_owned(), "HealthCheck".to_owned()];
+    let mut expected = vec![
+        "HealthCheck".to_owned(),
+        "ApplyConfiguration cp3".to_owned(),
+        "HealthCheck".to_owned(),
+    ];
     expected.extend(workers.iter().map(|w| format!("ApplyConfiguration {w}")));
     assert_eq!(rollout_calls(&apid)[done..].to_vec(), expected);
 }

@@ -65,7 +65,9 @@ pub struct NodeConfig {
 impl NodeConfig {
     /// Whether the node runs something other than what lab.toml renders.
     pub fn is_pending(&self) -> bool {
-        self.last.as_ref().is_some_and(|last| *last != self.rendered)
+        self.last
+            .as_ref()
+            .is_some_and(|last| *last != self.rendered)
     }
 
     /// `cp1 (10.10.1.11)`.

@@ -157,11 +157,7 @@ fn documents(yaml: &str) -> Result<Vec<(String, Value)>, DiffError> {
 
 /// Every leaf of `value` by its path, with whether it is secret.
 fn flatten(value: &Value) -> BTreeMap<String, (String, bool)> {
-    fn walk(
-        value: &Value,
-        path: &mut Vec<String>,
-        out: &mut BTreeMap<String, (String, bool)>,
-    ) {
+    fn walk(value: &Value, path: &mut Vec<String>, out: &mut BTreeMap<String, (String, bool)>) {
         let joined = |path: &[String]| {
             let mut text = String::new();
             for segment in path {
@@ -298,7 +294,11 @@ mod tests {
         );
         assert!(!text.contains("oldtoken") && !text.contains("newtoken"));
         // A whole secret section added: none of its values shown.
-        let added = diff("version: v1alpha1\n", "version: v1alpha1\ntrustdinfo:\n  token: t0p\n").unwrap();
+        let added = diff(
+            "version: v1alpha1\n",
+            "version: v1alpha1\ntrustdinfo:\n  token: t0p\n",
+        )
+        .unwrap();
         let text = render(&added, "");
         assert!(text.contains("+ trustdinfo.token = (secret)"), "{text}");
         assert!(!text.contains("t0p"), "{text}");

@@ -137,8 +137,8 @@ pub fn upgrade(upgrade: &Upgrade<'_>, out: &mut dyn Write) -> Result<usize, Upgr
             upgrade.lab_file.display()
         );
         let _ = write!(out, "{}", rollout::render_sequence(&steps));
-        let access = Access::new(&upgraded, upgrade.state, upgrade.endpoint)
-            .map_err(|e| e.to_string());
+        let access =
+            Access::new(&upgraded, upgrade.state, upgrade.endpoint).map_err(|e| e.to_string());
         let _ = write!(out, "{}", rollout::preview(&nodes, &access));
         return Ok(0);
     }
@@ -201,7 +201,11 @@ pub fn running(lab: &Lab, nodes: &[NodeConfig]) -> Result<Release, UpgradeError>
 fn kubelet_tag(config: &str) -> Option<String> {
     serde_norway::Deserializer::from_str(config).find_map(|document| {
         let value: serde_norway::Value = serde::Deserialize::deserialize(document).ok()?;
-        let image = value.get("machine")?.get("kubelet")?.get("image")?.as_str()?;
+        let image = value
+            .get("machine")?
+            .get("kubelet")?
+            .get("image")?
+            .as_str()?;
         image.rsplit_once(':').map(|(_, tag)| tag.to_owned())
     })
 }
@@ -250,7 +254,13 @@ pub fn set_version(path: &Path, release: Release) -> Result<Lab, UpgradeError> {
     };
     let text = std::fs::read_to_string(path).map_err(io)?;
     let lab = parse::<Lab>(path, &text).map_err(UpgradeError::Config)?;
-    if lab.cluster.kubernetes_version.as_deref().and_then(Release::parse) == Some(release) {
+    if lab
+        .cluster
+        .kubernetes_version
+        .as_deref()
+        .and_then(Release::parse)
+        == Some(release)
+    {
         return Ok(lab);
     }
     let mut document: DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| {
@@ -286,15 +296,33 @@ mod tests {
     #[test]
     fn the_skew_rules() {
         let running = release("v1.35.2");
-        assert_eq!(check("v1.36.3", running, "v1.13.9").unwrap(), release("v1.36.3"));
-        assert_eq!(check("1.35.4", running, "v1.13.9").unwrap(), release("v1.35.4"));
-        let message = |target: &str, talos: &str| check(target, running, talos).unwrap_err().to_string();
+        assert_eq!(
+            check("v1.36.3", running, "v1.13.9").unwrap(),
+            release("v1.36.3")
+        );
+        assert_eq!(
+            check("1.35.4", running, "v1.13.9").unwrap(),
+            release("v1.35.4")
+        );
+        let message =
+            |target: &str, talos: &str| check(target, running, talos).unwrap_err().to_string();
         let jump = message("v1.37.0", "v1.13.9");
-        assert!(jump.contains("v1.37.0") && jump.contains("v1.35.2") && jump.contains("one minor version at a time"), "{jump}");
+        assert!(
+            jump.contains("v1.37.0")
+                && jump.contains("v1.35.2")
+                && jump.contains("one minor version at a time"),
+            "{jump}"
+        );
         let down = message("v1.34.9", "v1.13.9");
-        assert!(down.contains("v1.34.9 is older than the running Kubernetes v1.35.2"), "{down}");
+        assert!(
+            down.contains("v1.34.9 is older than the running Kubernetes v1.35.2"),
+            "{down}"
+        );
         let talos = message("v1.36.0", "v1.12.3");
-        assert!(talos.contains("newer than Talos v1.12.3 supports") && talos.contains("v1.35"), "{talos}");
+        assert!(
+            talos.contains("newer than Talos v1.12.3 supports") && talos.contains("v1.35"),
+            "{talos}"
+        );
         assert!(message("latest", "v1.13.9").contains("`latest` is not a Kubernetes release"));
         assert!(message("v1.36.0", "v1.99.0").contains("does not know"));
     }

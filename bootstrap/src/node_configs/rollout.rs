@@ -53,7 +53,11 @@ pub enum Step<'a> {
 /// The steps that bring the pending nodes of `nodes` to their rendered configs, in `order`,
 /// a health wait before each control plane and after the last.
 pub fn sequence(nodes: &[NodeConfig], order: Order) -> Vec<Step<'_>> {
-    let pending = |role: Role| nodes.iter().filter(move |n| n.role == role && n.is_pending());
+    let pending = |role: Role| {
+        nodes
+            .iter()
+            .filter(move |n| n.role == role && n.is_pending())
+    };
     let workers = pending(Role::Worker).map(Step::Apply);
     let mut control_planes = Vec::new();
     for node in pending(Role::ControlPlane) {
