@@ -1,6 +1,7 @@
 //! `lab-bootstrap plan|apply|destroy`: the Proxmox node's resources first, then the host's
-//! files and services, then etcd, then the Talos nodes' changed configs. The drivers below know nothing of each other; the order and
-//! what is asked before anything changes are decided here.
+//! files and services, then etcd, then the Talos nodes' changed configs. The drivers below
+//! know nothing of each other; the order and what is asked before anything changes are
+//! decided here.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;

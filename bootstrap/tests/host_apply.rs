@@ -4,8 +4,10 @@
 //! each container's files in a directory, so `pct exec -- sha256sum` answers what `pct push`
 //! put there. First apply installs and starts everything (VMs after their snippets); a second runs no writing command;
 //! a config the daemon's `check` refuses, or a reload or restart it does not take, stops apply;
-//! a changed lb config is pushed alone and lab-lb reloaded; a killed apply converges; and what
-//! apply does on the host is, in every scenario, what plan printed.
+//! a changed lb config is pushed alone and lab-lb reloaded; a killed apply converges; what
+//! apply does on the host is, in every scenario, what plan printed; and a changed node config
+//! is planned by field (secrets masked, Talos's dry-run mode) and applied workers first, control
+//! planes one at a time with the cluster healthy in between, going on after an unhealthy stop.
 
 #[path = "support/talos_api.rs"]
 mod apid;
@@ -1889,5 +1891,68 @@ fn plan_shows_a_reboot_for_a_changed_installer_and_the_diff_of_a_node_that_does_
     assert!(
         text.contains("~ machine.install.image: factory.talos.dev/"),
         "{text}"
+    );
+}
+
+#[test]
+fn an_apply_stopped_by_an_unhealthy_cluster_goes_on_with_the_nodes_still_to_do() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, OnceLock};
+    let bench = Bench::new();
+    bench.apply_ok();
+    // cp2's kubelet stops being ready once cp1 took its new config, until it recovers.
+    let stand_in: Arc<OnceLock<lab_talos_api::stand_in::StandIn>> = Arc::default();
+    let recovered = Arc::new(AtomicBool::new(false));
+    let readiness = {
+        let (stand_in, recovered) = (stand_in.clone(), recovered.clone());
+        Arc::new(move |node: &str| {
+            let cp1_changed = stand_in
+                .get()
+                .is_some_and(|s| s.record().configs.contains_key("cp1"));
+            !(node == "10.10.2.12" && cp1_changed && !recovered.load(Ordering::SeqCst))
+        })
+    };
+    let apid = bench.apid(readiness);
+    assert!(stand_in.set(apid.stand_in.clone()).is_ok());
+    let endpoint = apid.address.to_string();
+    let talos = ["--talos-endpoint", endpoint.as_str(), "--wait-timeout", "3"];
+    let out = bench.apply_with(&talos);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    pin_kubernetes(&bench, "v1.36.2");
+    let out = bench.apply_with(&talos);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cluster health: cluster health not done after")
+            && stderr.contains("not yet: 10.10.2.12")
+            && stderr.contains("run it again to go on"),
+        "{stderr}"
+    );
+    // Nothing past the unhealthy cluster: cp2 and cp3 still run what they ran.
+    let applied: Vec<String> = apid.stand_in.record().configs.keys().cloned().collect();
+    assert_eq!(applied, ["cp1", "w1", "w2"]);
+
+    recovered.store(true, Ordering::SeqCst);
+    let before = rollout_calls(&apid).len();
+    let out = bench.apply_with(&talos);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        rollout_calls(&apid)[before..].to_vec(),
+        [
+            "HealthCheck",
+            "ApplyConfiguration cp2",
+            "HealthCheck",
+            "ApplyConfiguration cp3",
+            "HealthCheck",
+        ]
     );
 }

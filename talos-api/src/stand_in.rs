@@ -3,8 +3,8 @@
 //! refuses clients whose certificate is not from the OS CA, bootstraps once (then
 //! `AlreadyExists`), streams the kubeconfig it was given as Talos does, applies configs as
 //! Talos decides (dry run or not; a changed `machine.install` needs a reboot) and keeps the
-//! last one of each node, streams a deterministic etcd snapshot once etcd is bootstrapped, and checks health
-//! by asking `Readiness` about each node.
+//! last one of each node, streams a deterministic etcd snapshot once etcd is bootstrapped,
+//! and checks health by asking `Readiness` about each node.
 
 use crate::archive;
 use crate::client::pkcs8_pem;
