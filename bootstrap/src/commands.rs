@@ -1,6 +1,7 @@
 //! `lab-bootstrap plan|apply|destroy`: the Proxmox node's resources first, then the host's
-//! files and services, then etcd. The drivers below know nothing of each other; the order and
-//! what is asked before anything changes are decided here.
+//! files and services, then etcd, then the Talos nodes' changed configs. The drivers below
+//! know nothing of each other; the order and what is asked before anything changes are
+//! decided here.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -11,6 +12,8 @@ use lab_daemon::exit;
 
 use crate::host::plan::HostPlan;
 use crate::model::Checksum;
+use crate::node_configs::applied::{adopt_snippets, node_configs, NodeConfig};
+use crate::node_configs::rollout::{self, Order};
 use crate::proxmox::apply::apply;
 use crate::proxmox::client::{ApiError, ProxmoxApi, Pvesh};
 use crate::proxmox::desired::{desired, Sources};
@@ -19,6 +22,7 @@ use crate::proxmox::images::Download;
 use crate::proxmox::plan::{destroy_plan, plan, read_live, ChangeKind, Plan};
 use crate::proxmox::preflight::{self, Preflight};
 use crate::state_dir::StateDir;
+use crate::talos::cluster::Access;
 use crate::Lab;
 
 /// `plan` found changes (as `terraform plan -detailed-exitcode` does).
@@ -238,8 +242,15 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
             let host_plan = host_plan(args, lab)?;
             print!("{}", host_plan.render());
             changes |= !host_plan.is_empty();
-            // Not counted: whether it can happen depends on the nodes answering.
             let state = state_dir(args);
+            let nodes = node_configs(lab, &args.root, &state).map_err(|e| e.to_string())?;
+            if nodes.iter().any(NodeConfig::is_pending) {
+                let access = Access::new(lab, &state, args.talos_endpoint.as_deref())
+                    .map_err(|e| e.to_string());
+                print!("{}", rollout::preview(&nodes, &access));
+                changes = true;
+            }
+            // Not counted: whether it can happen depends on the nodes answering.
             if !crate::host::etcd::is_done(&state) {
                 println!("Note: etcd is not bootstrapped yet; apply bootstraps it through the first control plane's Talos API once it answers.");
             }
@@ -487,6 +498,10 @@ fn host_side(op: Op, args: &Args, lab: &Lab) -> Result<ExitCode, String> {
     // Planned after the Proxmox changes: a container made or replaced just now is empty.
     let plan = host_plan(args, lab)?;
     print!("{}", plan.render());
+    // Before the snippets are rewritten: a node without a record runs its old snippet.
+    let state = state_dir(args);
+    crate::render::state::create(&state).map_err(|e| e.to_string())?;
+    adopt_snippets(lab, &args.root, &state).map_err(|e| e.to_string())?;
     println!("Host:");
     let summary = crate::host::apply::apply(
         &mut system(args),
@@ -503,6 +518,33 @@ fn host_side(op: Op, args: &Args, lab: &Lab) -> Result<ExitCode, String> {
         summary.actions.len(),
         summary.vms_started
     );
+    // New nodes boot with the snippets just written: that is what they were given.
+    adopt_snippets(lab, &args.root, &state).map_err(|e| e.to_string())?;
+    let nodes = node_configs(lab, &args.root, &state).map_err(|e| e.to_string())?;
+    let pending = nodes.iter().filter(|n| n.is_pending()).count();
+    if pending == 0 {
+        return Ok(ExitCode::SUCCESS);
+    }
+    match summary.kubeconfig {
+        Some(crate::host::cluster::Outcome::Written(_) | crate::host::cluster::Outcome::AlreadyThere(_)) => {
+            println!("Talos machine configs:");
+            let access = Access::new(lab, &state, args.talos_endpoint.as_deref())
+                .map_err(|e| e.to_string())?;
+            let done = rollout::roll(
+                &nodes,
+                Order::WorkersFirst,
+                &access,
+                &state,
+                std::time::Duration::from_secs(args.wait_timeout),
+                &mut std::io::stdout(),
+            )
+            .map_err(|e| e.to_string())?;
+            println!("Talos machine configs complete: {done} nodes given their changed config.");
+        }
+        _ => println!(
+            "  the changed configs of {pending} Talos nodes are in their snippets but not applied: they need the cluster waited for; `lab-bootstrap apply` without --no-wait applies them"
+        ),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -6,7 +6,8 @@
 //! [`state_dir`]. [`commands`] runs plan/apply/destroy: the Proxmox node's resources
 //! ([`proxmox`]), then the host's files and services ([`host`]). [`local`] builds a lab in
 //! network namespaces instead. [`backup`] archives etcd and the state directory and checks an
-//! archive before a recovery. [`mac`] gives machines their deterministic MAC addresses.
+//! archive before a recovery; [`node_configs`] takes lab.toml's changes to the running Talos
+//! nodes (and upgrades Kubernetes). [`mac`] gives machines their deterministic MAC addresses.
 
 // It runs as root on the Proxmox host with the lab's secrets: nothing here needs `unsafe`.
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@ mod lab_file;
 pub mod local;
 pub mod mac;
 pub mod model;
+pub mod node_configs;
 pub mod peers;
 pub mod progress;
 pub mod proxmox;

@@ -4,7 +4,7 @@
 use clap::{Parser, Subcommand};
 use lab_bootstrap::state_dir::StateDir;
 use lab_bootstrap::talos::cluster::Access;
-use lab_bootstrap::{backup, commands, local, peers, render, Lab};
+use lab_bootstrap::{backup, commands, local, node_configs, peers, render, Lab};
 use lab_daemon::config::load;
 use lab_daemon::{cli, exit};
 use std::path::{Path, PathBuf};
@@ -62,6 +62,11 @@ enum Command {
         /// The lab description
         #[arg(value_name = "FILE", default_value = "lab.toml")]
         file: PathBuf,
+    },
+    /// Upgrade a running lab, node by node
+    Upgrade {
+        #[command(subcommand)]
+        command: UpgradeCommand,
     },
     /// Build the lab in network namespaces on this machine (`--local`), with the real programs
     Up {
@@ -138,6 +143,36 @@ enum PeerCommand {
         #[arg(value_name = "FILE", default_value = "lab.toml")]
         file: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum UpgradeCommand {
+    /// Kubernetes to VERSION: one minor version at a time, never down, at most the minor the
+    /// lab's Talos release ships; sets `[cluster] kubernetes_version` in lab.toml (comments
+    /// kept), then applies each node's config with the new images, control planes first, one
+    /// at a time with the cluster healthy in between
+    Kubernetes(KubernetesArgs),
+}
+
+#[derive(clap::Args)]
+struct KubernetesArgs {
+    /// The Kubernetes release, `v1.36.3`
+    #[arg(value_name = "VERSION")]
+    version: String,
+    /// Check and print the sequence (and each node's change), change nothing
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    state: StateArgs,
+    /// How long to wait for a healthy cluster before and after each control plane
+    #[arg(long, value_name = "SECONDS", default_value_t = 1200)]
+    wait_timeout: u64,
+    /// Send every Talos API call to ADDR:PORT instead of the nodes (tests' stand-in apid)
+    #[arg(long, value_name = "ADDR", hide = true)]
+    talos_endpoint: Option<String>,
+    /// The lab description
+    #[arg(value_name = "FILE", default_value = "lab.toml")]
+    file: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -231,6 +266,9 @@ fn main() -> ExitCode {
             archive,
             file,
         } => restore(dry_run, &state.state(), &archive, &file),
+        Command::Upgrade {
+            command: UpgradeCommand::Kubernetes(args),
+        } => upgrade_kubernetes(&args),
         Command::Up {
             local,
             connect,
@@ -441,6 +479,40 @@ fn restore(dry_run: bool, state: &StateDir, archive: &Path, file: &Path) -> Exit
         Err(e) => {
             eprintln!("lab-bootstrap: refused: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn upgrade_kubernetes(args: &KubernetesArgs) -> ExitCode {
+    let state = args.state.state();
+    let upgrade = node_configs::kubernetes::Upgrade {
+        lab_file: &args.file,
+        version: &args.version,
+        root: &args.state.root,
+        state: &state,
+        endpoint: args.talos_endpoint.as_deref(),
+        within: std::time::Duration::from_secs(args.wait_timeout),
+        dry_run: args.dry_run,
+    };
+    match node_configs::kubernetes::upgrade(&upgrade, &mut std::io::stdout()) {
+        Ok(_) if args.dry_run => ExitCode::SUCCESS,
+        Ok(done) => {
+            println!(
+                "Kubernetes {}: {done} nodes given their new config; `lab-bootstrap plan {}` agrees (lab.toml says it now)",
+                args.version,
+                args.file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            for line in e.to_string().lines() {
+                eprintln!("lab-bootstrap: {line}");
+            }
+            if e.is_config() {
+                exit::code(exit::CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -20,8 +20,8 @@ pub use images::{Image, Images, TalosImage};
 pub use lb::{default_routes, HttpRule, Lb, LbRoute, RouteCert, LB_METRICS_PORT};
 pub use peers::{PeerKeyError, VpnPeer};
 pub use tools::{
-    talos_default_kubernetes, Checksum, ManagerTool, ManagerTools, ToolError, ToolPin,
-    FLUX_VERSION, HELM_VERSION,
+    talos_default_kubernetes, talos_line_kubernetes, Checksum, ManagerTool, ManagerTools,
+    ToolError, ToolPin, FLUX_VERSION, HELM_VERSION,
 };
 
 use crate::mac::MacAddr;

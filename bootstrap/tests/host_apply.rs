@@ -4,8 +4,10 @@
 //! each container's files in a directory, so `pct exec -- sha256sum` answers what `pct push`
 //! put there. First apply installs and starts everything (VMs after their snippets); a second runs no writing command;
 //! a config the daemon's `check` refuses, or a reload or restart it does not take, stops apply;
-//! a changed lb config is pushed alone and lab-lb reloaded; a killed apply converges; and what
-//! apply does on the host is, in every scenario, what plan printed.
+//! a changed lb config is pushed alone and lab-lb reloaded; a killed apply converges; what
+//! apply does on the host is, in every scenario, what plan printed; and a changed node config
+//! is planned by field (secrets masked, Talos's dry-run mode) and applied workers first, control
+//! planes one at a time with the cluster healthy in between, going on after an unhealthy stop.
 
 #[path = "support/talos_api.rs"]
 mod apid;
@@ -1298,8 +1300,10 @@ fn files_written(
         .map(|(path, _)| path)
         .filter(|path| !path.ends_with(".bak"))
         .filter(|path| {
+            // apply's own records (what each Talos node was given among them), not files
+            // lab.toml renders.
             path.strip_prefix(state)
-                .is_none_or(|name| !records.contains(&name))
+                .is_none_or(|name| !records.contains(&name) && !name.starts_with("talos-applied/"))
         })
         .map(|path| {
             let sign = if before.contains_key(path) { '~' } else { '+' };
@@ -1689,4 +1693,266 @@ fn peers_added_in_the_vpn_container_and_with_lab_bootstrap_peer_add_both_survive
     );
     assert_eq!(bench.in_container(201, "/etc/lab-vpn/vpn.toml"), vpn_toml);
     assert_eq!(bench.in_container(201, ADDED_PEERS), added);
+}
+
+/// The stand-in's ApplyConfiguration calls (dry runs left out) and health checks, in order.
+fn rollout_calls(apid: &apid::Apid) -> Vec<String> {
+    apid.stand_in
+        .record()
+        .calls
+        .into_iter()
+        .filter(|c| !c.contains("dry-run"))
+        .collect()
+}
+
+fn pin_kubernetes(bench: &Bench, version: &str) {
+    let text = std::fs::read_to_string(bench.path("lab.toml")).unwrap();
+    let pinned = match text.find("kubernetes_version = ") {
+        Some(start) => {
+            let end = start + text[start..].find('\n').unwrap();
+            format!(
+                "{}kubernetes_version = \"{version}\"{}",
+                &text[..start],
+                &text[end..]
+            )
+        }
+        None => text.replacen(
+            "talos_version = \"v1.13.9\"\n",
+            &format!("talos_version = \"v1.13.9\"\nkubernetes_version = \"{version}\"\n"),
+            1,
+        ),
+    };
+    std::fs::write(bench.path("lab.toml"), pinned).unwrap();
+}
+
+#[test]
+fn a_changed_node_config_is_planned_by_field_then_applied_workers_first_and_control_planes_one_at_a_time(
+) {
+    let bench = Bench::new();
+    bench.apply_ok();
+    // First boot counts: what each node was given is its snippet, kept 0600.
+    let snippets = bench.path("root/var/lib/vz/snippets");
+    for node in ["cp1", "cp2", "cp3", "w1", "w2"] {
+        let record = bench.state().join(format!("talos-applied/{node}.yaml"));
+        assert_eq!(
+            std::fs::read(&record).unwrap(),
+            std::fs::read(snippets.join(format!("lab-{node}.yaml"))).unwrap(),
+            "{node}"
+        );
+        assert_eq!(
+            std::fs::metadata(&record).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let apid = bench.apid(apid::all_ready());
+    let endpoint = apid.address.to_string();
+    let talos = ["--talos-endpoint", endpoint.as_str()];
+    let out = bench.apply_with(&talos);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(apid.stand_in.record().applied.is_empty());
+
+    // A changed lab.toml: the kubelet and the control planes' images. And cp1's record as if
+    // its tokens had been others: masked, never printed.
+    pin_kubernetes(&bench, "v1.36.2");
+    let secrets = Secrets::load(&bench.state().join("talos-secrets.yaml")).unwrap();
+    let cp1_record = bench.state().join("talos-applied/cp1.yaml");
+    let recorded = std::fs::read_to_string(&cp1_record).unwrap();
+    assert!(recorded.contains(&secrets.trustdinfo.token));
+    std::fs::write(
+        &cp1_record,
+        recorded.replace(&secrets.trustdinfo.token, "oldtrustd.0123456789abcdef"),
+    )
+    .unwrap();
+    let (out, text) = bench.run("plan", &talos);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    for line in [
+        "~ cp1 (10.10.1.11): no reboot (Talos dry run: Applied configuration without a reboot (skipped in dry-run).)",
+        "~ w2 (10.10.1.22): no reboot",
+        "v1alpha1:",
+        "+ machine.kubelet.image = ghcr.io/siderolabs/kubelet:v1.36.2",
+        "+ cluster.apiServer.image = registry.k8s.io/kube-apiserver:v1.36.2",
+        "~ machine.token (secret, changed)",
+    ] {
+        assert!(text.contains(line), "{line}\n{text}");
+    }
+    let masked = [
+        secrets.trustdinfo.token.as_str(),
+        "oldtrustd.0123456789abcdef",
+        secrets.secrets.bootstraptoken.as_str(),
+        secrets.cluster.secret.as_str(),
+        secrets.certs.os.key.as_str(),
+    ];
+    for secret in masked {
+        assert!(!text.contains(secret), "{secret} in\n{text}");
+    }
+    // A dry run changes nothing on the node.
+    assert!(apid.stand_in.record().applied.is_empty());
+    assert!(rollout_calls(&apid).iter().all(|c| c == "HealthCheck"));
+
+    let before = rollout_calls(&apid).len();
+    let out = bench.apply_with(&talos);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    for secret in masked {
+        assert!(!text.contains(secret), "{secret} in\n{text}");
+    }
+    let expected: Vec<String> = [
+        "ApplyConfiguration w1",
+        "ApplyConfiguration w2",
+        "HealthCheck",
+        "ApplyConfiguration cp1",
+        "HealthCheck",
+        "ApplyConfiguration cp2",
+        "HealthCheck",
+        "ApplyConfiguration cp3",
+        "HealthCheck",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    assert_eq!(rollout_calls(&apid)[before..].to_vec(), expected, "{text}");
+    // The snippets say what the nodes run, so a rebuilt VM gets it too.
+    let record = apid.stand_in.record();
+    for (node, config) in &record.configs {
+        assert_eq!(
+            &std::fs::read(snippets.join(format!("lab-{node}.yaml"))).unwrap(),
+            config,
+            "{node}"
+        );
+        assert!(String::from_utf8_lossy(config).contains("kubelet:v1.36.2"));
+    }
+    assert_eq!(record.configs.len(), 5);
+
+    // Done: a second apply writes nothing and asks no node anything; plan agrees.
+    let calls = apid.stand_in.record().calls.len();
+    let tree = snapshot(&bench);
+    let out = bench.apply_with(&talos);
+    assert!(out.status.success());
+    assert!(bench.writes().is_empty(), "{:#?}", bench.writes());
+    assert_eq!(snapshot(&bench), tree);
+    assert_eq!(apid.stand_in.record().calls.len(), calls);
+    let (out, text) = bench.run("plan", &talos);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(!text.contains("Talos machine configs"), "{text}");
+}
+
+#[test]
+fn plan_shows_a_reboot_for_a_changed_installer_and_the_diff_of_a_node_that_does_not_answer() {
+    let bench = Bench::new();
+    bench.apply_ok();
+    let apid = bench.apid(apid::all_ready());
+    let endpoint = apid.address.to_string();
+    let talos = ["--talos-endpoint", endpoint.as_str()];
+    pin_kubernetes(&bench, "v1.36.2");
+    let out = bench.apply_with(&talos);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(apid.stand_in.record().applied.len(), 5);
+
+    // Another installer (the extensions make the schematic): Talos installs it at a reboot.
+    let text = std::fs::read_to_string(bench.path("lab.toml")).unwrap();
+    let edited = text.replacen(
+        "talos_extensions = [\"siderolabs/qemu-guest-agent\"]",
+        "talos_extensions = [\"siderolabs/qemu-guest-agent\", \"siderolabs/iscsi-tools\"]",
+        1,
+    );
+    assert_ne!(edited, text);
+    std::fs::write(bench.path("lab.toml"), edited).unwrap();
+    let (out, text) = bench.run("plan", &talos);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("~ cp1 (10.10.1.11): reboot (Talos dry run: Applied configuration with a reboot: machine.install changed (skipped in dry-run).)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("~ machine.install.image: factory.talos.dev/"),
+        "{text}"
+    );
+
+    // Nobody answering: said so, the diff still shown.
+    let (out, text) = bench.run("plan", &["--talos-endpoint", NO_NODE]);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains(
+            "~ w1 (10.10.1.21): unreachable, mode unknown (Talos API of 127.0.0.1:1, connect"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("~ machine.install.image: factory.talos.dev/"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_apply_stopped_by_an_unhealthy_cluster_goes_on_with_the_nodes_still_to_do() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, OnceLock};
+    let bench = Bench::new();
+    bench.apply_ok();
+    // cp2's kubelet stops being ready once cp1 took its new config, until it recovers.
+    let stand_in: Arc<OnceLock<lab_talos_api::stand_in::StandIn>> = Arc::default();
+    let recovered = Arc::new(AtomicBool::new(false));
+    let readiness = {
+        let (stand_in, recovered) = (stand_in.clone(), recovered.clone());
+        Arc::new(move |node: &str| {
+            let cp1_changed = stand_in
+                .get()
+                .is_some_and(|s| s.record().configs.contains_key("cp1"));
+            !(node == "10.10.2.12" && cp1_changed && !recovered.load(Ordering::SeqCst))
+        })
+    };
+    let apid = bench.apid(readiness);
+    assert!(stand_in.set(apid.stand_in.clone()).is_ok());
+    let endpoint = apid.address.to_string();
+    let talos = ["--talos-endpoint", endpoint.as_str(), "--wait-timeout", "3"];
+    let out = bench.apply_with(&talos);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    pin_kubernetes(&bench, "v1.36.2");
+    let out = bench.apply_with(&talos);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cluster health: cluster health not done after")
+            && stderr.contains("not yet: 10.10.2.12")
+            && stderr.contains("run it again to go on"),
+        "{stderr}"
+    );
+    // Nothing past the unhealthy cluster: cp2 and cp3 still run what they ran.
+    let applied: Vec<String> = apid.stand_in.record().configs.keys().cloned().collect();
+    assert_eq!(applied, ["cp1", "w1", "w2"]);
+
+    recovered.store(true, Ordering::SeqCst);
+    let before = rollout_calls(&apid).len();
+    let out = bench.apply_with(&talos);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        rollout_calls(&apid)[before..].to_vec(),
+        [
+            "HealthCheck",
+            "ApplyConfiguration cp2",
+            "HealthCheck",
+            "ApplyConfiguration cp3",
+            "HealthCheck",
+        ]
+    );
 }

@@ -3,7 +3,8 @@
 //! `AlreadyExists` counted as done, the kubeconfig extracted from the streamed tar.gz, a health
 //! wait on a node that becomes ready late (and one that never does), a client certificate from
 //! another CA refused by the node, a node with a certificate from another CA refused by the
-//! client, Version and ApplyConfiguration.
+//! client, Version and ApplyConfiguration, whose dry run reports the mode Talos would use (a
+//! changed installer needs a reboot) and changes nothing.
 
 #[path = "support/talos_api.rs"]
 mod apid;
@@ -391,4 +392,71 @@ fn version_and_apply_configuration() {
         assert!(empty.to_string().contains("ApplyConfiguration"), "{empty}");
     });
     assert_eq!(apid.stand_in.record().applied, vec![config]);
+}
+
+#[test]
+fn a_dry_run_reports_the_mode_talos_would_use_and_changes_nothing() {
+    let secrets = Secrets::generate().unwrap();
+    let apid = apid::start(&secrets, LOOPBACK, "cp1", "", apid::all_ready());
+    let config = |install: &str, kubelet: &str| {
+        format!(
+            "version: v1alpha1\nmachine:\n  install:\n    image: {install}\n  kubelet:\n    image: {kubelet}\n---\napiVersion: v1alpha1\nkind: HostnameConfig\nhostname: w7\n"
+        )
+        .into_bytes()
+    };
+    let running = config("installer:v1", "kubelet:v1");
+    runtime().block_on(async {
+        let mut client = connect(apid.address, &credentials(&secrets, &secrets)).await;
+        client
+            .apply_configuration(&running, Mode::Auto)
+            .await
+            .unwrap();
+        // Only the kubelet: in place.
+        let kubelet = client
+            .apply_configuration_dry_run(&config("installer:v1", "kubelet:v2"), Mode::Auto)
+            .await
+            .unwrap();
+        assert_eq!(kubelet.mode, Some(Mode::NoReboot), "{kubelet:?}");
+        assert!(
+            kubelet.details.starts_with("Dry run summary:"),
+            "{kubelet:?}"
+        );
+        // Another installer takes effect at boot only.
+        let installer = config("installer:v2", "kubelet:v1");
+        let reboot = client
+            .apply_configuration_dry_run(&installer, Mode::Auto)
+            .await
+            .unwrap();
+        assert_eq!(reboot.mode, Some(Mode::Reboot), "{reboot:?}");
+        assert!(reboot.details.contains("machine.install"), "{reboot:?}");
+        let staged = client
+            .apply_configuration_dry_run(&installer, Mode::Staged)
+            .await
+            .unwrap();
+        assert_eq!(staged.mode, Some(Mode::Staged), "{staged:?}");
+        let refused = client
+            .apply_configuration_dry_run(&installer, Mode::NoReboot)
+            .await
+            .unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("without reboot is not supported"),
+            "{refused}"
+        );
+    });
+    let record = apid.stand_in.record();
+    // Kept by the hostname the config names, and no dry run applied.
+    assert_eq!(record.configs.get("w7"), Some(&running));
+    assert_eq!(record.applied, vec![running]);
+    assert_eq!(
+        record.calls,
+        [
+            "ApplyConfiguration w7",
+            "ApplyConfiguration dry-run w7",
+            "ApplyConfiguration dry-run w7",
+            "ApplyConfiguration dry-run w7",
+            "ApplyConfiguration dry-run w7",
+        ]
+    );
 }

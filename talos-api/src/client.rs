@@ -7,6 +7,8 @@ use crate::archive::{self, ArchiveError};
 use crate::proto::cluster::cluster_service_client::ClusterServiceClient;
 use crate::proto::cluster::{ClusterInfo, HealthCheckRequest};
 use crate::proto::machine::apply_configuration_request::Mode;
+/// The modes `ApplyConfiguration` applies a config in (and a node reports it chose).
+pub use crate::proto::machine::apply_configuration_request::Mode as ApplyMode;
 use crate::proto::machine::machine_service_client::MachineServiceClient;
 use crate::proto::machine::{ApplyConfigurationRequest, BootstrapRequest, EtcdSnapshotRequest};
 use std::future::Future;
@@ -167,6 +169,16 @@ pub struct NodeVersion {
     pub hostname: String,
     /// The Talos release, `v1.13.9`.
     pub tag: String,
+}
+
+/// What a node did, or for a dry run would do, with a machine config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The mode the node chose (`NoReboot`, `Staged`, `Reboot`); `None` when it named one
+    /// this client does not know.
+    pub mode: Option<Mode>,
+    /// The node's own account (`mode_details`): for a dry run, the change it would make.
+    pub details: String,
 }
 
 /// The nodes a health check waits for, by address.
@@ -358,10 +370,39 @@ impl Client {
         config: &[u8],
         mode: Mode,
     ) -> Result<String, Error> {
+        let answers = self.apply_request(config, mode, false).await?;
+        Ok(answers
+            .into_iter()
+            .map(|applied| applied.details)
+            .collect::<Vec<_>>()
+            .join("; "))
+    }
+
+    /// `ApplyConfiguration` with `dry_run`: what the node would do with `config` in `mode`
+    /// (no reboot, staged, reboot) and its account of it, changing nothing.
+    pub async fn apply_configuration_dry_run(
+        &mut self,
+        config: &[u8],
+        mode: Mode,
+    ) -> Result<Applied, Error> {
+        self.apply_request(config, mode, true)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| self.error("ApplyConfiguration", Problem::Empty("mode")))
+    }
+
+    async fn apply_request(
+        &mut self,
+        config: &[u8],
+        mode: Mode,
+        dry_run: bool,
+    ) -> Result<Vec<Applied>, Error> {
         let mut machine = self.machine.clone();
         let request = ApplyConfigurationRequest {
             data: config.to_vec(),
             mode: mode.into(),
+            dry_run,
             ..Default::default()
         };
         let answer = self
@@ -375,9 +416,12 @@ impl Client {
         Ok(answer
             .messages
             .into_iter()
-            .map(|m| m.mode_details)
-            .collect::<Vec<_>>()
-            .join("; "))
+            .map(|m| Applied {
+                // A mode this client does not know yet is shown as what the node said.
+                mode: Mode::try_from(m.mode).ok(),
+                details: m.mode_details,
+            })
+            .collect())
     }
 
     /// `EtcdSnapshot`: the node's etcd database, streamed into `out` chunk by chunk (never whole

@@ -1,9 +1,10 @@
 //! A stand-in apid, where Talos cannot run (the local lab, the tests): the calls lab-bootstrap
 //! makes, over the same protos and mutual TLS as a real node, with the lab's own PKI. It
 //! refuses clients whose certificate is not from the OS CA, bootstraps once (then
-//! `AlreadyExists`), streams the kubeconfig it was given as Talos does, records applied
-//! configs, streams a deterministic etcd snapshot once etcd is bootstrapped, and checks health
-//! by asking `Readiness` about each node.
+//! `AlreadyExists`), streams the kubeconfig it was given as Talos does, applies configs as
+//! Talos decides (dry run or not; a changed `machine.install` needs a reboot) and keeps the
+//! last one of each node, streams a deterministic etcd snapshot once etcd is bootstrapped,
+//! and checks health by asking `Readiness` about each node.
 
 use crate::archive;
 use crate::client::pkcs8_pem;
@@ -17,6 +18,7 @@ use crate::proto::machine::{
     BootstrapRequest, BootstrapResponse, EtcdSnapshotRequest, PlatformInfo, Version, VersionInfo,
     VersionResponse,
 };
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -48,6 +50,12 @@ pub struct Record {
     pub applied: Vec<Vec<u8>>,
     /// How many `EtcdSnapshot` calls came.
     pub snapshot_calls: usize,
+    /// The last config applied to each node, by the hostname its `HostnameConfig` names
+    /// (this node's own when it names none): one stand-in answers for every node of a test.
+    pub configs: BTreeMap<String, Vec<u8>>,
+    /// `ApplyConfiguration` (`ApplyConfiguration <node>`, `… dry-run <node>`) and
+    /// `HealthCheck` calls in the order they came, for the order of a rollout.
+    pub calls: Vec<String>,
 }
 
 /// The etcd snapshot the stand-in of node `hostname` streams: bbolt's page size of bytes per
@@ -259,18 +267,91 @@ impl MachineService for StandIn {
         if request.data.is_empty() {
             return Err(Status::invalid_argument("the configuration is empty"));
         }
-        if !request.dry_run {
-            self.lock().applied.push(request.data);
-        }
+        let node = hostname_in(&request.data).unwrap_or_else(|| self.hostname.clone());
+        let mut record = self.lock();
+        record.calls.push(if request.dry_run {
+            format!("ApplyConfiguration dry-run {node}")
+        } else {
+            format!("ApplyConfiguration {node}")
+        });
+        let reboot = record
+            .configs
+            .get(&node)
+            .and_then(|running| reboot_reason(running, &request.data));
+        let requested = Mode::try_from(request.mode).unwrap_or(Mode::Auto);
+        let (mode, what) = match (requested, reboot) {
+            (Mode::Staged, _) => (
+                Mode::Staged,
+                "Staged configuration to be applied after the next reboot".to_owned(),
+            ),
+            (Mode::NoReboot, Some(reason)) => {
+                // What Talos answers when the change cannot be applied in place.
+                return Err(Status::invalid_argument(format!(
+                    "apply configuration without reboot is not supported: {reason} changed"
+                )));
+            }
+            (Mode::Reboot, _) => (
+                Mode::Reboot,
+                "Applied configuration with a reboot".to_owned(),
+            ),
+            (_, Some(reason)) => (
+                Mode::Reboot,
+                format!("Applied configuration with a reboot: {reason} changed"),
+            ),
+            (_, None) => (
+                Mode::NoReboot,
+                "Applied configuration without a reboot".to_owned(),
+            ),
+        };
+        let mode_details = if request.dry_run {
+            format!("Dry run summary:\n{what} (skipped in dry-run).")
+        } else {
+            record.applied.push(request.data.clone());
+            record.configs.insert(node, request.data);
+            what
+        };
         Ok(Response::new(ApplyConfigurationResponse {
             messages: vec![ApplyConfiguration {
                 metadata: self.metadata(),
                 warnings: Vec::new(),
-                mode: Mode::NoReboot.into(),
-                mode_details: "Applied configuration without a reboot (stand-in)".to_owned(),
+                mode: mode.into(),
+                mode_details,
             }],
         }))
     }
+}
+
+/// The hostname a machine config's `HostnameConfig` document names.
+fn hostname_in(config: &[u8]) -> Option<String> {
+    documents(config).into_iter().find_map(|document| {
+        if document.get("kind")?.as_str()? != "HostnameConfig" {
+            return None;
+        }
+        document.get("hostname")?.as_str().map(str::to_owned)
+    })
+}
+
+/// What, between the config a node runs and a new one, makes Talos reboot to apply it: the
+/// install section (the installer image, the kernel's arguments), which only takes effect at
+/// boot; `None` when the new one can be applied in place.
+fn reboot_reason(running: &[u8], new: &[u8]) -> Option<&'static str> {
+    let install = |config: &[u8]| {
+        documents(config)
+            .into_iter()
+            .find(|document| document.get("version").is_some() && document.get("kind").is_none())
+            .and_then(|document| document.get("machine")?.get("install").cloned())
+    };
+    (install(running) != install(new)).then_some("machine.install")
+}
+
+/// The YAML documents of a machine config; none when it is not YAML.
+fn documents(config: &[u8]) -> Vec<serde_norway::Value> {
+    let Ok(text) = std::str::from_utf8(config) else {
+        return Vec::new();
+    };
+    serde_norway::Deserializer::from_str(text)
+        .map_while(|document| serde::Deserialize::deserialize(document).ok())
+        .collect()
 }
 
 #[tonic::async_trait]
@@ -279,6 +360,7 @@ impl ClusterService for StandIn {
         &self,
         request: Request<HealthCheckRequest>,
     ) -> Result<Response<Stream<HealthCheckProgress>>, Status> {
+        self.lock().calls.push("HealthCheck".to_owned());
         let request = request.into_inner();
         let wait = request
             .wait_timeout

@@ -86,21 +86,11 @@ pub fn apply(
         match step {
             Step::WriteHostFile(write) => {
                 let file = rendered(&host_files, write)?;
-                let target = under_root(root, &file.path)?;
-                let outcome = write_atomic(&target, file.contents.as_bytes(), file.mode)?;
+                let outcome = write_host_file(root, state_dir, file, &mut written)?;
                 if outcome != Outcome::Unchanged {
                     let _ = writeln!(out, "  {outcome} {}", file.path.display());
                     summary.files_written += 1;
                 }
-                if outcome == Outcome::Changed {
-                    record_backup(root, &file.path, &mut written)?;
-                }
-                // What destroy may take away again.
-                written.insert(
-                    file.path.clone(),
-                    manifest::sha256_hex(file.contents.as_bytes()),
-                );
-                manifest::save(state_dir, &written)?;
             }
             Step::WriteStateFile(write) => {
                 let (path, contents) = state_files
@@ -179,6 +169,28 @@ pub fn apply(
         out,
     )?);
     Ok(summary)
+}
+
+/// Writes host file `file` under `root` and records it in `written` (the manifest of what
+/// destroy may take away again, saved at once), with the backup of what it replaced when that
+/// was lab-bootstrap's own.
+pub fn write_host_file(
+    root: &Path,
+    state_dir: &StateDir,
+    file: &crate::render::RenderedFile,
+    written: &mut manifest::Manifest,
+) -> Result<Outcome, HostError> {
+    let target = under_root(root, &file.path)?;
+    let outcome = write_atomic(&target, file.contents.as_bytes(), file.mode)?;
+    if outcome == Outcome::Changed {
+        record_backup(root, &file.path, written)?;
+    }
+    written.insert(
+        file.path.clone(),
+        manifest::sha256_hex(file.contents.as_bytes()),
+    );
+    manifest::save(state_dir, written)?;
+    Ok(outcome)
 }
 
 /// A backup holding what an earlier apply wrote is lab-bootstrap's too (destroy removes it);

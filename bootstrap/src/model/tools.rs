@@ -102,6 +102,19 @@ pub fn talos_default_kubernetes(talos_version: &str) -> Option<&'static str> {
         .map(|(_, kubernetes)| *kubernetes)
 }
 
+/// The newest Kubernetes release the table has for `talos_version`'s release line (`v1.13.x`):
+/// the default of its latest patch, since a Talos release line supports Kubernetes up to the
+/// minor version it ships. `None` when the table knows no release of that line.
+pub fn talos_line_kubernetes(talos_version: &str) -> Option<&'static str> {
+    let line = talos_version.rsplit_once('.').map(|(line, _)| line)?;
+    // The table is in release order: the last of the line is its newest.
+    TALOS_DEFAULT_KUBERNETES
+        .iter()
+        .rev()
+        .find(|(talos, _)| talos.rsplit_once('.').map(|(l, _)| l) == Some(line))
+        .map(|(_, kubernetes)| *kubernetes)
+}
+
 /// How the manager checks a download.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Checksum {

@@ -122,6 +122,17 @@ impl StateDir {
         self.path.join("pending-actions")
     }
 
+    /// The directory of the machine configs last delivered to each Talos node.
+    pub fn talos_applied(&self) -> PathBuf {
+        self.path.join("talos-applied")
+    }
+
+    /// The machine config last delivered to Talos node `node` (its first-boot snippet, or
+    /// what `ApplyConfiguration` gave it since): what a changed lab.toml is compared with.
+    pub fn talos_applied_config(&self, node: &str) -> PathBuf {
+        self.talos_applied().join(format!("{node}.yaml"))
+    }
+
     /// There once etcd answered, so later applies do not ask again.
     pub fn etcd_bootstrapped(&self) -> PathBuf {
         self.path.join("etcd-bootstrapped")

@@ -216,6 +216,39 @@ impl Access {
     }
 }
 
+impl Access {
+    /// `ApplyConfiguration` of `config` on the node at `address` (its Talos API address), in
+    /// the mode Talos picks (`AUTO`: in place when it can, else with a reboot); returns the
+    /// node's account of what it did.
+    pub fn apply_config(&self, address: &str, config: &[u8]) -> Result<String, ClusterError> {
+        let target = self.endpoint.as_deref().unwrap_or(address);
+        block_on(async {
+            let mut client = Client::connect(target, &self.credentials, self.timeouts).await?;
+            client
+                .apply_configuration(config, client::ApplyMode::Auto)
+                .await
+        })?
+        .map_err(ClusterError::from)
+    }
+
+    /// What the node at `address` would do with `config` (Talos's dry run, changing nothing):
+    /// the mode it would apply it in, and its account.
+    pub fn dry_run_config(
+        &self,
+        address: &str,
+        config: &[u8],
+    ) -> Result<client::Applied, ClusterError> {
+        let target = self.endpoint.as_deref().unwrap_or(address);
+        block_on(async {
+            let mut client = Client::connect(target, &self.credentials, self.timeouts).await?;
+            client
+                .apply_configuration_dry_run(config, client::ApplyMode::Auto)
+                .await
+        })?
+        .map_err(ClusterError::from)
+    }
+}
+
 /// How long one control plane has to stream the whole etcd snapshot.
 pub const SNAPSHOT_WAIT: Duration = Duration::from_secs(600);
 

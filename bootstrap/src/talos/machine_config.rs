@@ -9,6 +9,11 @@ use serde::Serialize;
 /// Proxmox attaches the Talos disk as the first virtio-scsi disk.
 pub const INSTALL_DISK: &str = "/dev/sda";
 const KUBELET_IMAGE: &str = "ghcr.io/siderolabs/kubelet";
+/// The control plane's components, as Talos names their images by default.
+const API_SERVER_IMAGE: &str = "registry.k8s.io/kube-apiserver";
+const CONTROLLER_MANAGER_IMAGE: &str = "registry.k8s.io/kube-controller-manager";
+const SCHEDULER_IMAGE: &str = "registry.k8s.io/kube-scheduler";
+const PROXY_IMAGE: &str = "registry.k8s.io/kube-proxy";
 
 /// Why a node's machine configuration could not be rendered.
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +167,20 @@ fn config_document<'a>(lab: &'a Lab, secrets: &'a Secrets, machine: &Machine) ->
     let control_plane = machine.role == Role::ControlPlane;
     let net2 = lab.networks.net2.cidr.to_string();
     let certs = &secrets.certs;
+    // A pinned release names every component's image, so changing it (`upgrade kubernetes`)
+    // changes each of them, as `talosctl upgrade-k8s` does; unset, Talos's defaults apply.
+    let image = |repository: &str| {
+        lab.cluster
+            .kubernetes_version
+            .as_deref()
+            .map(|v| format!("{repository}:{}", version_tag(v)))
+    };
+    // The control planes run the components, and render kube-proxy's DaemonSet.
+    let component = |repository: &str| {
+        image(repository)
+            .filter(|_| control_plane)
+            .map(|image| Component { image })
+    };
     Config {
         version: "v1alpha1",
         machine: MachineConfig {
@@ -174,11 +193,7 @@ fn config_document<'a>(lab: &'a Lab, secrets: &'a Secrets, machine: &Machine) ->
             ca: CertMaybeKey::of(&certs.os, control_plane),
             cert_sans: machine.nics.iter().map(|n| n.address.to_string()).collect(),
             kubelet: KubeletConfig {
-                image: lab
-                    .cluster
-                    .kubernetes_version
-                    .as_deref()
-                    .map(|v| format!("{KUBELET_IMAGE}:{}", version_tag(v))),
+                image: image(KUBELET_IMAGE),
                 // Pod and service traffic between nodes and from the LB runs on net2.
                 node_ip: NodeIp {
                     valid_subnets: vec![net2.clone()],
@@ -211,10 +226,14 @@ fn config_document<'a>(lab: &'a Lab, secrets: &'a Secrets, machine: &Machine) ->
             service_account: control_plane.then_some(ServiceAccount {
                 key: &certs.k8sserviceaccount.key,
             }),
-            api_server: control_plane.then_some(ApiServer {
+            api_server: control_plane.then(|| ApiServer {
+                image: image(API_SERVER_IMAGE),
                 // Clients reach the API through the load balancer's address.
                 cert_sans: vec![endpoint_host(&lab.cluster.endpoint).to_owned()],
             }),
+            controller_manager: component(CONTROLLER_MANAGER_IMAGE),
+            proxy: component(PROXY_IMAGE),
+            scheduler: component(SCHEDULER_IMAGE),
             etcd: control_plane.then_some(Etcd {
                 ca: CertMaybeKey::of(&certs.etcd, true),
                 advertised_subnets: vec![net2],
@@ -300,6 +319,12 @@ struct ClusterConfig<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     api_server: Option<ApiServer>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    controller_manager: Option<Component>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxy: Option<Component>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scheduler: Option<Component>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     etcd: Option<Etcd<'a>>,
 }
 
@@ -322,8 +347,16 @@ struct ServiceAccount<'a> {
 
 #[derive(Serialize)]
 struct ApiServer {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image: Option<String>,
     #[serde(rename = "certSANs")]
     cert_sans: Vec<String>,
+}
+
+/// A Kubernetes component Talos runs, by its image.
+#[derive(Serialize)]
+struct Component {
+    image: String,
 }
 
 #[derive(Serialize)]
