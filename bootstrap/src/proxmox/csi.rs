@@ -172,7 +172,7 @@ pub fn plan(api: &dyn ProxmoxApi, lab: &Lab, has_secret: bool) -> Result<Vec<DcC
             // Without `append`, the list replaces the role's.
             vec![DcCall::new(
                 Method::Put,
-                &format!("/access/roles/{}", id.role),
+                format!("/access/roles/{}", id.role),
                 &[("privs", privs.as_str())],
             )],
         )),

@@ -800,7 +800,7 @@ fn route(
             }
             let key = (user.clone(), token.clone());
             if s.tokens.contains_key(&key) {
-                return Err(format!("Token already exists."));
+                return Err("Token already exists.".to_owned());
             }
             let params = params_map(call);
             let privsep = params.get("privsep").map(String::as_str) != Some("0");
@@ -870,7 +870,7 @@ fn route(
             if s.backup_jobs.contains_key(&id) {
                 return Err(format!("Job '{id}' already exists"));
             }
-            if props.get("vmid").is_none() && props.get("all").map(String::as_str) != Some("1") {
+            if !props.contains_key("vmid") && props.get("all").map(String::as_str) != Some("1") {
                 return Err("one of 'vmid', 'all' or 'pool' is needed".to_owned());
             }
             if let Some(storage) = props.get("storage") {
