@@ -16,6 +16,7 @@ use crate::node_configs::applied::{adopt_snippets, node_configs, NodeConfig};
 use crate::node_configs::rollout::{self, Order};
 use crate::proxmox::apply::apply;
 use crate::proxmox::client::{ApiError, ProxmoxApi, Pvesh};
+use crate::proxmox::datacenter::DcChange;
 use crate::proxmox::desired::{desired, Sources};
 use crate::proxmox::https::{read_secret, Https, Trust};
 use crate::proxmox::images::Download;
@@ -192,6 +193,7 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
             plan(node, lab.cluster.name.as_str(), &wanted, &live).map_err(|e| e.to_string())?
         }
     };
+    let datacenter = datacenter_plan(op, args, lab, api)?;
     let downloads = match op {
         Op::Destroy => Vec::new(),
         _ => crate::proxmox::images::missing(api, lab).map_err(|e| e.to_string())?,
@@ -209,6 +211,16 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
         .as_ref()
         .and_then(|p| p.template_download.as_ref());
     print!("{}", plan.render());
+    print!(
+        "{}",
+        crate::proxmox::datacenter::render(&datacenter.changes)
+    );
+    if datacenter.manifests_due {
+        println!(
+            "  + the Proxmox CSI plugin's manifests in {} will be written",
+            state_dir(args).storage_manifests().display()
+        );
+    }
     for download in &downloads {
         println!(
             "  + image {} (download-url {}, {} checked)",
@@ -237,7 +249,7 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
         );
     }
     if op == Op::Plan {
-        let mut changes = !(plan.is_empty() && downloads.is_empty());
+        let mut changes = !(plan.is_empty() && downloads.is_empty() && datacenter.is_empty());
         if on_host {
             let host_plan = host_plan(args, lab)?;
             print!("{}", host_plan.render());
@@ -287,7 +299,7 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
             println!("{line}");
         }
     }
-    let proxmox_changes = !(plan.is_empty() && downloads.is_empty());
+    let proxmox_changes = !(plan.is_empty() && downloads.is_empty() && datacenter.is_empty());
     if !proxmox_changes && host_destroy.is_empty() {
         return host_side(op, args, lab);
     }
@@ -319,7 +331,8 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
         let mut stdout = std::io::stdout();
         let done = apply(api, &plan, &mut stdout).map_err(|e| e.to_string())?
             + downloads.len()
-            + usize::from(template.is_some());
+            + usize::from(template.is_some())
+            + apply_datacenter(args, lab, api, &datacenter)?;
         println!(
             "{} complete: {done} changes.",
             if op == Op::Destroy {
@@ -330,6 +343,97 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
         );
     }
     host_side(op, args, lab)
+}
+
+/// The datacenter's side of the lab (`[storage]`'s CSI role, user, ACL and token; the vzdump
+/// job), and whether the plugin's manifests in the state directory are due.
+struct Datacenter {
+    changes: Vec<DcChange>,
+    manifests_due: bool,
+}
+
+impl Datacenter {
+    fn is_empty(&self) -> bool {
+        self.changes.is_empty() && !self.manifests_due
+    }
+}
+
+fn datacenter_plan(
+    op: Op,
+    args: &Args,
+    lab: &Lab,
+    api: &dyn ProxmoxApi,
+) -> Result<Datacenter, String> {
+    use crate::proxmox::{csi, vzdump};
+    use crate::storage::manifests;
+    let text = |e: crate::proxmox::plan::PlanError| e.to_string();
+    if op == Op::Destroy {
+        let mut changes = vzdump::destroy_plan(api, lab).map_err(text)?;
+        changes.extend(csi::destroy_plan(api, lab).map_err(text)?);
+        return Ok(Datacenter {
+            changes,
+            manifests_due: false,
+        });
+    }
+    let state = state_dir(args);
+    let kept = match &lab.storage {
+        Some(_) => manifests::kept_secret(&state).map_err(|e| e.to_string())?,
+        None => None,
+    };
+    let mut changes = vzdump::plan(api, lab).map_err(text)?;
+    let csi = csi::plan(api, lab, kept.is_some()).map_err(text)?;
+    let new_token = csi
+        .iter()
+        .any(|c| c.calls.iter().any(|call| call.gives_token));
+    changes.extend(csi);
+    let manifests_due = match (&lab.storage, &kept) {
+        (Some(storage), Some(secret)) if !new_token => {
+            manifests::stale(lab, storage, &state, secret).map_err(|e| e.to_string())?
+        }
+        _ => false,
+    };
+    Ok(Datacenter {
+        changes,
+        manifests_due,
+    })
+}
+
+/// Makes the datacenter changes; keeps a new token's secret and writes the manifests made with
+/// it, or removes both once the lab's token is gone. Returns how many changes it made.
+fn apply_datacenter(
+    args: &Args,
+    lab: &Lab,
+    api: &dyn ProxmoxApi,
+    datacenter: &Datacenter,
+) -> Result<usize, String> {
+    use crate::storage::manifests;
+    let state = state_dir(args);
+    let new_secret =
+        crate::proxmox::datacenter::apply(api, &datacenter.changes, &mut std::io::stdout())
+            .map_err(|e| e.to_string())?;
+    let token_gone = datacenter
+        .changes
+        .iter()
+        .any(|c| c.kind == "token" && c.action == ChangeKind::Delete);
+    if token_gone {
+        manifests::remove(&state).map_err(|e| e.to_string())?;
+    }
+    let secret = match new_secret {
+        Some(secret) => Some(secret),
+        None if datacenter.manifests_due => {
+            manifests::kept_secret(&state).map_err(|e| e.to_string())?
+        }
+        None => None,
+    };
+    if let (Some(storage), Some(secret)) = (&lab.storage, secret) {
+        let written = manifests::write(lab, storage, &state, &secret).map_err(|e| e.to_string())?;
+        println!(
+            "Proxmox CSI plugin: token secret and {} manifest file(s) written (0600) in {}",
+            written.len() - 1,
+            state.path().display()
+        );
+    }
+    Ok(datacenter.changes.len() + usize::from(datacenter.manifests_due))
 }
 
 /// The Talos image `plan` and `apply` work with: the schematic, its extensions, the

@@ -26,6 +26,7 @@ pub mod progress;
 pub mod proxmox;
 pub mod render;
 pub mod state_dir;
+pub mod storage;
 pub mod talos;
 
 pub use model::Lab;

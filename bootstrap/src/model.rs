@@ -10,6 +10,7 @@ mod lb;
 pub mod names;
 mod peers;
 mod route_certs;
+mod storage;
 mod tools;
 
 pub use access::{HostAccess, Manager};
@@ -19,6 +20,7 @@ pub use gitops::Gitops;
 pub use images::{Image, Images, TalosImage};
 pub use lb::{default_routes, HttpRule, Lb, LbRoute, RouteCert, LB_METRICS_PORT};
 pub use peers::{PeerKeyError, VpnPeer};
+pub use storage::{parse_size, Storage};
 pub use tools::{
     talos_default_kubernetes, talos_line_kubernetes, Checksum, ManagerTool, ManagerTools,
     ToolError, ToolPin, FLUX_VERSION, HELM_VERSION,
@@ -67,6 +69,10 @@ pub struct Lab {
     /// the defaults of [`Backup`] when absent.
     #[serde(default)]
     pub backup: Backup,
+    /// `[storage]`: persistent volumes for workloads through the Proxmox CSI plugin; none
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<Storage>,
 }
 
 /// `[vpn]`: the network lab-vpn gives its peers. The host routes it to the vpn container's net1
@@ -407,6 +413,7 @@ impl Lab {
         self.validate_manager_tools(issues);
         self.validate_gitops(issues);
         self.validate_backup(issues);
+        self.validate_workload_storage(issues);
     }
 }
 

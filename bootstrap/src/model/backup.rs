@@ -19,11 +19,31 @@ pub struct Backup {
     /// backup, never before; 7 when unset.
     #[serde(default = "Backup::default_keep")]
     pub keep: u32,
+    /// A Proxmox storage allowing `backup`: with it, apply keeps a vzdump job (`/cluster/backup`)
+    /// for the manager VM and the lb and vpn containers, keeping `keep` dumps of each. No job
+    /// when unset: a dump of the manager is as large as its disk, and only the user knows which
+    /// storage can take that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vzdump_storage: Option<String>,
+    /// When the vzdump job runs, a Proxmox calendar event; [`Backup::DEFAULT_VZDUMP_SCHEDULE`]
+    /// when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vzdump_schedule: Option<String>,
 }
 
 impl Backup {
     /// A week of daily backups.
     pub const DEFAULT_KEEP: u32 = 7;
+    /// After `lab-backup.timer`'s daily run (midnight, up to an hour late), so the two never
+    /// compete for the disk.
+    pub const DEFAULT_VZDUMP_SCHEDULE: &'static str = "02:00";
+
+    /// `vzdump_schedule`, or its default.
+    pub fn vzdump_schedule(&self) -> &str {
+        self.vzdump_schedule
+            .as_deref()
+            .unwrap_or(Self::DEFAULT_VZDUMP_SCHEDULE)
+    }
 
     fn default_dir() -> PathBuf {
         PathBuf::from(DEFAULT_BACKUP_DIR)
@@ -39,6 +59,8 @@ impl Default for Backup {
         Self {
             dir: Self::default_dir(),
             keep: Self::DEFAULT_KEEP,
+            vzdump_storage: None,
+            vzdump_schedule: None,
         }
     }
 }
@@ -57,6 +79,27 @@ impl Lab {
                 format!(
                     "`{}` is not an absolute path: the daily timer runs from `/`",
                     self.backup.dir.display()
+                ),
+            );
+        }
+        if let Some(storage) = &self.backup.vzdump_storage {
+            if !super::names::is_pve_storage_id(storage) {
+                issues.add(
+                    "backup.vzdump_storage",
+                    format!("`{storage}` is not a Proxmox storage ID"),
+                );
+            }
+        }
+        // What Proxmox's calendar events are made of; the node parses the rest.
+        let schedule = self.backup.vzdump_schedule();
+        let plain = schedule
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || " :,.-*/~".contains(c));
+        if schedule.trim().is_empty() || !plain {
+            issues.add(
+                "backup.vzdump_schedule",
+                format!(
+                    "`{schedule}` is not a Proxmox calendar event like \"daily\" or \"sat 02:00\""
                 ),
             );
         }

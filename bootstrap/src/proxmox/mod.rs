@@ -1,10 +1,14 @@
 //! Proxmox VE: the client transports (`pvesh` on the host, HTTPS with a token), and the
-//! plan/apply/destroy of the lab's bridges, containers and VMs.
+//! plan/apply/destroy of the lab's bridges, containers and VMs, and of its datacenter objects
+//! (the CSI plugin's role, user, ACL and token; the vzdump job).
 
 pub mod apply;
 pub mod client;
+pub mod csi;
+pub mod datacenter;
 pub mod desired;
 pub mod https;
 pub mod images;
 pub mod plan;
 pub mod preflight;
+pub mod vzdump;

@@ -130,7 +130,8 @@ pub fn read_live(api: &dyn ProxmoxApi, node: &str) -> Result<Live, PlanError> {
     Ok(live)
 }
 
-fn list(api: &dyn ProxmoxApi, path: &str) -> Result<Vec<Value>, PlanError> {
+/// A list the API returned (`null` is an empty one).
+pub(super) fn list(api: &dyn ProxmoxApi, path: &str) -> Result<Vec<Value>, PlanError> {
     match api.get(path)? {
         Value::Array(items) => Ok(items),
         Value::Null => Ok(Vec::new()),

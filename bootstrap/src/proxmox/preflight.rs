@@ -129,14 +129,7 @@ pub fn check(
         if *storage == proxmox.storage {
             guest_avail = status.get("avail").and_then(number);
         }
-        let has: Vec<&str> = status
-            .get("content")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .split(',')
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-            .collect();
+        let has = content_of(&status);
         let lacking: Vec<&(&str, &str)> = needs.iter().filter(|(c, _)| !has.contains(c)).collect();
         if lacking.is_empty() {
             let names: Vec<&str> = needs.iter().map(|(c, _)| *c).collect();
@@ -158,6 +151,8 @@ pub fn check(
         ));
     }
     check_disk(lab, plan, guest_avail, &mut preflight);
+    check_workload_storage(api, lab, plan, &mut preflight)?;
+    check_vzdump_storage(api, lab, &mut preflight)?;
     if file_storage_read {
         check_template(api, lab, plan, downloads, &mut preflight)?;
     }
@@ -178,20 +173,7 @@ fn check_disk(lab: &Lab, plan: &Plan, avail: Option<u64>, preflight: &mut Prefli
         return;
     };
     let storage = &lab.proxmox.storage;
-    let new: Vec<_> = plan
-        .changes
-        .iter()
-        .filter(|c| c.action == ChangeKind::Create && c.resource.kind != Kind::Bridge)
-        .filter_map(|c| {
-            lab.machines
-                .iter()
-                .position(|m| m.vmid.to_string() == c.resource.id)
-        })
-        .collect();
-    let needed: u64 = new
-        .iter()
-        .map(|&i| u64::from(lab.machines[i].disk_gib) * GIB)
-        .sum();
+    let (new, needed) = guests_to_create(lab, plan);
     let free = avail as f64 / GIB as f64;
     if needed <= avail {
         preflight.passed.push(format!(
@@ -215,6 +197,142 @@ fn check_disk(lab: &Lab, plan: &Plan, avail: Option<u64>, preflight: &mut Prefli
         needed / GIB,
         each.join(", ")
     ));
+}
+
+/// The machines (their indexes in lab.toml) whose guests apply creates, and the bytes their
+/// disks take on `proxmox.storage`.
+fn guests_to_create(lab: &Lab, plan: &Plan) -> (Vec<usize>, u64) {
+    let new: Vec<_> = plan
+        .changes
+        .iter()
+        .filter(|c| c.action == ChangeKind::Create && c.resource.kind != Kind::Bridge)
+        .filter_map(|c| {
+            lab.machines
+                .iter()
+                .position(|m| m.vmid.to_string() == c.resource.id)
+        })
+        .collect();
+    let needed = new
+        .iter()
+        .map(|&i| u64::from(lab.machines[i].disk_gib) * GIB)
+        .sum();
+    (new, needed)
+}
+
+/// `[storage]`: the volumes' storage must take disk images and have `budget` free, beyond the
+/// disks of the guests still to create when those go there too.
+fn check_workload_storage(
+    api: &dyn ProxmoxApi,
+    lab: &Lab,
+    plan: &Plan,
+    preflight: &mut Preflight,
+) -> Result<(), ApiError> {
+    let Some(storage) = &lab.storage else {
+        return Ok(());
+    };
+    let Ok(budget) = storage.budget_bytes() else {
+        // lab.toml's own checks have said why already.
+        return Ok(());
+    };
+    let name = &storage.proxmox_storage;
+    let node = &lab.proxmox.node;
+    let status = match api.get(&format!("/nodes/{node}/storage/{name}/status")) {
+        Ok(status) => status,
+        Err(ApiError::Refused { message, .. }) => {
+            preflight.problems.push(format!(
+                "storage.proxmox_storage: storage '{name}' cannot be read on node {node} ({message}); name one that `pvesm status` lists there"
+            ));
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    if !content_of(&status).contains(&"images") {
+        preflight.problems.push(format!(
+            "storage.proxmox_storage: storage '{name}' does not allow the content type images (the volumes are VM disks); name one that does"
+        ));
+    }
+    let avail = status.get("avail").and_then(number).unwrap_or(0);
+    let total = status.get("total").and_then(number).unwrap_or(0);
+    let guests = if *name == lab.proxmox.storage {
+        guests_to_create(lab, plan).1
+    } else {
+        0
+    };
+    let needed = budget.saturating_add(guests);
+    let gib = |bytes: u64| bytes as f64 / GIB as f64;
+    let also = if guests > 0 {
+        format!(" besides {:.1} GiB for the guests to create", gib(guests))
+    } else {
+        String::new()
+    };
+    // Once the plugin is set up, its volumes fill the budget: then only the storage's size
+    // must still hold it.
+    let set_up = super::csi::is_set_up(api, lab)?;
+    if total < needed {
+        preflight.problems.push(format!(
+            "storage.budget: {} does not fit storage '{name}', which holds {:.1} GiB in all{also}; lower the budget or name a larger storage",
+            storage.budget,
+            gib(total)
+        ));
+    } else if !set_up && avail < needed {
+        preflight.problems.push(format!(
+            "storage.budget: {} does not fit storage '{name}', which has {:.1} GiB free{also}; lower the budget or free space there",
+            storage.budget,
+            gib(avail)
+        ));
+    } else {
+        preflight.passed.push(format!(
+            "storage '{name}' ({:.1} GiB free of {:.1} GiB) holds the volumes' budget of {}",
+            gib(avail),
+            gib(total),
+            storage.budget
+        ));
+    }
+    Ok(())
+}
+
+/// `[backup] vzdump_storage` must take backups.
+fn check_vzdump_storage(
+    api: &dyn ProxmoxApi,
+    lab: &Lab,
+    preflight: &mut Preflight,
+) -> Result<(), ApiError> {
+    let Some(name) = &lab.backup.vzdump_storage else {
+        return Ok(());
+    };
+    let node = &lab.proxmox.node;
+    let status = match api.get(&format!("/nodes/{node}/storage/{name}/status")) {
+        Ok(status) => status,
+        Err(ApiError::Refused { message, .. }) => {
+            preflight.problems.push(format!(
+                "backup.vzdump_storage: storage '{name}' cannot be read on node {node} ({message}); name one that `pvesm status` lists there"
+            ));
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    if content_of(&status).contains(&"backup") {
+        preflight.passed.push(format!(
+            "storage '{name}' (backup.vzdump_storage) allows backup"
+        ));
+    } else {
+        preflight.problems.push(format!(
+            "backup.vzdump_storage: storage '{name}' does not allow the content type backup; run `pvesm set {name} --content <its types>,backup` on the node or name another"
+        ));
+    }
+    Ok(())
+}
+
+/// A storage's content types, from its status.
+fn content_of(status: &Value) -> Vec<&str> {
+    status
+        .get("content")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect()
 }
 
 /// A container to create needs the template on the file storage: there already, fetched from

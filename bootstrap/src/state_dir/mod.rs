@@ -133,6 +133,17 @@ impl StateDir {
         self.talos_applied().join(format!("{node}.yaml"))
     }
 
+    /// The Proxmox CSI plugin's API token secret (`[storage]`), as the API gave it once.
+    pub fn proxmox_csi_token(&self) -> PathBuf {
+        self.path.join("proxmox-csi-token")
+    }
+
+    /// The Proxmox CSI plugin's manifests (`[storage]`): its namespace, config Secret and the
+    /// StorageClass, and their GitOps layout under `gitops/`.
+    pub fn storage_manifests(&self) -> PathBuf {
+        self.path.join("storage")
+    }
+
     /// There once etcd answered, so later applies do not ask again.
     pub fn etcd_bootstrapped(&self) -> PathBuf {
         self.path.join("etcd-bootstrapped")

@@ -5,6 +5,7 @@
 use super::secrets::{EncodedCertAndKey, Secrets};
 use crate::model::{Lab, Machine, NetworkId, Role};
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// Proxmox attaches the Talos disk as the first virtio-scsi disk.
 pub const INSTALL_DISK: &str = "/dev/sda";
@@ -199,6 +200,7 @@ fn config_document<'a>(lab: &'a Lab, secrets: &'a Secrets, machine: &Machine) ->
                     valid_subnets: vec![net2.clone()],
                 },
             },
+            node_labels: lab.storage.as_ref().map(|_| topology_labels(lab)),
             install: InstallConfig {
                 disk: INSTALL_DISK,
                 // The factory's installer carries `[cluster] talos_extensions`; the stock one
@@ -242,6 +244,16 @@ fn config_document<'a>(lab: &'a Lab, secrets: &'a Secrets, machine: &Machine) ->
     }
 }
 
+/// The labels the Proxmox CSI plugin places volumes by (its docs/install.md, v0.19.1): the
+/// region is the `region` of its config (the cluster), the zone the Proxmox node the VM runs on.
+/// The kubelet may set both on its own node (NodeRestriction allows `topology.kubernetes.io/`).
+fn topology_labels(lab: &Lab) -> BTreeMap<&'static str, String> {
+    BTreeMap::from([
+        (crate::storage::REGION_LABEL, lab.cluster.name.to_string()),
+        (crate::storage::ZONE_LABEL, lab.proxmox.node.clone()),
+    ])
+}
+
 #[derive(Serialize)]
 struct Config<'a> {
     version: &'static str,
@@ -258,6 +270,8 @@ struct MachineConfig<'a> {
     #[serde(rename = "certSANs")]
     cert_sans: Vec<String>,
     kubelet: KubeletConfig,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_labels: Option<BTreeMap<&'static str, String>>,
     install: InstallConfig,
 }
 

@@ -70,6 +70,7 @@ struct Endpoint {
 #[derive(Debug)]
 pub struct Schema {
     endpoints: Vec<Endpoint>,
+    privileges: Vec<String>,
 }
 
 /// A call the schema resolved: which template matched and the path's own parameters.
@@ -93,7 +94,11 @@ impl Schema {
             })?;
         let mut endpoints = Vec::new();
         collect(&tree, &mut endpoints);
-        Ok(Self { endpoints })
+        let privileges = privileges(&tree);
+        Ok(Self {
+            endpoints,
+            privileges,
+        })
     }
 
     /// Finds the template a concrete path belongs to; literal segments win over `{param}` ones,
@@ -164,6 +169,10 @@ impl Schema {
                 name: name.clone(),
             })?;
             check_value(schema, value).map_err(|reason| call.invalid(name, reason))?;
+            if schema.get("format").and_then(Value::as_str) == Some("pve-priv-list") {
+                self.check_privileges(value)
+                    .map_err(|reason| call.invalid(name, reason))?;
+            }
             seen.push(name.as_str());
         }
         for (name, schema) in props {
@@ -180,6 +189,42 @@ impl Schema {
             path_params,
         })
     }
+}
+
+impl Schema {
+    /// The privileges Proxmox knows: what a role's `GET /access/roles/{roleid}` may answer.
+    pub fn privileges(&self) -> &[String] {
+        &self.privileges
+    }
+
+    /// A `pve-priv-list` names only privileges Proxmox knows, as `pveum role add` insists.
+    fn check_privileges(&self, value: &str) -> Result<(), String> {
+        for privilege in value.split([',', ' ', ';']).filter(|p| !p.is_empty()) {
+            if !self.privileges.iter().any(|p| p == privilege) {
+                return Err(format!("invalid privilege name '{privilege}'"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The properties of a role as `GET /access/roles/{roleid}` answers it: one per privilege.
+fn privileges(nodes: &[Value]) -> Vec<String> {
+    for node in nodes {
+        if node.get("path").and_then(Value::as_str) == Some("/access/roles/{roleid}") {
+            return node["info"]["GET"]["returns"]["properties"]
+                .as_object()
+                .map(|props| props.keys().cloned().collect())
+                .unwrap_or_default();
+        }
+        if let Some(children) = node.get("children").and_then(Value::as_array) {
+            let found = privileges(children);
+            if !found.is_empty() {
+                return found;
+            }
+        }
+    }
+    Vec::new()
 }
 
 struct Call<'a> {
@@ -496,6 +541,28 @@ fn check_named_format(named: &str, schema: &Value, value: &str) -> Result<(), St
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         }
         "pve-configid" => is_configid(value, false),
+        // PVE::AccessControl's formats: `name@realm`, tokens `name@realm!token`, role ids.
+        "pve-userid" => is_userid(value),
+        "pve-userid-list" => list_of(value, is_userid),
+        "pve-tokenid-list" => list_of(value, |t| {
+            t.rsplit_once('!').is_some_and(|(user, token)| {
+                is_userid(user) && pattern_matches("[A-Za-z][A-Za-z0-9\\.\\-_]+", token)
+            })
+        }),
+        "pve-roleid" => pattern_matches("[A-Za-z0-9\\.\\-_]+", value),
+        "pve-roleid-list" => list_of(value, |r| pattern_matches("[A-Za-z0-9\\.\\-_]+", r)),
+        "pve-priv-list" => list_of(value, |p| pattern_matches("[A-Za-z.]+", p)),
+        "pve-vmid-list" => list_of(value, |id| {
+            id.parse::<u32>()
+                .is_ok_and(|n| (100..=999_999_999).contains(&n))
+        }),
+        // A systemd-like calendar event; the node's parser is not reproduced, its alphabet is.
+        "pve-calendar-event" => {
+            !value.trim().is_empty()
+                && value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || " :,.-*/~".contains(c))
+        }
         "pve-tag-list" => value
             .split([';', ',', ' '])
             .filter(|t| !t.is_empty())
@@ -507,6 +574,23 @@ fn check_named_format(named: &str, schema: &Value, value: &str) -> Result<(), St
     } else {
         Err(format!("`{value}` is not a valid {named}"))
     }
+}
+
+fn is_userid(value: &str) -> bool {
+    value.len() <= 64
+        && value.rsplit_once('@').is_some_and(|(name, realm)| {
+            !name.is_empty()
+                && !name.contains(|c: char| c.is_whitespace() || c == ':' || c == '@')
+                && pattern_matches("[A-Za-z][A-Za-z0-9\\.\\-_]+", realm)
+        })
+}
+
+fn list_of(value: &str, each: impl Fn(&str) -> bool) -> bool {
+    let items: Vec<&str> = value
+        .split([',', ';', ' '])
+        .filter(|i| !i.is_empty())
+        .collect();
+    !items.is_empty() && items.into_iter().all(each)
 }
 
 fn is_unicast_mac(value: &str) -> bool {

@@ -92,6 +92,16 @@ pub struct State {
     pub served: BTreeMap<String, String>,
     /// UPID → exit status of the tasks that failed.
     failed_tasks: BTreeMap<String, String>,
+    /// `/access/roles`: role id → privileges.
+    pub roles: BTreeMap<String, std::collections::BTreeSet<String>>,
+    /// `/access/users`: user id → its properties (comment, …).
+    pub users: BTreeMap<String, BTreeMap<String, String>>,
+    /// `/access/acl`: (path, type, ugid, roleid) → propagate.
+    pub acl: BTreeMap<(String, String, String, String), bool>,
+    /// API tokens: (user id, token id) → (privsep, secret).
+    pub tokens: BTreeMap<(String, String), (bool, String)>,
+    /// `/cluster/backup`: job id → its properties.
+    pub backup_jobs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 pub struct Simulator {
@@ -640,6 +650,274 @@ fn route(
                 .push(volid);
             Ok(upid(s, &node, "download", &storage))
         }
+        ("GET", "/access/roles") => Ok(Value::Array(
+            s.roles
+                .iter()
+                .map(|(id, privs)| {
+                    let privs: Vec<&str> = privs.iter().map(String::as_str).collect();
+                    json!({ "roleid": id, "privs": privs.join(","), "special": 0 })
+                })
+                .collect(),
+        )),
+        ("POST", "/access/roles") => {
+            let params = params_map(call);
+            let id = params.get("roleid").cloned().unwrap_or_default();
+            if s.roles.contains_key(&id) {
+                return Err(format!("role '{id}' already exists"));
+            }
+            s.roles.insert(id, privilege_set(params.get("privs")));
+            Ok(Value::Null)
+        }
+        ("PUT", "/access/roles/{roleid}") => {
+            let params = params_map(call);
+            let id = pp.get("roleid").cloned().unwrap_or_default();
+            let append = params.get("append").map(String::as_str) == Some("1");
+            let role = s
+                .roles
+                .get_mut(&id)
+                .ok_or(format!("role '{id}' does not exist"))?;
+            let privs = privilege_set(params.get("privs"));
+            if append {
+                role.extend(privs);
+            } else {
+                *role = privs;
+            }
+            Ok(Value::Null)
+        }
+        ("DELETE", "/access/roles/{roleid}") => {
+            let id = pp.get("roleid").cloned().unwrap_or_default();
+            s.roles
+                .remove(&id)
+                .ok_or(format!("role '{id}' does not exist"))?;
+            // As PVE does: the role's ACL entries go with it.
+            s.acl.retain(|(_, _, _, role), _| *role != id);
+            Ok(Value::Null)
+        }
+        ("GET", "/access/users") => Ok(Value::Array(
+            s.users
+                .iter()
+                .map(|(id, props)| {
+                    let mut o = json!({ "userid": id, "enable": 1 });
+                    for (k, v) in props {
+                        o[k] = Value::String(v.clone());
+                    }
+                    o
+                })
+                .collect(),
+        )),
+        ("POST", "/access/users") => {
+            let mut props = params_map(call);
+            let id = props.remove("userid").unwrap_or_default();
+            if s.users.contains_key(&id) {
+                return Err(format!("create user failed: user '{id}' already exists"));
+            }
+            s.users.insert(id, props);
+            Ok(Value::Null)
+        }
+        ("DELETE", "/access/users/{userid}") => {
+            let id = pp.get("userid").cloned().unwrap_or_default();
+            s.users
+                .remove(&id)
+                .ok_or(format!("user '{id}' does not exist"))?;
+            // As PVE does: its tokens and ACL entries go with it.
+            s.tokens.retain(|(user, _), _| *user != id);
+            s.acl
+                .retain(|(_, _, ugid, _), _| *ugid != id && !ugid.starts_with(&format!("{id}!")));
+            Ok(Value::Null)
+        }
+        ("GET", "/access/acl") => Ok(Value::Array(
+            s.acl
+                .iter()
+                .map(|((path, kind, ugid, roleid), propagate)| {
+                    json!({ "path": path, "type": kind, "ugid": ugid, "roleid": roleid,
+                            "propagate": u8::from(*propagate) })
+                })
+                .collect(),
+        )),
+        ("PUT", "/access/acl") => {
+            let params = params_map(call);
+            let path = params.get("path").cloned().unwrap_or_default();
+            let delete = params.get("delete").map(String::as_str) == Some("1");
+            let propagate = params.get("propagate").map(String::as_str) != Some("0");
+            let split = |key: &str| -> Vec<String> {
+                params
+                    .get(key)
+                    .map(|v| {
+                        v.split([',', ';', ' '])
+                            .filter(|x| !x.is_empty())
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            let mut subjects: Vec<(&str, String)> = Vec::new();
+            subjects.extend(split("users").into_iter().map(|u| ("user", u)));
+            subjects.extend(split("tokens").into_iter().map(|t| ("token", t)));
+            for role in split("roles") {
+                if !s.roles.contains_key(&role) {
+                    return Err(format!("role '{role}' does not exist"));
+                }
+                for (kind, ugid) in &subjects {
+                    let exists = match *kind {
+                        "user" => s.users.contains_key(ugid),
+                        _ => ugid.rsplit_once('!').is_some_and(|(u, t)| {
+                            s.tokens.contains_key(&(u.to_owned(), t.to_owned()))
+                        }),
+                    };
+                    if !exists {
+                        return Err(format!("{kind} '{ugid}' does not exist"));
+                    }
+                    let key = (path.clone(), (*kind).to_owned(), ugid.clone(), role.clone());
+                    if delete {
+                        s.acl.remove(&key);
+                    } else {
+                        s.acl.insert(key, propagate);
+                    }
+                }
+            }
+            Ok(Value::Null)
+        }
+        ("GET", "/access/users/{userid}/token") => {
+            let id = pp.get("userid").cloned().unwrap_or_default();
+            if !s.users.contains_key(&id) {
+                return Err(format!("user '{id}' does not exist"));
+            }
+            Ok(Value::Array(
+                s.tokens
+                    .iter()
+                    .filter(|((user, _), _)| *user == id)
+                    .map(|((_, token), (privsep, _))| {
+                        json!({ "tokenid": token, "privsep": u8::from(*privsep) })
+                    })
+                    .collect(),
+            ))
+        }
+        ("POST", "/access/users/{userid}/token/{tokenid}") => {
+            let user = pp.get("userid").cloned().unwrap_or_default();
+            let token = pp.get("tokenid").cloned().unwrap_or_default();
+            if !s.users.contains_key(&user) {
+                return Err(format!("user '{user}' does not exist"));
+            }
+            let key = (user.clone(), token.clone());
+            if s.tokens.contains_key(&key) {
+                return Err("Token already exists.".to_owned());
+            }
+            let params = params_map(call);
+            let privsep = params.get("privsep").map(String::as_str) != Some("0");
+            s.tasks += 1;
+            // A UUID as PVE makes them, different for every token.
+            let secret = format!(
+                "5e1f{:04x}-1c2d-4e5f-8a9b-{:012x}",
+                s.tasks,
+                0xc0ffee + s.tasks
+            );
+            s.tokens.insert(key, (privsep, secret.clone()));
+            Ok(json!({ "full-tokenid": format!("{user}!{token}"),
+                       "info": { "privsep": u8::from(privsep) }, "value": secret }))
+        }
+        ("PUT", "/access/users/{userid}/token/{tokenid}") => {
+            let key = (
+                pp.get("userid").cloned().unwrap_or_default(),
+                pp.get("tokenid").cloned().unwrap_or_default(),
+            );
+            let params = params_map(call);
+            let (privsep, _) = s.tokens.get_mut(&key).ok_or("no such token".to_owned())?;
+            if let Some(p) = params.get("privsep") {
+                *privsep = p != "0";
+            }
+            Ok(json!({ "privsep": u8::from(*privsep) }))
+        }
+        ("DELETE", "/access/users/{userid}/token/{tokenid}") => {
+            let key = (
+                pp.get("userid").cloned().unwrap_or_default(),
+                pp.get("tokenid").cloned().unwrap_or_default(),
+            );
+            s.tokens.remove(&key).ok_or("no such token".to_owned())?;
+            let full = format!("{}!{}", key.0, key.1);
+            s.acl.retain(|(_, _, ugid, _), _| *ugid != full);
+            Ok(Value::Null)
+        }
+        ("GET", "/cluster/backup") => Ok(Value::Array(
+            s.backup_jobs
+                .iter()
+                .map(|(id, props)| {
+                    let mut o = json!({ "id": id, "type": "vzdump" });
+                    for (k, v) in props {
+                        o[k] = Value::String(v.clone());
+                    }
+                    // PVE answers the retention parsed, as an object.
+                    if let Some(prune) = props.get("prune-backups") {
+                        let parsed: serde_json::Map<String, Value> = prune
+                            .split(',')
+                            .filter_map(|kv| kv.split_once('='))
+                            .map(|(k, v)| {
+                                let n = v.parse::<u64>().map_or(json!(v), |n| json!(n));
+                                (k.to_owned(), n)
+                            })
+                            .collect();
+                        o["prune-backups"] = Value::Object(parsed);
+                    }
+                    if let Some(enabled) = props.get("enabled") {
+                        o["enabled"] = json!(enabled.parse::<u8>().unwrap_or(1));
+                    }
+                    o
+                })
+                .collect(),
+        )),
+        ("POST", "/cluster/backup") => {
+            let mut props = params_map(call);
+            let id = props.remove("id").unwrap_or_default();
+            if s.backup_jobs.contains_key(&id) {
+                return Err(format!("Job '{id}' already exists"));
+            }
+            if !props.contains_key("vmid") && props.get("all").map(String::as_str) != Some("1") {
+                return Err("one of 'vmid', 'all' or 'pool' is needed".to_owned());
+            }
+            if let Some(storage) = props.get("storage") {
+                let allows_backup = s
+                    .storages
+                    .get(storage)
+                    .is_some_and(|st| st.content.split(',').any(|c| c == "backup"));
+                if !allows_backup {
+                    return Err(format!("storage '{storage}' does not support backups"));
+                }
+            }
+            s.backup_jobs.insert(id, props);
+            Ok(Value::Null)
+        }
+        ("PUT", "/cluster/backup/{id}") => {
+            let id = pp.get("id").cloned().unwrap_or_default();
+            let mut params = params_map(call);
+            let job = s
+                .backup_jobs
+                .get_mut(&id)
+                .ok_or(format!("job '{id}' does not exist"))?;
+            if let Some(delete) = params.remove("delete") {
+                for key in delete.split([',', ';', ' ']) {
+                    job.remove(key);
+                }
+            }
+            job.extend(params);
+            Ok(Value::Null)
+        }
+        ("DELETE", "/cluster/backup/{id}") => {
+            let id = pp.get("id").cloned().unwrap_or_default();
+            s.backup_jobs
+                .remove(&id)
+                .ok_or(format!("job '{id}' does not exist"))?;
+            Ok(Value::Null)
+        }
         _ => Err(format!("the simulator does not implement {m} {template}")),
     }
+}
+
+fn privilege_set(privs: Option<&String>) -> std::collections::BTreeSet<String> {
+    privs
+        .map(|p| {
+            p.split([',', ';', ' '])
+                .filter(|x| !x.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
 }
