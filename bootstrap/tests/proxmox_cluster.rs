@@ -283,8 +283,15 @@ fn validate(file: &Path) -> Output {
         .unwrap()
 }
 
+fn document(name: &str) -> toml_edit::DocumentMut {
+    std::fs::read_to_string(config(name))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 fn cluster_with(edit: impl FnOnce(&mut toml_edit::DocumentMut)) -> (tempfile::TempDir, PathBuf) {
-    let mut doc = lab_tests::workspace::config_document("lab-cluster.toml");
+    let mut doc = document("lab-cluster.toml");
     edit(&mut doc);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("lab.toml");
@@ -353,7 +360,7 @@ fn cluster_keys_are_checked_against_what_proxmox_takes() {
         assert!(text(&out).contains(expected), "{expected}: {}", text(&out));
     }
     // HA on one node is refused: there is nowhere to move to.
-    let mut doc = lab_tests::workspace::config_document("lab.toml");
+    let mut doc = document("lab.toml");
     doc["machine"][2]["ha"] = toml_edit::value(true);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("lab.toml");
