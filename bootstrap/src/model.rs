@@ -21,8 +21,8 @@ pub use gitops::Gitops;
 pub use images::{Image, Images, TalosImage};
 pub use lb::{default_routes, HttpRule, Lb, LbRoute, RouteCert, LB_METRICS_PORT};
 pub use peers::{PeerKeyError, VpnPeer};
-pub use sdn::{is_sdn_id, MAX_VNI};
 pub use placement::{place, spread_group, Budget, Guest, PlacementError, ProxmoxNode};
+pub use sdn::{is_sdn_id, MAX_VNI};
 pub use tools::{
     talos_default_kubernetes, Checksum, ManagerTool, ManagerTools, ToolError, ToolPin,
     FLUX_VERSION, HELM_VERSION,

@@ -122,13 +122,23 @@ fn a_three_node_lab_is_spread_over_the_nodes_on_vxlan_vnets_and_a_second_apply_w
     assert!(t.contains("+ sdn-zone \"homelab\""), "{t}");
     assert!(t.contains("+ vnet \"vmbr1\""), "{t}");
     assert!(!t.contains("+ bridge"), "no bridges on a cluster: {t}");
-    assert!(t.contains("# vm 205 (manager) on pve1 will be created"), "{t}");
-    assert!(sim.writes().is_empty(), "plan only reads: {:?}", sim.writes());
+    assert!(
+        t.contains("# vm 205 (manager) on pve1 will be created"),
+        "{t}"
+    );
+    assert!(
+        sim.writes().is_empty(),
+        "plan only reads: {:?}",
+        sim.writes()
+    );
 
     apply_cluster(&sim, &file);
     {
         let s = sim.state.lock().unwrap();
-        assert_eq!(s.sdn, s.sdn_running, "PUT /cluster/sdn put everything into effect");
+        assert_eq!(
+            s.sdn, s.sdn_running,
+            "PUT /cluster/sdn put everything into effect"
+        );
         let zone = &s.sdn.zones["homelab"];
         assert_eq!(zone["type"], "vxlan");
         assert_eq!(zone["peers"], "192.168.1.11,192.168.1.12,192.168.1.13");
@@ -138,10 +148,7 @@ fn a_three_node_lab_is_spread_over_the_nodes_on_vxlan_vnets_and_a_second_apply_w
         ] {
             assert_eq!(s.sdn.vnets[vnet]["zone"], "homelab");
             assert_eq!(s.sdn.vnets[vnet]["tag"], tag);
-            let subnet = &s.sdn.subnets[&format!(
-                "{vnet}/homelab-{}",
-                cidr.replace('/', "-")
-            )];
+            let subnet = &s.sdn.subnets[&format!("{vnet}/homelab-{}", cidr.replace('/', "-"))];
             assert_eq!(subnet["gateway"], gateway);
         }
         // Guests' NICs are on the VNets, and no bridge was made on any node.
@@ -235,7 +242,8 @@ fn destroy_removes_the_labs_vnets_zone_and_ha_objects_and_nothing_else() {
             strings(&[("vnet", "myvnet"), ("zone", "mine")]),
         );
         s.sdn_running = s.sdn.clone();
-        s.qemu.insert(900, ("pve2".into(), strings(&[("name", "my-own-vm")])));
+        s.qemu
+            .insert(900, ("pve2".into(), strings(&[("name", "my-own-vm")])));
         s.ha_resources.insert(
             "vm:900".into(),
             strings(&[("sid", "vm:900"), ("state", "started")]),
@@ -243,7 +251,11 @@ fn destroy_removes_the_labs_vnets_zone_and_ha_objects_and_nothing_else() {
     }
     apply_cluster(&sim, &file);
     // The guests run, as the host side leaves them.
-    sim.state.lock().unwrap().running.extend([200, 201, 205, 211]);
+    sim.state
+        .lock()
+        .unwrap()
+        .running
+        .extend([200, 201, 205, 211]);
     sim.clear_calls();
     let out = run(&sim, "destroy", &file, &["--yes"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -270,7 +282,11 @@ fn sdn_changes_not_in_effect_yet_are_put_into_effect_by_the_next_apply() {
     sim.clear_calls();
     let out = run(&sim, "plan", &file, &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("~ sdn of the cluster"), "{}", text(&out));
+    assert!(
+        text(&out).contains("~ sdn of the cluster"),
+        "{}",
+        text(&out)
+    );
     apply_cluster(&sim, &file);
     assert_eq!(write_lines(&sim), "PUT /cluster/sdn\n");
 }

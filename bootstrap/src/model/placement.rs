@@ -184,7 +184,10 @@ pub fn place(nodes: &[Budget], guests: &[Guest]) -> Result<Vec<String>, Placemen
             } else {
                 (
                     format!("{} GiB disk", used[n].disk),
-                    format!("{} GiB disk (disk_gib)", budget.disk_gib.unwrap_or_default()),
+                    format!(
+                        "{} GiB disk (disk_gib)",
+                        budget.disk_gib.unwrap_or_default()
+                    ),
                 )
             };
             return Err(PlacementError::Overfull {

@@ -57,7 +57,11 @@ pub fn desired(lab: &Lab, major: u32, running: impl Fn(u32) -> bool) -> Vec<Reso
         let sid = sid(m);
         let id = affinity_id(lab, m);
         let comment = comment(lab, m);
-        let state = if running(m.vmid) { "started" } else { "stopped" };
+        let state = if running(m.vmid) {
+            "started"
+        } else {
+            "stopped"
+        };
         let kind = if m.role.is_container() { "ct" } else { "vm" };
         let resource = |extra: &[(&str, &str)]| {
             let mut create = params(&[

@@ -255,9 +255,11 @@ fn read_sdn(api: &dyn ProxmoxApi, lab: &str, live: &mut Live) -> Result<(), Plan
             .map(|(_, alias)| alias.as_ref())
             .collect();
         let first = aliases.first().copied().flatten();
-        let one_lab = first
-            .and_then(|a| lab_of_comments(a))
-            .filter(|l| aliases.iter().all(|a| a.and_then(|a| lab_of_comments(a)) == Some(l)));
+        let one_lab = first.and_then(|a| lab_of_comments(a)).filter(|l| {
+            aliases
+                .iter()
+                .all(|a| a.and_then(|a| lab_of_comments(a)) == Some(l))
+        });
         if let (Some(_), Some(alias)) = (one_lab, first) {
             config.insert("alias".to_owned(), alias.clone());
         }

@@ -189,7 +189,9 @@ fn check_disk(lab: &Lab, plan: &Plan, avail: Option<u64>, preflight: &mut Prefli
     let new: Vec<_> = plan
         .changes
         .iter()
-        .filter(|c| c.action == ChangeKind::Create && matches!(c.resource.kind, Kind::Container | Kind::Vm))
+        .filter(|c| {
+            c.action == ChangeKind::Create && matches!(c.resource.kind, Kind::Container | Kind::Vm)
+        })
         .filter(|c| c.resource.node == lab.proxmox.node)
         .filter_map(|c| {
             lab.machines

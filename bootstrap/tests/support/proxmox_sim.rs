@@ -762,8 +762,10 @@ mod cluster {
                 let mut out = vec![json!({ "type": "cluster", "id": "cluster", "name": "lab",
                     "nodes": s.nodes.len(), "quorate": 1, "version": 3 })];
                 for (i, (n, ip)) in s.nodes.iter().enumerate() {
-                    out.push(json!({ "type": "node", "id": format!("node/{n}"), "name": n,
-                        "ip": ip, "online": 1, "nodeid": i + 1, "local": i64::from(i == 0) }));
+                    out.push(
+                        json!({ "type": "node", "id": format!("node/{n}"), "name": n,
+                        "ip": ip, "online": 1, "nodeid": i + 1, "local": i64::from(i == 0) }),
+                    );
                 }
                 Ok(Value::Array(out))
             }
@@ -772,18 +774,38 @@ mod cluster {
                 let node = s.nodes.first().map(|(n, _)| n.clone()).unwrap_or_default();
                 Ok(upid(s, &node, "reloadnetworkall", ""))
             }
-            ("GET", "/cluster/sdn/zones") => Ok(listing(&s.sdn.zones, &s.sdn_running.zones, "zone", pending, |_| true)),
-            ("GET", "/cluster/sdn/vnets") => Ok(listing(&s.sdn.vnets, &s.sdn_running.vnets, "vnet", pending, |_| true)),
+            ("GET", "/cluster/sdn/zones") => Ok(listing(
+                &s.sdn.zones,
+                &s.sdn_running.zones,
+                "zone",
+                pending,
+                |_| true,
+            )),
+            ("GET", "/cluster/sdn/vnets") => Ok(listing(
+                &s.sdn.vnets,
+                &s.sdn_running.vnets,
+                "vnet",
+                pending,
+                |_| true,
+            )),
             ("GET", "/cluster/sdn/vnets/{vnet}/subnets") => {
                 let prefix = format!("{}/", pp["vnet"]);
-                Ok(listing(&s.sdn.subnets, &s.sdn_running.subnets, "subnet", pending, |id| id.starts_with(&prefix)))
+                Ok(listing(
+                    &s.sdn.subnets,
+                    &s.sdn_running.subnets,
+                    "subnet",
+                    pending,
+                    |id| id.starts_with(&prefix),
+                ))
             }
             ("POST", "/cluster/sdn/zones") => {
                 let zone = params["zone"].clone();
                 if s.sdn.zones.contains_key(&zone) {
                     return Err(format!("zone ID '{zone}' already defined"));
                 }
-                if params.get("type").map(String::as_str) == Some("vxlan") && !params.contains_key("peers") {
+                if params.get("type").map(String::as_str) == Some("vxlan")
+                    && !params.contains_key("peers")
+                {
                     return Err("missing peers: a vxlan zone needs its peers".to_owned());
                 }
                 s.sdn.zones.insert(zone, params);
@@ -795,7 +817,10 @@ mod cluster {
                 if s.sdn.vnets.values().any(|v| v.get("zone") == Some(zone)) {
                     return Err(format!("cannot delete zone '{zone}', it is used by a vnet"));
                 }
-                s.sdn.zones.remove(zone).ok_or(format!("zone '{zone}' does not exist"))?;
+                s.sdn
+                    .zones
+                    .remove(zone)
+                    .ok_or(format!("zone '{zone}' does not exist"))?;
                 Ok(Value::Null)
             }
             ("POST", "/cluster/sdn/vnets") => {
@@ -825,7 +850,10 @@ mod cluster {
                 if s.sdn.subnets.keys().any(|k| k.starts_with(&prefix)) {
                     return Err(format!("cannot delete vnet '{vnet}', it has subnets"));
                 }
-                s.sdn.vnets.remove(vnet).ok_or(format!("vnet '{vnet}' does not exist"))?;
+                s.sdn
+                    .vnets
+                    .remove(vnet)
+                    .ok_or(format!("vnet '{vnet}' does not exist"))?;
                 Ok(Value::Null)
             }
             ("POST", "/cluster/sdn/vnets/{vnet}/subnets") => {
@@ -836,7 +864,9 @@ mod cluster {
                     .get(&vnet)
                     .and_then(|v| v.get("zone").cloned())
                     .ok_or(format!("vnet '{vnet}' does not exist"))?;
-                let cidr: ipnet::IpNet = params["subnet"].parse().map_err(|_| "not a CIDR".to_owned())?;
+                let cidr: ipnet::IpNet = params["subnet"]
+                    .parse()
+                    .map_err(|_| "not a CIDR".to_owned())?;
                 let id = format!("{zone}-{}-{}", cidr.network(), cidr.prefix_len());
                 let key = format!("{vnet}/{id}");
                 if s.sdn.subnets.contains_key(&key) {
@@ -856,7 +886,10 @@ mod cluster {
             }
             ("DELETE", "/cluster/sdn/vnets/{vnet}/subnets/{subnet}") => {
                 let key = format!("{}/{}", pp["vnet"], pp["subnet"]);
-                s.sdn.subnets.remove(&key).ok_or(format!("subnet '{key}' does not exist"))?;
+                s.sdn
+                    .subnets
+                    .remove(&key)
+                    .ok_or(format!("subnet '{key}' does not exist"))?;
                 Ok(Value::Null)
             }
             ("GET", "/cluster/ha/resources") => Ok(list(&s.ha_resources)),
@@ -867,7 +900,11 @@ mod cluster {
                 }
                 let (kind, id) = sid.split_once(':').unwrap_or(("vm", sid.as_str()));
                 let id: u32 = id.parse().map_err(|_| format!("bad sid {sid}"))?;
-                let exists = if kind == "ct" { s.lxc.contains_key(&id) } else { s.qemu.contains_key(&id) };
+                let exists = if kind == "ct" {
+                    s.lxc.contains_key(&id)
+                } else {
+                    s.qemu.contains_key(&id)
+                };
                 if !exists {
                     return Err(format!("unable to find {kind} {id}"));
                 }
@@ -884,10 +921,14 @@ mod cluster {
                 s.ha_resources.insert(sid, config);
                 Ok(Value::Null)
             }
-            ("PUT", "/cluster/ha/resources/{sid}") => update(&mut s.ha_resources, &pp["sid"], params),
+            ("PUT", "/cluster/ha/resources/{sid}") => {
+                update(&mut s.ha_resources, &pp["sid"], params)
+            }
             ("DELETE", "/cluster/ha/resources/{sid}") => {
                 let sid = &pp["sid"];
-                s.ha_resources.remove(sid).ok_or(format!("resource '{sid}' does not exist"))?;
+                s.ha_resources
+                    .remove(sid)
+                    .ok_or(format!("resource '{sid}' does not exist"))?;
                 Ok(Value::Null)
             }
             (_, t) if t.starts_with("/cluster/ha/rules") && s.major() < 9 => {
@@ -903,7 +944,11 @@ mod cluster {
                 if s.ha_rules.contains_key(&rule) {
                     return Err(format!("rule '{rule}' already defined"));
                 }
-                for sid in params.get("resources").into_iter().flat_map(|r| r.split(',')) {
+                for sid in params
+                    .get("resources")
+                    .into_iter()
+                    .flat_map(|r| r.split(','))
+                {
                     if !s.ha_resources.contains_key(sid) {
                         return Err(format!("resource '{sid}' is not an HA resource"));
                     }
@@ -914,7 +959,9 @@ mod cluster {
             ("PUT", "/cluster/ha/rules/{rule}") => update(&mut s.ha_rules, &pp["rule"], params),
             ("DELETE", "/cluster/ha/rules/{rule}") => {
                 let rule = &pp["rule"];
-                s.ha_rules.remove(rule).ok_or(format!("rule '{rule}' does not exist"))?;
+                s.ha_rules
+                    .remove(rule)
+                    .ok_or(format!("rule '{rule}' does not exist"))?;
                 Ok(Value::Null)
             }
             ("GET", "/cluster/ha/groups") => Ok(list(&s.ha_groups)),
@@ -929,10 +976,15 @@ mod cluster {
             ("PUT", "/cluster/ha/groups/{group}") => update(&mut s.ha_groups, &pp["group"], params),
             ("DELETE", "/cluster/ha/groups/{group}") => {
                 let group = &pp["group"];
-                if s.ha_resources.values().any(|r| r.get("group") == Some(group)) {
+                if s.ha_resources
+                    .values()
+                    .any(|r| r.get("group") == Some(group))
+                {
                     return Err(format!("group '{group}' is still used by a resource"));
                 }
-                s.ha_groups.remove(group).ok_or(format!("group '{group}' does not exist"))?;
+                s.ha_groups
+                    .remove(group)
+                    .ok_or(format!("group '{group}' does not exist"))?;
                 Ok(Value::Null)
             }
             _ => Err(format!("the simulator does not implement {m} {template}")),
@@ -965,8 +1017,14 @@ mod cluster {
         Ok(())
     }
 
-    fn update(objects: &mut Objects, id: &str, mut params: BTreeMap<String, String>) -> Result<Value, String> {
-        let config = objects.get_mut(id).ok_or(format!("'{id}' does not exist"))?;
+    fn update(
+        objects: &mut Objects,
+        id: &str,
+        mut params: BTreeMap<String, String>,
+    ) -> Result<Value, String> {
+        let config = objects
+            .get_mut(id)
+            .ok_or(format!("'{id}' does not exist"))?;
         if let Some(delete) = params.remove("delete") {
             for key in delete.split([',', ';', ' ']) {
                 config.remove(key);
@@ -1000,8 +1058,11 @@ mod cluster {
             }
             return Value::Array(out);
         }
-        let ids: std::collections::BTreeSet<&String> =
-            config.keys().chain(running.keys()).filter(|id| keep(id)).collect();
+        let ids: std::collections::BTreeSet<&String> = config
+            .keys()
+            .chain(running.keys())
+            .filter(|id| keep(id))
+            .collect();
         for id in ids {
             let (c, r) = (config.get(id), running.get(id));
             let mut o = json!(r.cloned().unwrap_or_default());
@@ -1027,7 +1088,10 @@ mod cluster {
                 }
                 (None, None) => None,
             };
-            let own_id = c.or(r).and_then(|c| c.get(id_key).cloned()).unwrap_or_else(|| id.clone());
+            let own_id = c
+                .or(r)
+                .and_then(|c| c.get(id_key).cloned())
+                .unwrap_or_else(|| id.clone());
             o[id_key] = json!(own_id);
             if let Some(state) = state {
                 o["state"] = json!(state);
