@@ -163,6 +163,22 @@ fn a_three_node_lab_is_spread_over_the_nodes_on_vxlan_vnets_and_a_second_apply_w
     let mut control_planes = vec![&nodes[&211], &nodes[&212], &nodes[&213]];
     control_planes.sort();
     assert_eq!(control_planes, ["pve1", "pve2", "pve3"], "{nodes:?}");
+    // The layout docs/ARCHITECTURE.md shows: the spread groups on the nodes with the most room
+    // left, then the workers packed onto the first node with room.
+    let layout: Vec<(u32, &str)> = nodes.iter().map(|(id, n)| (*id, n.as_str())).collect();
+    assert_eq!(
+        layout,
+        [
+            (200, "pve2"),
+            (201, "pve3"),
+            (205, "pve1"),
+            (211, "pve3"),
+            (212, "pve2"),
+            (213, "pve1"),
+            (221, "pve1"),
+            (222, "pve1")
+        ]
+    );
 
     sim.clear_calls();
     let out = run(&sim, "plan", &file, &[]);
