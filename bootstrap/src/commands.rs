@@ -185,15 +185,27 @@ fn connect(args: &Args) -> Result<Box<dyn ProxmoxApi>, Failure> {
 
 fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitCode, String> {
     let node = &lab.proxmox.node;
-    let live = read_live(api, node).map_err(|e| e.to_string())?;
-    let plan: Plan = match op {
+    let live = read_live(api, lab).map_err(|e| e.to_string())?;
+    let mut plan: Plan = match op {
         Op::Destroy => destroy_plan(node, lab.cluster.name.as_str(), &live),
         _ => {
-            let wanted = desired(lab, &Sources::read(lab)?);
+            let mut wanted = Vec::new();
+            if lab.is_cluster() {
+                wanted.extend(crate::proxmox::sdn::desired(lab));
+            }
+            wanted.extend(desired(lab, &Sources::read(lab)?));
+            if let Some(major) = live.pve_major {
+                wanted.extend(crate::proxmox::ha::desired(lab, major, |vmid| {
+                    live.guests.get(&vmid).is_some_and(|g| g.running)
+                }));
+            }
             plan(node, lab.cluster.name.as_str(), &wanted, &live).map_err(|e| e.to_string())?
         }
     };
     let datacenter = datacenter_plan(op, args, lab, api)?;
+    if lab.is_cluster() {
+        plan.nodes = lab.node_names();
+    }
     let downloads = match op {
         Op::Destroy => Vec::new(),
         _ => crate::proxmox::images::missing(api, lab).map_err(|e| e.to_string())?,

@@ -52,18 +52,37 @@ impl ConfigFile for Lab {
 
     fn summary(&self) -> String {
         let count = |role| self.machines.iter().filter(|m| m.role == role).count();
+        let (where_, memory) = if self.nodes.is_empty() {
+            (
+                self.proxmox.node.clone(),
+                u64::from(self.proxmox.memory_mib.unwrap_or_default()),
+            )
+        } else {
+            (
+                format!(
+                    "{} nodes ({}, lab router on {})",
+                    self.nodes.len(),
+                    self.node_names().join(", "),
+                    self.proxmox.node
+                ),
+                self.nodes
+                    .iter()
+                    .map(|n| u64::from(n.memory_mib.saturating_sub(n.host_reserve_mib)))
+                    .sum(),
+            )
+        };
         format!(
             "cluster {}: {} control planes, {} workers, {} other machines on {} ({} MiB of {} MiB)",
             self.cluster.name,
             count(Role::ControlPlane),
             count(Role::Worker),
             self.machines.len() - count(Role::ControlPlane) - count(Role::Worker),
-            self.proxmox.node,
+            where_,
             self.machines
                 .iter()
                 .map(|m| u64::from(m.memory_mib))
                 .sum::<u64>(),
-            self.proxmox.memory_mib
+            memory
         )
     }
 }

@@ -9,8 +9,10 @@ mod images;
 mod lb;
 pub mod names;
 mod peers;
+mod placement;
 mod route_certs;
 mod storage;
+mod sdn;
 mod tools;
 
 pub use access::{HostAccess, Manager};
@@ -21,6 +23,8 @@ pub use images::{Image, Images, TalosImage};
 pub use lb::{default_routes, HttpRule, Lb, LbRoute, RouteCert, LB_METRICS_PORT};
 pub use peers::{PeerKeyError, VpnPeer};
 pub use storage::{parse_size, Storage};
+pub use placement::{place, spread_group, Budget, Guest, PlacementError, ProxmoxNode};
+pub use sdn::{is_sdn_id, MAX_VNI};
 pub use tools::{
     talos_default_kubernetes, talos_line_kubernetes, Checksum, ManagerTool, ManagerTools,
     ToolError, ToolPin, FLUX_VERSION, HELM_VERSION,
@@ -39,6 +43,10 @@ use std::net::Ipv4Addr;
 pub struct Lab {
     /// `[proxmox]`: the host, its storages and its memory.
     pub proxmox: Proxmox,
+    /// `[[node]]`: the Proxmox cluster's nodes the lab spreads over; none for the one-node
+    /// lab `[proxmox]` describes.
+    #[serde(default, rename = "node", skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<ProxmoxNode>,
     /// `[networks]`: the uplink and the two lab networks.
     pub networks: Networks,
     /// `[cluster]`: the Talos cluster the control planes and workers form.
@@ -121,7 +129,8 @@ impl Default for Vpn {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Proxmox {
-    /// Node name as Proxmox knows it (`pvesh get /nodes`).
+    /// Node name as Proxmox knows it (`pvesh get /nodes`): the node lab-bootstrap runs on,
+    /// which holds the lab router (gateway, DHCP, firewall); with `[[node]]` entries, one of them.
     pub node: String,
     /// Storage for VM disks and container root filesystems.
     pub storage: String,
@@ -132,10 +141,16 @@ pub struct Proxmox {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_storage_path: Option<std::path::PathBuf>,
     /// The host's memory; what the machines ask for must fit with `host_reserve_mib` to spare.
-    pub memory_mib: u32,
+    /// Only for the one-node lab: with `[[node]]` entries each has its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u32>,
     /// MiB of `memory_mib` kept for Proxmox itself, never given to machines; 2048 when unset.
     #[serde(default = "Proxmox::default_host_reserve_mib")]
     pub host_reserve_mib: u32,
+    /// On several nodes: the SDN VXLAN zone carrying net1 and net2 between them; `lab` when
+    /// unset. Up to 8 letters and digits, starting with a letter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdn_zone: Option<String>,
 }
 
 impl Proxmox {
@@ -153,6 +168,14 @@ impl Proxmox {
 
     fn default_host_reserve_mib() -> u32 {
         Self::DEFAULT_HOST_RESERVE_MIB
+    }
+
+    /// The SDN zone when lab.toml names none.
+    pub const DEFAULT_SDN_ZONE: &'static str = "lab";
+
+    /// `sdn_zone`, or its default.
+    pub fn sdn_zone(&self) -> &str {
+        self.sdn_zone.as_deref().unwrap_or(Self::DEFAULT_SDN_ZONE)
     }
 }
 
@@ -220,7 +243,8 @@ impl Networks {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Network {
-    /// Linux bridge on the host: `vmbr1`.
+    /// Linux bridge on the host: `vmbr1`. On several nodes (net1 and net2) the name of the SDN
+    /// VNet, whose bridge on every node carries the network: up to 8 letters and digits.
     pub bridge: String,
     /// The network's range, `10.10.1.0/24`; every address on it must be a usable host of it,
     /// and it may overlap no other network of the lab.
@@ -233,6 +257,10 @@ pub struct Network {
     /// Dynamic range served by the host's dnsmasq; static reservations are always served.
     #[serde(default)]
     pub dhcp: Option<DhcpRange>,
+    /// On several nodes: the VXLAN network identifier of this network's VNet, unique in the
+    /// Proxmox cluster; 10001 for net1 and 10002 for net2 when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
 }
 
 /// `dhcp`: the addresses dnsmasq hands out dynamically, first and last included.
@@ -339,6 +367,14 @@ pub struct Machine {
     /// in this order.
     #[serde(rename = "nic")]
     pub nics: Vec<Nic>,
+    /// The Proxmox node it runs on, one of the `[[node]]` entries; placed by lab-bootstrap
+    /// when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Whether Proxmox HA restarts it on another node when its node fails (a VM on several
+    /// nodes only); off when unset.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ha: bool,
 }
 
 /// `[[machine.nic]]`: a machine's interface on one network, with its fixed address.
@@ -414,6 +450,8 @@ impl Lab {
         self.validate_gitops(issues);
         self.validate_backup(issues);
         self.validate_workload_storage(issues);
+        self.validate_placement(issues);
+        self.validate_sdn(issues);
     }
 }
 
@@ -763,16 +801,19 @@ impl Lab {
 
     fn validate_memory(&self, issues: &mut Issues) {
         let wanted: u64 = self.machines.iter().map(|m| u64::from(m.memory_mib)).sum();
-        let available = u64::from(self.proxmox.memory_mib)
-            .saturating_sub(u64::from(self.proxmox.host_reserve_mib));
-        if wanted > available {
-            issues.add(
-                "proxmox.memory_mib",
-                format!(
-                    "the machines ask for {wanted} MiB but the host has {} MiB, {} of them kept for Proxmox itself",
-                    self.proxmox.memory_mib, self.proxmox.host_reserve_mib
-                ),
-            );
+        // On several nodes each node's budget is placement's to check.
+        if let (Some(memory_mib), true) = (self.proxmox.memory_mib, self.nodes.is_empty()) {
+            let available =
+                u64::from(memory_mib).saturating_sub(u64::from(self.proxmox.host_reserve_mib));
+            if wanted > available {
+                issues.add(
+                    "proxmox.memory_mib",
+                    format!(
+                        "the machines ask for {wanted} MiB but the host has {} MiB, {} of them kept for Proxmox itself",
+                        memory_mib, self.proxmox.host_reserve_mib
+                    ),
+                );
+            }
         }
         for (i, machine) in self.machines.iter().enumerate() {
             // Talos refuses to install below these (its documented minimums).

@@ -1,6 +1,7 @@
 //! Carrying out a plan: one API call per change (plus stopping a running guest before it is
-//! removed, and reloading the node's network once after bridge changes), waiting on every
-//! task, with a progress line per step.
+//! removed, reloading the node's network once after bridge changes, and putting the SDN
+//! changes into effect once, before the guests that sit on the VNets or after the last SDN
+//! object went), waiting on every task, with a progress line per step.
 
 use std::io::Write;
 use std::time::Duration;
@@ -40,18 +41,29 @@ pub fn apply(
         .iter()
         .partition(|c| c.resource.kind == Kind::Bridge && c.action == ChangeKind::Delete);
     let mut network_pending = plan.reload_network;
+    let mut sdn_pending = plan.reload_sdn;
     let mut done = 0;
     for change in rest {
-        if change.resource.kind != Kind::Bridge && network_pending {
+        let kind = change.resource.kind;
+        if kind != Kind::Bridge && network_pending {
             reload_network(api, node, progress)?;
             network_pending = false;
         }
-        one(api, node, change, progress)?;
-        network_pending |= change.resource.kind == Kind::Bridge;
+        // SDN objects come first (the guests sit on their VNets) or, when they go, last.
+        if !kind.is_sdn() && sdn_pending {
+            reload_sdn(api, progress)?;
+            sdn_pending = false;
+        }
+        one(api, change, progress)?;
+        network_pending |= kind == Kind::Bridge;
+        sdn_pending |= kind.is_sdn();
         done += 1;
     }
+    if sdn_pending {
+        reload_sdn(api, progress)?;
+    }
     for change in bridge_deletes {
-        one(api, node, change, progress)?;
+        one(api, change, progress)?;
         network_pending = true;
         done += 1;
     }
@@ -61,16 +73,11 @@ pub fn apply(
     Ok(done)
 }
 
-fn one(
-    api: &dyn ProxmoxApi,
-    node: &str,
-    change: &Change,
-    progress: &mut dyn Write,
-) -> Result<(), ApplyError> {
+fn one(api: &dyn ProxmoxApi, change: &Change, progress: &mut dyn Write) -> Result<(), ApplyError> {
     let r = &change.resource;
     let label = format!("{} {} ({})", r.kind.as_str(), r.id, r.name);
-    let collection = format!("/nodes/{node}/{}", r.kind.api());
-    let item = format!("{collection}/{}", r.id);
+    let collection = r.collection();
+    let item = r.item();
     let pairs = |keys: &mut dyn Iterator<Item = &String>| -> Vec<(String, String)> {
         keys.filter_map(|k| r.create.get(k).map(|v| (k.clone(), v.clone())))
             .collect()
@@ -83,9 +90,11 @@ fn one(
         }
         ChangeKind::Update => {
             let mut params = pairs(&mut change.diffs.iter().map(|d| &d.key));
-            if r.kind == Kind::Bridge {
-                // The API wants the type restated on every bridge update.
-                params.push(("type".to_owned(), "bridge".to_owned()));
+            if matches!(r.kind, Kind::Bridge | Kind::HaRule) {
+                // The API wants the type restated on every bridge and rule update.
+                if let Some(kind) = r.create.get("type") {
+                    params.push(("type".to_owned(), kind.clone()));
+                }
             }
             let path = format!("{item}{}", config_suffix(r.kind));
             call(api, Method::Put, &path, &params, &label)?;
@@ -116,19 +125,19 @@ fn verb(action: ChangeKind) -> &'static str {
 
 fn config_suffix(kind: Kind) -> &'static str {
     match kind {
-        Kind::Bridge => "",
-        _ => "/config",
+        Kind::Container | Kind::Vm => "/config",
+        _ => "",
     }
 }
 
 fn delete_params(kind: Kind) -> Vec<(String, String)> {
     match kind {
-        Kind::Bridge => Vec::new(),
         // Remove the guest's disks and its mentions in jobs and HA too: nothing of ours is left.
-        _ => vec![
+        Kind::Container | Kind::Vm => vec![
             ("purge".to_owned(), "1".to_owned()),
             ("destroy-unreferenced-disks".to_owned(), "1".to_owned()),
         ],
+        _ => Vec::new(),
     }
 }
 
@@ -149,6 +158,12 @@ fn stop_if_running(
             label,
         )?;
     }
+    Ok(())
+}
+
+fn reload_sdn(api: &dyn ProxmoxApi, progress: &mut dyn Write) -> Result<(), ApplyError> {
+    let _ = writeln!(progress, "sdn of the cluster: applying pending changes");
+    call(api, Method::Put, "/cluster/sdn", &[], "sdn reload")?;
     Ok(())
 }
 

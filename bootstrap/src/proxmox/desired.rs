@@ -110,7 +110,7 @@ impl Sources {
     }
 }
 
-/// What sort of resource on the node a [`Resource`] is.
+/// What sort of resource on the node (or, on several nodes, of the cluster) a [`Resource`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
     /// A Linux bridge of the node's network.
@@ -119,6 +119,18 @@ pub enum Kind {
     Container,
     /// A QEMU VM.
     Vm,
+    /// The SDN zone carrying the lab's VNets between the nodes.
+    Zone,
+    /// An SDN VNet: a lab network on every node.
+    Vnet,
+    /// A VNet's subnet (id `vnet/subnet-id`).
+    Subnet,
+    /// A guest under Proxmox HA (id `vm:211`).
+    HaResource,
+    /// A Proxmox 9 HA node-affinity rule.
+    HaRule,
+    /// A Proxmox 8 HA group (what node affinity was before rules).
+    HaGroup,
 }
 
 impl Kind {
@@ -128,6 +140,12 @@ impl Kind {
             Kind::Bridge => "bridge",
             Kind::Container => "container",
             Kind::Vm => "vm",
+            Kind::Zone => "sdn-zone",
+            Kind::Vnet => "vnet",
+            Kind::Subnet => "subnet",
+            Kind::HaResource => "ha-resource",
+            Kind::HaRule => "ha-rule",
+            Kind::HaGroup => "ha-group",
         }
     }
 
@@ -137,7 +155,22 @@ impl Kind {
             Kind::Bridge => "network",
             Kind::Container => "lxc",
             Kind::Vm => "qemu",
+            Kind::Zone => "sdn/zones",
+            Kind::Vnet | Kind::Subnet => "sdn/vnets",
+            Kind::HaResource => "ha/resources",
+            Kind::HaRule => "ha/rules",
+            Kind::HaGroup => "ha/groups",
         }
+    }
+
+    /// Whether resources of this kind belong to the cluster rather than to one node.
+    pub fn is_cluster_wide(self) -> bool {
+        !matches!(self, Kind::Bridge | Kind::Container | Kind::Vm)
+    }
+
+    /// Whether this is one of the SDN objects `PUT /cluster/sdn` puts into effect.
+    pub fn is_sdn(self) -> bool {
+        matches!(self, Kind::Zone | Kind::Vnet | Kind::Subnet)
     }
 }
 
@@ -150,6 +183,8 @@ pub struct Resource {
     pub id: String,
     /// A human name: the network or the machine.
     pub name: String,
+    /// The node it is on (guests, bridges); the router node for what is the cluster's.
+    pub node: String,
     /// The parameters of the create call, in wire form.
     pub create: BTreeMap<String, String>,
 }
@@ -163,7 +198,38 @@ impl Resource {
             (_, "vmid" | "iface" | "type" | "start" | "pool")
                 | (Kind::Container, "ostemplate" | "rootfs" | "storage")
                 | (Kind::Vm, "efidisk0" | "scsi0" | "ide2")
+                | (Kind::Zone, "zone")
+                | (Kind::Vnet, "vnet")
+                | (Kind::Subnet, "subnet" | "vnet")
+                | (Kind::HaRule, "rule")
+                | (Kind::HaGroup, "group")
+                // The HA state is the guest's running or not, which the host side and the
+                // user change; it is set once, when the resource is made.
+                | (Kind::HaResource, "sid" | "state")
         )
+    }
+
+    /// The API path of the collection it is created in.
+    pub fn collection(&self) -> String {
+        match self.kind {
+            Kind::Bridge | Kind::Container | Kind::Vm => {
+                format!("/nodes/{}/{}", self.node, self.kind.api())
+            }
+            Kind::Subnet => {
+                let vnet = self.id.split_once('/').map_or("", |(vnet, _)| vnet);
+                format!("/cluster/sdn/vnets/{vnet}/subnets")
+            }
+            _ => format!("/cluster/{}", self.kind.api()),
+        }
+    }
+
+    /// The API path of the resource itself.
+    pub fn item(&self) -> String {
+        let id = match self.kind {
+            Kind::Subnet => self.id.split_once('/').map_or("", |(_, id)| id),
+            _ => self.id.as_str(),
+        };
+        format!("{}/{id}", self.collection())
     }
 
     /// Parameters the API cannot change on an existing guest: a difference means replace.
@@ -172,8 +238,37 @@ impl Resource {
     }
 }
 
-/// Everything the lab wants on the node, bridges first, in the order they are created.
+/// The lab's bridges and guests, bridges first, in the order they are created. On several
+/// nodes there are no bridges (the networks are SDN VNets: `super::sdn`, created before these)
+/// and each guest is on its node; HA comes after them (`super::ha`).
 pub fn desired(lab: &Lab, sources: &Sources) -> Vec<Resource> {
+    let placement = lab.placement().unwrap_or_default();
+    let node_of = |m: &Machine| {
+        // A lab that passed validation places every machine.
+        placement
+            .get(m.name.as_str())
+            .cloned()
+            .unwrap_or_else(|| lab.proxmox.node.clone())
+    };
+    let mut out = if lab.is_cluster() {
+        Vec::new()
+    } else {
+        bridges(lab)
+    };
+    let mut machines: Vec<&Machine> = lab.machines.iter().collect();
+    machines.sort_by_key(|m| (!m.role.is_container(), m.vmid));
+    for m in machines {
+        out.push(if m.role.is_container() {
+            container(lab, sources, m, node_of(m))
+        } else {
+            vm(lab, sources, m, node_of(m))
+        });
+    }
+    out
+}
+
+/// net1 and net2 as bridges of the one node, the host's address on each.
+fn bridges(lab: &Lab) -> Vec<Resource> {
     let mut out = Vec::new();
     for id in [NetworkId::Net1, NetworkId::Net2] {
         let net = lab.networks.get(id);
@@ -182,6 +277,7 @@ pub fn desired(lab: &Lab, sources: &Sources) -> Vec<Resource> {
             kind: Kind::Bridge,
             id: net.bridge.clone(),
             name: id.as_str().to_owned(),
+            node: lab.proxmox.node.clone(),
             create: params(&[
                 ("iface", net.bridge.as_str()),
                 ("type", "bridge"),
@@ -198,19 +294,11 @@ pub fn desired(lab: &Lab, sources: &Sources) -> Vec<Resource> {
             ]),
         });
     }
-    let mut machines: Vec<&Machine> = lab.machines.iter().collect();
-    machines.sort_by_key(|m| (!m.role.is_container(), m.vmid));
-    for m in machines {
-        out.push(if m.role.is_container() {
-            container(lab, sources, m)
-        } else {
-            vm(lab, sources, m)
-        });
-    }
     out
 }
 
-fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+/// Wire-form parameters from pairs.
+pub(crate) fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -230,7 +318,7 @@ fn tags(m: &Machine) -> String {
     format!("{MANAGED_TAG};{}", m.role.as_str())
 }
 
-fn container(lab: &Lab, sources: &Sources, m: &Machine) -> Resource {
+fn container(lab: &Lab, sources: &Sources, m: &Machine, node: String) -> Resource {
     let storage = &lab.proxmox.storage;
     let mut create = params(&[
         ("vmid", &m.vmid.to_string()),
@@ -271,11 +359,12 @@ fn container(lab: &Lab, sources: &Sources, m: &Machine) -> Resource {
         kind: Kind::Container,
         id: m.vmid.to_string(),
         name: m.name.as_str().to_owned(),
+        node,
         create,
     }
 }
 
-fn vm(lab: &Lab, sources: &Sources, m: &Machine) -> Resource {
+fn vm(lab: &Lab, sources: &Sources, m: &Machine, node: String) -> Resource {
     let storage = &lab.proxmox.storage;
     let image = if m.role == Role::Manager {
         &sources.manager_image
@@ -351,6 +440,7 @@ fn vm(lab: &Lab, sources: &Sources, m: &Machine) -> Resource {
         kind: Kind::Vm,
         id: m.vmid.to_string(),
         name: m.name.as_str().to_owned(),
+        node,
         create,
     }
 }

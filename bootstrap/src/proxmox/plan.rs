@@ -9,7 +9,9 @@ use serde_json::Value;
 
 use super::client::{ApiError, ProxmoxApi};
 use super::desired::{lab_of_comments, lab_of_description, Kind, Resource, MANAGED_TAG};
+use super::ha::RULES_SINCE;
 use crate::mac::MacAddr;
+use crate::model::Lab;
 
 /// Why the node's state could not be read, or the lab cannot be planned onto it.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +30,9 @@ pub enum PlanError {
         /// What it is instead, whose it is, or which keys differ.
         why: String,
     },
+    /// `/version` names no Proxmox VE release like `9.0.3`.
+    #[error("GET /version: no Proxmox VE release in {0}")]
+    Version(String),
     /// A list the API returned is no list, or a guest in it has no VMID.
     #[error("GET {path}: unexpected answer: {answer}")]
     Shape {
@@ -47,6 +52,8 @@ pub struct LiveResource {
     pub config: BTreeMap<String, String>,
     /// Whether the guest runs (never for a bridge).
     pub running: bool,
+    /// The node it is on (guests, bridges); empty for what is the cluster's.
+    pub node: String,
 }
 
 impl LiveResource {
@@ -55,7 +62,13 @@ impl LiveResource {
     pub fn lab(&self) -> Option<&str> {
         match self.kind {
             Kind::Bridge => lab_of_comments(self.config.get("comments")?),
-            _ => {
+            // A subnet and a zone have no mark of their own: [`read_live`] gives them their
+            // VNets' (a zone only when all its VNets are one lab's).
+            Kind::Zone | Kind::Vnet | Kind::Subnet => lab_of_comments(self.config.get("alias")?),
+            Kind::HaResource | Kind::HaRule | Kind::HaGroup => {
+                lab_of_comments(self.config.get("comment")?)
+            }
+            Kind::Container | Kind::Vm => {
                 let tagged = self
                     .config
                     .get("tags")
@@ -75,18 +88,27 @@ impl LiveResource {
     }
 }
 
-/// Bridges by name and guests by VMID.
+/// Bridges by name and guests by VMID; on several nodes the SDN and HA objects too.
 #[derive(Debug, Clone, Default)]
 pub struct Live {
-    /// The node's bridges, by interface name.
+    /// The router node's bridges, by interface name.
     pub bridges: BTreeMap<String, LiveResource>,
-    /// The node's containers and VMs, by VMID.
+    /// The nodes' containers and VMs, by VMID.
     pub guests: BTreeMap<u32, LiveResource>,
+    /// SDN zones, VNets, subnets and HA objects, by kind and id.
+    pub cluster: BTreeMap<(Kind, String), LiveResource>,
+    /// SDN objects of ours have changes not put into effect yet (`PUT /cluster/sdn` is due).
+    pub sdn_pending: bool,
+    /// The Proxmox VE major release (read on several nodes only).
+    pub pve_major: Option<u32>,
 }
 
-/// Reads bridges, containers and VMs (with their configs) from `node`.
-pub fn read_live(api: &dyn ProxmoxApi, node: &str) -> Result<Live, PlanError> {
+/// Reads bridges (of the router node), containers and VMs (with their configs, from every
+/// node of the lab) and, on several nodes, the Proxmox release, the SDN objects and the HA
+/// objects.
+pub fn read_live(api: &dyn ProxmoxApi, lab: &Lab) -> Result<Live, PlanError> {
     let mut live = Live::default();
+    let node = &lab.proxmox.node;
     let path = format!("/nodes/{node}/network");
     for iface in list(api, &path)? {
         let config = flatten(&iface);
@@ -100,10 +122,24 @@ pub fn read_live(api: &dyn ProxmoxApi, node: &str) -> Result<Live, PlanError> {
                     kind: Kind::Bridge,
                     config,
                     running: false,
+                    node: node.clone(),
                 },
             );
         }
     }
+    for node in lab.node_names() {
+        read_guests(api, &node, &mut live)?;
+    }
+    if lab.is_cluster() {
+        let major = read_major(api)?;
+        live.pve_major = Some(major);
+        read_sdn(api, lab.cluster.name.as_str(), &mut live)?;
+        read_ha(api, major, &mut live)?;
+    }
+    Ok(live)
+}
+
+fn read_guests(api: &dyn ProxmoxApi, node: &str, live: &mut Live) -> Result<(), PlanError> {
     for kind in [Kind::Container, Kind::Vm] {
         let path = format!("/nodes/{node}/{}", kind.api());
         for guest in list(api, &path)? {
@@ -123,11 +159,142 @@ pub fn read_live(api: &dyn ProxmoxApi, node: &str) -> Result<Live, PlanError> {
                     kind,
                     config: flatten(&config),
                     running,
+                    node: node.to_owned(),
                 },
             );
         }
     }
-    Ok(live)
+    Ok(())
+}
+
+/// The major release from `/version` (`9.0.3` → 9).
+fn read_major(api: &dyn ProxmoxApi) -> Result<u32, PlanError> {
+    let version = api.get("/version")?;
+    let text = version
+        .get("release")
+        .or(version.get("version"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    text.split('.')
+        .next()
+        .and_then(|major| major.parse().ok())
+        .ok_or_else(|| PlanError::Version(version.to_string()))
+}
+
+/// An SDN object as `?pending=1` lists it: the running values, with the changes not yet in
+/// effect on top (`pending`), and whether there are any (`state`); `None` for one deleted
+/// but still running.
+fn sdn_config(item: &Value) -> (Option<BTreeMap<String, String>>, bool) {
+    let mut config = flatten(item);
+    let state = config.remove("state");
+    if let Some(pending) = item.get("pending") {
+        for (key, value) in flatten(pending) {
+            if value == "deleted" {
+                config.remove(&key);
+            } else {
+                config.insert(key, value);
+            }
+        }
+    }
+    let deleted = state.as_deref() == Some("deleted");
+    ((!deleted).then_some(config), state.is_some())
+}
+
+fn read_sdn(api: &dyn ProxmoxApi, lab: &str, live: &mut Live) -> Result<(), PlanError> {
+    let pending = [("pending".to_owned(), "1".to_owned())];
+    let read = |path: &str| -> Result<Vec<Value>, PlanError> {
+        match api.call(super::client::Method::Get, path, &pending)? {
+            Value::Array(items) => Ok(items),
+            Value::Null => Ok(Vec::new()),
+            other => Err(PlanError::Shape {
+                path: path.to_owned(),
+                answer: other.to_string(),
+            }),
+        }
+    };
+    let mut vnet_zone: BTreeMap<String, (String, Option<String>)> = BTreeMap::new();
+    for item in read("/cluster/sdn/vnets")? {
+        let (config, pending) = sdn_config(&item);
+        let raw = flatten(&item);
+        let alias = config.as_ref().unwrap_or(&raw).get("alias").cloned();
+        let ours = alias.as_deref().and_then(lab_of_comments) == Some(lab);
+        live.sdn_pending |= pending && ours;
+        let Some(config) = config else { continue };
+        let Some(vnet) = config.get("vnet").cloned() else {
+            continue;
+        };
+        let zone = config.get("zone").cloned().unwrap_or_default();
+        vnet_zone.insert(vnet.clone(), (zone, alias.clone()));
+        for subnet in read(&format!("/cluster/sdn/vnets/{vnet}/subnets"))? {
+            let (sub, sub_pending) = sdn_config(&subnet);
+            live.sdn_pending |= sub_pending && ours;
+            let Some(mut sub) = sub else { continue };
+            let Some(id) = sub.get("subnet").cloned() else {
+                continue;
+            };
+            if let Some(alias) = &alias {
+                sub.insert("alias".to_owned(), alias.clone());
+            }
+            live.cluster.insert(
+                (Kind::Subnet, format!("{vnet}/{id}")),
+                cluster_resource(Kind::Subnet, sub),
+            );
+        }
+        live.cluster
+            .insert((Kind::Vnet, vnet), cluster_resource(Kind::Vnet, config));
+    }
+    for item in read("/cluster/sdn/zones")? {
+        let (config, pending) = sdn_config(&item);
+        let Some(mut config) = config else { continue };
+        let Some(zone) = config.get("zone").cloned() else {
+            continue;
+        };
+        let aliases: Vec<Option<&String>> = vnet_zone
+            .values()
+            .filter(|(z, _)| *z == zone)
+            .map(|(_, alias)| alias.as_ref())
+            .collect();
+        let first = aliases.first().copied().flatten();
+        let one_lab = first.and_then(|a| lab_of_comments(a)).filter(|l| {
+            aliases
+                .iter()
+                .all(|a| a.and_then(|a| lab_of_comments(a)) == Some(l))
+        });
+        if let (Some(_), Some(alias)) = (one_lab, first) {
+            config.insert("alias".to_owned(), alias.clone());
+        }
+        live.sdn_pending |= pending && one_lab == Some(lab);
+        live.cluster
+            .insert((Kind::Zone, zone), cluster_resource(Kind::Zone, config));
+    }
+    Ok(())
+}
+
+fn read_ha(api: &dyn ProxmoxApi, major: u32, live: &mut Live) -> Result<(), PlanError> {
+    let affinity = if major >= RULES_SINCE {
+        (Kind::HaRule, "rule")
+    } else {
+        (Kind::HaGroup, "group")
+    };
+    for (kind, id_key) in [(Kind::HaResource, "sid"), affinity] {
+        for item in list(api, &format!("/cluster/{}", kind.api()))? {
+            let config = flatten(&item);
+            if let Some(id) = config.get(id_key).cloned() {
+                live.cluster
+                    .insert((kind, id), cluster_resource(kind, config));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn cluster_resource(kind: Kind, config: BTreeMap<String, String>) -> LiveResource {
+    LiveResource {
+        kind,
+        config,
+        running: false,
+        node: String::new(),
+    }
 }
 
 /// A list the API returned (`null` is an empty one).
@@ -208,12 +375,16 @@ pub struct Plan {
     /// Bridges of ours exist but are not up yet (an apply was interrupted between writing
     /// them and reloading the node's network): the reload is still due.
     pub reload_network: bool,
+    /// SDN objects of ours have changes not in effect yet: `PUT /cluster/sdn` is due.
+    pub reload_sdn: bool,
+    /// On several nodes, all of them (`node` is the router node); empty on one.
+    pub nodes: Vec<String>,
 }
 
 impl Plan {
     /// Whether there is nothing to change on the node.
     pub fn is_empty(&self) -> bool {
-        self.changes.is_empty() && !self.reload_network
+        self.changes.is_empty() && !self.reload_network && !self.reload_sdn
     }
 
     fn count(&self, action: ChangeKind) -> usize {
@@ -223,15 +394,45 @@ impl Plan {
     /// `terraform plan`-style text.
     pub fn render(&self) -> String {
         let mut out = String::new();
+        let cluster = !self.nodes.is_empty();
+        if cluster {
+            let _ = writeln!(
+                out,
+                "Lab router (gateway, DHCP, firewall on the VNets' bridges): node {}\n",
+                self.node
+            );
+        }
         if self.is_empty() {
-            let _ = writeln!(out, "No changes. The node {} matches lab.toml.", self.node);
+            if cluster {
+                let _ = writeln!(
+                    out,
+                    "No changes. The nodes {} match lab.toml.",
+                    self.nodes.join(", ")
+                );
+            } else {
+                let _ = writeln!(out, "No changes. The node {} matches lab.toml.", self.node);
+            }
             return out;
         }
-        let _ = writeln!(
-            out,
-            "lab-bootstrap will perform the following actions on node {}:\n",
-            self.node
-        );
+        if cluster {
+            let _ = writeln!(
+                out,
+                "lab-bootstrap will perform the following actions on nodes {}:\n",
+                self.nodes.join(", ")
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "lab-bootstrap will perform the following actions on node {}:\n",
+                self.node
+            );
+        }
+        if self.reload_sdn {
+            let _ = writeln!(
+                out,
+                "  # the SDN changes not in effect yet will be applied\n  ~ sdn of the cluster\n"
+            );
+        }
         if self.reload_network {
             let _ = writeln!(
                 out,
@@ -247,7 +448,18 @@ impl Plan {
                 ChangeKind::Replace => ("-/+", "must be replaced"),
                 ChangeKind::Delete => ("-", "will be destroyed"),
             };
-            let _ = writeln!(out, "  # {} {} ({}) {verb}", r.kind.as_str(), r.id, r.name);
+            let place = if cluster && !r.kind.is_cluster_wide() {
+                format!(" on {}", r.node)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                out,
+                "  # {} {} ({}){place} {verb}",
+                r.kind.as_str(),
+                r.id,
+                r.name
+            );
             let _ = writeln!(out, "  {sign} {} \"{}\"", r.kind.as_str(), r.id);
             match c.action {
                 ChangeKind::Create => {
@@ -296,7 +508,10 @@ pub fn plan(node: &str, lab: &str, wanted: &[Resource], live: &Live) -> Result<P
     for r in wanted {
         let existing = match r.kind {
             Kind::Bridge => live.bridges.get(&r.id),
-            _ => r.id.parse().ok().and_then(|id: u32| live.guests.get(&id)),
+            Kind::Container | Kind::Vm => {
+                r.id.parse().ok().and_then(|id: u32| live.guests.get(&id))
+            }
+            _ => live.cluster.get(&(r.kind, r.id.clone())),
         };
         let Some(existing) = existing else {
             changes.push(Change {
@@ -334,9 +549,14 @@ pub fn plan(node: &str, lab: &str, wanted: &[Resource], live: &Live) -> Result<P
         } else {
             ChangeKind::Update
         };
+        let mut resource = r.clone();
+        if !r.kind.is_cluster_wide() {
+            // A guest is changed where it is: lab-bootstrap places new guests, never moves one.
+            resource.node = existing.node.clone();
+        }
         changes.push(Change {
             action,
-            resource: r.clone(),
+            resource,
             diffs,
             running: existing.running,
         });
@@ -348,6 +568,8 @@ pub fn plan(node: &str, lab: &str, wanted: &[Resource], live: &Live) -> Result<P
         node: node.to_owned(),
         changes,
         reload_network,
+        reload_sdn: live.sdn_pending,
+        nodes: Vec::new(),
     })
 }
 
@@ -357,6 +579,23 @@ pub fn destroy_plan(node: &str, lab: &str, live: &Live) -> Plan {
         node: node.to_owned(),
         changes: deletions(live, lab, |_, _| false),
         reload_network: false,
+        reload_sdn: live.sdn_pending,
+        nodes: Vec::new(),
+    }
+}
+
+/// The order things of ours go: what names a guest before the guest, what carries the
+/// guests after them, each SDN object before what holds it.
+fn deletion_rank(kind: Kind) -> u8 {
+    match kind {
+        Kind::HaRule => 0,
+        Kind::HaResource => 1,
+        Kind::HaGroup => 2,
+        Kind::Container | Kind::Vm => 3,
+        Kind::Subnet => 4,
+        Kind::Vnet => 5,
+        Kind::Zone => 6,
+        Kind::Bridge => 7,
     }
 }
 
@@ -367,9 +606,11 @@ fn deletions(live: &Live, lab: &str, keep: impl Fn(Kind, &str) -> bool) -> Vec<C
         .map(|(id, l)| (id.to_string(), l))
         .collect::<Vec<_>>();
     let bridges = live.bridges.iter().map(|(n, l)| (n.clone(), l));
-    guests
+    let cluster = live.cluster.iter().map(|((_, id), l)| (id.clone(), l));
+    let mut out: Vec<Change> = guests
         .into_iter()
         .chain(bridges)
+        .chain(cluster)
         .filter(|(id, l)| l.managed(lab) && !keep(l.kind, id))
         .map(|(id, l)| Change {
             action: ChangeKind::Delete,
@@ -382,12 +623,15 @@ fn deletions(live: &Live, lab: &str, keep: impl Fn(Kind, &str) -> bool) -> Vec<C
                     .cloned()
                     .unwrap_or_else(|| id.clone()),
                 id,
+                node: l.node.clone(),
                 create: BTreeMap::new(),
             },
             diffs: Vec::new(),
             running: l.running,
         })
-        .collect()
+        .collect();
+    out.sort_by_key(|c| deletion_rank(c.resource.kind));
+    out
 }
 
 fn keys(diffs: &[Diff]) -> String {
@@ -416,7 +660,8 @@ fn diff(r: &Resource, live: &BTreeMap<String, String>) -> Vec<Diff> {
 /// key by key (the node adds keys of its own, like `type=veth` or a disk's `size`); MACs
 /// ignoring case; tag lists as sets.
 fn same(key: &str, wanted: &str, live: &str) -> bool {
-    if key == "tags" {
+    // Lists the node may give back in its own order (tags; SDN peers; HA nodes, resources).
+    if matches!(key, "tags" | "peers" | "nodes" | "resources") {
         let set = |s: &str| {
             let mut v: Vec<String> = s
                 .split([';', ',', ' '])
@@ -469,6 +714,7 @@ mod tests {
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
             running: false,
+            node: "pve".to_owned(),
         }
     }
 
@@ -477,6 +723,7 @@ mod tests {
             kind: Kind::Bridge,
             config: [("comments".to_owned(), comments.to_owned())].into(),
             running: false,
+            node: "pve".to_owned(),
         }
     }
 

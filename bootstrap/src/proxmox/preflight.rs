@@ -125,6 +125,13 @@ pub fn check(
         };
         if *storage == proxmox.file_storage {
             file_storage_read = true;
+            // Guests on every node boot from its images and snippets.
+            let shared = status.get("shared").and_then(number) == Some(1);
+            if lab.is_cluster() && !shared {
+                preflight.problems.push(format!(
+                    "proxmox.file_storage: storage '{storage}' is not shared, but on several nodes every node needs its images and cloud-init snippets; name a shared storage (NFS, CephFS) with the snippets, import and vztmpl content types"
+                ));
+            }
         }
         if *storage == proxmox.storage {
             guest_avail = status.get("avail").and_then(number);
@@ -166,8 +173,9 @@ fn number(value: &Value) -> Option<u64> {
         .or_else(|| value.as_str().and_then(|s| s.parse().ok()))
 }
 
-/// The disks of the guests apply creates must fit the guests' storage; a guest that exists
-/// already has its disk there.
+/// The disks of the guests apply creates (on the router node: other nodes have their
+/// `disk_gib` budget) must fit the guests' storage; a guest that exists already has its disk
+/// there.
 fn check_disk(lab: &Lab, plan: &Plan, avail: Option<u64>, preflight: &mut Preflight) {
     let Some(avail) = avail else {
         return;
@@ -205,7 +213,11 @@ fn guests_to_create(lab: &Lab, plan: &Plan) -> (Vec<usize>, u64) {
     let new: Vec<_> = plan
         .changes
         .iter()
-        .filter(|c| c.action == ChangeKind::Create && c.resource.kind != Kind::Bridge)
+        .filter(|c| {
+            c.action == ChangeKind::Create && matches!(c.resource.kind, Kind::Container | Kind::Vm)
+        })
+        // On a cluster, the guests of the node this runs on: the others have budgets of their own.
+        .filter(|c| c.resource.node == lab.proxmox.node)
         .filter_map(|c| {
             lab.machines
                 .iter()

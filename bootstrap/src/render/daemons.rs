@@ -5,7 +5,7 @@
 //! Proxmox owns that file (its UI rewrites it), and ifupdown2 merges stanzas across files in
 //! ways that are hard to undo; a unit of our own is installed and removed as a whole.
 
-use super::{dnsmasq, nftables, HostRoute, CONFIG_DIR};
+use super::{dnsmasq, nftables, HostAddress, HostRoute, CONFIG_DIR};
 use std::fmt::Write;
 
 /// Where [`dnsmasq_unit`] is installed: the template of every bridge's dnsmasq.
@@ -63,9 +63,17 @@ WantedBy=multi-user.target
     )
 }
 
-/// `lab-network.service`: loads `table inet lab` and adds the routes, after the bridges are up.
-pub fn network_unit(routes: &[HostRoute]) -> String {
+/// `lab-network.service`: loads `table inet lab`, puts the host's `addresses` on their bridges
+/// (on several nodes, the gateway on the VNets) and adds the routes, after the bridges are up.
+pub fn network_unit(addresses: &[HostAddress], routes: &[HostRoute]) -> String {
     let mut exec = String::new();
+    for address in addresses {
+        let _ = writeln!(
+            exec,
+            "ExecStart=/usr/sbin/ip address replace {} dev {}",
+            address.address, address.bridge
+        );
+    }
     for route in routes {
         let _ = writeln!(
             exec,
@@ -78,6 +86,13 @@ pub fn network_unit(routes: &[HostRoute]) -> String {
             exec,
             "ExecStop=-/usr/sbin/ip route del {} via {} dev {}",
             route.destination, route.gateway, route.bridge
+        );
+    }
+    for address in addresses {
+        let _ = writeln!(
+            exec,
+            "ExecStop=-/usr/sbin/ip address del {} dev {}",
+            address.address, address.bridge
         );
     }
     format!(

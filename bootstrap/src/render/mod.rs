@@ -133,6 +133,34 @@ pub fn routes(lab: &Lab) -> Result<Vec<HostRoute>, RenderError> {
     }])
 }
 
+/// An address the host puts on a bridge itself: `address/prefix dev bridge`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostAddress {
+    /// The host's address with its network's prefix.
+    pub address: Ipv4Net,
+    /// The bridge it goes on.
+    pub bridge: String,
+}
+
+/// On several nodes, the router node's gateway addresses on the VNets' bridges: SDN makes a
+/// VXLAN VNet's bridge on every node without an address, where on one node Proxmox's own
+/// bridge carries it. None on one node.
+pub fn gateway_addresses(lab: &Lab) -> Vec<HostAddress> {
+    if !lab.is_cluster() {
+        return Vec::new();
+    }
+    DHCP_NETWORKS
+        .iter()
+        .filter_map(|id| {
+            let net = lab.networks.get(*id);
+            Some(HostAddress {
+                address: Ipv4Net::new(net.host, net.cidr.prefix_len()).ok()?,
+                bridge: net.bridge.clone(),
+            })
+        })
+        .collect()
+}
+
 /// Every host file, in a stable order.
 pub fn host_files(lab: &Lab) -> Result<Vec<RenderedFile>, RenderError> {
     let mut out = Vec::new();
@@ -156,7 +184,7 @@ pub fn host_files(lab: &Lab) -> Result<Vec<RenderedFile>, RenderError> {
     });
     out.push(RenderedFile {
         path: PathBuf::from(daemons::NETWORK_UNIT_PATH),
-        contents: daemons::network_unit(&routes(lab)?),
+        contents: daemons::network_unit(&gateway_addresses(lab), &routes(lab)?),
         mode: 0o644,
     });
     out.push(RenderedFile {

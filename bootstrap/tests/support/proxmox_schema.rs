@@ -563,6 +563,25 @@ fn check_named_format(named: &str, schema: &Value, value: &str) -> Result<(), St
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || " :,.-*/~".contains(c))
         }
+        // PVE::Network::SDN's id rules: a letter, then letters and digits, 8 at most.
+        "pve-sdn-zone-id" | "pve-sdn-vnet-id" => lab_bootstrap::model::is_sdn_id(value),
+        // A subnet is named by its CIDR when made, by `zone-address-prefix` afterwards.
+        "pve-sdn-subnet-id" => {
+            value.parse::<ipnet::IpNet>().is_ok()
+                || value.rsplitn(3, '-').collect::<Vec<_>>().len() == 3
+        }
+        "ip-list" => value
+            .split([',', ';', ' '])
+            .filter(|a| !a.is_empty())
+            .all(|a| a.parse::<std::net::IpAddr>().is_ok()),
+        "pve-node-list" => value.split([',', ';']).all(names::is_dns_label),
+        // PVE::HA::Config: `node[:priority]`, comma-separated.
+        "pve-ha-node-list" => value.split([',', ';', ' ']).all(|item| {
+            let (node, priority) = item.split_once(':').unwrap_or((item, "0"));
+            names::is_dns_label(node) && priority.parse::<u32>().is_ok()
+        }),
+        "pve-ha-resource-or-vm-id" => is_ha_resource_id(value) || value.parse::<u32>().is_ok(),
+        "pve-ha-resource-id-list" => value.split([',', ';', ' ']).all(is_ha_resource_id),
         "pve-tag-list" => value
             .split([';', ',', ' '])
             .filter(|t| !t.is_empty())
@@ -591,6 +610,13 @@ fn list_of(value: &str, each: impl Fn(&str) -> bool) -> bool {
         .filter(|i| !i.is_empty())
         .collect();
     !items.is_empty() && items.into_iter().all(each)
+}
+
+/// `vm:211` or `ct:200`.
+fn is_ha_resource_id(value: &str) -> bool {
+    value
+        .split_once(':')
+        .is_some_and(|(kind, id)| matches!(kind, "vm" | "ct") && id.parse::<u32>().is_ok())
 }
 
 fn is_unicast_mac(value: &str) -> bool {

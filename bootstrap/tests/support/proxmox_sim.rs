@@ -63,8 +63,22 @@ fn fresh_node() -> State {
             ),
         ]),
         appliances: vec!["debian-12-standard_12.12-1_amd64.tar.zst".to_owned()],
+        nodes: vec![("pve".to_owned(), "192.168.1.10".to_owned())],
+        version: "8.4.14".to_owned(),
         ..State::default()
     }
+}
+
+/// Config objects by id, each as its properties in wire form.
+pub type Objects = BTreeMap<String, BTreeMap<String, String>>;
+
+/// The SDN configuration: what is written (`/etc/pve/sdn/*.cfg`), or what is running.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sdn {
+    pub zones: Objects,
+    pub vnets: Objects,
+    /// By `vnet/subnet-id`.
+    pub subnets: Objects,
 }
 
 #[derive(Debug, Default)]
@@ -102,6 +116,64 @@ pub struct State {
     pub tokens: BTreeMap<(String, String), (bool, String)>,
     /// `/cluster/backup`: job id → its properties.
     pub backup_jobs: BTreeMap<String, BTreeMap<String, String>>,
+    /// The cluster's nodes and their management addresses (`/nodes`, `/cluster/status`);
+    /// with more than one, guests are only made on them, their NICs on a bridge the node has.
+    pub nodes: Vec<(String, String)>,
+    /// The pve-manager version `/version` reports: `8.4.14`, `9.0.10`. HA rules exist from 9
+    /// on, HA groups until 9 (which migrated them to rules).
+    pub version: String,
+    /// The SDN configuration as written, and as `PUT /cluster/sdn` last put it into effect.
+    pub sdn: Sdn,
+    pub sdn_running: Sdn,
+    /// HA resources (by sid), rules and groups (by id).
+    pub ha_resources: Objects,
+    pub ha_rules: Objects,
+    pub ha_groups: Objects,
+}
+
+impl State {
+    /// Makes this a cluster of `nodes` (name, management address) running Proxmox `version`,
+    /// each with the uplink bridge, and a shared (NFS) storage `labshare` for images and snippets.
+    pub fn make_cluster(&mut self, nodes: &[(&str, &str)], version: &str) {
+        self.nodes = nodes
+            .iter()
+            .map(|(n, a)| ((*n).to_owned(), (*a).to_owned()))
+            .collect();
+        self.version = version.to_owned();
+        for (node, address) in nodes {
+            let cidr = format!("{address}/24");
+            let vmbr0: BTreeMap<String, String> = [
+                ("type", "bridge"),
+                ("cidr", cidr.as_str()),
+                ("autostart", "1"),
+                ("bridge_ports", "eno1"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+            self.network
+                .entry((*node).to_owned())
+                .or_default()
+                .insert("vmbr0".to_owned(), vmbr0);
+        }
+        self.storages.insert(
+            "labshare".to_owned(),
+            Storage {
+                kind: "nfs".to_owned(),
+                content: "snippets,import,vztmpl,iso".to_owned(),
+                avail: 500 * GIB,
+                total: 1000 * GIB,
+            },
+        );
+    }
+
+    fn major(&self) -> u32 {
+        self.version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0)
+    }
 }
 
 pub struct Simulator {
@@ -410,6 +482,9 @@ fn route(
     template: &str,
     pp: &BTreeMap<String, String>,
 ) -> Result<Value, String> {
+    if template.starts_with("/cluster/") || template == "/version" || template == "/nodes" {
+        return cluster::route(s, call, template, pp);
+    }
     let node = pp.get("node").cloned().unwrap_or_default();
     let vmid: u32 = pp.get("vmid").and_then(|v| v.parse().ok()).unwrap_or(0);
     let m = call.method.as_str();
@@ -506,6 +581,9 @@ fn route(
             }
             let lxc = template.ends_with("lxc");
             config.remove("start");
+            if s.nodes.len() > 1 {
+                cluster::check_guest_node(s, &node, &config)?;
+            }
             if lxc {
                 s.lxc.insert(id, (node.clone(), config));
                 Ok(upid(s, &node, "vzcreate", &id.to_string()))
@@ -559,6 +637,16 @@ fn route(
                 return Err(format!("unable to destroy guest {vmid}: it is running"));
             }
             let lxc = template.contains("/lxc/");
+            let sid = format!("{}:{vmid}", if lxc { "ct" } else { "vm" });
+            if s.ha_resources.contains_key(&sid) {
+                // As PVE: an HA-managed guest goes only with `purge`, which takes it out of HA.
+                if params_map(call).get("purge").map(String::as_str) != Some("1") {
+                    return Err(format!(
+                        "unable to remove guest {vmid} - used in HA resources and purge parameter not set"
+                    ));
+                }
+                s.ha_resources.remove(&sid);
+            }
             let guests = if lxc { &mut s.lxc } else { &mut s.qemu };
             guests
                 .remove(&vmid)
@@ -602,7 +690,7 @@ fn route(
             Ok(
                 json!({ "type": st.kind, "content": st.content, "avail": st.avail,
                        "total": st.total, "used": st.total.saturating_sub(st.avail),
-                       "active": 1, "enabled": 1, "shared": 0 }),
+                       "active": 1, "enabled": 1, "shared": i64::from(st.kind == "nfs") }),
             )
         }
         ("GET", "/nodes/{node}/aplinfo") => Ok(Value::Array(
@@ -920,4 +1008,375 @@ fn privilege_set(privs: Option<&String>) -> std::collections::BTreeSet<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The cluster-wide part of the API: the release, the nodes, SDN and HA.
+mod cluster {
+    use super::{params_map, upid, Call, Objects, State};
+    use serde_json::{json, Value};
+    use std::collections::BTreeMap;
+
+    pub fn route(
+        s: &mut State,
+        call: &Call,
+        template: &str,
+        pp: &BTreeMap<String, String>,
+    ) -> Result<Value, String> {
+        let m = call.method.as_str();
+        let params = params_map(call);
+        let pending = params.get("pending").map(String::as_str) == Some("1");
+        match (m, template) {
+            ("GET", "/version") => {
+                let release: String = s.version.split('.').take(2).collect::<Vec<_>>().join(".");
+                Ok(json!({ "version": s.version, "release": release, "repoid": "0123abcd" }))
+            }
+            ("GET", "/nodes") => Ok(Value::Array(
+                s.nodes
+                    .iter()
+                    .map(|(n, _)| json!({ "node": n, "status": "online", "type": "node" }))
+                    .collect(),
+            )),
+            ("GET", "/cluster/status") => {
+                let mut out = vec![json!({ "type": "cluster", "id": "cluster", "name": "lab",
+                    "nodes": s.nodes.len(), "quorate": 1, "version": 3 })];
+                for (i, (n, ip)) in s.nodes.iter().enumerate() {
+                    out.push(
+                        json!({ "type": "node", "id": format!("node/{n}"), "name": n,
+                        "ip": ip, "online": 1, "nodeid": i + 1, "local": i64::from(i == 0) }),
+                    );
+                }
+                Ok(Value::Array(out))
+            }
+            ("PUT", "/cluster/sdn") => {
+                s.sdn_running = s.sdn.clone();
+                let node = s.nodes.first().map(|(n, _)| n.clone()).unwrap_or_default();
+                Ok(upid(s, &node, "reloadnetworkall", ""))
+            }
+            ("GET", "/cluster/sdn/zones") => Ok(listing(
+                &s.sdn.zones,
+                &s.sdn_running.zones,
+                "zone",
+                pending,
+                |_| true,
+            )),
+            ("GET", "/cluster/sdn/vnets") => Ok(listing(
+                &s.sdn.vnets,
+                &s.sdn_running.vnets,
+                "vnet",
+                pending,
+                |_| true,
+            )),
+            ("GET", "/cluster/sdn/vnets/{vnet}/subnets") => {
+                let prefix = format!("{}/", pp["vnet"]);
+                Ok(listing(
+                    &s.sdn.subnets,
+                    &s.sdn_running.subnets,
+                    "subnet",
+                    pending,
+                    |id| id.starts_with(&prefix),
+                ))
+            }
+            ("POST", "/cluster/sdn/zones") => {
+                let zone = params["zone"].clone();
+                if s.sdn.zones.contains_key(&zone) {
+                    return Err(format!("zone ID '{zone}' already defined"));
+                }
+                if params.get("type").map(String::as_str) == Some("vxlan")
+                    && !params.contains_key("peers")
+                {
+                    return Err("missing peers: a vxlan zone needs its peers".to_owned());
+                }
+                s.sdn.zones.insert(zone, params);
+                Ok(Value::Null)
+            }
+            ("PUT", "/cluster/sdn/zones/{zone}") => update(&mut s.sdn.zones, &pp["zone"], params),
+            ("DELETE", "/cluster/sdn/zones/{zone}") => {
+                let zone = &pp["zone"];
+                if s.sdn.vnets.values().any(|v| v.get("zone") == Some(zone)) {
+                    return Err(format!("cannot delete zone '{zone}', it is used by a vnet"));
+                }
+                s.sdn
+                    .zones
+                    .remove(zone)
+                    .ok_or(format!("zone '{zone}' does not exist"))?;
+                Ok(Value::Null)
+            }
+            ("POST", "/cluster/sdn/vnets") => {
+                let vnet = params["vnet"].clone();
+                if s.sdn.vnets.contains_key(&vnet) {
+                    return Err(format!("vnet ID '{vnet}' already defined"));
+                }
+                let zone = params.get("zone").cloned().unwrap_or_default();
+                let Some(zone_cfg) = s.sdn.zones.get(&zone) else {
+                    return Err(format!("zone '{zone}' does not exist"));
+                };
+                if zone_cfg.get("type").map(String::as_str) == Some("vxlan") {
+                    let Some(tag) = params.get("tag") else {
+                        return Err("missing vxlan tag".to_owned());
+                    };
+                    if s.sdn.vnets.values().any(|v| v.get("tag") == Some(tag)) {
+                        return Err(format!("tag {tag} already exists in another vnet"));
+                    }
+                }
+                s.sdn.vnets.insert(vnet, params);
+                Ok(Value::Null)
+            }
+            ("PUT", "/cluster/sdn/vnets/{vnet}") => update(&mut s.sdn.vnets, &pp["vnet"], params),
+            ("DELETE", "/cluster/sdn/vnets/{vnet}") => {
+                let vnet = &pp["vnet"];
+                let prefix = format!("{vnet}/");
+                if s.sdn.subnets.keys().any(|k| k.starts_with(&prefix)) {
+                    return Err(format!("cannot delete vnet '{vnet}', it has subnets"));
+                }
+                s.sdn
+                    .vnets
+                    .remove(vnet)
+                    .ok_or(format!("vnet '{vnet}' does not exist"))?;
+                Ok(Value::Null)
+            }
+            ("POST", "/cluster/sdn/vnets/{vnet}/subnets") => {
+                let vnet = pp["vnet"].clone();
+                let zone = s
+                    .sdn
+                    .vnets
+                    .get(&vnet)
+                    .and_then(|v| v.get("zone").cloned())
+                    .ok_or(format!("vnet '{vnet}' does not exist"))?;
+                let cidr: ipnet::IpNet = params["subnet"]
+                    .parse()
+                    .map_err(|_| "not a CIDR".to_owned())?;
+                let id = format!("{zone}-{}-{}", cidr.network(), cidr.prefix_len());
+                let key = format!("{vnet}/{id}");
+                if s.sdn.subnets.contains_key(&key) {
+                    return Err(format!("subnet '{id}' already defined"));
+                }
+                let mut config = params;
+                config.insert("subnet".to_owned(), id);
+                config.insert("cidr".to_owned(), cidr.to_string());
+                config.insert("zone".to_owned(), zone);
+                config.insert("vnet".to_owned(), vnet);
+                s.sdn.subnets.insert(key, config);
+                Ok(Value::Null)
+            }
+            ("PUT", "/cluster/sdn/vnets/{vnet}/subnets/{subnet}") => {
+                let key = format!("{}/{}", pp["vnet"], pp["subnet"]);
+                update(&mut s.sdn.subnets, &key, params)
+            }
+            ("DELETE", "/cluster/sdn/vnets/{vnet}/subnets/{subnet}") => {
+                let key = format!("{}/{}", pp["vnet"], pp["subnet"]);
+                s.sdn
+                    .subnets
+                    .remove(&key)
+                    .ok_or(format!("subnet '{key}' does not exist"))?;
+                Ok(Value::Null)
+            }
+            ("GET", "/cluster/ha/resources") => Ok(list(&s.ha_resources)),
+            ("POST", "/cluster/ha/resources") => {
+                let sid = params["sid"].clone();
+                if s.ha_resources.contains_key(&sid) {
+                    return Err(format!("resource ID '{sid}' already defined"));
+                }
+                let (kind, id) = sid.split_once(':').unwrap_or(("vm", sid.as_str()));
+                let id: u32 = id.parse().map_err(|_| format!("bad sid {sid}"))?;
+                let exists = if kind == "ct" {
+                    s.lxc.contains_key(&id)
+                } else {
+                    s.qemu.contains_key(&id)
+                };
+                if !exists {
+                    return Err(format!("unable to find {kind} {id}"));
+                }
+                if let Some(group) = params.get("group") {
+                    if s.major() >= 9 {
+                        return Err("ha groups have been migrated to rules".to_owned());
+                    }
+                    if !s.ha_groups.contains_key(group) {
+                        return Err(format!("group '{group}' does not exist"));
+                    }
+                }
+                let mut config = params;
+                config.insert("type".to_owned(), kind.to_owned());
+                s.ha_resources.insert(sid, config);
+                Ok(Value::Null)
+            }
+            ("PUT", "/cluster/ha/resources/{sid}") => {
+                update(&mut s.ha_resources, &pp["sid"], params)
+            }
+            ("DELETE", "/cluster/ha/resources/{sid}") => {
+                let sid = &pp["sid"];
+                s.ha_resources
+                    .remove(sid)
+                    .ok_or(format!("resource '{sid}' does not exist"))?;
+                Ok(Value::Null)
+            }
+            (_, t) if t.starts_with("/cluster/ha/rules") && s.major() < 9 => {
+                // Proxmox 8 has no such path.
+                Err(format!("Method '{m} {t}' not implemented"))
+            }
+            (_, t) if t.starts_with("/cluster/ha/groups") && m != "GET" && s.major() >= 9 => {
+                Err("ha groups have been migrated to rules".to_owned())
+            }
+            ("GET", "/cluster/ha/rules") => Ok(list(&s.ha_rules)),
+            ("POST", "/cluster/ha/rules") => {
+                let rule = params["rule"].clone();
+                if s.ha_rules.contains_key(&rule) {
+                    return Err(format!("rule '{rule}' already defined"));
+                }
+                for sid in params
+                    .get("resources")
+                    .into_iter()
+                    .flat_map(|r| r.split(','))
+                {
+                    if !s.ha_resources.contains_key(sid) {
+                        return Err(format!("resource '{sid}' is not an HA resource"));
+                    }
+                }
+                s.ha_rules.insert(rule, params);
+                Ok(Value::Null)
+            }
+            ("PUT", "/cluster/ha/rules/{rule}") => update(&mut s.ha_rules, &pp["rule"], params),
+            ("DELETE", "/cluster/ha/rules/{rule}") => {
+                let rule = &pp["rule"];
+                s.ha_rules
+                    .remove(rule)
+                    .ok_or(format!("rule '{rule}' does not exist"))?;
+                Ok(Value::Null)
+            }
+            ("GET", "/cluster/ha/groups") => Ok(list(&s.ha_groups)),
+            ("POST", "/cluster/ha/groups") => {
+                let group = params["group"].clone();
+                if s.ha_groups.contains_key(&group) {
+                    return Err(format!("group '{group}' already defined"));
+                }
+                s.ha_groups.insert(group, params);
+                Ok(Value::Null)
+            }
+            ("PUT", "/cluster/ha/groups/{group}") => update(&mut s.ha_groups, &pp["group"], params),
+            ("DELETE", "/cluster/ha/groups/{group}") => {
+                let group = &pp["group"];
+                if s.ha_resources
+                    .values()
+                    .any(|r| r.get("group") == Some(group))
+                {
+                    return Err(format!("group '{group}' is still used by a resource"));
+                }
+                s.ha_groups
+                    .remove(group)
+                    .ok_or(format!("group '{group}' does not exist"))?;
+                Ok(Value::Null)
+            }
+            _ => Err(format!("the simulator does not implement {m} {template}")),
+        }
+    }
+
+    /// On a cluster: the node is one of it, and every NIC's bridge is there (its own, or a
+    /// VNet put into effect).
+    pub fn check_guest_node(
+        s: &State,
+        node: &str,
+        config: &BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        if !s.nodes.iter().any(|(n, _)| n == node) {
+            return Err(format!("no such cluster node '{node}'"));
+        }
+        for (key, value) in config {
+            if !key.starts_with("net") || !key[3..].chars().all(|c| c.is_ascii_digit()) {
+                continue;
+            }
+            let bridge = value
+                .split(',')
+                .find_map(|p| p.strip_prefix("bridge="))
+                .unwrap_or_default();
+            let own = s.network.get(node).is_some_and(|n| n.contains_key(bridge));
+            if !own && !s.sdn_running.vnets.contains_key(bridge) {
+                return Err(format!("bridge '{bridge}' does not exist on node {node}"));
+            }
+        }
+        Ok(())
+    }
+
+    fn update(
+        objects: &mut Objects,
+        id: &str,
+        mut params: BTreeMap<String, String>,
+    ) -> Result<Value, String> {
+        let config = objects
+            .get_mut(id)
+            .ok_or(format!("'{id}' does not exist"))?;
+        if let Some(delete) = params.remove("delete") {
+            for key in delete.split([',', ';', ' ']) {
+                config.remove(key);
+            }
+        }
+        params.remove("digest");
+        config.extend(params);
+        Ok(Value::Null)
+    }
+
+    fn list(objects: &Objects) -> Value {
+        Value::Array(objects.values().map(|c| json!(c)).collect())
+    }
+
+    /// An SDN listing: the written config; with `pending`, as PVE::Network::SDN's
+    /// pending_config gives it: the running values, what differs under `pending`, and `state`
+    /// (`new`, `changed`, `deleted`) on what is not in effect as written.
+    fn listing(
+        config: &Objects,
+        running: &Objects,
+        id_key: &str,
+        pending: bool,
+        keep: impl Fn(&str) -> bool,
+    ) -> Value {
+        let mut out = Vec::new();
+        if !pending {
+            for (id, c) in config.iter().filter(|(id, _)| keep(id)) {
+                let mut o = json!(c);
+                o[id_key] = json!(c.get(id_key).cloned().unwrap_or_else(|| id.clone()));
+                out.push(o);
+            }
+            return Value::Array(out);
+        }
+        let ids: std::collections::BTreeSet<&String> = config
+            .keys()
+            .chain(running.keys())
+            .filter(|id| keep(id))
+            .collect();
+        for id in ids {
+            let (c, r) = (config.get(id), running.get(id));
+            let mut o = json!(r.cloned().unwrap_or_default());
+            let mut changes = serde_json::Map::new();
+            let state = match (c, r) {
+                (None, Some(_)) => Some("deleted"),
+                (Some(c), None) => {
+                    for (k, v) in c {
+                        changes.insert(k.clone(), json!(v));
+                    }
+                    Some("new")
+                }
+                (Some(c), Some(r)) => {
+                    for (k, v) in c {
+                        if r.get(k) != Some(v) {
+                            changes.insert(k.clone(), json!(v));
+                        }
+                    }
+                    for k in r.keys().filter(|k| !c.contains_key(*k)) {
+                        changes.insert(k.clone(), json!("deleted"));
+                    }
+                    (!changes.is_empty()).then_some("changed")
+                }
+                (None, None) => None,
+            };
+            let own_id = c
+                .or(r)
+                .and_then(|c| c.get(id_key).cloned())
+                .unwrap_or_else(|| id.clone());
+            o[id_key] = json!(own_id);
+            if let Some(state) = state {
+                o["state"] = json!(state);
+                o["pending"] = Value::Object(changes);
+            }
+            out.push(o);
+        }
+        Value::Array(out)
+    }
 }
