@@ -30,6 +30,7 @@ declare -A needs=(
   [python3]=python3                # scripts/check-import-cycles.py
   [cloud-init]=cloud-init          # `cloud-init schema` on the manager VM's user-data
   [shellcheck]=shellcheck          # the manager's first-boot script
+  [keepalived]=keepalived          # the lb and vpn pairs: `keepalived -t`, failover in the local lab
 )
 source scripts/install-needs.sh
 install_needs needs

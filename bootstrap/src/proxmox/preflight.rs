@@ -178,19 +178,20 @@ fn check_disk(lab: &Lab, plan: &Plan, avail: Option<u64>, preflight: &mut Prefli
         return;
     };
     let storage = &lab.proxmox.storage;
+    let guests = lab.guests();
     let new: Vec<_> = plan
         .changes
         .iter()
         .filter(|c| c.action == ChangeKind::Create && c.resource.kind != Kind::Bridge)
         .filter_map(|c| {
-            lab.machines
+            guests
                 .iter()
                 .position(|m| m.vmid.to_string() == c.resource.id)
         })
         .collect();
     let needed: u64 = new
         .iter()
-        .map(|&i| u64::from(lab.machines[i].disk_gib) * GIB)
+        .map(|&i| u64::from(guests[i].disk_gib) * GIB)
         .sum();
     let free = avail as f64 / GIB as f64;
     if needed <= avail {
@@ -203,12 +204,7 @@ fn check_disk(lab: &Lab, plan: &Plan, avail: Option<u64>, preflight: &mut Prefli
     }
     let each: Vec<String> = new
         .iter()
-        .map(|&i| {
-            format!(
-                "machine[{i}] {} {} GiB",
-                lab.machines[i].name, lab.machines[i].disk_gib
-            )
-        })
+        .map(|&i| format!("machine[{i}] {} {} GiB", guests[i].name, guests[i].disk_gib))
         .collect();
     preflight.problems.push(format!(
         "proxmox.storage: the guests to create need {} GiB on storage '{storage}' ({}), which has {free:.1} GiB free; free space there, or lower their disk_gib",
