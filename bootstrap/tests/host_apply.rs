@@ -495,7 +495,7 @@ fn a_pair_fills_both_of_its_containers_with_keepalived_and_a_second_apply_runs_n
         let dropin =
             bench.in_container(vmid, "/etc/systemd/system/keepalived.service.d/10-lab.conf");
         assert!(
-            dropin.contains("CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW"),
+            dropin.contains("CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_SETGID"),
             "{dropin}"
         );
     }

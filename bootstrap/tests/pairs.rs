@@ -247,7 +247,7 @@ fn keepalived_test_mode_refuses_a_broken_config() {
 }
 
 #[test]
-fn the_keepalived_dropin_passes_systemd_analyze_verify_with_two_capabilities() {
+fn the_keepalived_dropin_passes_systemd_analyze_verify_with_three_capabilities() {
     let dir = tempfile::tempdir().unwrap();
     render(&paired(), dir.path());
     let dropin = staged(
@@ -257,7 +257,7 @@ fn the_keepalived_dropin_passes_systemd_analyze_verify_with_two_capabilities() {
     );
     let text = std::fs::read_to_string(&dropin).unwrap();
     assert!(
-        text.contains("\nCapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW\n"),
+        text.contains("\nCapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_SETGID\n"),
         "{text}"
     );
     // Debian's own unit, as the container has it once the package is installed.

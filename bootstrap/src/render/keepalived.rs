@@ -21,8 +21,10 @@ pub const PACKAGE: &str = "keepalived";
 
 /// All keepalived needs: `CAP_NET_ADMIN` to add and remove the virtual addresses, `CAP_NET_RAW`
 /// for the VRRP socket (IP protocol 112) and the gratuitous ARPs that move the neighbours'
-/// caches. Scripts run as root in the same bounding set; curl needs none.
-pub const CAPABILITIES: [&str; 2] = ["CAP_NET_ADMIN", "CAP_NET_RAW"];
+/// caches, `CAP_SETGID` for the `setgroups` it makes before running the `track_script` as
+/// `script_user` (root too: without it the check never runs, and a dead daemon keeps the
+/// addresses). The check, curl, needs nothing more.
+pub const CAPABILITIES: [&str; 3] = ["CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_SETGID"];
 
 /// Seconds between adverts: a silent master is replaced after about three.
 pub const ADVERT_INTERVAL: u32 = 1;
