@@ -31,6 +31,8 @@ const ONE_HANDSHAKE: Duration = Duration::from_secs(22);
 struct LocalLab {
     name: String,
     bin: PathBuf,
+    /// The daemons the test started again; reaped once `down` stopped them.
+    restarted: std::cell::RefCell<Vec<std::process::Child>>,
 }
 
 impl LocalLab {
@@ -91,12 +93,16 @@ impl LocalLab {
             format!("{}\n", child.id()),
         )
         .unwrap();
+        self.restarted.borrow_mut().push(child);
     }
 }
 
 impl Drop for LocalLab {
     fn drop(&mut self) {
         let _ = self.bootstrap(&["down", "--local", "--name", &self.name]);
+        for mut child in self.restarted.take() {
+            let _ = child.wait();
+        }
     }
 }
 
@@ -189,6 +195,7 @@ fn the_lb_and_vpn_pairs_fail_over_with_keepalived() {
     let lab = LocalLab {
         name: format!("labp{}", std::process::id() % 100000),
         bin: workspace_bin("lab-bootstrap"),
+        restarted: Default::default(),
     };
     let dir = tempfile::tempdir().unwrap();
     let mut document = workspace::config_document("lab.toml");
