@@ -224,6 +224,23 @@ fn each_container_of_a_pair_gets_its_files_and_keepalived_accepts_its_config() {
     assert!(dnsmasq.contains(",10.10.2.254\n"), "{dnsmasq}");
     assert!(dnsmasq.contains(",10.10.2.253\n"), "{dnsmasq}");
     assert!(!dnsmasq.contains(",10.10.2.2,lb\n"), "{dnsmasq}");
+    // Each lb container may upload its journal from its own address; Prometheus scrapes each
+    // container on its own address.
+    let nft = std::fs::read_to_string(root.join("root/etc/lab/lab.nft")).unwrap();
+    assert!(
+        nft.contains("ip saddr { 10.10.2.254, 10.10.2.253 } oifname \"vmbr1\""),
+        "{nft}"
+    );
+    let manager =
+        std::fs::read_to_string(root.join("root/var/lib/vz/snippets/lab-manager.yaml")).unwrap();
+    for target in [
+        "10.10.2.254:8404",
+        "10.10.2.253:8404",
+        "10.10.1.252:9586",
+        "10.10.1.251:9586",
+    ] {
+        assert!(manager.contains(&format!("'{target}'")), "{target}");
+    }
     // `lb` is still the published address.
     assert!(
         dnsmasq.contains("host-record=lb.lab,lb,10.10.2.2\n"),

@@ -44,8 +44,8 @@ pub fn ruleset(lab: &Lab) -> Result<String, RenderError> {
         )
     };
     // The lb container, on net0 and net2, uploads its journal to the manager on net1: that
-    // one port from that one address, nothing else from net2 into net1.
-    // A pair's containers upload from their own addresses.
+    // one port from that one address (a pair's containers from their own), nothing else from
+    // net2 into net1.
     let lb_sources = match lab.replicas(Role::Lb).is_pair() {
         true => {
             let own: Vec<String> = lab
