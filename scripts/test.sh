@@ -28,8 +28,8 @@ declare -A needs=(
   [h2load]=nghttp2-client          # HTTP/2 load through lab-lb's https listener
   [wrk]=wrk                        # HTTP keep-alive load in the lab-lb tests and bench
   [python3]=python3                # scripts/check-import-cycles.py
-  [cloud-init]=cloud-init          # `cloud-init schema` on the manager VM's user-data
   [shellcheck]=shellcheck          # the manager's first-boot script
+  [keepalived]=keepalived          # the lb and vpn pairs: `keepalived -t`, failover in the local lab
 )
 source scripts/install-needs.sh
 install_needs needs

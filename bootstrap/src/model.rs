@@ -8,11 +8,12 @@ mod gitops;
 mod images;
 mod lb;
 pub mod names;
+mod pairs;
 mod peers;
 mod placement;
 mod route_certs;
-mod storage;
 mod sdn;
+mod storage;
 mod tools;
 
 pub use access::{HostAccess, Manager};
@@ -21,10 +22,11 @@ pub use factory::{FactoryImage, Schematic, DEFAULT_TALOS_EXTENSIONS};
 pub use gitops::Gitops;
 pub use images::{Image, Images, TalosImage};
 pub use lb::{default_routes, HttpRule, Lb, LbRoute, RouteCert, LB_METRICS_PORT};
+pub use pairs::{instance_address, Replicas, SECOND_NAME_SUFFIX, SECOND_VMID_OFFSET};
 pub use peers::{PeerKeyError, VpnPeer};
-pub use storage::{parse_size, Storage};
 pub use placement::{place, spread_group, Budget, Guest, PlacementError, ProxmoxNode};
 pub use sdn::{is_sdn_id, MAX_VNI};
+pub use storage::{parse_size, Storage};
 pub use tools::{
     talos_default_kubernetes, talos_line_kubernetes, Checksum, ManagerTool, ManagerTools,
     ToolError, ToolPin, FLUX_VERSION, HELM_VERSION,
@@ -101,6 +103,14 @@ pub struct Vpn {
     /// address and port 51820, which only reach it from the LAN.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_endpoint: Option<String>,
+    /// 2: two vpn containers sharing the gateway's key, keepalived moving the published
+    /// addresses between them (docs/ARCHITECTURE.md, "Pairs"); 1 when unset.
+    #[serde(default, skip_serializing_if = "Replicas::is_single")]
+    pub replicas: Replicas,
+    /// A pair's first container takes the addresses back once healthy again; when unset, the
+    /// addresses stay where they are until that side fails (keepalived's `nopreempt`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preempt: bool,
 }
 
 impl Vpn {
@@ -121,6 +131,8 @@ impl Default for Vpn {
             tunnel: Self::DEFAULT_TUNNEL,
             peers: Vec::new(),
             public_endpoint: None,
+            replicas: Replicas::default(),
+            preempt: false,
         }
     }
 }
@@ -444,6 +456,7 @@ impl Lab {
         self.validate_vpn(issues);
         self.validate_peers(issues);
         self.validate_lb(issues);
+        self.validate_pairs(issues);
         self.validate_images(issues);
         self.validate_access(issues);
         self.validate_manager_tools(issues);

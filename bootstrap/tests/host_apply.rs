@@ -111,6 +111,7 @@ case "$1" in
               case $p in
                 nftables) mkdir -p "$DIR/ct/$vmid/usr/sbin" && touch "$DIR/ct/$vmid/usr/sbin/nft" ;;
                 systemd-journal-remote) mkdir -p "$DIR/ct/$vmid/lib/systemd" && touch "$DIR/ct/$vmid/lib/systemd/systemd-journal-upload" ;;
+                keepalived|curl) mkdir -p "$DIR/ct/$vmid/usr/sbin" && touch "$DIR/ct/$vmid/usr/sbin/$p" ;;
               esac
             done
           fi
@@ -450,6 +451,80 @@ fn first_apply_installs_everything_and_a_second_runs_nothing() {
         second.contains("0 files written, 0 pushed into containers, 0 services"),
         "{second}"
     );
+}
+
+#[test]
+fn a_pair_fills_both_of_its_containers_with_keepalived_and_a_second_apply_runs_nothing() {
+    let bench = Bench::new();
+    let mut lab: toml_edit::DocumentMut = example().parse().unwrap();
+    lab["lb"]["replicas"] = toml_edit::value(2);
+    lab["vpn"]["replicas"] = toml_edit::value(2);
+    std::fs::write(bench.path("lab.toml"), lab.to_string()).unwrap();
+    bench.apply_ok();
+    let writes = bench.writes();
+    let at = |c: &str| {
+        writes
+            .iter()
+            .position(|w| w == c)
+            .unwrap_or_else(|| panic!("{c}\n{writes:#?}"))
+    };
+    for (vmid, unit) in [
+        (200, "lab-lb.service"),
+        (300, "lab-lb.service"),
+        (201, "lab-vpn.service"),
+        (301, "lab-vpn.service"),
+    ] {
+        let install = format!(
+            "pct exec {vmid} -- env DEBIAN_FRONTEND=noninteractive apt-get -q -y --no-install-recommends install"
+        );
+        let install = writes
+            .iter()
+            .position(|w| w.starts_with(&install) && w.contains(" keepalived curl"))
+            .unwrap_or_else(|| panic!("{vmid}: no keepalived install\n{writes:#?}"));
+        assert!(
+            install
+                < at(&format!(
+                    "pct exec {vmid} -- systemctl restart keepalived.service"
+                ))
+        );
+        assert!(
+            at(&format!("pct exec {vmid} -- systemctl daemon-reload"))
+                < at(&format!(
+                    "pct exec {vmid} -- systemctl restart keepalived.service"
+                ))
+        );
+        assert!(at(&format!("pct exec {vmid} -- systemctl restart {unit}")) > 0);
+        let dropin =
+            bench.in_container(vmid, "/etc/systemd/system/keepalived.service.d/10-lab.conf");
+        assert!(
+            dropin.contains("CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_SETGID"),
+            "{dropin}"
+        );
+    }
+    let conf = |vmid| bench.in_container(vmid, "/etc/keepalived/keepalived.conf");
+    assert!(
+        conf(300).contains("unicast_src_ip 10.10.2.253"),
+        "{}",
+        conf(300)
+    );
+    assert!(
+        conf(301).contains("unicast_src_ip 10.10.1.251"),
+        "{}",
+        conf(301)
+    );
+    // One gateway: both vpn containers have its key.
+    assert_eq!(
+        bench.in_container(201, "/etc/lab-vpn/private.key"),
+        bench.in_container(301, "/etc/lab-vpn/private.key")
+    );
+    assert!(bench
+        .in_container(300, "/etc/lab-lb/lb.toml")
+        .contains("listen = \"10.10.2.253:8404\""));
+
+    bench.sim.clear_calls();
+    bench.apply_ok();
+    assert!(bench.sim.writes().is_empty(), "{:?}", bench.sim.writes());
+    assert!(bench.writes().is_empty(), "{:#?}", bench.writes());
 }
 
 #[test]

@@ -428,3 +428,20 @@ fn the_router_node_carries_the_gateway_on_the_vnets() {
     }
     assert!(!unit(&config("lab.toml")).contains("ip address"));
 }
+
+#[test]
+fn the_two_containers_of_an_lb_and_a_vpn_pair_are_made_on_different_nodes() {
+    let sim = cluster("9.0.10");
+    let (_dir, file) = cluster_with(|doc| {
+        doc["lb"]["replicas"] = toml_edit::value(2);
+        doc["vpn"]["replicas"] = toml_edit::value(2);
+    });
+    apply_cluster(&sim, &file);
+    let nodes = guest_nodes(&sim);
+    // The second container of each pair is its first's VMID + 100.
+    for (first, role) in [(200, "lb"), (201, "vpn")] {
+        let (a, b) = (nodes.get(&first), nodes.get(&(first + 100)));
+        assert!(a.is_some() && b.is_some(), "{role} pair: {nodes:?}");
+        assert_ne!(a, b, "both {role} containers on one node: {nodes:?}");
+    }
+}

@@ -64,11 +64,33 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
+/// Listens on `address` with `IP_FREEBIND`: an address not (yet) on any interface is bound all
+/// the same, so the standby of a keepalived pair listens on the published addresses before it
+/// holds them, and takes connections the moment they move to it.
 pub async fn bind(address: SocketAddr) -> Result<TcpListener, BindError> {
-    TcpListener::bind(address)
-        .await
-        .map_err(|source| BindError { address, source })
+    let listen = || -> std::io::Result<TcpListener> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let socket = Socket::new(
+            Domain::for_address(address),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )?;
+        // As TcpListener::bind does: a restarted daemon rebinds over connections in TIME_WAIT.
+        socket.set_reuse_address(true)?;
+        match address {
+            SocketAddr::V4(_) => socket.set_freebind_v4(true)?,
+            SocketAddr::V6(_) => socket.set_freebind_v6(true)?,
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&address.into())?;
+        socket.listen(LISTEN_BACKLOG)?;
+        TcpListener::from_std(socket.into())
+    };
+    listen().map_err(|source| BindError { address, source })
 }
+
+/// tokio's TcpListener::bind's backlog.
+const LISTEN_BACKLOG: i32 = 1024;
 
 impl ListenerSlot {
     pub fn start(
@@ -151,5 +173,19 @@ async fn accept_loop(
                 App::Http(http) => http.serve(socket, &shutdown).await,
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    #[tokio::test]
+    async fn an_address_no_interface_holds_yet_is_bound() {
+        // TEST-NET-3 is on no interface here, as the published addresses are on a pair's
+        // standby; without IP_FREEBIND the bind fails with EADDRNOTAVAIL.
+        let address: SocketAddr = "203.0.113.7:0".parse().unwrap();
+        let listener = super::bind(address).await.unwrap();
+        assert_eq!(listener.local_addr().unwrap().ip(), address.ip());
     }
 }

@@ -9,6 +9,16 @@ use std::process::Command;
 /// inside a temporary root so nothing on this machine changes. `Err` holds every complaint
 /// (warnings included).
 pub fn verify(unit: &Path, binaries: &[(&str, &Path)]) -> Result<(), String> {
+    verify_with_dropins(unit, &[], binaries)
+}
+
+/// [`verify`] with drop-ins installed for the unit (`<unit>.d/<name>`), as a drop-in amending
+/// a packaged unit is.
+pub fn verify_with_dropins(
+    unit: &Path,
+    dropins: &[(&str, &Path)],
+    binaries: &[(&str, &Path)],
+) -> Result<(), String> {
     let root = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
     let r = root.path();
     let unit_name = unit
@@ -31,6 +41,16 @@ pub fn verify(unit: &Path, binaries: &[(&str, &Path)]) -> Result<(), String> {
         }
     }
     std::fs::copy(unit, &installed_unit).map_err(|e| format!("{}: {e}", unit.display()))?;
+    if !dropins.is_empty() {
+        let mut dir = installed_unit.clone().into_os_string();
+        dir.push(".d");
+        let dir = std::path::PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        for (name, source) in dropins {
+            std::fs::copy(source, dir.join(name))
+                .map_err(|e| format!("{}: {e}", source.display()))?;
+        }
+    }
     // The targets a service is ordered against (sysinit.target, …) come from the system.
     copy_dir(
         Path::new("/usr/lib/systemd/system"),

@@ -13,10 +13,11 @@ use super::actions::ServiceAction;
 use super::{CommandError, Runner};
 use crate::model::{Lab, Role};
 use crate::render::containers::{
-    lb_cert_files, staged_path, LB_BINARY, LB_CONFIG, LB_ROUTES_DROPIN, LB_UNIT, VPN_BINARY,
+    lb_cert_files, staged_in, LB_BINARY, LB_CONFIG, LB_ROUTES_DROPIN, LB_UNIT, VPN_BINARY,
     VPN_CONFIG, VPN_GUARD_UNIT, VPN_PRIVATE_KEY, VPN_ROUTES_DROPIN, VPN_UNIT,
 };
 use crate::render::files::{under_root, WriteError};
+use crate::render::keepalived;
 use crate::render::observability::{self, JOURNAL_UPLOAD_DROPIN, JOURNAL_UPLOAD_UNIT};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -33,6 +34,9 @@ pub enum FileKind {
     /// systemd-journal-upload's drop-in: pushing it reloads systemd and restarts the uploader,
     /// not the program.
     JournalUpload,
+    /// A pair's keepalived config or drop-in: pushing it reloads systemd and restarts
+    /// keepalived, not the program.
+    Keepalived,
 }
 
 /// A file to have inside a container: where it comes from on the host and where it goes.
@@ -74,6 +78,21 @@ pub const JOURNAL_UPLOAD: Package = Package {
     command: "/lib/systemd/systemd-journal-upload",
     name: "systemd-journal-remote",
 };
+
+/// keepalived, holding a pair's addresses (`render::keepalived`).
+const KEEPALIVED: Package = Package {
+    command: "keepalived",
+    name: keepalived::PACKAGE,
+};
+
+/// keepalived's check of the daemon asks its metrics listener with curl.
+const CURL: Package = Package {
+    command: "curl",
+    name: "curl",
+};
+
+/// Debian's keepalived unit, which [`keepalived::DROPIN`] amends.
+pub const KEEPALIVED_UNIT: &str = "keepalived.service";
 
 /// One container and what belongs in it.
 #[derive(Debug, Clone)]
@@ -171,7 +190,7 @@ pub fn containers(
     root: &Path,
     binaries: &Path,
 ) -> Result<Vec<Container>, ContainerError> {
-    let staged = |role, path: &str| under_root(root, &staged_path(lab, role, path));
+    let staged = |container: &str, path: &str| under_root(root, &staged_in(container, path));
     // The https routes' certificates and keys, named by the lb's config.
     let lb_certs: Vec<(String, u32)> = lb_cert_files(lab)?
         .into_iter()
@@ -198,68 +217,83 @@ pub fn containers(
             vec![NFTABLES],
         ),
     ] {
-        let machine = lab
-            .machines
-            .iter()
-            .find(|m| m.role == role)
-            .ok_or(ContainerError::Missing(role.as_str()))?;
-        let units: &[&'static str] = if role == Role::Lb {
-            &[LB_UNIT, LB_ROUTES_DROPIN]
-        } else {
-            &[VPN_UNIT, VPN_ROUTES_DROPIN, VPN_GUARD_UNIT]
-        };
-        let mut files = vec![ContainerFile {
-            source: binaries.join(program),
-            target: binary.to_owned(),
-            mode: 0o755,
-            kind: FileKind::Binary,
-            checked_by: None,
-        }];
-        // What the config names (the vpn's key, the lb's certificates and keys).
-        for (path, mode) in named {
+        let instances = lab.instances(role);
+        if instances.is_empty() {
+            return Err(ContainerError::Missing(role.as_str()));
+        }
+        for machine in &instances {
+            let container = machine.name.as_str();
+            let named = named.clone();
+            let units: &[&'static str] = if role == Role::Lb {
+                &[LB_UNIT, LB_ROUTES_DROPIN]
+            } else {
+                &[VPN_UNIT, VPN_ROUTES_DROPIN, VPN_GUARD_UNIT]
+            };
+            let mut files = vec![ContainerFile {
+                source: binaries.join(program),
+                target: binary.to_owned(),
+                mode: 0o755,
+                kind: FileKind::Binary,
+                checked_by: None,
+            }];
+            // What the config names (the vpn's key, the lb's certificates and keys).
+            for (path, mode) in named {
+                files.push(ContainerFile {
+                    source: staged(container, &path)?,
+                    target: path,
+                    mode,
+                    kind: FileKind::Config,
+                    checked_by: None,
+                });
+            }
+            for &path in units {
+                files.push(ContainerFile {
+                    source: staged(container, path)?,
+                    target: path.to_owned(),
+                    mode: 0o644,
+                    kind: FileKind::Unit,
+                    checked_by: None,
+                });
+            }
+            let mut packages = packages.clone();
+            if lab.replicas(role).is_pair() {
+                packages.extend([KEEPALIVED, CURL]);
+                for path in [keepalived::DROPIN, keepalived::CONFIG] {
+                    files.push(ContainerFile {
+                        source: staged(container, path)?,
+                        target: path.to_owned(),
+                        mode: 0o644,
+                        kind: FileKind::Keepalived,
+                        checked_by: None,
+                    });
+                }
+            }
+            if observability::journal_sink(lab).is_some() {
+                packages.push(JOURNAL_UPLOAD);
+                files.push(ContainerFile {
+                    source: staged(container, JOURNAL_UPLOAD_DROPIN)?,
+                    target: JOURNAL_UPLOAD_DROPIN.to_owned(),
+                    mode: 0o644,
+                    kind: FileKind::JournalUpload,
+                    checked_by: None,
+                });
+            }
+            // Last, so that its check runs the binary being installed and finds what it names.
             files.push(ContainerFile {
-                source: staged(role, &path)?,
-                target: path,
-                mode,
+                source: staged(container, config)?,
+                target: config.to_owned(),
+                mode: 0o644,
                 kind: FileKind::Config,
-                checked_by: None,
+                checked_by: Some(binary),
+            });
+            out.push(Container {
+                vmid: machine.vmid,
+                name: machine.name.to_string(),
+                unit,
+                packages,
+                files,
             });
         }
-        for &path in units {
-            files.push(ContainerFile {
-                source: staged(role, path)?,
-                target: path.to_owned(),
-                mode: 0o644,
-                kind: FileKind::Unit,
-                checked_by: None,
-            });
-        }
-        let mut packages = packages;
-        if observability::journal_sink(lab).is_some() {
-            packages.push(JOURNAL_UPLOAD);
-            files.push(ContainerFile {
-                source: staged(role, JOURNAL_UPLOAD_DROPIN)?,
-                target: JOURNAL_UPLOAD_DROPIN.to_owned(),
-                mode: 0o644,
-                kind: FileKind::JournalUpload,
-                checked_by: None,
-            });
-        }
-        // Last, so that its check runs the binary being installed and finds what it names.
-        files.push(ContainerFile {
-            source: staged(role, config)?,
-            target: config.to_owned(),
-            mode: 0o644,
-            kind: FileKind::Config,
-            checked_by: Some(binary),
-        });
-        out.push(Container {
-            vmid: machine.vmid,
-            name: machine.name.to_string(),
-            unit,
-            packages,
-            files,
-        });
     }
     Ok(out)
 }
@@ -318,7 +352,17 @@ pub fn actions_for(container: &Container, pushed: &[ContainerFile]) -> BTreeSet<
             JOURNAL_UPLOAD_UNIT.to_owned(),
         ));
     }
-    if pushed.iter().all(|f| f.kind == FileKind::JournalUpload) {
+    if any(FileKind::Keepalived) {
+        out.insert(ServiceAction::ContainerDaemonReload(container.vmid));
+        out.insert(ServiceAction::ContainerRestart(
+            container.vmid,
+            KEEPALIVED_UNIT.to_owned(),
+        ));
+    }
+    if pushed
+        .iter()
+        .all(|f| matches!(f.kind, FileKind::JournalUpload | FileKind::Keepalived))
+    {
         return out;
     }
     if unit_changed {
@@ -503,8 +547,11 @@ pub fn run_confirmed(
             let (state, status) = unit_status(runner, *vmid, unit)?;
             (*vmid, unit, (state == "active").then_some(status))
         }
-        // The uploader reports nothing with STATUS=, and retries while the manager is not up.
-        ServiceAction::ContainerRestart(_, unit) if unit == JOURNAL_UPLOAD_UNIT => {
+        // The uploader reports nothing with STATUS=, and retries while the manager is not up;
+        // keepalived says nothing with STATUS= either.
+        ServiceAction::ContainerRestart(_, unit)
+            if unit == JOURNAL_UPLOAD_UNIT || unit == KEEPALIVED_UNIT =>
+        {
             return Ok(run(runner, action)?)
         }
         ServiceAction::ContainerRestart(vmid, unit) => (*vmid, unit, None),

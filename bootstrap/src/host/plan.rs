@@ -319,9 +319,9 @@ pub fn plan(
     for container in containers::containers(lab, root, binaries)? {
         guest_steps.extend(container_plan(runner, &container, &staged, &mut due)?);
         let is_vpn = lab
-            .machines
+            .instances(Role::Vpn)
             .iter()
-            .any(|m| m.role == Role::Vpn && m.vmid == container.vmid);
+            .any(|m| m.vmid == container.vmid);
         if is_vpn && guest_running(runner, "pct", container.vmid)? {
             added_peers = read_added_peers(runner, lab, container.vmid)?;
         }

@@ -230,12 +230,12 @@ pub fn up(options: &UpOptions) -> Result<(), LocalError> {
         crate::talos::talosconfig(&lab, &secrets, &admin).map_err(|e| talos_failed(&e))?;
     write(&talos.talosconfig(), &talosconfig, 0o600)?;
 
-    // Namespaces and wiring. Each recorded once made: `down` removes exactly those.
-    let namespaces = [names.host_ns(), names.outside_ns()].into_iter().chain(
-        lab.machines
-            .iter()
-            .map(|m| names.machine_ns(&m.name.to_string())),
-    );
+    // Namespaces and wiring. Each recorded once made: `down` removes exactly those. A pair's
+    // two containers are two machines here.
+    let guests = lab.guests();
+    let namespaces = [names.host_ns(), names.outside_ns()]
+        .into_iter()
+        .chain(guests.iter().map(|m| names.machine_ns(&m.name.to_string())));
     for ns in namespaces {
         build::add_namespace(&ns)?;
         names.record_namespace(&ns).map_err(io(format!(
@@ -245,7 +245,7 @@ pub fn up(options: &UpOptions) -> Result<(), LocalError> {
     }
     build::bridges(&lab, &names)?;
     build::outside(&lab, &names)?;
-    for machine in &lab.machines {
+    for machine in &guests {
         build::machine_links(&lab, &names, machine)?;
     }
     step(&format!(
@@ -253,7 +253,7 @@ pub fn up(options: &UpOptions) -> Result<(), LocalError> {
         lab.networks.net0.bridge,
         lab.networks.net1.bridge,
         lab.networks.net2.bridge,
-        lab.machines.len()
+        guests.len()
     ));
 
     // The host: forwarding, the rendered firewall, the route to the VPN tunnel.
@@ -308,7 +308,7 @@ pub fn up(options: &UpOptions) -> Result<(), LocalError> {
     std::thread::sleep(Duration::from_millis(300));
     let script = state.udhcpc_script();
     write(&script, build::DHCP_SCRIPT, 0o755)?;
-    for machine in &lab.machines {
+    for machine in &guests {
         build::machine_addresses(&lab, &names, machine, &script)?;
     }
     step("dnsmasq on the lab bridges; every machine got its reserved address by DHCP");
@@ -351,11 +351,9 @@ pub fn up(options: &UpOptions) -> Result<(), LocalError> {
     }
     step("stand-ins serving on the control planes, workers and manager; the Talos nodes' apid on 50000");
 
-    // The balancer.
-    let lb_ns = machine_ns_by_role(&lab, &names, Role::Lb)?;
-    let mut lb_config = render::containers::lb_config(&lab)?;
-    // Each local lab's own socket: several labs (and the tests) run side by side.
-    lb_config.runtime.socket = Some(state.path().join("lab-lb.sock"));
+    // The balancer: lab-lb in each of its containers.
+    let lbs = lab.instances(Role::Lb);
+    let lb_pair = lab.replicas(Role::Lb).is_pair();
     // Beside the config, where lb.toml's relative names find them, as in the container.
     for (target, contents, mode) in render::containers::lb_cert_files(&lab)? {
         let path = state.path().join(render::containers::relative_to(
@@ -367,41 +365,72 @@ pub fn up(options: &UpOptions) -> Result<(), LocalError> {
         }
         write(&path, &contents, mode)?;
     }
-    start_daemon(
-        &state,
-        &lb_ns,
-        "lab-lb",
-        &lb_binary,
-        &toml_text(&lb_config)?,
-        lb_config.metrics.listen,
-    )?;
+    let mut listeners = 0;
+    for lb in &lbs {
+        let service = services::daemon_service("lab-lb", lb_pair, lb.name.as_str());
+        let mut lb_config = render::containers::lb_instance_config(&lab, lb)?;
+        // Each local lab's own socket: several labs (and the tests) run side by side.
+        lb_config.runtime.socket = Some(state.path().join(format!("{service}.sock")));
+        listeners = lb_config.listeners.len();
+        start_daemon(
+            &state,
+            &names.machine_ns(lb.name.as_str()),
+            &service,
+            &lb_binary,
+            &toml_text(&lb_config)?,
+            lb_config.metrics.listen,
+        )?;
+    }
     step(&format!(
-        "lab-lb in `lb` with the rendered lb.toml ({} listeners)",
-        lb_config.listeners.len()
+        "lab-lb in {} with the rendered lb.toml ({listeners} listeners)",
+        containers(&lbs)
     ));
 
-    // The gateway, with one admin peer whose client config is kept for the user.
-    let vpn_ns = machine_ns_by_role(&lab, &names, Role::Vpn)?;
-    // The guard before forwarding is switched on, as the unit's ExecStartPre does: until lab-vpn
-    // runs, nothing is forwarded from outside into net1.
-    shell::in_ns(&vpn_ns, &vpn_binary.to_string_lossy(), &["guard"])?;
-    build::forwarding(&vpn_ns)?;
+    // The gateway, with one admin peer whose client config is kept for the user; a pair's
+    // containers share the gateway's key.
+    let vpns = lab.instances(Role::Vpn);
+    let vpn_pair = lab.replicas(Role::Vpn).is_pair();
     let (vpn_config, client) = vpn_setup(&lab, &names, &state)?;
-    start_daemon(
-        &state,
-        &vpn_ns,
-        "lab-vpn",
-        &vpn_binary,
-        &toml_text(&vpn_config)?,
-        vpn_config.metrics.listen,
-    )?;
+    for (index, vpn) in vpns.iter().enumerate() {
+        let vpn_ns = names.machine_ns(vpn.name.as_str());
+        // The guard before forwarding is switched on, as the unit's ExecStartPre does: until
+        // lab-vpn runs, nothing is forwarded from outside into net1.
+        shell::in_ns(&vpn_ns, &vpn_binary.to_string_lossy(), &["guard"])?;
+        build::forwarding(&vpn_ns)?;
+        let mut config = vpn_config.clone();
+        config.interface.name = names.vpn_interface_of(index);
+        if let Some(own) = vpn.address_on(NetworkId::Net1) {
+            config.metrics.listen.set_ip(std::net::IpAddr::V4(own));
+        }
+        start_daemon(
+            &state,
+            &vpn_ns,
+            &services::daemon_service("lab-vpn", vpn_pair, vpn.name.as_str()),
+            &vpn_binary,
+            &toml_text(&config)?,
+            config.metrics.listen,
+        )?;
+    }
     let client_file = state.admin_client();
     write(&client_file, &client.to_string(), 0o600)?;
     step(&format!(
-        "lab-vpn in `vpn` ({}); admin peer config: {}",
+        "lab-vpn in {} ({}); admin peer config: {}",
+        containers(&vpns),
         vpn_config.interface.name,
         client_file.display()
     ));
+
+    for (role, instances) in [(Role::Lb, &lbs), (Role::Vpn, &vpns)] {
+        if lab.replicas(role).is_pair() {
+            keepalived_pair(&lab, &names, &state, role, instances)?;
+            step(&format!(
+                "keepalived in {}: the {} addresses on `{}`",
+                containers(instances),
+                role.as_str(),
+                holder(&lab, &names, role).unwrap_or_default()
+            ));
+        }
+    }
 
     if options.connect {
         connect(&names, &state, &client_file)?;
@@ -465,17 +494,98 @@ fn start_daemon(
     )
 }
 
-fn machine_ns_by_role(lab: &Lab, names: &LocalLab, role: Role) -> Result<String, LocalError> {
-    lab.machines
+/// `` `lb` `` or `` `lb`, `lb-2` ``: the containers, for the steps.
+fn containers(instances: &[crate::model::Machine]) -> String {
+    instances
         .iter()
-        .find(|m| m.role == role)
-        .map(|m| names.machine_ns(&m.name.to_string()))
-        .ok_or_else(|| {
-            LocalError::Usage(format!(
-                "the lab has no machine with role = \"{}\"",
-                role.as_str()
-            ))
-        })
+        .map(|m| format!("`{}`", m.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// keepalived in both containers of `role`'s pair, with the rendered keepalived.conf and only
+/// the capabilities its unit keeps in the container; back once one of them holds the
+/// published addresses.
+fn keepalived_pair(
+    lab: &Lab,
+    names: &LocalLab,
+    state: &state_dir::LocalStateDir,
+    role: Role,
+    instances: &[crate::model::Machine],
+) -> Result<(), LocalError> {
+    if on_path("keepalived").is_none() {
+        return Err(LocalError::MissingTool("keepalived (keepalived)".into()));
+    }
+    let bounding = render::keepalived::CAPABILITIES
+        .iter()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect::<Vec<_>>()
+        .join(",");
+    for (index, instance) in instances.iter().enumerate() {
+        let service = format!("keepalived-{}", instance.name);
+        let config = state.path().join(format!("{service}.conf"));
+        write(
+            &config,
+            &render::keepalived::config(lab, role, index)?,
+            0o644,
+        )?;
+        let pid = |what: &str| {
+            state
+                .pids()
+                .join(format!("{service}.{what}"))
+                .display()
+                .to_string()
+        };
+        services::start(
+            state,
+            &names.machine_ns(instance.name.as_str()),
+            &service,
+            &[
+                "setpriv".to_owned(),
+                format!("--bounding-set=-all,{bounding}"),
+                "--inh-caps=-all".to_owned(),
+                "--".to_owned(),
+                "keepalived".to_owned(),
+                "--dont-fork".to_owned(),
+                "--log-console".to_owned(),
+                "--log-detail".to_owned(),
+                "--no-syslog".to_owned(),
+                "--vrrp".to_owned(),
+                format!("--use-file={}", config.display()),
+                format!("--pid={}", pid("main")),
+                format!("--vrrp_pid={}", pid("vrrp")),
+                format!("--checkers_pid={}", pid("checkers")),
+            ],
+        )?;
+    }
+    let deadline = Instant::now() + KEEPALIVED_WAIT;
+    while holder(lab, names, role).is_none() {
+        if Instant::now() > deadline {
+            return Err(LocalError::NotReady {
+                what: format!("keepalived ({} pair)", role.as_str()),
+                seconds: KEEPALIVED_WAIT.as_secs(),
+                log: state.logs().display().to_string(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// How long a pair's keepalived may take to elect a holder: a few advert intervals.
+const KEEPALIVED_WAIT: Duration = Duration::from_secs(15);
+
+/// The container of `role` holding its published net0 address now, if one does.
+pub fn holder(lab: &Lab, names: &LocalLab, role: Role) -> Option<String> {
+    let published = render::role_address(lab, role, NetworkId::Net0).ok()?;
+    lab.instances(role).into_iter().find_map(|m| {
+        let ns = names.machine_ns(m.name.as_str());
+        let shown = shell::run("ip", &["-n", &ns, "-4", "-o", "address", "show"]).ok()?;
+        let held = shown
+            .split_whitespace()
+            .any(|word| word.split('/').next() == Some(published.to_string().as_str()));
+        held.then(|| m.name.to_string())
+    })
 }
 
 fn toml_text<T: serde::Serialize>(value: &T) -> Result<String, LocalError> {
@@ -635,7 +745,11 @@ pub fn down(name: &str) -> Result<(), LocalError> {
         // Deleting a namespace deletes its links, and with them the veths' other ends.
         shell::run("ip", &["netns", "del", ns])?;
     }
-    for interface in [names.vpn_interface(), names.client_interface()] {
+    for interface in [
+        names.vpn_interface(),
+        names.vpn_interface_of(1),
+        names.client_interface(),
+    ] {
         let _ = std::fs::remove_file(format!("/var/run/wireguard/{interface}.sock"));
     }
     let dir = state.path();

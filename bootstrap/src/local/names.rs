@@ -63,6 +63,15 @@ impl LocalLab {
         format!("{}wg", self.prefix)
     }
 
+    /// lab-vpn's interface in container `index` of a vpn pair: the first's is
+    /// [`LocalLab::vpn_interface`]; the second's differs, as its control socket must.
+    pub fn vpn_interface_of(&self, index: usize) -> String {
+        match index {
+            0 => self.vpn_interface(),
+            _ => format!("{}wg{index}", self.prefix),
+        }
+    }
+
     /// The admin client's interface in the outside namespace (`--connect`).
     pub fn client_interface(&self) -> String {
         format!("{}wc", self.prefix)
@@ -118,6 +127,8 @@ mod tests {
     fn names_stay_within_linux_limits() {
         let lab = LocalLab::new("labtest12345").unwrap();
         assert!(lab.vpn_interface().len() <= 15);
+        assert!(lab.vpn_interface_of(1).len() <= 15);
+        assert_ne!(lab.vpn_interface_of(1), lab.vpn_interface());
         assert_eq!(lab.machine_ns("cp1"), "labtest12345-cp1");
         assert!(LocalLab::new("Lab").is_err());
         assert!(LocalLab::new("a-very-long-lab-name").is_err());

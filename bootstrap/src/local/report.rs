@@ -33,21 +33,23 @@ fn machine_row(
     };
     match machine.role {
         Role::Lb => {
-            let metrics = render::containers::lb_config(lab)
+            let metrics = render::containers::lb_instance_config(lab, machine)
                 .ok()
                 .map(|c| c.metrics.listen);
+            let pair = lab.replicas(Role::Lb).is_pair();
             (
                 "lab-lb (process; no LXC here)".to_owned(),
-                service_health("lab-lb", metrics),
+                service_health(&services::daemon_service("lab-lb", pair, &name), metrics),
             )
         }
         Role::Vpn => {
             let metrics = machine
                 .address_on(NetworkId::Net1)
                 .map(|a| SocketAddr::from((a, render::containers::VPN_METRICS_PORT)));
+            let pair = lab.replicas(Role::Vpn).is_pair();
             (
                 format!("lab-vpn {} (process; no LXC here)", names.vpn_interface()),
-                service_health("lab-vpn", metrics),
+                service_health(&services::daemon_service("lab-vpn", pair, &name), metrics),
             )
         }
         role => {
@@ -114,7 +116,7 @@ pub fn print(lab: &Lab, names: &LocalLab, state: &LocalStateDir) {
         "router, table inet lab, dnsmasq",
         dhcp.join(" ")
     ));
-    for machine in &lab.machines {
+    for machine in &lab.guests() {
         let name = machine.name.to_string();
         let addresses: Vec<String> = machine
             .nics

@@ -9,6 +9,15 @@ use nix::unistd::Pid;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The service name of daemon `program` in container `container`: the program's own name
+/// without a pair, `<program>-<container>` in one.
+pub fn daemon_service(program: &str, pair: bool, container: &str) -> String {
+    match pair {
+        true => format!("{program}-{container}"),
+        false => program.to_owned(),
+    }
+}
+
 /// Starts `argv` in `ns` as service `name`; returns its pid.
 pub fn start(
     state: &LocalStateDir,

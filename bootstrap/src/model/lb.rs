@@ -17,6 +17,14 @@ pub struct Lb {
     /// The `[[lb.route]]` tables, in lab.toml order; without the key, [`default_routes`].
     #[serde(default, rename = "route", skip_serializing_if = "Option::is_none")]
     pub routes: Option<Vec<LbRoute>>,
+    /// 2: two lb containers, keepalived moving the published addresses between them
+    /// (docs/ARCHITECTURE.md, "Pairs"); 1 when unset.
+    #[serde(default, skip_serializing_if = "super::Replicas::is_single")]
+    pub replicas: super::Replicas,
+    /// A pair's first container takes the addresses back once healthy again; when unset, the
+    /// addresses stay where they are until that side fails (keepalived's `nopreempt`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preempt: bool,
 }
 
 /// One listener of lab-lb and the machines behind it, reached on their net2 addresses.

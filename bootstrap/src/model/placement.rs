@@ -306,7 +306,7 @@ impl Lab {
     pub fn placement(&self) -> Result<BTreeMap<String, String>, PlacementError> {
         if self.nodes.is_empty() {
             return Ok(self
-                .machines
+                .guests()
                 .iter()
                 .map(|m| (m.name.as_str().to_owned(), self.proxmox.node.clone()))
                 .collect());
@@ -320,8 +320,9 @@ impl Lab {
                 disk_gib: Some(u64::from(n.disk_gib)),
             })
             .collect();
+        // A pair's two containers (`guests`), in one spread group: on different nodes.
         let guests: Vec<Guest> = self
-            .machines
+            .guests()
             .iter()
             .map(|m| Guest {
                 name: m.name.as_str().to_owned(),

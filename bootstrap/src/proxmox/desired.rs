@@ -255,7 +255,9 @@ pub fn desired(lab: &Lab, sources: &Sources) -> Vec<Resource> {
     } else {
         bridges(lab)
     };
-    let mut machines: Vec<&Machine> = lab.machines.iter().collect();
+    // A pair's two containers in place of its machine.
+    let guests = lab.guests();
+    let mut machines: Vec<&Machine> = guests.iter().collect();
     machines.sort_by_key(|m| (!m.role.is_container(), m.vmid));
     for m in machines {
         out.push(if m.role.is_container() {

@@ -13,5 +13,5 @@ pub mod https;
 pub mod images;
 pub mod plan;
 pub mod preflight;
-pub mod vzdump;
 pub mod sdn;
+pub mod vzdump;

@@ -191,26 +191,18 @@ fn check_disk(lab: &Lab, plan: &Plan, avail: Option<u64>, preflight: &mut Prefli
         ));
         return;
     }
-    let each: Vec<String> = new
-        .iter()
-        .map(|&i| {
-            format!(
-                "machine[{i}] {} {} GiB",
-                lab.machines[i].name, lab.machines[i].disk_gib
-            )
-        })
-        .collect();
     preflight.problems.push(format!(
         "proxmox.storage: the guests to create need {} GiB on storage '{storage}' ({}), which has {free:.1} GiB free; free space there, or lower their disk_gib",
         needed / GIB,
-        each.join(", ")
+        new.join(", ")
     ));
 }
 
-/// The machines (their indexes in lab.toml) whose guests apply creates, and the bytes their
-/// disks take on `proxmox.storage`.
-fn guests_to_create(lab: &Lab, plan: &Plan) -> (Vec<usize>, u64) {
-    let new: Vec<_> = plan
+/// The guests apply creates (each named with its machine in lab.toml, a pair's second
+/// container with its first's), and the bytes their disks take on `proxmox.storage`.
+fn guests_to_create(lab: &Lab, plan: &Plan) -> (Vec<String>, u64) {
+    let guests = lab.guests();
+    let new: Vec<&crate::model::Machine> = plan
         .changes
         .iter()
         .filter(|c| {
@@ -218,17 +210,24 @@ fn guests_to_create(lab: &Lab, plan: &Plan) -> (Vec<usize>, u64) {
         })
         // On a cluster, the guests of the node this runs on: the others have budgets of their own.
         .filter(|c| c.resource.node == lab.proxmox.node)
-        .filter_map(|c| {
-            lab.machines
+        .filter_map(|c| guests.iter().find(|m| m.vmid.to_string() == c.resource.id))
+        .collect();
+    let needed = new.iter().map(|g| u64::from(g.disk_gib) * GIB).sum();
+    let labels = new
+        .iter()
+        .map(|g| {
+            let index = lab
+                .machines
                 .iter()
-                .position(|m| m.vmid.to_string() == c.resource.id)
+                .position(|m| m.vmid == g.vmid)
+                .or_else(|| lab.machines.iter().position(|m| m.role == g.role));
+            match index {
+                Some(i) => format!("machine[{i}] {} {} GiB", g.name, g.disk_gib),
+                None => format!("{} {} GiB", g.name, g.disk_gib),
+            }
         })
         .collect();
-    let needed = new
-        .iter()
-        .map(|&i| u64::from(lab.machines[i].disk_gib) * GIB)
-        .sum();
-    (new, needed)
+    (labels, needed)
 }
 
 /// `[storage]`: the volumes' storage must take disk images and have `budget` free, beyond the

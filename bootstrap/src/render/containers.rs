@@ -56,7 +56,12 @@ pub fn staged_path(lab: &Lab, role: Role, path: &str) -> PathBuf {
         .find(|m| m.role == role)
         .map(|m| m.name.to_string())
         .unwrap_or_else(|| role.as_str().to_owned());
-    PathBuf::from(format!("{STAGING_DIR}/{machine}{path}"))
+    staged_in(&machine, path)
+}
+
+/// The staged host path of `path` inside container `container` (a pair's second included).
+pub fn staged_in(container: &str, path: &str) -> PathBuf {
+    PathBuf::from(format!("{STAGING_DIR}/{container}{path}"))
 }
 
 fn backend(route: &LbRoute, name: Name, targets: Vec<&Machine>, port: u16) -> Backend {
@@ -237,6 +242,29 @@ pub fn vpn_config(lab: &Lab) -> Result<VpnConfig, RenderError> {
     })
 }
 
+/// lab-lb's config in container `instance` of the lb ([`Lab::instances`]): listening on the
+/// published addresses (lab-lb binds with `IP_FREEBIND`, so a pair's standby listens before
+/// keepalived gives it the addresses), its metrics on the container's own net2 address, where
+/// keepalived's check and Prometheus find each container. Without a pair, [`lb_config`].
+pub fn lb_instance_config(lab: &Lab, instance: &Machine) -> Result<LbConfig, RenderError> {
+    let mut config = lb_config(lab)?;
+    if let Some(own) = instance.address_on(NetworkId::Net2) {
+        config.metrics.listen.set_ip(IpAddr::V4(own));
+    }
+    Ok(config)
+}
+
+/// lab-vpn's config in container `instance` of the vpn: as [`lb_instance_config`], metrics on
+/// the container's own net1 address. Both containers of a pair have the gateway's key and
+/// answer from the address a datagram came to, the published one.
+pub fn vpn_instance_config(lab: &Lab, instance: &Machine) -> Result<VpnConfig, RenderError> {
+    let mut config = vpn_config(lab)?;
+    if let Some(own) = instance.address_on(NetworkId::Net1) {
+        config.metrics.listen.set_ip(IpAddr::V4(own));
+    }
+    Ok(config)
+}
+
 fn peers(lab: &Lab) -> Result<Vec<Peer>, RenderError> {
     lab.vpn
         .peers
@@ -311,53 +339,60 @@ pub fn lb_cert_files(lab: &Lab) -> Result<Vec<(String, String, u32)>, RenderErro
     Ok(out)
 }
 
-/// The containers' files, staged on the host.
+/// The containers' files, staged on the host: each of a pair's containers gets its own.
 pub fn files(lab: &Lab) -> Result<Vec<RenderedFile>, RenderError> {
-    let certs = lb_cert_files(lab)?
-        .into_iter()
-        .map(|(target, contents, mode)| RenderedFile {
-            path: staged_path(lab, Role::Lb, &target),
-            contents,
-            mode,
-        });
-    Ok(certs
-        .chain([
-            RenderedFile {
-                path: staged_path(lab, Role::Lb, LB_ROUTES_DROPIN),
-                contents: routes_dropin(lab, Role::Lb),
-                mode: 0o644,
-            },
-            RenderedFile {
-                path: staged_path(lab, Role::Vpn, VPN_ROUTES_DROPIN),
-                contents: routes_dropin(lab, Role::Vpn),
-                mode: 0o644,
-            },
-            RenderedFile {
-                path: staged_path(lab, Role::Lb, LB_CONFIG),
-                contents: toml_text(&format!("lab-lb check {LB_CONFIG}"), &lb_config(lab)?)?,
-                mode: 0o644,
-            },
-            RenderedFile {
-                path: staged_path(lab, Role::Vpn, VPN_CONFIG),
-                contents: toml_text(&format!("lab-vpn check {VPN_CONFIG}"), &vpn_config(lab)?)?,
-                mode: 0o644,
-            },
-            // The units as the repository ships them; they name the paths above.
-            RenderedFile {
-                path: staged_path(lab, Role::Lb, LB_UNIT),
-                contents: include_str!("../../../systemd/lab-lb.service").to_owned(),
-                mode: 0o644,
-            },
-            RenderedFile {
-                path: staged_path(lab, Role::Vpn, VPN_UNIT),
-                contents: include_str!("../../../systemd/lab-vpn.service").to_owned(),
-                mode: 0o644,
-            },
-            RenderedFile {
-                path: staged_path(lab, Role::Vpn, VPN_GUARD_UNIT),
-                contents: include_str!("../../../systemd/lab-vpn-guard.service").to_owned(),
-                mode: 0o644,
-            },
-        ])
-        .collect())
+    let lbs = lab.instances(Role::Lb);
+    let vpns = lab.instances(Role::Vpn);
+    let file = |container: &Machine, path: &str, contents: String, mode: u32| RenderedFile {
+        path: staged_in(container.name.as_str(), path),
+        contents,
+        mode,
+    };
+    let mut out = Vec::new();
+    let certs = lb_cert_files(lab)?;
+    for lb in &lbs {
+        for (target, contents, mode) in &certs {
+            out.push(file(lb, target, contents.clone(), *mode));
+        }
+    }
+    for lb in &lbs {
+        out.push(file(
+            lb,
+            LB_ROUTES_DROPIN,
+            routes_dropin(lab, Role::Lb),
+            0o644,
+        ));
+    }
+    for vpn in &vpns {
+        out.push(file(
+            vpn,
+            VPN_ROUTES_DROPIN,
+            routes_dropin(lab, Role::Vpn),
+            0o644,
+        ));
+    }
+    for lb in &lbs {
+        let config = lb_instance_config(lab, lb)?;
+        let text = toml_text(&format!("lab-lb check {LB_CONFIG}"), &config)?;
+        out.push(file(lb, LB_CONFIG, text, 0o644));
+    }
+    for vpn in &vpns {
+        let config = vpn_instance_config(lab, vpn)?;
+        let text = toml_text(&format!("lab-vpn check {VPN_CONFIG}"), &config)?;
+        out.push(file(vpn, VPN_CONFIG, text, 0o644));
+    }
+    // The units as the repository ships them; they name the paths above.
+    for lb in &lbs {
+        let unit = include_str!("../../../systemd/lab-lb.service");
+        out.push(file(lb, LB_UNIT, unit.to_owned(), 0o644));
+    }
+    for vpn in &vpns {
+        let unit = include_str!("../../../systemd/lab-vpn.service");
+        out.push(file(vpn, VPN_UNIT, unit.to_owned(), 0o644));
+    }
+    for vpn in &vpns {
+        let unit = include_str!("../../../systemd/lab-vpn-guard.service");
+        out.push(file(vpn, VPN_GUARD_UNIT, unit.to_owned(), 0o644));
+    }
+    Ok(out)
 }

@@ -123,13 +123,23 @@ pub fn config(lab: &Lab, network: NetworkId, lease_file: &std::path::Path) -> St
     let _ = writeln!(out, "dhcp-option=option:router,{}", net.host);
     let _ = writeln!(out, "dhcp-option=option:dns-server,{}", net.host);
     let _ = writeln!(out, "dhcp-option=option:domain-search,{domain}");
-    for machine in &lab.machines {
+    // A pair's containers are reserved their own addresses; the published ones are keepalived's.
+    for machine in &lab.guests() {
         for (index, nic) in machine.nics.iter().enumerate() {
             if nic.network != network {
                 continue;
             }
-            if let Some(mac) = machine.mac(index) {
-                let _ = writeln!(out, "dhcp-host={mac},{},{}", nic.address, machine.name);
+            // A pair's containers lease no name: their names are the published addresses'
+            // (host-record above), which a lease would add their own addresses to.
+            let paired = machine.role.is_container() && lab.replicas(machine.role).is_pair();
+            match machine.mac(index) {
+                Some(mac) if paired => {
+                    let _ = writeln!(out, "dhcp-host={mac},{}", nic.address);
+                }
+                Some(mac) => {
+                    let _ = writeln!(out, "dhcp-host={mac},{},{}", nic.address, machine.name);
+                }
+                None => {}
             }
         }
     }

@@ -8,6 +8,7 @@ pub mod daemons;
 pub mod dnsmasq;
 pub mod files;
 pub mod guest_routes;
+pub mod keepalived;
 pub mod manager;
 pub mod nftables;
 pub mod observability;
@@ -193,6 +194,7 @@ pub fn host_files(lab: &Lab) -> Result<Vec<RenderedFile>, RenderError> {
         mode: 0o644,
     });
     out.extend(containers::files(lab)?);
+    out.extend(keepalived::files(lab)?);
     out.extend(observability::host_files(lab));
     Ok(out)
 }

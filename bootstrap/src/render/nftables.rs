@@ -44,11 +44,22 @@ pub fn ruleset(lab: &Lab) -> Result<String, RenderError> {
         )
     };
     // The lb container, on net0 and net2, uploads its journal to the manager on net1: that
-    // one port from that one address, nothing else from net2 into net1.
+    // one port from that one address (a pair's containers from their own), nothing else from
+    // net2 into net1.
+    let lb_sources = match lab.replicas(Role::Lb).is_pair() {
+        true => {
+            let own: Vec<String> = lab
+                .addresses_of_instances(Role::Lb, NetworkId::Net2)
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            format!("{{ {} }}", own.join(", "))
+        }
+        false => role_address(lab, Role::Lb, NetworkId::Net2)?.to_string(),
+    };
     let lb_journal = match super::observability::journal_sink(lab) {
         Some(manager) => format!(
-            "iifname \"{b2}\" ip saddr {} oifname \"{b1}\" ip daddr {manager} tcp dport {} accept",
-            role_address(lab, Role::Lb, NetworkId::Net2)?,
+            "iifname \"{b2}\" ip saddr {lb_sources} oifname \"{b1}\" ip daddr {manager} tcp dport {} accept",
             super::observability::JOURNAL_REMOTE_PORT
         ),
         None => "# No manager on net1: no journal upload from the lb.".to_owned(),

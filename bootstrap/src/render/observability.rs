@@ -5,7 +5,7 @@
 //!
 //! The manager gets its share as part of its one cloud-init user-data (render/manager.rs).
 
-use super::containers::staged_path;
+use super::containers::staged_in;
 use super::manager::{CloudConfigPart, WriteFile};
 use super::{role_address, RenderError, RenderedFile};
 use crate::model::{Lab, NetworkId, Role};
@@ -146,16 +146,25 @@ pub fn prometheus_config(lab: &Lab) -> Result<String, RenderError> {
     let _ = writeln!(out, "  - {RULES_FILE}");
     out.push_str("scrape_configs:\n  - job_name: prometheus\n    static_configs:\n");
     out.push_str(&target("localhost:9090", &machine_name(Role::Manager)));
+    // A pair's containers each serve their metrics on their own address.
+    let own = |role: Role, network: NetworkId, fallback: Ipv4Addr| -> Vec<(Ipv4Addr, String)> {
+        match lab.replicas(role).is_pair() {
+            true => lab
+                .instances(role)
+                .iter()
+                .filter_map(|m| Some((m.address_on(network)?, m.name.to_string())))
+                .collect(),
+            false => vec![(fallback, machine_name(role))],
+        }
+    };
     out.push_str("  - job_name: lab-lb\n    static_configs:\n");
-    out.push_str(&target(
-        format!("{lb}:{LB_METRICS_PORT}"),
-        &machine_name(Role::Lb),
-    ));
+    for (address, name) in own(Role::Lb, NetworkId::Net2, lb) {
+        out.push_str(&target(format!("{address}:{LB_METRICS_PORT}"), &name));
+    }
     out.push_str("  - job_name: lab-vpn\n    static_configs:\n");
-    out.push_str(&target(
-        format!("{vpn}:{VPN_METRICS_PORT}"),
-        &machine_name(Role::Vpn),
-    ));
+    for (address, name) in own(Role::Vpn, NetworkId::Net1, vpn) {
+        out.push_str(&target(format!("{address}:{VPN_METRICS_PORT}"), &name));
+    }
     out.push_str("  - job_name: node\n    static_configs:\n");
     out.push_str(&target(
         format!("{}:{NODE_EXPORTER_PORT}", lab.networks.net1.host),
@@ -303,9 +312,12 @@ pub fn host_files(lab: &Lab) -> Vec<RenderedFile> {
             contents: journal_upload_dropin(manager),
             mode: 0o644,
         });
-        for role in [Role::Lb, Role::Vpn] {
+        for container in [Role::Lb, Role::Vpn]
+            .map(|role| lab.instances(role))
+            .concat()
+        {
             out.push(RenderedFile {
-                path: staged_path(lab, role, JOURNAL_UPLOAD_DROPIN),
+                path: staged_in(container.name.as_str(), JOURNAL_UPLOAD_DROPIN),
                 contents: journal_upload_dropin(manager),
                 mode: 0o644,
             });

@@ -4,7 +4,7 @@
 //! the gateway key; both are made once and never again, since a new bundle locks users out of
 //! their cluster and a new key out of the VPN.
 
-use super::containers::{staged_path, VPN_PRIVATE_KEY};
+use super::containers::{staged_in, VPN_PRIVATE_KEY};
 use super::files::{write_atomic, Outcome, WriteError};
 use super::manager::{self, ManagerError, ManagerInputs};
 use super::observability;
@@ -229,18 +229,21 @@ pub fn preview_host_files(lab: &Lab, state: &StateDir) -> Result<Vec<Preview>, S
             }
         }
     }
-    let key_path = staged_path(lab, Role::Vpn, VPN_PRIVATE_KEY);
-    out.push(match existing_gateway_key(state)? {
-        Some(key) => Preview::File(RenderedFile {
-            path: key_path,
-            contents: format!("{}\n", key.expose_base64()),
-            mode: 0o600,
-        }),
-        None => Preview::Unmade {
-            path: key_path,
-            mode: 0o600,
-        },
-    });
+    let key = existing_gateway_key(state)?;
+    for vpn in lab.instances(Role::Vpn) {
+        let key_path = staged_in(vpn.name.as_str(), VPN_PRIVATE_KEY);
+        out.push(match &key {
+            Some(key) => Preview::File(RenderedFile {
+                path: key_path,
+                contents: format!("{}\n", key.expose_base64()),
+                mode: 0o600,
+            }),
+            None => Preview::Unmade {
+                path: key_path,
+                mode: 0o600,
+            },
+        });
+    }
     Ok(out)
 }
 
@@ -289,11 +292,15 @@ pub fn host_files(lab: &Lab, state: &StateDir) -> Result<Vec<RenderedFile>, Stat
         });
     }
     out.extend(manager_snippets(lab, &secrets, &admin)?);
-    out.push(RenderedFile {
-        path: staged_path(lab, Role::Vpn, VPN_PRIVATE_KEY),
-        contents: format!("{}\n", gateway_key(state)?.expose_base64()),
-        mode: 0o600,
-    });
+    // Both containers of a vpn pair are the one gateway: the same key.
+    let key = gateway_key(state)?;
+    for vpn in lab.instances(Role::Vpn) {
+        out.push(RenderedFile {
+            path: staged_in(vpn.name.as_str(), VPN_PRIVATE_KEY),
+            contents: format!("{}\n", key.expose_base64()),
+            mode: 0o600,
+        });
+    }
     Ok(out)
 }
 

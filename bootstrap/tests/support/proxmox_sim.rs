@@ -482,7 +482,12 @@ fn route(
     template: &str,
     pp: &BTreeMap<String, String>,
 ) -> Result<Value, String> {
-    if template.starts_with("/cluster/") || template == "/version" || template == "/nodes" {
+    // Backup jobs are served below with the datacenter's other objects.
+    let cluster_wide = (template.starts_with("/cluster/")
+        && !template.starts_with("/cluster/backup"))
+        || template == "/version"
+        || template == "/nodes";
+    if cluster_wide {
         return cluster::route(s, call, template, pp);
     }
     let node = pp.get("node").cloned().unwrap_or_default();
