@@ -13,17 +13,20 @@
 #![warn(missing_docs)]
 
 pub mod backup;
+pub mod balancer;
 pub mod commands;
 pub mod host;
 mod lab_file;
 pub mod local;
 pub mod mac;
 pub mod model;
+pub mod node_removal;
 pub mod peers;
 pub mod progress;
 pub mod proxmox;
 pub mod render;
 pub mod state_dir;
 pub mod talos;
+pub mod talos_upgrade;
 
 pub use model::Lab;
