@@ -454,12 +454,9 @@ fn remove_nodes(
     out: &mut dyn Write,
 ) -> Result<(), String> {
     println!("Taking the deleted nodes out of the cluster ...");
-    let access = crate::talos::cluster::Access::new(
-        lab,
-        &state_dir(args),
-        args.talos_endpoint.as_deref(),
-    )
-    .map_err(|e| e.to_string())?;
+    let access =
+        crate::talos::cluster::Access::new(lab, &state_dir(args), args.talos_endpoint.as_deref())
+            .map_err(|e| e.to_string())?;
     let mut runner = system(args);
     let mut balancer =
         crate::balancer::Balancer::of(lab, &mut runner).map_err(|e| e.to_string())?;

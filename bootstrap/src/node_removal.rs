@@ -196,7 +196,11 @@ pub fn run(
             if servers.is_empty() {
                 "(no servers)".to_owned()
             } else {
-                servers.iter().map(Server::name).collect::<Vec<_>>().join(", ")
+                servers
+                    .iter()
+                    .map(Server::name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             }
         );
         let talos = |source| RemovalError::Cluster {

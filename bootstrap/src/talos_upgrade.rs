@@ -63,6 +63,14 @@ pub enum UpgradeError {
         /// What is wrong.
         why: String,
     },
+    /// lab.toml would not be valid at VERSION: refused before any node is touched.
+    #[error("lab.toml with [cluster] talos_version = \"{version}\" would not be valid, and the upgrade must end with lab.toml saying so; nothing was changed: {source}")]
+    WouldBeInvalid {
+        /// The release.
+        version: String,
+        /// Why.
+        source: PeerError,
+    },
     /// The nodes are upgraded, but lab.toml could not record the release.
     #[error("every node runs {version}, but lab.toml's [cluster] talos_version could not be set: {source}")]
     Record {
@@ -159,6 +167,13 @@ pub fn run(
     };
     let installer = &run.installer;
     let nodes = order(lab);
+    // The release is recorded at the end: a lab.toml that cannot take it is refused now.
+    if lab.cluster.talos_version != version {
+        edited(lab_file, version).map_err(|source| UpgradeError::WouldBeInvalid {
+            version: version.to_owned(),
+            source,
+        })?;
+    }
     if options.dry_run {
         run.print_sequence(lab_file, balancer, &nodes, out)?;
         return Ok(Outcome::default());
@@ -431,17 +446,10 @@ impl Run<'_> {
     }
 }
 
-/// Sets `[cluster] talos_version` in lab.toml (comments and layout kept, the edited lab
-/// validated first); false when it already says `version`.
-fn record(lab_file: &Path, lab: &Lab, version: &str) -> Result<bool, UpgradeError> {
-    if lab.cluster.talos_version == version {
-        return Ok(false);
-    }
-    let failed = |source| UpgradeError::Record {
-        version: version.to_owned(),
-        source,
-    };
-    let mut source = LabSource::read(lab_file).map_err(failed)?;
+/// lab.toml as it is now with `[cluster] talos_version` set to `version` (its line's comment
+/// and spacing kept), validated as `validate` would.
+fn edited(lab_file: &Path, version: &str) -> Result<LabSource, PeerError> {
+    let mut source = LabSource::read(lab_file)?;
     let written = source
         .document
         .get_mut("cluster")
@@ -449,14 +457,28 @@ fn record(lab_file: &Path, lab: &Lab, version: &str) -> Result<bool, UpgradeErro
         .and_then(|cluster| cluster.get_mut("talos_version"))
         .and_then(toml_edit::Item::as_value_mut)
         .ok_or_else(|| {
-            failed(PeerError::Refused(
+            PeerError::Refused(
                 "lab.toml's `cluster.talos_version` is not written as a key of [cluster]; set it by hand".to_owned(),
-            ))
+            )
         })?;
-    // The line's comment and spacing stay as they were.
     let decor = written.decor().clone();
     *written = toml_edit::Value::from(version);
     *written.decor_mut() = decor;
-    source.replace().map_err(failed)?;
+    source.validated()?;
+    Ok(source)
+}
+
+/// Sets `[cluster] talos_version` in lab.toml, read again (it may have been edited during the
+/// upgrade); false when it already says `version`.
+fn record(lab_file: &Path, lab: &Lab, version: &str) -> Result<bool, UpgradeError> {
+    if lab.cluster.talos_version == version {
+        return Ok(false);
+    }
+    edited(lab_file, version)
+        .and_then(|source| source.replace())
+        .map_err(|source| UpgradeError::Record {
+            version: version.to_owned(),
+            source,
+        })?;
     Ok(true)
 }

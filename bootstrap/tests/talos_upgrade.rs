@@ -29,8 +29,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lab-bootstrap");
-const FROM: &str = "v1.13.9";
-const TO: &str = "v1.13.10";
+const FROM: &str = "v1.13.8";
+const TO: &str = "v1.13.9";
 
 /// Talos nodes of configs/lab.toml: name, net1 address, its servers at the balancer.
 const NODES: [(&str, &str, &[&str]); 5] = [
@@ -106,7 +106,7 @@ impl Bench {
     fn new(reboot: Duration, etcd_members: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("lab.toml");
-        std::fs::write(&file, workspace::config_text("lab.toml")).unwrap();
+        std::fs::write(&file, lab_text()).unwrap();
         let lab: Lab = lab_daemon::config::load(&file).unwrap();
         let state = StateDir::new(dir.path().join("state"));
         lab_bootstrap::render::state::render_all(&lab, &dir.path().join("root"), &state).unwrap();
@@ -163,12 +163,24 @@ impl Bench {
             .flat_map(|(_, _, s)| s.iter().copied())
             .collect();
         std::fs::write(dir.path().join("servers"), servers.join("\n") + "\n").unwrap();
-        Self {
+        let bench = Self {
             dir,
             netns,
             nodes,
             sick,
-        }
+        };
+        // etcd bootstrapped on cp1, as apply leaves the cluster.
+        let admin = lab_bootstrap::talos::AdminCredentials::load(&state.talos_admin()).unwrap();
+        let credentials = credentials_of(&secrets, &admin);
+        bench
+            .netns
+            .enter(|| {
+                ask("10.10.1.11:50000", &credentials, async |c| {
+                    c.bootstrap().await
+                })
+            })
+            .unwrap();
+        bench
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -177,16 +189,11 @@ impl Bench {
 
     fn command(&self, extra: &[&str]) -> Command {
         let mut command = self.netns.command(BIN);
+        command.args(["upgrade", "talos", TO, "--drain-timeout", "5"]);
+        if !extra.contains(&"--node-timeout") {
+            command.args(["--node-timeout", "20"]);
+        }
         command
-            .args([
-                "upgrade",
-                "talos",
-                TO,
-                "--drain-timeout",
-                "5",
-                "--node-timeout",
-                "20",
-            ])
             .arg("--state")
             .arg(self.path("state"))
             .arg("--run-via")
@@ -230,6 +237,14 @@ impl Bench {
             })
             .collect()
     }
+}
+
+/// configs/lab.toml at [`FROM`] (it says [`TO`]).
+fn lab_text() -> String {
+    workspace::config_text("lab.toml").replace(
+        &format!("talos_version = \"{TO}\""),
+        &format!("talos_version = \"{FROM}\""),
+    )
 }
 
 fn text(out: &Output) -> String {
@@ -311,14 +326,7 @@ fn rolling_upgrade_drains_each_node_and_records_the_release() {
     }
     // lab.toml records the release, comments and the rest as they were.
     let lab = std::fs::read_to_string(bench.path("lab.toml")).unwrap();
-    let original = workspace::config_text("lab.toml");
-    assert_eq!(
-        lab,
-        original.replace(
-            &format!("talos_version = \"{FROM}\""),
-            &format!("talos_version = \"{TO}\"")
-        )
-    );
+    assert_eq!(lab, workspace::config_text("lab.toml"));
     assert!(
         printed.contains("now says [cluster] talos_version"),
         "{printed}"
@@ -470,7 +478,7 @@ fn a_node_that_does_not_come_back_is_named_and_left_drained() {
     assert!(!out.status.success());
     let printed = text(&out);
     assert!(
-        printed.contains("w1 (10.10.1.21): back at the new release: w1 (10.10.1.21) back at v1.13.10 not done after"),
+        printed.contains("w1 (10.10.1.21): back at the new release: w1 (10.10.1.21) back at v1.13.9 not done after"),
         "{printed}"
     );
     assert!(
@@ -512,8 +520,36 @@ fn dry_run_prints_the_sequence_and_changes_nothing() {
     );
     assert_eq!(
         std::fs::read_to_string(bench.path("lab.toml")).unwrap(),
-        workspace::config_text("lab.toml")
+        lab_text()
     );
+}
+
+#[test]
+fn a_release_lab_toml_cannot_take_is_refused_before_any_node_is_touched() {
+    let bench = Bench::new(Duration::from_millis(300), &["cp1", "cp2", "cp3"]);
+    // No Kubernetes release of lab-bootstrap's table for it, and lab.toml names none.
+    let out = bench
+        .netns
+        .command(BIN)
+        .args(["upgrade", "talos", "v1.13.99", "--state"])
+        .arg(bench.path("state"))
+        .arg("--run-via")
+        .arg(bench.path("ctl"))
+        .arg(bench.path("lab.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let printed = text(&out);
+    assert!(
+        printed.contains("lab.toml with [cluster] talos_version = \"v1.13.99\" would not be valid")
+            && printed.contains("nothing was changed")
+            && printed.contains("set cluster.kubernetes_version"),
+        "{printed}"
+    );
+    for (name, _, _) in NODES {
+        assert!(bench.upgrades(name).is_empty(), "{name}");
+    }
+    assert!(bench.ctl_log().is_empty(), "{:?}", bench.ctl_log());
 }
 
 #[test]
@@ -539,21 +575,7 @@ fn a_version_that_is_no_release_is_refused() {
 fn etcd_of_three(sick: &[&str]) -> (Vec<apid::Apid>, lab_talos_api::client::Credentials) {
     let secrets = Secrets::generate().unwrap();
     let admin = lab_bootstrap::talos::AdminCredentials::generate(&secrets).unwrap();
-    let pem = |encoded: &str| {
-        use base64::Engine;
-        String::from_utf8(
-            base64::engine::general_purpose::STANDARD
-                .decode(encoded)
-                .unwrap(),
-        )
-        .unwrap()
-    };
-    let credentials = lab_talos_api::client::Credentials::from_pem(
-        &pem(&secrets.certs.os.crt),
-        &pem(&admin.crt),
-        &pem(&admin.key),
-    )
-    .unwrap();
+    let credentials = credentials_of(&secrets, &admin);
     let sick: HashSet<String> = sick.iter().map(|s| (*s).to_owned()).collect();
     let readiness: Readiness = Arc::new(move |node: &str| !sick.contains(node));
     let etcd = Etcd::new(&["cp1", "cp2", "cp3"].map(|name| (name.to_owned(), name.to_owned())));
@@ -571,9 +593,31 @@ fn etcd_of_three(sick: &[&str]) -> (Vec<apid::Apid>, lab_talos_api::client::Cred
     (nodes, credentials)
 }
 
-/// Runs `call` against the stand-in `apid` with `credentials`.
+/// The talosconfig's credentials: the bundle's OS CA, `admin`'s certificate and key.
+fn credentials_of(
+    secrets: &Secrets,
+    admin: &lab_bootstrap::talos::AdminCredentials,
+) -> lab_talos_api::client::Credentials {
+    let pem = |encoded: &str| {
+        use base64::Engine;
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    lab_talos_api::client::Credentials::from_pem(
+        &pem(&secrets.certs.os.crt),
+        &pem(&admin.crt),
+        &pem(&admin.key),
+    )
+    .unwrap()
+}
+
+/// Runs `call` against the stand-in at `address` with `credentials`.
 fn ask<T>(
-    apid: &apid::Apid,
+    address: &str,
     credentials: &lab_talos_api::client::Credentials,
     call: impl AsyncFnOnce(
         &mut lab_talos_api::client::Client,
@@ -585,7 +629,7 @@ fn ask<T>(
         .unwrap()
         .block_on(async {
             let mut client = lab_talos_api::client::Client::connect(
-                &apid.address.to_string(),
+                address,
                 credentials,
                 lab_talos_api::client::Timeouts::default(),
             )
@@ -598,18 +642,20 @@ fn member_names(
     apid: &apid::Apid,
     credentials: &lab_talos_api::client::Credentials,
 ) -> Vec<String> {
-    ask(apid, credentials, async |c| c.etcd_member_list().await)
-        .unwrap()
-        .into_iter()
-        .map(|m| m.hostname)
-        .collect()
+    ask(&apid.address.to_string(), credentials, async |c| {
+        c.etcd_member_list().await
+    })
+    .unwrap()
+    .into_iter()
+    .map(|m| m.hostname)
+    .collect()
 }
 
 #[test]
 fn etcd_refuses_a_leave_that_would_lose_quorum_and_the_last_member() {
     // cp3 is down: cp1 leaving would leave cp2 and cp3, one of them started, quorum 2.
     let (nodes, credentials) = etcd_of_three(&["cp3"]);
-    let refused = ask(&nodes[0], &credentials, async |c| {
+    let refused = ask(&nodes[0].address.to_string(), &credentials, async |c| {
         c.etcd_leave_cluster().await
     })
     .unwrap_err();
@@ -622,15 +668,18 @@ fn etcd_refuses_a_leave_that_would_lose_quorum_and_the_last_member() {
     );
     assert_eq!(member_names(&nodes[1], &credentials), ["cp1", "cp2", "cp3"]);
     // cp3 itself may go: cp1 and cp2 are both started.
-    ask(&nodes[2], &credentials, async |c| {
+    ask(&nodes[2].address.to_string(), &credentials, async |c| {
         c.etcd_leave_cluster().await
     })
     .unwrap();
     assert_eq!(member_names(&nodes[0], &credentials), ["cp1", "cp2"]);
     // A graceful reset leaves etcd as Talos's does; then cp1 is the last member, and stays.
-    ask(&nodes[1], &credentials, async |c| c.reset().await).unwrap();
+    ask(&nodes[1].address.to_string(), &credentials, async |c| {
+        c.reset().await
+    })
+    .unwrap();
     assert_eq!(member_names(&nodes[0], &credentials), ["cp1"]);
-    let last = ask(&nodes[0], &credentials, async |c| {
+    let last = ask(&nodes[0].address.to_string(), &credentials, async |c| {
         c.etcd_leave_cluster().await
     })
     .unwrap_err();
