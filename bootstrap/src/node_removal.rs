@@ -175,6 +175,9 @@ pub fn run(
             });
         };
         let node = removal.label();
+        // Asked before anything changes, so a refusal leaves the node as it was.
+        let in_etcd = removal.role == Role::ControlPlane
+            && ensure_quorum(lab, removals, access, removal, &node)?;
         let at_balancer = |source| RemovalError::Balancer {
             node: node.clone(),
             source,
@@ -208,13 +211,11 @@ pub fn run(
             source,
         };
         let admin = admin.to_string();
-        if removal.role == Role::ControlPlane {
-            if ensure_quorum(lab, access, removal, &node)? {
-                access.leave_etcd(&admin).map_err(talos)?;
-                let _ = writeln!(out, "  {node}: left etcd");
-            } else {
-                let _ = writeln!(out, "  {node}: not an etcd member (left already)");
-            }
+        if in_etcd {
+            access.leave_etcd(&admin).map_err(talos)?;
+            let _ = writeln!(out, "  {node}: left etcd");
+        } else if removal.role == Role::ControlPlane {
+            let _ = writeln!(out, "  {node}: not an etcd member (left already)");
         }
         match access.reset_node(&admin) {
             Ok(()) => {
@@ -238,6 +239,7 @@ pub fn run(
 /// left would be fewer started ones than their quorum, or none.
 fn ensure_quorum(
     lab: &Lab,
+    removals: &[Removal],
     access: &Access,
     removal: &Removal,
     node: &str,
@@ -265,13 +267,17 @@ fn ensure_quorum(
             members.join(", ")
         )));
     }
-    // A member answers when its Talos API does, at the address lab.toml gives it.
-    let (started, down): (Vec<&String>, Vec<&String>) = rest.iter().partition(|member| {
+    // A member answers when its Talos API does, at the address lab.toml gives it (or the
+    // host's reservations, for another node being removed).
+    let address_of = |member: &str| {
         lab.machines
             .iter()
-            .find(|m| m.name.as_str() == member.as_str())
+            .find(|m| m.name.as_str() == member)
             .and_then(|m| m.address_on(NetworkId::Net1))
-            .is_some_and(|address| access.node_version(&address.to_string()).is_ok())
+            .or_else(|| removals.iter().find(|r| r.name == member)?.admin)
+    };
+    let (started, down): (Vec<&String>, Vec<&String>) = rest.iter().partition(|member| {
+        address_of(member).is_some_and(|address| access.node_version(&address.to_string()).is_ok())
     });
     let quorum = rest.len() / 2 + 1;
     if started.len() < quorum {

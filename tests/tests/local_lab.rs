@@ -195,7 +195,14 @@ fn the_local_lab_comes_up_works_as_designed_and_goes_away() {
     let dir = tempfile::tempdir().unwrap();
     let apps = lab_tests::certs::make_for(dir.path(), "apps", &["*.apps.lab", "apps.lab"], "lab");
     let lab_toml = dir.path().join("lab.toml");
-    std::fs::write(&lab_toml, workspace::config_text("lab.toml") + APPS_ROUTE).unwrap();
+    // One Talos release before the example's, so a rolling upgrade to it runs below.
+    let lab_text = workspace::config_text("lab.toml")
+        .replace("talos_version = \"v1.13.9\"", "talos_version = \"v1.13.8\"");
+    assert!(
+        lab_text.contains("v1.13.8"),
+        "configs/lab.toml's talos_version moved"
+    );
+    std::fs::write(&lab_toml, lab_text + APPS_ROUTE).unwrap();
     let config = lab_toml.to_str().unwrap();
     let up = lab.bootstrap(&["up", "--local", "--connect", "--name", &lab.name, config]);
     let printed = text(&up.stdout);
@@ -619,7 +626,7 @@ fn the_local_lab_comes_up_works_as_designed_and_goes_away() {
     let upgrade = Command::new("ip")
         .args(["netns", "exec", &lab.ns("host")])
         .arg(&lab.bin)
-        .args(["upgrade", "talos", "v1.13.10", "--drain-timeout", "20"])
+        .args(["upgrade", "talos", "v1.13.9", "--drain-timeout", "20"])
         .args(["--node-timeout", "60", "--state"])
         .arg(&talos_state)
         .arg("--run-via")
@@ -649,7 +656,7 @@ fn the_local_lab_comes_up_works_as_designed_and_goes_away() {
         "cp3 (10.10.1.13)",
     ] {
         assert!(
-            upgraded.contains(&format!("{node} runs v1.13.10, healthy")),
+            upgraded.contains(&format!("{node} runs v1.13.9, healthy")),
             "{node}: {upgraded}"
         );
     }

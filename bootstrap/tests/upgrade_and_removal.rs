@@ -12,6 +12,7 @@
 #[path = "support/talos_api.rs"]
 #[allow(dead_code)]
 mod apid;
+mod support;
 
 use lab_bootstrap::state_dir::StateDir;
 use lab_bootstrap::talos::Secrets;
@@ -27,6 +28,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::proxmox_sim::Simulator;
 
 const BIN: &str = env!("CARGO_BIN_EXE_lab-bootstrap");
 const FROM: &str = "v1.13.8";
@@ -205,6 +207,14 @@ impl Bench {
 
     fn upgrade(&self, extra: &[&str]) -> Output {
         self.command(extra).output().unwrap()
+    }
+
+    /// The talosconfig's credentials for the bench's lab.
+    fn credentials(&self) -> lab_talos_api::client::Credentials {
+        let state = StateDir::new(self.path("state"));
+        let secrets = Secrets::load(&state.talos_secrets()).unwrap();
+        let admin = lab_bootstrap::talos::AdminCredentials::load(&state.talos_admin()).unwrap();
+        credentials_of(&secrets, &admin)
     }
 
     fn stand_in(&self, name: &str) -> &StandIn {
@@ -693,4 +703,179 @@ fn etcd_refuses_a_leave_that_would_lose_quorum_and_the_last_member() {
         .map(|(_, c)| c)
         .collect();
     assert_eq!(calls, ["Reset graceful=true", "EtcdLeaveCluster"]);
+}
+
+/// `lab-bootstrap OP --proxmox-only` in the bench's namespace, the Proxmox API being `sim`.
+fn on_proxmox(bench: &Bench, sim: &Simulator, op: &str, extra: &[&str]) -> Output {
+    bench
+        .netns
+        .command(BIN)
+        .arg(op)
+        .args(["--proxmox-only", "--api", "pvesh", "--pvesh"])
+        .arg(sim.pvesh_shim())
+        .arg("--state")
+        .arg(bench.path("state"))
+        .arg("--root")
+        .arg(bench.path("root"))
+        .arg("--run-via")
+        .arg(bench.path("ctl"))
+        .args(extra)
+        .arg(bench.path("lab.toml"))
+        .output()
+        .unwrap()
+}
+
+/// The lab applied on a simulated Proxmox node in the bench's namespace, then `gone`
+/// deleted from lab.toml.
+fn applied_then_deleted(bench: &Bench, gone: &[&str]) -> Simulator {
+    let sim = bench.netns.enter(Simulator::start);
+    let out = on_proxmox(bench, &sim, "apply", &["--yes"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut doc: toml_edit::DocumentMut = std::fs::read_to_string(bench.path("lab.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    doc["machine"]
+        .as_array_of_tables_mut()
+        .unwrap()
+        .retain(|m| !gone.contains(&m["name"].as_str().unwrap()));
+    std::fs::write(bench.path("lab.toml"), doc.to_string()).unwrap();
+    sim.clear_calls();
+    sim
+}
+
+/// When the simulator was first asked to change guest `vmid`.
+fn first_write_to(sim: &Simulator, vmid: &str) -> SystemTime {
+    sim.writes()
+        .iter()
+        .filter(|c| c.path.split('/').any(|part| part == vmid))
+        .map(|c| c.at)
+        .min()
+        .unwrap_or_else(|| panic!("no write to {vmid}: {:?}", sim.writes()))
+}
+
+/// When node `name` got `call`.
+fn call_time(bench: &Bench, name: &str, call: &str) -> SystemTime {
+    let calls = bench.stand_in(name).record().calls;
+    calls
+        .iter()
+        .find(|(_, c)| c == call)
+        .map(|(at, _)| *at)
+        .unwrap_or_else(|| panic!("{name} got no {call}: {calls:?}"))
+}
+
+#[test]
+fn a_deleted_node_is_drained_leaves_etcd_and_is_reset_before_its_vm_is_destroyed() {
+    let bench = Bench::new(Duration::from_millis(300), &["cp1", "cp2", "cp3"]);
+    // lab.toml keeps an odd number of control planes: two of three go.
+    let sim = applied_then_deleted(&bench, &["cp2", "cp3", "w2"]);
+
+    let plan = on_proxmox(&bench, &sim, "plan", &[]);
+    assert_eq!(plan.status.code(), Some(2), "{}", text(&plan));
+    let shown = text(&plan);
+    assert!(
+        shown.contains("Nodes leaving the cluster before their VM is destroyed:")
+            && shown.contains("  - cp2 (10.10.1.12) (control-plane, VM 212): drain its servers at the balancer (10.10.2.12), EtcdLeaveCluster")
+            && shown.contains("  - cp3 (10.10.1.13) (control-plane, VM 213): drain its servers at the balancer (10.10.2.13), EtcdLeaveCluster (refused if etcd would lose quorum), Reset (graceful), then VM 213 destroyed")
+            && shown.contains("  - w2 (10.10.1.22) (worker, VM 222): drain its servers at the balancer (10.10.2.22), Reset (graceful), then VM 222 destroyed"),
+        "{shown}"
+    );
+    assert!(sim.writes().is_empty(), "plan wrote: {:?}", sim.writes());
+    assert!(bench.ctl_log().iter().all(|(_, r)| r == "servers"));
+
+    let out = on_proxmox(&bench, &sim, "apply", &["--yes"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(sim.rejected().is_empty(), "{:?}", sim.rejected());
+    let log = bench.ctl_log();
+    for (name, vmid, etcd) in [
+        ("cp2", "212", true),
+        ("cp3", "213", true),
+        ("w2", "222", false),
+    ] {
+        let (_, _, servers) = NODES.iter().find(|(n, _, _)| *n == name).unwrap();
+        let drained = servers
+            .iter()
+            .map(|s| {
+                let waited = times(&log, &format!("wait-drained {s} --timeout 120s"));
+                assert_eq!(waited.len(), 1, "{s} waited for once: {log:?}");
+                assert!(times(&log, &format!("drain {s}"))[0] <= waited[0]);
+                waited[0]
+            })
+            .max()
+            .unwrap();
+        let reset = call_time(&bench, name, "Reset graceful=true");
+        if etcd {
+            let left = call_time(&bench, name, "EtcdLeaveCluster");
+            assert!(
+                drained < left && left < reset,
+                "{name}: drained, left etcd, reset"
+            );
+        } else {
+            assert!(drained < reset, "{name}: drained, then reset");
+        }
+        assert!(
+            reset < first_write_to(&sim, vmid),
+            "{name}'s VM destroyed only after its reset"
+        );
+    }
+    // One node after the other, in the plan's order (the VMs go after the last).
+    assert!(
+        call_time(&bench, "cp2", "Reset graceful=true")
+            < call_time(&bench, "cp3", "EtcdLeaveCluster")
+            && call_time(&bench, "cp3", "Reset graceful=true")
+                < call_time(&bench, "w2", "Reset graceful=true")
+    );
+    // etcd lost cp2 and cp3 and nothing else; only their VMs and w2's were touched.
+    assert_eq!(
+        bench
+            .netns
+            .enter(|| ask("10.10.1.11:50000", &bench.credentials(), async |c| c
+                .etcd_member_list()
+                .await))
+            .unwrap()
+            .into_iter()
+            .map(|m| m.hostname)
+            .collect::<Vec<_>>(),
+        ["cp1"]
+    );
+    for call in sim.writes() {
+        assert!(
+            ["212", "213", "222"]
+                .iter()
+                .any(|vmid| call.path.split('/').any(|part| part == *vmid)),
+            "{call:?}"
+        );
+    }
+    let again = on_proxmox(&bench, &sim, "plan", &[]);
+    assert!(!text(&again).contains("Nodes leaving"), "{}", text(&again));
+}
+
+#[test]
+fn a_removal_that_would_cost_etcd_its_quorum_is_refused_and_destroys_nothing() {
+    let bench = Bench::new(Duration::from_millis(300), &["cp1", "cp2", "cp3"]);
+    let sim = applied_then_deleted(&bench, &["cp2", "cp3"]);
+    // cp3 is down: cp2 leaving would leave cp1 and cp3, one of them answering, below a
+    // quorum of 2.
+    bench
+        .netns
+        .run(&["ip", "addr", "del", "10.10.1.13/32", "dev", "lo"]);
+    let out = on_proxmox(&bench, &sim, "apply", &["--yes"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("not removing cp2 (10.10.1.12): etcd would keep 2 members of which 1 answers, below its quorum of 2 (not answering: cp3); bring them back first; its VM is not destroyed"),
+        "{}",
+        text(&out)
+    );
+    for name in ["cp2", "cp3"] {
+        assert!(
+            bench.stand_in(name).record().calls.is_empty(),
+            "{name} untouched"
+        );
+    }
+    assert!(
+        bench.ctl_log().iter().all(|(_, r)| !r.starts_with("drain")),
+        "nothing drained: {:?}",
+        bench.ctl_log()
+    );
+    assert!(sim.writes().is_empty(), "{:?}", sim.writes());
 }
