@@ -69,7 +69,7 @@ pub enum UpgradeError {
         /// The release.
         version: String,
         /// Why.
-        source: PeerError,
+        source: Box<PeerError>,
     },
     /// The nodes are upgraded, but lab.toml could not record the release.
     #[error("every node runs {version}, but lab.toml's [cluster] talos_version could not be set: {source}")]
@@ -77,7 +77,7 @@ pub enum UpgradeError {
         /// The release.
         version: String,
         /// Why.
-        source: PeerError,
+        source: Box<PeerError>,
     },
 }
 
@@ -171,7 +171,7 @@ pub fn run(
     if lab.cluster.talos_version != version {
         edited(lab_file, version).map_err(|source| UpgradeError::WouldBeInvalid {
             version: version.to_owned(),
-            source,
+            source: Box::new(source),
         })?;
     }
     if options.dry_run {
@@ -478,7 +478,7 @@ fn record(lab_file: &Path, lab: &Lab, version: &str) -> Result<bool, UpgradeErro
         .and_then(|source| source.replace())
         .map_err(|source| UpgradeError::Record {
             version: version.to_owned(),
-            source,
+            source: Box::new(source),
         })?;
     Ok(true)
 }

@@ -13,7 +13,7 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use lab_talos_api::stand_in::{Readiness, StandIn};
+use lab_talos_api::stand_in::{Etcd, Readiness, StandIn};
 use std::net::IpAddr;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -84,12 +84,24 @@ fn talos_api_stand_in(
             .is_ok()
         })
     });
+    // Each node's process has its own copy of etcd's members: the lab's control planes, by
+    // their kubelet (net2) addresses as the health check names them.
+    let members: Vec<(String, String)> = lab
+        .machines
+        .iter()
+        .filter(|m| m.role == crate::model::Role::ControlPlane)
+        .filter_map(|m| {
+            let address = m.address_on(crate::model::NetworkId::Net2)?;
+            Some((m.name.to_string(), address.to_string()))
+        })
+        .collect();
     let stand_in = StandIn::new(
         name,
         &lab.cluster.talos_version,
         kubeconfig.into_bytes(),
         readiness,
-    );
+    )
+    .with_etcd(Etcd::new(&members));
     Ok((stand_in, tls))
 }
 
