@@ -7,7 +7,12 @@
 //! drained to zero and enabled only after, one node at a time (workers first), nothing taken
 //! down while a control plane is unhealthy or missing from etcd; a run killed after the second
 //! node and run again finishes without touching the first two; lab.toml's talos_version set
-//! at the end with its comments kept.
+//! at the end with its comments kept, and a release lab.toml cannot take refused first.
+//! Node removal the same way, with `plan`/`apply --proxmox-only` against the Proxmox simulator
+//! (in the namespace too): a `[[machine]]` deleted from lab.toml is drained, leaves etcd (a
+//! control plane) and is reset before the simulator sees its VM's deletion; a removal that
+//! would leave etcd below quorum is refused before anything is drained, left or destroyed. The
+//! stand-in's own etcd refuses the same, and its last member's leaving.
 
 #[path = "support/talos_api.rs"]
 #[allow(dead_code)]
