@@ -233,6 +233,12 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
             state_dir(args).storage_manifests().display()
         );
     }
+    // Talos nodes deleted from lab.toml leave the cluster before their VMs go.
+    let removals = match op {
+        Op::Destroy => Vec::new(),
+        _ => crate::node_removal::removals(&plan, &live, lab, &args.root),
+    };
+    print!("{}", crate::node_removal::render(&removals));
     for download in &downloads {
         println!(
             "  + image {} (download-url {}, {} checked)",
@@ -341,6 +347,9 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
                 .map_err(|e| e.to_string())?;
         }
         let mut stdout = std::io::stdout();
+        if !removals.is_empty() {
+            remove_nodes(args, lab, &removals, &mut stdout)?;
+        }
         let done = apply(api, &plan, &mut stdout).map_err(|e| e.to_string())?
             + downloads.len()
             + usize::from(template.is_some())
@@ -562,6 +571,24 @@ fn binaries(args: &Args) -> Result<PathBuf, String> {
                     .to_owned()
             }),
     }
+}
+
+/// Takes the nodes deleted from lab.toml out of the cluster (balancer, etcd, Reset).
+fn remove_nodes(
+    args: &Args,
+    lab: &Lab,
+    removals: &[crate::node_removal::Removal],
+    out: &mut dyn Write,
+) -> Result<(), String> {
+    println!("Taking the deleted nodes out of the cluster ...");
+    let access =
+        crate::talos::cluster::Access::new(lab, &state_dir(args), args.talos_endpoint.as_deref())
+            .map_err(|e| e.to_string())?;
+    let mut runner = system(args);
+    let mut balancer =
+        crate::balancer::Balancer::of(lab, &mut runner).map_err(|e| e.to_string())?;
+    crate::node_removal::run(lab, &args.root, removals, &access, &mut balancer, out)
+        .map_err(|e| e.to_string())
 }
 
 fn system(args: &Args) -> crate::host::System {

@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod backup;
+pub mod balancer;
 pub mod commands;
 pub mod host;
 mod lab_file;
@@ -21,6 +22,7 @@ pub mod local;
 pub mod mac;
 pub mod model;
 pub mod node_configs;
+pub mod node_removal;
 pub mod peers;
 pub mod progress;
 pub mod proxmox;
@@ -28,5 +30,6 @@ pub mod render;
 pub mod state_dir;
 pub mod storage;
 pub mod talos;
+pub mod talos_upgrade;
 
 pub use model::Lab;

@@ -4,7 +4,9 @@
 use clap::{Parser, Subcommand};
 use lab_bootstrap::state_dir::StateDir;
 use lab_bootstrap::talos::cluster::Access;
-use lab_bootstrap::{backup, commands, local, node_configs, peers, render, Lab};
+use lab_bootstrap::{
+    backup, balancer, commands, host, local, node_configs, peers, render, talos_upgrade, Lab,
+};
 use lab_daemon::config::load;
 use lab_daemon::{cli, exit};
 use std::path::{Path, PathBuf};
@@ -63,7 +65,7 @@ enum Command {
         #[arg(value_name = "FILE", default_value = "lab.toml")]
         file: PathBuf,
     },
-    /// Upgrade a running lab, node by node
+    /// Upgrade a running lab, node by node (Talos: each drained at the balancer first)
     Upgrade {
         #[command(subcommand)]
         command: UpgradeCommand,
@@ -147,11 +149,41 @@ enum PeerCommand {
 
 #[derive(Subcommand)]
 enum UpgradeCommand {
+    /// Every Talos node to VERSION (the Image Factory installer of the lab's schematic):
+    /// workers, then control planes, one at a time while the cluster is healthy; nodes at
+    /// VERSION are skipped, so an interrupted upgrade is run again; lab.toml's
+    /// `[cluster] talos_version` is set after the last node
+    Talos(UpgradeTalosArgs),
     /// Kubernetes to VERSION: one minor version at a time, never down, at most the minor the
     /// lab's Talos release ships; sets `[cluster] kubernetes_version` in lab.toml (comments
     /// kept), then applies each node's config with the new images, control planes first, one
     /// at a time with the cluster healthy in between
     Kubernetes(KubernetesArgs),
+}
+
+#[derive(clap::Args)]
+struct UpgradeTalosArgs {
+    /// The Talos release, as v1.13.10
+    #[arg(value_name = "VERSION")]
+    version: String,
+    /// Print the sequence (with each node's release now), change nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// How long a node's servers at the balancer may take to finish what runs through them
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    drain_timeout: u64,
+    /// How long a node may take to come back at VERSION with the cluster healthy (and an
+    /// unhealthy cluster is waited for before a node is taken down)
+    #[arg(long, value_name = "SECONDS", default_value_t = 900)]
+    node_timeout: u64,
+    #[command(flatten)]
+    state: StateArgs,
+    /// Run host commands as `PROGRAM command args…` (tests stand in for pct)
+    #[arg(long, value_name = "PROGRAM", hide = true)]
+    run_via: Option<PathBuf>,
+    /// The lab description
+    #[arg(value_name = "FILE", default_value = "lab.toml")]
+    file: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -266,6 +298,9 @@ fn main() -> ExitCode {
             archive,
             file,
         } => restore(dry_run, &state.state(), &archive, &file),
+        Command::Upgrade {
+            command: UpgradeCommand::Talos(args),
+        } => upgrade_talos(&args),
         Command::Upgrade {
             command: UpgradeCommand::Kubernetes(args),
         } => upgrade_kubernetes(&args),
@@ -478,6 +513,54 @@ fn restore(dry_run: bool, state: &StateDir, archive: &Path, file: &Path) -> Exit
         }
         Err(e) => {
             eprintln!("lab-bootstrap: refused: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn upgrade_talos(args: &UpgradeTalosArgs) -> ExitCode {
+    if let Err(e) = talos_upgrade::check_version(&args.version) {
+        eprintln!("lab-bootstrap: {e}");
+        return exit::code(exit::USAGE);
+    }
+    let lab = match load_lab(&args.file) {
+        Ok(lab) => lab,
+        Err(code) => return code,
+    };
+    let access = match Access::new(&lab, &args.state.state(), None) {
+        Ok(access) => access,
+        Err(e) => {
+            eprintln!("lab-bootstrap: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut runner = host::System {
+        via: args.run_via.clone(),
+    };
+    let options = talos_upgrade::Options {
+        version: args.version.clone(),
+        dry_run: args.dry_run,
+        drain_timeout: std::time::Duration::from_secs(args.drain_timeout),
+        node_timeout: std::time::Duration::from_secs(args.node_timeout),
+    };
+    let result = balancer::Balancer::of(&lab, &mut runner)
+        .map_err(talos_upgrade::UpgradeError::from)
+        .and_then(|mut balancer| {
+            talos_upgrade::run(
+                &lab,
+                &args.file,
+                &access,
+                &mut balancer,
+                &options,
+                &mut std::io::stdout(),
+            )
+        });
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            for line in e.to_string().lines() {
+                eprintln!("lab-bootstrap: {line}");
+            }
             ExitCode::FAILURE
         }
     }

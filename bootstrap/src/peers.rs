@@ -76,14 +76,14 @@ pub struct Added {
 }
 
 /// lab.toml as text, as a document to edit, and as a lab.
-struct LabSource {
+pub(crate) struct LabSource {
     path: PathBuf,
-    document: DocumentMut,
+    pub(crate) document: DocumentMut,
     lab: Lab,
 }
 
 impl LabSource {
-    fn read(path: &Path) -> Result<Self, PeerError> {
+    pub(crate) fn read(path: &Path) -> Result<Self, PeerError> {
         let text = std::fs::read_to_string(path).map_err(|source| PeerError::Io {
             path: path.to_owned(),
             source,
@@ -121,11 +121,16 @@ impl LabSource {
             .ok_or_else(refused)
     }
 
+    /// The edited document as a lab, validated as `validate` would.
+    pub(crate) fn validated(&self) -> Result<Lab, PeerError> {
+        parse::<Lab>(&self.path, &self.document.to_string()).map_err(PeerError::WouldBeInvalid)
+    }
+
     /// Validates the edited document as `validate` would, then replaces lab.toml with it,
     /// atomically and with its mode kept; returns the lab it now describes.
-    fn replace(&self) -> Result<Lab, PeerError> {
+    pub(crate) fn replace(&self) -> Result<Lab, PeerError> {
+        let lab = self.validated()?;
         let text = self.document.to_string();
-        let lab = parse::<Lab>(&self.path, &text).map_err(PeerError::WouldBeInvalid)?;
         let mode = std::fs::metadata(&self.path)
             .map(|m| m.permissions().mode() & 0o7777)
             .unwrap_or(0o644);

@@ -450,7 +450,11 @@ fn a_dry_run_reports_the_mode_talos_would_use_and_changes_nothing() {
     assert_eq!(record.configs.get("w7"), Some(&running));
     assert_eq!(record.applied, vec![running]);
     assert_eq!(
-        record.calls,
+        record
+            .calls
+            .into_iter()
+            .map(|(_, call)| call)
+            .collect::<Vec<_>>(),
         [
             "ApplyConfiguration w7",
             "ApplyConfiguration dry-run w7",

@@ -118,6 +118,7 @@ fn rollout_calls(apid: &apid::Apid) -> Vec<String> {
         .record()
         .calls
         .into_iter()
+        .map(|(_, call)| call)
         .filter(|c| !c.contains("dry-run"))
         .collect()
 }

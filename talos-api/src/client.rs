@@ -10,7 +10,10 @@ use crate::proto::machine::apply_configuration_request::Mode;
 /// The modes `ApplyConfiguration` applies a config in (and a node reports it chose).
 pub use crate::proto::machine::apply_configuration_request::Mode as ApplyMode;
 use crate::proto::machine::machine_service_client::MachineServiceClient;
-use crate::proto::machine::{ApplyConfigurationRequest, BootstrapRequest, EtcdSnapshotRequest};
+use crate::proto::machine::{
+    ApplyConfigurationRequest, BootstrapRequest, EtcdLeaveClusterRequest, EtcdMemberListRequest,
+    EtcdSnapshotRequest, ResetRequest, UpgradeRequest,
+};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -517,5 +520,84 @@ pub async fn bootstrap_within(
             }
             other => return other,
         }
+    }
+}
+
+/// One member of etcd, as `EtcdMemberList` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdMember {
+    /// The member's ID.
+    pub id: u64,
+    /// The control plane's hostname.
+    pub hostname: String,
+}
+
+impl Client {
+    /// `Upgrade`: installs `image` (the installer) and reboots into it. Talos answers once the
+    /// upgrade is under way; the node then goes away and comes back at the new release.
+    // Deprecated for LifecycleService.Upgrade, whose proto reference/talos does not hold; the
+    // MachineService call is served until Talos v1.18.
+    #[allow(deprecated)]
+    pub async fn upgrade(&mut self, image: &str) -> Result<(), Error> {
+        let mut machine = self.machine.clone();
+        let request = UpgradeRequest {
+            image: image.to_owned(),
+            // Talos's default since 1.8: the node's data (etcd, kubelet state) is kept.
+            preserve: true,
+            ..Default::default()
+        };
+        self.bounded("Upgrade", self.timeouts.call, machine.upgrade(request))
+            .await?;
+        Ok(())
+    }
+
+    /// `EtcdMemberList`: etcd's members as this control plane sees them.
+    pub async fn etcd_member_list(&mut self) -> Result<Vec<EtcdMember>, Error> {
+        let mut machine = self.machine.clone();
+        let request = EtcdMemberListRequest { query_local: false };
+        let answer = self
+            .bounded(
+                "EtcdMemberList",
+                self.timeouts.call,
+                machine.etcd_member_list(request),
+            )
+            .await?
+            .into_inner();
+        Ok(answer
+            .messages
+            .into_iter()
+            .flat_map(|m| m.members)
+            .map(|m| EtcdMember {
+                id: m.id,
+                hostname: m.hostname,
+            })
+            .collect())
+    }
+
+    /// `EtcdLeaveCluster`: this control plane leaves etcd (etcd refuses when the members
+    /// left would lose quorum).
+    pub async fn etcd_leave_cluster(&mut self) -> Result<(), Error> {
+        let mut machine = self.machine.clone();
+        self.bounded(
+            "EtcdLeaveCluster",
+            self.timeouts.call,
+            machine.etcd_leave_cluster(EtcdLeaveClusterRequest {}),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `Reset`, graceful: the node leaves the cluster, wipes its disks and halts (the VM is
+    /// destroyed after).
+    pub async fn reset(&mut self) -> Result<(), Error> {
+        let mut machine = self.machine.clone();
+        let request = ResetRequest {
+            graceful: true,
+            reboot: false,
+            ..Default::default()
+        };
+        self.bounded("Reset", self.timeouts.call, machine.reset(request))
+            .await?;
+        Ok(())
     }
 }

@@ -4,7 +4,10 @@
 //! `AlreadyExists`), streams the kubeconfig it was given as Talos does, applies configs as
 //! Talos decides (dry run or not; a changed `machine.install` needs a reboot) and keeps the
 //! last one of each node, streams a deterministic etcd snapshot once etcd is bootstrapped,
-//! and checks health by asking `Readiness` about each node.
+//! and checks health by asking `Readiness` about each node. `Upgrade` makes the node go away
+//! (its listener refuses) for a while and come back at the new release; the stand-ins of one
+//! cluster share an [`Etcd`], whose members `EtcdMemberList` lists and `EtcdLeaveCluster`
+//! leaves, refused as etcd refuses when quorum would be lost.
 
 use crate::archive;
 use crate::client::pkcs8_pem;
@@ -15,14 +18,16 @@ use crate::proto::machine::apply_configuration_request::Mode;
 use crate::proto::machine::machine_service_server::{MachineService, MachineServiceServer};
 use crate::proto::machine::{
     ApplyConfiguration, ApplyConfigurationRequest, ApplyConfigurationResponse, Bootstrap,
-    BootstrapRequest, BootstrapResponse, EtcdSnapshotRequest, PlatformInfo, Version, VersionInfo,
-    VersionResponse,
+    BootstrapRequest, BootstrapResponse, EtcdLeaveCluster, EtcdLeaveClusterRequest,
+    EtcdLeaveClusterResponse, EtcdMember, EtcdMemberListRequest, EtcdMemberListResponse,
+    EtcdMembers, EtcdSnapshotRequest, PlatformInfo, Reset, ResetRequest, ResetResponse, Upgrade,
+    UpgradeRequest, UpgradeResponse, Version, VersionInfo, VersionResponse,
 };
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch, Notify};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
@@ -53,9 +58,45 @@ pub struct Record {
     /// The last config applied to each node, by the hostname its `HostnameConfig` names
     /// (this node's own when it names none): one stand-in answers for every node of a test.
     pub configs: BTreeMap<String, Vec<u8>>,
-    /// `ApplyConfiguration` (`ApplyConfiguration <node>`, `… dry-run <node>`) and
-    /// `HealthCheck` calls in the order they came, for the order of a rollout.
-    pub calls: Vec<String>,
+    /// The calls that change the node (`Upgrade <image>`, `EtcdLeaveCluster`, `Reset`, the
+    /// refused included; `ApplyConfiguration <node>`, `ApplyConfiguration dry-run <node>`) and
+    /// `HealthCheck`, in order, each with when it came: what tests assert the order of calls
+    /// on.
+    pub calls: Vec<(std::time::SystemTime, String)>,
+}
+
+/// How long an upgraded stand-in stays away (refusing connections) unless told otherwise.
+pub const DEFAULT_REBOOT: Duration = Duration::from_secs(2);
+
+/// Release tags that upgrades install: the tag after the installer image's last `:`.
+fn tag_of(image: &str) -> Option<&str> {
+    let (_, tag) = image.rsplit_once(':')?;
+    (!tag.is_empty() && !tag.contains('/')).then_some(tag)
+}
+
+/// etcd as the control planes' stand-ins share it: its members, by hostname with the address
+/// [`Readiness`] judges them by.
+#[derive(Clone, Default)]
+pub struct Etcd {
+    members: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl Etcd {
+    /// etcd with `members` (hostname, address), in join order.
+    pub fn new(members: &[(String, String)]) -> Self {
+        Self {
+            members: Arc::new(Mutex::new(members.to_vec())),
+        }
+    }
+
+    /// The members' hostnames.
+    pub fn hostnames(&self) -> Vec<String> {
+        self.lock().iter().map(|(name, _)| name.clone()).collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(String, String)>> {
+        self.members.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// The etcd snapshot the stand-in of node `hostname` streams: bbolt's page size of bytes per
@@ -102,16 +143,24 @@ pub enum StandInError {
     /// The TLS setup or the server failed.
     #[error("serving the Talos API: {0}")]
     Serve(#[from] tonic::transport::Error),
+    /// The listening socket could not be read or opened again after a reboot.
+    #[error("the Talos API's socket: {0}")]
+    Listen(std::io::Error),
 }
 
 /// One node's stand-in apid.
 #[derive(Clone)]
 pub struct StandIn {
     hostname: String,
-    talos_version: String,
+    talos_version: Arc<Mutex<String>>,
     kubeconfig: Vec<u8>,
     readiness: Readiness,
     record: Arc<Mutex<Record>>,
+    etcd: Etcd,
+    reboot: Duration,
+    rebooting: Arc<Notify>,
+    installing: Arc<Mutex<Option<String>>>,
+    up: Arc<watch::Sender<bool>>,
 }
 
 impl StandIn {
@@ -125,11 +174,48 @@ impl StandIn {
     ) -> Self {
         Self {
             hostname: hostname.to_owned(),
-            talos_version: talos_version.to_owned(),
+            talos_version: Arc::new(Mutex::new(talos_version.to_owned())),
             kubeconfig,
             readiness,
             record: Arc::default(),
+            etcd: Etcd::default(),
+            reboot: DEFAULT_REBOOT,
+            rebooting: Arc::default(),
+            installing: Arc::default(),
+            up: Arc::new(watch::Sender::new(true)),
         }
+    }
+
+    /// The same, a member of (or a worker beside) `etcd`, shared with the other nodes'.
+    #[must_use]
+    pub fn with_etcd(mut self, etcd: Etcd) -> Self {
+        self.etcd = etcd;
+        self
+    }
+
+    /// The same, staying away for `reboot` after an `Upgrade`.
+    #[must_use]
+    pub fn with_reboot(mut self, reboot: Duration) -> Self {
+        self.reboot = reboot;
+        self
+    }
+
+    /// Whether the node is up (false while it reboots after an `Upgrade`): what the node's
+    /// other services (the local lab's stand-in kube-apiserver and ingress) follow.
+    pub fn up(&self) -> watch::Receiver<bool> {
+        self.up.subscribe()
+    }
+
+    /// The Talos release it answers `Version` with.
+    pub fn talos_version(&self) -> String {
+        self.talos_version
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn log(&self, call: String) {
+        self.lock().calls.push((std::time::SystemTime::now(), call));
     }
 
     /// What it was asked so far.
@@ -164,7 +250,8 @@ impl StandIn {
     }
 
     /// Serves on `listener` until the task is dropped, requiring client certificates from
-    /// `tls.client_ca`.
+    /// `tls.client_ca`. After an `Upgrade` the listener is closed (connections are refused, as
+    /// by a rebooting node) for the reboot time, then opened again on the same address.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
@@ -173,13 +260,52 @@ impl StandIn {
         let config = ServerTlsConfig::new()
             .identity(Identity::from_pem(&tls.crt, pkcs8_pem(&tls.key)?))
             .client_ca_root(Certificate::from_pem(&tls.client_ca));
-        Server::builder()
-            .tls_config(config)?
-            .add_service(MachineServiceServer::new(self.clone()))
-            .add_service(ClusterServiceServer::new(self))
-            .serve_with_incoming(TcpListenerStream::new(listener))
-            .await?;
-        Ok(())
+        let address = listener.local_addr().map_err(StandInError::Listen)?;
+        let mut listener = listener;
+        loop {
+            let rebooting = self.rebooting.clone();
+            let (went_down, going) = tokio::sync::oneshot::channel();
+            let signal = async move {
+                rebooting.notified().await;
+                let _ = went_down.send(());
+            };
+            // tonic closes the listener at the signal, then waits for open calls to end: a
+            // rebooting node waits for none longer than a moment.
+            let served = Server::builder()
+                .tls_config(config.clone())?
+                .add_service(MachineServiceServer::new(self.clone()))
+                .add_service(ClusterServiceServer::new(self.clone()))
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+            let grace = async {
+                if going.await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                served = served => served?,
+                () = grace => {}
+            }
+            self.up.send_replace(false);
+            tokio::time::sleep(self.reboot).await;
+            // A node runs the release it installed only once it has rebooted.
+            let installed = self
+                .installing
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(tag) = installed {
+                *self
+                    .talos_version
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = tag;
+            }
+            listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(StandInError::Listen)?;
+            self.up.send_replace(true);
+        }
     }
 
     /// The nodes of `nodes` that are not ready, asked without blocking the server.
@@ -245,7 +371,7 @@ impl MachineService for StandIn {
             messages: vec![Version {
                 metadata: self.metadata(),
                 version: Some(VersionInfo {
-                    tag: self.talos_version.clone(),
+                    tag: self.talos_version(),
                     os: "linux".to_owned(),
                     arch: "amd64".to_owned(),
                     ..Default::default()
@@ -269,11 +395,14 @@ impl MachineService for StandIn {
         }
         let node = hostname_in(&request.data).unwrap_or_else(|| self.hostname.clone());
         let mut record = self.lock();
-        record.calls.push(if request.dry_run {
-            format!("ApplyConfiguration dry-run {node}")
-        } else {
-            format!("ApplyConfiguration {node}")
-        });
+        record.calls.push((
+            std::time::SystemTime::now(),
+            if request.dry_run {
+                format!("ApplyConfiguration dry-run {node}")
+            } else {
+                format!("ApplyConfiguration {node}")
+            },
+        ));
         let reboot = record
             .configs
             .get(&node)
@@ -319,6 +448,131 @@ impl MachineService for StandIn {
             }],
         }))
     }
+
+    async fn upgrade(
+        &self,
+        request: Request<UpgradeRequest>,
+    ) -> Result<Response<UpgradeResponse>, Status> {
+        self.upgrade_call(&request.into_inner()).map(Response::new)
+    }
+
+    async fn etcd_member_list(
+        &self,
+        _request: Request<EtcdMemberListRequest>,
+    ) -> Result<Response<EtcdMemberListResponse>, Status> {
+        let members = self
+            .etcd
+            .hostnames()
+            .into_iter()
+            .zip(1_u64..)
+            .map(|(hostname, id)| EtcdMember {
+                id,
+                hostname,
+                ..Default::default()
+            })
+            .collect();
+        Ok(Response::new(EtcdMemberListResponse {
+            messages: vec![EtcdMembers {
+                metadata: self.metadata(),
+                legacy_members: Vec::new(),
+                members,
+            }],
+        }))
+    }
+
+    async fn etcd_leave_cluster(
+        &self,
+        _request: Request<EtcdLeaveClusterRequest>,
+    ) -> Result<Response<EtcdLeaveClusterResponse>, Status> {
+        self.leave_call().await.map(Response::new)
+    }
+
+    async fn reset(
+        &self,
+        request: Request<ResetRequest>,
+    ) -> Result<Response<ResetResponse>, Status> {
+        let graceful = request.into_inner().graceful;
+        self.log(format!("Reset graceful={graceful}"));
+        if graceful && self.etcd.hostnames().contains(&self.hostname) {
+            // Talos's graceful reset leaves etcd first, with the same checks.
+            self.leave_call().await?;
+        }
+        Ok(Response::new(ResetResponse {
+            messages: vec![Reset {
+                metadata: self.metadata(),
+                actor_id: String::new(),
+            }],
+        }))
+    }
+}
+
+impl StandIn {
+    /// `Upgrade`: acknowledged, then the node goes away for its reboot time and comes back
+    /// at the installer's tag (only a served stand-in reboots).
+    fn upgrade_call(&self, request: &UpgradeRequest) -> Result<UpgradeResponse, Status> {
+        self.log(format!("Upgrade {}", request.image));
+        let tag = tag_of(&request.image).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "`{}` is not an installer image with a tag",
+                request.image
+            ))
+        })?;
+        *self
+            .installing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(tag.to_owned());
+        let rebooting = self.rebooting.clone();
+        tokio::spawn(async move {
+            // The answer goes out before the node goes away, as Talos acknowledges first.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            rebooting.notify_one();
+        });
+        Ok(UpgradeResponse {
+            messages: vec![Upgrade {
+                metadata: self.metadata(),
+                ack: "Upgrade request received".to_owned(),
+                actor_id: String::new(),
+            }],
+        })
+    }
+
+    /// `EtcdLeaveCluster`: refused as etcd's strict reconfiguration check refuses a removal
+    /// that leaves fewer started members than the smaller cluster's quorum, and for the last
+    /// member.
+    async fn leave_call(&self) -> Result<EtcdLeaveClusterResponse, Status> {
+        self.log("EtcdLeaveCluster".to_owned());
+        let members = self.etcd.lock().clone();
+        if !members.iter().any(|(name, _)| *name == self.hostname) {
+            return Err(Status::failed_precondition(format!(
+                "{} is not a member of etcd",
+                self.hostname
+            )));
+        }
+        let rest: Vec<String> = members
+            .iter()
+            .filter(|(name, _)| *name != self.hostname)
+            .map(|(_, address)| address.clone())
+            .collect();
+        if rest.is_empty() {
+            return Err(Status::failed_precondition(
+                "etcd: cannot remove the last member of the cluster",
+            ));
+        }
+        let started = rest.len() - self.not_ready(&rest).await.len();
+        let quorum = rest.len() / 2 + 1;
+        if started < quorum {
+            return Err(Status::failed_precondition(format!(
+                "etcdserver: re-configuration failed due to not enough started members ({started} of {} started, quorum {quorum})",
+                rest.len()
+            )));
+        }
+        self.etcd.lock().retain(|(name, _)| *name != self.hostname);
+        Ok(EtcdLeaveClusterResponse {
+            messages: vec![EtcdLeaveCluster {
+                metadata: self.metadata(),
+            }],
+        })
+    }
 }
 
 /// The hostname a machine config's `HostnameConfig` document names.
@@ -360,7 +614,7 @@ impl ClusterService for StandIn {
         &self,
         request: Request<HealthCheckRequest>,
     ) -> Result<Response<Stream<HealthCheckProgress>>, Status> {
-        self.lock().calls.push("HealthCheck".to_owned());
+        self.log("HealthCheck".to_owned());
         let request = request.into_inner();
         let wait = request
             .wait_timeout

@@ -195,7 +195,14 @@ fn the_local_lab_comes_up_works_as_designed_and_goes_away() {
     let dir = tempfile::tempdir().unwrap();
     let apps = lab_tests::certs::make_for(dir.path(), "apps", &["*.apps.lab", "apps.lab"], "lab");
     let lab_toml = dir.path().join("lab.toml");
-    std::fs::write(&lab_toml, workspace::config_text("lab.toml") + APPS_ROUTE).unwrap();
+    // One Talos release before the example's, so a rolling upgrade to it runs below.
+    let lab_text = workspace::config_text("lab.toml")
+        .replace("talos_version = \"v1.13.9\"", "talos_version = \"v1.13.8\"");
+    assert!(
+        lab_text.contains("v1.13.8"),
+        "configs/lab.toml's talos_version moved"
+    );
+    std::fs::write(&lab_toml, lab_text + APPS_ROUTE).unwrap();
     let config = lab_toml.to_str().unwrap();
     let up = lab.bootstrap(&["up", "--local", "--connect", "--name", &lab.name, config]);
     let printed = text(&up.stdout);
@@ -574,6 +581,107 @@ fn the_local_lab_comes_up_works_as_designed_and_goes_away() {
             "{cp}:50000 not up:\n{metrics}"
         );
     }
+
+    // A rolling Talos upgrade of the stand-ins (each goes away for its reboot: apid, API server
+    // and ingress ports refused, open connections cut) under wrk load through the balancer's
+    // kube-apiserver listener, one connection per request so a drain can finish: not one
+    // request fails, so every node was drained at the real lab-lb before it went away. The
+    // lb container's `pct exec <vmid> -- lab-lb ctl` is the lab's socket here.
+    let lb_ctl = dir.path().join("lb-ctl");
+    std::fs::write(
+        &lb_ctl,
+        format!(
+            "#!/bin/sh\n[ \"$1 $2\" = \"pct exec\" ] || exit 2\nshift 6\nexec {} ctl --socket {} \"$@\"\n",
+            workspace_bin("lab-lb").display(),
+            lab.state().join("lab-lb.sock").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&lb_ctl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let wrk = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &manager,
+            "wrk",
+            "--threads",
+            "2",
+            "--connections",
+            "8",
+        ])
+        .args([
+            "--duration",
+            "300s",
+            "--timeout",
+            "5s",
+            "-H",
+            "Connection: close",
+        ])
+        .arg("https://10.10.2.2:6443/")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("wrk");
+    std::thread::sleep(Duration::from_secs(1));
+    let upgrade = Command::new("ip")
+        .args(["netns", "exec", &lab.ns("host")])
+        .arg(&lab.bin)
+        .args(["upgrade", "talos", "v1.13.9", "--drain-timeout", "20"])
+        .args(["--node-timeout", "60", "--state"])
+        .arg(&talos_state)
+        .arg("--run-via")
+        .arg(&lb_ctl)
+        .arg(config)
+        .output()
+        .unwrap();
+    // wrk reports what it did when interrupted.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(wrk.id()).unwrap()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let report = wrk.wait_with_output().unwrap();
+    let report = format!("{}{}", text(&report.stdout), text(&report.stderr));
+    let upgraded = text(&upgrade.stdout);
+    assert!(
+        upgrade.status.success(),
+        "{upgraded}{}",
+        text(&upgrade.stderr)
+    );
+    for node in [
+        "w1 (10.10.1.21)",
+        "w2 (10.10.1.22)",
+        "cp1 (10.10.1.11)",
+        "cp2 (10.10.1.12)",
+        "cp3 (10.10.1.13)",
+    ] {
+        assert!(
+            upgraded.contains(&format!("{node} runs v1.13.9, healthy")),
+            "{node}: {upgraded}"
+        );
+    }
+    assert!(report.contains("requests in"), "{report}");
+    assert!(!report.contains("Socket errors"), "{report}");
+    assert!(!report.contains("Non-2xx"), "{report}");
+    // Every server is back in the balancer, enabled and passing its health check.
+    let all_back = || {
+        let listing = Command::new(workspace_bin("lab-lb"))
+            .args(["ctl", "--socket"])
+            .arg(lab.state().join("lab-lb.sock"))
+            .arg("servers")
+            .output()
+            .unwrap();
+        let listing = text(&listing.stdout);
+        listing.lines().count() > 1
+            && listing.lines().skip(1).all(|l| {
+                l.split_whitespace().nth(2) == Some("ready")
+                    && l.split_whitespace().nth(3) == Some("up")
+            })
+    };
+    assert!(
+        eventually(Duration::from_secs(30), all_back),
+        "not every server back"
+    );
 
     // A control plane's API stand-in stops: health checks take it out, the API stays up.
     let pid: i32 = std::fs::read_to_string(lab.state().join("pids/stand-in-cp1.pid"))

@@ -13,7 +13,7 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use lab_talos_api::stand_in::{Readiness, StandIn};
+use lab_talos_api::stand_in::{Etcd, Readiness, StandIn};
 use std::net::IpAddr;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -84,12 +84,24 @@ fn talos_api_stand_in(
             .is_ok()
         })
     });
+    // Each node's process has its own copy of etcd's members: the lab's control planes, by
+    // their kubelet (net2) addresses as the health check names them.
+    let members: Vec<(String, String)> = lab
+        .machines
+        .iter()
+        .filter(|m| m.role == crate::model::Role::ControlPlane)
+        .filter_map(|m| {
+            let address = m.address_on(crate::model::NetworkId::Net2)?;
+            Some((m.name.to_string(), address.to_string()))
+        })
+        .collect();
     let stand_in = StandIn::new(
         name,
         &lab.cluster.talos_version,
         kubeconfig.into_bytes(),
         readiness,
-    );
+    )
+    .with_etcd(Etcd::new(&members));
     Ok((stand_in, tls))
 }
 
@@ -146,6 +158,64 @@ where
         .await;
 }
 
+/// Answers on `listener` until killed, HTTP over TLS when `secure`. With `up` (the node's apid
+/// says whether the node is up), it is down with the node: while the node reboots after an
+/// upgrade the port refuses and the connections open through it are cut, as a real node's
+/// kube-apiserver and ingress are, and it opens again on `address` when the node is back.
+async fn serve_port(
+    mut listener: TcpListener,
+    address: SocketAddr,
+    secure: bool,
+    name: Arc<str>,
+    acceptor: TlsAcceptor,
+    mut up: Option<tokio::sync::watch::Receiver<bool>>,
+) {
+    loop {
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let went_down = async {
+                match up.as_mut() {
+                    Some(up) => drop(up.wait_for(|up| !*up).await),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((stream, client)) = accepted else {
+                        continue;
+                    };
+                    while connections.try_join_next().is_some() {}
+                    let (name, acceptor) = (name.clone(), acceptor.clone());
+                    connections.spawn(async move {
+                        if secure {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                answer(stream, name, client).await;
+                            }
+                        } else {
+                            answer(stream, name, client).await;
+                        }
+                    });
+                }
+                () = went_down => break,
+            }
+        }
+        drop(listener);
+        connections.abort_all();
+        let Some(up) = up.as_mut() else {
+            return;
+        };
+        if up.wait_for(|up| *up).await.is_err() {
+            return;
+        }
+        listener = loop {
+            match TcpListener::bind(address).await {
+                Ok(listener) => break listener,
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+    }
+}
+
 /// Serves until killed: plain HTTP on `http`, HTTP over TLS on `tls`, and with `talos_api`
 /// (the local lab's state directory) the Talos API on [`TALOS_API_PORT`].
 pub fn serve(
@@ -165,6 +235,7 @@ pub fn serve(
     let acceptor = TlsAcceptor::from(tls_config(&name)?);
     runtime.block_on(async move {
         let mut tasks = Vec::new();
+        let up = apid.as_ref().map(|(apid, _)| apid.up());
         if let Some((apid, identity)) = apid {
             let port = TALOS_API_PORT;
             let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
@@ -182,26 +253,14 @@ pub fn serve(
             .map(|p| (*p, false))
             .chain(tls.iter().map(|p| (*p, true)))
         {
-            let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
+            let address = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+            let listener = TcpListener::bind(address)
                 .await
                 .map_err(|e| LocalError::StandIn(format!("port {port}: {e}")))?;
             let (name, acceptor) = (name.clone(), acceptor.clone());
+            let up = up.clone();
             tasks.push(tokio::spawn(async move {
-                loop {
-                    let Ok((stream, client)) = listener.accept().await else {
-                        continue;
-                    };
-                    let (name, acceptor) = (name.clone(), acceptor.clone());
-                    tokio::spawn(async move {
-                        if secure {
-                            if let Ok(stream) = acceptor.accept(stream).await {
-                                answer(stream, name, client).await;
-                            }
-                        } else {
-                            answer(stream, name, client).await;
-                        }
-                    });
-                }
+                serve_port(listener, address, secure, name, acceptor, up).await;
             }));
         }
         eprintln!(

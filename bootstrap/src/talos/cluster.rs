@@ -8,7 +8,9 @@ use super::talosconfig::AdminCredentials;
 use crate::model::{Lab, NetworkId, Role};
 use crate::progress::Stage;
 use crate::state_dir::StateDir;
-use lab_talos_api::client::{self, Bootstrapped, Client, Credentials, Nodes, Timeouts};
+use lab_talos_api::client::{
+    self, Bootstrapped, Client, Credentials, EtcdMember, NodeVersion, Nodes, Timeouts,
+};
 use std::future::Future;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -332,4 +334,82 @@ fn block_on<F: Future>(work: F) -> Result<F::Output, ClusterError> {
         .build()
         .map_err(ClusterError::Runtime)?;
     Ok(runtime.block_on(work))
+}
+
+/// How often a node that is away is asked again.
+const NODE_POLL: Duration = Duration::from_secs(1);
+
+impl Access {
+    /// The node at `address` (its net1 address), or the tests' endpoint.
+    fn at<'a>(&'a self, address: &'a str) -> &'a str {
+        self.endpoint.as_deref().unwrap_or(address)
+    }
+
+    /// One call to the node at `address`.
+    fn call<T>(
+        &self,
+        address: &str,
+        work: impl AsyncFnOnce(&mut Client) -> Result<T, client::Error>,
+    ) -> Result<T, ClusterError> {
+        block_on(async {
+            let mut client =
+                Client::connect(self.at(address), &self.credentials, self.timeouts).await?;
+            work(&mut client).await
+        })?
+        .map_err(ClusterError::from)
+    }
+
+    /// The `Version` of the node at `address`.
+    pub fn node_version(&self, address: &str) -> Result<NodeVersion, ClusterError> {
+        self.call(address, async |client| client.version().await)
+    }
+
+    /// `Upgrade` of the node at `address` to the installer `image`.
+    pub fn upgrade_node(&self, address: &str, image: &str) -> Result<(), ClusterError> {
+        self.call(address, async |client| client.upgrade(image).await)
+    }
+
+    /// etcd's members, as the first control plane sees them.
+    pub fn etcd_members(&self) -> Result<Vec<EtcdMember>, ClusterError> {
+        self.call(&self.first, async |client| client.etcd_member_list().await)
+    }
+
+    /// `EtcdLeaveCluster` on the control plane at `address`.
+    pub fn leave_etcd(&self, address: &str) -> Result<(), ClusterError> {
+        self.call(address, async |client| client.etcd_leave_cluster().await)
+    }
+
+    /// A graceful `Reset` of the node at `address`.
+    pub fn reset_node(&self, address: &str) -> Result<(), ClusterError> {
+        self.call(address, async |client| client.reset().await)
+    }
+
+    /// Waits up to `within` for node `name` at `address` to answer `Version` with `tag`
+    /// (it is away meanwhile, rebooting), telling `stage` what it last answered.
+    pub fn wait_version(
+        &self,
+        name: &str,
+        address: &str,
+        tag: &str,
+        within: Duration,
+        stage: &mut Stage,
+    ) -> Result<(), ClusterError> {
+        let started = Instant::now();
+        loop {
+            let last = match self.node_version(address) {
+                Ok(version) if version.tag == tag => return Ok(()),
+                Ok(version) => format!("it runs {}", version.tag),
+                Err(e) => format!("away: {e}"),
+            };
+            stage.waiting_for(&format!("{name} to come back at {tag}: {last}"));
+            if started.elapsed() + NODE_POLL > within {
+                return Err(ClusterError::NotReady {
+                    what: format!("{name} ({address}) back at {tag}"),
+                    seconds: started.elapsed().as_secs(),
+                    last,
+                });
+            }
+            std::thread::sleep(NODE_POLL);
+        }
+    }
 }

@@ -21,6 +21,8 @@ pub struct Call {
     pub method: String,
     pub path: String,
     pub params: Vec<(String, String)>,
+    /// When it came: tests order it against other programs' calls.
+    pub at: std::time::SystemTime,
 }
 
 impl Call {
@@ -405,6 +407,7 @@ fn serve(
         method,
         path,
         params,
+        at: std::time::SystemTime::now(),
     };
     drop(reader);
     let (code, data) = if authorized {

@@ -17,7 +17,13 @@ pub struct Apid {
 
 /// Serves `stand_in` on `ip` (any free port) with `tls`.
 pub fn serve(ip: IpAddr, stand_in: StandIn, tls: Tls) -> Apid {
-    let listener = std::net::TcpListener::bind((ip, 0)).unwrap();
+    serve_on(ip, 0, stand_in, tls)
+}
+
+/// Serves `stand_in` on `ip`:`port` with `tls`, from a thread made here (in this thread's
+/// network namespace, where it opens the socket again after an upgrade's reboot).
+pub fn serve_on(ip: IpAddr, port: u16, stand_in: StandIn, tls: Tls) -> Apid {
+    let listener = std::net::TcpListener::bind((ip, port)).unwrap();
     listener.set_nonblocking(true).unwrap();
     let address = listener.local_addr().unwrap();
     let server = stand_in.clone();
