@@ -1,5 +1,6 @@
-//! The lb and vpn pairs end to end: `lab-bootstrap up --local --connect` on configs/lab.toml
-//! with `[lb] replicas = 2` and `[vpn] replicas = 2` builds two lb and two vpn namespaces, each
+//! The lb and vpn pairs end to end: `lab-bootstrap up --local --connect` on a two-node lab
+//! (configs/lab-cluster.toml without its third node) with `[lb] replicas = 2` and `[vpn]
+//! replicas = 2` builds two lb and two vpn namespaces, each
 //! running its daemon and the real keepalived (Debian's) with the rendered keepalived.conf and
 //! only the capabilities its unit keeps. Then, as a user would check it: killing the active
 //! lab-lb moves 192.168.1.50 to the standby within 3 s, requests through it fail only in that
@@ -27,6 +28,33 @@ const WORKERS: &[&str] = &["w1", "w2"];
 /// wireguard-go starts a new handshake once a sent packet has had no answer for its keepalive
 /// timeout plus rekey timeout (10 s + 5 s); then the handshake itself.
 const ONE_HANDSHAKE: Duration = Duration::from_secs(22);
+
+/// configs/lab-cluster.toml on its first two nodes (what was pinned to the third on the
+/// second), with the lb and the vpn in pairs: a homelab's second box.
+fn two_node_pairs() -> toml_edit::DocumentMut {
+    let mut document = workspace::config_document("lab-cluster.toml");
+    let nodes = document["node"]
+        .as_array_of_tables_mut()
+        .expect("configs/lab-cluster.toml has [[node]]s");
+    while nodes.len() > 2 {
+        nodes.remove(nodes.len() - 1);
+    }
+    let kept: Vec<String> = nodes
+        .iter()
+        .filter_map(|n| n.get("name")?.as_str().map(str::to_owned))
+        .collect();
+    if let Some(machines) = document["machine"].as_array_of_tables_mut() {
+        for machine in machines.iter_mut() {
+            let pinned = machine.get("node").and_then(|n| n.as_str()).map(str::to_owned);
+            if pinned.is_some_and(|n| !kept.contains(&n)) {
+                machine["node"] = value(kept[1].as_str());
+            }
+        }
+    }
+    document["lb"]["replicas"] = value(2);
+    document["vpn"]["replicas"] = value(2);
+    document
+}
 
 struct LocalLab {
     name: String,
@@ -198,9 +226,7 @@ fn the_lb_and_vpn_pairs_fail_over_with_keepalived() {
         restarted: Default::default(),
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut document = workspace::config_document("lab.toml");
-    document["lb"]["replicas"] = value(2);
-    document["vpn"]["replicas"] = value(2);
+    let document = two_node_pairs();
     let lab_toml = dir.path().join("lab.toml");
     std::fs::write(&lab_toml, document.to_string()).unwrap();
     let up = lab.bootstrap(&[
