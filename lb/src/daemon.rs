@@ -36,6 +36,8 @@ pub struct LbDaemon {
     /// Certificates of the running `https` listeners, watched for renewal.
     cert_stores: Vec<Arc<CertStore>>,
     states: ServerStates,
+    /// The first configuration is in effect: later ones are reloads.
+    started: bool,
     pools: HashMap<Name, Arc<Pool>>,
     slots: Vec<ListenerSlot>,
     connections: TaskTracker,
@@ -124,11 +126,15 @@ impl LbDaemon {
         config: &LbConfig,
         states: &mut ServerStates,
         metrics: &LbMetrics,
+        reloading: bool,
     ) -> HashMap<Name, Arc<Pool>> {
         config
             .backends
             .iter()
-            .map(|b| (b.name.clone(), Arc::new(Pool::new(b, states, metrics))))
+            .map(|b| {
+                let pool = Pool::new(b, states, metrics, reloading);
+                (b.name.clone(), Arc::new(pool))
+            })
             .collect()
     }
 
@@ -234,7 +240,7 @@ impl LbDaemon {
     /// get the new proxy; new addresses are bound first, so a taken port changes nothing.
     async fn apply(&mut self, config: Arc<LbConfig>) -> Result<(), LbError> {
         let mut states = self.states.clone();
-        let pools = Self::build_pools(&config, &mut states, &self.metrics);
+        let pools = Self::build_pools(&config, &mut states, &self.metrics, self.started);
         let mut proxies = Vec::with_capacity(config.listeners.len());
         let mut status_listeners = Vec::with_capacity(config.listeners.len());
         let mut cert_stores = Vec::new();
@@ -388,8 +394,10 @@ impl Daemon for LbDaemon {
             status: Arc::new(LbStatus::default()),
             targets: Arc::default(),
             runtime_api: None,
+            started: false,
         };
         daemon.apply(config).await?;
+        daemon.started = true;
         daemon.restart_background();
         Ok(daemon)
     }

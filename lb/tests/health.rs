@@ -1,5 +1,5 @@
 //! Active health checks against real nginx servers that the test stops and starts; timing read
-//! from metrics.
+//! from metrics; a server a reload adds is in only once its checks pass.
 
 mod support;
 
@@ -118,4 +118,61 @@ fn tls_check_sees_a_live_server_and_a_dead_one() {
         server.address
     );
     assert!(setup.metric(&passed) >= 1.0);
+}
+
+#[test]
+fn a_server_a_reload_adds_takes_traffic_after_its_checks_pass_not_before() {
+    let a = Nginx::http("a");
+    let b = Nginx::http("b");
+    let not_yet_listening = ports::free_tcp();
+    let setup = Setup::new();
+    let checked = "balance = \"round-robin\"\n\
+         health_check = { kind = \"http\", path = \"/\", interval = \"300ms\", timeout = \"100ms\", rise = 2, fall = 2 }";
+    let mut daemon = setup.start(&setup.single("tcp", "", checked, &[a.address]));
+    setup.until_metric(
+        &format!(
+            "lab_lb_server_up{{backend=\"web\",server=\"{}\"}}",
+            a.address
+        ),
+        1.0,
+        Duration::from_secs(5),
+    );
+
+    // A node lb.toml names before it answers (a VM still booting): down from the reload on,
+    // so no client is sent to it.
+    let status = daemon.reload(&setup.single("tcp", "", checked, &[a.address, not_yet_listening]));
+    assert!(!status.contains("refused"), "{status}");
+    let series = format!("{{backend=\"web\",server=\"{not_yet_listening}\"}}");
+    assert_eq!(setup.metric(&format!("lab_lb_server_up{series}")), 0.0);
+    for _ in 0..6 {
+        assert_eq!(fetch(setup.lb, None).as_deref(), Some("a"));
+    }
+    assert_eq!(
+        setup.metric(&format!("lab_lb_server_connect_failures_total{series}")),
+        0.0,
+        "a connection was sent to a server whose checks never passed"
+    );
+
+    // A healthy one: in once `rise` checks passed.
+    let started = Instant::now();
+    let status = daemon.reload(&setup.single("tcp", "", checked, &[a.address, b.address]));
+    assert!(!status.contains("refused"), "{status}");
+    let b_up = format!(
+        "lab_lb_server_up{{backend=\"web\",server=\"{}\"}}",
+        b.address
+    );
+    setup.until_metric(&b_up, 1.0, Duration::from_secs(5));
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "up before two checks"
+    );
+    assert_eq!(both_served(&setup), ["a", "a", "b", "b"]);
+
+    // Without health checks there is nothing to wait for: a server is in from its reload.
+    let unchecked = "balance = \"round-robin\"";
+    let status = daemon.reload(&setup.single("tcp", "", unchecked, &[a.address]));
+    assert!(!status.contains("refused"), "{status}");
+    let status = daemon.reload(&setup.single("tcp", "", unchecked, &[a.address, b.address]));
+    assert!(!status.contains("refused"), "{status}");
+    assert_eq!(both_served(&setup), ["a", "a", "b", "b"]);
 }

@@ -218,13 +218,27 @@ pub enum ConnectError {
 
 impl Pool {
     /// Builds the runtime of `backend`, reusing the states in `states` for servers it had before.
-    pub fn new(backend: &Backend, states: &mut ServerStates, metrics: &LbMetrics) -> Self {
+    /// A server new to a running daemon (`reloading`) starts down when the backend checks its
+    /// servers, and takes traffic once `rise` checks passed: a node joining the cluster shows in
+    /// the balancer when it is healthy, not when lb.toml names it. At start, servers are up until
+    /// their checks say otherwise, so a restarted balancer serves at once.
+    pub fn new(
+        backend: &Backend,
+        states: &mut ServerStates,
+        metrics: &LbMetrics,
+        reloading: bool,
+    ) -> Self {
         let mut candidates = Vec::with_capacity(backend.servers.len());
         let mut servers = Vec::with_capacity(backend.servers.len());
+        let starts_down = reloading && backend.health_check.is_some();
         for server in &backend.servers {
             let state = states
                 .entry((backend.name.clone(), server.address))
-                .or_default()
+                .or_insert_with(|| {
+                    let state = ServerState::default();
+                    state.set_healthy(!starts_down);
+                    Arc::new(state)
+                })
                 .clone();
             let weight = state.weight_override().unwrap_or(server.weight);
             candidates.push(Candidate::with_counter(
