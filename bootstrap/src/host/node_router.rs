@@ -12,8 +12,8 @@
 //! file already there.
 
 use super::{command_line, CommandError, Output, Runner};
-use crate::model::PlacementError;
 use crate::model::Lab;
+use crate::model::PlacementError;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
