@@ -686,6 +686,52 @@ fn an_unreachable_node_stops_apply_naming_the_node_and_its_address() {
     assert!(bench.writes().is_empty(), "{:#?}", bench.writes());
 }
 
+/// Records every command, answering each as `lab-lb ctl servers` would.
+#[derive(Default)]
+struct Recorder(Vec<String>);
+
+impl lab_bootstrap::host::Runner for Recorder {
+    fn run(
+        &mut self,
+        program: &str,
+        args: &[&str],
+    ) -> Result<lab_bootstrap::host::Output, lab_bootstrap::host::CommandError> {
+        self.0
+            .push(lab_bootstrap::host::command_line(program, args));
+        Ok(lab_bootstrap::host::Output {
+            success: true,
+            stdout: "backend server state health active weight\n\
+                     kube-apiserver 10.10.2.11:6443 ready up 0 1\n"
+                .to_owned(),
+            stderr: String::new(),
+        })
+    }
+}
+
+/// Draining a node at the balancer (upgrade, node removal) asks the lb container on its node:
+/// pve2 in the three-node lab.
+#[test]
+fn the_balancer_of_a_lab_whose_lb_is_on_another_node_is_asked_there() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/lab-cluster.toml");
+    let lab: lab_bootstrap::Lab = lab_daemon::config::load(&file).unwrap();
+    assert_eq!(lab.placement().unwrap()["lb"], "pve2");
+    let mut runner =
+        lab_bootstrap::host::node_router::NodeRouter::new(&lab, Recorder::default()).unwrap();
+    let mut balancer = lab_bootstrap::balancer::Balancer::of(&lab, &mut runner).unwrap();
+    let servers = balancer.servers_of("10.10.2.11".parse().unwrap()).unwrap();
+    balancer.drain(&servers[0]).unwrap();
+    drop(balancer);
+    let pve2 = ssh_to("192.168.1.12");
+    assert_eq!(
+        runner.into_inner().0,
+        [
+            format!("{pve2} true"),
+            format!("{pve2} pct exec 200 -- lab-lb ctl servers"),
+            format!("{pve2} pct exec 200 -- lab-lb ctl drain kube-apiserver/10.10.2.11:6443"),
+        ]
+    );
+}
+
 #[test]
 fn a_changed_lb_config_is_pushed_alone_and_lab_lb_reloaded() {
     let bench = Bench::new();

@@ -89,6 +89,11 @@ impl<R: Runner> NodeRouter<R> {
         })
     }
 
+    /// The runner every command goes through in the end.
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+
     /// The node other than the router node that a `pct`/`qm` command is for: every subcommand
     /// lab-bootstrap runs (`status`, `start`, `exec`, `push`) names the guest's VMID first.
     fn remote_for(&self, program: &str, args: &[&str]) -> Option<RemoteNode> {
