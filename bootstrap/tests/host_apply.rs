@@ -8,6 +8,9 @@
 //! apply does on the host is, in every scenario, what plan printed; and a changed node config
 //! is planned by field (secrets masked, Talos's dry-run mode) and applied workers first, control
 //! planes one at a time with the cluster healthy in between, going on after an unhealthy stop.
+//! On a three-node cluster, a guest on another node gets its commands and files over `ssh` to
+//! that node (the stand-in runs them as the node would) and one on the router node plain `pct`
+//! and `qm`; a node ssh does not reach stops apply, named, before the host side changes anything.
 
 #[path = "support/talos_api.rs"]
 mod apid;
@@ -684,6 +687,35 @@ fn an_unreachable_node_stops_apply_naming_the_node_and_its_address() {
     assert!(!text.contains("Host complete"), "{text}");
     // Nothing was done on the host side before the plan found the node unreachable.
     assert!(bench.writes().is_empty(), "{:#?}", bench.writes());
+}
+
+/// The file staged on the node for `pct push` (the vpn's key would be one) is removed there
+/// even when the push fails, and the failure names the node.
+#[test]
+fn a_push_that_fails_on_another_node_leaves_nothing_staged_there() {
+    let bench = cluster_bench();
+    std::fs::write(
+        bench.path("fail"),
+        "pct push 200 /var/lib/lab-bootstrap/push-200 /etc/lab-lb/lb.toml.new --perms 644",
+    )
+    .unwrap();
+    let out = bench.apply();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("(on node pve2 192.168.1.12)` failed: killed here"),
+        "{text}"
+    );
+    assert!(bench.writes().contains(&format!(
+        "{} rm -f /var/lib/lab-bootstrap/push-200",
+        ssh_to("192.168.1.12")
+    )));
+    let staging = bench.path("node-192.168.1.12/var/lib/lab-bootstrap");
+    assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0);
 }
 
 /// Records every command, answering each as `lab-lb ctl servers` would.
