@@ -3,7 +3,7 @@
 //! restart after them ([`services`]), the packages its units run ([`packages`]), the VMs to start ([`guests`]), what the lb and vpn
 //! containers need ([`containers`]). [`apply`] carries out that plan, then bootstraps etcd
 //! ([`etcd`]), waits for the cluster and writes its kubeconfig ([`cluster`]); [`destroy`] takes it
-//! all away again.
+//! all away again. On a cluster, [`node_router`] runs each guest's `pct` and `qm` on its node.
 
 pub mod actions;
 pub mod apply;
