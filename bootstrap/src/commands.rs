@@ -535,7 +535,7 @@ fn state_dir(args: &Args) -> StateDir {
 /// What apply does on the host, as things are now.
 fn host_plan(args: &Args, lab: &Lab) -> Result<HostPlan, String> {
     crate::host::plan::plan(
-        &mut system(args),
+        &mut guests_runner(args, lab)?,
         lab,
         &args.root,
         &state_dir(args),
@@ -584,7 +584,7 @@ fn remove_nodes(
     let access =
         crate::talos::cluster::Access::new(lab, &state_dir(args), args.talos_endpoint.as_deref())
             .map_err(|e| e.to_string())?;
-    let mut runner = system(args);
+    let mut runner = guests_runner(args, lab)?;
     let mut balancer =
         crate::balancer::Balancer::of(lab, &mut runner).map_err(|e| e.to_string())?;
     crate::node_removal::run(lab, &args.root, removals, &access, &mut balancer, out)
@@ -595,6 +595,14 @@ fn system(args: &Args) -> crate::host::System {
     crate::host::System {
         via: args.run_via.clone(),
     }
+}
+
+/// The host's commands, with those for a guest on another node run on that node.
+fn guests_runner(
+    args: &Args,
+    lab: &Lab,
+) -> Result<crate::host::node_router::NodeRouter<crate::host::System>, String> {
+    crate::host::node_router::NodeRouter::new(lab, system(args)).map_err(|e| e.to_string())
 }
 
 fn destroy_options(args: &Args) -> crate::host::destroy::Options {
@@ -647,7 +655,7 @@ fn host_side(op: Op, args: &Args, lab: &Lab) -> Result<ExitCode, String> {
     adopt_snippets(lab, &args.root, &state).map_err(|e| e.to_string())?;
     println!("Host:");
     let summary = crate::host::apply::apply(
-        &mut system(args),
+        &mut guests_runner(args, lab)?,
         lab,
         &plan,
         &options,

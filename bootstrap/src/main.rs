@@ -534,8 +534,15 @@ fn upgrade_talos(args: &UpgradeTalosArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut runner = host::System {
+    let system = host::System {
         via: args.run_via.clone(),
+    };
+    let mut runner = match host::node_router::NodeRouter::new(&lab, system) {
+        Ok(runner) => runner,
+        Err(e) => {
+            eprintln!("lab-bootstrap: {e}");
+            return ExitCode::FAILURE;
+        }
     };
     let options = talos_upgrade::Options {
         version: args.version.clone(),

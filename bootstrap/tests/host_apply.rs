@@ -8,6 +8,9 @@
 //! apply does on the host is, in every scenario, what plan printed; and a changed node config
 //! is planned by field (secrets masked, Talos's dry-run mode) and applied workers first, control
 //! planes one at a time with the cluster healthy in between, going on after an unhealthy stop.
+//! On a three-node cluster, a guest on another node gets its commands and files over `ssh` to
+//! that node (the stand-in runs them as the node would) and one on the router node plain `pct`
+//! and `qm`; a node ssh does not reach stops apply, named, before the host side changes anything.
 
 #[path = "support/talos_api.rs"]
 mod apid;
@@ -36,12 +39,29 @@ const NO_NODE: &str = "127.0.0.1:1";
 const STAND_IN: &str = r#"#!/bin/bash
 # Test stand-in for the host's commands; everything it does happens under $DIR.
 DIR="@DIR@"
-echo "$*" >> "$DIR/commands.log"
+# A command the ssh stand-in runs on a node is logged as its ssh line alone.
+[ -n "$STAND_IN_NODE" ] || echo "$*" >> "$DIR/commands.log"
 [ "$1" = timeout ] && shift 2
 if [ -e "$DIR/fail" ] && [ "$*" = "$(cat "$DIR/fail")" ]; then
   rm "$DIR/fail"; echo "killed here" >&2; exit 1
 fi
 case "$1" in
+  # Another node of the cluster: refused while the test has made it unreachable, else the
+  # command runs here as the node's shell runs what ssh hands it (its words split as a shell
+  # splits them); the node's own files are kept under node-ADDRESS.
+  ssh)
+    while [ "$1" != -- ]; do case $1 in root@*) node=${1#root@} ;; esac; shift; done; shift
+    [ -e "$DIR/unreachable-$node" ] && { echo "ssh: connect to host $node port 22: No route to host" >&2; exit 255; }
+    eval "set -- $*"
+    STAND_IN_NODE=$node exec "$0" "$@" ;;
+  scp)
+    from=${@: -2:1}; to=${@: -1}; node=${to%%:*}; node=${node#root@}
+    [ -e "$DIR/unreachable-$node" ] && { echo "ssh: connect to host $node port 22: No route to host" >&2; exit 255; }
+    f="$DIR/node-$node${to#*:}"
+    [ -d "$(dirname "$f")" ] || { echo "scp: ${to#*:}: No such file or directory" >&2; exit 1; }
+    cp "$from" "$f" ;;
+  install) [ -n "$STAND_IN_NODE" ] && [ "$2" = -d ] && mkdir -p "$DIR/node-$STAND_IN_NODE$5" && chmod "$4" "$DIR/node-$STAND_IN_NODE$5" ;;
+  rm) [ -n "$STAND_IN_NODE" ] && [ "$2" = -f ] && rm -f "$DIR/node-$STAND_IN_NODE$3" ;;
   # The host: a command is there unless the test took it away; apt-get brings it back.
   sh) [ "$2" = -c ] && [ -e "$DIR/host-lacks-${3#command -v }" ] && exit 1 ;;
   env)
@@ -54,7 +74,9 @@ case "$1" in
     case "$2" in
       status) if [ -e "$DIR/running-$3" ]; then echo "status: running"; else echo "status: stopped"; fi ;;
       start) touch "$DIR/running-$3" ;;
-      push) mkdir -p "$(dirname "$DIR/ct/$3$5")" && cp "$4" "$DIR/ct/$3$5"
+      # On another node, the file pushed is one of that node's.
+      push) src=$4; [ -n "$STAND_IN_NODE" ] && src="$DIR/node-$STAND_IN_NODE$4"
+            mkdir -p "$(dirname "$DIR/ct/$3$5")" && cp "$src" "$DIR/ct/$3$5"
             # A transfer cut short (the container's disk full): the file arrives truncated.
             if [ -e "$DIR/truncate-push-$3" ]; then truncate -s 150 "$DIR/ct/$3$5"; fi ;;
       exec)
@@ -120,7 +142,9 @@ case "$1" in
   qm)
     case "$2" in
       status) if [ -e "$DIR/running-$3" ]; then echo "status: running"; else echo "status: stopped"; fi ;;
-      start) [ -e "$DIR/root/var/lib/vz/snippets/lab-cp1.yaml" ] || { echo "cp1 would boot without its snippet" >&2; exit 1; }
+      # The snippets' directory under root: snippets-dir names it for a lab on a shared storage.
+      start) snippets=$(cat "$DIR/snippets-dir" 2>/dev/null || echo var/lib/vz/snippets)
+             [ -e "$DIR/root/$snippets/lab-cp1.yaml" ] || { echo "cp1 would boot without its snippet" >&2; exit 1; }
              touch "$DIR/running-$3" ;;
     esac ;;
 esac
@@ -238,15 +262,22 @@ impl Bench {
     }
 
     /// Commands that change something: not `pct status`/`qm status`, not `sha256sum`, not
-    /// `command -v`, not `cat`, not `systemctl show`.
+    /// `command -v`, not `cat`, not `systemctl show`, on the host or (over ssh) on another
+    /// node; not the ssh probe of a node.
     fn writes(&self) -> Vec<String> {
         self.commands()
             .into_iter()
             .filter(|c| {
-                !c.starts_with("pct status")
+                let c = c
+                    .split_once(" -- ")
+                    .filter(|(ssh, _)| ssh.starts_with("ssh "))
+                    .map_or(c.as_str(), |(_, on_node)| on_node);
+                c != "true"
+                    && !c.starts_with("pct status")
                     && !c.starts_with("qm status")
                     && !c.contains(" -- sha256sum ")
                     && !c.contains(" -- sh -c command -v ")
+                    && !c.contains(" -- sh -c 'command -v ")
                     && !c.contains(" -- cat ")
                     && !c.contains(" -- systemctl show ")
                     && !c.starts_with("sh -c command -v ")
@@ -525,6 +556,212 @@ fn a_pair_fills_both_of_its_containers_with_keepalived_and_a_second_apply_runs_n
     bench.apply_ok();
     assert!(bench.sim.writes().is_empty(), "{:?}", bench.sim.writes());
     assert!(bench.writes().is_empty(), "{:#?}", bench.writes());
+}
+
+/// The three nodes of configs/lab-cluster.toml.
+const NODES: [(&str, &str); 3] = [
+    ("pve1", "192.168.1.11"),
+    ("pve2", "192.168.1.12"),
+    ("pve3", "192.168.1.13"),
+];
+
+/// `ssh` to a node, up to the command run there.
+fn ssh_to(address: &str) -> String {
+    format!("ssh -o BatchMode=yes -o ConnectTimeout=10 root@{address} --")
+}
+
+/// A bench on a three-node cluster (Proxmox 9) with configs/lab-cluster.toml, its vpn pinned
+/// to the router node pve1: the lb (200) is placed on pve2, the vpn (201) and the manager (205)
+/// on pve1, cp1 (211) on pve3.
+fn cluster_bench() -> Bench {
+    let bench = Bench::new();
+    bench
+        .sim
+        .state
+        .lock()
+        .unwrap()
+        .make_cluster(&NODES, "9.0.10");
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/lab-cluster.toml");
+    let mut lab: toml_edit::DocumentMut = std::fs::read_to_string(file).unwrap().parse().unwrap();
+    for machine in lab["machine"].as_array_of_tables_mut().unwrap().iter_mut() {
+        if machine["name"].as_str() == Some("vpn") {
+            machine["node"] = toml_edit::value("pve1");
+        }
+    }
+    std::fs::write(bench.path("lab.toml"), lab.to_string()).unwrap();
+    std::fs::write(bench.path("snippets-dir"), "mnt/pve/labshare/snippets").unwrap();
+    bench
+}
+
+#[test]
+fn guests_on_other_nodes_get_their_files_and_commands_over_ssh_to_their_node() {
+    let bench = cluster_bench();
+    bench.apply_ok();
+    {
+        let s = bench.sim.state.lock().unwrap();
+        assert_eq!(s.lxc[&200].0, "pve2");
+        assert_eq!(s.lxc[&201].0, "pve1");
+        assert_eq!(s.qemu[&205].0, "pve1");
+        assert_eq!(s.qemu[&211].0, "pve3");
+    }
+    let writes = bench.writes();
+    let (pve2, pve3) = (ssh_to("192.168.1.12"), ssh_to("192.168.1.13"));
+    let lb_toml = staged(&bench, "lb/etc/lab-lb/lb.toml");
+    let key = staged(&bench, "vpn/etc/lab-vpn/private.key");
+    let push = "/var/lib/lab-bootstrap/push-200";
+    for expected in [
+        format!("{pve2} pct start 200"),
+        format!("{pve2} install -d -m 700 /var/lib/lab-bootstrap"),
+        format!("scp -o BatchMode=yes -o ConnectTimeout=10 -q {lb_toml} root@192.168.1.12:{push}"),
+        format!("{pve2} pct push 200 {push} /etc/lab-lb/lb.toml.new --perms 644"),
+        format!("{pve2} rm -f {push}"),
+        format!("{pve2} pct exec 200 -- /usr/local/bin/lab-lb check /etc/lab-lb/lb.toml.new"),
+        format!("{pve2} pct exec 200 -- mv -f /etc/lab-lb/lb.toml.new /etc/lab-lb/lb.toml"),
+        format!("{pve2} pct exec 200 -- systemctl restart lab-lb.service"),
+        format!("{pve3} qm start 211"),
+        "pct start 201".to_owned(),
+        format!("pct push 201 {key} /etc/lab-vpn/private.key --perms 600"),
+        "pct exec 201 -- systemctl restart lab-vpn.service".to_owned(),
+        "qm start 205".to_owned(),
+    ] {
+        assert!(writes.contains(&expected), "{expected}\n{writes:#?}");
+    }
+    // Each guest through its own node alone.
+    for command in bench.commands() {
+        let remote = command.starts_with("ssh ") || command.starts_with("scp ");
+        for (vmid, on_router_node) in [(200, false), (201, true), (205, true), (211, false)] {
+            let names = [" status ", " start ", " exec ", " push "]
+                .iter()
+                .any(|verb| command.contains(&format!("{verb}{vmid}")));
+            if names {
+                assert_eq!(remote, !on_router_node, "{command}");
+            }
+        }
+    }
+    // What arrived is what was rendered, and nothing is left on the node (the vpn's key would
+    // pass through there when the vpn sits on another node).
+    assert_eq!(
+        bench.in_container(200, "/etc/lab-lb/lb.toml"),
+        std::fs::read_to_string(&lb_toml).unwrap()
+    );
+    let staging = bench.path("node-192.168.1.12/var/lib/lab-bootstrap");
+    assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::metadata(&staging).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+
+    bench.sim.clear_calls();
+    bench.apply_ok();
+    assert!(bench.sim.writes().is_empty(), "{:?}", bench.sim.writes());
+    assert!(bench.writes().is_empty(), "{:#?}", bench.writes());
+    // The second apply did look, on each guest's own node.
+    let commands = bench.commands();
+    assert!(
+        commands
+            .iter()
+            .any(|c| c.starts_with(&format!("{pve2} pct exec 200 -- sha256sum "))),
+        "{commands:#?}"
+    );
+    assert!(commands.contains(&format!("{pve3} qm status 211")));
+}
+
+#[test]
+fn an_unreachable_node_stops_apply_naming_the_node_and_its_address() {
+    let bench = cluster_bench();
+    std::fs::write(bench.path("unreachable-192.168.1.12"), "").unwrap();
+    let out = bench.apply();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(
+            "node pve2 (192.168.1.12) cannot be reached with `ssh root@192.168.1.12`: \
+             ssh: connect to host 192.168.1.12 port 22: No route to host"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("Host complete"), "{text}");
+    // Nothing was done on the host side before the plan found the node unreachable.
+    assert!(bench.writes().is_empty(), "{:#?}", bench.writes());
+}
+
+/// The file staged on the node for `pct push` (the vpn's key would be one) is removed there
+/// even when the push fails, and the failure names the node.
+#[test]
+fn a_push_that_fails_on_another_node_leaves_nothing_staged_there() {
+    let bench = cluster_bench();
+    std::fs::write(
+        bench.path("fail"),
+        "pct push 200 /var/lib/lab-bootstrap/push-200 /etc/lab-lb/lb.toml.new --perms 644",
+    )
+    .unwrap();
+    let out = bench.apply();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("(on node pve2 192.168.1.12)` failed: killed here"),
+        "{text}"
+    );
+    assert!(bench.writes().contains(&format!(
+        "{} rm -f /var/lib/lab-bootstrap/push-200",
+        ssh_to("192.168.1.12")
+    )));
+    let staging = bench.path("node-192.168.1.12/var/lib/lab-bootstrap");
+    assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0);
+}
+
+/// Records every command, answering each as `lab-lb ctl servers` would.
+#[derive(Default)]
+struct Recorder(Vec<String>);
+
+impl lab_bootstrap::host::Runner for Recorder {
+    fn run(
+        &mut self,
+        program: &str,
+        args: &[&str],
+    ) -> Result<lab_bootstrap::host::Output, lab_bootstrap::host::CommandError> {
+        self.0
+            .push(lab_bootstrap::host::command_line(program, args));
+        Ok(lab_bootstrap::host::Output {
+            success: true,
+            stdout: "backend server state health active weight\n\
+                     kube-apiserver 10.10.2.11:6443 ready up 0 1\n"
+                .to_owned(),
+            stderr: String::new(),
+        })
+    }
+}
+
+/// Draining a node at the balancer (upgrade, node removal) asks the lb container on its node:
+/// pve2 in the three-node lab.
+#[test]
+fn the_balancer_of_a_lab_whose_lb_is_on_another_node_is_asked_there() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/lab-cluster.toml");
+    let lab: lab_bootstrap::Lab = lab_daemon::config::load(&file).unwrap();
+    assert_eq!(lab.placement().unwrap()["lb"], "pve2");
+    let mut runner =
+        lab_bootstrap::host::node_router::NodeRouter::new(&lab, Recorder::default()).unwrap();
+    let mut balancer = lab_bootstrap::balancer::Balancer::of(&lab, &mut runner).unwrap();
+    let servers = balancer.servers_of("10.10.2.11".parse().unwrap()).unwrap();
+    balancer.drain(&servers[0]).unwrap();
+    drop(balancer);
+    let pve2 = ssh_to("192.168.1.12");
+    assert_eq!(
+        runner.into_inner().0,
+        [
+            format!("{pve2} true"),
+            format!("{pve2} pct exec 200 -- lab-lb ctl servers"),
+            format!("{pve2} pct exec 200 -- lab-lb ctl drain kube-apiserver/10.10.2.11:6443"),
+        ]
+    );
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! restart after them ([`services`]), the packages its units run ([`packages`]), the VMs to start ([`guests`]), what the lb and vpn
 //! containers need ([`containers`]). [`apply`] carries out that plan, then bootstraps etcd
 //! ([`etcd`]), waits for the cluster and writes its kubeconfig ([`cluster`]); [`destroy`] takes it
-//! all away again.
+//! all away again. On a cluster, [`node_router`] runs each guest's `pct` and `qm` on its node.
 
 pub mod actions;
 pub mod apply;
@@ -13,6 +13,7 @@ pub mod destroy;
 pub mod etcd;
 pub mod guests;
 pub mod manifest;
+pub mod node_router;
 pub mod packages;
 pub mod plan;
 pub mod services;
@@ -53,6 +54,16 @@ pub enum CommandError {
         /// The command line, program and arguments.
         command: String,
         /// What it printed on standard error, trimmed.
+        stderr: String,
+    },
+    /// A node of the cluster holding some of the lab's guests does not answer SSH as root.
+    #[error("node {node} ({address}) cannot be reached with `ssh root@{address}`: {stderr} (its guests' pct and qm commands run there; the cluster's nodes trust each other's root key through /etc/pve/priv/authorized_keys, so run lab-bootstrap as root on the router node, with the node up)")]
+    Unreachable {
+        /// The node's name (`[[node]] name`).
+        node: String,
+        /// Its management address (`[[node]] address`).
+        address: std::net::Ipv4Addr,
+        /// What ssh printed on standard error, trimmed.
         stderr: String,
     },
 }
