@@ -45,7 +45,10 @@ fn two_node_pairs() -> toml_edit::DocumentMut {
         .collect();
     if let Some(machines) = document["machine"].as_array_of_tables_mut() {
         for machine in machines.iter_mut() {
-            let pinned = machine.get("node").and_then(|n| n.as_str()).map(str::to_owned);
+            let pinned = machine
+                .get("node")
+                .and_then(|n| n.as_str())
+                .map(str::to_owned);
             if pinned.is_some_and(|n| !kept.contains(&n)) {
                 machine["node"] = value(kept[1].as_str());
             }
