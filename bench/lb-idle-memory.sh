@@ -7,7 +7,7 @@
 # backend runs. Prints KB per connection for each proxy and mode, and ours against the best.
 # Last line, machine-readable:
 #   RESULT lb-idle-memory http_kb=<ours> https_kb=<ours> best_http_kb=<x> best_https_kb=<y>
-# The descriptor limit is raised as far as the hard limit allows; CONNECTIONS is lowered to fit.
+# The descriptor limit is raised as far as the machine allows; CONNECTIONS is lowered to fit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,9 +16,11 @@ CONNECTIONS=${CONNECTIONS:-10000}
 declare -A needs=([haproxy]=haproxy [nginx]=nginx-light [openssl]=openssl [python3]=python3 [curl]=curl)
 source bench/lib.sh
 
-ulimit -n "$(ulimit -Hn)"
-# The client holds one descriptor a connection, each proxy one (and a few of its own).
-fit=$(( $(ulimit -n) - 200 ))
+# Root may raise the hard limit too; anyone else goes as far as theirs.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+# The client holds one descriptor a connection, each proxy one; HAProxy reserves two per
+# connection of its maxconn (client and server side) and refuses to start short of them.
+fit=$(( $(ulimit -n) / 2 - 1200 ))
 if (( CONNECTIONS > fit )); then
   echo "descriptor limit $(ulimit -n): $fit connections instead of $CONNECTIONS" >&2
   CONNECTIONS=$fit
