@@ -44,6 +44,18 @@ impl Server {
         format!("{}/{}", self.backend, self.address)
     }
 
+    /// `servers`' names, comma-separated, or `(no servers)`: what progress lines say.
+    pub fn names(servers: &[Server]) -> String {
+        if servers.is_empty() {
+            return "(no servers)".to_owned();
+        }
+        servers
+            .iter()
+            .map(Server::name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Whether it was drained or disabled (and not enabled since).
     pub fn is_held_back(&self) -> bool {
         matches!(self.state.as_str(), "draining" | "drained" | "disabled")

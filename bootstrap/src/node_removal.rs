@@ -196,15 +196,7 @@ pub fn run(
         let _ = writeln!(
             out,
             "  {node}: drained at the balancer: {}",
-            if servers.is_empty() {
-                "(no servers)".to_owned()
-            } else {
-                servers
-                    .iter()
-                    .map(Server::name)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            }
+            Server::names(&servers)
         );
         let talos = |source| RemovalError::Cluster {
             node: node.clone(),

@@ -327,15 +327,7 @@ impl Run<'_> {
                     &format!(
                         "{} runs {version}, healthy; enabled again at the balancer: {}",
                         node.label(),
-                        if servers.is_empty() {
-                            "(no servers)".to_owned()
-                        } else {
-                            servers
-                                .iter()
-                                .map(Server::name)
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        }
+                        Server::names(&servers)
                     ),
                 );
                 Ok(true)

@@ -2007,17 +2007,6 @@ fn peers_added_in_the_vpn_container_and_with_lab_bootstrap_peer_add_both_survive
     assert_eq!(bench.in_container(201, ADDED_PEERS), added);
 }
 
-/// The stand-in's ApplyConfiguration calls (dry runs left out) and health checks, in order.
-fn rollout_calls(apid: &apid::Apid) -> Vec<String> {
-    apid.stand_in
-        .record()
-        .calls
-        .into_iter()
-        .map(|(_, call)| call)
-        .filter(|c| !c.contains("dry-run"))
-        .collect()
-}
-
 fn pin_kubernetes(bench: &Bench, version: &str) {
     let text = std::fs::read_to_string(bench.path("lab.toml")).unwrap();
     let pinned = match text.find("kubernetes_version = ") {
@@ -2104,9 +2093,9 @@ fn a_changed_node_config_is_planned_by_field_then_applied_workers_first_and_cont
     }
     // A dry run changes nothing on the node.
     assert!(apid.stand_in.record().applied.is_empty());
-    assert!(rollout_calls(&apid).iter().all(|c| c == "HealthCheck"));
+    assert!(apid.rollout_calls().iter().all(|c| c == "HealthCheck"));
 
-    let before = rollout_calls(&apid).len();
+    let before = apid.rollout_calls().len();
     let out = bench.apply_with(&talos);
     let text = format!(
         "{}{}",
@@ -2130,7 +2119,7 @@ fn a_changed_node_config_is_planned_by_field_then_applied_workers_first_and_cont
     ]
     .map(str::to_owned)
     .to_vec();
-    assert_eq!(rollout_calls(&apid)[before..].to_vec(), expected, "{text}");
+    assert_eq!(apid.rollout_calls()[before..].to_vec(), expected, "{text}");
     // The snippets say what the nodes run, so a rebuilt VM gets it too.
     let record = apid.stand_in.record();
     for (node, config) in &record.configs {
@@ -2251,7 +2240,7 @@ fn an_apply_stopped_by_an_unhealthy_cluster_goes_on_with_the_nodes_still_to_do()
     assert_eq!(applied, ["cp1", "w1", "w2"]);
 
     recovered.store(true, Ordering::SeqCst);
-    let before = rollout_calls(&apid).len();
+    let before = apid.rollout_calls().len();
     let out = bench.apply_with(&talos);
     assert!(
         out.status.success(),
@@ -2259,7 +2248,7 @@ fn an_apply_stopped_by_an_unhealthy_cluster_goes_on_with_the_nodes_still_to_do()
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(
-        rollout_calls(&apid)[before..].to_vec(),
+        apid.rollout_calls()[before..].to_vec(),
         [
             "HealthCheck",
             "ApplyConfiguration cp2",

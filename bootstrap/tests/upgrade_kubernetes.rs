@@ -112,17 +112,6 @@ fn text(out: &Output) -> String {
     )
 }
 
-/// The ApplyConfiguration calls (not the dry runs) and health checks, in order.
-fn rollout_calls(apid: &apid::Apid) -> Vec<String> {
-    apid.stand_in
-        .record()
-        .calls
-        .into_iter()
-        .map(|(_, call)| call)
-        .filter(|c| !c.contains("dry-run"))
-        .collect()
-}
-
 #[test]
 fn a_two_minor_jump_and_a_downgrade_are_refused_naming_both_releases() {
     let lab = Bench::rendered("v1.34.1");
@@ -145,9 +134,9 @@ fn a_two_minor_jump_and_a_downgrade_are_refused_naming_both_releases() {
     }
     assert_eq!(lab.lab_toml(), before);
     assert!(
-        rollout_calls(&apid).is_empty(),
+        apid.rollout_calls().is_empty(),
         "{:?}",
-        rollout_calls(&apid)
+        apid.rollout_calls()
     );
     assert!(apid.stand_in.record().applied.is_empty());
 }
@@ -190,9 +179,9 @@ fn control_planes_first_one_at_a_time_then_workers_and_lab_toml_says_it() {
     }
     assert_eq!(lab.lab_toml(), before);
     assert!(
-        rollout_calls(&apid).is_empty(),
+        apid.rollout_calls().is_empty(),
         "{:?}",
-        rollout_calls(&apid)
+        apid.rollout_calls()
     );
     assert!(lab.snippet("cp1").contains("kube-apiserver:v1.35.2"));
 
@@ -206,7 +195,7 @@ fn control_planes_first_one_at_a_time_then_workers_and_lab_toml_says_it() {
     }
     expected.push("HealthCheck".into());
     expected.extend(workers.iter().map(|w| format!("ApplyConfiguration {w}")));
-    assert_eq!(rollout_calls(&apid), expected);
+    assert_eq!(apid.rollout_calls(), expected);
 
     // lab.toml says it, its comments kept; plan and render agree with the nodes.
     let edited = lab.lab_toml();
@@ -251,7 +240,7 @@ fn control_planes_first_one_at_a_time_then_workers_and_lab_toml_says_it() {
     );
 
     // Run again: every node has it, nothing is applied.
-    let calls = rollout_calls(&apid).len();
+    let calls = apid.rollout_calls().len();
     let out = lab.upgrade("v1.36.3", &apid, &[]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
@@ -259,7 +248,7 @@ fn control_planes_first_one_at_a_time_then_workers_and_lab_toml_says_it() {
         "{}",
         text(&out)
     );
-    assert_eq!(rollout_calls(&apid).len(), calls);
+    assert_eq!(apid.rollout_calls().len(), calls);
 }
 
 fn workers(lab: &Bench) -> Vec<String> {
@@ -290,7 +279,7 @@ fn an_upgrade_run_again_after_it_stopped_goes_on_with_the_nodes_still_to_do() {
         )
         .unwrap();
     }
-    let done = rollout_calls(&apid).len();
+    let done = apid.rollout_calls().len();
     let out = lab.upgrade("v1.36.3", &apid, &[]);
     assert!(out.status.success(), "{}", text(&out));
     let mut expected = vec![
@@ -299,5 +288,5 @@ fn an_upgrade_run_again_after_it_stopped_goes_on_with_the_nodes_still_to_do() {
         "HealthCheck".to_owned(),
     ];
     expected.extend(workers.iter().map(|w| format!("ApplyConfiguration {w}")));
-    assert_eq!(rollout_calls(&apid)[done..].to_vec(), expected);
+    assert_eq!(apid.rollout_calls()[done..].to_vec(), expected);
 }

@@ -15,6 +15,21 @@ pub struct Apid {
     pub stand_in: StandIn,
 }
 
+impl Apid {
+    /// Its ApplyConfiguration calls (not the dry runs) and health checks, in order: a
+    /// rollout's sequence.
+    #[allow(dead_code)] // not every test file rolls configs out
+    pub fn rollout_calls(&self) -> Vec<String> {
+        self.stand_in
+            .record()
+            .calls
+            .into_iter()
+            .map(|(_, call)| call)
+            .filter(|c| !c.contains("dry-run"))
+            .collect()
+    }
+}
+
 /// Serves `stand_in` on `ip` (any free port) with `tls`.
 pub fn serve(ip: IpAddr, stand_in: StandIn, tls: Tls) -> Apid {
     serve_on(ip, 0, stand_in, tls)
