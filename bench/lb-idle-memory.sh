@@ -112,16 +112,6 @@ for target in ours haproxy nginx; do
   wait_port "${port[$target,http]}"; wait_port "${port[$target,https]}"
 done
 
-# Resident KB of a process and its children.
-rss_kb() {
-  local p total=0 kb
-  for p in "$1" $(pgrep -P "$1" || true); do
-    kb=$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status" 2>/dev/null || echo 0)
-    total=$((total + kb))
-  done
-  echo "$total"
-}
-
 # Opens COUNT connections to PORT (TLS handshakes done when TLS=1), prints `open N` once they
 # are, and holds them until its stdin closes.
 cat > "$work/hold.py" <<'PY'

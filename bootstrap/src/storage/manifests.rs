@@ -6,7 +6,7 @@
 //! commit. The Secret never goes there: a token in plain text does not belong in a repository.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -23,6 +23,18 @@ pub struct Manifest {
     pub yaml: String,
     /// Whether it may go into the GitOps repository (everything but the Secret).
     pub for_git: bool,
+}
+
+impl Manifest {
+    /// Where it is written: the state directory's `dir`, and the GitOps layout `git` too when
+    /// it may go there.
+    fn paths(&self, dir: &Path, git: Option<&Path>) -> Vec<PathBuf> {
+        let mut paths = vec![dir.join(self.file)];
+        if let Some(git) = git.filter(|_| self.for_git) {
+            paths.push(git.join(self.file));
+        }
+        paths
+    }
 }
 
 /// Why the manifests could not be made or written.
@@ -224,11 +236,7 @@ pub fn write(
     let dir = state.storage_manifests();
     let git = gitops_dir(lab, state);
     for manifest in render(lab, storage, secret)? {
-        let mut targets = vec![dir.join(manifest.file)];
-        if let Some(git) = git.as_ref().filter(|_| manifest.for_git) {
-            targets.push(git.join(manifest.file));
-        }
-        for path in targets {
+        for path in manifest.paths(&dir, git.as_deref()) {
             if let Some(parent) = path.parent() {
                 crate::state_dir::private::private_dir(parent).map_err(io(parent))?;
             }
@@ -250,11 +258,7 @@ pub fn stale(
     let dir = state.storage_manifests();
     let git = gitops_dir(lab, state);
     for manifest in render(lab, storage, secret)? {
-        let mut targets = vec![dir.join(manifest.file)];
-        if let Some(git) = git.as_ref().filter(|_| manifest.for_git) {
-            targets.push(git.join(manifest.file));
-        }
-        for path in targets {
+        for path in manifest.paths(&dir, git.as_deref()) {
             match std::fs::read_to_string(&path) {
                 Ok(text) if text == manifest.yaml => {}
                 Ok(_) => return Ok(true),
