@@ -58,27 +58,8 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "nothing on port $1 (logs in $work)" >&2; KEEP=1; exit 1; }
-# A process and its children (nginx's workers).
-process_tree() { echo "$1" $(pgrep -P "$1" || true); }
-# Resident KB of a process and its children.
-rss_kb() {
-  local pid total=0 kb
-  for pid in $(process_tree "$1"); do
-    kb=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
-    total=$((total + kb))
-  done
-  echo "$total"
-}
-# CPU time (clock ticks, user + system) a process and its children (nginx's workers) have used.
-cpu_ticks() {
-  local pid total=0 t
-  for pid in $(process_tree "$1"); do
-    t=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat" 2>/dev/null || echo 0)
-    total=$((total + t))
-  done
-  echo "$total"
-}
-TICKS_PER_SECOND=$(getconf CLK_TCK)
+# process_tree, rss_kb, cpu_ticks, TICKS_PER_SECOND.
+source bench/process.sh
 
 ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}'; }
 # CPU microseconds per request from clock ticks before and after a load of N requests: what

@@ -1,28 +1,40 @@
 #!/usr/bin/env bash
 # lab-vpn against wireguard-go, side by side in one run: two namespaces joined by a veth pair,
-# a WireGuard tunnel between them, iperf3 TCP through the tunnel for
-#   lab-vpn ↔ lab-vpn, wireguard-go ↔ wireguard-go, lab-vpn ↔ wireguard-go,
-# and over the bare veth as the ceiling. Prints Gbit/s (median of ROUNDS interleaved rounds)
-# and ratios. Last line, machine-readable:
+# a WireGuard tunnel between them, for
+#   lab-vpn <-> lab-vpn, wireguard-go <-> wireguard-go, lab-vpn -> wireguard-go,
+# and the bare veth as the ceiling, each round measuring:
+#   TCP 1 stream and TCP 4 streams (iperf3 -P 4), Gbit/s;
+#   UDP (iperf3 -u -b 0, 1400-byte IP datagrams): the rate received and the loss;
+#   ping latency p50/p99 (100 a second) under the 4-stream load;
+#   CPU seconds per gigabit of each daemon over the 1-stream run (utime + stime, /proc/PID/stat),
+#     sender/receiver: the figure the other work on the machine does not move;
+#   for lab-vpn and wireguard-go, the 1-stream rate while the receiving side is flooded with
+#     handshake initiations with a valid mac1 (bench/handshake-flood.py, FLOOD_PPS a second:
+#     cookie replies engaged), as % of the quiet rate of the same round.
+# Medians of ROUNDS interleaved rounds, and ratios ours/wireguard-go. Last line, machine-readable
+# (TCP 1 stream):
 #   RESULT vpn ours/wireguard-go=<ratio> ours_gbps=<x> veth_gbps=<y>
-# Bounded: each iperf3 run lasts IPERF_SECONDS (default 5); 3 rounds x 4 targets ≈ 1.5 minutes.
-# Needs root (namespaces); everything it creates is removed on exit, the machine's own
-# namespace is never touched.
+# Bounded: each iperf3 run lasts IPERF_SECONDS (default 5); a round is about 80 s, the default
+# 3 rounds about 4 minutes. Needs root (namespaces); everything it creates is removed on exit,
+# the machine's own namespace is never touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ROUNDS=${ROUNDS:-3}
 IPERF_SECONDS=${IPERF_SECONDS:-5}
+FLOOD_PPS=${FLOOD_PPS:-20000}
 export WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1
 
 declare -A needs=([iperf3]=iperf3 [wireguard-go]=wireguard-go [wg]=wireguard-tools [ip]=iproute2 [python3]=python3)
 source scripts/install-needs.sh
 install_needs needs
+# cpu_ticks, TICKS_PER_SECOND.
+source bench/process.sh
 
 # VPN=PATH benchmarks that binary instead (an older build, for an A/B run).
 if [[ -z ${VPN:-} ]]; then
   cargo build --release -q -p lab-vpn
-  VPN=$PWD/target/release/lab-vpn
+  VPN=${CARGO_TARGET_DIR:-$PWD/target}/release/lab-vpn
 fi
 
 work=$(mktemp -d)
@@ -114,45 +126,149 @@ wait_socket() {
   echo "no control socket for $1 (logs in $work)" >&2; KEEP=1; exit 1
 }
 
-# iperf3 from a to TARGET; prints Gbit/s.
-measure() {
+# The pids of the daemons of the pair running now: a's, then b's.
+daemons=()
+
+wait_tunnel() {
+  for _ in $(seq 50); do in_a ping -c 1 -W 1 -q "$1" >/dev/null 2>&1 && return 0; done
+  echo "no ping through the tunnel to $1 (logs in $work)" >&2; KEEP=1; exit 1
+}
+
+# iperf3 from a to TARGET with extra arguments; prints its JSON.
+iperf() {
+  local target=$1; shift
+  in_a timeout $((IPERF_SECONDS + 20)) iperf3 -c "$target" -t "$IPERF_SECONDS" -J "$@" 2>/dev/null
+}
+
+# TCP, one stream, to TARGET: prints Gbit/s and, with daemons running, each one's CPU seconds
+# per gigabit carried (a's, b's).
+tcp1() {
+  local target=$1 before=() after=()
+  for p in "${daemons[@]}"; do before+=("$(cpu_ticks "$p")"); done
+  iperf "$target" >"$work/iperf.json" || true
+  for p in "${daemons[@]}"; do after+=("$(cpu_ticks "$p")"); done
+  python3 - "$work/iperf.json" "$TICKS_PER_SECOND" "${before[*]}" "${after[*]}" <<'PY'
+import json, sys
+end = json.load(open(sys.argv[1]))["end"]["sum_received"]
+gbit = end["bytes"] * 8 / 1e9
+ticks, before, after = int(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split()
+cpu = ["%.2f" % ((int(b) - int(a)) / ticks / gbit) for a, b in zip(before, after)]
+print("%.3f" % (end["bits_per_second"] / 1e9), *(cpu or ["-", "-"]))
+PY
+}
+
+# TCP, four streams, to TARGET, with ping 100 times a second alongside: prints Gbit/s and the
+# round-trip p50 and p99 in ms.
+tcp4_ping() {
   local target=$1
-  for _ in $(seq 50); do in_a ping -c 1 -W 1 -q "$target" >/dev/null 2>&1 && break; done
-  in_a iperf3 -c "$target" -t "$IPERF_SECONDS" -J 2>/dev/null |
-    python3 -c 'import json,sys; print("%.3f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
+  in_a ping -i 0.01 -c $(((IPERF_SECONDS - 1) * 100)) -W 1 "$target" >"$work/ping" 2>&1 &
+  local ping_pid=$!
+  iperf "$target" -P 4 >"$work/iperf.json" || true
+  wait "$ping_pid" || true
+  python3 - "$work/iperf.json" "$work/ping" <<'PY'
+import json, re, statistics, sys
+gbps = json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"] / 1e9
+times = sorted(float(t) for t in re.findall(r"time=([0-9.]+) ms", open(sys.argv[2]).read()))
+if len(times) < 2:
+    print("%.3f - -" % gbps)
+else:
+    q = statistics.quantiles(times, n=100, method="inclusive")
+    print("%.3f %.3f %.3f" % (gbps, q[49], q[98]))
+PY
+}
+
+# UDP to TARGET, unlimited rate, 1372-byte payloads (1400-byte IP datagrams, under the tunnel's
+# 1420 MTU: 1400-byte payloads would be fragmented): prints the Gbit/s received and the loss %.
+udp() {
+  iperf "$1" -u -b 0 -l 1372 | python3 -c '
+import json, sys
+end = json.load(sys.stdin)["end"]["sum_received"]
+print("%.3f %.2f" % (end["bits_per_second"] / 1e9, end["lost_percent"]))'
+}
+
+# TCP, one stream, to TARGET while b's WireGuard port is flooded with handshake initiations:
+# prints Gbit/s.
+flooded() {
+  in_a python3 bench/handshake-flood.py "$underlay_b:$port" "$(cat "$work/b.pub")" \
+    "$FLOOD_PPS" $((IPERF_SECONDS + 2)) 2>>"$work/flood.log" &
+  local flood_pid=$!
+  sleep 1
+  iperf "$1" | python3 -c 'import json,sys; print("%.3f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
+  wait "$flood_pid" || true
 }
 
 in_b iperf3 -s >/dev/null 2>&1 &
 iperf_server=$!
 
+# results[LABEL:METRIC]: the values of the rounds, space-separated.
 declare -A results
+add() { results[$1:$2]+="$3 "; }
+
+# Every measurement on TARGET for LABEL; FLOOD=1 adds the flooded run.
+measure_all() {
+  local label=$1 target=$2 flood=${3:-0} r
+  wait_tunnel "$target"
+  read -r -a r <<<"$(tcp1 "$target")"
+  add "$label" tcp1 "${r[0]}"; add "$label" cpu_a "${r[1]}"; add "$label" cpu_b "${r[2]}"
+  read -r -a r <<<"$(tcp4_ping "$target")"
+  add "$label" tcp4 "${r[0]}"; add "$label" p50 "${r[1]}"; add "$label" p99 "${r[2]}"
+  read -r -a r <<<"$(udp "$target")"
+  add "$label" udp "${r[0]}"; add "$label" loss "${r[1]}"
+  if [[ $flood == 1 ]]; then
+    local quiet under
+    under=$(flooded "$target")
+    quiet=$(awk '{ print $NF }' <<<"${results[$label:tcp1]}")
+    add "$label" flood "$(python3 -c "print('%.0f' % (100 * $under / $quiet if $quiet else 0))")"
+  fi
+}
+
 run_pair() {
-  local label=$1 kind_a=$2 kind_b=$3
+  local label=$1 kind_a=$2 kind_b=$3 flood=$4
   "start_$kind_a" a "$ns_a" "$tunnel_a" b "$underlay_b" "$tunnel_b"
   "start_$kind_b" b "$ns_b" "$tunnel_b" a "$underlay_a" "$tunnel_a"
-  results[$label]+="$(measure "$tunnel_b") "
+  daemons=("${pids[@]}")
+  measure_all "$label" "$tunnel_b" "$flood"
   stop_all
+  daemons=()
 }
 
 for round in $(seq "$ROUNDS"); do
-  results[veth]+="$(measure "$underlay_b") "
-  run_pair ours ours ours
-  run_pair wireguard-go go go
-  run_pair mixed ours go
-  echo "round $round: veth ${results[veth]} | lab-vpn ${results[ours]} | wireguard-go ${results[wireguard-go]} | mixed ${results[mixed]}" >&2
+  measure_all veth "$underlay_b"
+  run_pair ours ours ours 1
+  run_pair wireguard-go go go 1
+  run_pair mixed ours go 0
+  echo "round $round TCP 1 stream: veth ${results[veth:tcp1]}| lab-vpn ${results[ours:tcp1]}| wireguard-go ${results[wireguard-go:tcp1]}| mixed ${results[mixed:tcp1]}" >&2
 done
 kill "$iperf_server" 2>/dev/null || true
+[[ -s $work/flood.log ]] && echo "flood: $(tail -n 1 "$work/flood.log") (last run; FLOOD_PPS=$FLOOD_PPS)" >&2
 
-median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-veth=$(median "${results[veth]}")
-ours=$(median "${results[ours]}")
-go=$(median "${results[wireguard-go]}")
-mixed=$(median "${results[mixed]}")
-ratio() { python3 -c "print('%.2f' % ($1 / $2 if $2 else 0))"; }
+median() { tr ' ' '\n' <<<"$1" | grep -v '^-\?$' | sort -g | awk '{ v[NR] = $1 } END { print (NR ? v[int((NR + 1) / 2)] : "-") }'; }
+m() { median "${results[$1:$2]:-}"; }
+ratio() { python3 -c "
+a, b = '$1', '$2'
+try: print('%.2f' % (float(a) / float(b)))
+except (ValueError, ZeroDivisionError): print('-')"; }
 
-printf '%-28s %8s %10s\n' "iperf3 TCP, ${IPERF_SECONDS}s x $ROUNDS" "Gbit/s" "vs wg-go"
-printf '%-28s %8s %10s\n' "veth (ceiling)" "$veth" "-"
-printf '%-28s %8s %10s\n' "lab-vpn <-> lab-vpn" "$ours" "$(ratio "$ours" "$go")"
-printf '%-28s %8s %10s\n' "wireguard-go <-> wireguard-go" "$go" "1.00"
-printf '%-28s %8s %10s\n' "lab-vpn -> wireguard-go" "$mixed" "$(ratio "$mixed" "$go")"
-echo "RESULT vpn ours/wireguard-go=$(ratio "$ours" "$go") ours_gbps=$ours veth_gbps=$veth"
+row() {
+  local label=$1 name=$2
+  printf '%-30s %6s %6s %6s %6s %7s %7s %7s %7s %7s\n' "$name" \
+    "$(m "$label" tcp1)" "$(m "$label" tcp4)" "$(m "$label" udp)" "$(m "$label" loss)" \
+    "$(m "$label" p50)" "$(m "$label" p99)" "$(m "$label" cpu_a)" "$(m "$label" cpu_b)" "$(m "$label" flood)"
+}
+echo "${IPERF_SECONDS}s runs, medians of $ROUNDS interleaved rounds. Gbit/s; UDP: received, loss %;"
+echo "ping ms under TCP x4; CPU s/Gbit over TCP x1 (sender a, receiver b); flood: TCP x1 under"
+echo "$FLOOD_PPS handshake initiations/s with a valid mac1, % of quiet"
+printf '%-30s %6s %6s %6s %6s %7s %7s %7s %7s %7s\n' "" "TCPx1" "TCPx4" "UDP" "loss%" \
+  "p50" "p99" "cpu_a" "cpu_b" "flood%"
+row veth "veth (ceiling)"
+row ours "lab-vpn <-> lab-vpn"
+row wireguard-go "wireguard-go <-> wireguard-go"
+row mixed "lab-vpn -> wireguard-go"
+ratios=()
+for metric in tcp1 tcp4 udp loss p50 p99 cpu_a cpu_b flood; do
+  ratios+=("$(ratio "$(m ours "$metric")" "$(m wireguard-go "$metric")")")
+done
+printf '%-30s %6s %6s %6s %6s %7s %7s %7s %7s %7s\n' "ours/wireguard-go" "${ratios[@]}"
+ours=$(m ours tcp1)
+echo "TCP x1 vs veth: lab-vpn $(ratio "$ours" "$(m veth tcp1)"), wireguard-go $(ratio "$(m wireguard-go tcp1)" "$(m veth tcp1)")"
+echo "RESULT vpn ours/wireguard-go=$(ratio "$ours" "$(m wireguard-go tcp1)") ours_gbps=$ours veth_gbps=$(m veth tcp1)"

@@ -4,6 +4,7 @@
 
 mod support;
 
+use support::wireguard_go_client as client;
 use support::*;
 
 fn admin_peer(client: &KeyPair, extra: &str) -> String {
@@ -11,38 +12,6 @@ fn admin_peer(client: &KeyPair, extra: &str) -> String {
         "[[peer]]\nname = \"admin\"\npublic_key = \"{}\"\nallowed_ips = [\"{CLIENT_TUNNEL}/32\"]\n{extra}\n",
         client.public
     )
-}
-
-/// wireguard-go in the client namespace, pointed at the gateway, routing the tunnel and net1.
-fn client(
-    topology: &Topology,
-    client: &KeyPair,
-    gateway: &KeyPair,
-    psk: Option<&str>,
-) -> WireguardGo {
-    let go = WireguardGo::start(&topology.client, CLIENT_TUNNEL);
-    let key = secret_file(topology.dir.path(), "client.key", &client.private);
-    let mut args = vec![
-        "set".to_owned(),
-        go.interface.clone(),
-        "private-key".to_owned(),
-        key.display().to_string(),
-        "peer".to_owned(),
-        gateway.public.clone(),
-        "endpoint".to_owned(),
-        format!("{GATEWAY_UNDERLAY}:{PORT}"),
-        "allowed-ips".to_owned(),
-        "10.10.100.0/24,10.10.1.0/24".to_owned(),
-    ];
-    if let Some(psk) = psk {
-        let path = secret_file(topology.dir.path(), "client.psk", psk);
-        args.extend(["preshared-key".to_owned(), path.display().to_string()]);
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    go.wg(&topology.client, &args);
-    go.route(&topology.client, "10.10.100.0/24");
-    go.route(&topology.client, "10.10.1.0/24");
-    go
 }
 
 /// A gateway with one admin peer, and that peer connected with wireguard-go. Bind every field

@@ -296,6 +296,38 @@ impl Drop for WireguardGo {
     }
 }
 
+/// wireguard-go in the client namespace, pointed at the gateway, routing the tunnel and net1.
+pub fn wireguard_go_client(
+    topology: &Topology,
+    client: &KeyPair,
+    gateway: &KeyPair,
+    psk: Option<&str>,
+) -> WireguardGo {
+    let go = WireguardGo::start(&topology.client, CLIENT_TUNNEL);
+    let key = secret_file(topology.dir.path(), "client.key", &client.private);
+    let mut args = vec![
+        "set".to_owned(),
+        go.interface.clone(),
+        "private-key".to_owned(),
+        key.display().to_string(),
+        "peer".to_owned(),
+        gateway.public.clone(),
+        "endpoint".to_owned(),
+        format!("{GATEWAY_UNDERLAY}:{PORT}"),
+        "allowed-ips".to_owned(),
+        "10.10.100.0/24,10.10.1.0/24".to_owned(),
+    ];
+    if let Some(psk) = psk {
+        let path = secret_file(topology.dir.path(), "client.psk", psk);
+        args.extend(["preshared-key".to_owned(), path.display().to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    go.wg(&topology.client, &args);
+    go.route(&topology.client, "10.10.100.0/24");
+    go.route(&topology.client, "10.10.1.0/24");
+    go
+}
+
 /// `ping -c <count>` from `netns`; whether every reply came.
 pub fn ping(netns: &Netns, target: &str, extra: &[&str]) -> bool {
     netns
