@@ -186,14 +186,15 @@ end = json.load(sys.stdin)["end"]["sum_received"]
 print("%.3f %.2f" % (end["bits_per_second"] / 1e9, end["lost_percent"]))'
 }
 
-# TCP, one stream, to TARGET while b's WireGuard port is flooded with handshake initiations:
-# prints Gbit/s.
+# TCP, one stream, to TARGET while b's WireGuard port is flooded with handshake initiations
+# (what the flood saw goes to $work/flood-LABEL.log): prints Gbit/s.
 flooded() {
+  local target=$1 label=$2
   in_a python3 bench/handshake-flood.py "$underlay_b:$port" "$(cat "$work/b.pub")" \
-    "$FLOOD_PPS" $((IPERF_SECONDS + 2)) 2>>"$work/flood.log" &
+    "$FLOOD_PPS" $((IPERF_SECONDS + 2)) 2>>"$work/flood-$label.log" &
   local flood_pid=$!
   sleep 1
-  iperf "$1" | python3 -c 'import json,sys; print("%.3f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
+  iperf "$target" | python3 -c 'import json,sys; print("%.3f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
   wait "$flood_pid" || true
 }
 
@@ -216,7 +217,7 @@ measure_all() {
   add "$label" udp "${r[0]}"; add "$label" loss "${r[1]}"
   if [[ $flood == 1 ]]; then
     local quiet under
-    under=$(flooded "$target")
+    under=$(flooded "$target" "$label")
     quiet=$(awk '{ print $NF }' <<<"${results[$label:tcp1]}")
     add "$label" flood "$(python3 -c "print('%.0f' % (100 * $under / $quiet if $quiet else 0))")"
   fi
@@ -240,7 +241,11 @@ for round in $(seq "$ROUNDS"); do
   echo "round $round TCP 1 stream: veth ${results[veth:tcp1]}| lab-vpn ${results[ours:tcp1]}| wireguard-go ${results[wireguard-go:tcp1]}| mixed ${results[mixed:tcp1]}" >&2
 done
 kill "$iperf_server" 2>/dev/null || true
-[[ -s $work/flood.log ]] && echo "flood: $(tail -n 1 "$work/flood.log") (last run; FLOOD_PPS=$FLOOD_PPS)" >&2
+for label in ours wireguard-go; do
+  if [[ -s $work/flood-$label.log ]]; then
+    echo "flood against $label, last round: $(tail -n 1 "$work/flood-$label.log")" >&2
+  fi
+done
 
 median() { tr ' ' '\n' <<<"$1" | grep -v '^-\?$' | sort -g | awk '{ v[NR] = $1 } END { print (NR ? v[int((NR + 1) / 2)] : "-") }'; }
 m() { median "${results[$1:$2]:-}"; }

@@ -170,13 +170,18 @@ fn receive_all(label: &str, listener: &TcpListener, start: Instant) -> (u64, Str
     }
 }
 
-/// Transfers `bytes` each way at once between the client's and the gateway's tunnel addresses.
-fn both_ways(topology: &Topology, client: &str, gateway: &str, bytes: u64) -> [Transfer; 2] {
-    // The gateway learns where the client is from its handshake.
+/// Pings the gateway's tunnel address `gateway` from the client: the gateway learns where the
+/// client is from its handshake, and has nowhere to send to before.
+fn handshake(topology: &Topology, gateway: &str) {
     assert!(
         ping(&topology.client, gateway, &[]),
         "no ping from the client to {gateway} through the tunnel"
     );
+}
+
+/// Transfers `bytes` each way at once between the client's and the gateway's tunnel addresses.
+fn both_ways(topology: &Topology, client: &str, gateway: &str, bytes: u64) -> [Transfer; 2] {
+    handshake(topology, gateway);
     let (client, gateway): (IpAddr, IpAddr) = (client.parse().unwrap(), gateway.parse().unwrap());
     std::thread::scope(|scope| {
         let up = scope.spawn(|| {
@@ -373,6 +378,7 @@ fn udp_flow(
 fn udp_datagrams_of_every_size_to_the_mtu_arrive_complete_and_in_order_per_flow() {
     let pair = lab_vpn_pair();
     let topology = &pair.topology;
+    handshake(topology, GATEWAY_TUNNEL);
     // The largest UDP payload in one tunnel packet: the MTU less the IPv4 and UDP headers.
     let largest = mtu(&topology.client, &pair.client_interface).min(mtu(&topology.gateway, &topology.interface)) - 28;
     // Every size twice per flow.
