@@ -216,7 +216,11 @@ fn main() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(5)
         .max(1);
-    let options = ["boringtun Tunn", "ring in place", "RustCrypto chacha20poly1305"];
+    let options = [
+        "boringtun Tunn",
+        "ring in place",
+        "RustCrypto chacha20poly1305",
+    ];
     println!(
         "ChaCha20-Poly1305 transport data, best of {rounds} rounds; seal = encrypt (+ header for boringtun), open = decrypt"
     );
@@ -235,11 +239,7 @@ fn main() {
         for _ in 0..rounds {
             best[0] = best[0].best(boringtun_round(&mut pair, &payload, batches));
             best[1] = best[1].best(ring_round(&mut ring_counter, &payload, batches));
-            best[2] = best[2].best(rustcrypto_round(
-                &mut rustcrypto_counter,
-                &payload,
-                batches,
-            ));
+            best[2] = best[2].best(rustcrypto_round(&mut rustcrypto_counter, &payload, batches));
         }
         for (option, timing) in options.iter().zip(best) {
             println!(

@@ -126,9 +126,9 @@ fn send_pattern(label: &str, from: &Netns, target: SocketAddr, bytes: u64) -> St
     while sent < bytes {
         let len = CHUNK.min((bytes - sent) as usize);
         pattern.fill(chunk, &mut buffer[..len]);
-        stream
-            .write_all(&buffer[..len])
-            .unwrap_or_else(|e| panic!("{label}: write stalled after {sent} of {bytes} bytes: {e}"));
+        stream.write_all(&buffer[..len]).unwrap_or_else(|e| {
+            panic!("{label}: write stalled after {sent} of {bytes} bytes: {e}")
+        });
         digest.update(&buffer[..len]);
         sent += len as u64;
         chunk += 1;
@@ -263,7 +263,11 @@ fn mtu(netns: &Netns, interface: &str) -> usize {
 /// bytes start with the sequence number (as much of it as fits) and all follow from it.
 fn datagram(flow: usize, sequence: u32, largest: usize) -> Vec<u8> {
     let k = (sequence as usize + flow * 7) % largest;
-    let size = if k % 2 == 0 { 1 + k / 2 } else { largest - k / 2 };
+    let size = if k % 2 == 0 {
+        1 + k / 2
+    } else {
+        largest - k / 2
+    };
     let mut bytes: Vec<u8> = (0..size)
         .map(|i| (sequence as usize * 31 + i * 7 + flow) as u8)
         .collect();
@@ -292,7 +296,9 @@ fn udp_flow(
         let socket = netns
             .enter(|| UdpSocket::bind(SocketAddr::new(address, 0)))
             .unwrap_or_else(|e| panic!("flow {flow}: cannot bind {address}: {e}"));
-        socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         socket
     };
     let (sender, receiver) = (bind(from, from_address), bind(to, to_address));
@@ -380,7 +386,9 @@ fn udp_datagrams_of_every_size_to_the_mtu_arrive_complete_and_in_order_per_flow(
     let topology = &pair.topology;
     handshake(topology, GATEWAY_TUNNEL);
     // The largest UDP payload in one tunnel packet: the MTU less the IPv4 and UDP headers.
-    let largest = mtu(&topology.client, &pair.client_interface).min(mtu(&topology.gateway, &topology.interface)) - 28;
+    let largest = mtu(&topology.client, &pair.client_interface)
+        .min(mtu(&topology.gateway, &topology.interface))
+        - 28;
     // Every size twice per flow.
     let count = 2 * largest as u32;
     let client = (&topology.client, CLIENT_TUNNEL);
@@ -410,7 +418,10 @@ fn an_ipv6_flow_crosses_the_tunnel_byte_identical() {
     let (gateway_key, client_key) = (key_pair(), key_pair());
     let peer = client_peer(
         &client_key,
-        &[&format!("{CLIENT_TUNNEL}/32"), &format!("{CLIENT_TUNNEL_V6}/128")],
+        &[
+            &format!("{CLIENT_TUNNEL}/32"),
+            &format!("{CLIENT_TUNNEL_V6}/128"),
+        ],
     );
     let mut gateway_doc: toml_edit::DocumentMut = topology
         .gateway_config(&gateway_key, &peer)
@@ -423,10 +434,15 @@ fn an_ipv6_flow_crosses_the_tunnel_byte_identical() {
     let _gateway = topology.start_gateway(&gateway_doc.to_string());
 
     let interface = unique_interface("wgl");
-    let mut client_doc: toml_edit::DocumentMut =
-        client_config(topology.dir.path(), &interface, &client_key, &gateway_key, "")
-            .parse()
-            .unwrap();
+    let mut client_doc: toml_edit::DocumentMut = client_config(
+        topology.dir.path(),
+        &interface,
+        &client_key,
+        &gateway_key,
+        "",
+    )
+    .parse()
+    .unwrap();
     client_doc["interface"]["address"]
         .as_array_mut()
         .expect("interface.address is an array")
