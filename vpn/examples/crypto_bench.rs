@@ -17,9 +17,9 @@ const OVERHEAD: usize = 16 + 16;
 /// Packets sealed before they are opened: enough that timing a batch costs nothing per packet.
 const BATCH: usize = 64;
 const SIZES: [usize; 3] = [64, 1420, 65535];
-/// Bytes each measurement moves through the cipher (at least MIN_PACKETS packets).
+/// Bytes each measurement moves through the cipher, in PACKETS packets at least and at most.
 const BYTES_PER_MEASUREMENT: usize = 128 << 20;
-const MIN_PACKETS: usize = 100_000;
+const PACKETS: std::ops::RangeInclusive<usize> = 2_000..=200_000;
 
 /// Seal and open times of one option for one payload size, in ns per packet.
 #[derive(Clone, Copy)]
@@ -233,7 +233,7 @@ fn main() {
     for size in SIZES {
         let payload = ip_packet(size);
         same_cipher(&payload);
-        let packets = (BYTES_PER_MEASUREMENT / size).max(MIN_PACKETS);
+        let packets = (BYTES_PER_MEASUREMENT / size).clamp(*PACKETS.start(), *PACKETS.end());
         let batches = packets.div_ceil(BATCH);
         let mut best = [Timing::NONE; 3];
         for _ in 0..rounds {
