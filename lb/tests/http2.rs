@@ -41,8 +41,8 @@ fn tls_config(setup: &Setup, server: SocketAddr, dir: &std::path::Path) -> Strin
 }
 
 /// An HTTP/1.1 server on a thread: each request head it reads is answered by `answer` (given
-/// the request line and the body it read; a `None` closes the connection there).
-fn backend(answer: fn(&str, &[u8]) -> Option<Vec<u8>>) -> SocketAddr {
+/// the request line and the body it read), which says too whether the connection closes after.
+fn backend(answer: fn(&str, &[u8]) -> (Vec<u8>, bool)) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -64,9 +64,9 @@ fn backend(answer: fn(&str, &[u8]) -> Option<Vec<u8>>) -> SocketAddr {
                     let body = read_body(&head, &mut rest, &mut stream);
                     got = rest;
                     let line = head.lines().next().unwrap_or("").to_owned();
-                    match answer(&line, &body) {
-                        Some(bytes) if stream.write_all(&bytes).is_ok() => {}
-                        _ => return,
+                    let (bytes, close) = answer(&line, &body);
+                    if stream.write_all(&bytes).is_err() || close {
+                        return;
                     }
                 }
             });
@@ -124,26 +124,27 @@ fn read_body(head: &str, rest: &mut Vec<u8>, stream: &mut TcpStream) -> Vec<u8> 
 }
 
 /// A gRPC-style echo: the body back, chunked, and the status in trailers.
-fn grpc_echo(_line: &str, body: &[u8]) -> Option<Vec<u8>> {
+fn grpc_echo(_line: &str, body: &[u8]) -> (Vec<u8>, bool) {
     let mut out = b"HTTP/1.1 200 OK\r\ncontent-type: application/grpc\r\n\
                     transfer-encoding: chunked\r\ntrailer: grpc-status, grpc-message\r\n\r\n"
         .to_vec();
     out.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
     out.extend_from_slice(body);
     out.extend_from_slice(b"\r\n0\r\ngrpc-status: 0\r\ngrpc-message: echoed\r\n\r\n");
-    Some(out)
+    (out, false)
 }
 
 /// A server whose `/broken` breaks off inside its body (and its connection); the rest answer
 /// `ok` after `/slow`'s second.
-fn flaky(line: &str, _body: &[u8]) -> Option<Vec<u8>> {
+fn flaky(line: &str, _body: &[u8]) -> (Vec<u8>, bool) {
     if line.contains("/broken") {
-        return Some(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten..".to_vec());
+        let head = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten..";
+        return (head.to_vec(), true);
     }
     if line.contains("/slow") {
         std::thread::sleep(Duration::from_millis(1500));
     }
-    Some(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n".to_vec())
+    (b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n".to_vec(), false)
 }
 
 #[test]
