@@ -144,7 +144,10 @@ fn flaky(line: &str, _body: &[u8]) -> (Vec<u8>, bool) {
     if line.contains("/slow") {
         std::thread::sleep(Duration::from_millis(1500));
     }
-    (b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n".to_vec(), false)
+    (
+        b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n".to_vec(),
+        false,
+    )
 }
 
 #[test]
