@@ -320,7 +320,8 @@ impl Connection<'_> {
         let mut response = http::Response::new(());
         *response.status_mut() = head.status;
         *response.headers_mut() = head.fields;
-        let no_body = head.framing == Framing::None;
+        // An empty body ends the stream with the head.
+        let no_body = matches!(head.framing, Framing::None | Framing::Length(0));
         let mut send = match respond.send_response(response, no_body) {
             Ok(send) => send,
             Err(_) => {
