@@ -163,7 +163,7 @@ mod tests {
         assert_eq!(trailers["grpc-status"], "0");
         assert_eq!(trailers["grpc-message"], "ok");
         assert_eq!(trailers.len(), 2);
-        let (data, trailers) = pieces(b"3\nabc\n0\n\n");
+        let (data, trailers) = pieces(b"3\r\nabc\r\n0\r\n\r\n");
         assert_eq!((data.as_slice(), trailers.len()), (&b"abc"[..], 0));
     }
 
