@@ -550,6 +550,7 @@ fn http_sections_are_checked_with_key_paths() {
     let config = setup.config(&format!(
         "[[listener]]\nname = \"tls\"\nlisten = \"{}\"\nmode = \"https\"\nbackend = \"web\"\n\
          [listener.http]\nmax_requests = 0\nkeepalive_timeout = \"0s\"\n\
+         h2c = true\nh2_max_concurrent_streams = 0\n\
          [[listener.http.route]]\nhost = \"*bad\"\npath = \"nope\"\n\
          [[listener.http.route]]\nbackend = \"missing\"\nadd_request_headers = {{ \"bad name\" = \"x\" }}\n\
          [[listener.http.upstream]]\nbackend = \"web\"\ntls = true\n\
@@ -570,6 +571,8 @@ fn http_sections_are_checked_with_key_paths() {
         "listener[0].http.cert",
         "listener[0].http.max_requests",
         "listener[0].http.keepalive_timeout",
+        "listener[0].http.h2c",
+        "listener[0].http.h2_max_concurrent_streams",
         "listener[0].http.route[0].host",
         "listener[0].http.route[0].path",
         "listener[0].http.route[0]`",

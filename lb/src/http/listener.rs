@@ -1,9 +1,12 @@
 //! What an `http` or `https` listener does with an accepted connection: on `https` first the
 //! TLS handshake (ours, with the SNI resolver); then HTTP/1.1 goes our own path
-//! ([`crate::http::h1`]) until a request needs more, and that request, the rest of the connection
-//! and h2 go to pingora's session machinery, both with the same [`HttpRouter`].
+//! ([`crate::http::h1`]) until a request needs more, and that request and the rest of the
+//! connection go to pingora's session machinery; h2 (and h2c by prior knowledge where `h2c` is
+//! on) goes our own h2 path ([`crate::http::h2`]) unless a backend of the listener is reached
+//! over TLS or h2, which pingora's carries. All with the same [`HttpRouter`].
 
 use crate::http::h1::{self as http1, Served};
+use crate::http::h2 as http2;
 use crate::http::idle::MAX_IDLE_PER_SERVER;
 use crate::http::metrics::HttpMetrics;
 use crate::http::pingora::SharedRouter;
@@ -91,6 +94,25 @@ impl HttpApp {
         }
     }
 
+    /// Our h2 path on `stream`, when every backend of the listener is plain HTTP/1.1; the
+    /// stream back when the connection is pingora's.
+    async fn serve_h2<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        stream: S,
+        peer: SocketAddr,
+        shutdown: &ShutdownWatch,
+    ) -> Option<S> {
+        if !self.router.every_upstream_plain() {
+            tracing::debug!(listener = %self.listener, client = %peer, "h2 connection to pingora's session: a backend is reached over TLS or h2");
+            return Some(stream);
+        }
+        self.metrics.active.inc();
+        // Boxed: inline, the h2 connection's state would size every connection's task.
+        Box::pin(http2::serve(&self.router, stream, peer.ip(), shutdown)).await;
+        self.metrics.active.dec();
+        None
+    }
+
     pub async fn serve(&self, mut socket: ClientSocket, shutdown: &ShutdownWatch) {
         let peer = socket.peer;
         let stream: Stream = match &self.tls {
@@ -98,7 +120,11 @@ impl HttpApp {
                 let Some(read) = self.serve_http1(&mut socket, peer, shutdown).await else {
                     return;
                 };
+                let prior_knowledge = self.router.h2c() && http2::starts_h2(&read);
                 socket.replay(read);
+                if prior_knowledge && self.serve_h2(&mut socket, peer, shutdown).await.is_none() {
+                    return;
+                }
                 // Header and body of a response in one write (pingora flushes at the end).
                 // Under TLS, rustls and h2 gather writes themselves.
                 socket.buffer_writes();
@@ -110,7 +136,11 @@ impl HttpApp {
                         let mut tls = TlsClient::new(tls);
                         self.http_metrics
                             .handshake(self.listener.as_str(), tls.version(), "ok");
-                        if !tls.is_h2() {
+                        if tls.is_h2() {
+                            if self.serve_h2(&mut tls, peer, shutdown).await.is_none() {
+                                return;
+                            }
+                        } else {
                             let Some(read) = self.serve_http1(&mut tls, peer, shutdown).await
                             else {
                                 return;

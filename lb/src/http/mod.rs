@@ -3,6 +3,7 @@
 //! accepts and hands each connection to one of them.
 
 pub(crate) mod h1;
+pub(crate) mod h2;
 pub(crate) mod idle;
 pub(crate) mod listener;
 pub(crate) mod metrics;

@@ -115,6 +115,8 @@ pub struct HttpRouter {
     /// Whole seconds, as pingora takes them; at least 1.
     keepalive_secs: u64,
     max_requests: Option<usize>,
+    h2_max_streams: u32,
+    h2c: bool,
     in_flight: Arc<AtomicUsize>,
     metrics: HttpMetrics,
     default_counters: RouteCounters,
@@ -182,6 +184,8 @@ impl HttpRouter {
             client_send_timeout: http.client_send_timeout,
             keepalive_secs: http.keepalive_timeout.as_secs().max(1),
             max_requests: http.max_requests.map(|m| m as usize),
+            h2_max_streams: http.h2_max_concurrent_streams,
+            h2c: http.h2c,
             in_flight: Arc::new(AtomicUsize::new(0)),
             metrics,
             idle: Arc::default(),
@@ -222,6 +226,21 @@ impl HttpRouter {
     /// Whether requests to `backend` go over plain HTTP/1.1 (no TLS, no h2 upstream).
     pub(crate) fn plain_upstream(&self, backend: &Name) -> bool {
         !self.upstreams.contains_key(backend)
+    }
+
+    /// Whether every backend is reached over plain HTTP/1.1 (what our h2 path carries).
+    pub(crate) fn every_upstream_plain(&self) -> bool {
+        self.upstreams.is_empty()
+    }
+
+    /// `h2_max_concurrent_streams`.
+    pub(crate) fn h2_max_streams(&self) -> u32 {
+        self.h2_max_streams
+    }
+
+    /// `h2c`: cleartext h2 by prior knowledge on an `http` listener.
+    pub(crate) fn h2c(&self) -> bool {
+        self.h2c
     }
 
     pub(crate) fn timeouts(&self) -> Timeouts {

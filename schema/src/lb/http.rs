@@ -65,6 +65,13 @@ pub struct HttpListener {
     /// Requests served at once; more get 503 with `Retry-After`. Unlimited when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_requests: Option<u32>,
+    /// HTTP/2 streams one client connection may have open at once (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    #[serde(default = "HttpListener::default_h2_max_concurrent_streams")]
+    pub h2_max_concurrent_streams: u32,
+    /// `http` listeners: HTTP/2 without TLS from clients that know the listener speaks it
+    /// ("prior knowledge", RFC 9113 §3.3); off, such a connection is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub h2c: bool,
 }
 
 impl Default for HttpListener {
@@ -81,6 +88,8 @@ impl Default for HttpListener {
             keepalive_timeout: Self::default_keepalive_timeout(),
             max_header_bytes: Self::default_max_header_bytes(),
             max_requests: None,
+            h2_max_concurrent_streams: Self::DEFAULT_H2_MAX_CONCURRENT_STREAMS,
+            h2c: false,
         }
     }
 }
@@ -98,6 +107,11 @@ impl HttpListener {
     pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
     /// `max_header_bytes` when unset.
     pub const DEFAULT_MAX_HEADER_BYTES: u32 = 32 * 1024;
+    /// `h2_max_concurrent_streams` when unset.
+    pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 128;
+    /// The largest `h2_max_concurrent_streams` accepted: each open stream may hold a request
+    /// slot and a server connection.
+    pub const MAX_H2_MAX_CONCURRENT_STREAMS: u32 = 1024;
     /// The smallest `max_header_bytes` accepted.
     pub const MIN_MAX_HEADER_BYTES: u32 = 1024;
     /// The largest `max_header_bytes` accepted: pingora stops reading a header at 1 MiB.
@@ -117,6 +131,10 @@ impl HttpListener {
 
     fn default_keepalive_timeout() -> Duration {
         Self::DEFAULT_KEEPALIVE_TIMEOUT
+    }
+
+    fn default_h2_max_concurrent_streams() -> u32 {
+        Self::DEFAULT_H2_MAX_CONCURRENT_STREAMS
     }
 
     fn default_max_header_bytes() -> u32 {
@@ -338,6 +356,19 @@ pub fn validate(
     }
     if !https && !http.certs.is_empty() {
         issues.add(format!("{key}.cert"), "certificates need mode = \"https\"");
+    }
+    if https && http.h2c {
+        issues.add(
+            format!("{key}.h2c"),
+            "h2c is HTTP/2 without TLS, for mode = \"http\" (https clients choose h2 by ALPN)",
+        );
+    }
+    if !(1..=HttpListener::MAX_H2_MAX_CONCURRENT_STREAMS).contains(&http.h2_max_concurrent_streams)
+    {
+        issues.add(
+            format!("{key}.h2_max_concurrent_streams"),
+            "must be between 1 and 1024",
+        );
     }
     for (i, pair) in http.certs.iter().enumerate() {
         for (k, name) in pair.names.iter().enumerate() {

@@ -166,7 +166,7 @@ pub fn parse_request<'r>(
 }
 
 /// A `Content-Length` value: ASCII digits only (around them optional whitespace), within u64.
-fn decimal(value: &[u8]) -> Option<u64> {
+pub(crate) fn decimal(value: &[u8]) -> Option<u64> {
     let digits = value.trim_ascii();
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return None;
@@ -215,7 +215,11 @@ fn copy_fields(out: &mut Vec<u8>, fields: &[httparse::Header<'_>], dropped: impl
 }
 
 /// A field the route removes, or sets itself (its value replaces the sender's).
-fn replaced(name: &str, remove: &[String], add: &[(http::HeaderName, http::HeaderValue)]) -> bool {
+pub(crate) fn replaced(
+    name: &str,
+    remove: &[String],
+    add: &[(http::HeaderName, http::HeaderValue)],
+) -> bool {
     remove.iter().any(|h| name.eq_ignore_ascii_case(h))
         || add
             .iter()

@@ -14,7 +14,7 @@ mod chunked;
 mod deadline;
 #[doc(hidden)]
 pub mod fuzzing;
-mod head;
+pub(crate) mod head;
 
 use crate::backend::pool::{Pool, Tried};
 use crate::http::router::{idempotent, Finished, HttpRouter, Route, Timeouts};

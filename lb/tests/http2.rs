@@ -1,0 +1,489 @@
+//! lab-lb's own HTTP/2 path: gRPC-style trailers, the defences (rapid reset, CONTINUATION
+//! flood), GOAWAY on SIGTERM with the streams in flight finished, a server failing one stream
+//! while the others complete, and h2c by prior knowledge only where it is on. Real clients
+//! (curl, nghttp) where they can say what a user checks; a small raw-frame client written here
+//! for what no well-behaved client sends.
+
+mod support;
+
+use nix::sys::signal::Signal;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::certs;
+use support::Setup;
+
+/// The daemon's log at debug level: its lines say which path served a connection.
+fn debug_log(config: String) -> String {
+    config.replace("level = \"info\"", "level = \"debug\"")
+}
+
+/// An `http` listener (h2c by prior knowledge on when `h2c`) in front of `server`.
+fn h2c_config(setup: &Setup, server: SocketAddr, h2c: bool) -> String {
+    let listener = if h2c {
+        "[listener.http]\nh2c = true"
+    } else {
+        ""
+    };
+    debug_log(setup.single("http", listener, "", &[server]))
+}
+
+/// An `https` listener for `a.test` (certificate made in `dir`) in front of `server`.
+fn tls_config(setup: &Setup, server: SocketAddr, dir: &std::path::Path) -> String {
+    let a = certs::make(dir, "a", "a.test", "first");
+    let listener = format!(
+        "[listener.http]\n[[listener.http.cert]]\ncert = \"{}\"\nkey = \"{}\"\nnames = [\"a.test\"]",
+        a.cert.display(),
+        a.key.display()
+    );
+    debug_log(setup.single("https", &listener, "", &[server]))
+}
+
+/// An HTTP/1.1 server on a thread: each request head it reads is answered by `answer` (given
+/// the request line and the body it read), which says too whether the connection closes after.
+fn backend(answer: fn(&str, &[u8]) -> (Vec<u8>, bool)) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 16384];
+                loop {
+                    let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match stream.read(&mut buf) {
+                            Ok(n @ 1..) => got.extend_from_slice(&buf[..n]),
+                            _ => return,
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&got[..end]).into_owned();
+                    let mut rest = got.split_off(end + 4);
+                    let body = read_body(&head, &mut rest, &mut stream);
+                    got = rest;
+                    let line = head.lines().next().unwrap_or("").to_owned();
+                    let (bytes, close) = answer(&line, &body);
+                    if stream.write_all(&bytes).is_err() || close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    address
+}
+
+/// The request body after `head`: by its length, or its chunks (decoded).
+fn read_body(head: &str, rest: &mut Vec<u8>, stream: &mut TcpStream) -> Vec<u8> {
+    let lower = head.to_ascii_lowercase();
+    let mut fill = |rest: &mut Vec<u8>| {
+        let mut buf = [0u8; 16384];
+        match stream.read(&mut buf) {
+            Ok(n @ 1..) => {
+                rest.extend_from_slice(&buf[..n]);
+                true
+            }
+            _ => false,
+        }
+    };
+    if let Some(length) = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        while rest.len() < length && fill(rest) {}
+        let body: Vec<u8> = rest.drain(..length.min(rest.len())).collect();
+        return body;
+    }
+    if !lower.contains("transfer-encoding: chunked") {
+        return Vec::new();
+    }
+    let mut body = Vec::new();
+    loop {
+        let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
+            if !fill(rest) {
+                return body;
+            }
+            continue;
+        };
+        let size = usize::from_str_radix(std::str::from_utf8(&rest[..eol]).unwrap_or("0"), 16)
+            .unwrap_or(0);
+        while rest.len() < eol + 2 + size + 2 && fill(rest) {}
+        if size == 0 {
+            // The last chunk and the empty trailer section.
+            while !rest.windows(4).any(|w| w == b"\r\n\r\n") && fill(rest) {}
+            let end = rest.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0);
+            rest.drain(..end + 4);
+            return body;
+        }
+        body.extend_from_slice(&rest[eol + 2..eol + 2 + size]);
+        rest.drain(..eol + 2 + size + 2);
+    }
+}
+
+/// A gRPC-style echo: the body back, chunked, and the status in trailers.
+fn grpc_echo(_line: &str, body: &[u8]) -> (Vec<u8>, bool) {
+    let mut out = b"HTTP/1.1 200 OK\r\ncontent-type: application/grpc\r\n\
+                    transfer-encoding: chunked\r\ntrailer: grpc-status, grpc-message\r\n\r\n"
+        .to_vec();
+    out.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
+    out.extend_from_slice(body);
+    out.extend_from_slice(b"\r\n0\r\ngrpc-status: 0\r\ngrpc-message: echoed\r\n\r\n");
+    (out, false)
+}
+
+/// A server whose `/broken` breaks off inside its body (and its connection); the rest answer
+/// `ok` after `/slow`'s second.
+fn flaky(line: &str, _body: &[u8]) -> (Vec<u8>, bool) {
+    if line.contains("/broken") {
+        let head = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten..";
+        return (head.to_vec(), true);
+    }
+    if line.contains("/empty") {
+        return (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_vec(),
+            false,
+        );
+    }
+    if line.contains("/slow") {
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    (
+        b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n".to_vec(),
+        false,
+    )
+}
+
+#[test]
+fn grpc_style_trailers_and_te_reach_both_sides() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = backend(grpc_echo);
+    let setup = Setup::new();
+    let lb = setup.start(&tls_config(&setup, server, dir.path()));
+    let request = dir.path().join("request");
+    std::fs::write(&request, b"\0\0\0\0\x05hello").unwrap();
+    let out = Command::new("nghttp")
+        .args([
+            "-v",
+            "-H",
+            "te: trailers",
+            "-H",
+            "content-type: application/grpc",
+            "-d",
+        ])
+        .arg(&request)
+        .arg(format!(
+            "https://127.0.0.1:{}/echo.Echo/Say",
+            setup.lb.port()
+        ))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(":status: 200"), "{text}");
+    // The body came back whole; the trailers in a HEADERS frame after the data, ending the
+    // stream.
+    assert!(text.contains("\0\0\0\0\x05hello"), "{text}");
+    let data = text.find("recv DATA frame").expect(&text);
+    let after = &text[data..];
+    let status = after.find(") grpc-status: 0").expect(&text);
+    assert!(after[status..].contains("grpc-message: echoed"), "{text}");
+    assert!(after[status..].contains("END_STREAM"), "{text}");
+    assert!(lb
+        .process
+        .stderr()
+        .iter()
+        .any(|l| l.contains("h2 connection on our own path")));
+}
+
+/// A client speaking h2 frame by frame over TCP (h2c by prior knowledge).
+struct RawH2 {
+    stream: TcpStream,
+    read: Vec<u8>,
+}
+
+/// A frame as read: type, flags, stream, payload.
+type Frame = (u8, u8, u32, Vec<u8>);
+
+const DATA: u8 = 0;
+const HEADERS: u8 = 1;
+const RST_STREAM: u8 = 3;
+const SETTINGS: u8 = 4;
+const GOAWAY: u8 = 7;
+const CONTINUATION: u8 = 9;
+const END_STREAM: u8 = 1;
+const END_HEADERS: u8 = 4;
+
+impl RawH2 {
+    fn connect(address: SocketAddr) -> Self {
+        let stream = TcpStream::connect(address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut raw = Self {
+            stream,
+            read: Vec::new(),
+        };
+        raw.stream
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .unwrap();
+        raw.frame(SETTINGS, 0, 0, &[]).unwrap();
+        raw
+    }
+
+    fn frame(&mut self, kind: u8, flags: u8, stream: u32, payload: &[u8]) -> std::io::Result<()> {
+        let len = payload.len() as u32;
+        let mut frame = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        frame.extend_from_slice(&stream.to_be_bytes());
+        frame.extend_from_slice(payload);
+        self.stream.write_all(&frame)
+    }
+
+    /// A GET of `path` on `stream`, its header block in one HEADERS frame (HPACK literals
+    /// without indexing: no table kept).
+    fn get(&mut self, stream: u32, path: &str) -> std::io::Result<()> {
+        let mut block = vec![0x82, 0x86]; // :method GET, :scheme http
+        block.push(0x04); // :path, literal
+        block.push(path.len() as u8);
+        block.extend_from_slice(path.as_bytes());
+        block.extend_from_slice(&[0x01, 6]); // :authority, literal
+        block.extend_from_slice(b"a.test");
+        self.frame(HEADERS, END_STREAM | END_HEADERS, stream, &block)
+    }
+
+    /// The next frame the server sent (its SETTINGS acknowledged); None at the end of the
+    /// connection.
+    fn next(&mut self) -> Option<Frame> {
+        loop {
+            if self.read.len() >= 9 {
+                let len = (self.read[0] as usize) << 16
+                    | (self.read[1] as usize) << 8
+                    | self.read[2] as usize;
+                if self.read.len() >= 9 + len {
+                    let head: Vec<u8> = self.read.drain(..9).collect();
+                    let payload: Vec<u8> = self.read.drain(..len).collect();
+                    let stream =
+                        u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & !(1 << 31);
+                    if head[3] == SETTINGS && head[4] & 1 == 0 {
+                        let _ = self.frame(SETTINGS, 1, 0, &[]);
+                    }
+                    return Some((head[3], head[4], stream, payload));
+                }
+            }
+            let mut buf = [0u8; 65536];
+            match self.stream.read(&mut buf) {
+                Ok(n @ 1..) => self.read.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                _ => return None,
+            }
+        }
+    }
+
+    /// Every frame until the server closes the connection.
+    fn until_closed(&mut self) -> Vec<Frame> {
+        std::iter::from_fn(|| self.next()).collect()
+    }
+}
+
+/// The error code of the GOAWAY among `frames`.
+fn goaway_code(frames: &[Frame]) -> Option<u32> {
+    frames
+        .iter()
+        .rev()
+        .find(|f| f.0 == GOAWAY)
+        .map(|f| u32::from_be_bytes([f.3[4], f.3[5], f.3[6], f.3[7]]))
+}
+
+/// The daemon's CPU time so far (user and system) and its resident memory in KiB.
+fn cpu_and_rss(pid: u32) -> (Duration, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap();
+    (Duration::from_millis(ticks * 10), rss)
+}
+
+/// CVE-2023-44487: a client opening streams and resetting each at once (10,000 of them) is
+/// disconnected with ENHANCE_YOUR_CALM long before, at little cost to the daemon; others are
+/// served meanwhile and after.
+#[test]
+fn rapid_reset_clients_are_disconnected() {
+    let server = backend(flaky);
+    let setup = Setup::new();
+    let lb = setup.start(&h2c_config(&setup, server, true));
+    let pid = lb.process.pid();
+    let (cpu_before, rss_before) = cpu_and_rss(pid);
+    let mut attacker = RawH2::connect(setup.lb);
+    let mut sent = 0;
+    for i in 0..10_000u32 {
+        let stream = 2 * i + 1;
+        let reset = attacker
+            .get(stream, "/slow")
+            .and_then(|()| attacker.frame(RST_STREAM, 0, stream, &8u32.to_be_bytes()));
+        if reset.is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    let frames = attacker.until_closed();
+    let (cpu_after, rss_after) = cpu_and_rss(pid);
+    assert_eq!(
+        goaway_code(&frames),
+        Some(11),
+        "ENHANCE_YOUR_CALM after {sent} resets"
+    );
+    let answered = frames.iter().filter(|f| f.0 == HEADERS).count();
+    assert!(answered < 200, "{answered} streams answered");
+    let cpu = cpu_after - cpu_before;
+    assert!(cpu < Duration::from_secs(2), "{cpu:?} of CPU");
+    assert!(
+        rss_after < rss_before + 50 * 1024,
+        "RSS {rss_before} KiB -> {rss_after} KiB"
+    );
+    // The daemon serves on.
+    let mut client = RawH2::connect(setup.lb);
+    client.get(1, "/after").unwrap();
+    let served = std::iter::from_fn(|| client.next())
+        .find(|f| f.0 == DATA && f.2 == 1)
+        .expect("no answer after the attack");
+    assert_eq!(served.3, b"ok\n");
+}
+
+/// CONTINUATION flood: a header block that never ends is refused once it is over the header
+/// list limit, the connection closed, the daemon's memory bounded.
+#[test]
+fn continuation_floods_are_cut_off() {
+    let server = backend(flaky);
+    let setup = Setup::new();
+    let lb = setup.start(&h2c_config(&setup, server, true));
+    let (_, rss_before) = cpu_and_rss(lb.process.pid());
+    let mut attacker = RawH2::connect(setup.lb);
+    // Literal fields without indexing, 1 KiB values: 16 per 16 KiB frame.
+    let mut field = vec![0x00, 5];
+    field.extend_from_slice(b"x-pad");
+    field.extend_from_slice(&[0x7f, (1024 - 127) as u8 | 0x80, 7]);
+    field.extend_from_slice(&[b'a'; 1024]);
+    let frame: Vec<u8> = field.repeat(15);
+    let mut block = vec![0x82, 0x86, 0x84, 0x01, 6];
+    block.extend_from_slice(b"a.test");
+    attacker.frame(HEADERS, END_STREAM, 1, &block).unwrap();
+    let mut sent = 0usize;
+    // 64 MiB of header block, if the daemon let it come.
+    for _ in 0..4096 {
+        if attacker.frame(CONTINUATION, 0, 1, &frame).is_err() {
+            break;
+        }
+        sent += frame.len();
+    }
+    let frames = attacker.until_closed();
+    let (_, rss_after) = cpu_and_rss(lb.process.pid());
+    assert!(
+        goaway_code(&frames).is_some_and(|code| code != 0),
+        "{:?} after {sent} bytes",
+        goaway_code(&frames)
+    );
+    assert!(sent < 16 << 20, "{sent} bytes of header block taken");
+    assert!(
+        rss_after < rss_before + 50 * 1024,
+        "RSS {rss_before} KiB -> {rss_after} KiB"
+    );
+}
+
+/// SIGTERM: the connection is told to go away (GOAWAY) and its streams in flight are answered
+/// whole before it closes.
+#[test]
+fn goaway_on_sigterm_finishes_the_streams_in_flight() {
+    let server = backend(flaky);
+    let setup = Setup::new();
+    let mut lb = setup.start(&h2c_config(&setup, server, true));
+    let mut client = RawH2::connect(setup.lb);
+    for stream in [1, 3, 5] {
+        client.get(stream, "/slow").unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    lb.process.signal(Signal::SIGTERM);
+    let frames = client.until_closed();
+    assert_eq!(goaway_code(&frames), Some(0), "{frames:?}");
+    for stream in [1, 3, 5] {
+        let ended = frames
+            .iter()
+            .any(|f| f.0 == DATA && f.2 == stream && f.1 & END_STREAM != 0 && f.3 == b"ok\n");
+        assert!(ended, "stream {stream} not answered: {frames:?}");
+    }
+    assert!(lb.process.wait_exit(Duration::from_secs(10)).success());
+}
+
+/// A server breaking off inside one response resets that stream (INTERNAL_ERROR, the head
+/// being out); the connection's other streams are answered (an empty body's with its head).
+#[test]
+fn a_server_failing_one_stream_resets_it_and_the_others_complete() {
+    let server = backend(flaky);
+    let setup = Setup::new();
+    let _lb = setup.start(&h2c_config(&setup, server, true));
+    let mut client = RawH2::connect(setup.lb);
+    client.get(1, "/ok").unwrap();
+    client.get(3, "/broken").unwrap();
+    client.get(5, "/ok").unwrap();
+    client.get(7, "/empty").unwrap();
+    let mut reset = None;
+    let mut done = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (reset.is_none() || done.len() < 3) && Instant::now() < deadline {
+        let Some(frame) = client.next() else { break };
+        match frame {
+            (RST_STREAM, _, stream, payload) => {
+                reset = Some((
+                    stream,
+                    u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]),
+                ));
+            }
+            (DATA, flags, stream, payload) if flags & END_STREAM != 0 && payload == b"ok\n" => {
+                done.push(stream)
+            }
+            (HEADERS, flags, stream, _) if flags & END_STREAM != 0 => done.push(stream),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        reset,
+        Some((3, 2)),
+        "RST_STREAM INTERNAL_ERROR on the broken stream"
+    );
+    done.sort();
+    assert_eq!(done, [1, 5, 7]);
+}
+
+/// h2c by prior knowledge: served on our path where `h2c` is on, refused where it is off.
+#[test]
+fn h2c_prior_knowledge_only_where_it_is_on() {
+    let server = backend(flaky);
+    for on in [true, false] {
+        let setup = Setup::new();
+        let lb = setup.start(&h2c_config(&setup, server, on));
+        let out = Command::new("curl")
+            .args(["--silent", "--http2-prior-knowledge", "--max-time", "5"])
+            .args(["--write-out", "%{http_code} %{http_version}"])
+            .arg(format!("http://127.0.0.1:{}/ok", setup.lb.port()))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let ours = lb
+            .process
+            .stderr()
+            .iter()
+            .any(|l| l.contains("h2 connection on our own path"));
+        if on {
+            assert_eq!(text, "ok\n200 2", "h2c on");
+            assert!(ours);
+        } else {
+            assert!(!text.ends_with("200 2"), "h2c off: {text}");
+            assert!(!ours);
+        }
+    }
+}
