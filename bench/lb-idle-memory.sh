@@ -223,7 +223,8 @@ for mode in "${modes[@]}"; do
     sleep 1
     before=$(rss_kb "${pid[$target]}")
     exec {to_client}> >(exec "${on_load_cores[@]}" python3 "$work/hold.py" "${port[$target,$mode]}" "$CONNECTIONS" "$mode" > "$work/hold.out")
-    for _ in $(seq 600); do [[ -s $work/hold.out ]] && break; sleep 0.1; done
+    # Thousands of handshakes from one Python thread: minutes on a busy machine.
+    for _ in $(seq 3000); do [[ -s $work/hold.out ]] && break; sleep 0.1; done
     opened=$(awk '{ print $2 }' "$work/hold.out")
     sleep 2
     during=$(rss_kb "${pid[$target]}")
