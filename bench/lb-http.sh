@@ -4,8 +4,12 @@
 # log for any of them (ours logs at `info`, the level is `warn`), and all three adding the
 # forwarding headers (X-Forwarded-For/-Proto/-Host; ours adds `Forwarded` as well). Loads:
 #   keep-alive    wrk, persistent client connections
-#   new-conn      wrk with `Connection: close`: a TCP connection per request
-#   h2            h2load over TLS (ALPN h2), TLS terminated by each proxy
+#   newconn       wrk with `Connection: close`: a TCP connection per request
+#   tlsnew        the same over https: a full TLS 1.3 handshake per request (wrk resumes no
+#                 session and offers no ALPN: HTTP/1.1)
+#   h2            h2load over TLS (ALPN h2), TLS terminated by each proxy, 16 connections x 16
+#                 streams
+#   h2-4x64       the same with 4 connections x 64 streams
 # Prints requests/s, p99 latency and ours/theirs for each. Last line, machine-readable
 # (keep-alive, ours against the better of the two):
 #   RESULT lb-http ours/best=<ratio> p99_ours_ms=<x> p99_best_ms=<y>
@@ -122,17 +126,18 @@ for port in $ours_tls $haproxy_tls $nginx_tls; do
   [[ $(curl -sk --http2 "https://127.0.0.1:$port/") == ok ]] || { echo "proxy on $port does not answer h2" >&2; KEEP=1; exit 1; }
 done
 
-# h2load: requests/s, the max request time (ms; h2load prints no p99) and CPU us/request.
+# h2load with CLIENTS connections of STREAMS streams each: requests/s, the max request time
+# (ms; h2load prints no p99) and CPU us/request.
 h2_load() {
-  local port=$1 target_pid=$2 out before
+  local port=$1 target_pid=$2 clients=$3 streams=$4 out before
   before=$(cpu_ticks "$target_pid")
-  out=$("${on_load_cores[@]}" h2load -n "$H2_REQUESTS" -c 16 -m 16 -t 1 "https://127.0.0.1:$port/" 2>&1)
+  out=$("${on_load_cores[@]}" h2load -n "$H2_REQUESTS" -c "$clients" -m "$streams" -t 1 "https://127.0.0.1:$port/" 2>&1)
   echo "$(awk '/^finished in/ {gsub(/,/,""); print $4}' <<<"$out")" \
     "$(awk '/^time for request:/ {print $5}' <<<"$out" | ms)" \
     "$(us_per_request "$before" "$(cpu_ticks "$target_pid")" "$H2_REQUESTS")"
 }
 
-echo "lab-lb HTTP benchmark: wrk -t1 -c$CONNECTIONS -d${DURATION}s, h2load -n$H2_REQUESTS -c16 -m16; median of $ROUNDS interleaved rounds; one proxy thread each, $(nproc) cores, $placement"
+echo "lab-lb HTTP benchmark: wrk -t1 -c$CONNECTIONS -d${DURATION}s, h2load -n$H2_REQUESTS -c16 -m16 and -c4 -m64; median of $ROUNDS interleaved rounds; one proxy thread each, $(nproc) cores, $placement"
 declare -A rps p99 cpu
 declare -A plain=([ours]=$ours [haproxy]=$haproxy_port [nginx]=$nginx_port [direct]=$backend)
 declare -A tls=([ours]=$ours_tls [haproxy]=$haproxy_tls [nginx]=$nginx_tls)
@@ -143,15 +148,19 @@ for round in $(seq "$ROUNDS"); do
     read -r r p c < <(wrk_load "${plain[$target]}" "${pid[$target]}" -H "Connection: close")
     rps[newconn,$target]+=" $r"; p99[newconn,$target]+=" $p"; cpu[newconn,$target]+=" $c"
     if [[ $target != direct ]]; then
-      read -r r p c < <(h2_load "${tls[$target]}" "${pid[$target]}")
+      read -r r p c < <(wrk_load "https://127.0.0.1:${tls[$target]}/" "${pid[$target]}" -H "Connection: close")
+      rps[tlsnew,$target]+=" $r"; p99[tlsnew,$target]+=" $p"; cpu[tlsnew,$target]+=" $c"
+      read -r r p c < <(h2_load "${tls[$target]}" "${pid[$target]}" 16 16)
       rps[h2,$target]+=" $r"; p99[h2,$target]+=" $p"; cpu[h2,$target]+=" $c"
+      read -r r p c < <(h2_load "${tls[$target]}" "${pid[$target]}" 4 64)
+      rps[h2-4x64,$target]+=" $r"; p99[h2-4x64,$target]+=" $p"; cpu[h2-4x64,$target]+=" $c"
     fi
   done
 done
 
 # cpu_us/req: CPU the target itself spent per request (for `direct`, the backend alone).
 declare -A med_rps med_p99 med_cpu
-for load in keepalive newconn h2; do
+for load in keepalive newconn tlsnew h2 h2-4x64; do
   for target in direct ours haproxy nginx; do
     [[ -n ${rps[$load,$target]:-} ]] || continue
     # shellcheck disable=SC2086
@@ -162,7 +171,7 @@ for load in keepalive newconn h2; do
     med_cpu[$load,$target]=$(median ${cpu[$load,$target]})
   done
   echo
-  label=p99_ms; [[ $load == h2 ]] && label=max_ms
+  label=p99_ms; [[ $load == h2* ]] && label=max_ms
   printf '%-10s %-10s %12s %10s %12s %14s\n' load target requests/s "$label" cpu_us/req ours/theirs
   for target in direct ours haproxy nginx; do
     [[ -n ${med_rps[$load,$target]:-} ]] || continue

@@ -65,13 +65,14 @@ ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) 
 # CPU microseconds per request from clock ticks before and after a load of N requests: what
 # the target's process (with its children) spent, whatever the machine's other work.
 us_per_request() { python3 -c "print('%.1f' % (($2 - $1) * 1e6 / $TICKS_PER_SECOND / max($3, 1)))"; }
-# wrk against PORT, the target's process PID: requests/s, p99 (ms) and CPU us/request; extra
-# arguments go to wrk.
+# wrk against PORT (or a URL: https), the target's process PID: requests/s, p99 (ms) and CPU
+# us/request; extra arguments go to wrk.
 wrk_load() {
-  local port=$1 target_pid=$2; shift 2
+  local url=$1 target_pid=$2; shift 2
   local out before
+  [[ $url == *://* ]] || url="http://127.0.0.1:$url/"
   before=$(cpu_ticks "$target_pid")
-  out=$("${on_load_cores[@]}" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "http://127.0.0.1:$port/")
+  out=$("${on_load_cores[@]}" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url")
   echo "$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")" \
     "$(awk '$1 == "99%" {print $2}' <<<"$out" | ms)" \
     "$(us_per_request "$before" "$(cpu_ticks "$target_pid")" "$(awk '/requests in/ {print $1}' <<<"$out")")"

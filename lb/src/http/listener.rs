@@ -113,6 +113,42 @@ impl HttpApp {
         None
     }
 
+    /// The TLS handshake on `socket`, then our HTTP/1.1 path unless the client chose h2; the
+    /// connection for pingora's session, or None when it is done.
+    async fn serve_tls(
+        &self,
+        acceptor: &TlsAcceptor,
+        socket: ClientSocket,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let peer = socket.peer;
+        match tokio::time::timeout(self.hello_timeout, acceptor.accept(socket)).await {
+            Ok(Ok(tls)) => {
+                let mut tls = TlsClient::new(tls);
+                self.http_metrics
+                    .handshake(self.listener.as_str(), tls.version(), "ok");
+                if tls.is_h2() {
+                    self.serve_h2(&mut tls, peer, shutdown).await?;
+                } else {
+                    let read = self.serve_http1(&mut tls, peer, shutdown).await?;
+                    tls.replay(read);
+                }
+                Some(Box::new(tls))
+            }
+            Ok(Err(e)) => {
+                self.http_metrics
+                    .handshake(self.listener.as_str(), tls_version(None), "failed");
+                tracing::info!(listener = %self.listener, client = %peer, error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                self.http_metrics
+                    .handshake(self.listener.as_str(), tls_version(None), "timeout");
+                None
+            }
+        }
+    }
+
     pub async fn serve(&self, mut socket: ClientSocket, shutdown: &ShutdownWatch) {
         let peer = socket.peer;
         let stream: Stream = match &self.tls {
@@ -131,42 +167,12 @@ impl HttpApp {
                 Box::new(socket)
             }
             Some(acceptor) => {
-                match tokio::time::timeout(self.hello_timeout, acceptor.accept(socket)).await {
-                    Ok(Ok(tls)) => {
-                        let mut tls = TlsClient::new(tls);
-                        self.http_metrics
-                            .handshake(self.listener.as_str(), tls.version(), "ok");
-                        if tls.is_h2() {
-                            if self.serve_h2(&mut tls, peer, shutdown).await.is_none() {
-                                return;
-                            }
-                        } else {
-                            let Some(read) = self.serve_http1(&mut tls, peer, shutdown).await
-                            else {
-                                return;
-                            };
-                            tls.replay(read);
-                        }
-                        Box::new(tls)
-                    }
-                    Ok(Err(e)) => {
-                        self.http_metrics.handshake(
-                            self.listener.as_str(),
-                            tls_version(None),
-                            "failed",
-                        );
-                        tracing::info!(listener = %self.listener, client = %peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        self.http_metrics.handshake(
-                            self.listener.as_str(),
-                            tls_version(None),
-                            "timeout",
-                        );
-                        return;
-                    }
-                }
+                // Boxed: inline, the handshake's state would size every connection's task, a
+                // plain one's too, for as long as it lives.
+                let Some(tls) = Box::pin(self.serve_tls(acceptor, socket, shutdown)).await else {
+                    return;
+                };
+                tls
             }
         };
         self.metrics.active.inc();

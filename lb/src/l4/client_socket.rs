@@ -28,7 +28,6 @@ use tokio::net::TcpStream;
 pub struct ClientSocket {
     stream: TcpStream,
     pub peer: SocketAddr,
-    pub local: SocketAddr,
     digest: OnceLock<Arc<SocketDigest>>,
     /// Bytes written but not yet sent, when buffering.
     pending: Option<Vec<u8>>,
@@ -41,15 +40,19 @@ const WRITE_BUFFER: usize = 16 * 1024;
 
 impl ClientSocket {
     pub fn new(stream: TcpStream, peer: SocketAddr) -> Self {
-        let local = stream.local_addr().unwrap_or(peer);
         Self {
             stream,
             peer,
-            local,
             digest: OnceLock::new(),
             pending: None,
             replay: Replay::default(),
         }
+    }
+
+    /// The address the client connected to: asked of the socket when needed (an L4 proxy's
+    /// PROXY header), not for every connection (a system call HTTP connections do without).
+    pub fn local(&self) -> SocketAddr {
+        self.stream.local_addr().unwrap_or(self.peer)
     }
 
     /// Gives back bytes already read: the next reads return them first.

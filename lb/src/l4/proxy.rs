@@ -101,7 +101,7 @@ async fn read_until(
 impl L4Proxy {
     fn addresses(stream: &Stream) -> (SocketAddr, SocketAddr) {
         if let Some(socket) = stream.as_any().downcast_ref::<ClientSocket>() {
-            return (socket.peer, socket.local);
+            return (socket.peer, socket.local());
         }
         let digest = stream.get_socket_digest();
         let inet = |a: Option<&pingora_core::protocols::l4::socket::SocketAddr>| {

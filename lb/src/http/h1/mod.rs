@@ -24,9 +24,9 @@ use deadline::Deadline;
 use head::{Framing, Parsed};
 use pingora_core::server::ShutdownWatch;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Room made for each read from either side.
@@ -140,15 +140,24 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             } else {
                 until
             };
-            buf.reserve(if between_requests {
-                FIRST_READ_SIZE
-            } else {
-                READ_SIZE
-            });
+            let read = async {
+                // Holding no buffer (a new connection, or one idle past `BUFFERS_KEPT_IDLE`),
+                // it gets one once the client's bytes are there: until then an idle
+                // connection costs its state alone.
+                if buf.capacity() == 0 {
+                    readable(socket).await?;
+                }
+                buf.reserve(if between_requests {
+                    FIRST_READ_SIZE
+                } else {
+                    READ_SIZE
+                });
+                socket.read_buf(&mut buf).await
+            };
             let read = tokio::select! {
                 biased;
-                read = buffers.deadline.within(wait_until, socket.read_buf(&mut buf)) => read,
-                _ = &mut stopping, if buf.is_empty() => return Served::Closed,
+                read = buffers.deadline.within(wait_until, read) => read,
+                _ = &mut stopping, if between_requests => return Served::Closed,
             };
             match read {
                 Some(Ok(n)) if n > 0 => {}
@@ -163,69 +172,81 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 _ => return Served::Closed,
             }
         };
-        let started = Instant::now();
-        let route = router.route_at(route_index);
-        let pool = router.pool_of(route_index);
-        let close = request.close || *shutdown.borrow();
-        let mut finished = Finished {
-            route: route_index,
-            method: &request.method,
-            status: 0,
-            started,
-            client,
-            host: &request.host,
-            path: &request.path,
-            server: None,
-            error_kind: None,
-            error: None,
+        // Boxed, allocated per request: what a request needs on its way (the exchange's
+        // futures, its head, the log line's fields) would otherwise size the connection's
+        // state for all its life, most of which is spent waiting between requests.
+        let go_on = {
+            let (socket, buf, upstream_request, buffers) =
+                (&mut *socket, &mut buf, &mut upstream_request, &mut buffers);
+            Box::pin(async move {
+                let started = Instant::now();
+                let route = router.route_at(route_index);
+                let pool = router.pool_of(route_index);
+                let close = request.close || *shutdown.borrow();
+                let mut finished = Finished {
+                    route: route_index,
+                    method: &request.method,
+                    status: 0,
+                    started,
+                    client,
+                    host: &request.host,
+                    path: &request.path,
+                    server: None,
+                    error_kind: None,
+                    error: None,
+                };
+                let Some(_slot) = router.admit() else {
+                    buf.advance(head_len);
+                    // A body left unread ends the connection.
+                    let close = close || request.body > 0;
+                    finished.status = 503;
+                    finished.error_kind = Some("limit");
+                    let answer = head::own_response(
+                        503,
+                        &[("retry-after", "1")],
+                        b"too many requests in flight\n",
+                        close,
+                    );
+                    let written =
+                        send(socket, &answer, &mut buffers.deadline, timeouts.client_send)
+                            .await
+                            .is_ok();
+                    router.record(&finished);
+                    return !close && written;
+                };
+                buf.advance(head_len);
+                // What of the body came with the head goes out with it; the rest streams after.
+                let in_buf = request.body.min(buf.len() as u64) as usize;
+                upstream_request.extend_from_slice(&buf[..in_buf]);
+                buf.advance(in_buf);
+                let exchange = Exchange {
+                    router,
+                    pool,
+                    route,
+                    timeouts,
+                    client,
+                    request: upstream_request,
+                    idempotent: idempotent(&request.method),
+                    to_head: request.method == http::Method::HEAD,
+                    upgrade: request.upgrade.is_some(),
+                    close,
+                    body_left: request.body - in_buf as u64,
+                };
+                let outcome = exchange.run(socket, buf, buffers).await;
+                finished.status = outcome.status;
+                finished.server = outcome.server;
+                finished.error_kind = outcome.error_kind;
+                finished.error = outcome.error.as_deref();
+                router.record(&finished);
+                if !outcome.keep_client {
+                    let _ = socket.shutdown().await;
+                    return false;
+                }
+                true
+            })
+            .await
         };
-        let Some(_slot) = router.admit() else {
-            buf.advance(head_len);
-            // A body left unread ends the connection.
-            let close = close || request.body > 0;
-            finished.status = 503;
-            finished.error_kind = Some("limit");
-            let answer = head::own_response(
-                503,
-                &[("retry-after", "1")],
-                b"too many requests in flight\n",
-                close,
-            );
-            let written = send(socket, &answer, &mut buffers.deadline, timeouts.client_send)
-                .await
-                .is_ok();
-            router.record(&finished);
-            if close || !written {
-                return Served::Closed;
-            }
-            continue;
-        };
-        buf.advance(head_len);
-        // What of the body came with the head goes out with it; the rest streams after.
-        let in_buf = request.body.min(buf.len() as u64) as usize;
-        upstream_request.extend_from_slice(&buf[..in_buf]);
-        buf.advance(in_buf);
-        let exchange = Exchange {
-            router,
-            pool,
-            route,
-            timeouts,
-            client,
-            request: &upstream_request,
-            idempotent: idempotent(&request.method),
-            to_head: request.method == http::Method::HEAD,
-            upgrade: request.upgrade.is_some(),
-            close,
-            body_left: request.body - in_buf as u64,
-        };
-        let outcome = exchange.run(socket, &mut buf, &mut buffers).await;
-        finished.status = outcome.status;
-        finished.server = outcome.server;
-        finished.error_kind = outcome.error_kind;
-        finished.error = outcome.error.as_deref();
-        router.record(&finished);
-        if !outcome.keep_client {
-            let _ = socket.shutdown().await;
+        if !go_on {
             return Served::Closed;
         }
     }
@@ -670,6 +691,14 @@ async fn send_upstream(
         Some(Err(e)) => Err(failed(e.to_string())),
         None => Err(Failure::Timeout),
     }
+}
+
+/// Waits until a read from `stream` would not wait: bytes have come (or its end, or an error),
+/// and they stay for the next read. A read into no room returns as soon as the stream could
+/// read, both for a tokio socket and for a rustls stream (once it holds plaintext).
+async fn readable<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<()> {
+    std::future::poll_fn(|cx| Pin::new(&mut *stream).poll_read(cx, &mut ReadBuf::new(&mut [])))
+        .await
 }
 
 /// Reads what is there (at least one byte, or 0 at the end) within `wait`.
