@@ -9,15 +9,14 @@ pub mod peer;
 pub mod peers;
 mod timers;
 
-pub use counters::{DeviceMetrics, Drop, HandshakeRole};
+pub use counters::{DeviceMetrics, Direction, Drop, HandshakeRole};
 /// How the inbound path reads boringtun's answers, for the fuzz targets.
 #[doc(hidden)]
 pub use inbound::{drop_reason, feed_session, Answer, COOKIE_REPLY};
 pub use peer::{Endpoint, Peer, PeerSettings, SessionKeys};
 pub use peers::PeerSet;
 
-use crate::conn::Conn;
-pub use crate::conn::Outgoing;
+use crate::conn::{Conn, Datagrams};
 use crate::key::PrivateKey;
 
 use crate::tun::Tun;
@@ -62,6 +61,7 @@ impl Device {
         metrics: DeviceMetrics,
     ) -> Self {
         let public = boringtun::x25519::PublicKey::from(key.secret());
+        metrics.offloads(tun.offloads);
         Self {
             interface,
             limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
@@ -140,8 +140,15 @@ impl Device {
         ]
     }
 
-    async fn send_all(&self, outgoing: &mut Vec<Outgoing>) {
-        self.conn.send_batch(outgoing).await;
-        outgoing.clear();
+    async fn send_all(&self, outgoing: &mut Datagrams) {
+        if !outgoing.is_empty() {
+            self.conn.send_batch(outgoing).await;
+            outgoing.clear();
+        }
+    }
+
+    /// The TUN offloads the device runs with.
+    pub fn offloads(&self) -> crate::tun::Offloads {
+        self.tun.offloads
     }
 }
