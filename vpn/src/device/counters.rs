@@ -21,7 +21,7 @@ pub enum Drop {
     Decrypt,
     /// A counter already seen or too old: a replay.
     Replay,
-    /// Refused by the rate limiter while under load.
+    /// Refused while under load: by the rate limiter, or past a full handshake queue.
     UnderLoad,
     /// Inner source address outside the sending peer's allowed IPs.
     SourceNotAllowed,

@@ -1,10 +1,11 @@
-//! UDP → decrypt → TUN, a batch at a time: handshake messages past the MAC check and the rate
-//! limiter first, then find the peer (by public key for an initiation, by session index
+//! UDP → decrypt → TUN, a batch at a time (initiations and responses are queued for
+//! [`super::handshakes`], which handles them with [`Device::handle`] as well): handshake
+//! messages past the MAC check and the rate limiter first, then find the peer (by public key for an initiation, by session index
 //! otherwise), decrypt, check the inner source against the peer's allowed IPs, and follow the
 //! peer's endpoint only on a message that proved the peer's keys.
 
 use super::outbound::{FAILURES_FOR_GOOD, RETRY};
-use super::{Device, Endpoint, Peer, PeerSet};
+use super::{handshakes, Device, Endpoint, Peer, PeerSet};
 use super::{Direction, Drop, HandshakeRole};
 use crate::conn::{Datagrams, Received, RecvBatch};
 use crate::key::PublicKey;
@@ -15,7 +16,7 @@ use boringtun::noise::{Packet, Tunn, TunnResult};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-pub async fn run(device: Arc<Device>) {
+pub async fn run(device: Arc<Device>, handshakes: handshakes::Queue) {
     let mut batch = RecvBatch::default();
     let mut scratch = vec![0u8; MAX_PACKET];
     let mut replies = Datagrams::default();
@@ -36,6 +37,10 @@ pub async fn run(device: Arc<Device>) {
         let mut received = 0;
         for (from, datagram) in batch.datagrams() {
             received += 1;
+            if handshakes::is_handshake(datagram) {
+                handshakes.push(&device, from, datagram);
+                continue;
+            }
             device.handle(
                 &peers,
                 from,
@@ -222,7 +227,7 @@ impl Device {
         peer
     }
 
-    fn handle(
+    pub(super) fn handle(
         &self,
         peers: &PeerSet,
         received: Received,
@@ -313,7 +318,7 @@ impl Device {
         }
     }
 
-    async fn write_to_tun(&self, to_tun: &mut WriteBatch) {
+    pub(super) async fn write_to_tun(&self, to_tun: &mut WriteBatch) {
         if to_tun.is_empty() {
             return;
         }

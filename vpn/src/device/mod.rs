@@ -3,6 +3,7 @@
 //! outbound (TUN → encrypt → UDP), inbound (UDP → decrypt → TUN), and timers keep sessions alive.
 
 mod counters;
+mod handshakes;
 mod inbound;
 mod outbound;
 pub mod peer;
@@ -129,18 +130,23 @@ impl Device {
         &self.key
     }
 
-    /// Starts the inbound, outbound and timer loops, named for the logs; they run until the
+    /// Starts the inbound, handshake, outbound and timer loops, named for the logs; they run until the
     /// handles are aborted, unless one fails for good (the TUN device went away) or panics:
-    /// the owner must watch the handles, since the device is no use without all three.
+    /// the owner must watch the handles, since the device is no use without all of them.
     pub fn spawn(self: &Arc<Self>) -> Vec<(&'static str, JoinHandle<()>)> {
+        let (queue, handshake_messages) = handshakes::queue();
         vec![
-            ("inbound", tokio::spawn(inbound::run(self.clone()))),
+            ("inbound", tokio::spawn(inbound::run(self.clone(), queue))),
+            (
+                "handshakes",
+                tokio::spawn(handshakes::run(self.clone(), handshake_messages)),
+            ),
             ("outbound", tokio::spawn(outbound::run(self.clone()))),
             ("timers", tokio::spawn(timers::run(self.clone()))),
         ]
     }
 
-    async fn send_all(&self, outgoing: &mut Datagrams) {
+    pub(super) async fn send_all(&self, outgoing: &mut Datagrams) {
         if !outgoing.is_empty() {
             self.conn.send_batch(outgoing).await;
             outgoing.clear();
