@@ -155,10 +155,13 @@ impl Daemon for VpnDaemon {
             read_key_file(&interface.private_key_file).map_err(VpnError::Key)?,
         );
         let peers = peer_settings(&config)?;
-        let tun = Tun::create(&interface.name, interface.mtu, interface.offload).map_err(|source| VpnError::Tun {
-            name: interface.name.clone(),
-            source,
-        })?;
+        let tun =
+            Tun::create(&interface.name, interface.mtu, interface.offload).map_err(|source| {
+                VpnError::Tun {
+                    name: interface.name.clone(),
+                    source,
+                }
+            })?;
         netlink::configure(
             &interface.name,
             &interface.address,

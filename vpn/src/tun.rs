@@ -119,7 +119,10 @@ impl WriteBatch {
     pub fn commit(&mut self, start: usize, length: usize) {
         let buffer = &mut self.buffers[self.count];
         if start != 0 {
-            buffer.copy_within(WRITE_OFFSET + start..WRITE_OFFSET + start + length, WRITE_OFFSET);
+            buffer.copy_within(
+                WRITE_OFFSET + start..WRITE_OFFSET + start + length,
+                WRITE_OFFSET,
+            );
         }
         buffer.truncate(WRITE_OFFSET + length);
         self.count += 1;

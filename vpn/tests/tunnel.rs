@@ -127,7 +127,10 @@ fn wireguard_go_reaches_net1_through_the_gateway(offload: bool) {
         );
     }
     let uso = topology.gateway_metric("lab_vpn_offload{kind=\"uso\"}");
-    assert!(uso == Some(0.0) || (offload && uso == Some(1.0)), "uso {uso:?}");
+    assert!(
+        uso == Some(0.0) || (offload && uso == Some(1.0)),
+        "uso {uso:?}"
+    );
     for direction in ["inbound", "outbound"] {
         let batches = topology
             .gateway_metric(&format!(

@@ -211,7 +211,9 @@ impl DeviceMetrics {
             ("gro", offloads.tso),
             ("uso", offloads.uso),
         ] {
-            self.offload.get_or_create(&KindLabel { kind }).set(i64::from(on));
+            self.offload
+                .get_or_create(&KindLabel { kind })
+                .set(i64::from(on));
         }
     }
 
