@@ -6,6 +6,7 @@
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
@@ -20,15 +21,74 @@ pub struct Conn {
     state: UdpSocketState,
 }
 
-/// A datagram to send: where, from which local address, what.
+/// A datagram to send: where, from which local address, and where its bytes are in the
+/// [`Datagrams`] that holds it.
+#[derive(Debug, Clone)]
 pub struct Outgoing {
     /// The peer's endpoint.
     pub destination: SocketAddr,
     /// The gateway's address to send from (the one the peer last reached); `None` lets the
     /// kernel pick.
     pub local: Option<IpAddr>,
-    /// The WireGuard message.
-    pub datagram: Vec<u8>,
+    bytes: Range<usize>,
+}
+
+/// Datagrams to send, in order, their bytes one after the other in one buffer kept from batch
+/// to batch: a run to one peer is already the contiguous buffer one GSO send takes.
+#[derive(Default)]
+pub struct Datagrams {
+    bytes: Vec<u8>,
+    used: usize,
+    list: Vec<Outgoing>,
+}
+
+impl Datagrams {
+    /// Room for a datagram of up to `size` bytes after the last one;
+    /// [`commit`](Self::commit) keeps what was written there.
+    pub fn room(&mut self, size: usize) -> &mut [u8] {
+        if self.bytes.len() < self.used + size {
+            self.bytes.resize(self.used + size, 0);
+        }
+        &mut self.bytes[self.used..self.used + size]
+    }
+
+    /// Keeps the first `length` bytes of the last [`room`](Self::room) as a datagram for
+    /// `destination`, sent from `local`.
+    pub fn commit(&mut self, destination: SocketAddr, local: Option<IpAddr>, length: usize) {
+        let start = self.used;
+        self.used += length;
+        self.list.push(Outgoing {
+            destination,
+            local,
+            bytes: start..self.used,
+        });
+    }
+
+    /// Keeps a copy of `datagram` for `destination`, sent from `local`.
+    pub fn push(&mut self, destination: SocketAddr, local: Option<IpAddr>, datagram: &[u8]) {
+        self.room(datagram.len()).copy_from_slice(datagram);
+        self.commit(destination, local, datagram.len());
+    }
+
+    /// How many datagrams wait.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Whether none wait.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Forgets every datagram, keeping the buffer.
+    pub fn clear(&mut self) {
+        self.list.clear();
+        self.used = 0;
+    }
+
+    fn contents(&self, outgoing: &Outgoing) -> &[u8] {
+        &self.bytes[outgoing.bytes.clone()]
+    }
 }
 
 /// The most bytes one GSO send carries (the UDP length limit, with room for headers).
@@ -113,21 +173,22 @@ impl Conn {
         Ok(())
     }
 
-    /// Sends `outgoing` in order. A run of datagrams to the same peer from the same address, of
-    /// one size (the last may be shorter), goes out as one GSO send; where the kernel or device
-    /// refuses GSO, quinn-udp turns it off and the run is sent datagram by datagram.
-    pub async fn send_batch(&self, outgoing: &[Outgoing]) {
+    /// Sends `datagrams` in order. A run of datagrams to the same peer from the same address,
+    /// of one size (the last may be shorter), goes out as one GSO send, straight from the
+    /// buffer; where the kernel or device refuses GSO, quinn-udp turns it off and the run is
+    /// sent datagram by datagram.
+    pub async fn send_batch(&self, datagrams: &Datagrams) {
+        let outgoing = &datagrams.list;
         let max_segments = self.state.max_gso_segments();
-        let mut joined = Vec::new();
         let mut start = 0;
         while start < outgoing.len() {
             let first = &outgoing[start];
-            let size = first.datagram.len();
+            let size = first.bytes.len();
             let mut end = start + 1;
             let mut bytes = size;
             while end < outgoing.len() && end - start < max_segments {
                 let next = &outgoing[end];
-                let len = next.datagram.len();
+                let len = next.bytes.len();
                 if next.destination != first.destination
                     || next.local != first.local
                     || len > size
@@ -144,11 +205,8 @@ impl Conn {
             }
             let run = &outgoing[start..end];
             let sent = if run.len() > 1 {
-                joined.clear();
-                for out in run {
-                    joined.extend_from_slice(&out.datagram);
-                }
-                self.send(first.destination, first.local, &joined, Some(size))
+                let joined = &datagrams.bytes[first.bytes.start..run[run.len() - 1].bytes.end];
+                self.send(first.destination, first.local, joined, Some(size))
                     .await
             } else {
                 Err(io::ErrorKind::Unsupported.into())
@@ -156,7 +214,7 @@ impl Conn {
             if sent.is_err() {
                 for out in run {
                     if let Err(e) = self
-                        .send(out.destination, out.local, &out.datagram, None)
+                        .send(out.destination, out.local, datagrams.contents(out), None)
                         .await
                     {
                         tracing::debug!(destination = %out.destination, error = %e, "send failed");

@@ -155,10 +155,13 @@ impl Daemon for VpnDaemon {
             read_key_file(&interface.private_key_file).map_err(VpnError::Key)?,
         );
         let peers = peer_settings(&config)?;
-        let tun = Tun::create(&interface.name, interface.mtu).map_err(|source| VpnError::Tun {
-            name: interface.name.clone(),
-            source,
-        })?;
+        let tun =
+            Tun::create(&interface.name, interface.mtu, interface.offload).map_err(|source| {
+                VpnError::Tun {
+                    name: interface.name.clone(),
+                    source,
+                }
+            })?;
         netlink::configure(
             &interface.name,
             &interface.address,
@@ -226,6 +229,9 @@ impl Daemon for VpnDaemon {
             return Err(VpnError::InterfaceChanged(
                 "interface.address or interface.mtu",
             ));
+        }
+        if old.offload != new.offload {
+            return Err(VpnError::InterfaceChanged("interface.offload"));
         }
         let key = read_key_file(&new.private_key_file).map_err(VpnError::Key)?;
         if PrivateKey::from_bytes(key).public_key() != self.device.public_key() {

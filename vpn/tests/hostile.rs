@@ -153,9 +153,8 @@ fn dropped(topology: &Topology, reason: &str) -> f64 {
         .unwrap_or_else(|| panic!("no drop counter for {reason}"))
 }
 
-#[test]
-fn hostile_traffic_is_dropped_and_counted_while_the_real_peer_carries_on() {
-    let topology = Topology::new();
+fn hostile_traffic_is_dropped_and_counted_while_the_real_peer_carries_on(offload: bool) {
+    let topology = Topology::with_offload(offload);
     let (gateway_key, admin_key, other_key) = (key_pair(), key_pair(), key_pair());
     let other_address: Ipv4Addr = "10.10.100.3".parse().unwrap();
     let peers = format!(
@@ -315,9 +314,8 @@ fn forged_response(receiver: u32, sender: u32, gateway: &PublicKey) -> Vec<u8> {
 /// own with forged handshake responses and replayed initiations, faster than any limit. The
 /// admin's endpoint stays where it is, the admin's traffic keeps coming back to the admin, and
 /// the responses meet the same cookie replies as initiations.
-#[test]
-fn forged_and_replayed_handshakes_do_not_move_a_peers_endpoint() {
-    let topology = Topology::new();
+fn forged_and_replayed_handshakes_do_not_move_a_peers_endpoint(offload: bool) {
+    let topology = Topology::with_offload(offload);
     let (gateway_key, admin_key) = (key_pair(), key_pair());
     let peers = format!(
         "[[peer]]\nname = \"admin\"\npublic_key = \"{}\"\nallowed_ips = [\"{CLIENT_TUNNEL}/32\"]\n",
@@ -412,3 +410,8 @@ fn forged_and_replayed_handshakes_do_not_move_a_peers_endpoint() {
     assert!(is_echo_reply_to(&reply, client_tunnel));
     assert_eq!(endpoint(), admin_endpoint);
 }
+
+in_both_offload_modes!(
+    hostile_traffic_is_dropped_and_counted_while_the_real_peer_carries_on,
+    forged_and_replayed_handshakes_do_not_move_a_peers_endpoint,
+);

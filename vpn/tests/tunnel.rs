@@ -24,8 +24,8 @@ struct Connected {
     go: WireguardGo,
 }
 
-fn connected() -> Connected {
-    let topology = Topology::new();
+fn connected(offload: bool) -> Connected {
+    let topology = Topology::with_offload(offload);
     let (gateway_key, client_key) = (key_pair(), key_pair());
     let gateway = topology
         .start_gateway(&topology.gateway_config(&gateway_key, &admin_peer(&client_key, "")));
@@ -39,15 +39,14 @@ fn connected() -> Connected {
     }
 }
 
-#[test]
-fn wireguard_go_reaches_net1_through_the_gateway() {
+fn wireguard_go_reaches_net1_through_the_gateway(offload: bool) {
     let Connected {
         topology,
         client_key,
         _gateway,
         go: _go,
         ..
-    } = connected();
+    } = connected(offload);
     let _server = topology.start_server();
 
     assert!(
@@ -87,19 +86,48 @@ fn wireguard_go_reaches_net1_through_the_gateway() {
             > 0.0
     );
     assert_eq!(topology.gateway_metric("lab_vpn_peers_active"), Some(1.0));
+    // The kernels this runs on (≥ 4.x) grant TSO on a TUN device; USO depends on the version.
+    let on = if offload { 1.0 } else { 0.0 };
+    for kind in ["tso", "gro"] {
+        assert_eq!(
+            topology.gateway_metric(&format!("lab_vpn_offload{{kind=\"{kind}\"}}")),
+            Some(on),
+            "{kind}"
+        );
+    }
+    let uso = topology.gateway_metric("lab_vpn_offload{kind=\"uso\"}");
+    assert!(
+        uso == Some(0.0) || (offload && uso == Some(1.0)),
+        "uso {uso:?}"
+    );
+    for direction in ["inbound", "outbound"] {
+        let batches = topology
+            .gateway_metric(&format!(
+                "lab_vpn_batch_packets_count{{direction=\"{direction}\"}}"
+            ))
+            .unwrap_or(0.0);
+        let packets = topology
+            .gateway_metric(&format!(
+                "lab_vpn_batch_packets_sum{{direction=\"{direction}\"}}"
+            ))
+            .unwrap_or(0.0);
+        assert!(
+            batches > 0.0 && packets >= batches,
+            "{direction}: {packets} packets in {batches} batches"
+        );
+    }
     if let Err(complaint) = lab_tests::promtool::check_metrics(&topology.gateway_metrics()) {
         panic!("promtool: {complaint}");
     }
 }
 
-#[test]
-fn a_source_outside_the_peers_allowed_ips_never_reaches_net1() {
+fn a_source_outside_the_peers_allowed_ips_never_reaches_net1(offload: bool) {
     let Connected {
         topology,
         go,
         _gateway,
         ..
-    } = connected();
+    } = connected(offload);
     let _server = topology.start_server();
     assert!(ping(&topology.client, GATEWAY_TUNNEL, &[]));
     // Another inner source on the client's tunnel: the gateway must drop it.
@@ -124,9 +152,8 @@ fn a_source_outside_the_peers_allowed_ips_never_reaches_net1() {
     assert!(after >= before + 3.0, "drops {before} -> {after}");
 }
 
-#[test]
-fn preshared_keys_must_match() {
-    let topology = Topology::new();
+fn preshared_keys_must_match(offload: bool) {
+    let topology = Topology::with_offload(offload);
     let (gateway_key, client_key) = (key_pair(), key_pair());
     let psk = wg(&["genpsk"], None);
     let psk_file = secret_file(topology.dir.path(), "gateway.psk", &psk);
@@ -143,7 +170,7 @@ fn preshared_keys_must_match() {
         );
     }
     // A client with another PSK never completes a handshake.
-    let topology2 = Topology::new();
+    let topology2 = Topology::with_offload(offload);
     let psk_file2 = secret_file(topology2.dir.path(), "gateway.psk", &psk);
     let peer2 = admin_peer(
         &client_key,
@@ -174,15 +201,14 @@ fn now() -> u64 {
         .as_secs()
 }
 
-#[test]
-fn wg_show_and_wg_set_work_against_lab_vpn() {
+fn wg_show_and_wg_set_work_against_lab_vpn(offload: bool) {
     let Connected {
         topology,
         gateway_key,
         client_key,
         _gateway,
         go,
-    } = connected();
+    } = connected(offload);
     assert!(ping(&topology.client, GATEWAY_TUNNEL, &[]));
 
     // wg show: keys, port, endpoint, allowed IPs, a handshake just now, bytes both ways.
@@ -292,14 +318,13 @@ fn wg_show_and_wg_set_work_against_lab_vpn() {
     assert_eq!(peers[0][0], newcomer.public);
 }
 
-#[test]
-fn the_session_follows_a_client_whose_underlay_address_changes() {
+fn the_session_follows_a_client_whose_underlay_address_changes(offload: bool) {
     let Connected {
         topology,
         _gateway,
         go: _go,
         ..
-    } = connected();
+    } = connected(offload);
     assert!(ping(&topology.client, GATEWAY_TUNNEL, &[]));
     let handshake_before = wg_dump(&topology.gateway, &topology.interface).1[0][4].clone();
     let roamed = "198.51.100.3";
@@ -339,14 +364,13 @@ fn the_session_follows_a_client_whose_underlay_address_changes() {
     );
 }
 
-#[test]
-fn transfer_counters_match_what_the_other_side_counted() {
+fn transfer_counters_match_what_the_other_side_counted(offload: bool) {
     let Connected {
         topology,
         _gateway,
         go,
         ..
-    } = connected();
+    } = connected(offload);
     assert!(ping(&topology.client, GATEWAY_TUNNEL, &["-s", "1000"]));
     let (_, gateway_view) = wg_dump(&topology.gateway, &topology.interface);
     let (_, client_view) = wg_dump(&topology.client, &go.interface);
@@ -356,3 +380,12 @@ fn transfer_counters_match_what_the_other_side_counted() {
     assert_eq!(count(&gateway_view[0], 6), count(&client_view[0], 5));
     assert!(count(&gateway_view[0], 5) > 3 * 1000);
 }
+
+in_both_offload_modes!(
+    wireguard_go_reaches_net1_through_the_gateway,
+    a_source_outside_the_peers_allowed_ips_never_reaches_net1,
+    preshared_keys_must_match,
+    wg_show_and_wg_set_work_against_lab_vpn,
+    the_session_follows_a_client_whose_underlay_address_changes,
+    transfer_counters_match_what_the_other_side_counted,
+);

@@ -75,6 +75,11 @@ pub struct Interface {
     /// whose hosts have no route back to the tunnel.
     #[serde(default)]
     pub masquerade: bool,
+    /// TUN offloads (TCP and, on Linux 6.2 and later, UDP segmentation; coalescing of a flow's
+    /// packets written to the TUN) where the kernel grants them; `false` moves every packet
+    /// on its own, as before.
+    #[serde(default = "Interface::default_offload")]
+    pub offload: bool,
     /// DNS servers written into generated client configs.
     #[serde(default)]
     pub dns: Vec<IpAddr>,
@@ -90,11 +95,17 @@ pub struct Interface {
 impl Interface {
     /// wireguard-go's default: 1500 minus the largest (IPv6) WireGuard overhead.
     pub const DEFAULT_MTU: u16 = 1420;
+    /// Offloads on unless the config turns them off: the kernel's refusal is handled anyway.
+    pub const DEFAULT_OFFLOAD: bool = true;
     /// Linux refuses longer interface names (IFNAMSIZ − 1).
     pub const MAX_NAME_LEN: usize = 15;
 
     fn default_mtu() -> u16 {
         Self::DEFAULT_MTU
+    }
+
+    fn default_offload() -> bool {
+        Self::DEFAULT_OFFLOAD
     }
 }
 

@@ -4,6 +4,8 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 /// Why a packet was not passed on.
@@ -19,7 +21,7 @@ pub enum Drop {
     Decrypt,
     /// A counter already seen or too old: a replay.
     Replay,
-    /// Refused by the rate limiter while under load.
+    /// Refused while under load: by the rate limiter, or past a full handshake queue.
     UnderLoad,
     /// Inner source address outside the sending peer's allowed IPs.
     SourceNotAllowed,
@@ -95,13 +97,60 @@ impl HandshakeRole {
     }
 }
 
+/// Which way a batch went through the data path.
+#[derive(Debug, Clone, Copy)]
+pub enum Direction {
+    /// From the peers: UDP → decrypt → TUN.
+    Inbound,
+    /// To the peers: TUN → encrypt → UDP.
+    Outbound,
+}
+
+impl Direction {
+    fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabel {
+    direction: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+fn batch_histogram() -> Histogram {
+    // 1 to 1024 packets: one packet a wake-up up to a thousand from one recvmmsg of GRO bundles.
+    Histogram::new(exponential_buckets(1.0, 2.0, 11))
+}
+
 /// What the data path counts as it goes.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct DeviceMetrics {
     dropped: Family<ReasonLabel, Counter>,
     handshakes: Family<RoleLabel, Counter>,
     /// Cookie replies sent to handshake messages while under load.
     pub cookie_replies: Counter,
+    batch_packets: Family<DirectionLabel, Histogram, fn() -> Histogram>,
+    offload: Family<KindLabel, Gauge>,
+}
+
+impl Default for DeviceMetrics {
+    fn default() -> Self {
+        Self {
+            dropped: Family::default(),
+            handshakes: Family::default(),
+            cookie_replies: Counter::default(),
+            batch_packets: Family::new_with_constructor(batch_histogram),
+            offload: Family::default(),
+        }
+    }
 }
 
 impl DeviceMetrics {
@@ -133,6 +182,48 @@ impl DeviceMetrics {
             "Cookie replies sent to handshake initiations while under load",
             self.cookie_replies.clone(),
         );
+        registry.register(
+            "batch_packets",
+            "Packets handled per batch (one TUN read or one recvmmsg), by direction",
+            self.batch_packets.clone(),
+        );
+        for direction in [Direction::Inbound, Direction::Outbound] {
+            drop(self.batch_packets.get_or_create(&DirectionLabel {
+                direction: direction.as_str(),
+            }));
+        }
+        registry.register(
+            "offload",
+            "TUN offloads in effect (1) or not (0): tso (TCP segmentation), uso (UDP \
+             segmentation, Linux 6.2), gro (packets of a flow coalesced before the TUN)",
+            self.offload.clone(),
+        );
+        for kind in ["tso", "uso", "gro"] {
+            drop(self.offload.get_or_create(&KindLabel { kind }));
+        }
+    }
+
+    /// Sets the offload gauges to what the TUN device runs with.
+    pub fn offloads(&self, offloads: crate::tun::Offloads) {
+        for (kind, on) in [
+            ("tso", offloads.tso),
+            // Coalescing needs the virtio-net header that comes with TSO.
+            ("gro", offloads.tso),
+            ("uso", offloads.uso),
+        ] {
+            self.offload
+                .get_or_create(&KindLabel { kind })
+                .set(i64::from(on));
+        }
+    }
+
+    /// Counts a batch of `packets` that went `direction`.
+    pub fn batch(&self, direction: Direction, packets: usize) {
+        self.batch_packets
+            .get_or_create(&DirectionLabel {
+                direction: direction.as_str(),
+            })
+            .observe(packets as f64);
     }
 
     /// Counts a packet dropped for `reason`.

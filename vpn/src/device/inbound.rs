@@ -1,25 +1,26 @@
-//! UDP → decrypt → TUN, a batch at a time: handshake messages past the MAC check and the rate
-//! limiter first, then find the peer (by public key for an initiation, by session index
+//! UDP → decrypt → TUN, a batch at a time (initiations and responses are queued for
+//! [`super::handshakes`], which handles them with [`Device::handle`] as well): handshake
+//! messages past the MAC check and the rate limiter first, then find the peer (by public key for an initiation, by session index
 //! otherwise), decrypt, check the inner source against the peer's allowed IPs, and follow the
 //! peer's endpoint only on a message that proved the peer's keys.
 
 use super::outbound::{FAILURES_FOR_GOOD, RETRY};
-use super::{Device, Endpoint, Outgoing, Peer, PeerSet};
-use super::{Drop, HandshakeRole};
-use crate::conn::{Received, RecvBatch};
+use super::{handshakes, Device, Endpoint, Peer, PeerSet};
+use super::{Direction, Drop, HandshakeRole};
+use crate::conn::{Datagrams, Received, RecvBatch};
 use crate::key::PublicKey;
-use crate::tun::MAX_PACKET;
+use crate::tun::{WriteBatch, BATCH, MAX_PACKET};
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-pub async fn run(device: Arc<Device>) {
+pub async fn run(device: Arc<Device>, handshakes: handshakes::Queue) {
     let mut batch = RecvBatch::default();
-    let mut decrypted = vec![0u8; MAX_PACKET];
-    let mut replies: Vec<Outgoing> = Vec::new();
-    let mut to_tun: Vec<Vec<u8>> = Vec::new();
+    let mut scratch = vec![0u8; MAX_PACKET];
+    let mut replies = Datagrams::default();
+    let mut to_tun = WriteBatch::default();
     let mut failures = 0u32;
     loop {
         if let Err(e) = device.conn.recv_batch(&mut batch).await {
@@ -33,24 +34,30 @@ pub async fn run(device: Arc<Device>) {
         }
         failures = 0;
         let peers = device.peers.load();
-        for (received, datagram) in batch.datagrams() {
+        let mut received = 0;
+        for (from, datagram) in batch.datagrams() {
+            received += 1;
+            if handshakes::is_handshake(datagram) {
+                handshakes.push(&device, from, datagram);
+                continue;
+            }
             device.handle(
                 &peers,
-                received,
+                from,
                 datagram,
-                &mut decrypted,
+                &mut scratch,
                 &mut replies,
                 &mut to_tun,
             );
-        }
-        device.send_all(&mut replies).await;
-        if !to_tun.is_empty() {
-            let packets: Vec<&[u8]> = to_tun.iter().map(Vec::as_slice).collect();
-            if let Err(e) = device.tun.write_batch(&packets).await {
-                tracing::warn!(error = %e, "cannot write to the TUN device");
+            // A GRO bundle per slot makes a batch of up to a thousand packets: written in
+            // slices, so the buffers waiting for the TUN stay few.
+            if to_tun.len() >= BATCH {
+                device.write_to_tun(&mut to_tun).await;
             }
-            to_tun.clear();
         }
+        device.metrics.batch(Direction::Inbound, received);
+        device.send_all(&mut replies).await;
+        device.write_to_tun(&mut to_tun).await;
     }
 }
 
@@ -158,7 +165,7 @@ impl Device {
         peers: &PeerSet,
         received: Received,
         datagram: &[u8],
-        replies: &mut Vec<Outgoing>,
+        replies: &mut Datagrams,
     ) -> Option<Arc<Peer>> {
         let packet = match Tunn::parse_incoming_packet(datagram) {
             Ok(packet) => packet,
@@ -181,11 +188,7 @@ impl Device {
                 Ok(_) => {}
                 Err(TunnResult::WriteToNetwork(reply)) => {
                     self.metrics.cookie_replies.inc();
-                    replies.push(Outgoing {
-                        destination: received.source,
-                        local: received.local,
-                        datagram: reply.to_vec(),
-                    });
+                    replies.push(received.source, received.local, reply);
                     return None;
                 }
                 Err(_) => {
@@ -224,14 +227,14 @@ impl Device {
         peer
     }
 
-    fn handle(
+    pub(super) fn handle(
         &self,
         peers: &PeerSet,
         received: Received,
         datagram: &[u8],
-        decrypted: &mut [u8],
-        replies: &mut Vec<Outgoing>,
-        to_tun: &mut Vec<Vec<u8>>,
+        scratch: &mut [u8],
+        replies: &mut Datagrams,
+        to_tun: &mut WriteBatch,
     ) {
         let Some(peer) = self.peer_for(peers, received, datagram, replies) else {
             return;
@@ -242,6 +245,16 @@ impl Device {
             Packet::PacketCookieReply(_) => MessageKind::CookieReply,
             Packet::PacketData(_) => MessageKind::Data,
         });
+        // A data packet decrypts straight into the buffer it is written to the TUN from; the
+        // rest (handshakes, whose answers may carry queued packets of any size) into `scratch`.
+        let is_data = matches!(kind, Ok(MessageKind::Data));
+        let decrypted = if is_data {
+            to_tun.room(datagram.len())
+        } else {
+            &mut *scratch
+        };
+        let base = decrypted.as_ptr() as usize;
+        let mut delivered: Option<(usize, usize, IpAddr)> = None;
         let mut handshake_counted = false;
         let mut tunn = peer.tunn();
         let authenticated = feed_session(
@@ -271,13 +284,12 @@ impl Device {
                         peer.count_sent(datagram.len());
                     }
                 }
-                replies.push(Outgoing {
-                    destination: received.source,
-                    local: received.local,
-                    datagram: answer.datagram().to_vec(),
-                });
+                replies.push(received.source, received.local, answer.datagram());
             },
-            |packet, source| self.deliver(peers, &peer, packet, source, to_tun),
+            |packet, source| {
+                // Where in `decrypted` the packet is: the borrow ends with this call.
+                delivered = Some((packet.as_ptr() as usize - base, packet.len(), source));
+            },
             |error| self.metrics.dropped(drop_reason(error)),
         );
         drop(tunn);
@@ -288,24 +300,30 @@ impl Device {
                 local: received.local,
             });
         }
-    }
-
-    fn deliver(
-        &self,
-        peers: &PeerSet,
-        peer: &Arc<Peer>,
-        packet: &[u8],
-        source: std::net::IpAddr,
-        to_tun: &mut Vec<Vec<u8>>,
-    ) {
-        if packet.is_empty() {
+        let Some((start, length, source)) = delivered else {
+            return;
+        };
+        if length == 0 {
             return; // keepalive
         }
-        if peers.is_allowed_source(peer, source) {
-            to_tun.push(packet.to_vec());
-        } else {
+        if !peers.is_allowed_source(&peer, source) {
             self.metrics.dropped(Drop::SourceNotAllowed);
             tracing::debug!(peer = %peer.name, %source, "inner source outside the peer's allowed IPs");
+            return;
+        }
+        if is_data {
+            to_tun.commit(start, length);
+        } else {
+            to_tun.push(&scratch[start..start + length]);
+        }
+    }
+
+    pub(super) async fn write_to_tun(&self, to_tun: &mut WriteBatch) {
+        if to_tun.is_empty() {
+            return;
+        }
+        if let Err(e) = self.tun.write_batch(to_tun).await {
+            tracing::warn!(error = %e, "cannot write to the TUN device");
         }
     }
 }

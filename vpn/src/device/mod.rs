@@ -3,21 +3,21 @@
 //! outbound (TUN → encrypt → UDP), inbound (UDP → decrypt → TUN), and timers keep sessions alive.
 
 mod counters;
+mod handshakes;
 mod inbound;
 mod outbound;
 pub mod peer;
 pub mod peers;
 mod timers;
 
-pub use counters::{DeviceMetrics, Drop, HandshakeRole};
+pub use counters::{DeviceMetrics, Direction, Drop, HandshakeRole};
 /// How the inbound path reads boringtun's answers, for the fuzz targets.
 #[doc(hidden)]
 pub use inbound::{drop_reason, feed_session, Answer, COOKIE_REPLY};
 pub use peer::{Endpoint, Peer, PeerSettings, SessionKeys};
 pub use peers::PeerSet;
 
-use crate::conn::Conn;
-pub use crate::conn::Outgoing;
+use crate::conn::{Conn, Datagrams};
 use crate::key::PrivateKey;
 
 use crate::tun::Tun;
@@ -62,6 +62,7 @@ impl Device {
         metrics: DeviceMetrics,
     ) -> Self {
         let public = boringtun::x25519::PublicKey::from(key.secret());
+        metrics.offloads(tun.offloads);
         Self {
             interface,
             limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
@@ -129,19 +130,31 @@ impl Device {
         &self.key
     }
 
-    /// Starts the inbound, outbound and timer loops, named for the logs; they run until the
+    /// Starts the inbound, handshake, outbound and timer loops, named for the logs; they run until the
     /// handles are aborted, unless one fails for good (the TUN device went away) or panics:
-    /// the owner must watch the handles, since the device is no use without all three.
+    /// the owner must watch the handles, since the device is no use without all of them.
     pub fn spawn(self: &Arc<Self>) -> Vec<(&'static str, JoinHandle<()>)> {
+        let (queue, handshake_messages) = handshakes::queue();
         vec![
-            ("inbound", tokio::spawn(inbound::run(self.clone()))),
+            ("inbound", tokio::spawn(inbound::run(self.clone(), queue))),
+            (
+                "handshakes",
+                tokio::spawn(handshakes::run(self.clone(), handshake_messages)),
+            ),
             ("outbound", tokio::spawn(outbound::run(self.clone()))),
             ("timers", tokio::spawn(timers::run(self.clone()))),
         ]
     }
 
-    async fn send_all(&self, outgoing: &mut Vec<Outgoing>) {
-        self.conn.send_batch(outgoing).await;
-        outgoing.clear();
+    pub(super) async fn send_all(&self, outgoing: &mut Datagrams) {
+        if !outgoing.is_empty() {
+            self.conn.send_batch(outgoing).await;
+            outgoing.clear();
+        }
+    }
+
+    /// The TUN offloads the device runs with.
+    pub fn offloads(&self) -> crate::tun::Offloads {
+        self.tun.offloads
     }
 }

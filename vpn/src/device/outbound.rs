@@ -1,14 +1,15 @@
 //! TUN → encrypt → UDP, a batch at a time.
 
-use super::Drop;
-use super::{Device, Outgoing};
-use crate::tun::{BATCH, MAX_PACKET};
+use super::{Device, Direction, Drop};
+use crate::conn::Datagrams;
+use crate::tun::ReadBatch;
 use boringtun::noise::{Tunn, TunnResult};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Encryption adds 32 bytes; a handshake initiation is 148.
-const OUT_BUFFER: usize = MAX_PACKET + 32;
+/// Room a packet needs beyond its own length: encryption adds 32 bytes, and a packet with no
+/// session yet is answered by a handshake initiation, 148 bytes.
+const OVERHEAD: usize = 148;
 
 /// Pause after a failed read (of the TUN device here, of the UDP socket inbound), and how many
 /// failures in a row mean the device or socket is gone (deleted, or taken down by the kernel): a
@@ -18,30 +19,23 @@ pub(super) const RETRY: Duration = Duration::from_millis(100);
 pub(super) const FAILURES_FOR_GOOD: u32 = 10;
 
 pub async fn run(device: Arc<Device>) {
-    let mut packets: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; MAX_PACKET]).collect();
-    let mut lengths = vec![0usize; BATCH];
-    let mut encrypted = vec![0u8; OUT_BUFFER];
-    let mut outgoing: Vec<Outgoing> = Vec::with_capacity(BATCH);
+    let mut batch = ReadBatch::default();
+    let mut outgoing = Datagrams::default();
     let mut failures = 0u32;
     loop {
-        let count = match device.tun.read_batch(&mut packets, &mut lengths).await {
-            Ok(count) => {
-                failures = 0;
-                count
+        if let Err(e) = device.tun.read_batch(&mut batch).await {
+            tracing::error!(interface = %device.interface, error = %e, "cannot read the TUN device");
+            failures += 1;
+            if failures >= FAILURES_FOR_GOOD {
+                return;
             }
-            Err(e) => {
-                tracing::error!(interface = %device.interface, error = %e, "cannot read the TUN device");
-                failures += 1;
-                if failures >= FAILURES_FOR_GOOD {
-                    return;
-                }
-                tokio::time::sleep(RETRY).await;
-                continue;
-            }
-        };
+            tokio::time::sleep(RETRY).await;
+            continue;
+        }
+        failures = 0;
+        device.metrics.batch(Direction::Outbound, batch.len());
         let peers = device.peers.load();
-        for (packet, length) in packets.iter().zip(&lengths).take(count) {
-            let packet = &packet[..*length];
+        for packet in batch.packets() {
             let Some(destination) = Tunn::dst_address(packet) else {
                 device.metrics.dropped(Drop::NotIp);
                 continue;
@@ -54,8 +48,9 @@ pub async fn run(device: Arc<Device>) {
                 device.metrics.dropped(Drop::NoEndpoint);
                 continue;
             };
-            let datagram = match peer.tunn().encapsulate(packet, &mut encrypted) {
-                TunnResult::WriteToNetwork(datagram) => datagram.to_vec(),
+            let room = outgoing.room(packet.len() + OVERHEAD);
+            let length = match peer.tunn().encapsulate(packet, room) {
+                TunnResult::WriteToNetwork(datagram) => datagram.len(),
                 // Queued until the handshake it started completes.
                 TunnResult::Done => continue,
                 TunnResult::Err(e) => {
@@ -65,12 +60,8 @@ pub async fn run(device: Arc<Device>) {
                 }
                 TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) => continue,
             };
-            peer.count_sent(datagram.len());
-            outgoing.push(Outgoing {
-                destination: endpoint.address,
-                local: endpoint.local,
-                datagram,
-            });
+            peer.count_sent(length);
+            outgoing.commit(endpoint.address, endpoint.local, length);
         }
         device.send_all(&mut outgoing).await;
     }

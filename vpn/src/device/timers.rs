@@ -1,7 +1,8 @@
 //! Every 250 ms, each peer's timers (handshake retries, keepalives, session expiry); every
 //! second, the handshake rate limiter's count.
 
-use super::{Device, Outgoing};
+use super::Device;
+use crate::conn::Datagrams;
 use boringtun::noise::TunnResult;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,7 @@ pub async fn run(device: Arc<Device>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buffer = vec![0u8; 256];
-    let mut outgoing = Vec::new();
+    let mut outgoing = Datagrams::default();
     let mut ticks = 0u32;
     loop {
         tick.tick().await;
@@ -28,11 +29,7 @@ pub async fn run(device: Arc<Device>) {
             };
             if let TunnResult::WriteToNetwork(datagram) = peer.tunn().update_timers(&mut buffer) {
                 peer.count_sent(datagram.len());
-                outgoing.push(Outgoing {
-                    destination: endpoint.address,
-                    local: endpoint.local,
-                    datagram: datagram.to_vec(),
-                });
+                outgoing.push(endpoint.address, endpoint.local, datagram);
             }
         }
         device.send_all(&mut outgoing).await;

@@ -90,7 +90,29 @@ pub struct Topology {
     pub interface: String,
     /// The client's end of the underlay link.
     pub client_link: String,
+    /// `[interface] offload` of every lab-vpn this topology starts.
+    pub offload: bool,
 }
+
+/// Turns `fn name(offload: bool)` into two tests, `name::offload_on` and `name::offload_off`,
+/// which run it with TUN offloads on (the default) and forced off (`offload = false`).
+#[allow(unused_macros)] // used by the interop tests only
+macro_rules! in_both_offload_modes {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn offload_on() {
+                super::$name(true)
+            }
+            #[test]
+            fn offload_off() {
+                super::$name(false)
+            }
+        }
+    )*};
+}
+#[allow(unused_imports)]
+pub(crate) use in_both_offload_modes;
 
 /// A veth pair between `a` and `b` with an address on each end; returns `a`'s end's name.
 fn link(a: &Netns, a_address: &str, b: &Netns, b_address: &str, prefix: u8) -> String {
@@ -128,6 +150,11 @@ fn link(a: &Netns, a_address: &str, b: &Netns, b_address: &str, prefix: u8) -> S
 
 impl Topology {
     pub fn new() -> Self {
+        Self::with_offload(true)
+    }
+
+    /// A topology whose lab-vpn daemons run with `offload` as their `[interface] offload`.
+    pub fn with_offload(offload: bool) -> Self {
         let (client, gateway) = (Netns::new("client"), Netns::new("gw"));
         let client_link = link(&client, CLIENT_UNDERLAY, &gateway, GATEWAY_UNDERLAY, 24);
         let topology = Self {
@@ -137,6 +164,7 @@ impl Topology {
             dir: tempfile::tempdir().unwrap(),
             interface: unique_interface("wgg"),
             client_link,
+            offload,
         };
         link(
             &topology.gateway,
@@ -163,6 +191,7 @@ impl Topology {
         doc["metrics"]["listen"] = toml_edit::value(METRICS);
         doc["interface"]["name"] = toml_edit::value(&self.interface);
         doc["interface"]["private_key_file"] = toml_edit::value(key.display().to_string());
+        doc["interface"]["offload"] = toml_edit::value(self.offload);
         format!("{doc}\n{peers}")
     }
 
@@ -423,7 +452,14 @@ impl Topology {
         gateway_key: &KeyPair,
     ) -> (Started, String) {
         let interface = unique_interface("wgl");
-        let config = client_config(self.dir.path(), &interface, client_key, gateway_key, "");
+        let config = client_config(
+            self.dir.path(),
+            &interface,
+            client_key,
+            gateway_key,
+            "",
+            self.offload,
+        );
         (
             Started::start_in(Some(&self.client), BIN, &config),
             interface,
@@ -439,6 +475,7 @@ pub fn client_config(
     client_key: &KeyPair,
     gateway_key: &KeyPair,
     extra_peer: &str,
+    offload: bool,
 ) -> String {
     let key = secret_file(dir, "client-lab-vpn.key", &client_key.private);
     format!(
@@ -450,6 +487,7 @@ private_key_file = "{key}"
 listen_port = {PORT}
 address = ["{CLIENT_TUNNEL}/32"]
 reach = ["10.10.1.0/24"]
+offload = {offload}
 [[peer]]
 name = "gateway"
 public_key = "{gateway}"
