@@ -440,6 +440,7 @@ fn an_ipv6_flow_crosses_the_tunnel_byte_identical() {
         &client_key,
         &gateway_key,
         "",
+        topology.offload,
     )
     .parse()
     .unwrap();
