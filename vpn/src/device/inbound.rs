@@ -4,7 +4,7 @@
 //! otherwise), decrypt, check the inner source against the peer's allowed IPs, and follow the
 //! peer's endpoint only on a message that proved the peer's keys.
 
-use super::outbound::{FAILURES_FOR_GOOD, RETRY};
+use super::outbound::Failures;
 use super::{handshakes, Device, Endpoint, Peer, PeerSet};
 use super::{Direction, Drop, HandshakeRole};
 use crate::conn::{Datagrams, Received, RecvBatch};
@@ -21,18 +21,16 @@ pub async fn run(device: Arc<Device>, handshakes: handshakes::Queue) {
     let mut scratch = vec![0u8; MAX_PACKET];
     let mut replies = Datagrams::default();
     let mut to_tun = WriteBatch::default();
-    let mut failures = 0u32;
+    let mut failures = Failures::default();
     loop {
         if let Err(e) = device.conn.recv_batch(&mut batch).await {
             tracing::warn!(error = %e, "cannot receive from the UDP socket");
-            failures += 1;
-            if failures >= FAILURES_FOR_GOOD {
+            if !failures.retry().await {
                 return;
             }
-            tokio::time::sleep(RETRY).await;
             continue;
         }
-        failures = 0;
+        failures.reset();
         let peers = device.peers.load();
         let mut received = 0;
         for (from, datagram) in batch.datagrams() {

@@ -15,24 +15,44 @@ const OVERHEAD: usize = 148;
 /// failures in a row mean the device or socket is gone (deleted, or taken down by the kernel): a
 /// second of nothing but errors. The loop then ends and the daemon, which watches it, exits to be
 /// restarted with a new one.
-pub(super) const RETRY: Duration = Duration::from_millis(100);
-pub(super) const FAILURES_FOR_GOOD: u32 = 10;
+const RETRY: Duration = Duration::from_millis(100);
+const FAILURES_FOR_GOOD: u32 = 10;
+
+/// Failed reads in a row, of the TUN device or the UDP socket.
+#[derive(Default)]
+pub(super) struct Failures(u32);
+
+impl Failures {
+    /// Counts a failed read and pauses before the next; false when the device or socket is
+    /// gone for good and the loop must end.
+    pub(super) async fn retry(&mut self) -> bool {
+        self.0 += 1;
+        if self.0 >= FAILURES_FOR_GOOD {
+            return false;
+        }
+        tokio::time::sleep(RETRY).await;
+        true
+    }
+
+    /// A read succeeded.
+    pub(super) fn reset(&mut self) {
+        self.0 = 0;
+    }
+}
 
 pub async fn run(device: Arc<Device>) {
     let mut batch = ReadBatch::default();
     let mut outgoing = Datagrams::default();
-    let mut failures = 0u32;
+    let mut failures = Failures::default();
     loop {
         if let Err(e) = device.tun.read_batch(&mut batch).await {
             tracing::error!(interface = %device.interface, error = %e, "cannot read the TUN device");
-            failures += 1;
-            if failures >= FAILURES_FOR_GOOD {
+            if !failures.retry().await {
                 return;
             }
-            tokio::time::sleep(RETRY).await;
             continue;
         }
-        failures = 0;
+        failures.reset();
         device.metrics.batch(Direction::Outbound, batch.len());
         let peers = device.peers.load();
         for packet in batch.packets() {

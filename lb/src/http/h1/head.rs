@@ -327,49 +327,14 @@ pub fn parse_response(bytes: &[u8], to_head: bool, client: ForClient<'_>) -> Par
     if status == 101 {
         return switching_protocols(&resp, client, head_len);
     }
-    let mut length: Option<u64> = None;
-    let mut chunked = None;
-    let mut keep_alive = version == 1;
-    for f in resp.headers.iter() {
-        if f.name.eq_ignore_ascii_case("content-length") {
-            let Some(n) = decimal(f.value) else {
-                return Parsed::Other;
-            };
-            if length.is_some_and(|l| l != n) {
-                return Parsed::Other;
-            }
-            length = Some(n);
-        } else if f.name.eq_ignore_ascii_case("transfer-encoding") {
-            // The final coding decides: chunked, or the body runs until the close.
-            let last = f.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
-            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if f.name.eq_ignore_ascii_case("connection") {
-            if names_framing(f.value) {
-                return Parsed::Other;
-            }
-            for token in f.value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == 0 {
-                    keep_alive = true;
-                }
-            }
-        }
-    }
-    let framing = if to_head || status < 200 || status == 204 || status == 304 {
-        Framing::None
-    } else {
-        match (chunked, length) {
-            (Some(true), _) => Framing::Chunked,
-            (Some(false), _) => Framing::UntilClose,
-            (None, Some(n)) => Framing::Length(n),
-            (None, None) => Framing::UntilClose,
-        }
+    let Ok(ResponseFraming {
+        framing,
+        keep_alive,
+        ..
+    }) = response_framing(resp.headers, version, status, to_head)
+    else {
+        return Parsed::Other;
     };
-    if framing == Framing::UntilClose {
-        keep_alive = false;
-    }
     if status >= 200 {
         let close = client.close || framing == Framing::UntilClose;
         let hop: &[(&[u8], &[u8])] = if close {
@@ -387,6 +352,77 @@ pub fn parse_response(bytes: &[u8], to_head: bool, client: ForClient<'_>) -> Par
         },
         head_len,
     )
+}
+
+/// What a response's framing fields say, for either client path.
+pub(crate) struct ResponseFraming<'h> {
+    pub framing: Framing,
+    /// The server keeps the connection open after this response.
+    pub keep_alive: bool,
+    /// The response has a `Transfer-Encoding` (whatever its codings).
+    pub transfer_coded: bool,
+    /// The fields the server's `Connection` names as hop-by-hop (besides close/keep-alive).
+    pub nominated: Vec<&'h [u8]>,
+}
+
+/// How the body of a response to a request (`to_head`: a HEAD, whose response has none) is
+/// delimited, from its `Content-Length`, `Transfer-Encoding` and `Connection` fields; an error
+/// names what makes the response one a proxy cannot pass on.
+pub(crate) fn response_framing<'h>(
+    headers: &[httparse::Header<'h>],
+    version: u8,
+    status: u16,
+    to_head: bool,
+) -> Result<ResponseFraming<'h>, &'static str> {
+    let mut length: Option<u64> = None;
+    let mut chunked = None;
+    let mut keep_alive = version == 1;
+    let mut nominated = Vec::new();
+    for f in headers {
+        if f.name.eq_ignore_ascii_case("content-length") {
+            let n = decimal(f.value).ok_or("malformed Content-Length")?;
+            if length.is_some_and(|l| l != n) {
+                return Err("conflicting Content-Length");
+            }
+            length = Some(n);
+        } else if f.name.eq_ignore_ascii_case("transfer-encoding") {
+            // The final coding decides: chunked, or the body runs until the close.
+            let last = f.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
+            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if f.name.eq_ignore_ascii_case("connection") {
+            if names_framing(f.value) {
+                return Err("the server's Connection names a framing field");
+            }
+            for token in f.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == 0 {
+                    keep_alive = true;
+                } else if !token.is_empty() {
+                    nominated.push(token);
+                }
+            }
+        }
+    }
+    let framing = if to_head || status < 200 || status == 204 || status == 304 {
+        Framing::None
+    } else {
+        match (chunked, length) {
+            (Some(true), _) => Framing::Chunked,
+            (Some(false), _) | (None, None) => Framing::UntilClose,
+            (None, Some(n)) => Framing::Length(n),
+        }
+    };
+    if framing == Framing::UntilClose {
+        keep_alive = false;
+    }
+    Ok(ResponseFraming {
+        framing,
+        keep_alive,
+        transfer_coded: chunked.is_some(),
+        nominated,
+    })
 }
 
 /// A 101 to a request that asked for it, with the protocol the server switches to: written

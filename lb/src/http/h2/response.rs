@@ -2,8 +2,8 @@
 //! hop-by-hop ones, framing fields h2 does not use and what the route removes left out, the
 //! route's own added), and how its body is framed on the server's connection.
 
-use crate::http::h1::head::{decimal, replaced, Framing};
-use crate::http::router::{names_framing, Route, HOP_BY_HOP};
+use crate::http::h1::head::{replaced, response_framing, Framing, ResponseFraming};
+use crate::http::router::{Route, HOP_BY_HOP};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::mem::MaybeUninit;
 
@@ -54,50 +54,15 @@ pub(super) fn parse(bytes: &[u8], to_head: bool, route: Option<&Route>) -> Parse
     let Ok(status) = http::StatusCode::from_u16(code) else {
         return Parsed::Broken("malformed status");
     };
-    let mut length: Option<u64> = None;
-    let mut chunked = None;
-    let mut keep_alive = version == 1;
-    let mut nominated: Vec<&[u8]> = Vec::new();
-    for f in resp.headers.iter() {
-        if f.name.eq_ignore_ascii_case("content-length") {
-            let Some(n) = decimal(f.value) else {
-                return Parsed::Broken("malformed Content-Length");
-            };
-            if length.is_some_and(|l| l != n) {
-                return Parsed::Broken("conflicting Content-Length");
-            }
-            length = Some(n);
-        } else if f.name.eq_ignore_ascii_case("transfer-encoding") {
-            let last = f.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
-            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if f.name.eq_ignore_ascii_case("connection") {
-            if names_framing(f.value) {
-                return Parsed::Broken("the server's Connection names a framing field");
-            }
-            for token in f.value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == 0 {
-                    keep_alive = true;
-                } else if !token.is_empty() {
-                    nominated.push(token);
-                }
-            }
-        }
-    }
-    let framing = if to_head || code == 204 || code == 304 {
-        Framing::None
-    } else {
-        match (chunked, length) {
-            (Some(true), _) => Framing::Chunked,
-            (Some(false), _) | (None, None) => Framing::UntilClose,
-            (None, Some(n)) => Framing::Length(n),
-        }
+    let ResponseFraming {
+        framing,
+        keep_alive,
+        transfer_coded,
+        nominated,
+    } = match response_framing(resp.headers, version, code, to_head) {
+        Ok(framing) => framing,
+        Err(why) => return Parsed::Broken(why),
     };
-    if framing == Framing::UntilClose {
-        keep_alive = false;
-    }
     let mut fields = HeaderMap::with_capacity(resp.headers.len() + 2);
     for f in resp.headers.iter() {
         let name = f.name;
@@ -107,7 +72,7 @@ pub(super) fn parse(bytes: &[u8], to_head: bool, route: Option<&Route>) -> Parse
             // A length goes on only where it frames the body the client gets (a HEAD's
             // answer keeps the length of the body it would have had); never on a 204.
             || (name.eq_ignore_ascii_case("content-length")
-                && (chunked.is_some() || code == 204))
+                && (transfer_coded || code == 204))
             || route.is_some_and(|r| replaced(name, &r.remove_response, &r.add_response));
         if dropped {
             continue;
