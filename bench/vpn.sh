@@ -14,6 +14,8 @@
 # Medians of ROUNDS interleaved rounds, and ratios ours/wireguard-go. Last line, machine-readable
 # (TCP 1 stream):
 #   RESULT vpn ours/wireguard-go=<ratio> ours_gbps=<x> veth_gbps=<y>
+# PROFILE=1 also records each lab-vpn daemon with perf over the 1-stream run of the last round
+# (and the receiver over the flooded run) and prints where its CPU time goes (symbols at or above PROFILE_MIN percent, default 1).
 # Bounded: each iperf3 run lasts IPERF_SECONDS (default 5); a round is about 80 s, the default
 # 3 rounds about 4 minutes. Needs root (namespaces); everything it creates is removed on exit,
 # the machine's own namespace is never touched.
@@ -26,6 +28,7 @@ FLOOD_PPS=${FLOOD_PPS:-20000}
 export WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1
 
 declare -A needs=([iperf3]=iperf3 [wireguard-go]=wireguard-go [wg]=wireguard-tools [ip]=iproute2 [python3]=python3)
+[[ -z ${PROFILE:-} ]] || needs[perf]=linux-perf
 source scripts/install-needs.sh
 install_needs needs
 # cpu_ticks, TICKS_PER_SECOND.
@@ -187,14 +190,32 @@ print("%.3f %.2f" % (end["bits_per_second"] / 1e9, end["lost_percent"]))'
 }
 
 # TCP, one stream, to TARGET while b's WireGuard port is flooded with handshake initiations
-# (what the flood saw goes to $work/flood-LABEL.log): prints Gbit/s.
+# (what the flood saw goes to $work/flood-LABEL.log): prints Gbit/s, the share of a core the
+# flooder took and the receiving daemon's CPU seconds per gigabit meanwhile (the flooder shares
+# the two cores: what it takes is not the daemon's doing).
 flooded() {
   local target=$1 label=$2
   in_a python3 bench/handshake-flood.py "$underlay_b:$port" "$(cat "$work/b.pub")" \
     "$FLOOD_PPS" $((IPERF_SECONDS + 2)) 2>>"$work/flood-$label.log" &
   local flood_pid=$!
   sleep 1
-  iperf "$target" | python3 -c 'import json,sys; print("%.3f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
+  local receiver=${daemons[1]} flooder_before receiver_before
+  flooder_before=$(cpu_ticks "$flood_pid"); receiver_before=$(cpu_ticks "$receiver")
+  local recorder=
+  if [[ -n ${PROFILE:-} && $label == ours ]]; then
+    perf record -q -F 1999 -p "$receiver" -o "$work/perf-flooded.data" 2>/dev/null & recorder=$!
+  fi
+  iperf "$target" >"$work/iperf.json" || true
+  [[ -z $recorder ]] || { kill -INT "$recorder"; wait "$recorder" || true; }
+  python3 - "$work/iperf.json" "$TICKS_PER_SECOND" "$IPERF_SECONDS" \
+    "$(($(cpu_ticks "$flood_pid") - flooder_before))" "$(($(cpu_ticks "$receiver") - receiver_before))" <<'PY'
+import json, sys
+end = json.load(open(sys.argv[1]))["end"]["sum_received"]
+ticks, seconds, flooder, receiver = (int(a) for a in sys.argv[2:])
+gbit = end["bytes"] * 8 / 1e9
+print("%.3f %.0f %.2f" % (end["bits_per_second"] / 1e9, 100 * flooder / ticks / seconds,
+                          receiver / ticks / gbit if gbit else 0))
+PY
   wait "$flood_pid" || true
 }
 
@@ -204,12 +225,23 @@ iperf_server=$!
 # results[LABEL:METRIC]: the values of the rounds, space-separated.
 declare -A results
 add() { results[$1:$2]+="$3 "; }
+median() { tr ' ' '\n' <<<"$1" | grep -v '^-\?$' | sort -g | awk '{ v[NR] = $1 } END { print (NR ? v[int((NR + 1) / 2)] : "-") }'; }
+m() { median "${results[$1:$2]:-}"; }
 
 # Every measurement on TARGET for LABEL; FLOOD=1 adds the flooded run.
 measure_all() {
   local label=$1 target=$2 flood=${3:-0} r
   wait_tunnel "$target"
+  local recorders=()
+  if [[ -n ${PROFILE:-} && $label == ours ]]; then
+    local side=a
+    for p in "${daemons[@]}"; do
+      perf record -q -F 1999 -p "$p" -o "$work/perf-$side.data" 2>/dev/null & recorders+=($!)
+      side=b
+    done
+  fi
   read -r -a r <<<"$(tcp1 "$target")"
+  for p in "${recorders[@]}"; do kill -INT "$p"; wait "$p" || true; done
   add "$label" tcp1 "${r[0]}"; add "$label" cpu_a "${r[1]}"; add "$label" cpu_b "${r[2]}"
   read -r -a r <<<"$(tcp4_ping "$target")"
   add "$label" tcp4 "${r[0]}"; add "$label" p50 "${r[1]}"; add "$label" p99 "${r[2]}"
@@ -217,7 +249,8 @@ measure_all() {
   add "$label" udp "${r[0]}"; add "$label" loss "${r[1]}"
   if [[ $flood == 1 ]]; then
     local quiet under
-    under=$(flooded "$target" "$label")
+    read -r under r[0] r[1] <<<"$(flooded "$target" "$label")"
+    add "$label" flooder_cpu "${r[0]}"; add "$label" flooded_cpu_b "${r[1]}"
     quiet=$(awk '{ print $NF }' <<<"${results[$label:tcp1]}")
     add "$label" flood "$(python3 -c "print('%.0f' % (100 * $under / $quiet if $quiet else 0))")"
   fi
@@ -244,11 +277,20 @@ kill "$iperf_server" 2>/dev/null || true
 for label in ours wireguard-go; do
   if [[ -s $work/flood-$label.log ]]; then
     echo "flood against $label, last round: $(tail -n 1 "$work/flood-$label.log")" >&2
+    echo "  medians: the flooder took $(m "$label" flooder_cpu)% of a core; the receiver $(m "$label" flooded_cpu_b) s/Gbit flooded, $(m "$label" cpu_b) quiet" >&2
   fi
 done
 
-median() { tr ' ' '\n' <<<"$1" | grep -v '^-\?$' | sort -g | awk '{ v[NR] = $1 } END { print (NR ? v[int((NR + 1) / 2)] : "-") }'; }
-m() { median "${results[$1:$2]:-}"; }
+if [[ -n ${PROFILE:-} ]]; then
+  declare -A profiled=([a]="a (sender)" [b]="b (receiver)" [flooded]="b (receiver) under the handshake flood")
+  for side in a b flooded; do
+    [[ -s $work/perf-$side.data ]] || continue
+    echo "lab-vpn ${profiled[$side]}, TCP x1, last round: % of its CPU samples, self" >&2
+    perf report -i "$work/perf-$side.data" --no-children --sort comm,sym --percent-limit "${PROFILE_MIN:-1}" \
+      --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' >&2 || true
+  done
+fi
+
 ratio() { python3 -c "
 a, b = '$1', '$2'
 try: print('%.2f' % (float(a) / float(b)))

@@ -415,3 +415,91 @@ in_both_offload_modes!(
     hostile_traffic_is_dropped_and_counted_while_the_real_peer_carries_on,
     forged_and_replayed_handshakes_do_not_move_a_peers_endpoint,
 );
+
+/// One source flooding initiations with a valid mac1 (anyone holding a client config can make
+/// them) is held to its own handshake rate: past a burst, its messages are dropped before any
+/// MAC check or cookie reply, so the gateway's handshake work stays for other sources, and the
+/// real peer's session carries on.
+#[test]
+fn one_source_flooding_handshakes_is_held_to_its_own_rate() {
+    const FLOOD: usize = 3000;
+    // The gateway's limit for one source (vpn/src/device/source_limit.rs): a burst of 250, then
+    // 100 a second.
+    const BURST: f64 = 250.0;
+    const RATE: f64 = 100.0;
+    let topology = Topology::new();
+    let (gateway_key, admin_key) = (key_pair(), key_pair());
+    let peers = format!(
+        "[[peer]]\nname = \"admin\"\npublic_key = \"{}\"\nallowed_ips = [\"{CLIENT_TUNNEL}/32\"]\n",
+        admin_key.public
+    );
+    let _gateway = topology.start_gateway(&topology.gateway_config(&gateway_key, &peers));
+    let gateway_public: PublicKey = gateway_key.public.parse().unwrap();
+    let (client_tunnel, gateway_tunnel): (Ipv4Addr, Ipv4Addr) = (
+        CLIENT_TUNNEL.parse().unwrap(),
+        GATEWAY_TUNNEL.parse().unwrap(),
+    );
+    let mut admin = TestPeer::new(&topology.client, &admin_key, &gateway_key, 1);
+    admin.handshake();
+
+    let attacker_address = "198.51.100.3";
+    topology.client.run(&[
+        "ip",
+        "address",
+        "add",
+        &format!("{attacker_address}/24"),
+        "dev",
+        &topology.client_link,
+    ]);
+    let attacker = udp_socket_in(&topology.client, &format!("{attacker_address}:0"));
+    attacker
+        .set_read_timeout(Some(Duration::from_millis(1)))
+        .unwrap();
+    let mut cookies = 0usize;
+    let drain = |cookies: &mut usize| {
+        let mut buffer = [0u8; 256];
+        while let Ok((n, _)) = attacker.recv_from(&mut buffer) {
+            *cookies += usize::from(n > 0 && buffer[0] == 3);
+        }
+    };
+    let refused = dropped(&topology, "under_load");
+    // Initiations of random contents (each a distinct sender index and ephemeral key) with a
+    // valid mac1, made first and then sent back to back.
+    let initiations: Vec<Vec<u8>> = (0..FLOOD as u32)
+        .map(|i| {
+            let mut message = vec![1, 0, 0, 0];
+            message.extend(i.to_le_bytes());
+            message.extend((0..108u32).map(|j| (i.wrapping_mul(31) ^ j) as u8));
+            message.extend([0; 32]);
+            sign_mac1(&mut message, &gateway_public);
+            message
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    for (i, initiation) in initiations.iter().enumerate() {
+        attacker.send_to(initiation, admin.gateway).unwrap();
+        if i % 100 == 99 {
+            drain(&mut cookies);
+        }
+    }
+    let flooding = started.elapsed();
+    std::thread::sleep(Duration::from_millis(300));
+    drain(&mut cookies);
+
+    // Past the device-wide limit the burst met cookie replies; past the burst, nothing did.
+    let most = BURST + RATE * (flooding.as_secs_f64() + 0.3);
+    assert!(
+        cookies > 0 && (cookies as f64) < most,
+        "{cookies} cookie replies to {FLOOD} initiations from one source in {flooding:?} \
+         (at most {most:.0} expected)"
+    );
+    assert!(
+        dropped(&topology, "under_load") > refused,
+        "nothing counted as refused under load"
+    );
+    admin.send(&echo_request(client_tunnel, gateway_tunnel, 1));
+    let reply = admin
+        .receive_packet()
+        .expect("the real peer lost its service");
+    assert!(is_echo_reply_to(&reply, client_tunnel));
+}

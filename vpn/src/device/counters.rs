@@ -21,7 +21,8 @@ pub enum Drop {
     Decrypt,
     /// A counter already seen or too old: a replay.
     Replay,
-    /// Refused while under load: by the rate limiter, or past a full handshake queue.
+    /// Refused while under load: by the rate limiter, past the source's own handshake rate, or
+    /// past a full handshake queue.
     UnderLoad,
     /// Inner source address outside the sending peer's allowed IPs.
     SourceNotAllowed,

@@ -5,6 +5,7 @@
 //! peer's endpoint only on a message that proved the peer's keys.
 
 use super::outbound::Failures;
+use super::source_limit::SourceLimit;
 use super::{handshakes, Device, Endpoint, Peer, PeerSet};
 use super::{Direction, Drop, HandshakeRole};
 use crate::conn::{Datagrams, Received, RecvBatch};
@@ -15,6 +16,7 @@ use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 pub async fn run(device: Arc<Device>, handshakes: handshakes::Queue) {
     let mut batch = RecvBatch::default();
@@ -22,6 +24,7 @@ pub async fn run(device: Arc<Device>, handshakes: handshakes::Queue) {
     let mut replies = Datagrams::default();
     let mut to_tun = WriteBatch::default();
     let mut failures = Failures::default();
+    let mut source_limit = SourceLimit::default();
     loop {
         if let Err(e) = device.conn.recv_batch(&mut batch).await {
             tracing::warn!(error = %e, "cannot receive from the UDP socket");
@@ -32,11 +35,16 @@ pub async fn run(device: Arc<Device>, handshakes: handshakes::Queue) {
         }
         failures.reset();
         let peers = device.peers.load();
+        let now = Instant::now();
         let mut received = 0;
         for (from, datagram) in batch.datagrams() {
             received += 1;
             if handshakes::is_handshake(datagram) {
-                handshakes.push(&device, from, datagram);
+                if source_limit.allow(from.source.ip(), now) {
+                    handshakes.push(&device, from, datagram);
+                } else {
+                    device.metrics.dropped(Drop::UnderLoad);
+                }
                 continue;
             }
             device.handle(

@@ -8,6 +8,7 @@ mod inbound;
 mod outbound;
 pub mod peer;
 pub mod peers;
+mod source_limit;
 mod timers;
 
 pub use counters::{DeviceMetrics, Direction, Drop, HandshakeRole};
