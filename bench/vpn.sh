@@ -190,13 +190,14 @@ print("%.3f %.2f" % (end["bits_per_second"] / 1e9, end["lost_percent"]))'
 }
 
 # TCP, one stream, to TARGET while b's WireGuard port is flooded with handshake initiations
-# (what the flood saw goes to $work/flood-LABEL.log): prints Gbit/s, the share of a core the
+# (what the flood saw goes to $work/flood-LABEL.log; it outlasts iperf3, so its CPU time can be
+# read after): prints Gbit/s, the share of a core the
 # flooder took and the receiving daemon's CPU seconds per gigabit meanwhile (the flooder shares
 # the two cores: what it takes is not the daemon's doing).
 flooded() {
   local target=$1 label=$2
   in_a python3 bench/handshake-flood.py "$underlay_b:$port" "$(cat "$work/b.pub")" \
-    "$FLOOD_PPS" $((IPERF_SECONDS + 2)) 2>>"$work/flood-$label.log" &
+    "$FLOOD_PPS" $((IPERF_SECONDS + 4)) 2>>"$work/flood-$label.log" &
   local flood_pid=$!
   sleep 1
   local receiver=${daemons[1]} flooder_before receiver_before
