@@ -13,6 +13,8 @@
 # Prints requests/s, p99 latency and ours/theirs for each. Last line, machine-readable
 # (keep-alive, ours against the better of the two):
 #   RESULT lb-http ours/best=<ratio> p99_ours_ms=<x> p99_best_ms=<y>
+# PROFILE=LOAD (one of the loads above) also records lab-lb with perf over that load in the last
+# round and prints where its CPU time goes (symbols at or above PROFILE_MIN %, default 1).
 # Targets run in ROUNDS (5) interleaved rounds and medians are reported: these machines are
 # noisy. The proxy under test gets a core of its own, wrk and the backend the others (PIN=0:
 # unpinned; see bench/lib.sh). Each load runs DURATION seconds; everything it starts is stopped on exit.
@@ -25,6 +27,7 @@ CONNECTIONS=${CONNECTIONS:-64}
 H2_REQUESTS=${H2_REQUESTS:-50000}
 
 declare -A needs=([haproxy]=haproxy [nginx]=nginx-light [wrk]=wrk [h2load]=nghttp2-client [curl]=curl [openssl]=openssl)
+[[ -z ${PROFILE:-} ]] || needs[perf]=linux-perf
 source bench/lib.sh
 
 backend=$(free_port); metrics=$(free_port)
@@ -141,22 +144,40 @@ echo "lab-lb HTTP benchmark: wrk -t1 -c$CONNECTIONS -d${DURATION}s, h2load -n$H2
 declare -A rps p99 cpu
 declare -A plain=([ours]=$ours [haproxy]=$haproxy_port [nginx]=$nginx_port [direct]=$backend)
 declare -A tls=([ours]=$ours_tls [haproxy]=$haproxy_tls [nginx]=$nginx_tls)
+# Around a load of TARGET: perf on lab-lb when it is PROFILE's load, in the last round.
+recorder=
+profile_from() {
+  [[ ${PROFILE:-} == "$1" && $2 == ours && $round == "$ROUNDS" ]] || return 0
+  recorder=$(perf_record "${pid[ours]}" "$work/perf.data")
+}
+profile_to() { [[ -z $recorder ]] || perf_stop "$recorder"; recorder=; }
 for round in $(seq "$ROUNDS"); do
   for target in direct ours haproxy nginx; do
+    profile_from keepalive "$target"
     read -r r p c < <(wrk_load "${plain[$target]}" "${pid[$target]}")
+    profile_to
     rps[keepalive,$target]+=" $r"; p99[keepalive,$target]+=" $p"; cpu[keepalive,$target]+=" $c"
+    profile_from newconn "$target"
     read -r r p c < <(wrk_load "${plain[$target]}" "${pid[$target]}" -H "Connection: close")
+    profile_to
     rps[newconn,$target]+=" $r"; p99[newconn,$target]+=" $p"; cpu[newconn,$target]+=" $c"
     if [[ $target != direct ]]; then
+      profile_from tlsnew "$target"
       read -r r p c < <(wrk_load "https://127.0.0.1:${tls[$target]}/" "${pid[$target]}" -H "Connection: close")
+      profile_to
       rps[tlsnew,$target]+=" $r"; p99[tlsnew,$target]+=" $p"; cpu[tlsnew,$target]+=" $c"
+      profile_from h2 "$target"
       read -r r p c < <(h2_load "${tls[$target]}" "${pid[$target]}" 16 16)
+      profile_to
       rps[h2,$target]+=" $r"; p99[h2,$target]+=" $p"; cpu[h2,$target]+=" $c"
+      profile_from h2-4x64 "$target"
       read -r r p c < <(h2_load "${tls[$target]}" "${pid[$target]}" 4 64)
+      profile_to
       rps[h2-4x64,$target]+=" $r"; p99[h2-4x64,$target]+=" $p"; cpu[h2-4x64,$target]+=" $c"
     fi
   done
 done
+[[ -z ${PROFILE:-} ]] || perf_top "$work/perf.data" "lab-lb, $PROFILE, last round"
 
 # cpu_us/req: CPU the target itself spent per request (for `direct`, the backend alone).
 declare -A med_rps med_p99 med_cpu

@@ -21,3 +21,19 @@ cpu_ticks() {
   echo "$total"
 }
 TICKS_PER_SECOND=$(getconf CLK_TCK)
+
+# perf_record PID FILE: samples PID's CPU time into FILE until sent SIGINT (perf_stop); prints
+# the recorder's pid. Needs `perf` (Debian: linux-perf).
+perf_record() {
+  perf record -q -F 1999 -p "$1" -o "$2" 2>/dev/null &
+  echo $!
+}
+perf_stop() { kill -INT "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+# perf_top FILE TITLE: the symbols taking at least PROFILE_MIN (default 1) % of FILE's samples,
+# self time, to stderr.
+perf_top() {
+  [[ -s $1 ]] || return 0
+  echo "$2: % of its CPU samples, self" >&2
+  perf report -i "$1" --no-children --sort comm,sym --percent-limit "${PROFILE_MIN:-1}" \
+    --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' >&2 || true
+}

@@ -61,6 +61,7 @@ stop_all() {
 }
 cleanup() {
   stop_all
+  [[ -z ${iperf_server:-} ]] || kill "$iperf_server" 2>/dev/null || true
   ip netns del "$ns_a" 2>/dev/null || true
   ip netns del "$ns_b" 2>/dev/null || true
   rm -f /var/run/wireguard/bva"$id".sock /var/run/wireguard/bvb"$id".sock
@@ -204,10 +205,10 @@ flooded() {
   flooder_before=$(cpu_ticks "$flood_pid"); receiver_before=$(cpu_ticks "$receiver")
   local recorder=
   if [[ -n ${PROFILE:-} && $label == ours ]]; then
-    perf record -q -F 1999 -p "$receiver" -o "$work/perf-flooded.data" 2>/dev/null & recorder=$!
+    recorder=$(perf_record "$receiver" "$work/perf-flooded.data")
   fi
   iperf "$target" >"$work/iperf.json" || true
-  [[ -z $recorder ]] || { kill -INT "$recorder"; wait "$recorder" || true; }
+  [[ -z $recorder ]] || perf_stop "$recorder"
   python3 - "$work/iperf.json" "$TICKS_PER_SECOND" "$IPERF_SECONDS" \
     "$(($(cpu_ticks "$flood_pid") - flooder_before))" "$(($(cpu_ticks "$receiver") - receiver_before))" <<'PY'
 import json, sys
@@ -220,7 +221,9 @@ PY
   wait "$flood_pid" || true
 }
 
-in_b iperf3 -s >/dev/null 2>&1 &
+# Started with `ip netns exec` itself, not the in_b function: `$!` is then iperf3's own pid
+# (a function in the background is a subshell, whose end leaves iperf3 running).
+ip netns exec "$ns_b" iperf3 -s >/dev/null 2>&1 &
 iperf_server=$!
 
 # results[LABEL:METRIC]: the values of the rounds, space-separated.
@@ -235,14 +238,10 @@ measure_all() {
   wait_tunnel "$target"
   local recorders=()
   if [[ -n ${PROFILE:-} && $label == ours ]]; then
-    local side=a
-    for p in "${daemons[@]}"; do
-      perf record -q -F 1999 -p "$p" -o "$work/perf-$side.data" 2>/dev/null & recorders+=($!)
-      side=b
-    done
+    recorders=("$(perf_record "${daemons[0]}" "$work/perf-a.data")" "$(perf_record "${daemons[1]}" "$work/perf-b.data")")
   fi
   read -r -a r <<<"$(tcp1 "$target")"
-  for p in "${recorders[@]}"; do kill -INT "$p"; wait "$p" || true; done
+  for p in "${recorders[@]}"; do perf_stop "$p"; done
   add "$label" tcp1 "${r[0]}"; add "$label" cpu_a "${r[1]}"; add "$label" cpu_b "${r[2]}"
   read -r -a r <<<"$(tcp4_ping "$target")"
   add "$label" tcp4 "${r[0]}"; add "$label" p50 "${r[1]}"; add "$label" p99 "${r[2]}"
@@ -283,13 +282,9 @@ for label in ours wireguard-go; do
 done
 
 if [[ -n ${PROFILE:-} ]]; then
-  declare -A profiled=([a]="a (sender)" [b]="b (receiver)" [flooded]="b (receiver) under the handshake flood")
-  for side in a b flooded; do
-    [[ -s $work/perf-$side.data ]] || continue
-    echo "lab-vpn ${profiled[$side]}, TCP x1, last round: % of its CPU samples, self" >&2
-    perf report -i "$work/perf-$side.data" --no-children --sort comm,sym --percent-limit "${PROFILE_MIN:-1}" \
-      --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' >&2 || true
-  done
+  perf_top "$work/perf-a.data" "lab-vpn a (sender), TCP x1, last round"
+  perf_top "$work/perf-b.data" "lab-vpn b (receiver), TCP x1, last round"
+  perf_top "$work/perf-flooded.data" "lab-vpn b (receiver) under the handshake flood, TCP x1, last round"
 fi
 
 ratio() { python3 -c "
