@@ -82,6 +82,20 @@ fn certificate_by_sni_default_for_unknown_alpn_and_http2() {
     assert!(out.contains("ALPN protocol: http/1.1"), "{out}");
     let out = s_client(&["-servername", "b.test", "-tls1_1"]);
     assert!(out.contains("Cipher is (NONE)"), "TLS 1.1 must fail: {out}");
+    // The server's order of cipher suites, not the client's: AES-128-GCM over the AES-256-GCM
+    // OpenSSL lists first; a client offering only others still gets one of them.
+    let out = s_client(&["-servername", "b.test"]);
+    assert!(out.contains("Cipher is TLS_AES_128_GCM_SHA256"), "{out}");
+    let out = s_client(&["-servername", "b.test", "-tls1_2"]);
+    assert!(
+        out.contains("Cipher is ECDHE-ECDSA-AES128-GCM-SHA256")
+            || out.contains("Cipher is ECDHE-RSA-AES128-GCM-SHA256"),
+        "{out}"
+    );
+    for suite in ["TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"] {
+        let out = s_client(&["-servername", "b.test", "-ciphersuites", suite]);
+        assert!(out.contains(&format!("Cipher is {suite}")), "{out}");
+    }
 
     let (status, headers, body) = curl(
         &[
