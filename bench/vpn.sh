@@ -14,6 +14,8 @@
 # Medians of ROUNDS interleaved rounds, and ratios ours/wireguard-go. Last line, machine-readable
 # (TCP 1 stream):
 #   RESULT vpn ours/wireguard-go=<ratio> ours_gbps=<x> veth_gbps=<y>
+# DAEMON_CORES=1 gives each daemon one core (a's on core 0, b's on core 1, with taskset) instead
+# of both: how far each makes use of a second core.
 # PROFILE=1 also records each lab-vpn daemon with perf over the 1-stream run of the last round
 # (and the receiver over the flooded run) and prints where its CPU time goes (symbols at or above PROFILE_MIN percent, default 1).
 # Bounded: each iperf3 run lasts IPERF_SECONDS (default 5); a round is about 80 s, the default
@@ -31,6 +33,12 @@ declare -A needs=([iperf3]=iperf3 [wireguard-go]=wireguard-go [wg]=wireguard-too
 [[ -z ${PROFILE:-} ]] || needs[perf]=linux-perf
 source scripts/install-needs.sh
 install_needs needs
+# What each side's daemon is started under: a core of its own with DAEMON_CORES=1 (word-split
+# where used), else nothing.
+declare -A on_core=([a]="" [b]="")
+if [[ ${DAEMON_CORES:-2} == 1 ]]; then
+  on_core=([a]="taskset -c 0" [b]="taskset -c 1")
+fi
 # cpu_ticks, TICKS_PER_SECOND.
 source bench/process.sh
 
@@ -109,7 +117,7 @@ public_key = "$(cat "$work/$peer.pub")"
 allowed_ips = ["$peer_tunnel/32"]
 endpoint = "$peer_underlay:$port"
 CONF
-  ip netns exec "$ns" "$VPN" run --config "$work/$side.toml" 2>>"$work/$side.log" & pids+=($!)
+  ip netns exec "$ns" ${on_core[$side]} "$VPN" run --config "$work/$side.toml" 2>>"$work/$side.log" & pids+=($!)
   wait_socket "bv$side$id"
 }
 
@@ -117,7 +125,7 @@ CONF
 start_go() {
   local side=$1 ns=$2 own=$3 peer=$4 peer_underlay=$5 peer_tunnel=$6
   local name=bv$side$id
-  ip netns exec "$ns" wireguard-go -f "$name" >>"$work/$side.log" 2>&1 & pids+=($!)
+  ip netns exec "$ns" ${on_core[$side]} wireguard-go -f "$name" >>"$work/$side.log" 2>&1 & pids+=($!)
   wait_socket "$name"
   ip netns exec "$ns" wg set "$name" listen-port "$port" private-key "$work/$side.key" \
     peer "$(cat "$work/$peer.pub")" endpoint "$peer_underlay:$port" allowed-ips "$peer_tunnel/32"
@@ -298,7 +306,7 @@ row() {
     "$(m "$label" tcp1)" "$(m "$label" tcp4)" "$(m "$label" udp)" "$(m "$label" loss)" \
     "$(m "$label" p50)" "$(m "$label" p99)" "$(m "$label" cpu_a)" "$(m "$label" cpu_b)" "$(m "$label" flood)"
 }
-echo "${IPERF_SECONDS}s runs, medians of $ROUNDS interleaved rounds. Gbit/s; UDP: received, loss %;"
+echo "${IPERF_SECONDS}s runs, medians of $ROUNDS interleaved rounds, daemons on ${DAEMON_CORES:-2} core(s) each. Gbit/s; UDP: received, loss %;"
 echo "ping ms under TCP x4; CPU s/Gbit over TCP x1 (sender a, receiver b); flood: TCP x1 under"
 echo "$FLOOD_PPS handshake initiations/s with a valid mac1, % of quiet"
 printf '%-30s %6s %6s %6s %6s %7s %7s %7s %7s %7s\n' "" "TCPx1" "TCPx4" "UDP" "loss%" \
