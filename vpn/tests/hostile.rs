@@ -297,6 +297,34 @@ fn sign_mac1(message: &mut [u8], gateway: &PublicKey) {
     message[end..end + 16].copy_from_slice(&mac.finalize().into_bytes());
 }
 
+/// A socket of the attacker's own address on the client's link, reads waiting 1 ms at most.
+fn attacker_socket(topology: &Topology) -> UdpSocket {
+    let attacker_address = "198.51.100.3";
+    topology.client.run(&[
+        "ip",
+        "address",
+        "add",
+        &format!("{attacker_address}/24"),
+        "dev",
+        &topology.client_link,
+    ]);
+    let attacker = udp_socket_in(&topology.client, &format!("{attacker_address}:0"));
+    attacker
+        .set_read_timeout(Some(Duration::from_millis(1)))
+        .unwrap();
+    attacker
+}
+
+/// The cookie replies (message type 3) among the datagrams waiting on `socket`, read.
+fn cookie_replies_waiting(socket: &UdpSocket) -> usize {
+    let mut buffer = [0u8; 256];
+    let mut cookies = 0;
+    while let Ok((n, _)) = socket.recv_from(&mut buffer) {
+        cookies += usize::from(n > 0 && buffer[0] == 3);
+    }
+    cookies
+}
+
 /// A handshake response no one could have made (its ephemeral key and empty payload are
 /// noise) for the gateway's session `receiver`, with a valid mac1.
 fn forged_response(receiver: u32, sender: u32, gateway: &PublicKey) -> Vec<u8> {
@@ -342,26 +370,8 @@ fn forged_and_replayed_handshakes_do_not_move_a_peers_endpoint(offload: bool) {
     );
     assert_eq!(endpoint(), admin_endpoint);
 
-    // The attacker's own address on the client's link.
-    let attacker_address = "198.51.100.3";
-    topology.client.run(&[
-        "ip",
-        "address",
-        "add",
-        &format!("{attacker_address}/24"),
-        "dev",
-        &topology.client_link,
-    ]);
-    let attacker = udp_socket_in(&topology.client, &format!("{attacker_address}:0"));
-    attacker
-        .set_read_timeout(Some(Duration::from_millis(1)))
-        .unwrap();
-    let drain = |cookies: &mut usize| {
-        let mut buffer = [0u8; 256];
-        while let Ok((n, _)) = attacker.recv_from(&mut buffer) {
-            *cookies += usize::from(n > 0 && buffer[0] == 3);
-        }
-    };
+    let attacker = attacker_socket(&topology);
+    let drain = |cookies: &mut usize| *cookies += cookie_replies_waiting(&attacker);
 
     let cookie_metric = || {
         topology
@@ -442,26 +452,9 @@ fn one_source_flooding_handshakes_is_held_to_its_own_rate() {
     let mut admin = TestPeer::new(&topology.client, &admin_key, &gateway_key, 1);
     admin.handshake();
 
-    let attacker_address = "198.51.100.3";
-    topology.client.run(&[
-        "ip",
-        "address",
-        "add",
-        &format!("{attacker_address}/24"),
-        "dev",
-        &topology.client_link,
-    ]);
-    let attacker = udp_socket_in(&topology.client, &format!("{attacker_address}:0"));
-    attacker
-        .set_read_timeout(Some(Duration::from_millis(1)))
-        .unwrap();
+    let attacker = attacker_socket(&topology);
     let mut cookies = 0usize;
-    let drain = |cookies: &mut usize| {
-        let mut buffer = [0u8; 256];
-        while let Ok((n, _)) = attacker.recv_from(&mut buffer) {
-            *cookies += usize::from(n > 0 && buffer[0] == 3);
-        }
-    };
+    let drain = |cookies: &mut usize| *cookies += cookie_replies_waiting(&attacker);
     let refused = dropped(&topology, "under_load");
     // Initiations of random contents (each a distinct sender index and ephemeral key) with a
     // valid mac1, made first and then sent back to back.
