@@ -7,6 +7,7 @@
 mod support;
 
 use boringtun::noise::{Tunn, TunnResult};
+use lab_tests::daemon_process::Started;
 use lab_tests::netns::Netns;
 use lab_vpn::key::{PrivateKey, PublicKey};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
@@ -297,6 +298,18 @@ fn sign_mac1(message: &mut [u8], gateway: &PublicKey) {
     message[end..end + 16].copy_from_slice(&mac.finalize().into_bytes());
 }
 
+/// A gateway whose one peer is the admin, its public key, and the admin's side (no handshake yet).
+fn gateway_with_admin(topology: &Topology) -> (Started, PublicKey, TestPeer) {
+    let (gateway_key, admin_key) = (key_pair(), key_pair());
+    let peers = format!(
+        "[[peer]]\nname = \"admin\"\npublic_key = \"{}\"\nallowed_ips = [\"{CLIENT_TUNNEL}/32\"]\n",
+        admin_key.public
+    );
+    let gateway = topology.start_gateway(&topology.gateway_config(&gateway_key, &peers));
+    let admin = TestPeer::new(&topology.client, &admin_key, &gateway_key, 1);
+    (gateway, gateway_key.public.parse().unwrap(), admin)
+}
+
 /// A socket of the attacker's own address on the client's link, reads waiting 1 ms at most.
 fn attacker_socket(topology: &Topology) -> UdpSocket {
     let attacker_address = "198.51.100.3";
@@ -344,18 +357,11 @@ fn forged_response(receiver: u32, sender: u32, gateway: &PublicKey) -> Vec<u8> {
 /// the responses meet the same cookie replies as initiations.
 fn forged_and_replayed_handshakes_do_not_move_a_peers_endpoint(offload: bool) {
     let topology = Topology::with_offload(offload);
-    let (gateway_key, admin_key) = (key_pair(), key_pair());
-    let peers = format!(
-        "[[peer]]\nname = \"admin\"\npublic_key = \"{}\"\nallowed_ips = [\"{CLIENT_TUNNEL}/32\"]\n",
-        admin_key.public
-    );
-    let _gateway = topology.start_gateway(&topology.gateway_config(&gateway_key, &peers));
-    let gateway_public: PublicKey = gateway_key.public.parse().unwrap();
+    let (_gateway, gateway_public, mut admin) = gateway_with_admin(&topology);
     let (client_tunnel, gateway_tunnel): (Ipv4Addr, Ipv4Addr) = (
         CLIENT_TUNNEL.parse().unwrap(),
         GATEWAY_TUNNEL.parse().unwrap(),
     );
-    let mut admin = TestPeer::new(&topology.client, &admin_key, &gateway_key, 1);
     let (initiation, response) = admin.handshake();
     let session = u32::from_le_bytes(response[4..8].try_into().unwrap());
     let endpoint = || {
@@ -438,18 +444,11 @@ fn one_source_flooding_handshakes_is_held_to_its_own_rate() {
     const BURST: f64 = 250.0;
     const RATE: f64 = 100.0;
     let topology = Topology::new();
-    let (gateway_key, admin_key) = (key_pair(), key_pair());
-    let peers = format!(
-        "[[peer]]\nname = \"admin\"\npublic_key = \"{}\"\nallowed_ips = [\"{CLIENT_TUNNEL}/32\"]\n",
-        admin_key.public
-    );
-    let _gateway = topology.start_gateway(&topology.gateway_config(&gateway_key, &peers));
-    let gateway_public: PublicKey = gateway_key.public.parse().unwrap();
+    let (_gateway, gateway_public, mut admin) = gateway_with_admin(&topology);
     let (client_tunnel, gateway_tunnel): (Ipv4Addr, Ipv4Addr) = (
         CLIENT_TUNNEL.parse().unwrap(),
         GATEWAY_TUNNEL.parse().unwrap(),
     );
-    let mut admin = TestPeer::new(&topology.client, &admin_key, &gateway_key, 1);
     admin.handshake();
 
     let attacker = attacker_socket(&topology);
