@@ -25,7 +25,8 @@ TICKS_PER_SECOND=$(getconf CLK_TCK)
 # perf_record PID FILE: samples PID's CPU time into FILE until sent SIGINT (perf_stop); prints
 # the recorder's pid. Needs `perf` (Debian: linux-perf).
 perf_record() {
-  perf record -q -F 1999 -p "$1" -o "$2" 2>/dev/null &
+  # Its output away from the caller's: called as $(perf_record …), which waits for it to close.
+  perf record -q -F 1999 -p "$1" -o "$2" >/dev/null 2>&1 &
   echo $!
 }
 perf_stop() { kill -INT "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
