@@ -559,7 +559,11 @@ fn an_idle_spliced_connection_costs_its_state_not_buffers() {
     let mut answered = 0;
     let deadline = Instant::now() + Duration::from_secs(10);
     while answered < asked.len() {
-        assert!(Instant::now() < deadline, "{answered} of {} pings arrived", asked.len());
+        assert!(
+            Instant::now() < deadline,
+            "{answered} of {} pings arrived",
+            asked.len()
+        );
         for stream in held.lock().unwrap().iter_mut() {
             stream.set_nonblocking(true).unwrap();
             let mut buf = [0u8; 64];
@@ -567,7 +571,9 @@ fn an_idle_spliced_connection_costs_its_state_not_buffers() {
                 let ping = String::from_utf8_lossy(&buf[..n]).into_owned();
                 if ping.starts_with("ping ") {
                     stream.set_nonblocking(false).unwrap();
-                    stream.write_all(ping.replace("ping", "pong").as_bytes()).unwrap();
+                    stream
+                        .write_all(ping.replace("ping", "pong").as_bytes())
+                        .unwrap();
                     answered += 1;
                 }
             }

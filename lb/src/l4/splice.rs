@@ -409,8 +409,16 @@ mod tests {
         let (at_server, at_client) = tokio::join!(read_all(server_read), read_all(client_read));
         sending_up.await.unwrap();
         sending_down.await.unwrap();
-        assert!(at_server == up, "the server got {} bytes, not what was sent", at_server.len());
-        assert!(at_client == down, "the client got {} bytes, not what was sent", at_client.len());
+        assert!(
+            at_server == up,
+            "the server got {} bytes, not what was sent",
+            at_server.len()
+        );
+        assert!(
+            at_client == down,
+            "the client got {} bytes, not what was sent",
+            at_client.len()
+        );
         let done = splicing.await.unwrap();
         assert_eq!(done.ending, Ending::Closed);
         assert_eq!((done.from_client, done.to_client), (1_000_000, 1_500_000));
