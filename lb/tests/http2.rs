@@ -354,6 +354,8 @@ fn rapid_reset_clients_are_disconnected() {
     );
     let answered = frames.iter().filter(|f| f.0 == HEADERS).count();
     assert!(answered < 200, "{answered} streams answered");
+    let calmed = "lab_lb_http_h2_calmed_connections_total{listener=\"web\",kind=\"rapid_reset\"}";
+    assert_eq!(setup.metric(calmed), 1.0);
     let cpu = cpu_after - cpu_before;
     assert!(cpu < Duration::from_secs(2), "{cpu:?} of CPU");
     assert!(

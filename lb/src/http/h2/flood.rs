@@ -357,9 +357,10 @@ mod tests {
         assert_eq!(count.read(&frame(HEADERS, 4, b"\x82")), None);
         assert_eq!(count.read(&ping.repeat(IDLE_PER_REQUEST as usize)), None);
         // The read is cut where the frame past the allowance begins.
+        let data = frame(DATA, 0, b"x");
         assert_eq!(
-            count.read(&[&ping[..], &ping[..]].concat()),
-            Some(ping.len())
+            count.read(&[&data[..], &ping[..], &data[..]].concat()),
+            Some(data.len())
         );
     }
 }
