@@ -109,7 +109,7 @@ impl HttpMetrics {
         );
         registry.register(
             "http_h2_calmed_connections",
-            "HTTP/2 connections closed with ENHANCE_YOUR_CALM, by kind (rapid_reset: streams reset faster than answered; flood: frames that do no work past the allowance)",
+            "HTTP/2 connections closed with ENHANCE_YOUR_CALM, by kind (rapid_reset: streams reset faster than answered; flood: frames that do no work past the allowance; h2: a limit of the h2 layer's own)",
             metrics.h2_calmed.clone(),
         );
         metrics

@@ -170,6 +170,14 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 Some(Ok((request, respond))) => streams.push(shared.serve(request, respond)),
                 Some(Err(e)) => {
                     tracing::debug!(client = %client, error = %e, "h2 connection ended");
+                    if e.is_go_away()
+                        && e.is_library()
+                        && e.reason() == Some(Reason::ENHANCE_YOUR_CALM)
+                    {
+                        // One of the h2 layer's own limits (resets of streams not yet taken
+                        // on, empty DATA frames, malformed requests) closed it.
+                        router.h2_calmed("h2");
+                    }
                     break;
                 }
                 None => break,
