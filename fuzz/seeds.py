@@ -60,6 +60,21 @@ bodies = {
 for name, (step, data) in bodies.items():
     write("chunked", name, bytes([step]) + data)
 
+# The h2 path's reader of a server's chunked body. First byte: the size of the reads.
+h2_bodies = {
+    "grpc-trailers": (1, b"5\r\n\0\0\0\0\0\r\n0\r\ngrpc-status: 0\r\ngrpc-message: ok\r\n\r\n"),
+    "hop-by-hop-trailers": (4, b"3\r\nabc\r\n0\r\nConnection: close\r\nContent-Length: 9\r\n"
+                               b"Keep-Alive: 1\r\nX-Ok: 1\r\n\r\n"),
+    "bare-lf": (2, b"3\nabc\n0\n\n"),
+    "extension-then-next": (5, b"2;a=b\r\nhi\r\n0\r\n\r\nHTTP/1.1 200 OK\r\n"),
+    "data-too-long": (3, b"3\r\nabcd\r\n0\r\n\r\n"),
+    "bad-trailer": (7, b"0\r\nbad field\r\n\r\n"),
+    "size-overflow": (255, b"fffffffffffffffffff\r\n"),
+    "unfinished": (1, b"a\r\n0123"),
+}
+for name, (step, data) in h2_bodies.items():
+    write("h2_dechunk", name, bytes([step]) + data)
+
 
 def client_hello(name):
     """A real ClientHello (Python's TLS stack), as the first bytes a client sends."""

@@ -2,9 +2,11 @@
 //! side, and the chunked body scanner. What is written must parse again (with httparse, as a
 //! server or client would) to the same framing: a framing field the original lacked, or one it
 //! lost, lets the two sides of the proxy disagree on where a message ends (request smuggling,
-//! or one client reading another's response).
+//! or one client reading another's response). The HTTP/2 path's reader of a server's chunked
+//! body must give the same pieces however the reads split it.
 
 use crate::shown;
+use lab_lb::h2_fuzzing::Dechunk;
 use lab_lb::http1_fuzzing::{self as http1, ChunkedScanner, Framing, Parsed};
 
 /// As large a head as a listener may be configured for (`max_header_bytes`).
@@ -357,4 +359,80 @@ pub fn chunked(data: &[u8]) {
         ),
         _ => {}
     }
+}
+
+/// The h2 path's chunked-body reader fed `body` in reads of `step` bytes.
+fn dechunk(body: &[u8], step: usize) -> Dechunk {
+    let mut dechunk = Dechunk::default();
+    for piece in body.chunks(step) {
+        dechunk.feed(piece);
+    }
+    dechunk
+}
+
+/// Fields a chunked body's trailer section may carry on HTTP/1.1 but an h2 HEADERS frame may
+/// not (RFC 9113 §8.2.2), or that would reframe the response.
+const NOT_H2_TRAILERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
+/// The h2 path's reader of a server's chunked body (DATA frames and a trailing HEADERS frame):
+/// the same data, trailers, error and end whether the body comes whole or in reads of any size
+/// (the first byte); never more data than was fed; no trailer h2 may not carry; and the
+/// body's data taken as chunks (of the first byte's size) and encoded well comes back whole.
+pub fn h2_dechunk(data: &[u8]) {
+    let Some((&step, body)) = data.split_first() else {
+        return;
+    };
+    let whole = dechunk(body, body.len().max(1));
+    let pieces = dechunk(body, usize::from(step).max(1));
+    assert_eq!(
+        (
+            whole.data(),
+            whole.trailers(),
+            whole.error(),
+            whole.unread()
+        ),
+        (
+            pieces.data(),
+            pieces.trailers(),
+            pieces.error(),
+            pieces.unread()
+        ),
+        "whole and in reads of {step}: {}",
+        shown(body)
+    );
+    assert!(whole.data().len() <= body.len());
+    if whole.trailers().is_some() {
+        // What follows the body is left for the next response, never taken into this one.
+        assert!(whole.unread() < body.len());
+    }
+    for (name, _) in whole.trailers().unwrap_or_default() {
+        assert!(
+            !name.starts_with(':') && !NOT_H2_TRAILERS.contains(&name.as_str()),
+            "trailer {name} passed to h2: {}",
+            shown(body)
+        );
+    }
+
+    let mut encoded = Vec::new();
+    for chunk in body.chunks(usize::from(step).max(1)) {
+        encoded.extend_from_slice(format!("{:x};ext=1\r\n", chunk.len()).as_bytes());
+        encoded.extend_from_slice(chunk);
+        encoded.extend_from_slice(b"\r\n");
+    }
+    encoded.extend_from_slice(b"0\r\ngrpc-status: 0\r\nConnection: close\r\n\r\nHTTP/1.1");
+    let decoded = dechunk(&encoded, usize::from(step).max(1) * 3 + 1);
+    assert_eq!(decoded.error(), None, "{}", shown(&encoded));
+    assert_eq!(decoded.data(), body);
+    assert_eq!(
+        decoded.trailers(),
+        Some(&[("grpc-status".to_owned(), b"0".to_vec())][..])
+    );
+    assert_eq!(decoded.unread(), b"HTTP/1.1".len());
 }

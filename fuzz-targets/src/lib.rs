@@ -13,7 +13,7 @@ mod l4;
 mod wireguard;
 
 pub use config::{config_lab, config_lb, config_vpn};
-pub use http::{chunked, http_request, http_response};
+pub use http::{chunked, h2_dechunk, http_request, http_response};
 pub use l4::{proxy_protocol, sni};
 pub use wireguard::{uapi, wireguard};
 
@@ -25,6 +25,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("http_request", http_request),
     ("http_response", http_response),
     ("chunked", chunked),
+    ("h2_dechunk", h2_dechunk),
     ("sni", sni),
     ("proxy_protocol", proxy_protocol),
     ("wireguard", wireguard),

@@ -19,6 +19,9 @@ mod http;
 /// The HTTP/1.1 path's parsers for the fuzz targets; not an API.
 #[doc(hidden)]
 pub use http::h1::fuzzing as http1_fuzzing;
+/// The HTTP/2 path's chunked-body reader for the fuzz targets; not an API.
+#[doc(hidden)]
+pub use http::h2::fuzzing as h2_fuzzing;
 pub mod l4;
 mod listener;
 mod metrics;

@@ -1,5 +1,5 @@
 //! lab-lb's own HTTP/2 path: gRPC-style trailers, the defences (rapid reset, CONTINUATION
-//! flood), GOAWAY on SIGTERM with the streams in flight finished, a server failing one stream
+//! flood, floods of frames that do no work, a client that reads nothing), GOAWAY on SIGTERM with the streams in flight finished, a server failing one stream
 //! while the others complete, and h2c by prior knowledge only where it is on. Real clients
 //! (curl, nghttp) where they can say what a user checks; a small raw-frame client written here
 //! for what no well-behaved client sends.
@@ -206,11 +206,23 @@ struct RawH2 {
 /// A frame as read: type, flags, stream, payload.
 type Frame = (u8, u8, u32, Vec<u8>);
 
+/// A frame as it goes on the wire.
+fn encode(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut frame = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
 const DATA: u8 = 0;
 const HEADERS: u8 = 1;
 const RST_STREAM: u8 = 3;
+const PRIORITY: u8 = 2;
 const SETTINGS: u8 = 4;
+const PING: u8 = 6;
 const GOAWAY: u8 = 7;
+const WINDOW_UPDATE: u8 = 8;
 const CONTINUATION: u8 = 9;
 const END_STREAM: u8 = 1;
 const END_HEADERS: u8 = 4;
@@ -233,11 +245,7 @@ impl RawH2 {
     }
 
     fn frame(&mut self, kind: u8, flags: u8, stream: u32, payload: &[u8]) -> std::io::Result<()> {
-        let len = payload.len() as u32;
-        let mut frame = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-        frame.extend_from_slice(&stream.to_be_bytes());
-        frame.extend_from_slice(payload);
-        self.stream.write_all(&frame)
+        self.stream.write_all(&encode(kind, flags, stream, payload))
     }
 
     /// A GET of `path` on `stream`, its header block in one HEADERS frame (HPACK literals
@@ -255,6 +263,15 @@ impl RawH2 {
     /// The next frame the server sent (its SETTINGS acknowledged); None at the end of the
     /// connection.
     fn next(&mut self) -> Option<Frame> {
+        let frame = self.read_frame()?;
+        if frame.0 == SETTINGS && frame.1 & 1 == 0 {
+            let _ = self.frame(SETTINGS, 1, 0, &[]);
+        }
+        Some(frame)
+    }
+
+    /// The next frame the server sent, unanswered; None at the end of the connection.
+    fn read_frame(&mut self) -> Option<Frame> {
         loop {
             if self.read.len() >= 9 {
                 let len = (self.read[0] as usize) << 16
@@ -265,9 +282,6 @@ impl RawH2 {
                     let payload: Vec<u8> = self.read.drain(..len).collect();
                     let stream =
                         u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & !(1 << 31);
-                    if head[3] == SETTINGS && head[4] & 1 == 0 {
-                        let _ = self.frame(SETTINGS, 1, 0, &[]);
-                    }
                     return Some((head[3], head[4], stream, payload));
                 }
             }
@@ -486,4 +500,212 @@ fn h2c_prior_knowledge_only_where_it_is_on() {
             assert!(!ours);
         }
     }
+}
+
+/// Frames in each flood: far more than a connection's allowance, sent in well under a second.
+const FLOOD: u32 = 100_000;
+
+/// `path` fetched over h2c by curl on a connection of its own: the body, then the status.
+fn h2c_get(lb: SocketAddr, path: &str) -> String {
+    let out = Command::new("curl")
+        .args(["--silent", "--http2-prior-knowledge", "--max-time", "5"])
+        .args(["--write-out", "%{http_code}"])
+        .arg(format!("http://127.0.0.1:{}{path}", lb.port()))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Who closes a flood: lab-lb's count of frames that do no work, or the h2 layer's own limits.
+#[derive(PartialEq)]
+enum Calmer {
+    Ours,
+    H2,
+}
+
+/// A client sending `flood` (after its preface and SETTINGS) as fast as the daemon reads it is
+/// closed with ENHANCE_YOUR_CALM (by `calmer`, counted by kind) at little cost to
+/// the daemon's CPU and memory; another client on its own connection is served meanwhile and
+/// after.
+fn assert_flood_is_calmed(flood: Vec<u8>, calmer: Calmer) {
+    let server = backend(flaky);
+    let setup = Setup::new();
+    let lb = setup.start(&h2c_config(&setup, server, true));
+    let pid = lb.process.pid();
+    let (cpu_before, rss_before) = cpu_and_rss(pid);
+    let mut attacker = RawH2::connect(setup.lb);
+    let mut reader = RawH2 {
+        stream: attacker.stream.try_clone().unwrap(),
+        read: Vec::new(),
+    };
+    let frames = std::thread::spawn(move || std::iter::from_fn(|| reader.read_frame()).collect());
+    let flooding = std::thread::spawn(move || {
+        let mut sent = 0;
+        for part in flood.chunks(16 * 1024) {
+            if attacker.stream.write_all(part).is_err() {
+                break;
+            }
+            sent += part.len();
+        }
+        sent
+    });
+    assert_eq!(h2c_get(setup.lb, "/meanwhile"), "ok\n200");
+    let sent = flooding.join().unwrap();
+    let frames: Vec<Frame> = frames.join().unwrap();
+    let (cpu_after, rss_after) = cpu_and_rss(pid);
+    assert_eq!(
+        goaway_code(&frames),
+        Some(11),
+        "ENHANCE_YOUR_CALM after {sent} bytes of flood"
+    );
+    let cpu = cpu_after - cpu_before;
+    assert!(cpu < Duration::from_secs(1), "{cpu:?} of CPU");
+    assert!(
+        rss_after < rss_before + 20 * 1024,
+        "RSS {rss_before} KiB -> {rss_after} KiB"
+    );
+    let kind = match calmer {
+        Calmer::Ours => "flood",
+        Calmer::H2 => "h2",
+    };
+    let calmed =
+        format!("lab_lb_http_h2_calmed_connections_total{{listener=\"web\",kind=\"{kind}\"}}");
+    assert_eq!(setup.metric(&calmed), 1.0);
+    assert_eq!(h2c_get(setup.lb, "/after"), "ok\n200");
+}
+
+/// `FLOOD` copies of one frame.
+fn repeated(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    encode(kind, flags, stream, payload).repeat(FLOOD as usize)
+}
+
+/// CVE-2019-9512: PINGs, each asking for a PONG.
+#[test]
+fn ping_floods_are_calmed() {
+    assert_flood_is_calmed(repeated(PING, 0, 0, b"12345678"), Calmer::Ours);
+}
+
+/// CVE-2019-9515: SETTINGS frames, each to be applied and acknowledged.
+#[test]
+fn settings_floods_are_calmed() {
+    // SETTINGS_INITIAL_WINDOW_SIZE = 65536, applied to every stream each time.
+    assert_flood_is_calmed(repeated(SETTINGS, 0, 0, &[0, 4, 0, 1, 0, 0]), Calmer::Ours);
+}
+
+/// CVE-2019-9518: empty DATA frames on a request whose body never comes.
+#[test]
+fn empty_data_floods_are_calmed() {
+    let mut block = vec![0x83, 0x86, 0x04, 5]; // :method POST, :scheme http, :path
+    block.extend_from_slice(b"/slow");
+    block.extend_from_slice(&[0x01, 6]);
+    block.extend_from_slice(b"a.test");
+    let mut flood = encode(HEADERS, END_HEADERS, 1, &block);
+    flood.extend(repeated(DATA, 0, 1, &[]));
+    // The h2 crate allows 100 empty DATA frames a connection.
+    assert_flood_is_calmed(flood, Calmer::H2);
+}
+
+/// CVE-2019-9518: HEADERS frames with empty header blocks, each a stream refused.
+#[test]
+fn empty_headers_floods_are_calmed() {
+    let flood = (0..FLOOD)
+        .flat_map(|i| encode(HEADERS, END_STREAM | END_HEADERS, 2 * i + 1, &[]))
+        .collect();
+    assert_flood_is_calmed(flood, Calmer::Ours);
+}
+
+/// CVE-2019-9513: PRIORITY frames making each idle stream depend on the one before.
+#[test]
+fn priority_floods_are_calmed() {
+    let flood = (0..FLOOD)
+        .flat_map(|i| {
+            let mut payload = (2 * i + 1).to_be_bytes().to_vec();
+            payload.push(255);
+            encode(PRIORITY, 0, 2 * i + 3, &payload)
+        })
+        .collect();
+    assert_flood_is_calmed(flood, Calmer::Ours);
+}
+
+/// WINDOW_UPDATEs of one byte on the connection, each to be applied to its window.
+#[test]
+fn window_update_floods_are_calmed() {
+    assert_flood_is_calmed(
+        repeated(WINDOW_UPDATE, 0, 0, &1u32.to_be_bytes()),
+        Calmer::Ours,
+    );
+}
+
+/// A server answering every request with 1 MiB.
+fn big(_line: &str, _body: &[u8]) -> (Vec<u8>, bool) {
+    let mut out = b"HTTP/1.1 200 OK\r\ncontent-length: 1048576\r\n\r\n".to_vec();
+    out.resize(out.len() + (1 << 20), b'x');
+    (out, false)
+}
+
+/// CVE-2019-9517: a client that asks for 64 responses of 1 MiB with its windows wide open and
+/// reads none of them holds no more of the daemon's memory than its streams' send buffers; the
+/// send timeout ends its streams (logged) and the idle timeout then closes the connection,
+/// while another client is served.
+#[test]
+fn a_client_that_reads_nothing_holds_bounded_memory_and_is_closed() {
+    const STREAMS: u32 = 64;
+    let server = backend(big);
+    let setup = Setup::new();
+    let listener = "[listener.http]\nh2c = true\nclient_send_timeout = \"1s\"\n\
+                    keepalive_timeout = \"1s\"";
+    let lb = setup.start(&debug_log(setup.single("http", listener, "", &[server])));
+    let pid = lb.process.pid();
+    let (_, rss_before) = cpu_and_rss(pid);
+    let mut client = RawH2::connect(setup.lb);
+    // SETTINGS_INITIAL_WINDOW_SIZE and the connection's window as wide as h2 allows.
+    client
+        .frame(SETTINGS, 0, 0, &[0, 4, 0x7f, 0xff, 0xff, 0xff])
+        .unwrap();
+    let widen = 0x7fff_ffff_u32 - 65_535;
+    client
+        .frame(WINDOW_UPDATE, 0, 0, &widen.to_be_bytes())
+        .unwrap();
+    for i in 0..STREAMS {
+        client.get(2 * i + 1, "/big").unwrap();
+    }
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_millis(800));
+    let (_, rss_stalled) = cpu_and_rss(pid);
+    assert!(
+        rss_stalled < rss_before + 16 * 1024,
+        "RSS {rss_before} KiB -> {rss_stalled} KiB with {STREAMS} streams unread"
+    );
+    let out = Command::new("curl")
+        .args(["--silent", "--http2-prior-knowledge", "--max-time", "5"])
+        .args([
+            "--output",
+            "/dev/null",
+            "--write-out",
+            "%{http_code} %{size_download}",
+        ])
+        .arg(format!("http://127.0.0.1:{}/meanwhile", setup.lb.port()))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200 1048576");
+    // Past the send timeout, then read what the daemon could not send.
+    std::thread::sleep(Duration::from_millis(2500).saturating_sub(started.elapsed()));
+    let frames = client.until_closed();
+    let closed = started.elapsed();
+    let complete = frames
+        .iter()
+        .filter(|f| f.0 == DATA && f.1 & END_STREAM != 0)
+        .count();
+    assert_eq!(complete, 0, "responses the client never read completed");
+    assert!(closed < Duration::from_secs(9), "closed after {closed:?}");
+    let timed_out = lb
+        .process
+        .stderr()
+        .iter()
+        .filter(|l| l.contains("path=/big") && l.contains("error=client: not reading for 1s"))
+        .count();
+    assert_eq!(
+        timed_out, STREAMS as usize,
+        "streams ended by the send timeout"
+    );
 }

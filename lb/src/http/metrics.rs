@@ -60,6 +60,7 @@ pub struct HttpMetrics {
     pub upstream_connections: Family<ReuseLabels, Counter>,
     pub errors: Family<ErrorLabels, Counter>,
     pub tls_handshakes: Family<HandshakeLabels, Counter>,
+    pub h2_calmed: Family<ErrorLabels, Counter>,
 }
 
 impl HttpMetrics {
@@ -72,6 +73,7 @@ impl HttpMetrics {
             upstream_connections: Family::default(),
             errors: Family::default(),
             tls_handshakes: Family::default(),
+            h2_calmed: Family::default(),
         };
         registry.register(
             "http_requests",
@@ -105,11 +107,25 @@ impl HttpMetrics {
             "TLS handshakes on https listeners, by version and result",
             metrics.tls_handshakes.clone(),
         );
+        registry.register(
+            "http_h2_calmed_connections",
+            "HTTP/2 connections closed with ENHANCE_YOUR_CALM, by kind (rapid_reset: streams reset faster than answered; flood: frames that do no work past the allowance; h2: a limit of the h2 layer's own)",
+            metrics.h2_calmed.clone(),
+        );
         metrics
     }
 
     pub fn error(&self, listener: &str, kind: &str) {
         self.errors
+            .get_or_create(&ErrorLabels {
+                listener: listener.to_owned(),
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn h2_calmed(&self, listener: &str, kind: &str) {
+        self.h2_calmed
             .get_or_create(&ErrorLabels {
                 listener: listener.to_owned(),
                 kind: kind.to_owned(),

@@ -332,6 +332,11 @@ impl HttpRouter {
     }
 
     /// Counts a finished request and writes its access log line.
+    /// Counts an h2 connection of this listener closed with ENHANCE_YOUR_CALM, by `kind`.
+    pub(crate) fn h2_calmed(&self, kind: &str) {
+        self.metrics.h2_calmed(self.listener.as_str(), kind);
+    }
+
     pub(crate) fn record(&self, done: &Finished<'_>) {
         let route = self.route_at(done.route);
         let label = route.map_or("default", |r| r.label.as_str());

@@ -23,7 +23,7 @@ enum State {
 
 /// What the bytes so far give.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Piece {
+pub(crate) enum Piece {
     /// More bytes needed.
     More,
     Data(Bytes),
@@ -33,17 +33,17 @@ pub(super) enum Piece {
 
 /// Follows one chunked body.
 #[derive(Debug)]
-pub(super) struct Dechunker {
+pub(crate) struct Dechunker {
     state: State,
 }
 
 impl Dechunker {
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self { state: State::Size }
     }
 
     /// The next piece of the body from `buf`, taken off it.
-    pub(super) fn next(&mut self, buf: &mut BytesMut) -> Result<Piece, &'static str> {
+    pub(crate) fn next(&mut self, buf: &mut BytesMut) -> Result<Piece, &'static str> {
         loop {
             match self.state {
                 State::Size => match httparse::parse_chunk_size(buf) {

@@ -10,9 +10,14 @@
 //! run (past it new streams wait in the h2 layer, counted against the same limit, and one the
 //! client resets there counts toward `max_pending_accept_reset_streams`); a client that resets
 //! more streams than it lets finish is closed with ENHANCE_YOUR_CALM (CVE-2023-44487); the h2
-//! layer answers SETTINGS and PING one at a time, reading no further while an answer waits.
+//! layer answers SETTINGS and PING one at a time, reading no further while an answer waits, and
+//! [`flood`] closes a client sending more frames that do no work (PING, SETTINGS, PRIORITY,
+//! WINDOW_UPDATE, empty DATA...) than its requests and reads earn, with ENHANCE_YOUR_CALM too.
 
 mod dechunk;
+mod flood;
+#[doc(hidden)]
+pub mod fuzzing;
 mod request;
 mod response;
 mod stream;
@@ -35,6 +40,11 @@ const CONNECTION_WINDOW: u32 = 1 << 20;
 
 /// Each stream's receive window.
 const STREAM_WINDOW: u32 = 256 * 1024;
+
+/// What each stream's response may hold in the h2 layer's send buffer beyond what the socket
+/// took: a client that reads nothing, its windows wide open, holds this much of ours per stream
+/// (the h2 crate's default, 400 KiB, is 51 MiB over 128 streams).
+const SEND_BUFFER: usize = 64 * 1024;
 
 /// The HPACK table the client may make us keep (the RFC's default).
 const HEADER_TABLE_SIZE: u32 = 4096;
@@ -73,9 +83,11 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_concurrent_streams(max_streams)
         .max_header_list_size(header_list_size(router.max_header_bytes()))
+        .max_send_buffer_size(SEND_BUFFER)
         .header_table_size(HEADER_TABLE_SIZE)
         .max_pending_accept_reset_streams(PENDING_RESETS_ALLOWED);
-    let handshake = builder.handshake::<S, Bytes>(io);
+    let (io, trip) = flood::Watched::new(io);
+    let handshake = builder.handshake::<flood::Watched<S>, Bytes>(io);
     let mut connection = match tokio::time::timeout(timeouts.client_body, handshake).await {
         Ok(Ok(connection)) => connection,
         Ok(Err(e)) => {
@@ -127,6 +139,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                         answered,
                         "h2 client resets streams faster than it lets them finish: closed"
                     );
+                    router.h2_calmed("rapid_reset");
                     connection.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
                     closing = true;
                     idle.as_mut().reset(tokio::time::Instant::now() + CLOSE_GRACE);
@@ -134,6 +147,17 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 if streams.is_empty() && !closing {
                     idle.as_mut().reset(tokio::time::Instant::now() + quiet(draining));
                 }
+            }
+            () = poll_fn(|cx| trip.poll_tripped(cx)), if !closing => {
+                tracing::info!(
+                    listener = %router.listener,
+                    client = %client,
+                    "h2 client sends frames that do no work faster than its requests earn them: closed"
+                );
+                router.h2_calmed("flood");
+                connection.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
+                closing = true;
+                idle.as_mut().reset(tokio::time::Instant::now() + CLOSE_GRACE);
             }
             // At the stream limit the connection is driven without taking new streams on.
             accepted = poll_fn(|cx| {
@@ -146,6 +170,14 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 Some(Ok((request, respond))) => streams.push(shared.serve(request, respond)),
                 Some(Err(e)) => {
                     tracing::debug!(client = %client, error = %e, "h2 connection ended");
+                    if e.is_go_away()
+                        && e.is_library()
+                        && e.reason() == Some(Reason::ENHANCE_YOUR_CALM)
+                    {
+                        // One of the h2 layer's own limits (resets of streams not yet taken
+                        // on, empty DATA frames, malformed requests) closed it.
+                        router.h2_calmed("h2");
+                    }
                     break;
                 }
                 None => break,
