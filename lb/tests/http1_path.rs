@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use support::web::{curl, raw_exchange, EchoBackend};
-use support::Setup;
+use support::{rss_kib, Setup};
 
 /// Reads one response (Content-Length framed, as nginx's `return` answers) off `stream`.
 fn read_response(reader: &mut BufReader<&TcpStream>) -> (String, String) {
@@ -810,21 +810,6 @@ fn a_connection_idle_past_its_buffers_serves_on_and_its_keepalive_timeout_still_
         idle > Duration::from_millis(4500) && idle < Duration::from_millis(6500),
         "closed after {idle:?}"
     );
-}
-
-/// Resident memory of process `pid`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmRSS:")?
-                .trim()
-                .strip_suffix(" kB")?
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no VmRSS in:\n{status}"))
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use support::certs;
-use support::Setup;
+use support::{rss_kib, Setup};
 
 /// The daemon's log at debug level: its lines say which path served a connection.
 fn debug_log(config: String) -> String {
@@ -314,13 +314,7 @@ fn cpu_and_rss(pid: u32) -> (Duration, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
-        .unwrap();
-    (Duration::from_millis(ticks * 10), rss)
+    (Duration::from_millis(ticks * 10), rss_kib(pid))
 }
 
 /// CVE-2023-44487: a client opening streams and resetting each at once (10,000 of them) is

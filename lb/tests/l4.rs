@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-use support::{addresses, fetch, fetch_tls, slow_download, wait_for, Setup};
+use support::{addresses, fetch, fetch_tls, rss_kib, slow_download, wait_for, Setup};
 
 /// Writes `bytes` to a new connection (then half-closes if asked); what the proxy answered
 /// (0 when it closed the connection).
@@ -468,21 +468,6 @@ fn sigterm_stops_accepting_and_lets_established_connections_finish() {
     );
     assert_eq!(std::fs::metadata(&file).unwrap().len() as usize, BIG_BYTES);
     assert!(daemon.process.wait_exit(Duration::from_secs(30)).success());
-}
-
-/// Resident memory of process `pid`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmRSS:")?
-                .trim()
-                .strip_suffix(" kB")?
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no VmRSS in:\n{status}"))
 }
 
 #[test]
