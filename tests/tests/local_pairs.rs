@@ -384,9 +384,14 @@ fn the_lb_and_vpn_pairs_fail_over_with_keepalived() {
                 count("read") + count("timeout"),
                 count("write") + count("connect")
             );
+            // A dying process's sockets are closed one by one, in descriptor order: a
+            // connection reset before the listening socket is closed reconnects at once into
+            // that listener's queue, and fails again (a read error) when the listener goes.
+            // Once each, at most: after the listener's close, connecting is refused.
             assert!(
-                count("read") + count("timeout") <= 8,
-                "more requests failed on open connections than were open: {errors}"
+                count("read") + count("timeout") <= 2 * 8,
+                "more requests failed on open connections than were open, and reopened into \
+                 the dying listener, could fail: {errors}"
             );
         }
         // The killed side comes back; it does not take the addresses back (nopreempt).
