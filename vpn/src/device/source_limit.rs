@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Handshake messages a second from one source, once its burst is spent.
 const RATE: f64 = 100.0;
@@ -18,6 +18,9 @@ const BURST: f64 = 250.0;
 /// Sources tracked at once; past this, a new source's handshakes are refused until a sweep
 /// frees room (a flood from many spoofed addresses must not grow the map).
 const SOURCES: usize = 4096;
+/// Sweeps of a full map at most this often: a sweep walks every bucket, and sources that keep
+/// theirs from filling up would otherwise have each newcomer's message pay for a walk.
+const SWEEP_EVERY: Duration = Duration::from_millis(100);
 
 /// A source's tokens at `at`.
 struct Bucket {
@@ -29,6 +32,7 @@ struct Bucket {
 #[derive(Default)]
 pub struct SourceLimit {
     buckets: HashMap<IpAddr, Bucket>,
+    swept: Option<Instant>,
 }
 
 impl SourceLimit {
@@ -36,7 +40,12 @@ impl SourceLimit {
     pub fn allow(&mut self, source: IpAddr, now: Instant) -> bool {
         let key = host_of(source);
         if !self.buckets.contains_key(&key) && self.buckets.len() >= SOURCES {
-            self.sweep(now);
+            if self
+                .swept
+                .is_none_or(|swept| now.saturating_duration_since(swept) >= SWEEP_EVERY)
+            {
+                self.sweep(now);
+            }
             if self.buckets.len() >= SOURCES {
                 return false;
             }
@@ -58,6 +67,7 @@ impl SourceLimit {
 
     /// Forgets the sources whose buckets have filled up again: they are as good as new.
     fn sweep(&mut self, now: Instant) {
+        self.swept = Some(now);
         self.buckets.retain(|_, bucket| {
             bucket.tokens + now.saturating_duration_since(bucket.at).as_secs_f64() * RATE < BURST
         });
@@ -78,7 +88,6 @@ fn host_of(source: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn allowed(limit: &mut SourceLimit, source: &str, count: usize, now: Instant) -> usize {
         let source: IpAddr = source.parse().unwrap();
@@ -127,8 +136,11 @@ mod tests {
         let newcomer: IpAddr = "198.51.100.1".parse().unwrap();
         assert!(!limit.allow(newcomer, start), "the map grew past its bound");
         assert_eq!(limit.buckets.len(), SOURCES);
-        // One message each took one token: refilled within 1/RATE s, then swept.
-        assert!(limit.allow(newcomer, start + Duration::from_millis(10)));
+        // Not swept again at once: refused without a walk over the map.
+        assert!(!limit.allow(newcomer, start + Duration::from_millis(10)));
+        assert_eq!(limit.buckets.len(), SOURCES);
+        // One message each took one token, refilled within 1/RATE s: swept once it may be.
+        assert!(limit.allow(newcomer, start + SWEEP_EVERY));
         assert_eq!(limit.buckets.len(), 1);
     }
 }
