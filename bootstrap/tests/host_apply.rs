@@ -10,7 +10,9 @@
 //! planes one at a time with the cluster healthy in between, going on after an unhealthy stop.
 //! On a three-node cluster, a guest on another node gets its commands and files over `ssh` to
 //! that node (the stand-in runs them as the node would) and one on the router node plain `pct`
-//! and `qm`; a node ssh does not reach stops apply, named, before the host side changes anything.
+//! and `qm`; a node ssh does not reach stops apply, named, before the host side changes anything;
+//! a guest HA moved gets its commands on the node it is on now (the stand-in refuses them on any
+//! other, as `pct` and `qm` do) and destroy removes it there.
 
 #[path = "support/talos_api.rs"]
 mod apid;
@@ -70,6 +72,11 @@ case "$1" in
     for p in "$@"; do
       case $p in dnsmasq-base) rm -f "$DIR/host-lacks-dnsmasq" ;; nftables) rm -f "$DIR/host-lacks-nft" ;; esac
     done ;;
+  # A guest is only on the node it is on (on-node-VMID: its address, as the test moved it).
+  pct|qm)
+    if [ -e "$DIR/on-node-$3" ] && [ "$(cat "$DIR/on-node-$3")" != "$STAND_IN_NODE" ]; then
+      echo "Configuration file 'nodes/${STAND_IN_NODE:-router}/$3.conf' does not exist" >&2; exit 2
+    fi ;;&
   pct)
     case "$2" in
       status) if [ -e "$DIR/running-$3" ]; then echo "status: running"; else echo "status: stopped"; fi ;;
@@ -700,6 +707,8 @@ fn guests_moved_by_ha_get_their_commands_on_the_node_they_are_on_and_are_destroy
         s.move_guest(200, "pve3");
         s.move_guest(205, "pve2");
     }
+    std::fs::write(bench.path("on-node-200"), "192.168.1.13").unwrap();
+    std::fs::write(bench.path("on-node-205"), "192.168.1.12").unwrap();
     // A new lab-lb to push and restart; the manager stopped, to be started again.
     std::fs::write(bench.path("bin/lab-lb"), "lab-lb build 2").unwrap();
     std::fs::remove_file(bench.path("running-205")).unwrap();

@@ -1,6 +1,7 @@
 //! A lab across several Proxmox nodes, end to end against the API simulator: placement, the
 //! SDN VXLAN zone with the lab's VNets, HA resources with node-affinity rules (Proxmox 9) or
-//! groups (Proxmox 8); and the one-node lab exactly as before any of this existed.
+//! groups (Proxmox 8); guests HA moved, left where they are; and the one-node lab exactly as
+//! before any of this existed.
 
 mod support;
 
