@@ -126,9 +126,9 @@ impl Live {
     }
 }
 
-/// Reads bridges (of the router node), containers and VMs (with their configs, on one node
-/// from it, on several from wherever in the cluster each is now) and, on several nodes, the Proxmox release, the SDN objects and the HA
-/// objects.
+/// Reads bridges (of the router node), containers and VMs (with their configs; on one node
+/// from it, on several from wherever in the cluster each is now) and, on several nodes, the
+/// Proxmox release, the SDN objects and the HA objects.
 pub fn read_live(api: &dyn ProxmoxApi, lab: &Lab) -> Result<Live, PlanError> {
     let mut live = Live::default();
     let node = &lab.proxmox.node;
@@ -152,14 +152,12 @@ pub fn read_live(api: &dyn ProxmoxApi, lab: &Lab) -> Result<Live, PlanError> {
     }
     if lab.is_cluster() {
         read_cluster_guests(api, &mut live)?;
-    } else {
-        read_guests(api, node, &mut live)?;
-    }
-    if lab.is_cluster() {
         let major = read_major(api)?;
         live.pve_major = Some(major);
         read_sdn(api, lab.cluster.name.as_str(), &mut live)?;
         read_ha(api, major, &mut live)?;
+    } else {
+        read_guests(api, node, &mut live)?;
     }
     Ok(live)
 }
