@@ -20,7 +20,7 @@ use crate::proxmox::datacenter::DcChange;
 use crate::proxmox::desired::{desired, Sources};
 use crate::proxmox::https::{read_secret, Https, Trust};
 use crate::proxmox::images::Download;
-use crate::proxmox::plan::{destroy_plan, plan, read_live, ChangeKind, Plan};
+use crate::proxmox::plan::{check_nodes_listed, destroy_plan, plan, read_live, ChangeKind, Plan};
 use crate::proxmox::preflight::{self, Preflight};
 use crate::state_dir::StateDir;
 use crate::talos::cluster::Access;
@@ -186,6 +186,12 @@ fn connect(args: &Args) -> Result<Box<dyn ProxmoxApi>, Failure> {
 fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitCode, String> {
     let node = &lab.proxmox.node;
     let live = read_live(api, lab).map_err(|e| e.to_string())?;
+    if op != Op::Destroy {
+        // Destroy deletes such a guest where it is, through the API alone.
+        check_nodes_listed(lab, &live).map_err(|e| e.to_string())?;
+    }
+    // Where the guests are, read once: the host side acts on each there.
+    let located = live.guest_nodes();
     let mut plan: Plan = match op {
         Op::Destroy => destroy_plan(node, lab.cluster.name.as_str(), &live),
         _ => {
@@ -269,7 +275,7 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
     if op == Op::Plan {
         let mut changes = !(plan.is_empty() && downloads.is_empty() && datacenter.is_empty());
         if on_host {
-            let host_plan = host_plan(args, lab)?;
+            let host_plan = host_plan(args, lab, &located)?;
             print!("{}", host_plan.render());
             changes |= !host_plan.is_empty();
             let state = state_dir(args);
@@ -319,7 +325,7 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
     }
     let proxmox_changes = !(plan.is_empty() && downloads.is_empty() && datacenter.is_empty());
     if !proxmox_changes && host_destroy.is_empty() {
-        return host_side(op, args, lab);
+        return host_side(op, args, lab, &located);
     }
     if args.api == Transport::Https {
         let needs_root = root_only(&plan);
@@ -348,7 +354,7 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
         }
         let mut stdout = std::io::stdout();
         if !removals.is_empty() {
-            remove_nodes(args, lab, &removals, &mut stdout)?;
+            remove_nodes(args, lab, &located, &removals, &mut stdout)?;
         }
         let done = apply(api, &plan, &mut stdout).map_err(|e| e.to_string())?
             + downloads.len()
@@ -363,7 +369,7 @@ fn execute(op: Op, args: &Args, lab: &Lab, api: &dyn ProxmoxApi) -> Result<ExitC
             }
         );
     }
-    host_side(op, args, lab)
+    host_side(op, args, lab, &located)
 }
 
 /// The datacenter's side of the lab (`[storage]`'s CSI role, user, ACL and token; the vzdump
@@ -532,10 +538,10 @@ fn state_dir(args: &Args) -> StateDir {
     }
 }
 
-/// What apply does on the host, as things are now.
-fn host_plan(args: &Args, lab: &Lab) -> Result<HostPlan, String> {
+/// What apply does on the host, as things are now (`located`: the node of each guest there is).
+fn host_plan(args: &Args, lab: &Lab, located: &Located) -> Result<HostPlan, String> {
     crate::host::plan::plan(
-        &mut guests_runner(args, lab)?,
+        &mut guests_runner(args, lab, located)?,
         lab,
         &args.root,
         &state_dir(args),
@@ -577,6 +583,7 @@ fn binaries(args: &Args) -> Result<PathBuf, String> {
 fn remove_nodes(
     args: &Args,
     lab: &Lab,
+    located: &Located,
     removals: &[crate::node_removal::Removal],
     out: &mut dyn Write,
 ) -> Result<(), String> {
@@ -584,7 +591,7 @@ fn remove_nodes(
     let access =
         crate::talos::cluster::Access::new(lab, &state_dir(args), args.talos_endpoint.as_deref())
             .map_err(|e| e.to_string())?;
-    let mut runner = guests_runner(args, lab)?;
+    let mut runner = guests_runner(args, lab, located)?;
     let mut balancer =
         crate::balancer::Balancer::of(lab, &mut runner).map_err(|e| e.to_string())?;
     crate::node_removal::run(lab, &args.root, removals, &access, &mut balancer, out)
@@ -597,12 +604,16 @@ fn system(args: &Args) -> crate::host::System {
     }
 }
 
+/// The node each existing guest is on, by VMID, as the plan read it.
+type Located = std::collections::BTreeMap<u32, String>;
+
 /// The host's commands, with those for a guest on another node run on that node.
 fn guests_runner(
     args: &Args,
     lab: &Lab,
+    located: &Located,
 ) -> Result<crate::host::node_router::NodeRouter<crate::host::System>, String> {
-    crate::host::node_router::NodeRouter::new(lab, system(args)).map_err(|e| e.to_string())
+    crate::host::node_router::NodeRouter::new(lab, located, system(args)).map_err(|e| e.to_string())
 }
 
 fn destroy_options(args: &Args) -> crate::host::destroy::Options {
@@ -615,7 +626,7 @@ fn destroy_options(args: &Args) -> crate::host::destroy::Options {
 
 /// apply's second half, on the host itself: files, services, containers, etcd; destroy's:
 /// services stopped, files removed.
-fn host_side(op: Op, args: &Args, lab: &Lab) -> Result<ExitCode, String> {
+fn host_side(op: Op, args: &Args, lab: &Lab, located: &Located) -> Result<ExitCode, String> {
     if op == Op::Plan || args.proxmox_only {
         return Ok(ExitCode::SUCCESS);
     }
@@ -647,7 +658,7 @@ fn host_side(op: Op, args: &Args, lab: &Lab) -> Result<ExitCode, String> {
         backup: backup_job(args)?,
     };
     // Planned after the Proxmox changes: a container made or replaced just now is empty.
-    let plan = host_plan(args, lab)?;
+    let plan = host_plan(args, lab, located)?;
     print!("{}", plan.render());
     // Before the snippets are rewritten: a node without a record runs its old snippet.
     let state = state_dir(args);
@@ -655,7 +666,7 @@ fn host_side(op: Op, args: &Args, lab: &Lab) -> Result<ExitCode, String> {
     adopt_snippets(lab, &args.root, &state).map_err(|e| e.to_string())?;
     println!("Host:");
     let summary = crate::host::apply::apply(
-        &mut guests_runner(args, lab)?,
+        &mut guests_runner(args, lab, located)?,
         lab,
         &plan,
         &options,

@@ -5,7 +5,8 @@ use clap::{Parser, Subcommand};
 use lab_bootstrap::state_dir::StateDir;
 use lab_bootstrap::talos::cluster::Access;
 use lab_bootstrap::{
-    backup, balancer, commands, host, local, node_configs, peers, render, talos_upgrade, Lab,
+    backup, balancer, commands, host, local, node_configs, peers, proxmox, render, talos_upgrade,
+    Lab,
 };
 use lab_daemon::config::load;
 use lab_daemon::{cli, exit};
@@ -181,6 +182,9 @@ struct UpgradeTalosArgs {
     /// Run host commands as `PROGRAM command args…` (tests stand in for pct)
     #[arg(long, value_name = "PROGRAM", hide = true)]
     run_via: Option<PathBuf>,
+    /// The pvesh program, which says on a cluster where the lb container is now
+    #[arg(long, value_name = "PATH", default_value = "pvesh", hide = true)]
+    pvesh: PathBuf,
     /// The lab description
     #[arg(value_name = "FILE", default_value = "lab.toml")]
     file: PathBuf,
@@ -537,7 +541,16 @@ fn upgrade_talos(args: &UpgradeTalosArgs) -> ExitCode {
     let system = host::System {
         via: args.run_via.clone(),
     };
-    let mut runner = match host::node_router::NodeRouter::new(&lab, system) {
+    // HA or an admin may have moved the lb container off its placed node.
+    let located = match proxmox::plan::guest_nodes(&proxmox::client::Pvesh::new(&args.pvesh), &lab)
+    {
+        Ok(located) => located,
+        Err(e) => {
+            eprintln!("lab-bootstrap: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut runner = match host::node_router::NodeRouter::new(&lab, &located, system) {
         Ok(runner) => runner,
         Err(e) => {
             eprintln!("lab-bootstrap: {e}");

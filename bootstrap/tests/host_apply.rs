@@ -10,7 +10,9 @@
 //! planes one at a time with the cluster healthy in between, going on after an unhealthy stop.
 //! On a three-node cluster, a guest on another node gets its commands and files over `ssh` to
 //! that node (the stand-in runs them as the node would) and one on the router node plain `pct`
-//! and `qm`; a node ssh does not reach stops apply, named, before the host side changes anything.
+//! and `qm`; a node ssh does not reach stops apply, named, before the host side changes anything;
+//! a guest HA moved gets its commands on the node it is on now (the stand-in refuses them on any
+//! other, as `pct` and `qm` do) and destroy removes it there.
 
 #[path = "support/talos_api.rs"]
 mod apid;
@@ -70,6 +72,11 @@ case "$1" in
     for p in "$@"; do
       case $p in dnsmasq-base) rm -f "$DIR/host-lacks-dnsmasq" ;; nftables) rm -f "$DIR/host-lacks-nft" ;; esac
     done ;;
+  # A guest is only on the node it is on (on-node-VMID: its address, as the test moved it).
+  pct|qm)
+    if [ -e "$DIR/on-node-$3" ] && [ "$(cat "$DIR/on-node-$3")" != "$STAND_IN_NODE" ]; then
+      echo "Configuration file 'nodes/${STAND_IN_NODE:-router}/$3.conf' does not exist" >&2; exit 2
+    fi ;;&
   pct)
     case "$2" in
       status) if [ -e "$DIR/running-$3" ]; then echo "status: running"; else echo "status: stopped"; fi ;;
@@ -689,6 +696,121 @@ fn an_unreachable_node_stops_apply_naming_the_node_and_its_address() {
     assert!(bench.writes().is_empty(), "{:#?}", bench.writes());
 }
 
+/// HA (or an admin) moved the lb container to pve3 and the manager VM to pve2: plan shows it,
+/// apply runs their `pct` and `qm` on the node each is on now, and destroy removes them there.
+#[test]
+fn guests_moved_by_ha_get_their_commands_on_the_node_they_are_on_and_are_destroyed_there() {
+    let bench = cluster_bench();
+    bench.apply_ok();
+    {
+        let mut s = bench.sim.state.lock().unwrap();
+        s.move_guest(200, "pve3");
+        s.move_guest(205, "pve2");
+    }
+    std::fs::write(bench.path("on-node-200"), "192.168.1.13").unwrap();
+    std::fs::write(bench.path("on-node-205"), "192.168.1.12").unwrap();
+    // A new lab-lb to push and restart; the manager stopped, to be started again.
+    std::fs::write(bench.path("bin/lab-lb"), "lab-lb build 2").unwrap();
+    std::fs::remove_file(bench.path("running-205")).unwrap();
+    let (out, text) = bench.run("plan", &[]);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    for expected in [
+        "container 200 (lb): on node pve3, placed on pve2: left there (HA moved it, or an admin)",
+        "vm 205 (manager): on node pve2, placed on pve1: left there (HA moved it, or an admin)",
+        "No changes. The nodes pve1, pve2, pve3 match lab.toml.",
+    ] {
+        assert!(text.contains(expected), "{expected}\n{text}");
+    }
+    bench.sim.clear_calls();
+    bench.apply_ok();
+    assert!(bench.sim.writes().is_empty(), "{:?}", bench.sim.writes());
+    let writes = bench.writes();
+    let (pve2, pve3) = (ssh_to("192.168.1.12"), ssh_to("192.168.1.13"));
+    let push = "/var/lib/lab-bootstrap/push-200";
+    for expected in [
+        format!("{pve3} pct push 200 {push} /usr/local/bin/lab-lb --perms 755"),
+        format!("{pve3} rm -f {push}"),
+        format!("{pve3} pct exec 200 -- systemctl restart lab-lb.service"),
+        format!("{pve2} qm start 205"),
+    ] {
+        assert!(writes.contains(&expected), "{expected}\n{writes:#?}");
+    }
+    // Nothing for either guest on the node it left.
+    let pve1_local = |c: &String| !c.starts_with("ssh ") && !c.starts_with("scp ");
+    for command in bench.commands() {
+        assert!(
+            !(command.starts_with(&pve2) && command.contains(" 200")),
+            "{command}"
+        );
+        assert!(
+            !(pve1_local(&command) && command.starts_with("qm ") && command.contains(" 205")),
+            "{command}"
+        );
+    }
+    assert_eq!(
+        bench.in_container(200, "/usr/local/bin/lab-lb"),
+        "lab-lb build 2"
+    );
+
+    bench.sim.clear_calls();
+    let (out, text) = bench.run("destroy", &["--yes"]);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        bench.sim.rejected().is_empty(),
+        "{:?}",
+        bench.sim.rejected()
+    );
+    let deletes: Vec<String> = bench
+        .sim
+        .writes()
+        .iter()
+        .filter(|c| c.method == "DELETE")
+        .map(|c| c.path.clone())
+        .collect();
+    assert!(
+        deletes.contains(&"/nodes/pve3/lxc/200".to_owned()),
+        "{deletes:?}"
+    );
+    assert!(
+        deletes.contains(&"/nodes/pve2/qemu/205".to_owned()),
+        "{deletes:?}"
+    );
+    let s = bench.sim.state.lock().unwrap();
+    assert!(s.lxc.is_empty() && s.qemu.is_empty());
+}
+
+/// `upgrade talos` and node removal drain at the balancer where the lb container is now, as
+/// `/cluster/resources` says (schema-checked by the simulator), not where it was placed.
+#[test]
+fn the_balancer_of_a_lab_whose_lb_moved_is_asked_on_the_node_it_is_on() {
+    let bench = cluster_bench();
+    bench.apply_ok();
+    bench.sim.state.lock().unwrap().move_guest(200, "pve3");
+    let lab: lab_bootstrap::Lab = lab_daemon::config::load(&bench.path("lab.toml")).unwrap();
+    let api = lab_bootstrap::proxmox::client::Pvesh::new(bench.sim.pvesh_shim());
+    let located = lab_bootstrap::proxmox::plan::guest_nodes(&api, &lab).unwrap();
+    assert!(
+        bench.sim.rejected().is_empty(),
+        "{:?}",
+        bench.sim.rejected()
+    );
+    assert_eq!(located[&200], "pve3");
+    let mut runner =
+        lab_bootstrap::host::node_router::NodeRouter::new(&lab, &located, Recorder::default())
+            .unwrap();
+    let mut balancer = lab_bootstrap::balancer::Balancer::of(&lab, &mut runner).unwrap();
+    balancer.servers_of("10.10.2.11".parse().unwrap()).unwrap();
+    drop(balancer);
+    let pve3 = ssh_to("192.168.1.13");
+    assert_eq!(
+        runner.into_inner().0,
+        [
+            format!("{pve3} true"),
+            format!("{pve3} pct exec 200 -- lab-lb ctl servers"),
+        ]
+    );
+}
+
 /// The file staged on the node for `pct push` (the vpn's key would be one) is removed there
 /// even when the push fails, and the failure names the node.
 #[test]
@@ -747,8 +869,12 @@ fn the_balancer_of_a_lab_whose_lb_is_on_another_node_is_asked_there() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/lab-cluster.toml");
     let lab: lab_bootstrap::Lab = lab_daemon::config::load(&file).unwrap();
     assert_eq!(lab.placement().unwrap()["lb"], "pve2");
-    let mut runner =
-        lab_bootstrap::host::node_router::NodeRouter::new(&lab, Recorder::default()).unwrap();
+    let mut runner = lab_bootstrap::host::node_router::NodeRouter::new(
+        &lab,
+        &BTreeMap::new(),
+        Recorder::default(),
+    )
+    .unwrap();
     let mut balancer = lab_bootstrap::balancer::Balancer::of(&lab, &mut runner).unwrap();
     let servers = balancer.servers_of("10.10.2.11".parse().unwrap()).unwrap();
     balancer.drain(&servers[0]).unwrap();

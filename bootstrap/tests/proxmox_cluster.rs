@@ -1,6 +1,7 @@
 //! A lab across several Proxmox nodes, end to end against the API simulator: placement, the
 //! SDN VXLAN zone with the lab's VNets, HA resources with node-affinity rules (Proxmox 9) or
-//! groups (Proxmox 8); and the one-node lab exactly as before any of this existed.
+//! groups (Proxmox 8); guests HA moved, left where they are; and the one-node lab exactly as
+//! before any of this existed.
 
 mod support;
 
@@ -444,4 +445,96 @@ fn the_two_containers_of_an_lb_and_a_vpn_pair_are_made_on_different_nodes() {
         assert!(a.is_some() && b.is_some(), "{role} pair: {nodes:?}");
         assert_ne!(a, b, "both {role} containers on one node: {nodes:?}");
     }
+}
+
+/// Proxmox HA (or an admin) moved the lb container and the manager VM: plan says where they
+/// are and plans no move back, a change to one is made on the node it is on, and destroy
+/// removes them there.
+#[test]
+fn guests_moved_to_another_node_are_left_there_changed_there_and_destroyed_there() {
+    let sim = cluster("9.0.10");
+    let file = config("lab-cluster.toml");
+    apply_cluster(&sim, &file);
+    assert_eq!(guest_nodes(&sim)[&200], "pve2");
+    assert_eq!(guest_nodes(&sim)[&205], "pve1");
+    {
+        let mut s = sim.state.lock().unwrap();
+        s.move_guest(200, "pve3");
+        s.move_guest(205, "pve2");
+    }
+    sim.clear_calls();
+    let out = run(&sim, "plan", &file, &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    for expected in [
+        "container 200 (lb): on node pve3, placed on pve2: left there (HA moved it, or an admin)",
+        "vm 205 (manager): on node pve2, placed on pve1: left there (HA moved it, or an admin)",
+        "No changes. The nodes pve1, pve2, pve3 match lab.toml.",
+    ] {
+        assert!(t.contains(expected), "{expected}\n{t}");
+    }
+    assert!(sim.rejected().is_empty(), "{:?}", sim.rejected());
+
+    // A change to the lb is made where it is.
+    let (_dir, edited) = cluster_with(|doc| {
+        for m in doc["machine"].as_array_of_tables_mut().unwrap().iter_mut() {
+            if m["name"].as_str() == Some("lb") {
+                m["memory_mib"] = toml_edit::value(640);
+            }
+        }
+    });
+    let out = run(&sim, "plan", &edited, &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("# container 200 (lb) on pve3 will be updated in place"),
+        "{t}"
+    );
+    apply_cluster(&sim, &edited);
+    assert_eq!(
+        write_lines(&sim),
+        "PUT /nodes/pve3/lxc/200/config memory=640\n"
+    );
+    assert_eq!(guest_nodes(&sim)[&200], "pve3", "no move back");
+
+    sim.clear_calls();
+    let out = run(&sim, "destroy", &edited, &["--yes"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(sim.rejected().is_empty(), "{:?}", sim.rejected());
+    let writes = write_lines(&sim);
+    assert!(writes.contains("DELETE /nodes/pve3/lxc/200 "), "{writes}");
+    assert!(writes.contains("DELETE /nodes/pve2/qemu/205 "), "{writes}");
+    assert!(guest_nodes(&sim).is_empty(), "{:?}", guest_nodes(&sim));
+}
+
+/// A guest HA moved to a node lab.toml does not list: plan and apply refuse before anything
+/// changes, naming the guest, the node and the key to add; destroy still finds it there.
+#[test]
+fn a_guest_on_a_node_lab_toml_does_not_list_is_refused_naming_it_and_the_node() {
+    let sim = Simulator::start();
+    let mut nodes = NODES.to_vec();
+    nodes.push(("pve4", "192.168.1.14"));
+    sim.state.lock().unwrap().make_cluster(&nodes, "9.0.10");
+    let file = config("lab-cluster.toml");
+    apply_cluster(&sim, &file);
+    sim.state.lock().unwrap().move_guest(200, "pve4");
+    sim.clear_calls();
+    let expected = "container 200 (lb) is on node pve4, which lab.toml does not list: add it as a [[node]] (name = \"pve4\"";
+    for op in ["plan", "apply"] {
+        let out = run(&sim, op, &file, &["--yes"][..usize::from(op == "apply")]);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{op}: {t}");
+        assert!(t.contains(expected), "{op}: {t}");
+        assert!(!t.contains("will be created"), "{op}: {t}");
+    }
+    assert!(sim.writes().is_empty(), "{:?}", sim.writes());
+
+    let out = run(&sim, "destroy", &file, &["--yes"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        write_lines(&sim).contains("DELETE /nodes/pve4/lxc/200 "),
+        "{}",
+        write_lines(&sim)
+    );
+    assert!(guest_nodes(&sim).is_empty(), "{:?}", guest_nodes(&sim));
 }

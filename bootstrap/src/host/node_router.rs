@@ -1,5 +1,5 @@
 //! Guests on the other Proxmox nodes of a cluster. `pct` and `qm` act only on the guests of the
-//! node they run on, so a command for a guest placed on another node runs on that node, over SSH
+//! node they run on, so a command for a guest on another node runs on that node, over SSH
 //! to its `[[node]] address`, the way Proxmox admins reach them: the cluster's nodes trust each
 //! other's root key through /etc/pve/priv/authorized_keys. A guest on the router node gets the
 //! very commands it always did.
@@ -46,11 +46,11 @@ fn connect_options() -> Vec<String> {
         .to_vec()
 }
 
-/// Runs `pct` and `qm` for each guest on the node it is placed on, everything else through
-/// `inner` as it is.
+/// Runs `pct` and `qm` for each guest on the node it is on, everything else through `inner` as
+/// it is.
 pub struct NodeRouter<R> {
     inner: R,
-    /// The guests placed on another node than the router node, by VMID.
+    /// The guests on another node than the router node, by VMID.
     remote: BTreeMap<u32, RemoteNode>,
     /// The nodes SSH reached already in this run.
     reached: BTreeSet<String>,
@@ -59,13 +59,22 @@ pub struct NodeRouter<R> {
 }
 
 impl<R: Runner> NodeRouter<R> {
-    /// The router for `lab`'s guests as placed (`Lab::placement`); on one node, or with every
-    /// guest on the router node, it runs everything through `inner` unchanged.
-    pub fn new(lab: &Lab, inner: R) -> Result<Self, PlacementError> {
+    /// The router for `lab`'s guests: each on the node `located` says it is on (by VMID, as
+    /// the Proxmox API reported it: HA or an admin may have moved it), one not there yet where
+    /// placement (`Lab::placement`) creates it. On one node, or with every guest on the router
+    /// node, it runs everything through `inner` unchanged.
+    pub fn new(
+        lab: &Lab,
+        located: &BTreeMap<u32, String>,
+        inner: R,
+    ) -> Result<Self, PlacementError> {
         let placement = lab.placement()?;
         let mut remote = BTreeMap::new();
         for guest in lab.guests() {
-            let Some(node) = placement.get(guest.name.as_str()) else {
+            let Some(node) = located
+                .get(&guest.vmid)
+                .or_else(|| placement.get(guest.name.as_str()))
+            else {
                 continue;
             };
             if *node == lab.proxmox.node {

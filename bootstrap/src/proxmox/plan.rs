@@ -19,6 +19,19 @@ pub enum PlanError {
     /// An API call reading the node's state failed.
     #[error("reading the node's state: {0}")]
     Api(#[from] ApiError),
+    /// A guest of the lab is on a node lab.toml does not list (HA or an admin moved it there):
+    /// its `pct`/`qm` commands could not reach it, nor its NICs the lab's VNets.
+    #[error("{what} is on node {node}, which lab.toml does not list: add it as a [[node]] (name = \"{node}\", its management address, its budget) so lab-bootstrap can reach the guest there, or move the guest back (`{migrate} {id} <node>`); nothing was changed")]
+    UnlistedNode {
+        /// The guest, as `kind id (name)`.
+        what: String,
+        /// The node it is on.
+        node: String,
+        /// `pct migrate` or `qm migrate`.
+        migrate: &'static str,
+        /// Its VMID.
+        id: u32,
+    },
     /// Something the lab wants is there already and is not this lab's to change: of another
     /// kind, another lab's, or differing without our marks.
     #[error(
@@ -103,9 +116,19 @@ pub struct Live {
     pub pve_major: Option<u32>,
 }
 
-/// Reads bridges (of the router node), containers and VMs (with their configs, from every
-/// node of the lab) and, on several nodes, the Proxmox release, the SDN objects and the HA
-/// objects.
+impl Live {
+    /// The node each guest is on, by VMID: where the host side runs its `pct` and `qm`.
+    pub fn guest_nodes(&self) -> BTreeMap<u32, String> {
+        self.guests
+            .iter()
+            .map(|(id, guest)| (*id, guest.node.clone()))
+            .collect()
+    }
+}
+
+/// Reads bridges (of the router node), containers and VMs (with their configs; on one node
+/// from it, on several from wherever in the cluster each is now) and, on several nodes, the
+/// Proxmox release, the SDN objects and the HA objects.
 pub fn read_live(api: &dyn ProxmoxApi, lab: &Lab) -> Result<Live, PlanError> {
     let mut live = Live::default();
     let node = &lab.proxmox.node;
@@ -127,14 +150,14 @@ pub fn read_live(api: &dyn ProxmoxApi, lab: &Lab) -> Result<Live, PlanError> {
             );
         }
     }
-    for node in lab.node_names() {
-        read_guests(api, &node, &mut live)?;
-    }
     if lab.is_cluster() {
+        read_cluster_guests(api, &mut live)?;
         let major = read_major(api)?;
         live.pve_major = Some(major);
         read_sdn(api, lab.cluster.name.as_str(), &mut live)?;
         read_ha(api, major, &mut live)?;
+    } else {
+        read_guests(api, node, &mut live)?;
     }
     Ok(live)
 }
@@ -165,6 +188,95 @@ fn read_guests(api: &dyn ProxmoxApi, node: &str, live: &mut Live) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// A guest as `/cluster/resources` lists it.
+struct ClusterGuest {
+    kind: Kind,
+    vmid: u32,
+    node: String,
+    running: bool,
+}
+
+/// Every guest of the cluster on the node it is on now, as `/cluster/resources` reports it:
+/// HA or an admin may have moved one of the lab's to another node, even to one lab.toml does
+/// not list.
+fn cluster_guests(api: &dyn ProxmoxApi) -> Result<Vec<ClusterGuest>, PlanError> {
+    let path = "/cluster/resources";
+    let kind_filter = [("type".to_owned(), "vm".to_owned())];
+    let answer = match api.call(super::client::Method::Get, path, &kind_filter)? {
+        Value::Array(items) => items,
+        Value::Null => Vec::new(),
+        other => {
+            return Err(PlanError::Shape {
+                path: path.to_owned(),
+                answer: other.to_string(),
+            })
+        }
+    };
+    let mut out = Vec::new();
+    for guest in answer {
+        let kind = match guest.get("type").and_then(Value::as_str) {
+            Some("lxc") => Kind::Container,
+            Some("qemu") => Kind::Vm,
+            _ => continue,
+        };
+        let shape = || PlanError::Shape {
+            path: path.to_owned(),
+            answer: guest.to_string(),
+        };
+        let vmid = guest
+            .get("vmid")
+            .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or_else(shape)?;
+        let node = guest
+            .get("node")
+            .and_then(Value::as_str)
+            .ok_or_else(shape)?
+            .to_owned();
+        let running = guest.get("status").and_then(Value::as_str) == Some("running");
+        out.push(ClusterGuest {
+            kind,
+            vmid,
+            node,
+            running,
+        });
+    }
+    Ok(out)
+}
+
+fn read_cluster_guests(api: &dyn ProxmoxApi, live: &mut Live) -> Result<(), PlanError> {
+    for guest in cluster_guests(api)? {
+        let (kind, vmid) = (guest.kind, guest.vmid);
+        let config = api.get(&format!(
+            "/nodes/{}/{}/{vmid}/config",
+            guest.node,
+            kind.api()
+        ))?;
+        live.guests.insert(
+            vmid,
+            LiveResource {
+                kind,
+                config: flatten(&config),
+                running: guest.running,
+                node: guest.node,
+            },
+        );
+    }
+    Ok(())
+}
+
+/// The node each guest is on, by VMID, for the commands that act on guests without a plan
+/// (`upgrade talos`); empty on one node, where every guest is on it.
+pub fn guest_nodes(api: &dyn ProxmoxApi, lab: &Lab) -> Result<BTreeMap<u32, String>, PlanError> {
+    if !lab.is_cluster() {
+        return Ok(BTreeMap::new());
+    }
+    Ok(cluster_guests(api)?
+        .into_iter()
+        .map(|g| (g.vmid, g.node))
+        .collect())
 }
 
 /// The major release from `/version` (`9.0.3` → 9).
@@ -379,6 +491,24 @@ pub struct Plan {
     pub reload_sdn: bool,
     /// On several nodes, all of them (`node` is the router node); empty on one.
     pub nodes: Vec<String>,
+    /// The lab's guests that are on another node than placement puts them on: changed where
+    /// they are, never moved back (that would fight HA).
+    pub moved: Vec<Moved>,
+}
+
+/// A guest of the lab on another node than the one placement gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    /// Container or VM.
+    pub kind: Kind,
+    /// Its VMID.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// The node it is on.
+    pub node: String,
+    /// The node placement puts it on (where lab-bootstrap created it).
+    pub placed: String,
 }
 
 impl Plan {
@@ -401,6 +531,20 @@ impl Plan {
                 "Lab router (gateway, DHCP, firewall on the VNets' bridges): node {}\n",
                 self.node
             );
+        }
+        for m in &self.moved {
+            let _ = writeln!(
+                out,
+                "  {} {} ({}): on node {}, placed on {}: left there (HA moved it, or an admin)",
+                m.kind.as_str(),
+                m.id,
+                m.name,
+                m.node,
+                m.placed
+            );
+        }
+        if !self.moved.is_empty() {
+            let _ = writeln!(out);
         }
         if self.is_empty() {
             if cluster {
@@ -504,6 +648,7 @@ impl Plan {
 /// Only what is `lab`'s ([`LiveResource::managed`]) is ever changed or deleted.
 pub fn plan(node: &str, lab: &str, wanted: &[Resource], live: &Live) -> Result<Plan, PlanError> {
     let mut changes = Vec::new();
+    let mut moved = Vec::new();
     let mut reload_network = false;
     for r in wanted {
         let existing = match r.kind {
@@ -527,6 +672,16 @@ pub fn plan(node: &str, lab: &str, wanted: &[Resource], live: &Live) -> Result<P
             return Err(PlanError::Conflict {
                 what,
                 why: format!("it is a {}", existing.kind.as_str()),
+            });
+        }
+        let guest = matches!(r.kind, Kind::Container | Kind::Vm);
+        if guest && existing.node != r.node && existing.managed(lab) {
+            moved.push(Moved {
+                kind: r.kind,
+                id: r.id.clone(),
+                name: r.name.clone(),
+                node: existing.node.clone(),
+                placed: r.node.clone(),
             });
         }
         let diffs = diff(r, &existing.config);
@@ -570,6 +725,7 @@ pub fn plan(node: &str, lab: &str, wanted: &[Resource], live: &Live) -> Result<P
         reload_network,
         reload_sdn: live.sdn_pending,
         nodes: Vec::new(),
+        moved,
     })
 }
 
@@ -581,7 +737,37 @@ pub fn destroy_plan(node: &str, lab: &str, live: &Live) -> Plan {
         reload_network: false,
         reload_sdn: live.sdn_pending,
         nodes: Vec::new(),
+        moved: Vec::new(),
     }
+}
+
+/// Fails on the first guest of `lab`'s that is on a node lab.toml does not list: apply could
+/// neither run its commands there nor give it the lab's networks.
+pub fn check_nodes_listed(lab: &Lab, live: &Live) -> Result<(), PlanError> {
+    let listed = lab.node_names();
+    let name = lab.cluster.name.as_str();
+    for (id, guest) in &live.guests {
+        if !guest.managed(name) || listed.contains(&guest.node) {
+            continue;
+        }
+        let label = guest
+            .config
+            .get("hostname")
+            .or(guest.config.get("name"))
+            .cloned()
+            .unwrap_or_else(|| id.to_string());
+        return Err(PlanError::UnlistedNode {
+            what: format!("{} {id} ({label})", guest.kind.as_str()),
+            node: guest.node.clone(),
+            migrate: if guest.kind == Kind::Container {
+                "pct migrate"
+            } else {
+                "qm migrate"
+            },
+            id: *id,
+        });
+    }
+    Ok(())
 }
 
 /// The order things of ours go: what names a guest before the guest, what carries the

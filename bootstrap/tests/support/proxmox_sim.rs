@@ -169,6 +169,17 @@ impl State {
         );
     }
 
+    /// Moves guest `vmid` to `node`, as Proxmox HA does when the guest's node fails (or an
+    /// admin with `pct migrate`/`qm migrate`): its config goes with it, nothing else changes.
+    pub fn move_guest(&mut self, vmid: u32, node: &str) {
+        let guest = self
+            .lxc
+            .get_mut(&vmid)
+            .or(self.qemu.get_mut(&vmid))
+            .unwrap_or_else(|| panic!("no guest {vmid} to move"));
+        guest.0 = node.to_owned();
+    }
+
     fn major(&self) -> u32 {
         self.version
             .split('.')
@@ -496,6 +507,19 @@ fn route(
     let node = pp.get("node").cloned().unwrap_or_default();
     let vmid: u32 = pp.get("vmid").and_then(|v| v.parse().ok()).unwrap_or(0);
     let m = call.method.as_str();
+    // As on Proxmox: a guest is reached only through the node it is on.
+    for (prefix, guests, kind) in [
+        ("/nodes/{node}/lxc/{vmid}", &s.lxc, "lxc"),
+        ("/nodes/{node}/qemu/{vmid}", &s.qemu, "qemu-server"),
+    ] {
+        if let (true, Some((on, _))) = (template.starts_with(prefix), guests.get(&vmid)) {
+            if *on != node {
+                return Err(format!(
+                    "Configuration file 'nodes/{node}/{kind}/{vmid}.conf' does not exist"
+                ));
+            }
+        }
+    }
     match (m, template) {
         ("GET", "/nodes/{node}/network") => {
             // As on a node: the list shows written (pending) interfaces too; only running
@@ -1037,6 +1061,34 @@ mod cluster {
             ("GET", "/version") => {
                 let release: String = s.version.split('.').take(2).collect::<Vec<_>>().join(".");
                 Ok(json!({ "version": s.version, "release": release, "repoid": "0123abcd" }))
+            }
+            ("GET", "/cluster/resources") => {
+                let kind = params.get("type").map(String::as_str);
+                let mut out = Vec::new();
+                if kind.is_none_or(|k| k == "vm") {
+                    for (guests, kind) in [(&s.lxc, "lxc"), (&s.qemu, "qemu")] {
+                        for (id, (node, config)) in guests {
+                            let status = if s.running.contains(id) {
+                                "running"
+                            } else {
+                                "stopped"
+                            };
+                            out.push(json!({ "id": format!("{kind}/{id}"), "type": kind,
+                                "vmid": id, "node": node, "status": status,
+                                "name": config.get("hostname").or(config.get("name")),
+                                "template": 0 }));
+                        }
+                    }
+                }
+                if kind.is_none_or(|k| k == "node") {
+                    for (n, _) in &s.nodes {
+                        out.push(
+                            json!({ "id": format!("node/{n}"), "type": "node", "node": n,
+                            "status": "online" }),
+                        );
+                    }
+                }
+                Ok(Value::Array(out))
             }
             ("GET", "/nodes") => Ok(Value::Array(
                 s.nodes
