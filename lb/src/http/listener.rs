@@ -25,13 +25,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_rustls::TlsAcceptor;
 
 pub struct HttpApp {
     pub listener: Name,
     router: Arc<HttpRouter>,
     proxy: Arc<HttpProxy<SharedRouter>>,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     hello_timeout: Duration,
     pub metrics: ListenerMetrics,
     http_metrics: HttpMetrics,
@@ -69,7 +68,7 @@ impl HttpApp {
             listener,
             router,
             proxy: Arc::new(proxy),
-            tls: tls.map(TlsAcceptor::from),
+            tls,
             hello_timeout,
             metrics,
             http_metrics,
@@ -113,32 +112,34 @@ impl HttpApp {
         None
     }
 
-    /// The TLS handshake on `socket`, then our HTTP/1.1 path unless the client chose h2; the
-    /// connection for pingora's session, or None when it is done.
-    async fn serve_tls(
+    /// The TLS handshake on `socket`: the connection once it is done, None when it failed.
+    /// Boxed: inline, the connection would size every connection's task, a plain one's too.
+    async fn handshake(
         &self,
-        acceptor: &TlsAcceptor,
+        config: &Arc<rustls::ServerConfig>,
         socket: ClientSocket,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
+    ) -> Option<Box<TlsClient>> {
         let peer = socket.peer;
-        match tokio::time::timeout(self.hello_timeout, acceptor.accept(socket)).await {
-            Ok(Ok(tls)) => {
-                let mut tls = TlsClient::new(tls);
+        let failed = |e: std::io::Error| {
+            self.http_metrics
+                .handshake(self.listener.as_str(), tls_version(None), "failed");
+            tracing::info!(listener = %self.listener, client = %peer, error = %e, "TLS handshake failed");
+        };
+        let mut tls = match TlsClient::new(socket, config.clone()) {
+            Ok(tls) => Box::new(tls),
+            Err(e) => {
+                failed(e);
+                return None;
+            }
+        };
+        match tokio::time::timeout(self.hello_timeout, tls.handshake()).await {
+            Ok(Ok(())) => {
                 self.http_metrics
                     .handshake(self.listener.as_str(), tls.version(), "ok");
-                if tls.is_h2() {
-                    self.serve_h2(&mut tls, peer, shutdown).await?;
-                } else {
-                    let read = self.serve_http1(&mut tls, peer, shutdown).await?;
-                    tls.replay(read);
-                }
-                Some(Box::new(tls))
+                Some(tls)
             }
             Ok(Err(e)) => {
-                self.http_metrics
-                    .handshake(self.listener.as_str(), tls_version(None), "failed");
-                tracing::info!(listener = %self.listener, client = %peer, error = %e, "TLS handshake failed");
+                failed(e);
                 None
             }
             Err(_) => {
@@ -166,12 +167,22 @@ impl HttpApp {
                 socket.buffer_writes();
                 Box::new(socket)
             }
-            Some(acceptor) => {
-                // Boxed: inline, the handshake's state would size every connection's task, a
-                // plain one's too, for as long as it lives.
-                let Some(tls) = Box::pin(self.serve_tls(acceptor, socket, shutdown)).await else {
+            // Our paths run here, not in a future of their own: a TLS connection's task costs
+            // a plain one's, and the TLS connection besides.
+            Some(config) => {
+                let Some(mut tls) = self.handshake(config, socket).await else {
                     return;
                 };
+                if tls.is_h2() {
+                    if self.serve_h2(&mut *tls, peer, shutdown).await.is_none() {
+                        return;
+                    }
+                } else {
+                    let Some(read) = self.serve_http1(&mut *tls, peer, shutdown).await else {
+                        return;
+                    };
+                    tls.replay(read);
+                }
                 tls
             }
         };

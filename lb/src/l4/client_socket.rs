@@ -60,6 +60,14 @@ impl ClientSocket {
         self.replay.set(bytes);
     }
 
+    /// Ready once a read would not wait (bytes there, the end, or an error), reading nothing.
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if !self.replay.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        self.stream.poll_read_ready(cx)
+    }
+
     /// Keeps writes until a flush (or until they fill the buffer).
     pub fn buffer_writes(&mut self) {
         self.pending

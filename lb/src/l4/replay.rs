@@ -12,6 +12,10 @@ impl Replay {
         self.0 = bytes;
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Fills `buf` from what is kept; false when nothing is.
     pub fn read_into(&mut self, buf: &mut ReadBuf<'_>) -> bool {
         if self.0.is_empty() {
