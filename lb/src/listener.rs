@@ -160,8 +160,14 @@ async fn accept_loop(
                 continue;
             }
         };
-        let _ = tcp.set_nodelay(true);
-        let socket = ClientSocket::new(tcp, client);
+        let socket = match &*app {
+            // Spliced: bytes pass the socket by, so it is set now.
+            App::L4(_) => {
+                let _ = tcp.set_nodelay(true);
+                ClientSocket::new(tcp, client)
+            }
+            App::Http(_) => ClientSocket::with_nodelay_after_first_write(tcp, client),
+        };
         let shutdown = stop.clone();
         connections.spawn(async move {
             let _guard = guard;

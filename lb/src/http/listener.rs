@@ -21,8 +21,9 @@ use pingora_core::protocols::Stream;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
+use prometheus_client::metrics::counter::Counter;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -34,6 +35,8 @@ pub struct HttpApp {
     hello_timeout: Duration,
     pub metrics: ListenerMetrics,
     http_metrics: HttpMetrics,
+    /// Successful handshakes by version (TLS 1.3, 1.2), each counter resolved at its first.
+    handshakes_ok: [OnceLock<Counter>; 2],
     pub limits: lab_daemon::admission::Limits,
 }
 
@@ -72,8 +75,27 @@ impl HttpApp {
             hello_timeout,
             metrics,
             http_metrics,
+            handshakes_ok: Default::default(),
             limits,
         }
+    }
+
+    /// Counts a successful handshake of `version`.
+    fn handshake_ok(&self, version: &'static str) {
+        let slot = match version {
+            "TLSv1.3" => &self.handshakes_ok[0],
+            "TLSv1.2" => &self.handshakes_ok[1],
+            _ => {
+                return self
+                    .http_metrics
+                    .handshake(self.listener.as_str(), version, "ok")
+            }
+        };
+        slot.get_or_init(|| {
+            self.http_metrics
+                .handshake_counter(self.listener.as_str(), version, "ok")
+        })
+        .inc();
     }
 
     /// Our HTTP/1.1 path on `stream`; what it read of a request it hands over, or None when the
@@ -134,8 +156,7 @@ impl HttpApp {
         };
         match tokio::time::timeout(self.hello_timeout, tls.handshake()).await {
             Ok(Ok(())) => {
-                self.http_metrics
-                    .handshake(self.listener.as_str(), tls.version(), "ok");
+                self.handshake_ok(tls.version());
                 Some(tls)
             }
             Ok(Err(e)) => {

@@ -134,13 +134,19 @@ impl HttpMetrics {
     }
 
     pub fn handshake(&self, listener: &str, version: &str, result: &str) {
+        self.handshake_counter(listener, version, result).inc();
+    }
+
+    /// The counter [`Self::handshake`] counts on, for a caller to keep (labels are looked up
+    /// in a lock and their strings made: not something to do per connection).
+    pub fn handshake_counter(&self, listener: &str, version: &str, result: &str) -> Counter {
         self.tls_handshakes
             .get_or_create(&HandshakeLabels {
                 listener: listener.to_owned(),
                 version: version.to_owned(),
                 result: result.to_owned(),
             })
-            .inc();
+            .clone()
     }
 }
 

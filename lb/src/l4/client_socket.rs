@@ -9,6 +9,9 @@
 //! Bytes already read from the client by the HTTP/1.1 path can be given back
 //! ([`ClientSocket::replay`]); reads return them first, so pingora's session can take over a
 //! connection mid-stream.
+//!
+//! Writes of several buffers (a TLS server's records: its first flight is three) leave in one
+//! system call.
 
 use crate::l4::replay::Replay;
 use async_trait::async_trait;
@@ -16,6 +19,7 @@ use pingora_core::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
     TimingDigest, UniqueID, UniqueIDType,
 };
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
@@ -33,12 +37,29 @@ pub struct ClientSocket {
     pending: Option<Vec<u8>>,
     /// Bytes read from the client that reads return before the socket's.
     replay: Replay,
+    nodelay: Nodelay,
+}
+
+/// When the socket gets `TCP_NODELAY`. Nagle's algorithm (Linux's, Minshall's variant) holds a
+/// short segment back only while an earlier short one is unacknowledged, so a connection's
+/// first write leaves at once without it; from the second on it could wait for the client's
+/// delayed ACK. An HTTP connection that closes after one write (a connection per request) is
+/// spared the system call, as nginx spares it (`tcp_nodelay` applies from keep-alive on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Nodelay {
+    /// Set, or the caller's to set.
+    Done,
+    /// To be set once a first write has left.
+    AfterFirstWrite,
+    /// To be set before the next write.
+    BeforeNextWrite,
 }
 
 /// Writes this large or larger go out directly.
 const WRITE_BUFFER: usize = 16 * 1024;
 
 impl ClientSocket {
+    /// `stream` as it is: `TCP_NODELAY` is the caller's.
     pub fn new(stream: TcpStream, peer: SocketAddr) -> Self {
         Self {
             stream,
@@ -46,6 +67,16 @@ impl ClientSocket {
             digest: OnceLock::new(),
             pending: None,
             replay: Replay::default(),
+            nodelay: Nodelay::Done,
+        }
+    }
+
+    /// `stream`, which gets `TCP_NODELAY` once its first write has left (see [`Nodelay`]): for
+    /// connections whose every write goes through this socket (HTTP; not spliced ones).
+    pub fn with_nodelay_after_first_write(stream: TcpStream, peer: SocketAddr) -> Self {
+        Self {
+            nodelay: Nodelay::AfterFirstWrite,
+            ..Self::new(stream, peer)
         }
     }
 
@@ -80,7 +111,12 @@ impl ClientSocket {
             return Poll::Ready(Ok(()));
         };
         while !pending.is_empty() {
-            let written = ready!(Pin::new(&mut self.stream).poll_write(cx, pending))?;
+            let written = ready!(write_to(
+                &mut self.stream,
+                &mut self.nodelay,
+                cx,
+                &[IoSlice::new(pending)]
+            ))?;
             if written == 0 {
                 return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
             }
@@ -88,6 +124,27 @@ impl ClientSocket {
         }
         Poll::Ready(Ok(()))
     }
+}
+
+/// Writes `bufs` to `stream`, setting `TCP_NODELAY` when `nodelay` says it is due.
+fn write_to(
+    stream: &mut TcpStream,
+    nodelay: &mut Nodelay,
+    cx: &mut Context<'_>,
+    bufs: &[IoSlice<'_>],
+) -> Poll<std::io::Result<usize>> {
+    if *nodelay == Nodelay::BeforeNextWrite {
+        let _ = stream.set_nodelay(true);
+        *nodelay = Nodelay::Done;
+    }
+    let written = match bufs {
+        [buf] => Pin::new(&mut *stream).poll_write(cx, buf),
+        _ => Pin::new(&mut *stream).poll_write_vectored(cx, bufs),
+    };
+    if *nodelay == Nodelay::AfterFirstWrite && matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+        *nodelay = Nodelay::BeforeNextWrite;
+    }
+    written
 }
 
 impl AsyncRead for ClientSocket {
@@ -98,6 +155,12 @@ impl AsyncRead for ClientSocket {
     ) -> Poll<std::io::Result<()>> {
         if self.replay.read_into(buf) {
             return Poll::Ready(Ok(()));
+        }
+        if buf.remaining() == 0 {
+            // A read into no room only waits until a read would not wait (the HTTP/1.1 path
+            // holds no buffer until the client's bytes come): the reactor's readiness says
+            // so without the system call a read of nothing would make.
+            return self.stream.poll_read_ready(cx);
         }
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
@@ -111,7 +174,12 @@ impl AsyncWrite for ClientSocket {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let Some(pending) = this.pending.as_ref() else {
-            return Pin::new(&mut this.stream).poll_write(cx, buf);
+            return write_to(
+                &mut this.stream,
+                &mut this.nodelay,
+                cx,
+                &[IoSlice::new(buf)],
+            );
         };
         if pending.len() + buf.len() > WRITE_BUFFER {
             ready!(this.poll_drain(cx))?;
@@ -121,8 +189,34 @@ impl AsyncWrite for ClientSocket {
                 pending.extend_from_slice(buf);
                 Poll::Ready(Ok(buf.len()))
             }
-            _ => Pin::new(&mut this.stream).poll_write(cx, buf),
+            _ => write_to(
+                &mut this.stream,
+                &mut this.nodelay,
+                cx,
+                &[IoSlice::new(buf)],
+            ),
         }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if this.pending.is_some() {
+            // Buffering: a slice at a time into the buffer, as `AsyncWrite`'s default does.
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &**b);
+            return Pin::new(this).poll_write(cx, first);
+        }
+        write_to(&mut this.stream, &mut this.nodelay, cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.pending.is_none()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -178,3 +272,67 @@ impl GetSocketDigest for ClientSocket {
 
 #[async_trait]
 impl Peek for ClientSocket {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    /// An accepted socket and the client's end.
+    async fn pair() -> (TcpStream, SocketAddr, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, peer) = listener.accept().await.unwrap();
+        (accepted, peer, client)
+    }
+
+    #[tokio::test]
+    async fn a_vectored_write_sends_every_buffer_at_once() {
+        let (accepted, peer, mut client) = pair().await;
+        let mut socket = ClientSocket::new(accepted, peer);
+        let records: [&[u8]; 3] = [b"hello", b"encrypted", b"flight"];
+        let slices = records.map(IoSlice::new);
+        let written = socket.write_vectored(&slices).await.unwrap();
+        assert_eq!(
+            written,
+            records.concat().len(),
+            "one write, not one per buffer"
+        );
+        drop(socket);
+        let mut received = Vec::new();
+        client.read_to_end(&mut received).await.unwrap();
+        assert_eq!(received, records.concat());
+    }
+
+    #[tokio::test]
+    async fn an_http_connection_gets_nodelay_from_its_second_write_on() {
+        let (accepted, peer, mut client) = pair().await;
+        let mut socket = ClientSocket::with_nodelay_after_first_write(accepted, peer);
+        assert!(!socket.stream.nodelay().unwrap());
+        socket.write_all(b"response").await.unwrap();
+        assert!(
+            !socket.stream.nodelay().unwrap(),
+            "a single write needs none"
+        );
+        socket.write_all(b"more").await.unwrap();
+        assert!(socket.stream.nodelay().unwrap(), "set before the second");
+        let mut received = [0u8; 12];
+        client.read_exact(&mut received).await.unwrap();
+        assert_eq!(&received, b"responsemore");
+    }
+
+    #[tokio::test]
+    async fn a_read_into_no_room_leaves_the_bytes_for_the_next_read() {
+        let (accepted, peer, mut client) = pair().await;
+        let mut socket = ClientSocket::new(accepted, peer);
+        let mut nothing = [0u8; 0];
+        client.write_all(b"GET").await.unwrap();
+        assert_eq!(socket.read(&mut nothing).await.unwrap(), 0);
+        let mut head = [0u8; 3];
+        socket.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"GET");
+    }
+}

@@ -3,6 +3,7 @@
 //! reload. pingora's own rustls listener takes one certificate and no callbacks, hence ours.
 
 use crate::config::http::CertPair;
+use crate::tls::random::PooledRandom;
 use arc_swap::ArcSwap;
 use lab_schema::SniPattern;
 use rustls::pki_types::pem::PemObject;
@@ -201,10 +202,12 @@ fn cipher_suites() -> Vec<rustls::SupportedCipherSuite> {
 }
 
 /// A TLS 1.2/1.3 server config offering h2 and http/1.1, certificates from `store`, the cipher
-/// suite chosen by the server's order ([`cipher_suites`]), not the client's.
+/// suite chosen by the server's order ([`cipher_suites`]), not the client's, random values from
+/// a pool ([`PooledRandom`]).
 pub fn server_config(store: Arc<CertStore>) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::CryptoProvider {
         cipher_suites: cipher_suites(),
+        secure_random: &PooledRandom,
         ..rustls::crypto::ring::default_provider()
     });
     let mut config = rustls::ServerConfig::builder_with_provider(provider)

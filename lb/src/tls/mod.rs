@@ -2,6 +2,7 @@
 //! upstream servers.
 
 pub(crate) mod certs;
+mod random;
 pub(crate) mod stream;
 pub(crate) mod upstream;
 
