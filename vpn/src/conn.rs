@@ -14,9 +14,6 @@ use tokio::net::UdpSocket;
 pub const BATCH: usize = 32;
 /// Room for a GRO bundle of 64 KiB.
 const BUFFER: usize = 65536;
-/// The socket's kernel buffers each way (wireguard-go's size): a burst from many peers, or a
-/// moment the loops spend elsewhere, waits here instead of being dropped by the kernel.
-const SOCKET_BUFFER: usize = 7 << 20;
 
 /// The gateway's UDP socket, with what quinn-udp knows of its offloads (GRO, GSO).
 pub struct Conn {
@@ -142,29 +139,12 @@ impl RecvBatch {
     }
 }
 
-/// Asks for [`SOCKET_BUFFER`] each way: past the system's limit (`net.core.rmem_max`) where the
-/// daemon may (CAP_NET_ADMIN in the host's namespace), else as far as that limit allows, which
-/// is all an unprivileged container gets. Smaller buffers only cost drops under bursts, so a
-/// refusal is logged, never fatal.
-fn enlarge_buffers(socket: &std::net::UdpSocket) {
-    use nix::sys::socket::{setsockopt, sockopt};
-    let size = SOCKET_BUFFER;
-    let receive = setsockopt(socket, sockopt::RcvBufForce, &size)
-        .or_else(|_| setsockopt(socket, sockopt::RcvBuf, &size));
-    let send = setsockopt(socket, sockopt::SndBufForce, &size)
-        .or_else(|_| setsockopt(socket, sockopt::SndBuf, &size));
-    if let Err(error) = receive.and(send) {
-        tracing::info!(%error, "UDP socket buffers left at the system's default size");
-    }
-}
-
 impl Conn {
     /// A non-blocking socket bound to `address`, set up by quinn-udp (each datagram's local
     /// address, GRO and GSO where the kernel has them).
     pub fn bind(address: SocketAddr) -> io::Result<Self> {
         let socket = std::net::UdpSocket::bind(address)?;
         socket.set_nonblocking(true)?;
-        enlarge_buffers(&socket);
         let state = UdpSocketState::new((&socket).into())?;
         let socket = UdpSocket::from_std(socket)?;
         Ok(Self { socket, state })
@@ -266,34 +246,5 @@ impl Conn {
                 self.state.try_send((&self.socket).into(), &transmit)
             })
             .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use nix::sys::socket::{getsockopt, sockopt};
-
-    #[tokio::test]
-    async fn the_socket_buffers_are_enlarged_as_far_as_allowed() {
-        let conn = Conn::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        // Root may go past the system's limits; anyone else up to them.
-        let wanted = |limit: &str| {
-            let limit: usize = std::fs::read_to_string(format!("/proc/sys/net/core/{limit}"))
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap();
-            if nix::unistd::geteuid().is_root() {
-                SOCKET_BUFFER
-            } else {
-                SOCKET_BUFFER.min(limit)
-            }
-        };
-        // The kernel reports twice what was set (its bookkeeping share included).
-        let receive = getsockopt(&conn.socket, sockopt::RcvBuf).unwrap();
-        let send = getsockopt(&conn.socket, sockopt::SndBuf).unwrap();
-        assert!(receive >= wanted("rmem_max"), "receive buffer {receive}");
-        assert!(send >= wanted("wmem_max"), "send buffer {send}");
     }
 }
