@@ -8,6 +8,9 @@
 #   ping latency p50/p99 (100 a second) under the 4-stream load;
 #   CPU seconds per gigabit of each daemon over the 1-stream run (utime + stime, /proc/PID/stat),
 #     sender/receiver: the figure the other work on the machine does not move;
+#   over the same run, the TCP sender's retransmitted segments (iperf3's count) and the datagrams
+#     the kernel dropped for a full UDP receive buffer in either namespace (UdpRcvbufErrors): what
+#     says whether the stream is held back by losses in the tunnel rather than by CPU;
 #   for lab-vpn and wireguard-go, the 1-stream rate while the receiving side is flooded with
 #     handshake initiations with a valid mac1 (bench/handshake-flood.py, FLOOD_PPS a second:
 #     cookie replies engaged), as % of the quiet rate of the same round.
@@ -152,20 +155,32 @@ iperf() {
   in_a timeout $((IPERF_SECONDS + 20)) iperf3 -c "$target" -t "$IPERF_SECONDS" -J "$@" 2>/dev/null
 }
 
-# TCP, one stream, to TARGET: prints Gbit/s and, with daemons running, each one's CPU seconds
-# per gigabit carried (a's, b's).
+# Datagrams both namespaces' kernels dropped so far for a full UDP receive buffer (absolute
+# counters, -s: nstat's history file is shared by all namespaces, so it is neither read nor written).
+rcvbuf_drops() {
+  { in_a nstat -asz UdpRcvbufErrors Udp6RcvbufErrors; in_b nstat -asz UdpRcvbufErrors Udp6RcvbufErrors; } |
+    awk '/RcvbufErrors/ { n += $2 } END { print n + 0 }'
+}
+
+# TCP, one stream, to TARGET: prints Gbit/s, with daemons running each one's CPU seconds per
+# gigabit carried (a's, b's), then the segments TCP retransmitted and the datagrams dropped for a
+# full UDP receive buffer meanwhile.
 tcp1() {
-  local target=$1 before=() after=()
+  local target=$1 before=() after=() drops_before
   for p in "${daemons[@]}"; do before+=("$(cpu_ticks "$p")"); done
+  drops_before=$(rcvbuf_drops)
   iperf "$target" >"$work/iperf.json" || true
   for p in "${daemons[@]}"; do after+=("$(cpu_ticks "$p")"); done
-  python3 - "$work/iperf.json" "$TICKS_PER_SECOND" "${before[*]}" "${after[*]}" <<'PY'
+  python3 - "$work/iperf.json" "$TICKS_PER_SECOND" "${before[*]}" "${after[*]}" \
+    "$(($(rcvbuf_drops) - drops_before))" <<'PY'
 import json, sys
-end = json.load(open(sys.argv[1]))["end"]["sum_received"]
-gbit = end["bytes"] * 8 / 1e9
+end = json.load(open(sys.argv[1]))["end"]
+received = end["sum_received"]
+gbit = received["bytes"] * 8 / 1e9
 ticks, before, after = int(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split()
 cpu = ["%.2f" % ((int(b) - int(a)) / ticks / gbit) for a, b in zip(before, after)]
-print("%.3f" % (end["bits_per_second"] / 1e9), *(cpu or ["-", "-"]))
+print("%.3f" % (received["bits_per_second"] / 1e9), *(cpu or ["-", "-"]),
+      end["sum_sent"].get("retransmits", "-"), sys.argv[5])
 PY
 }
 
@@ -251,6 +266,7 @@ measure_all() {
   read -r -a r <<<"$(tcp1 "$target")"
   for p in "${recorders[@]}"; do perf_stop "$p"; done
   add "$label" tcp1 "${r[0]}"; add "$label" cpu_a "${r[1]}"; add "$label" cpu_b "${r[2]}"
+  add "$label" retr "${r[3]}"; add "$label" drops "${r[4]}"
   read -r -a r <<<"$(tcp4_ping "$target")"
   add "$label" tcp4 "${r[0]}"; add "$label" p50 "${r[1]}"; add "$label" p99 "${r[2]}"
   read -r -a r <<<"$(udp "$target")"
@@ -302,24 +318,26 @@ except (ValueError, ZeroDivisionError): print('-')"; }
 
 row() {
   local label=$1 name=$2
-  printf '%-30s %6s %6s %6s %6s %7s %7s %7s %7s %7s\n' "$name" \
+  printf '%-30s %6s %6s %6s %6s %7s %7s %7s %7s %7s %7s %7s\n' "$name" \
     "$(m "$label" tcp1)" "$(m "$label" tcp4)" "$(m "$label" udp)" "$(m "$label" loss)" \
-    "$(m "$label" p50)" "$(m "$label" p99)" "$(m "$label" cpu_a)" "$(m "$label" cpu_b)" "$(m "$label" flood)"
+    "$(m "$label" p50)" "$(m "$label" p99)" "$(m "$label" cpu_a)" "$(m "$label" cpu_b)" "$(m "$label" flood)" \
+    "$(m "$label" retr)" "$(m "$label" drops)"
 }
 echo "${IPERF_SECONDS}s runs, medians of $ROUNDS interleaved rounds, daemons on ${DAEMON_CORES:-2} core(s) each. Gbit/s; UDP: received, loss %;"
 echo "ping ms under TCP x4; CPU s/Gbit over TCP x1 (sender a, receiver b); flood: TCP x1 under"
-echo "$FLOOD_PPS handshake initiations/s with a valid mac1, % of quiet"
-printf '%-30s %6s %6s %6s %6s %7s %7s %7s %7s %7s\n' "" "TCPx1" "TCPx4" "UDP" "loss%" \
-  "p50" "p99" "cpu_a" "cpu_b" "flood%"
+echo "$FLOOD_PPS handshake initiations/s with a valid mac1, % of quiet; over TCP x1: segments"
+echo "retransmitted, datagrams dropped for a full UDP receive buffer (both namespaces)"
+printf '%-30s %6s %6s %6s %6s %7s %7s %7s %7s %7s %7s %7s\n' "" "TCPx1" "TCPx4" "UDP" "loss%" \
+  "p50" "p99" "cpu_a" "cpu_b" "flood%" "retr" "drops"
 row veth "veth (ceiling)"
 row ours "lab-vpn <-> lab-vpn"
 row wireguard-go "wireguard-go <-> wireguard-go"
 row mixed "lab-vpn -> wireguard-go"
 ratios=()
-for metric in tcp1 tcp4 udp loss p50 p99 cpu_a cpu_b flood; do
+for metric in tcp1 tcp4 udp loss p50 p99 cpu_a cpu_b flood retr drops; do
   ratios+=("$(ratio "$(m ours "$metric")" "$(m wireguard-go "$metric")")")
 done
-printf '%-30s %6s %6s %6s %6s %7s %7s %7s %7s %7s\n' "ours/wireguard-go" "${ratios[@]}"
+printf '%-30s %6s %6s %6s %6s %7s %7s %7s %7s %7s %7s %7s\n' "ours/wireguard-go" "${ratios[@]}"
 ours=$(m ours tcp1)
 echo "TCP x1 vs veth: lab-vpn $(ratio "$ours" "$(m veth tcp1)"), wireguard-go $(ratio "$(m wireguard-go tcp1)" "$(m veth tcp1)")"
 echo "RESULT vpn ours/wireguard-go=$(ratio "$ours" "$(m wireguard-go tcp1)") ours_gbps=$ours veth_gbps=$(m veth tcp1)"
