@@ -13,10 +13,10 @@
 #           connected on to the backend: both connections are the proxy's
 # Each proxy is started afresh for each mode and stopped after it: memory a mode's connections
 # leave behind (still being given back, or kept by the allocator) is not the next mode's
-# baseline. One proxy thread each, the same limits for all three; HTTP requests other than the
-# upgrades never reach a server, so only the ws and tcp modes have a backend (one that accepts,
-# answers an upgrade with 101, and holds). Prints KB per connection for each proxy and mode, and
-# ours against the best. Last line, machine-readable:
+# baseline. One proxy thread each, the same limits for all three; the http and https listeners'
+# backend listens nowhere (no request ever goes on), so only the ws and tcp listeners have one
+# (it accepts, answers an upgrade with 101, and holds). Prints KB per connection for each proxy
+# and mode, and ours against the best. Last line, machine-readable:
 #   RESULT lb-idle-memory http_kb=<ours> https_kb=<ours> h2_kb=<ours> ws_kb=<ours>
 #     tcp_kb=<ours> best_http_kb=<x> best_https_kb=<y> best_h2_kb=<z> best_ws_kb=<v>
 #     best_tcp_kb=<w>
