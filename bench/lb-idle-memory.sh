@@ -7,13 +7,19 @@
 #   https   TLS 1.3 handshake done (ALPN http/1.1), no request yet
 #   h2      TLS 1.3 handshake done with ALPN h2, the client preface and SETTINGS sent (and the
 #           server's SETTINGS acknowledged), no stream yet
+#   ws      a WebSocket upgrade on an `http` listener answered 101 by the backend, then
+#           nothing either way: the client's and the backend's connections are the proxy's
 #   tcp     connected to a `tcp` listener (HAProxy `mode tcp`, nginx `stream`), which has
 #           connected on to the backend: both connections are the proxy's
-# One proxy thread each, the same limits for all three; HTTP requests never come, so only the
-# tcp mode has a backend (one that accepts and holds). Prints KB per connection for each proxy
+# Each proxy is started afresh for each mode and stopped after it: memory a mode's connections
+# leave behind (still being given back, or kept by the allocator) is not the next mode's
+# baseline. One proxy thread each, the same limits for all three; the http and https listeners'
+# backend listens nowhere (no request ever goes on), so only the ws and tcp listeners have one
+# (it accepts, answers an upgrade with 101, and holds). Prints KB per connection for each proxy
 # and mode, and ours against the best. Last line, machine-readable:
-#   RESULT lb-idle-memory http_kb=<ours> https_kb=<ours> h2_kb=<ours> tcp_kb=<ours>
-#     best_http_kb=<x> best_https_kb=<y> best_h2_kb=<z> best_tcp_kb=<w>
+#   RESULT lb-idle-memory http_kb=<ours> https_kb=<ours> h2_kb=<ours> ws_kb=<ours>
+#     tcp_kb=<ours> best_http_kb=<x> best_https_kb=<y> best_h2_kb=<z> best_ws_kb=<v>
+#     best_tcp_kb=<w>
 # The descriptor limit is raised as far as the machine allows; CONNECTIONS is lowered to fit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,16 +51,32 @@ cat "$work/cert.pem" "$work/key.pem" > "$work/combined.pem"
 declare -A port pid
 for target in ours haproxy nginx; do
   port[$target,http]=$(free_port); port[$target,https]=$(free_port); port[$target,tcp]=$(free_port)
+  port[$target,ws]=$(free_port)
   # h2 is the https listener's, chosen by ALPN.
   port[$target,h2]=${port[$target,https]}
 done
 metrics=$(free_port); nothing=$(free_port); backend=$(free_port)
 
-# The tcp mode's backend: accepts every connection and holds it until the proxy closes it.
+# The ws and tcp modes' backend: accepts every connection and holds it until the proxy closes
+# it; a request asking for a WebSocket upgrade is answered 101 (and then held), any other 200.
 cat > "$work/backend.py" <<'PY'
-import asyncio, sys
+import asyncio, base64, hashlib, sys
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 async def hold(reader, writer):
-    await reader.read()
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            fields = dict(l.split(b":", 1) for l in head.split(b"\r\n")[1:] if b":" in l)
+            fields = {k.strip().lower(): v.strip() for k, v in fields.items()}
+            if fields.get(b"upgrade", b"").lower() == b"websocket":
+                accept = base64.b64encode(hashlib.sha1(fields[b"sec-websocket-key"] + GUID).digest())
+                writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                             b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+                break
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        await reader.read()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
     writer.close()
 async def main():
     server = await asyncio.start_server(hold, "127.0.0.1", int(sys.argv[1]), backlog=4096)
@@ -77,6 +99,15 @@ name = "http"
 listen = "127.0.0.1:${port[ours,http]}"
 mode = "http"
 backend = "web"
+max_connections = $limit
+max_connections_per_client = $limit
+hello_timeout = "300s"
+http = { keepalive_timeout = "300s" }
+[[listener]]
+name = "ws"
+listen = "127.0.0.1:${port[ours,ws]}"
+mode = "http"
+backend = "held"
 max_connections = $limit
 max_connections_per_client = $limit
 hello_timeout = "300s"
@@ -109,7 +140,6 @@ server = [{ address = "127.0.0.1:$nothing" }]
 name = "held"
 server = [{ address = "127.0.0.1:$backend" }]
 CONF
-"${on_proxy_core[@]}" "$LB" run --config "$work/lb.toml" 2>"$work/lb.log" & pids+=($!); pid[ours]=$!
 
 cat > "$work/haproxy.cfg" <<CONF
 global
@@ -122,18 +152,23 @@ defaults
   timeout http-request 300s
   timeout http-keep-alive 300s
   timeout server 300s
+  timeout tunnel 300s
 frontend http
   bind 127.0.0.1:${port[haproxy,http]}
   bind 127.0.0.1:${port[haproxy,https]} ssl crt $work/combined.pem alpn h2,http/1.1
   default_backend web
+frontend ws
+  bind 127.0.0.1:${port[haproxy,ws]}
+  default_backend held
 backend web
   server s1 127.0.0.1:$nothing
+backend held
+  server s1 127.0.0.1:$backend
 listen tcp
   mode tcp
   bind 127.0.0.1:${port[haproxy,tcp]}
   server s1 127.0.0.1:$backend
 CONF
-"${on_proxy_core[@]}" haproxy -q -f "$work/haproxy.cfg" & pids+=($!); pid[haproxy]=$!
 
 mkdir -p "$work/nginx"
 cat > "$work/nginx/nginx.conf" <<CONF
@@ -149,17 +184,41 @@ http { access_log off; client_header_timeout 300s; keepalive_timeout 300s;
     listen 127.0.0.1:${port[nginx,https]} ssl http2;
     ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem; ssl_protocols TLSv1.2 TLSv1.3;
     location / { proxy_pass http://127.0.0.1:$nothing; }
+  }
+  server {
+    listen 127.0.0.1:${port[nginx,ws]};
+    proxy_read_timeout 300s; proxy_send_timeout 300s;
+    location / { proxy_pass http://127.0.0.1:$backend; proxy_http_version 1.1;
+      proxy_set_header Upgrade \$http_upgrade; proxy_set_header Connection upgrade; }
   } }
 stream {
   server { listen 127.0.0.1:${port[nginx,tcp]}; proxy_pass 127.0.0.1:$backend; proxy_timeout 300s; }
 }
 CONF
-"${on_proxy_core[@]}" nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" & pids+=($!); pid[nginx]=$!
 
 wait_port "$backend"
-for target in ours haproxy nginx; do
-  wait_port "${port[$target,http]}"; wait_port "${port[$target,https]}"; wait_port "${port[$target,tcp]}"
-done
+
+# Starts TARGET afresh (pid[TARGET]) and waits for each of its listeners.
+start() {
+  case $1 in
+    ours) "${on_proxy_core[@]}" "$LB" run --config "$work/lb.toml" 2>>"$work/lb.log" & ;;
+    haproxy) "${on_proxy_core[@]}" haproxy -q -f "$work/haproxy.cfg" & ;;
+    nginx) "${on_proxy_core[@]}" nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" & ;;
+  esac
+  pid[$1]=$!; pids+=($!)
+  local mode
+  for mode in http https ws tcp; do wait_port "${port[$1,$mode]}"; done
+}
+# Stops TARGET and waits until it has exited (nginx's worker with it), so that its listening
+# ports are free for the next start.
+stop() {
+  kill "${pid[$1]}" 2>/dev/null || true
+  wait "${pid[$1]}" 2>/dev/null || true
+  local mode
+  for mode in http https ws tcp; do
+    for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"${port[$1,$mode]}") 2>/dev/null || break; sleep 0.05; done
+  done
+}
 
 # Opens COUNT connections to PORT in MODE, prints `open N` once they are, and holds them until
 # its stdin closes.
@@ -173,6 +232,14 @@ if mode in ("https", "h2"):
     context.verify_mode = ssl.CERT_NONE
     context.minimum_version = ssl.TLSVersion.TLSv1_3
     context.set_alpn_protocols(["h2" if mode == "h2" else "http/1.1"])
+UPGRADE = (b"GET /socket HTTP/1.1\r\nHost: bench.test\r\nUpgrade: websocket\r\n"
+           b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+           b"Sec-WebSocket-Version: 13\r\n\r\n")
+async def ws_upgrade(reader, writer):
+    writer.write(UPGRADE)
+    head = await reader.readuntil(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 101"):
+        raise RuntimeError(f"no upgrade: {head.splitlines()[0]!r}")
 # The client connection preface and an empty SETTINGS frame; then, once the server's SETTINGS
 # came, their acknowledgement: an h2 connection set up, no stream opened.
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
@@ -197,6 +264,8 @@ async def main():
                 server_hostname="bench.test" if context else None)
             if mode == "h2":
                 await h2_setup(reader, writer)
+            elif mode == "ws":
+                await ws_upgrade(reader, writer)
             held.append(writer)
     results = await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)
     failed = [r for r in results if isinstance(r, Exception)]
@@ -206,17 +275,18 @@ asyncio.run(main())
 PY
 
 declare -A kb
-modes=(http https h2 tcp)
+modes=(http https h2 ws tcp)
 mb() { awk -v kb="$1" 'BEGIN { printf "%.1f", kb / 1024 }'; }
 echo "lab-lb idle connections: $CONNECTIONS per proxy and mode ($placement)"
 printf '%-8s %-6s %10s %10s %10s %12s\n' proxy mode "rss0 MB" "rss MB" "KB/conn" "after close"
 for mode in "${modes[@]}"; do
   for target in ours haproxy nginx; do
+    start "$target"
     # A request first, so what is set up on first use is in the baseline.
     case $mode in
       # The tcp mode's backend never answers.
       tcp) curl -s -m 1 -o /dev/null "http://127.0.0.1:${port[$target,$mode]}/" || true ;;
-      http) curl -s -o /dev/null "http://127.0.0.1:${port[$target,$mode]}/" || true ;;
+      http|ws) curl -s -o /dev/null "http://127.0.0.1:${port[$target,$mode]}/" || true ;;
       https) curl -sk --http1.1 -o /dev/null "https://127.0.0.1:${port[$target,$mode]}/" || true ;;
       h2) curl -sk --http2 -o /dev/null "https://127.0.0.1:${port[$target,$mode]}/" || true ;;
     esac
@@ -239,6 +309,7 @@ for mode in "${modes[@]}"; do
     printf '%-8s %-6s %10s %10s %10s %12s\n' "$target" "$mode" "$(mb "$before")" \
       "$(mb "$during")" "${kb[$target,$mode]}" "$(mb "$after")"
     : > "$work/hold.out"
+    stop "$target"
   done
 done
 
