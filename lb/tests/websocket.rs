@@ -174,3 +174,47 @@ fn every_upgrade_to_a_fast_server_stays_up() {
         assert_eq!(payload, text.as_bytes(), "upgrade {i}");
     }
 }
+
+/// WebSockets open and quiet (a dashboard's live view, a `kubectl` watch): each costs the
+/// connection's state, not copy buffers, so a few thousand fit in the lb container's memory
+/// (HAProxy holds ~4.6 KB for one). Warmed first: the allocator's per-thread pages make the
+/// first connections pay for more than their own state.
+#[test]
+fn an_idle_websocket_costs_its_state_not_buffers() {
+    const WARM: usize = 500;
+    const IDLE: usize = 1500;
+    let server = echo_server();
+    let setup = Setup::new();
+    let lb = setup.start(&setup.single("http", "max_connections_per_client = 4000", "", &[server]));
+    let open = |count: usize| -> Vec<TcpStream> {
+        (0..count)
+            .map(|i| {
+                let (client, head) = upgraded(setup.lb);
+                assert!(head.starts_with("HTTP/1.1 101"), "upgrade {i}: {head}");
+                client
+            })
+            .collect()
+    };
+    let active = "lab_lb_connections_active{listener=\"web\"}";
+    let mut idle = open(WARM);
+    setup.until_metric(active, WARM as f64, Duration::from_secs(20));
+    let before = support::rss_kib(lb.process.pid());
+    idle.extend(open(IDLE));
+    setup.until_metric(active, (WARM + IDLE) as f64, Duration::from_secs(20));
+    let per_connection =
+        (support::rss_kib(lb.process.pid()).saturating_sub(before)) as f64 / IDLE as f64;
+    eprintln!("{per_connection:.2} KiB per idle WebSocket");
+    assert!(
+        per_connection < 12.0,
+        "{per_connection:.1} KiB per idle WebSocket"
+    );
+
+    // Quiet, not forgotten: each still echoes.
+    for (i, client) in idle.iter_mut().enumerate().step_by(100) {
+        let text = format!("late {i}");
+        client
+            .write_all(&frame(text.as_bytes(), Some([4, 3, 2, 1])))
+            .unwrap();
+        assert_eq!(read_frame(client), text.as_bytes(), "websocket {i}");
+    }
+}

@@ -248,8 +248,9 @@ fn write_zero() -> io::Error {
     io::Error::new(io::ErrorKind::WriteZero, "write zero byte into writer")
 }
 
-/// Both directions until both are done, or until either fails.
-async fn copy_both_ways<C, S>(client: &mut C, server: &mut S) -> io::Result<()>
+/// Both directions until both are done, or until either fails; buffers only while bytes wait
+/// (see [`Direction`]), so a quiet tunnel holds none.
+pub async fn copy_both_ways<C, S>(client: &mut C, server: &mut S) -> io::Result<()>
 where
     C: AsyncRead + AsyncWrite + Unpin,
     S: AsyncRead + AsyncWrite + Unpin,

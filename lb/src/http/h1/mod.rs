@@ -18,6 +18,7 @@ pub(crate) mod head;
 
 use crate::backend::pool::{Pool, Tried};
 use crate::http::router::{idempotent, Finished, HttpRouter, Route, Timeouts};
+use crate::l4::splice::copy_both_ways;
 use bytes::{Buf, BytesMut};
 use chunked::ChunkedScanner;
 use deadline::Deadline;
@@ -610,11 +611,14 @@ impl Exchange<'_> {
             outcome.error = Some(format!("client: {e}"));
             return outcome;
         }
-        out.clear();
         let early = upstream.write_all(from_client).await;
-        from_client.clear();
+        // The request loop's buffers are done with (the connection ends with the tunnel): a
+        // WebSocket may stay quiet for hours, and holds no buffer while it does.
+        *from_client = BytesMut::new();
+        buffers.from_server = BytesMut::new();
+        buffers.to_client = Vec::new();
         let streamed = match early {
-            Ok(()) => tokio::io::copy_bidirectional(socket, &mut upstream).await,
+            Ok(()) => copy_both_ways(socket, &mut upstream).await,
             Err(e) => Err(e),
         };
         if let Err(e) = streamed {
