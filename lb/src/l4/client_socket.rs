@@ -373,7 +373,7 @@ mod tests {
             matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
             "the response left before the FIN: {read:?}"
         );
-        socket.shutdown().await.unwrap();
+        AsyncWriteExt::shutdown(&mut socket).await.unwrap();
         let mut received = Vec::new();
         client.read_to_end(&mut received).await.unwrap();
         assert_eq!(received, response, "all of it, then the end");
