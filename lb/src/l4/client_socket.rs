@@ -366,9 +366,10 @@ mod tests {
         let response = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nok\n";
         socket.ends_after_next_write();
         socket.write_all(response).await.unwrap();
-        // On loopback a segment sent is in the peer's queue by the time the send returns.
-        let mut early = [0u8; 128];
-        let read = client.try_read(&mut early);
+        // On loopback a segment sent is in the peer's queue by the time the send returns; the
+        // kernel is asked (a peek), not tokio's readiness, which has not seen the bytes yet.
+        let mut early = [std::mem::MaybeUninit::<u8>::uninit(); 128];
+        let read = socket2::SockRef::from(&client).peek(&mut early);
         assert!(
             matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
             "the response left before the FIN: {read:?}"
