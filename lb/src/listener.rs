@@ -13,6 +13,7 @@ use lab_daemon::admission::{Admission, Limits, Over};
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::Stream;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -125,14 +126,24 @@ impl ListenerSlot {
 async fn accept_loop(
     socket: TcpListener,
     app: Arc<ArcSwap<App>>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     connections: TaskTracker,
 ) {
     let admission = Arc::new(Admission::default());
+    // One wait for the stop for the loop's life, polled only when no connection is waiting: a
+    // wait made anew per connection registered and unregistered itself in the watch's waiter
+    // list each time (and an unbiased select drew a random number to pick the order). Under a
+    // stream of connections that never lets the accept wait, the version check sees the stop.
+    let mut stopping = stop.clone();
+    let mut stopped = pin!(stopping.changed());
     loop {
+        if stop.has_changed().unwrap_or(true) {
+            break;
+        }
         let accepted = tokio::select! {
+            biased;
             accepted = socket.accept() => accepted,
-            _ = stop.changed() => break,
+            _ = &mut stopped => break,
         };
         let (tcp, client) = match accepted {
             Ok(accepted) => accepted,

@@ -100,7 +100,7 @@ impl HttpApp {
 
     /// Our HTTP/1.1 path on `stream`; what it read of a request it hands over, or None when the
     /// connection is done.
-    async fn serve_http1<S: AsyncRead + AsyncWrite + Unpin>(
+    async fn serve_http1<S: http1::ClientStream>(
         &self,
         stream: &mut S,
         peer: SocketAddr,

@@ -18,7 +18,9 @@ pub(crate) mod head;
 
 use crate::backend::pool::{Pool, Tried};
 use crate::http::router::{idempotent, Finished, HttpRouter, Route, Timeouts};
+use crate::l4::client_socket::ClientSocket;
 use crate::l4::splice::copy_both_ways;
+use crate::tls::stream::TlsClient;
 use bytes::{Buf, BytesMut};
 use chunked::ChunkedScanner;
 use deadline::Deadline;
@@ -45,6 +47,22 @@ const BUFFERS_KEPT_IDLE: Duration = Duration::from_secs(2);
 /// Largest response head accepted from a server (pingora's limit too).
 const MAX_RESPONSE_HEAD: usize = 1024 * 1024;
 
+/// A client connection this path serves.
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin {
+    /// The connection is shut down right after the next write: a stream that can may hold
+    /// that write's last bytes for the shutdown to send with them.
+    fn ends_after_next_write(&mut self) {}
+}
+
+impl ClientStream for ClientSocket {
+    fn ends_after_next_write(&mut self) {
+        ClientSocket::ends_after_next_write(self);
+    }
+}
+
+/// Its close_notify is a record of its own after the response's.
+impl ClientStream for TlsClient {}
+
 /// How a connection left this path.
 pub enum Served {
     /// Closed, or to be closed.
@@ -55,7 +73,7 @@ pub enum Served {
 
 /// Serves the requests of `client` on `socket` until the connection ends or a request needs
 /// pingora.
-pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+pub async fn serve<S: ClientStream>(
     router: &HttpRouter,
     socket: &mut S,
     client: IpAddr,
@@ -299,7 +317,7 @@ enum Failure {
 }
 
 impl Exchange<'_> {
-    async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    async fn run<S: ClientStream>(
         &self,
         socket: &mut S,
         from_client: &mut BytesMut,
@@ -507,7 +525,7 @@ impl Exchange<'_> {
 
     /// Passes the response (its head already written for the client in `to_client`) on, then
     /// keeps the server's connection if it can serve another request.
-    async fn relay<S: AsyncWrite + Unpin>(
+    async fn relay<S: ClientStream>(
         &self,
         socket: &mut S,
         mut upstream: TcpStream,
@@ -544,6 +562,9 @@ impl Exchange<'_> {
                     let _ = send(socket, out, deadline, self.timeouts.client_send).await;
                     return outcome;
                 }
+            }
+            if close && body.done() {
+                socket.ends_after_next_write();
             }
             if let Err(e) = send(socket, out, deadline, self.timeouts.client_send).await {
                 outcome.error = Some(format!("client: {e}"));
