@@ -19,9 +19,6 @@
 #   RESULT vpn ours/wireguard-go=<ratio> ours_gbps=<x> veth_gbps=<y>
 # DAEMON_CORES=1 gives each daemon one core (a's on core 0, b's on core 1, with taskset) instead
 # of both: how far each makes use of a second core.
-# CC=NAME sets the TCP congestion control in both namespaces (say cubic, Linux's own default);
-# without it they inherit the machine's (printed with the results): loss-driven cubic and
-# loss-blind bbr meet a tunnel's drops very differently.
 # PROFILE=1 also records each lab-vpn daemon with perf over the 1-stream run of the last round
 # (and the receiver over the flooded run) and prints where its CPU time goes (symbols at or above PROFILE_MIN percent, default 1).
 # Bounded: each iperf3 run lasts IPERF_SECONDS (default 5); a round is about 80 s, the default
@@ -89,11 +86,6 @@ in_a() { ip netns exec "$ns_a" "$@"; }
 in_b() { ip netns exec "$ns_b" "$@"; }
 in_a ip link set lo up
 in_b ip link set lo up
-if [[ -n ${CC:-} ]]; then
-  in_a sysctl -qw net.ipv4.tcp_congestion_control="$CC"
-  in_b sysctl -qw net.ipv4.tcp_congestion_control="$CC"
-fi
-congestion_control=$(in_a sysctl -n net.ipv4.tcp_congestion_control)
 # Created inside a, one end moved to b: the root namespace never sees the pair.
 in_a ip link add veth-a type veth peer name veth-b
 in_a ip link set veth-b netns "$ns_b"
@@ -334,8 +326,7 @@ row() {
 echo "${IPERF_SECONDS}s runs, medians of $ROUNDS interleaved rounds, daemons on ${DAEMON_CORES:-2} core(s) each. Gbit/s; UDP: received, loss %;"
 echo "ping ms under TCP x4; CPU s/Gbit over TCP x1 (sender a, receiver b); flood: TCP x1 under"
 echo "$FLOOD_PPS handshake initiations/s with a valid mac1, % of quiet; over TCP x1: segments"
-echo "retransmitted, datagrams dropped for a full UDP receive buffer (both namespaces). TCP congestion"
-echo "control: $congestion_control"
+echo "retransmitted, datagrams dropped for a full UDP receive buffer (both namespaces)"
 printf '%-30s %6s %6s %6s %6s %7s %7s %7s %7s %7s %7s %7s\n' "" "TCPx1" "TCPx4" "UDP" "loss%" \
   "p50" "p99" "cpu_a" "cpu_b" "flood%" "retr" "drops"
 row veth "veth (ceiling)"
