@@ -275,7 +275,8 @@ asyncio.run(main())
 PY
 
 declare -A kb
-modes=(http https h2 ws tcp)
+# MODES="http ws" runs some of them.
+read -ra modes <<< "${MODES:-http https h2 ws tcp}"
 mb() { awk -v kb="$1" 'BEGIN { printf "%.1f", kb / 1024 }'; }
 echo "lab-lb idle connections: $CONNECTIONS per proxy and mode ($placement)"
 printf '%-8s %-6s %10s %10s %10s %12s\n' proxy mode "rss0 MB" "rss MB" "KB/conn" "after close"

@@ -180,14 +180,21 @@ async fn accept_loop(
             App::Http(_) => ClientSocket::with_nodelay_after_first_write(tcp, client),
         };
         let shutdown = stop.clone();
+        // The socket is lent, not moved, to the HTTP path: moved into an async fn, it would
+        // take room in this task twice more (a parameter and its local), for the connection's
+        // life.
+        let mut socket = Some(socket);
         connections.spawn(async move {
-            let _guard = guard;
+            // Held where it was captured (a `let` would copy it), to the connection's end.
+            let _admitted = &guard;
             match &*app {
                 App::L4(proxy) => {
-                    let stream: Stream = Box::new(socket);
-                    proxy.process_new(stream, &shutdown).await;
+                    if let Some(socket) = socket.take() {
+                        let stream: Stream = Box::new(socket);
+                        proxy.process_new(stream, &shutdown).await;
+                    }
                 }
-                App::Http(http) => http.serve(socket, &shutdown).await,
+                App::Http(http) => http.serve(&mut socket, &shutdown).await,
             }
         });
     }

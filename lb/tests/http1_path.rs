@@ -864,3 +864,62 @@ fn an_idle_client_connection_costs_its_state_not_buffers() {
         assert!(body.starts_with("web uri=/late "), "{body}");
     }
 }
+
+#[test]
+fn a_keepalive_connection_idle_past_its_buffers_costs_what_a_new_one_does() {
+    // Clients that made a request and then went quiet (a browser's spare connections, a
+    // monitoring agent's between scrapes): past the moment a connection gives its buffers back
+    // (2 s), what it held for requests goes with them, and it costs what a connection that never
+    // sent a byte costs. Counted as in the test above: a warm batch, then the growth over the
+    // next one, read once the batch has idled.
+    const WARM: usize = 1000;
+    const IDLE: usize = 2000;
+    let web = EchoBackend::start("web");
+    let setup = Setup::new();
+    let lb = setup.start(&setup.single(
+        "http",
+        "max_connections_per_client = 4000\nhttp = { keepalive_timeout = \"60s\" }",
+        "",
+        &[web.address],
+    ));
+    let active = "lab_lb_connections_active{listener=\"web\"}";
+    let request = |stream: &TcpStream, path: &str| {
+        let mut writer = stream;
+        writer
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+            .unwrap();
+        let (head, body) = read_response(&mut BufReader::new(stream));
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(body.starts_with(&format!("web uri={path} ")), "{body}");
+    };
+    let connect = |count: usize| -> Vec<TcpStream> {
+        (0..count)
+            .map(|_| {
+                let stream = TcpStream::connect(setup.lb).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                request(&stream, "/first");
+                stream
+            })
+            .collect()
+    };
+    let mut idle = connect(WARM);
+    std::thread::sleep(Duration::from_secs(3));
+    let before = rss_kib(lb.process.pid());
+    idle.extend(connect(IDLE));
+    setup.until_metric(active, (WARM + IDLE) as f64, Duration::from_secs(20));
+    let busy = rss_kib(lb.process.pid()).saturating_sub(before) as f64 / IDLE as f64;
+    std::thread::sleep(Duration::from_secs(3));
+    let per_connection = (rss_kib(lb.process.pid()).saturating_sub(before)) as f64 / IDLE as f64;
+    eprintln!("{busy:.2} KiB per connection just after its request, {per_connection:.2} KiB idle");
+    assert!(
+        per_connection < 6.0,
+        "{per_connection:.1} KiB per connection idle after a request ({busy:.1} KiB just after it)"
+    );
+
+    // Idle, not forgotten: each still serves.
+    for stream in idle.iter().step_by(100) {
+        request(stream, "/late");
+    }
+}

@@ -98,21 +98,38 @@ impl HttpApp {
         .inc();
     }
 
-    /// Our HTTP/1.1 path on `stream`; what it read of a request it hands over, or None when the
-    /// connection is done.
+    /// Our HTTP/1.1 path on `stream`, until `until` for the first request; what it read of a
+    /// request it hands over, or None when the connection is done.
     async fn serve_http1<S: http1::ClientStream>(
         &self,
         stream: &mut S,
         peer: SocketAddr,
+        mut until: tokio::time::Instant,
         shutdown: &ShutdownWatch,
     ) -> Option<BytesMut> {
         self.metrics.active.inc();
-        let served = http1::serve(&self.router, stream, peer.ip(), shutdown).await;
+        let handed_over = loop {
+            // Quiet, the connection holds this wait alone; the path's state (kilobytes, boxed)
+            // is made when a request comes and given back when it has idled a while.
+            if !http1::until_readable(stream, until, shutdown).await {
+                break None;
+            }
+            match Box::pin(http1::serve(
+                &self.router,
+                stream,
+                peer.ip(),
+                until,
+                shutdown,
+            ))
+            .await
+            {
+                Served::Idle(keepalive_until) => until = keepalive_until,
+                Served::HandOver(read) => break Some(read),
+                Served::Closed => break None,
+            }
+        };
         self.metrics.active.dec();
-        match served {
-            Served::HandOver(read) => Some(read),
-            Served::Closed => None,
-        }
+        handed_over
     }
 
     /// Our h2 path on `stream`, when every backend of the listener is plain HTTP/1.1; the
@@ -134,12 +151,13 @@ impl HttpApp {
         None
     }
 
-    /// The TLS handshake on `socket`: the connection once it is done, None when it failed.
-    /// Boxed: inline, the connection would size every connection's task, a plain one's too.
+    /// The TLS handshake on `socket`, done by `until`: the connection once it is done, None
+    /// when it failed.
     async fn handshake(
         &self,
         config: &Arc<rustls::ServerConfig>,
         socket: ClientSocket,
+        until: tokio::time::Instant,
     ) -> Option<Box<TlsClient>> {
         let peer = socket.peer;
         let failed = |e: std::io::Error| {
@@ -154,7 +172,7 @@ impl HttpApp {
                 return None;
             }
         };
-        match tokio::time::timeout(self.hello_timeout, tls.handshake()).await {
+        match tokio::time::timeout_at(until, tls.handshake()).await {
             Ok(Ok(())) => {
                 self.handshake_ok(tls.version());
                 Some(tls)
@@ -171,42 +189,82 @@ impl HttpApp {
         }
     }
 
-    pub async fn serve(&self, mut socket: ClientSocket, shutdown: &ShutdownWatch) {
-        let peer = socket.peer;
-        let stream: Stream = match &self.tls {
-            None => {
-                let Some(read) = self.serve_http1(&mut socket, peer, shutdown).await else {
-                    return;
-                };
-                let prior_knowledge = self.router.h2c() && http2::starts_h2(&read);
-                socket.replay(read);
-                if prior_knowledge && self.serve_h2(&mut socket, peer, shutdown).await.is_none() {
-                    return;
-                }
-                // Header and body of a response in one write (pingora flushes at the end).
-                // Under TLS, rustls and h2 gather writes themselves.
-                socket.buffer_writes();
-                Box::new(socket)
-            }
-            // Our paths run here, not in a future of their own: a TLS connection's task costs
-            // a plain one's, and the TLS connection besides.
-            Some(config) => {
-                let Some(mut tls) = self.handshake(config, socket).await else {
-                    return;
-                };
-                if tls.is_h2() {
-                    if self.serve_h2(&mut *tls, peer, shutdown).await.is_none() {
-                        return;
-                    }
-                } else {
-                    let Some(read) = self.serve_http1(&mut *tls, peer, shutdown).await else {
-                        return;
-                    };
-                    tls.replay(read);
-                }
-                tls
-            }
+    /// Serves the connection on `socket` (taken from it when it leaves for pingora's session or
+    /// TLS) to its end. What is inline here sizes every connection's task for its life, idle
+    /// ones' included: the waits for a client's bytes, and boxes for the rest.
+    pub async fn serve(&self, socket: &mut Option<ClientSocket>, shutdown: &ShutdownWatch) {
+        let Some(plain) = socket.as_mut() else {
+            return;
         };
+        let peer = plain.peer;
+        let accepted = tokio::time::Instant::now();
+        match &self.tls {
+            None => {
+                let until = accepted + self.router.timeouts().keepalive;
+                let Some(read) = self.serve_http1(plain, peer, until, shutdown).await else {
+                    return;
+                };
+                let Some(socket) = socket.take() else {
+                    return;
+                };
+                Box::pin(self.serve_plain_handed_over(socket, read, shutdown)).await
+            }
+            Some(config) => {
+                // Nothing made for a client that has not said hello yet.
+                let hello_until = accepted + self.hello_timeout;
+                if !http1::until_readable(plain, hello_until, shutdown).await {
+                    return;
+                }
+                let Some(socket) = socket.take() else {
+                    return;
+                };
+                let Some(tls) = Box::pin(self.handshake(config, socket, hello_until)).await else {
+                    return;
+                };
+                Box::pin(self.serve_tls(tls, shutdown)).await
+            }
+        }
+    }
+
+    /// A plain connection our HTTP/1.1 path handed over, `read` its bytes not yet handled: h2
+    /// by prior knowledge where `h2c` is on, pingora's session otherwise.
+    async fn serve_plain_handed_over(
+        &self,
+        mut socket: ClientSocket,
+        read: BytesMut,
+        shutdown: &ShutdownWatch,
+    ) {
+        let peer = socket.peer;
+        let prior_knowledge = self.router.h2c() && http2::starts_h2(&read);
+        socket.replay(read);
+        if prior_knowledge && self.serve_h2(&mut socket, peer, shutdown).await.is_none() {
+            return;
+        }
+        // Header and body of a response in one write (pingora flushes at the end).
+        // Under TLS, rustls and h2 gather writes themselves.
+        socket.buffer_writes();
+        self.serve_pingora(Box::new(socket), shutdown).await
+    }
+
+    /// A connection after its TLS handshake: our h2 or HTTP/1.1 path, then pingora's session
+    /// for what they hand over.
+    async fn serve_tls(&self, mut tls: Box<TlsClient>, shutdown: &ShutdownWatch) {
+        let peer = tls.peer();
+        if tls.is_h2() {
+            if self.serve_h2(&mut *tls, peer, shutdown).await.is_none() {
+                return;
+            }
+        } else {
+            let until = tokio::time::Instant::now() + self.router.timeouts().keepalive;
+            let Some(read) = self.serve_http1(&mut *tls, peer, until, shutdown).await else {
+                return;
+            };
+            tls.replay(read);
+        }
+        self.serve_pingora(tls, shutdown).await
+    }
+
+    async fn serve_pingora(&self, stream: Stream, shutdown: &ShutdownWatch) {
         self.metrics.active.inc();
         // Boxed: inline, pingora's session future (kilobytes) would size every connection's
         // task, though most connections never leave our HTTP/1.1 path.

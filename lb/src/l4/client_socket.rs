@@ -60,6 +60,10 @@ enum Nodelay {
 /// Writes this large or larger go out directly.
 const WRITE_BUFFER: usize = 16 * 1024;
 
+/// Room for a connection's first read after a quiet while (nginx's
+/// `client_header_buffer_size`): most request heads, and a TLS ClientHello, fit.
+pub const FIRST_READ_SIZE: usize = 1024;
+
 impl ClientSocket {
     /// `stream` as it is: `TCP_NODELAY` is the caller's.
     pub fn new(stream: TcpStream, peer: SocketAddr) -> Self {
@@ -100,6 +104,27 @@ impl ClientSocket {
             return Poll::Ready(Ok(()));
         }
         self.stream.poll_read_ready(cx)
+    }
+
+    /// Ready once the client's bytes are there (or its end, or an error), holding no buffer
+    /// while it waits; what it read the next reads return.
+    ///
+    /// Readiness alone would not do: tokio takes an accepted socket for readable until a read
+    /// finds it empty (so that a request sent with the connection is read without waiting for
+    /// the reactor), and a wait on readiness would return at once for every new connection,
+    /// which then took a buffer to wait with. A read into room on the stack settles it; only
+    /// bytes that came take memory.
+    pub fn poll_client_bytes(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if !self.replay.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        let mut room = [0u8; FIRST_READ_SIZE];
+        let mut read = ReadBuf::new(&mut room);
+        ready!(Pin::new(&mut self.stream).poll_read(cx, &mut read))?;
+        if !read.filled().is_empty() {
+            self.replay.set(bytes::BytesMut::from(read.filled()));
+        }
+        Poll::Ready(Ok(()))
     }
 
     /// The next writes are the connection's last before its shutdown: they are sent with

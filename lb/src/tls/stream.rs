@@ -129,6 +129,11 @@ impl TlsClient {
     }
 
     /// The client chose h2 (else HTTP/1.1, by ALPN or by default).
+    /// The client's address.
+    pub fn peer(&self) -> std::net::SocketAddr {
+        self.socket.peer
+    }
+
     pub fn is_h2(&self) -> bool {
         self.alpn == Some(ALPN::H2)
     }

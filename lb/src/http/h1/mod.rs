@@ -18,7 +18,7 @@ pub(crate) mod head;
 
 use crate::backend::pool::{Pool, Tried};
 use crate::http::router::{idempotent, Finished, HttpRouter, Route, Timeouts};
-use crate::l4::client_socket::ClientSocket;
+use crate::l4::client_socket::{ClientSocket, FIRST_READ_SIZE};
 use crate::l4::splice::copy_both_ways;
 use crate::tls::stream::TlsClient;
 use bytes::{Buf, BytesMut};
@@ -28,6 +28,7 @@ use head::{Framing, Parsed};
 use pingora_core::server::ShutdownWatch;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::{pin, Pin};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -35,13 +36,10 @@ use tokio::net::TcpStream;
 /// Room made for each read from either side.
 const READ_SIZE: usize = 16 * 1024;
 
-/// Room for the first read of a request on a connection that holds no buffers (nginx's
-/// `client_header_buffer_size`): most request heads fit, a bigger one gets `READ_SIZE` more.
-const FIRST_READ_SIZE: usize = 1024;
-
-/// A connection idle this long between requests gives its buffers back: a client that sends
-/// its next request sooner (a busy keep-alive connection) reuses them, one that sits idle costs
-/// the connection's state alone (lab-lb's container has 512 MiB for thousands of clients).
+/// A connection idle this long between requests gives its buffers back, and leaves [`serve`]
+/// for [`until_readable`]: a client that sends its next request sooner (a busy keep-alive
+/// connection) reuses them, one that sits idle costs the connection's socket and a wait alone
+/// (lab-lb's container has 512 MiB for thousands of clients).
 const BUFFERS_KEPT_IDLE: Duration = Duration::from_secs(2);
 
 /// Largest response head accepted from a server (pingora's limit too).
@@ -52,11 +50,21 @@ pub trait ClientStream: AsyncRead + AsyncWrite + Unpin {
     /// The connection is shut down right after the next write: a stream that can may hold
     /// that write's last bytes for the shutdown to send with them.
     fn ends_after_next_write(&mut self) {}
+
+    /// Ready once the client's bytes are there (or its end, or an error), without taking a
+    /// buffer to wait with.
+    fn poll_client_bytes(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(self).poll_read(cx, &mut ReadBuf::new(&mut []))
+    }
 }
 
 impl ClientStream for ClientSocket {
     fn ends_after_next_write(&mut self) {
         ClientSocket::ends_after_next_write(self);
+    }
+
+    fn poll_client_bytes(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        ClientSocket::poll_client_bytes(self, cx)
     }
 }
 
@@ -69,14 +77,41 @@ pub enum Served {
     Closed,
     /// A request this path does not carry: the client's bytes not yet handled, for pingora.
     HandOver(BytesMut),
+    /// Quiet between requests for `BUFFERS_KEPT_IDLE`: everything this path held is given back,
+    /// and the connection waits with [`until_readable`] for its next request until the
+    /// keep-alive deadline it carries.
+    Idle(tokio::time::Instant),
 }
 
-/// Serves the requests of `client` on `socket` until the connection ends or a request needs
-/// pingora.
+/// Waits, holding nothing of this path's, until the client's bytes are there (true), or until
+/// `until` passes or the daemon stops (false: the connection is to be closed). What an idle
+/// connection costs is this wait's state, not [`serve`]'s (its buffers, its timer, the
+/// per-request futures it is sized for).
+pub async fn until_readable<S: ClientStream>(
+    socket: &mut S,
+    until: tokio::time::Instant,
+    shutdown: &ShutdownWatch,
+) -> bool {
+    if *shutdown.borrow() {
+        return false;
+    }
+    let mut watched = shutdown.clone();
+    tokio::select! {
+        biased;
+        ready = tokio::time::timeout_at(until, std::future::poll_fn(|cx| socket.poll_client_bytes(cx))) => {
+            matches!(ready, Ok(Ok(())))
+        }
+        _ = watched.changed() => false,
+    }
+}
+
+/// Serves the requests of `client` on `socket` until the connection ends, idles, or a request
+/// needs pingora. A client that sends nothing before `keepalive_until` is done.
 pub async fn serve<S: ClientStream>(
     router: &HttpRouter,
     socket: &mut S,
     client: IpAddr,
+    keepalive_until: tokio::time::Instant,
     shutdown: &ShutdownWatch,
 ) -> Served {
     // One wait for shutdown for the connection's life, not one made and dropped per request
@@ -95,11 +130,12 @@ pub async fn serve<S: ClientStream>(
         to_client: Vec::new(),
         deadline: Deadline::new(timeouts.shortest()),
     };
+    let mut first_keepalive = Some(keepalive_until);
     loop {
         // The next request's head.
         let mut head_deadline: Option<tokio::time::Instant> = None;
         // Counted once from the end of the last request, whatever waits it is made of.
-        let mut keepalive_deadline: Option<tokio::time::Instant> = None;
+        let mut keepalive_deadline = first_keepalive.take();
         let mut route_index = None;
         let (request, head_len) = loop {
             if !buf.is_empty() {
@@ -149,20 +185,14 @@ pub async fn serve<S: ClientStream>(
                 _ => *keepalive_deadline.get_or_insert(now + timeouts.keepalive),
             };
             let between_requests = buf.is_empty();
-            let holding = between_requests
-                && (buf.capacity() > FIRST_READ_SIZE
-                    || upstream_request.capacity() > 0
-                    || buffers.from_server.capacity() > 0
-                    || buffers.to_client.capacity() > 0);
-            let wait_until = if holding {
+            let wait_until = if between_requests {
                 until.min(now + BUFFERS_KEPT_IDLE)
             } else {
                 until
             };
             let read = async {
-                // Holding no buffer (a new connection, or one idle past `BUFFERS_KEPT_IDLE`),
-                // it gets one once the client's bytes are there: until then an idle
-                // connection costs its state alone.
+                // Holding no buffer (woken by bytes that were not a request's, a TLS record
+                // of its own say), it gets one once the client's bytes are there.
                 if buf.capacity() == 0 {
                     readable(socket).await?;
                 }
@@ -182,12 +212,7 @@ pub async fn serve<S: ClientStream>(
                 Some(Ok(n)) if n > 0 => {}
                 // Idle for a while, not for good: the buffers go, the connection stays. (A
                 // read cut short has taken nothing from the socket.)
-                None if wait_until < until => {
-                    buf = BytesMut::new();
-                    upstream_request = Vec::new();
-                    buffers.from_server = BytesMut::new();
-                    buffers.to_client = Vec::new();
-                }
+                None if wait_until < until => return Served::Idle(until),
                 _ => return Served::Closed,
             }
         };
