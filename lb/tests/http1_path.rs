@@ -846,9 +846,12 @@ fn an_idle_client_connection_costs_its_state_not_buffers() {
     let per_connection = (rss_kib(lb.process.pid()).saturating_sub(before)) as f64 / IDLE as f64;
     eprintln!("{per_connection:.2} KiB per idle connection");
     // Measured in this (debug) build: 10.5 KiB when each connection's task carried the TLS
-    // handshake's and a request's state and a 1 KiB read buffer, 2.3-4.3 KiB without.
+    // handshake's and a request's state and a 1 KiB read buffer, 2.3-4.3 KiB without; 2.05
+    // once a new connection's first read went to stack room (tokio takes an accepted socket
+    // for readable: a wait on readiness alone took a 1 KiB buffer at once) and the request
+    // path's state is boxed when bytes come.
     assert!(
-        per_connection < 6.0,
+        per_connection < 3.0,
         "{per_connection:.1} KiB per idle connection"
     );
 
@@ -866,20 +869,22 @@ fn an_idle_client_connection_costs_its_state_not_buffers() {
 }
 
 #[test]
-fn a_keepalive_connection_idle_past_its_buffers_costs_what_a_new_one_does() {
+fn a_keepalive_connection_idle_past_its_buffers_gives_back_what_its_requests_took() {
     // Clients that made a request and then went quiet (a browser's spare connections, a
     // monitoring agent's between scrapes): past the moment a connection gives its buffers back
-    // (2 s), what it held for requests goes with them, and it costs what a connection that never
-    // sent a byte costs. Counted as in the test above: a warm batch, then the growth over the
-    // next one, read once the batch has idled.
-    const WARM: usize = 1000;
-    const IDLE: usize = 2000;
+    // (2 s), what it held for requests (buffers, the request path's state, its timer) goes back
+    // to the allocator, and the next batch of busy connections is served from it. A batch
+    // makes its requests and idles; a second as large does the same: the memory the second
+    // adds is what its idle connections keep, not what their requests took (~20 KiB each).
+    // One worker thread: the allocator keeps what a thread frees for that thread, so with
+    // two the second batch's requests may be served from memory the first's did not free.
+    const BATCH: usize = 1500;
     let web = EchoBackend::start("web");
     let setup = Setup::new();
     let lb = setup.start(&setup.single(
         "http",
         "max_connections_per_client = 4000\nhttp = { keepalive_timeout = \"60s\" }",
-        "",
+        "[runtime]\nworker_threads = 1",
         &[web.address],
     ));
     let active = "lab_lb_connections_active{listener=\"web\"}";
@@ -904,18 +909,17 @@ fn a_keepalive_connection_idle_past_its_buffers_costs_what_a_new_one_does() {
             })
             .collect()
     };
-    let mut idle = connect(WARM);
+    let mut idle = connect(BATCH);
     std::thread::sleep(Duration::from_secs(3));
     let before = rss_kib(lb.process.pid());
-    idle.extend(connect(IDLE));
-    setup.until_metric(active, (WARM + IDLE) as f64, Duration::from_secs(20));
-    let busy = rss_kib(lb.process.pid()).saturating_sub(before) as f64 / IDLE as f64;
+    idle.extend(connect(BATCH));
+    setup.until_metric(active, (2 * BATCH) as f64, Duration::from_secs(20));
     std::thread::sleep(Duration::from_secs(3));
-    let per_connection = (rss_kib(lb.process.pid()).saturating_sub(before)) as f64 / IDLE as f64;
-    eprintln!("{busy:.2} KiB per connection just after its request, {per_connection:.2} KiB idle");
+    let per_connection = (rss_kib(lb.process.pid()).saturating_sub(before)) as f64 / BATCH as f64;
+    eprintln!("{per_connection:.2} KiB per connection idle after a request");
     assert!(
         per_connection < 6.0,
-        "{per_connection:.1} KiB per connection idle after a request ({busy:.1} KiB just after it)"
+        "{per_connection:.1} KiB per connection idle after a request"
     );
 
     // Idle, not forgotten: each still serves.

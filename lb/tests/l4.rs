@@ -481,8 +481,17 @@ fn an_idle_spliced_connection_costs_its_state_not_buffers() {
     // pages and segments per thread); the cost is read from the growth over the next one.
     const WARM: usize = 1000;
     const IDLE: usize = 2000;
-    // The server: accepts and holds every connection, for the test to answer on later.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // The server: accepts and holds every connection, for the test to answer on later. Its
+    // backlog holds a batch: with std's (128), the SYNs of lab-lb's connections past it were
+    // dropped faster than this thread accepted, and those that gave up never arrived.
+    let listener = {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        let address: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        socket.bind(&address.into()).unwrap();
+        socket.listen(4096).unwrap();
+        std::net::TcpListener::from(socket)
+    };
     let server = listener.local_addr().unwrap();
     let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     std::thread::spawn({
