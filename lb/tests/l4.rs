@@ -536,9 +536,10 @@ fn an_idle_spliced_connection_costs_its_state_not_buffers() {
     let per_connection = (rss_kib(lb.process.pid()).saturating_sub(before)) as f64 / IDLE as f64;
     eprintln!("{per_connection:.2} KiB per idle spliced connection");
     // Measured in this (debug) build: 136 KiB with two 64 KiB copy buffers per connection,
-    // 8.2 KiB with buffers taken while bytes wait.
+    // 7.2-8.2 KiB with buffers taken while bytes wait, 3.1 KiB once the reads of a client's
+    // first bytes no longer held 4 KiB of stack room in the connection's task.
     assert!(
-        per_connection < 16.0,
+        per_connection < 5.0,
         "{per_connection:.1} KiB per idle spliced connection"
     );
 

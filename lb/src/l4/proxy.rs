@@ -75,6 +75,9 @@ fn unspecified() -> SocketAddr {
     SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
 }
 
+/// Room made for each read of a client's first bytes.
+const READ_UNTIL_CHUNK: usize = 4096;
+
 /// Reads more from `client` into `received` until `done` says it has enough.
 async fn read_until(
     client: &mut Stream,
@@ -83,11 +86,13 @@ async fn read_until(
     mut done: impl FnMut(&[u8]) -> bool,
 ) -> Result<(), &'static str> {
     let read = async {
-        let mut chunk = [0u8; 4096];
         while !done(received) {
-            match client.read(&mut chunk).await {
+            // Read into `received` itself: room on the stack, held across the wait, sized
+            // every connection's task for its life (4 KiB of the 4.7 a spliced one took).
+            received.reserve(READ_UNTIL_CHUNK);
+            match client.read_buf(received).await {
                 Ok(0) => return Err("client closed before sending enough"),
-                Ok(n) => received.extend_from_slice(&chunk[..n]),
+                Ok(_) => {}
                 Err(_) => return Err("client connection failed"),
             }
         }
