@@ -857,15 +857,19 @@ fn an_idle_client_connection_costs_its_state_not_buffers() {
 
     // Idle, not forgotten: each still serves.
     for stream in idle.iter().step_by(100) {
-        let mut reader = BufReader::new(stream);
-        let mut writer = stream;
-        writer
-            .write_all(b"GET /late HTTP/1.1\r\nHost: a\r\n\r\n")
-            .unwrap();
-        let (head, body) = read_response(&mut reader);
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        assert!(body.starts_with("web uri=/late "), "{body}");
+        get_from_echo(stream, "/late");
     }
+}
+
+/// A GET of `path` on `stream`, answered 200 by an [`EchoBackend`] named "web".
+fn get_from_echo(stream: &TcpStream, path: &str) {
+    let mut writer = stream;
+    writer
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+        .unwrap();
+    let (head, body) = read_response(&mut BufReader::new(stream));
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body.starts_with(&format!("web uri={path} ")), "{body}");
 }
 
 #[test]
@@ -888,15 +892,6 @@ fn a_keepalive_connection_idle_past_its_buffers_gives_back_what_its_requests_too
         &[web.address],
     ));
     let active = "lab_lb_connections_active{listener=\"web\"}";
-    let request = |stream: &TcpStream, path: &str| {
-        let mut writer = stream;
-        writer
-            .write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
-            .unwrap();
-        let (head, body) = read_response(&mut BufReader::new(stream));
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        assert!(body.starts_with(&format!("web uri={path} ")), "{body}");
-    };
     let connect = |count: usize| -> Vec<TcpStream> {
         (0..count)
             .map(|_| {
@@ -904,7 +899,7 @@ fn a_keepalive_connection_idle_past_its_buffers_gives_back_what_its_requests_too
                 stream
                     .set_read_timeout(Some(Duration::from_secs(10)))
                     .unwrap();
-                request(&stream, "/first");
+                get_from_echo(&stream, "/first");
                 stream
             })
             .collect()
@@ -924,6 +919,6 @@ fn a_keepalive_connection_idle_past_its_buffers_gives_back_what_its_requests_too
 
     // Idle, not forgotten: each still serves.
     for stream in idle.iter().step_by(100) {
-        request(stream, "/late");
+        get_from_echo(stream, "/late");
     }
 }
