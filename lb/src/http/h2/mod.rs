@@ -27,7 +27,7 @@ use ::h2::Reason;
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use pingora_core::server::ShutdownWatch;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::net::IpAddr;
 use std::pin::pin;
 use std::time::Duration;
@@ -103,7 +103,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         client_name: router.client_name(client),
         timeouts,
     };
-    let mut streams = FuturesUnordered::new();
+    let mut streams = Streams(None);
     let mut watched = shutdown.clone();
     let mut stopping = pin!(watched.changed());
     let mut draining = false;
@@ -205,6 +205,37 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let _ = tokio::time::timeout(CLOSE_GRACE, poll_fn(|cx| connection.poll_closed(cx))).await;
 }
 
+/// A connection's stream futures, holding no room while there are none: an empty
+/// `FuturesUnordered` still holds a task the size of one stream's future (3.4 KB), which an
+/// idle connection would carry for its life.
+struct Streams<F>(Option<FuturesUnordered<F>>);
+
+impl<F: Future> Streams<F> {
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, FuturesUnordered::len)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&mut self, stream: F) {
+        self.0
+            .get_or_insert_with(FuturesUnordered::new)
+            .push(stream);
+    }
+
+    /// The next stream's end (cancel-safe: nothing is taken until one has ended).
+    async fn next(&mut self) -> Option<F::Output> {
+        let streams = self.0.as_mut()?;
+        let end = streams.next().await;
+        if streams.is_empty() {
+            self.0 = None;
+        }
+        end
+    }
+}
+
 /// The h2 layer's header list limit (RFC 9113 §6.5.2: names, values and 32 bytes per field):
 /// above `max_header_bytes`, whose own check answers 431 on the stream.
 fn header_list_size(max_header_bytes: usize) -> u32 {
@@ -219,4 +250,25 @@ pub(crate) const PRIOR_KNOWLEDGE: &[u8] = b"PRI * HTTP/2";
 /// Whether `bytes` (the start of a connection) begin an h2 client preface.
 pub(crate) fn starts_h2(bytes: &[u8]) -> bool {
     bytes.starts_with(PRIOR_KNOWLEDGE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Streams;
+
+    #[tokio::test]
+    async fn a_connections_streams_hold_nothing_once_all_have_ended() {
+        let mut streams = Streams(None);
+        assert!(streams.0.is_none(), "nothing made before a stream");
+        streams.push(std::future::ready(1));
+        streams.push(std::future::ready(2));
+        assert_eq!(streams.len(), 2);
+        let mut ended = vec![streams.next().await, streams.next().await];
+        ended.sort();
+        assert_eq!(ended, [Some(1), Some(2)]);
+        assert!(streams.0.is_none(), "given back once the last has ended");
+        assert_eq!(streams.next().await, None);
+        streams.push(std::future::ready(3));
+        assert_eq!(streams.next().await, Some(3));
+    }
 }
