@@ -128,12 +128,12 @@ impl TlsClient {
         self.digest = Arc::new(SslDigest::new(cipher, version, None, None, Vec::new()));
     }
 
-    /// The client chose h2 (else HTTP/1.1, by ALPN or by default).
     /// The client's address.
     pub fn peer(&self) -> std::net::SocketAddr {
         self.socket.peer
     }
 
+    /// The client chose h2 (else HTTP/1.1, by ALPN or by default).
     pub fn is_h2(&self) -> bool {
         self.alpn == Some(ALPN::H2)
     }

@@ -52,7 +52,8 @@ pub trait ClientStream: AsyncRead + AsyncWrite + Unpin {
     fn ends_after_next_write(&mut self) {}
 
     /// Ready once the client's bytes are there (or its end, or an error), without taking a
-    /// buffer to wait with.
+    /// buffer to wait with; they stay for the next read. A read into no room returns as soon as
+    /// the stream could read (a rustls stream: once it holds plaintext).
     fn poll_client_bytes(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(self).poll_read(cx, &mut ReadBuf::new(&mut []))
     }
@@ -194,7 +195,7 @@ pub async fn serve<S: ClientStream>(
                 // Holding no buffer (woken by bytes that were not a request's, a TLS record
                 // of its own say), it gets one once the client's bytes are there.
                 if buf.capacity() == 0 {
-                    readable(socket).await?;
+                    std::future::poll_fn(|cx| socket.poll_client_bytes(cx)).await?;
                 }
                 buf.reserve(if between_requests {
                     FIRST_READ_SIZE
@@ -741,14 +742,6 @@ async fn send_upstream(
         Some(Err(e)) => Err(failed(e.to_string())),
         None => Err(Failure::Timeout),
     }
-}
-
-/// Waits until a read from `stream` would not wait: bytes have come (or its end, or an error),
-/// and they stay for the next read. A read into no room returns as soon as the stream could
-/// read, both for a tokio socket and for a rustls stream (once it holds plaintext).
-async fn readable<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<()> {
-    std::future::poll_fn(|cx| Pin::new(&mut *stream).poll_read(cx, &mut ReadBuf::new(&mut [])))
-        .await
 }
 
 /// Reads what is there (at least one byte, or 0 at the end) within `wait`.
