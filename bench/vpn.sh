@@ -17,12 +17,14 @@
 # Medians of ROUNDS interleaved rounds, and ratios ours/wireguard-go. Last line, machine-readable
 # (TCP 1 stream):
 #   RESULT vpn ours/wireguard-go=<ratio> ours_gbps=<x> veth_gbps=<y>
+# A fifth row runs lab-vpn with `udp_receive_buffer = BUFFERED` (bytes, default 3 MiB; 0 skips
+# the row): what a larger socket buffer trades, throughput for latency under load.
 # DAEMON_CORES=1 gives each daemon one core (a's on core 0, b's on core 1, with taskset) instead
 # of both: how far each makes use of a second core.
 # PROFILE=1 also records each lab-vpn daemon with perf over the 1-stream run of the last round
 # (and the receiver over the flooded run) and prints where its CPU time goes (symbols at or above PROFILE_MIN percent, default 1).
-# Bounded: each iperf3 run lasts IPERF_SECONDS (default 5); a round is about 80 s, the default
-# 3 rounds about 4 minutes. Needs root (namespaces); everything it creates is removed on exit,
+# Bounded: each iperf3 run lasts IPERF_SECONDS (default 5); a round is about 100 s, the default
+# 3 rounds about 5 minutes. Needs root (namespaces); everything it creates is removed on exit,
 # the machine's own namespace is never touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +32,7 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 IPERF_SECONDS=${IPERF_SECONDS:-5}
 FLOOD_PPS=${FLOOD_PPS:-20000}
+BUFFERED=${BUFFERED:-3145728}
 export WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1
 
 declare -A needs=([iperf3]=iperf3 [wireguard-go]=wireguard-go [wg]=wireguard-tools [ip]=iproute2 [python3]=python3)
@@ -100,9 +103,9 @@ for side in a b; do
   wg pubkey < "$work/$side.key" > "$work/$side.pub"
 done
 
-# start_ours SIDE NS OWN_TUNNEL PEER_SIDE PEER_UNDERLAY PEER_TUNNEL
+# start_ours SIDE NS OWN_TUNNEL PEER_SIDE PEER_UNDERLAY PEER_TUNNEL [EXTRA_INTERFACE_LINE]
 start_ours() {
-  local side=$1 ns=$2 own=$3 peer=$4 peer_underlay=$5 peer_tunnel=$6
+  local side=$1 ns=$2 own=$3 peer=$4 peer_underlay=$5 peer_tunnel=$6 extra=${7:-}
   cat > "$work/$side.toml" <<CONF
 [log]
 level = "warn"
@@ -114,6 +117,7 @@ private_key_file = "$work/$side.key"
 listen_port = $port
 address = ["$own/24"]
 reach = ["10.78.0.0/24"]
+$extra
 [[peer]]
 name = "$peer"
 public_key = "$(cat "$work/$peer.pub")"
@@ -123,6 +127,8 @@ CONF
   ip netns exec "$ns" ${on_core[$side]} "$VPN" run --config "$work/$side.toml" 2>>"$work/$side.log" & pids+=($!)
   wait_socket "bv$side$id"
 }
+
+start_buffered() { start_ours "$@" "udp_receive_buffer = $BUFFERED"; }
 
 # start_go SIDE NS OWN_TUNNEL PEER_SIDE PEER_UNDERLAY PEER_TUNNEL
 start_go() {
@@ -295,7 +301,8 @@ for round in $(seq "$ROUNDS"); do
   run_pair ours ours ours 1
   run_pair wireguard-go go go 1
   run_pair mixed ours go 0
-  echo "round $round TCP 1 stream: veth ${results[veth:tcp1]}| lab-vpn ${results[ours:tcp1]}| wireguard-go ${results[wireguard-go:tcp1]}| mixed ${results[mixed:tcp1]}" >&2
+  [[ $BUFFERED == 0 ]] || run_pair buffered buffered buffered 0
+  echo "round $round TCP 1 stream: veth ${results[veth:tcp1]}| lab-vpn ${results[ours:tcp1]}| wireguard-go ${results[wireguard-go:tcp1]}| mixed ${results[mixed:tcp1]}| buffered ${results[buffered:tcp1]:-}" >&2
 done
 kill "$iperf_server" 2>/dev/null || true
 for label in ours wireguard-go; do
@@ -333,11 +340,13 @@ row veth "veth (ceiling)"
 row ours "lab-vpn <-> lab-vpn"
 row wireguard-go "wireguard-go <-> wireguard-go"
 row mixed "lab-vpn -> wireguard-go"
+[[ $BUFFERED == 0 ]] || row buffered "lab-vpn, $((BUFFERED >> 10)) KiB rcvbuf"
 ratios=()
 for metric in tcp1 tcp4 udp loss p50 p99 cpu_a cpu_b flood retr drops; do
   ratios+=("$(ratio "$(m ours "$metric")" "$(m wireguard-go "$metric")")")
 done
 printf '%-30s %6s %6s %6s %6s %7s %7s %7s %7s %7s %7s %7s\n' "ours/wireguard-go" "${ratios[@]}"
 ours=$(m ours tcp1)
-echo "TCP x1 vs veth: lab-vpn $(ratio "$ours" "$(m veth tcp1)"), wireguard-go $(ratio "$(m wireguard-go tcp1)" "$(m veth tcp1)")"
+echo "TCP x1 vs veth: lab-vpn $(ratio "$ours" "$(m veth tcp1)"), wireguard-go $(ratio "$(m wireguard-go tcp1)" "$(m veth tcp1)")$(
+  [[ $BUFFERED == 0 ]] || echo ", lab-vpn with the larger buffer $(ratio "$(m buffered tcp1)" "$(m veth tcp1)") ($(ratio "$(m buffered tcp1)" "$(m wireguard-go tcp1)")x wireguard-go)")"
 echo "RESULT vpn ours/wireguard-go=$(ratio "$ours" "$(m wireguard-go tcp1)") ours_gbps=$ours veth_gbps=$(m veth tcp1)"

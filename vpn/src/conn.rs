@@ -91,6 +91,19 @@ impl Datagrams {
     }
 }
 
+/// The system's default receive buffer (`net.core.rmem_default`): what a socket has when
+/// nothing was asked.
+pub fn default_receive_buffer() -> io::Result<usize> {
+    core_sysctl("rmem_default")
+}
+
+fn core_sysctl(name: &str) -> io::Result<usize> {
+    let text = std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))?;
+    text.trim()
+        .parse()
+        .map_err(|_| io::Error::other(format!("net.core.{name} is not a size: {text:?}")))
+}
+
 /// The most bytes one GSO send carries (the UDP length limit, with room for headers).
 const MAX_GSO_BYTES: usize = 65000;
 
@@ -148,6 +161,16 @@ impl Conn {
         let state = UdpSocketState::new((&socket).into())?;
         let socket = UdpSocket::from_std(socket)?;
         Ok(Self { socket, state })
+    }
+
+    /// Asks for `bytes` of kernel receive buffer: past `net.core.rmem_max` where the daemon may
+    /// (CAP_NET_ADMIN in the host's namespace), else as far as that limit allows. Returns what
+    /// the kernel granted, in the same unit (it reports twice that, its bookkeeping included).
+    pub fn set_receive_buffer(&self, bytes: usize) -> io::Result<usize> {
+        use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+        setsockopt(&self.socket, sockopt::RcvBufForce, &bytes)
+            .or_else(|_| setsockopt(&self.socket, sockopt::RcvBuf, &bytes))?;
+        Ok(getsockopt(&self.socket, sockopt::RcvBuf)? / 2)
     }
 
     /// The address bound (its port resolved when `bind` asked for 0).
@@ -246,5 +269,27 @@ impl Conn {
                 self.state.try_send((&self.socket).into(), &transmit)
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_receive_buffer_is_what_was_asked_or_the_systems_limit() {
+        let conn = Conn::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let asked = 3 << 20;
+        let granted = conn.set_receive_buffer(asked).unwrap();
+        // Root may go past net.core.rmem_max; anyone else gets up to it.
+        let expected = if nix::unistd::geteuid().is_root() {
+            asked
+        } else {
+            asked.min(core_sysctl("rmem_max").unwrap())
+        };
+        assert_eq!(granted, expected);
+        // And back down, as a reload removing the setting does.
+        let default = default_receive_buffer().unwrap();
+        assert_eq!(conn.set_receive_buffer(default).unwrap(), default);
     }
 }

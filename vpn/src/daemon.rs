@@ -140,6 +140,21 @@ impl VpnDaemon {
     }
 }
 
+/// Asks for `bytes` of receive buffer on the device's UDP socket and says in the log what the
+/// kernel granted. Never fatal: the buffer's size is a trade of drops for latency, and the
+/// tunnel works with any.
+fn apply_receive_buffer(device: &Device, bytes: usize) {
+    match device.set_receive_buffer(bytes) {
+        Ok(granted) if granted < bytes => tracing::warn!(
+            asked = bytes,
+            granted,
+            "UDP receive buffer limited by net.core.rmem_max (going past it needs CAP_NET_ADMIN in the host's namespace)"
+        ),
+        Ok(granted) => tracing::info!(bytes = granted, "UDP receive buffer set"),
+        Err(error) => tracing::warn!(asked = bytes, %error, "cannot set the UDP receive buffer"),
+    }
+}
+
 impl Daemon for VpnDaemon {
     type Config = VpnConfig;
     type Error = VpnError;
@@ -194,6 +209,9 @@ impl Daemon for VpnDaemon {
             tun,
             metrics.device.clone(),
         ));
+        if let Some(bytes) = interface.udp_receive_buffer {
+            apply_receive_buffer(&device, bytes as usize);
+        }
         device.set_peers(&peers);
         registry.register_collector(Box::new(PeerCollector {
             device: device.clone(),
@@ -249,6 +267,17 @@ impl Daemon for VpnDaemon {
                 name: new.name.clone(),
                 source,
             })?;
+        if old.udp_receive_buffer != new.udp_receive_buffer {
+            match new.udp_receive_buffer {
+                Some(bytes) => apply_receive_buffer(&self.device, bytes as usize),
+                None => match crate::conn::default_receive_buffer() {
+                    Ok(bytes) => apply_receive_buffer(&self.device, bytes),
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot read net.core.rmem_default; the UDP receive buffer stays as it was")
+                    }
+                },
+            }
+        }
         self.device.set_peers(&peers);
         self.metrics.describe(&config);
         self.config = config;

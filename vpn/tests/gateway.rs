@@ -221,3 +221,46 @@ fn secrets_stay_out_of_logs_and_metrics_and_the_interface_goes_with_the_daemon()
     );
     assert!(!socket.exists(), "the control socket outlived the daemon");
 }
+
+/// The kernel's receive buffer of the gateway's UDP socket, as `ss` reports it (`rb`, twice
+/// what was asked: the kernel's bookkeeping share included).
+fn udp_receive_buffer(topology: &Topology) -> u64 {
+    let output = topology
+        .gateway
+        .command("ss")
+        .args(["-uanmH", &format!("sport = :{PORT}")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    let rb = text
+        .split(['(', ',', ')'])
+        .find_map(|field| field.strip_prefix("rb")?.parse().ok());
+    rb.unwrap_or_else(|| panic!("no receive buffer in `ss`'s line: {text}"))
+}
+
+#[test]
+fn the_udp_receive_buffer_is_the_configs_and_follows_reloads() {
+    let topology = Topology::new();
+    let gateway_key = key_pair();
+    let default_config = topology.gateway_config(&gateway_key, "");
+    let mut buffered: toml_edit::DocumentMut = default_config.parse().unwrap();
+    buffered["interface"]["udp_receive_buffer"] = toml_edit::value(3 << 20);
+    let system_default: u64 = std::fs::read_to_string("/proc/sys/net/core/rmem_default")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+
+    let mut gateway = topology.start_gateway(&buffered.to_string());
+    // The tests run as root, which may go past net.core.rmem_max.
+    assert_eq!(udp_receive_buffer(&topology), 2 * (3 << 20));
+
+    let ready = gateway.reload(&default_config);
+    assert!(!ready.contains("refused"), "{ready}");
+    assert_eq!(udp_receive_buffer(&topology), 2 * system_default);
+
+    buffered["interface"]["udp_receive_buffer"] = toml_edit::value(1 << 20);
+    let ready = gateway.reload(&buffered.to_string());
+    assert!(!ready.contains("refused"), "{ready}");
+    assert_eq!(udp_receive_buffer(&topology), 2 << 20);
+}

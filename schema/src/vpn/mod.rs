@@ -80,6 +80,15 @@ pub struct Interface {
     /// on its own, as before.
     #[serde(default = "Interface::default_offload")]
     pub offload: bool,
+    /// Bytes of kernel receive buffer to ask for the UDP socket; absent, the system's default
+    /// (`net.core.rmem_default`, 208 KiB on most Linux). A larger buffer holds the bursts that
+    /// arrive while the daemon is off the CPU instead of dropping them: more TCP throughput
+    /// through the tunnel on a busy machine, paid for in latency under load, since a bulk
+    /// transfer keeps the buffer full and every other packet of the tunnel waits behind it.
+    /// Past `net.core.rmem_max` only with CAP_NET_ADMIN in the host's namespace (what was
+    /// granted is logged). Applied again on reload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_receive_buffer: Option<u32>,
     /// DNS servers written into generated client configs.
     #[serde(default)]
     pub dns: Vec<IpAddr>,
@@ -97,6 +106,9 @@ impl Interface {
     pub const DEFAULT_MTU: u16 = 1420;
     /// Offloads on unless the config turns them off: the kernel's refusal is handled anyway.
     pub const DEFAULT_OFFLOAD: bool = true;
+    /// The range `udp_receive_buffer` may take: below it the kernel would drop a single GRO
+    /// bundle; above it one socket could hold a container's memory.
+    pub const UDP_RECEIVE_BUFFER: std::ops::RangeInclusive<u32> = (64 << 10)..=(64 << 20);
     /// Linux refuses longer interface names (IFNAMSIZ − 1).
     pub const MAX_NAME_LEN: usize = 15;
 

@@ -58,6 +58,19 @@ impl VpnConfig {
                 ),
             );
         }
+        if let Some(bytes) = interface.udp_receive_buffer {
+            let range = Interface::UDP_RECEIVE_BUFFER;
+            if !range.contains(&bytes) {
+                issues.add(
+                    "interface.udp_receive_buffer",
+                    format!(
+                        "{bytes} bytes is outside {}..={} (64 KiB to 64 MiB)",
+                        range.start(),
+                        range.end()
+                    ),
+                );
+            }
+        }
         if interface.reach.is_empty() {
             issues.add(
                 "interface.reach",
@@ -210,5 +223,32 @@ mod tests {
         config.validate(&mut issues);
         let keys: Vec<String> = issues.into_vec().into_iter().map(|i| i.key).collect();
         assert_eq!(keys, ["runtime.socket", "runtime.socket_group"]);
+    }
+
+    #[test]
+    fn a_udp_receive_buffer_outside_its_range_is_refused_by_name() {
+        let with = |line: &str| {
+            let text = format!(
+                "[metrics]\nlisten = \"127.0.0.1:9586\"\n[interface]\nname = \"wg0\"\n\
+                 private_key_file = \"/k\"\nlisten_port = 51820\naddress = [\"10.10.100.1/24\"]\n\
+                 reach = [\"10.10.1.0/24\"]\n{line}\n"
+            );
+            let config: VpnConfig = toml::from_str(&text).unwrap();
+            let mut issues = Issues::new();
+            config.validate(&mut issues);
+            issues
+                .into_vec()
+                .into_iter()
+                .map(|i| format!("{}: {}", i.key, i.message))
+                .collect::<Vec<_>>()
+        };
+        assert!(with("").is_empty());
+        assert!(with("udp_receive_buffer = 3145728").is_empty());
+        assert!(with("udp_receive_buffer = 65536").is_empty());
+        assert_eq!(
+            with("udp_receive_buffer = 4096"),
+            ["interface.udp_receive_buffer: 4096 bytes is outside 65536..=67108864 (64 KiB to 64 MiB)"]
+        );
+        assert_eq!(with("udp_receive_buffer = 100000000").len(), 1);
     }
 }

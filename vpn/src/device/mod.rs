@@ -154,6 +154,11 @@ impl Device {
         }
     }
 
+    /// Asks for `bytes` of kernel receive buffer on the UDP socket; returns what was granted.
+    pub fn set_receive_buffer(&self, bytes: usize) -> std::io::Result<usize> {
+        self.conn.set_receive_buffer(bytes)
+    }
+
     /// The TUN offloads the device runs with.
     pub fn offloads(&self) -> crate::tun::Offloads {
         self.tun.offloads
