@@ -186,6 +186,9 @@ fn vpn_key(key: &str) -> String {
     if key.starts_with("interface.dns_search") {
         return "networks.domain".to_owned();
     }
+    if key == "interface.udp_receive_buffer" {
+        return "vpn.udp_receive_buffer".to_owned();
+    }
     if key.starts_with("interface") {
         return "vpn.tunnel".to_owned();
     }

@@ -111,6 +111,12 @@ pub struct Vpn {
     /// addresses stay where they are until that side fails (keepalived's `nopreempt`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub preempt: bool,
+    /// vpn.toml's `[interface] udp_receive_buffer`: bytes of kernel receive buffer for the
+    /// gateway's UDP socket (64 KiB to 64 MiB); the system's default when unset. More carries
+    /// bulk transfers faster on a busy host, at the cost of latency under load. The container's
+    /// kernel caps it at the host's `net.core.rmem_max` (lab-vpn logs what it was granted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_receive_buffer: Option<u32>,
 }
 
 impl Vpn {
@@ -133,6 +139,7 @@ impl Default for Vpn {
             public_endpoint: None,
             replicas: Replicas::default(),
             preempt: false,
+            udp_receive_buffer: None,
         }
     }
 }

@@ -83,6 +83,7 @@ const BROKEN: &[Broken] = &[
     Broken { what: "two peers with one name", edits: &[Add("vpn.peer[1]", r#"{ name = "laptop", public_key = "m9XYp+SdT1i0HAvFg2d+VIqb0LEk+0iGEwjRTtPPVFM=", address = "10.10.100.3" }"#)], key: "vpn.peer[1].name" },
     Broken { what: "a public endpoint without a port", edits: &[Add("vpn.public_endpoint", r#""home.example.org""#)], key: "vpn.public_endpoint" },
     Broken { what: "a public endpoint that is no host name", edits: &[Add("vpn.public_endpoint", r#""home_router!:51820""#)], key: "vpn.public_endpoint" },
+    Broken { what: "a UDP receive buffer too small for one GRO bundle", edits: &[Add("vpn.udp_receive_buffer", "4096")], key: "vpn.udp_receive_buffer" },
 ];
 
 /// A key path's steps: table keys and array indices.

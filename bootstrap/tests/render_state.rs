@@ -162,7 +162,7 @@ fn the_peers_client_config_names_the_gateway_key_the_vpn_container_gets() {
 }
 
 #[test]
-fn clients_dial_the_public_endpoint_when_the_lab_names_one() {
+fn clients_dial_the_public_endpoint_and_lab_vpn_takes_the_receive_buffer_the_lab_names() {
     // configs/lab.toml names no file relative to itself, so a copy elsewhere means the same.
     let dir = tempfile::tempdir().unwrap();
     let example = std::fs::read_to_string(workspace::config_path("lab.toml")).unwrap();
@@ -171,7 +171,7 @@ fn clients_dial_the_public_endpoint_when_the_lab_names_one() {
         &lab_toml,
         example.replacen(
             "[[vpn.peer]]",
-            "[vpn]\npublic_endpoint = \"home.example.org:51821\"\n\n[[vpn.peer]]",
+            "[vpn]\npublic_endpoint = \"home.example.org:51821\"\nudp_receive_buffer = 3145728\n\n[[vpn.peer]]",
             1,
         ),
     )
@@ -196,6 +196,10 @@ fn clients_dial_the_public_endpoint_when_the_lab_names_one() {
     assert!(vpn_toml.contains("listen_port = 51820"), "{vpn_toml}");
     assert!(
         vpn_toml.contains("public_endpoint = \"home.example.org:51821\""),
+        "{vpn_toml}"
+    );
+    assert!(
+        vpn_toml.contains("udp_receive_buffer = 3145728"),
         "{vpn_toml}"
     );
 }

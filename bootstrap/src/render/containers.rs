@@ -229,6 +229,7 @@ pub fn vpn_config(lab: &Lab) -> Result<VpnConfig, RenderError> {
             // The host routes the tunnel back to the gateway, so peers keep their addresses.
             masquerade: false,
             offload: Interface::DEFAULT_OFFLOAD,
+            udp_receive_buffer: lab.vpn.udp_receive_buffer,
             // Peers resolve the lab's names through the host's DNS on net1, where they arrive.
             dns: vec![IpAddr::V4(lab.networks.net1.host)],
             dns_search: vec![lab.networks.domain.clone()],
