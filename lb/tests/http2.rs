@@ -686,20 +686,46 @@ fn a_client_that_reads_nothing_holds_bounded_memory_and_is_closed() {
     std::thread::sleep(Duration::from_millis(2500).saturating_sub(started.elapsed()));
     let frames = client.until_closed();
     let closed = started.elapsed();
+    // A response whose every byte the kernel's socket buffers took (the daemon's send buffer
+    // and the client's receive buffer, which grow to megabytes) completes unread: the daemon
+    // sends streams' data as their responses arrive, so one that arrives well before the rest
+    // can go whole. A stream the daemon handed all of its response is logged complete even if
+    // the last of it was still in h2's send buffer when the idle connection closed. Every other
+    // stream must be ended by the send timeout, and logged so.
     let complete = frames
         .iter()
         .filter(|f| f.0 == DATA && f.1 & END_STREAM != 0)
         .count();
-    assert_eq!(complete, 0, "responses the client never read completed");
+    assert!(
+        complete <= STREAMS as usize / 2,
+        "{complete} of {STREAMS} responses completed unread: the daemon buffered them"
+    );
     assert!(closed < Duration::from_secs(9), "closed after {closed:?}");
-    let timed_out = lb
-        .process
-        .stderr()
-        .iter()
-        .filter(|l| l.contains("path=/big") && l.contains("error=client: not reading for 1s"))
-        .count();
+    let logged = |error: &str| {
+        lb.process
+            .stderr()
+            .iter()
+            .filter(|l| l.contains("path=/big") && l.ends_with(&format!("error={error}")))
+            .count()
+    };
+    let timed_out = || logged("client: not reading for 1s");
+    // The log lines of the last streams may still be on their way when the socket closes.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while timed_out() + logged("") < STREAMS as usize && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let handed_whole = logged("");
+    assert!(
+        handed_whole >= complete,
+        "{complete} responses completed, {handed_whole} logged so"
+    );
     assert_eq!(
-        timed_out, STREAMS as usize,
+        timed_out(),
+        STREAMS as usize - handed_whole,
         "streams ended by the send timeout"
+    );
+    assert!(
+        timed_out() >= STREAMS as usize / 2,
+        "{handed_whole} of {STREAMS} responses handed whole to a client that reads nothing"
     );
 }
