@@ -91,7 +91,7 @@ fn promtool_accepts_the_rendered_scrape_config_and_rules() {
     assert!(said.contains("SUCCESS: 1 rule files found"), "{said}");
     let rules = root.path().join("manager/etc/prometheus/lab.rules.yml");
     let said = promtool(&["check", "rules", rules.to_str().unwrap()]);
-    assert!(said.contains("SUCCESS: 6 rules found"), "{said}");
+    assert!(said.contains("SUCCESS: 7 rules found"), "{said}");
 }
 
 #[test]
@@ -175,6 +175,24 @@ tests:
           - exp_labels: {{severity: critical, job: talos, instance: cp1}}
             exp_annotations:
               summary: "Talos node cp1 does not answer on its API port 50000"
+  # `vpn` drops 10 datagrams a second, `vpn-2` none.
+  - interval: 1m
+    input_series:
+      - series: 'lab_vpn_udp_receive_drops_total{{instance="vpn"}}'
+        values: '0+600x30'
+      - series: 'lab_vpn_udp_receive_drops_total{{instance="vpn-2"}}'
+        values: '0+0x30'
+    alert_rule_test:
+      - eval_time: 8m
+        alertname: LabVpnReceiveDrops
+        exp_alerts: []
+      - eval_time: 20m
+        alertname: LabVpnReceiveDrops
+        exp_alerts:
+          - exp_labels: {{severity: info, instance: vpn}}
+            exp_annotations:
+              summary: "lab-vpn on vpn drops tunnel packets its UDP socket cannot hold"
+              description: "The daemon falls behind under load. A larger [vpn] udp_receive_buffer in lab.toml (with the host's net.core.rmem_max raised to match) trades these drops for latency under load."
   # The test's clock starts at 0 (1970): `laptop` never shook hands (0, as lab-vpn says),
   # `phone` does every hour (the value is the time of its latest handshake).
   - interval: 1h

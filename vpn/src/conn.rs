@@ -104,6 +104,27 @@ fn core_sysctl(name: &str) -> io::Result<usize> {
         .map_err(|_| io::Error::other(format!("net.core.{name} is not a size: {text:?}")))
 }
 
+/// The receive side of the socket, as the kernel counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiveStats {
+    /// Bytes of receive buffer granted.
+    pub buffer: usize,
+    /// Datagrams dropped because the buffer was full, since the socket was made.
+    pub drops: u64,
+}
+
+/// The `drops` column of the socket with `inode` in a `/proc/net/udp` table: the last of
+/// `sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops`.
+fn socket_drops(table: &str, inode: u64) -> Option<u64> {
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(9)?.parse::<u64>().ok()? != inode {
+            return None;
+        }
+        fields.last()?.parse().ok()
+    })
+}
+
 /// The most bytes one GSO send carries (the UDP length limit, with room for headers).
 const MAX_GSO_BYTES: usize = 65000;
 
@@ -171,6 +192,22 @@ impl Conn {
         setsockopt(&self.socket, sockopt::RcvBufForce, &bytes)
             .or_else(|_| setsockopt(&self.socket, sockopt::RcvBuf, &bytes))?;
         Ok(getsockopt(&self.socket, sockopt::RcvBuf)? / 2)
+    }
+
+    /// What the kernel says of the socket's receive side: its buffer and the datagrams it
+    /// dropped for a full one.
+    pub fn receive_stats(&self) -> io::Result<ReceiveStats> {
+        use nix::sys::socket::{getsockopt, sockopt};
+        let buffer = getsockopt(&self.socket, sockopt::RcvBuf)? / 2;
+        let inode = nix::sys::stat::fstat(&self.socket)?.st_ino;
+        let table = if self.socket.local_addr()?.is_ipv4() {
+            "/proc/net/udp"
+        } else {
+            "/proc/net/udp6"
+        };
+        let drops = socket_drops(&std::fs::read_to_string(table)?, inode)
+            .ok_or_else(|| io::Error::other(format!("socket inode {inode} is not in {table}")))?;
+        Ok(ReceiveStats { buffer, drops })
     }
 
     /// The address bound (its port resolved when `bind` asked for 0).
@@ -276,6 +313,16 @@ impl Conn {
 mod tests {
     use super::*;
 
+    #[test]
+    fn drops_are_read_from_the_sockets_own_line() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+            \x20 12: 00000000:CA6C 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4242 2 0000000000000000 17\n\
+            \x20 13: 0100007F:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 99 2 0000000000000000 3\n";
+        assert_eq!(socket_drops(table, 4242), Some(17));
+        assert_eq!(socket_drops(table, 99), Some(3));
+        assert_eq!(socket_drops(table, 7), None);
+    }
+
     #[tokio::test]
     async fn the_receive_buffer_is_what_was_asked_or_the_systems_limit() {
         let conn = Conn::bind("127.0.0.1:0".parse().unwrap()).unwrap();
@@ -288,6 +335,8 @@ mod tests {
             asked.min(core_sysctl("rmem_max").unwrap())
         };
         assert_eq!(granted, expected);
+        let stats = conn.receive_stats().unwrap();
+        assert_eq!((stats.buffer, stats.drops), (expected, 0));
         // And back down, as a reload removing the setting does.
         let default = default_receive_buffer().unwrap();
         assert_eq!(conn.set_receive_buffer(default).unwrap(), default);

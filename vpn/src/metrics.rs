@@ -120,6 +120,24 @@ impl Collector for PeerCollector {
         for (labels, _, _, seconds) in &rows {
             ConstGauge::new(*seconds).encode(handshake_family.encode_family(labels)?)?;
         }
+        // Read from the kernel at each scrape: drops here say the daemon fell behind (the
+        // case for a larger `udp_receive_buffer`).
+        if let Ok(stats) = self.device.receive_stats() {
+            let drops = ConstCounter::new(stats.drops);
+            drops.encode(encoder.encode_descriptor(
+                "lab_vpn_udp_receive_drops",
+                "Datagrams the kernel dropped for a full UDP receive buffer",
+                None,
+                drops.metric_type(),
+            )?)?;
+            let buffer = ConstGauge::new(stats.buffer as i64);
+            buffer.encode(encoder.encode_descriptor(
+                "lab_vpn_udp_receive_buffer_bytes",
+                "The UDP socket's receive buffer as the kernel granted it",
+                None,
+                buffer.metric_type(),
+            )?)?;
+        }
         let active_gauge = ConstGauge::new(active);
         active_gauge.encode(encoder.encode_descriptor(
             "lab_vpn_peers_active",

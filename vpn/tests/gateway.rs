@@ -264,3 +264,45 @@ fn the_udp_receive_buffer_is_the_configs_and_follows_reloads() {
     assert!(!ready.contains("refused"), "{ready}");
     assert_eq!(udp_receive_buffer(&topology), 2 << 20);
 }
+
+#[test]
+fn datagrams_the_kernel_drops_while_the_gateway_falls_behind_are_counted() {
+    use nix::sys::signal::Signal;
+    const SENT: u64 = 2000;
+    const SIZE: usize = 1000;
+    let topology = Topology::new();
+    let mut config: toml_edit::DocumentMut =
+        topology.gateway_config(&key_pair(), "").parse().unwrap();
+    config["interface"]["udp_receive_buffer"] = toml_edit::value(64 << 10);
+    let gateway = topology.start_gateway(&config.to_string());
+    let metric = |name: &str| {
+        topology
+            .gateway_metric(name)
+            .unwrap_or_else(|| panic!("no {name} in {}", topology.gateway_metrics()))
+    };
+    assert_eq!(
+        metric("lab_vpn_udp_receive_buffer_bytes"),
+        f64::from(64 << 10)
+    );
+    assert_eq!(metric("lab_vpn_udp_receive_drops_total"), 0.0);
+
+    // A daemon off the CPU: whatever its buffer cannot hold is dropped by the kernel.
+    gateway.process.signal(Signal::SIGSTOP);
+    topology.client.enter(|| {
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        for _ in 0..SENT {
+            socket
+                .send_to(&[0u8; SIZE], (GATEWAY_UNDERLAY, PORT))
+                .unwrap();
+        }
+    });
+    gateway.process.signal(Signal::SIGCONT);
+    // The buffer holds at most its bytes (twice the setting, the kernel's share included) of
+    // datagrams, each at least its own size.
+    let held = 2 * (64 << 10) / SIZE as u64;
+    let drops = metric("lab_vpn_udp_receive_drops_total") as u64;
+    assert!(
+        (SENT - held..=SENT).contains(&drops),
+        "{drops} of {SENT} datagrams counted dropped"
+    );
+}

@@ -227,6 +227,13 @@ groups:
         labels: {{severity: info}}
         annotations:
           summary: "VPN peer {{{{ $labels.friendly_name }}}} has had no handshake for {hours} hours (or never)"
+      - alert: LabVpnReceiveDrops
+        expr: rate(lab_vpn_udp_receive_drops_total[5m]) > 1
+        for: 10m
+        labels: {{severity: info}}
+        annotations:
+          summary: "lab-vpn on {{{{ $labels.instance }}}} drops tunnel packets its UDP socket cannot hold"
+          description: "The daemon falls behind under load. A larger [vpn] udp_receive_buffer in lab.toml (with the host's net.core.rmem_max raised to match) trades these drops for latency under load."
       - alert: LabTargetDown
         expr: up == 0
         for: 5m

@@ -159,6 +159,11 @@ impl Device {
         self.conn.set_receive_buffer(bytes)
     }
 
+    /// The UDP socket's receive buffer and the datagrams the kernel dropped for a full one.
+    pub fn receive_stats(&self) -> std::io::Result<crate::conn::ReceiveStats> {
+        self.conn.receive_stats()
+    }
+
     /// The TUN offloads the device runs with.
     pub fn offloads(&self) -> crate::tun::Offloads {
         self.tun.offloads
