@@ -19,6 +19,9 @@ const BUFFER: usize = 65536;
 pub struct Conn {
     socket: UdpSocket,
     state: UdpSocketState,
+    /// The receive buffer the socket was made with, as the kernel counts it: the system's
+    /// default (`net.core.rmem_default`, which the daemon cannot read under `ProcSubset=pid`).
+    default_receive_buffer: usize,
 }
 
 /// A datagram to send: where, from which local address, and where its bytes are in the
@@ -91,38 +94,14 @@ impl Datagrams {
     }
 }
 
-/// The system's default receive buffer (`net.core.rmem_default`): what a socket has when
-/// nothing was asked.
-pub fn default_receive_buffer() -> io::Result<usize> {
-    core_sysctl("rmem_default")
-}
-
-fn core_sysctl(name: &str) -> io::Result<usize> {
-    let text = std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))?;
-    text.trim()
-        .parse()
-        .map_err(|_| io::Error::other(format!("net.core.{name} is not a size: {text:?}")))
-}
-
 /// The receive side of the socket, as the kernel counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReceiveStats {
-    /// Bytes of receive buffer granted.
+    /// The receive buffer as the kernel counts it: the most bytes of queued datagrams (their
+    /// bookkeeping included) it holds, twice what was asked with `SO_RCVBUF`.
     pub buffer: usize,
     /// Datagrams dropped because the buffer was full, since the socket was made.
     pub drops: u64,
-}
-
-/// The `drops` column of the socket with `inode` in a `/proc/net/udp` table: the last of
-/// `sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops`.
-fn socket_drops(table: &str, inode: u64) -> Option<u64> {
-    table.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.get(9)?.parse::<u64>().ok()? != inode {
-            return None;
-        }
-        fields.last()?.parse().ok()
-    })
 }
 
 /// The most bytes one GSO send carries (the UDP length limit, with room for headers).
@@ -179,9 +158,23 @@ impl Conn {
     pub fn bind(address: SocketAddr) -> io::Result<Self> {
         let socket = std::net::UdpSocket::bind(address)?;
         socket.set_nonblocking(true)?;
+        let default_receive_buffer =
+            nix::sys::socket::getsockopt(&socket, nix::sys::socket::sockopt::RcvBuf)?;
         let state = UdpSocketState::new((&socket).into())?;
         let socket = UdpSocket::from_std(socket)?;
-        Ok(Self { socket, state })
+        Ok(Self {
+            socket,
+            state,
+            default_receive_buffer,
+        })
+    }
+
+    /// Gives the socket back the receive buffer it was made with (the system's default).
+    pub fn restore_default_receive_buffer(&self) -> io::Result<()> {
+        // The kernel keeps twice what is asked (its bookkeeping share included); the default
+        // it starts a socket with is that count already.
+        self.set_receive_buffer(self.default_receive_buffer / 2)
+            .map(|_| ())
     }
 
     /// Asks for `bytes` of kernel receive buffer: past `net.core.rmem_max` where the daemon may
@@ -198,15 +191,9 @@ impl Conn {
     /// dropped for a full one.
     pub fn receive_stats(&self) -> io::Result<ReceiveStats> {
         use nix::sys::socket::{getsockopt, sockopt};
-        let buffer = getsockopt(&self.socket, sockopt::RcvBuf)? / 2;
-        let inode = nix::sys::stat::fstat(&self.socket)?.st_ino;
-        let table = if self.socket.local_addr()?.is_ipv4() {
-            "/proc/net/udp"
-        } else {
-            "/proc/net/udp6"
-        };
-        let drops = socket_drops(&std::fs::read_to_string(table)?, inode)
-            .ok_or_else(|| io::Error::other(format!("socket inode {inode} is not in {table}")))?;
+        let buffer = getsockopt(&self.socket, sockopt::RcvBuf)?;
+        let local = self.socket.local_addr()?;
+        let drops = crate::sock_diag::udp_drops(local.port(), local.is_ipv6())?;
         Ok(ReceiveStats { buffer, drops })
     }
 
@@ -313,19 +300,18 @@ impl Conn {
 mod tests {
     use super::*;
 
-    #[test]
-    fn drops_are_read_from_the_sockets_own_line() {
-        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
-            \x20 12: 00000000:CA6C 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4242 2 0000000000000000 17\n\
-            \x20 13: 0100007F:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 99 2 0000000000000000 3\n";
-        assert_eq!(socket_drops(table, 4242), Some(17));
-        assert_eq!(socket_drops(table, 99), Some(3));
-        assert_eq!(socket_drops(table, 7), None);
+    fn core_sysctl(name: &str) -> io::Result<usize> {
+        let text = std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))?;
+        text.trim()
+            .parse()
+            .map_err(|_| io::Error::other(format!("net.core.{name} is not a size: {text:?}")))
     }
 
     #[tokio::test]
     async fn the_receive_buffer_is_what_was_asked_or_the_systems_limit() {
         let conn = Conn::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let made_with = conn.receive_stats().unwrap().buffer;
+        assert_eq!(made_with, core_sysctl("rmem_default").unwrap());
         let asked = 3 << 20;
         let granted = conn.set_receive_buffer(asked).unwrap();
         // Root may go past net.core.rmem_max; anyone else gets up to it.
@@ -336,9 +322,10 @@ mod tests {
         };
         assert_eq!(granted, expected);
         let stats = conn.receive_stats().unwrap();
-        assert_eq!((stats.buffer, stats.drops), (expected, 0));
-        // And back down, as a reload removing the setting does.
-        let default = default_receive_buffer().unwrap();
-        assert_eq!(conn.set_receive_buffer(default).unwrap(), default);
+        assert_eq!((stats.buffer, stats.drops), (2 * expected, 0));
+        // And back, as a reload removing the setting does.
+        conn.restore_default_receive_buffer().unwrap();
+        let default = core_sysctl("rmem_default").unwrap();
+        assert_eq!(conn.receive_stats().unwrap().buffer, default);
     }
 }

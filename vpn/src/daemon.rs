@@ -270,10 +270,10 @@ impl Daemon for VpnDaemon {
         if old.udp_receive_buffer != new.udp_receive_buffer {
             match new.udp_receive_buffer {
                 Some(bytes) => apply_receive_buffer(&self.device, bytes as usize),
-                None => match crate::conn::default_receive_buffer() {
-                    Ok(bytes) => apply_receive_buffer(&self.device, bytes),
+                None => match self.device.restore_default_receive_buffer() {
+                    Ok(()) => tracing::info!("UDP receive buffer back to the system's default"),
                     Err(error) => {
-                        tracing::warn!(%error, "cannot read net.core.rmem_default; the UDP receive buffer stays as it was")
+                        tracing::warn!(%error, "cannot restore the UDP receive buffer's default")
                     }
                 },
             }

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod netlink;
 pub mod peer_admin;
 pub mod qr;
+mod sock_diag;
 pub mod tun;
 pub mod uapi;
 pub mod uapi_client;

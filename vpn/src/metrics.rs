@@ -133,7 +133,7 @@ impl Collector for PeerCollector {
             let buffer = ConstGauge::new(stats.buffer as i64);
             buffer.encode(encoder.encode_descriptor(
                 "lab_vpn_udp_receive_buffer_bytes",
-                "The UDP socket's receive buffer as the kernel granted it",
+                "The UDP socket's receive buffer as the kernel counts it (twice what was asked)",
                 None,
                 buffer.metric_type(),
             )?)?;

@@ -159,6 +159,11 @@ impl Device {
         self.conn.set_receive_buffer(bytes)
     }
 
+    /// Gives the UDP socket back the receive buffer it was made with (the system's default).
+    pub fn restore_default_receive_buffer(&self) -> std::io::Result<()> {
+        self.conn.restore_default_receive_buffer()
+    }
+
     /// The UDP socket's receive buffer and the datagrams the kernel dropped for a full one.
     pub fn receive_stats(&self) -> std::io::Result<crate::conn::ReceiveStats> {
         self.conn.receive_stats()
