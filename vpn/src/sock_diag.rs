@@ -43,8 +43,9 @@ pub fn udp_drops(port: u16, ipv6: bool) -> io::Result<u64> {
     }
 }
 
-/// A dump request for every UDP socket of the family whose source port is `port`, with their
-/// memory counters.
+/// A dump request for the family's UDP sockets with their memory counters. The kernel's UDP dump
+/// does not filter by the socket id's port (only by bytecode, which this sends none of), so it
+/// answers with every UDP socket of the namespace and [`socket_drops`] picks `port`'s.
 fn request(port: u16, ipv6: bool) -> Vec<u8> {
     let length = (NLMSG_HEADER + REQUEST) as u32;
     let mut out = Vec::with_capacity(length as usize);
