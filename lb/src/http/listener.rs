@@ -126,6 +126,10 @@ impl HttpApp {
                 Served::Idle(keepalive_until) => until = keepalive_until,
                 Served::HandOver(read) => break Some(read),
                 Served::Closed => break None,
+                Served::Tunnel(tunnel) => {
+                    tunnel.run(&self.router, stream).await;
+                    break None;
+                }
             }
         };
         self.metrics.active.dec();

@@ -16,8 +16,8 @@ mod deadline;
 pub mod fuzzing;
 pub(crate) mod head;
 
-use crate::backend::pool::{Pool, Tried};
-use crate::http::router::{idempotent, Finished, HttpRouter, Route, Timeouts};
+use crate::backend::pool::{ActiveGuard, Pool, Tried};
+use crate::http::router::{idempotent, Finished, HttpRouter, InFlight, Route, Timeouts};
 use crate::l4::client_socket::{ClientSocket, FIRST_READ_SIZE};
 use crate::l4::splice::copy_both_ways;
 use crate::tls::stream::TlsClient;
@@ -82,6 +82,54 @@ pub enum Served {
     /// and the connection waits with [`until_readable`] for its next request until the
     /// keep-alive deadline it carries.
     Idle(tokio::time::Instant),
+    /// A 101 made a tunnel of the connection (its head is sent): what is left is
+    /// [`Tunnel::run`], which holds the server's socket and the request's log fields, not this
+    /// path's state (a WebSocket may stay open and quiet for hours).
+    Tunnel(Box<Tunnel>),
+}
+
+/// A connection after a 101: bytes both ways between the client and `upstream` until both
+/// sides are done, then the request's log line.
+pub struct Tunnel {
+    upstream: TcpStream,
+    server: SocketAddr,
+    route: Option<usize>,
+    method: http::Method,
+    host: String,
+    path: String,
+    started: Instant,
+    client: IpAddr,
+    /// The tunnel is a request in flight (`max_requests`) to a server kept active (a drain
+    /// waits for it) until it ends.
+    _in_flight: Option<InFlight>,
+    _active: Option<ActiveGuard>,
+}
+
+impl Tunnel {
+    pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+        mut self: Box<Self>,
+        router: &HttpRouter,
+        socket: &mut S,
+    ) {
+        // Without timeouts: a WebSocket may stay quiet as long as its users like.
+        let error = copy_both_ways(socket, &mut self.upstream)
+            .await
+            .err()
+            .map(|e| format!("tunnel: {e}"));
+        router.record(&Finished {
+            route: self.route,
+            method: &self.method,
+            status: 101,
+            started: self.started,
+            client: self.client,
+            host: &self.host,
+            path: &self.path,
+            server: Some(self.server),
+            error_kind: None,
+            error: error.as_deref(),
+        });
+        let _ = socket.shutdown().await;
+    }
 }
 
 /// Waits, holding nothing of this path's, until the client's bytes are there (true), or until
@@ -257,7 +305,7 @@ pub async fn serve<S: ClientStream>(
                             .await
                             .is_ok();
                     router.record(&finished);
-                    return !close && written;
+                    return (close || !written).then_some(Served::Closed);
                 };
                 buf.advance(head_len);
                 // What of the body came with the head goes out with it; the rest streams after.
@@ -277,7 +325,22 @@ pub async fn serve<S: ClientStream>(
                     close,
                     body_left: request.body - in_buf as u64,
                 };
-                let outcome = exchange.run(socket, buf, buffers).await;
+                let mut outcome = exchange.run(socket, buf, buffers).await;
+                if let Some(upgraded) = outcome.upgraded.take() {
+                    // Logged when the tunnel ends; this path's state goes now.
+                    return Some(Served::Tunnel(Box::new(Tunnel {
+                        upstream: upgraded.upstream,
+                        server: upgraded.server,
+                        route: route_index,
+                        method: request.method,
+                        host: request.host,
+                        path: request.path,
+                        started,
+                        client,
+                        _in_flight: _slot,
+                        _active: upgraded.active,
+                    })));
+                }
                 finished.status = outcome.status;
                 finished.server = outcome.server;
                 finished.error_kind = outcome.error_kind;
@@ -285,14 +348,14 @@ pub async fn serve<S: ClientStream>(
                 router.record(&finished);
                 if !outcome.keep_client {
                     let _ = socket.shutdown().await;
-                    return false;
+                    return Some(Served::Closed);
                 }
-                true
+                None
             })
             .await
         };
-        if !go_on {
-            return Served::Closed;
+        if let Some(served) = go_on {
+            return served;
         }
     }
 }
@@ -329,6 +392,14 @@ struct Outcome {
     error_kind: Option<&'static str>,
     error: Option<String>,
     keep_client: bool,
+    /// A 101 sent on to the client: the connection is a tunnel to the server from here.
+    upgraded: Option<Upgraded>,
+}
+
+struct Upgraded {
+    upstream: TcpStream,
+    server: SocketAddr,
+    active: Option<ActiveGuard>,
 }
 
 /// Why an exchange could not go on: the server's side failed, or the client's body did.
@@ -363,7 +434,7 @@ impl Exchange<'_> {
                     .await;
             };
             tried.push(i);
-            let _active = self.pool.track(i);
+            let mut active = self.pool.track(i);
             let upstream_started = Instant::now();
             let mut reused = true;
             let mut stream = self.router.idle.take(server);
@@ -429,6 +500,7 @@ impl Exchange<'_> {
                             error_kind: None,
                             error: Some(e),
                             keep_client: false,
+                            upgraded: None,
                         };
                     }
                     Err(Failure::Client(status, e)) => {
@@ -459,9 +531,13 @@ impl Exchange<'_> {
                     .observe(upstream_started.elapsed().as_secs_f64());
             }
             if response.status == 101 {
-                return self
+                let mut outcome = self
                     .tunnel(socket, from_client, upstream, buffers, head_len, server)
                     .await;
+                if let Some(upgraded) = &mut outcome.upgraded {
+                    upgraded.active = active.take();
+                }
+                return outcome;
             }
             return self
                 .relay(socket, upstream, buffers, response, head_len, server)
@@ -574,6 +650,7 @@ impl Exchange<'_> {
             error_kind: None,
             error: None,
             keep_client: !close,
+            upgraded: None,
         };
         loop {
             match body.take(ubuf) {
@@ -630,9 +707,9 @@ impl Exchange<'_> {
         outcome
     }
 
-    /// After a 101 (its head for the client in `to_client`): what either side sent beyond its
-    /// head goes first, then bytes flow both ways, without timeouts (a WebSocket may stay quiet
-    /// as long as its users like), until both sides are done.
+    /// After a 101 (its head for the client in `to_client`): the head goes to the client with
+    /// what the server sent past it, and what the client sent past its request to the server;
+    /// the bytes after that flow in [`Tunnel::run`].
     async fn tunnel<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         socket: &mut S,
@@ -642,7 +719,6 @@ impl Exchange<'_> {
         head_len: usize,
         server: SocketAddr,
     ) -> Outcome {
-        // What the server sent past its head goes out with it.
         buffers.from_server.advance(head_len);
         buffers.to_client.extend_from_slice(&buffers.from_server);
         buffers.from_server.clear();
@@ -653,23 +729,21 @@ impl Exchange<'_> {
             error_kind: None,
             error: None,
             keep_client: false,
+            upgraded: None,
         };
         if let Err(e) = send(socket, out, deadline, self.timeouts.client_send).await {
             outcome.error = Some(format!("client: {e}"));
             return outcome;
         }
-        let early = upstream.write_all(from_client).await;
-        // The request loop's buffers are done with (the connection ends with the tunnel): a
-        // WebSocket may stay quiet for hours, and holds no buffer while it does.
-        *from_client = BytesMut::new();
-        buffers.from_server = BytesMut::new();
-        buffers.to_client = Vec::new();
-        let streamed = match early {
-            Ok(()) => copy_both_ways(socket, &mut upstream).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = streamed {
-            outcome.error = Some(format!("tunnel: {e}"));
+        match upstream.write_all(from_client).await {
+            Ok(()) => {
+                outcome.upgraded = Some(Upgraded {
+                    upstream,
+                    server,
+                    active: None,
+                })
+            }
+            Err(e) => outcome.error = Some(format!("tunnel: {e}")),
         }
         outcome
     }
@@ -704,6 +778,7 @@ impl Exchange<'_> {
             error_kind: Some(kind),
             error: Some(error),
             keep_client: false,
+            upgraded: None,
         }
     }
 }
