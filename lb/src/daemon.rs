@@ -12,6 +12,7 @@ use crate::l4::proxy::{L4Proxy, Routing};
 use crate::l4::sni::SniPattern;
 use crate::listener::{self, App, BindError, ListenerSlot};
 use crate::metrics::LbMetrics;
+use crate::refusals::Refusals;
 use crate::runtime_api::{RuntimeApi, Targets};
 use crate::status::{LbStatus, Snapshot};
 use crate::tls::certs::{CertError, CertStore};
@@ -233,6 +234,10 @@ impl LbDaemon {
             },
             metrics: self.metrics.listener(listener.name.as_str()),
             limits: crate::config::admission_limits(listener),
+            refusals: Refusals::new(
+                listener.name.clone(),
+                self.metrics.listener(listener.name.as_str()),
+            ),
         }))
     }
 

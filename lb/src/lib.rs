@@ -25,6 +25,7 @@ pub use http::h2::fuzzing as h2_fuzzing;
 pub mod l4;
 mod listener;
 mod metrics;
+mod refusals;
 pub mod runtime_api;
 mod status;
 mod tls;

@@ -8,6 +8,7 @@ use crate::http::listener::HttpApp;
 use crate::l4::client_socket::ClientSocket;
 use crate::l4::proxy::L4Proxy;
 use crate::metrics::{ListenerMetrics, Refusal};
+use crate::refusals::{Refusals, Refused};
 use arc_swap::ArcSwap;
 use lab_daemon::admission::{Admission, Limits, Over};
 use pingora_core::apps::ServerApp;
@@ -15,7 +16,7 @@ use pingora_core::protocols::Stream;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -32,6 +33,13 @@ impl App {
         match self {
             App::L4(p) => &p.metrics,
             App::Http(h) => &h.metrics,
+        }
+    }
+
+    fn refusals(&self) -> &Refusals {
+        match self {
+            App::L4(p) => &p.refusals,
+            App::Http(h) => &h.refusals,
         }
     }
 
@@ -163,10 +171,13 @@ async fn accept_loop(
                     Over::Total => (Refusal::Limit, "max_connections reached"),
                     Over::PerClient => (Refusal::ClientLimit, "max_connections_per_client reached"),
                 };
-                match &*app {
-                    App::L4(proxy) => proxy.refuse_client(client, why, detail),
-                    App::Http(_) => app.metrics().refused(why),
-                }
+                app.refusals().refuse(Refused {
+                    client,
+                    why,
+                    detail,
+                    server_name: None,
+                    started: Instant::now(),
+                });
                 drop(tcp);
                 continue;
             }

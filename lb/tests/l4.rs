@@ -335,6 +335,77 @@ fn one_client_address_is_held_to_its_share_and_others_are_served() {
     }
 }
 
+/// A flood of refused connections (here past `max_connections_per_client`) is counted whole,
+/// but logged within a budget: a burst of lines, then about ten a second, each saying how many
+/// refusals before it went unlogged, so the lines and the metric add up. On L4 and HTTP
+/// listeners alike.
+#[test]
+fn a_flood_of_refusals_is_counted_whole_and_logged_within_a_budget() {
+    const FLOOD: usize = 200;
+    let backend = Nginx::http("a");
+    for mode in ["tcp", "http"] {
+        let setup = Setup::new();
+        let daemon = setup.start(&setup.single(
+            mode,
+            "max_connections_per_client = 1",
+            "",
+            &[backend.address],
+        ));
+        let mut held = TcpStream::connect(setup.lb).unwrap();
+        held.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        held.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap();
+        let mut answer = [0u8; 512];
+        let n = held.read(&mut answer).unwrap();
+        assert!(answer[..n].starts_with(b"HTTP/1.1 200"), "{mode}");
+
+        for i in 0..FLOOD {
+            assert_eq!(
+                answer_to(setup.lb, b"", false),
+                0,
+                "{mode}: connection {i} served"
+            );
+        }
+        let refused = "lab_lb_connections_refused_total{listener=\"web\",reason=\"client_limit\"}";
+        setup.until_metric(refused, FLOOD as f64, Duration::from_secs(5));
+        let lines = || -> Vec<String> {
+            daemon
+                .process
+                .stderr()
+                .into_iter()
+                .filter(|l| l.contains("refused") && l.contains("client_limit"))
+                .collect()
+        };
+        let during = lines().len();
+        assert!(
+            (1..=40).contains(&during),
+            "{mode}: {during} lines for {FLOOD} refusals"
+        );
+        // Later, a refusal is logged again, with the count of those that were not.
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(answer_to(setup.lb, b"", false), 0, "{mode}");
+        wait_for("the next refusal's line", Duration::from_secs(5), || {
+            lines().len() > during
+        });
+        let all = lines();
+        let unlogged: usize = all
+            .iter()
+            .map(|l| {
+                let field = l.split("unlogged=").nth(1).expect(l);
+                let digits: String = field.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse::<usize>().expect(l)
+            })
+            .sum();
+        assert_eq!(
+            all.len() + unlogged,
+            FLOOD + 1,
+            "{mode}: lines and their unlogged counts: {all:#?}"
+        );
+        assert!(unlogged > 0, "{mode}: nothing held back");
+        drop(held);
+    }
+}
+
 #[test]
 fn reload_keeps_an_established_stream_and_new_connections_use_the_new_config() {
     let (old, new) = (Nginx::http("old"), Nginx::http("new"));

@@ -13,6 +13,7 @@ use crate::http::pingora::SharedRouter;
 use crate::http::router::HttpRouter;
 use crate::l4::client_socket::ClientSocket;
 use crate::metrics::ListenerMetrics;
+use crate::refusals::Refusals;
 use crate::tls::stream::{tls_version, TlsClient};
 use bytes::BytesMut;
 use lab_daemon::Name;
@@ -38,6 +39,7 @@ pub struct HttpApp {
     /// Successful handshakes by version (TLS 1.3, 1.2), each counter resolved at its first.
     handshakes_ok: [OnceLock<Counter>; 2],
     pub limits: lab_daemon::admission::Limits,
+    pub refusals: Refusals,
 }
 
 impl HttpApp {
@@ -68,6 +70,7 @@ impl HttpApp {
         options.h2_idle_timeout = Some(router.timeouts().keepalive);
         proxy.server_options = Some(options);
         Self {
+            refusals: Refusals::new(listener.clone(), metrics.clone()),
             listener,
             router,
             proxy: Arc::new(proxy),

@@ -9,6 +9,7 @@ use crate::l4::proxy_protocol::{self, Parsed};
 use crate::l4::sni::{Hello, HelloReader, SniPattern};
 use crate::l4::splice::{splice, Spliced};
 use crate::metrics::{ListenerMetrics, Refusal};
+use crate::refusals::{Refusals, Refused};
 use async_trait::async_trait;
 use ipnet::IpNet;
 use lab_daemon::logging::Escaped;
@@ -52,6 +53,7 @@ pub struct L4Proxy {
     pub metrics: ListenerMetrics,
     /// Connections open at once, in all and per client, before new ones are refused.
     pub limits: lab_daemon::admission::Limits,
+    pub refusals: Refusals,
 }
 
 /// Facts about one connection, for its access-log line.
@@ -264,30 +266,16 @@ impl L4Proxy {
         );
     }
 
-    /// Counts and logs a connection closed before reaching a server (also used by the accept
-    /// loop for the connection limit).
-    pub fn refuse_client(&self, client: SocketAddr, why: Refusal, detail: &str) {
-        let connection = Connection {
-            client,
-            destination: unspecified(),
-            started: Instant::now(),
-            server_name: None,
-        };
-        self.refuse(&connection, why, detail);
-    }
-
+    /// Counts and logs (within the listener's budget) a connection closed before reaching a
+    /// server.
     fn refuse(&self, connection: &Connection, why: Refusal, detail: &str) {
-        self.metrics.refused(why);
-        tracing::info!(
-            target: "access",
-            client = %connection.client,
-            listener = %self.listener,
-            sni = %Escaped(connection.server_name.as_deref().unwrap_or("-")),
-            outcome = %why.as_str(),
-            detail = %Escaped(detail),
-            duration_ms = connection.started.elapsed().as_millis() as u64,
-            "refused"
-        );
+        self.refusals.refuse(Refused {
+            client: connection.client,
+            why,
+            detail,
+            server_name: connection.server_name.as_deref(),
+            started: connection.started,
+        });
     }
 
     fn log(
