@@ -1,5 +1,6 @@
 //! Connections refused before they reach a server (past a connection limit, a broken
-//! ClientHello or PROXY header, no server up): every one counted, and logged within a budget.
+//! ClientHello or PROXY header, a failed TLS handshake, no server up): every one counted, and
+//! logged within a budget.
 //! A flood of refusals would otherwise be a flood of access-log lines: CPU spent formatting
 //! them for whoever sends the flood, and journald, past its rate limit for the unit, dropping
 //! the daemon's other lines with them.
@@ -44,12 +45,9 @@ impl Refusals {
 
     pub fn refuse(&self, refused: Refused<'_>) {
         self.metrics.refused(refused.why);
-        let allowed = match self.budget.lock() {
-            Ok(mut budget) => budget.take(crate::clock::now_ms()),
-            // A thread that panicked holding it left a counter behind: log, as before budgets.
-            Err(_) => Some(0),
+        let Some(unlogged) = self.within_budget() else {
+            return;
         };
-        let Some(unlogged) = allowed else { return };
         tracing::info!(
             target: "access",
             client = %refused.client,
@@ -61,6 +59,16 @@ impl Refusals {
             unlogged,
             "refused"
         );
+    }
+
+    /// Some(lines held back before this one) when a line about a refused connection (counted
+    /// by the caller) may be logged now.
+    pub fn within_budget(&self) -> Option<u64> {
+        match self.budget.lock() {
+            Ok(mut budget) => budget.take(crate::clock::now_ms()),
+            // A thread that panicked holding it left a counter behind: log, as before budgets.
+            Err(_) => Some(0),
+        }
     }
 }
 

@@ -746,3 +746,52 @@ fn an_idle_tls_connection_costs_its_state_not_buffers() {
         assert!(response.starts_with(b"HTTP/1.1 200"));
     }
 }
+
+/// Plain HTTP where a ClientHello should be, from connection after connection: each answered
+/// with a TLS alert (the daemon once asked rustls for it with the bad bytes still unread, which
+/// failed them twice: a panic in a debug build, no alert in a release one) and counted as a
+/// failed handshake; their log lines held to the listener's budget for refusals.
+#[test]
+fn a_flood_of_failed_handshakes_is_answered_counted_whole_and_logged_within_a_budget() {
+    const FLOOD: usize = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let setup = Setup::new();
+    let lb = setup.start(&a_test_config(
+        &setup,
+        server.local_addr().unwrap(),
+        dir.path(),
+    ));
+    for i in 0..FLOOD {
+        let mut client = std::net::TcpStream::connect(setup.lb).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = client.read_to_end(&mut answer);
+        // An alert record (content type 21), fatal (level 2), nothing after it.
+        assert!(
+            answer.len() == 7 && answer[0] == 21 && answer[5] == 2,
+            "connection {i}: {answer:?}"
+        );
+    }
+    let failed =
+        "lab_lb_tls_handshakes_total{listener=\"tls\",version=\"other\",result=\"failed\"}";
+    setup.until_metric(failed, FLOOD as f64, Duration::from_secs(5));
+    let stderr = lb.process.stderr();
+    assert!(
+        !stderr.iter().any(|l| l.contains("panicked")),
+        "{stderr:#?}"
+    );
+    let lines = stderr
+        .iter()
+        .filter(|l| l.contains("TLS handshake failed"))
+        .count();
+    assert!(
+        (1..=40).contains(&lines),
+        "{lines} lines for {FLOOD} failed handshakes"
+    );
+}

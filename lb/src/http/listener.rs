@@ -170,7 +170,9 @@ impl HttpApp {
         let failed = |e: std::io::Error| {
             self.http_metrics
                 .handshake(self.listener.as_str(), tls_version(None), "failed");
-            tracing::info!(listener = %self.listener, client = %peer, error = %e, "TLS handshake failed");
+            if let Some(unlogged) = self.refusals.within_budget() {
+                tracing::info!(listener = %self.listener, client = %peer, error = %e, unlogged, "TLS handshake failed");
+            }
         };
         let mut tls = match TlsClient::new(socket, config.clone()) {
             Ok(tls) => Box::new(tls),

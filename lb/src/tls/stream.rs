@@ -240,6 +240,9 @@ impl TlsClient {
     /// After an error rustls has queued an alert saying what went wrong (a handshake failure,
     /// say): it goes out if the socket takes it now; the connection closes either way.
     fn send_alert(&mut self) {
+        // Nothing the client sent is read any more: rustls, asked for its alert with the bytes
+        // that failed still there, would read them again and fail (and alert) a second time.
+        self.incoming = BytesMut::new();
         while let Ok(ConnectionState::EncodeTlsData(mut encode)) = self
             .connection
             .process_tls_records(&mut self.incoming[..])
