@@ -76,9 +76,11 @@ for name, (step, data) in h2_bodies.items():
     write("h2_dechunk", name, bytes([step]) + data)
 
 
-def client_hello(name):
+def client_hello(name, maximum_version=None):
     """A real ClientHello (Python's TLS stack), as the first bytes a client sends."""
     ctx = ssl.create_default_context()
+    if maximum_version:
+        ctx.maximum_version = maximum_version
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     tls = ctx.wrap_bio(incoming, outgoing, server_hostname=name)
     try:
@@ -89,12 +91,23 @@ def client_hello(name):
 
 
 hello = client_hello("a.apps.lab")
+# The same handshake message in two records.
+hello_split = b"".join(b"\x16\x03\x01" + struct.pack(">H", len(part)) + part
+                       for body in [hello[5:]] for part in (body[:100], body[100:]))
 write("sni", "hello", hello)
-write("sni", "hello-split-records", b"".join(
-    b"\x16\x03\x01" + struct.pack(">H", len(part)) + part
-    for body in [hello[5:]] for part in (body[:100], body[100:])))
+write("sni", "hello-split-records", hello_split)
 write("sni", "hello-ip-address", client_hello("10.0.0.1"))
 write("sni", "not-tls", b"GET / HTTP/1.1\r\n")
+
+# A TLS server connection of an https listener, given these as the client's first bytes.
+write("tls_server", "hello", hello)
+write("tls_server", "hello-split-records", hello_split)
+write("tls_server", "hello-then-data", hello + b"\x17\x03\x03\x00\x05hello")
+write("tls_server", "hello-then-alert", hello + b"\x15\x03\x03\x00\x02\x02\x28")
+# Plain HTTP to an https port: once read twice by rustls (a panic in a debug build).
+write("tls_server", "plain-http", b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+write("tls_server", "empty", b"")
+write("tls_server", "hello-tls12", client_hello("fuzz.test", ssl.TLSVersion.TLSv1_2))
 
 v2 = b"\r\n\r\n\x00\r\nQUIT\n"
 proxies = {

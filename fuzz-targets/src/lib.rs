@@ -10,11 +10,13 @@
 mod config;
 mod http;
 mod l4;
+mod tls;
 mod wireguard;
 
 pub use config::{config_lab, config_lb, config_vpn};
 pub use http::{chunked, h2_dechunk, http_request, http_response};
 pub use l4::{proxy_protocol, sni};
+pub use tls::tls_server;
 pub use wireguard::{uapi, wireguard};
 
 /// A target's body: panics on an input that breaks what must hold.
@@ -28,6 +30,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("h2_dechunk", h2_dechunk),
     ("sni", sni),
     ("proxy_protocol", proxy_protocol),
+    ("tls_server", tls_server),
     ("wireguard", wireguard),
     ("uapi", uapi),
     ("config_lb", config_lb),

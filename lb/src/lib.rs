@@ -23,6 +23,9 @@ pub use http::h1::fuzzing as http1_fuzzing;
 #[doc(hidden)]
 pub use http::h2::fuzzing as h2_fuzzing;
 pub mod l4;
+/// A TLS server connection of an `https` listener, for the fuzz targets; not an API.
+#[doc(hidden)]
+pub use tls::fuzzing as tls_fuzzing;
 mod listener;
 mod metrics;
 mod refusals;

@@ -2,6 +2,7 @@
 //! upstream servers.
 
 pub(crate) mod certs;
+pub mod fuzzing;
 mod random;
 pub(crate) mod stream;
 pub(crate) mod upstream;
