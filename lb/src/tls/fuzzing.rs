@@ -60,6 +60,11 @@ impl Server {
         })
     }
 
+    /// The listener's server config, as it serves the certificate.
+    pub fn config(&self) -> Arc<rustls::ServerConfig> {
+        self.config.clone()
+    }
+
     /// A client sends `client_bytes` and ends its stream, reading what the server sends until
     /// the server closes; the server runs its handshake on the connection, then closes it.
     pub fn handshake(&self, client_bytes: &[u8]) -> Result<Answer, io::Error> {

@@ -47,6 +47,9 @@ pub struct TlsClient {
     read_closed: bool,
     /// Our close_notify is on its way.
     write_closed: bool,
+    /// rustls failed on the client's bytes (and said so with its alert): it is not asked again,
+    /// whoever still reads or writes.
+    failed: bool,
     digest: Arc<SslDigest>,
     alpn: Option<ALPN>,
     replay: Replay,
@@ -81,6 +84,7 @@ impl TlsClient {
             outgoing: BytesMut::new(),
             read_closed: false,
             write_closed: false,
+            failed: false,
             digest: Arc::new(SslDigest::new("unknown", "other", None, None, Vec::new())),
             alpn: None,
             replay: Replay::default(),
@@ -157,8 +161,12 @@ impl TlsClient {
         read: Option<&mut ReadBuf<'_>>,
         write: Option<&[u8]>,
     ) -> io::Result<(Stop, usize)> {
+        if self.failed {
+            return Err(invalid_data("the TLS session failed before"));
+        }
         let processed = self.process_records(read, write);
         if processed.is_err() {
+            self.failed = true;
             self.send_alert();
         }
         processed
@@ -173,10 +181,18 @@ impl TlsClient {
         loop {
             let UnbufferedStatus { mut discard, state } =
                 self.connection.process_tls_records(&mut self.incoming[..]);
-            let stop = match state.map_err(invalid_data)? {
-                ConnectionState::ReadTraffic(mut traffic) => {
+            let step = match state {
+                Err(e) => Err(invalid_data(e)),
+                Ok(ConnectionState::ReadTraffic(mut traffic)) => {
+                    let mut failed = None;
                     while let Some(record) = traffic.next_record() {
-                        let record = record.map_err(invalid_data)?;
+                        let record = match record {
+                            Ok(record) => record,
+                            Err(e) => {
+                                failed = Some(invalid_data(e));
+                                break;
+                            }
+                        };
                         discard += record.discard;
                         let mut payload = record.payload;
                         if let Some(read) = read.as_deref_mut() {
@@ -188,47 +204,49 @@ impl TlsClient {
                         }
                         self.plaintext.extend_from_slice(payload);
                     }
-                    None
+                    failed.map_or(Ok(None), Err)
                 }
-                ConnectionState::EncodeTlsData(mut encode) => {
-                    encode_into(&mut self.outgoing, &mut encode)?;
-                    None
+                Ok(ConnectionState::EncodeTlsData(mut encode)) => {
+                    encode_into(&mut self.outgoing, &mut encode).map(|()| None)
                 }
                 // Sent from `outgoing`, in order, by whoever sends next.
-                ConnectionState::TransmitTlsData(transmit) => {
+                Ok(ConnectionState::TransmitTlsData(transmit)) => {
                     transmit.done();
-                    None
+                    Ok(None)
                 }
-                ConnectionState::PeerClosed => {
+                Ok(ConnectionState::PeerClosed) => {
                     self.read_closed = true;
-                    None
+                    Ok(None)
                 }
-                ConnectionState::Closed => Some((Stop::Closed, 0)),
-                ConnectionState::BlockedHandshake => Some((Stop::Handshaking, 0)),
-                ConnectionState::WriteTraffic(mut traffic) => match write {
-                    Some([]) => {
-                        append(&mut self.outgoing, 64, |out| {
-                            traffic.queue_close_notify(out).map_err(encrypt_error)
-                        })?;
+                Ok(ConnectionState::Closed) => Ok(Some((Stop::Closed, 0))),
+                Ok(ConnectionState::BlockedHandshake) => Ok(Some((Stop::Handshaking, 0))),
+                Ok(ConnectionState::WriteTraffic(mut traffic)) => match write {
+                    Some([]) => append(&mut self.outgoing, 64, |out| {
+                        traffic.queue_close_notify(out).map_err(encrypt_error)
+                    })
+                    .map(|()| {
                         self.write_closed = true;
                         Some((Stop::Traffic, 0))
-                    }
+                    }),
                     Some(data) => {
                         let data = &data[..data.len().min(WRITE_MAX)];
                         // Each record adds a header, a content type and a tag.
                         let room = data.len() + (data.len() / (16 * 1024) + 1) * 64;
                         append(&mut self.outgoing, room, |out| {
                             traffic.encrypt(data, out).map_err(encrypt_error)
-                        })?;
-                        Some((Stop::Traffic, data.len()))
+                        })
+                        .map(|()| Some((Stop::Traffic, data.len())))
                     }
-                    None => Some((Stop::Traffic, 0)),
+                    None => Ok(Some((Stop::Traffic, 0))),
                 },
                 // Early data is never accepted (the config allows none).
-                _ => return Err(invalid_data("unexpected TLS state")),
+                Ok(_) => Err(invalid_data("unexpected TLS state")),
             };
+            // What rustls is done with goes, failed or not: it keeps track of the bytes after
+            // (a handshake message joined across records, in place), which must stay where it
+            // left them for the call that fetches its alert.
             self.incoming.advance(discard);
-            if let Some(stop) = stop {
+            if let Some(stop) = step? {
                 if self.incoming.is_empty() {
                     self.incoming = BytesMut::new();
                 }
@@ -240,14 +258,15 @@ impl TlsClient {
     /// After an error rustls has queued an alert saying what went wrong (a handshake failure,
     /// say): it goes out if the socket takes it now; the connection closes either way.
     fn send_alert(&mut self) {
-        // Nothing the client sent is read any more: rustls, asked for its alert with the bytes
-        // that failed still there, would read them again and fail (and alert) a second time.
-        self.incoming = BytesMut::new();
-        while let Ok(ConnectionState::EncodeTlsData(mut encode)) = self
-            .connection
-            .process_tls_records(&mut self.incoming[..])
-            .state
-        {
+        // Only while rustls holds messages to send (the alert last, perhaps handshake messages
+        // before it): it hands those out before it reads anything, and reading on would fail
+        // on the bytes that failed once more and queue a second fatal alert (a panic in a debug
+        // build).
+        while self.connection.wants_write() {
+            let fetched = self.connection.process_tls_records(&mut self.incoming[..]);
+            let Ok(ConnectionState::EncodeTlsData(mut encode)) = fetched.state else {
+                break;
+            };
             if encode_into(&mut self.outgoing, &mut encode).is_err() {
                 return;
             }
