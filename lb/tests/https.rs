@@ -748,9 +748,10 @@ fn an_idle_tls_connection_costs_its_state_not_buffers() {
 }
 
 /// Plain HTTP where a ClientHello should be, from connection after connection: each answered
-/// with a TLS alert (the daemon once asked rustls for it with the bad bytes still unread, which
-/// failed them twice: a panic in a debug build, no alert in a release one) and counted as a
-/// failed handshake; their log lines held to the listener's budget for refusals.
+/// with a TLS alert (the daemon once asked rustls for more after its alert, which read the bad
+/// bytes again and failed twice: a panic in a debug build, a second alert queued in a release
+/// one) and counted as a failed handshake; their log lines held to the listener's budget for
+/// refusals.
 #[test]
 fn a_flood_of_failed_handshakes_is_answered_counted_whole_and_logged_within_a_budget() {
     const FLOOD: usize = 200;
