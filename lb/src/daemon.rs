@@ -222,6 +222,7 @@ impl LbDaemon {
                 by_sni.push((pattern, target.clone()));
             }
         }
+        let metrics = self.metrics.listener(listener.name.as_str());
         Ok(Arc::new(L4Proxy {
             listener: listener.name.clone(),
             routing: Routing {
@@ -232,12 +233,9 @@ impl LbDaemon {
                 hello_timeout: listener.hello_timeout,
                 accept_proxy_from: listener.accept_proxy_from.clone(),
             },
-            metrics: self.metrics.listener(listener.name.as_str()),
+            refusals: Refusals::new(listener.name.clone(), metrics.clone()),
+            metrics,
             limits: crate::config::admission_limits(listener),
-            refusals: Refusals::new(
-                listener.name.clone(),
-                self.metrics.listener(listener.name.as_str()),
-            ),
         }))
     }
 

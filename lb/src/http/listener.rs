@@ -129,8 +129,9 @@ impl HttpApp {
                 Served::Idle(keepalive_until) => until = keepalive_until,
                 Served::HandOver(read) => break Some(read),
                 Served::Closed => break None,
+                // Boxed: inline, the tunnel's state would size every connection's task.
                 Served::Tunnel(tunnel) => {
-                    tunnel.run(&self.router, stream).await;
+                    Box::pin(tunnel.run(&self.router, stream)).await;
                     break None;
                 }
             }
